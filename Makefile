@@ -1,0 +1,37 @@
+# engineshed: two commands on a fresh machine (Python 3.11+ and make): `make run`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast bench load schema compat clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/engineshed dev
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+load: $(STAMP)
+	$(BIN)/pytest -q tests/reliability/test_load.py --load-seconds=60 --load-clients=200
+
+schema: $(STAMP)
+	$(BIN)/strawberry export-schema gateway.schema.export:schema --output schema.graphql
+
+compat: $(STAMP)
+	VERITONE_COMPAT_PYTHON=$(BIN)/python ../shared/tools/veritone-compat schema.graphql
+
+clean:
+	rm -rf $(VENV) .engineshed .pytest_cache

@@ -1,0 +1,159 @@
+"""The classifier engine: a softmax regression head trained on the library's embeddings."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from engines.artifact import CONTENT_TYPE, ArtifactMeta, Label, build_classifier_artifact, recognize_images
+from engines.backbone import BackboneSpec
+from engines.calibration import balanced_threshold
+from engines.evaluation import per_entity
+from engines.interface import Artifact, ConfigOption, EngineInfo, Recognition, TrainingContext
+from engines.options import PIPELINE_OPTIONS
+from engines.softmax import Hyper, SoftmaxModel, fit, stratified_split
+from engines.training import base_report, prepare
+
+__all__ = ["ClassifierEngine"]
+
+DEFAULT_THRESHOLD = 0.0  # no validation rows to calibrate with: accept the top class
+
+CLASSIFIER_OPTIONS: tuple[ConfigOption, ...] = (
+    ConfigOption("trainingFraction", float, 0.8, "Share of each entity's identifiers used to train; the rest validates.", 0.5, 0.95),
+    ConfigOption("seed", int, 0, "Seed of the validation split and mini-batch order.", 0, 2**31 - 1),
+    ConfigOption("learningRate", float, 0.01, "Adam step size.", 1e-5, 1.0),
+    ConfigOption("weightDecay", float, 1e-4, "L2 penalty on the weights.", 0.0, 1.0),
+    ConfigOption("miniBatchSize", int, 64, "Rows per gradient step.", 1, 4096),
+    ConfigOption("maxEpochs", int, 200, "Most passes over the training rows.", 1, 10_000),
+    ConfigOption("patience", int, 10, "Epochs without a better validation loss before stopping.", 1, 1000),
+    ConfigOption("refitOnAll", bool, True, "Retrain on every row for the early-stopped epoch count.", None, None),
+)
+
+
+class ClassifierEngine:
+    """Classifies an image into one of the library's entities with a softmax over embeddings.
+
+    Training splits each entity's identifiers (``trainingFraction``, ``seed``), trains with Adam,
+    cross-entropy and L2 weight decay, and stops when the validation loss has not improved for
+    ``patience`` epochs, keeping the best epoch. Accuracy is validation top-1. The threshold is
+    calibrated on validation max-probabilities, correct (genuine) against incorrect (impostor),
+    maximising balanced accuracy (engines.calibration). With ``refitOnAll`` (default) the shipped
+    weights are retrained on every row for the best epoch count, so validation rows are not
+    wasted; the reported accuracy and threshold come from the validated model, an estimate for
+    the refit one. With ``refitOnAll`` false the validated weights ship as measured.
+    """
+
+    info = EngineInfo(
+        id="engineshed-classifier",
+        name="Classifier (softmax regression)",
+        category_id="object-classification",
+        identifier_type_ids=("image", "face"),
+        library_type_ids=("objects", "people"),
+        version="1",
+        config=PIPELINE_OPTIONS + CLASSIFIER_OPTIONS,
+    )
+
+    def __init__(self, backbone: BackboneSpec | None = None) -> None:
+        """``backbone`` replaces the built-in one (then ``imageSize`` is ignored)."""
+        self.backbone = backbone
+
+    async def train(self, ctx: TrainingContext) -> Artifact:
+        """Embed the library, fit and validate the softmax head, and build the ONNX artifact."""
+        config = ctx.config
+        prepared = await prepare(ctx, self.backbone)
+        started = time.perf_counter()
+        x, y = prepared.vectors, prepared.labels
+        classes = len(prepared.entity_ids)
+        hyper = Hyper(
+            learning_rate=config["learningRate"],
+            weight_decay=config["weightDecay"],
+            batch_size=config["miniBatchSize"],
+            max_epochs=config["maxEpochs"],
+            patience=config["patience"],
+            seed=config["seed"],
+        )
+        train_rows, val_rows = stratified_split(y, config["trainingFraction"], config["seed"])
+        validated = await _fit_off_loop(x[train_rows], y[train_rows], classes, hyper, x[val_rows], y[val_rows])
+        await ctx.progress(0.93, f"validated after {validated.epochs} epochs")
+        evaluation: dict[str, Any] = {"method": "stratified validation split, top-1", "validationRows": int(val_rows.size)}
+        accuracy = None
+        if val_rows.size:
+            p = validated.probabilities(x[val_rows])
+            predicted, confidence = p.argmax(axis=1), p.max(axis=1)
+            correct = predicted == y[val_rows]
+            accuracy = float(correct.mean())
+            calibration = balanced_threshold(confidence[correct], confidence[~correct], default=DEFAULT_THRESHOLD)
+            evaluation["perEntity"] = per_entity(prepared.entity_ids, y[val_rows], correct)
+        else:
+            calibration = balanced_threshold(np.empty(0), np.empty(0), default=DEFAULT_THRESHOLD)
+        evaluation["top1"] = accuracy
+        evaluation["epochs"] = validated.epochs
+        model = validated
+        if config["refitOnAll"] and val_rows.size:
+            model = await _fit_off_loop(x, y, classes, hyper, None, None, epochs=validated.epochs)
+        await ctx.progress(0.97, "fitted")
+        ids: list[list[str]] = [[] for _ in range(classes)]
+        for label, ref in zip(y, prepared.embedded.refs, strict=True):
+            ids[int(label)].append(ref.identifier_id)
+        meta = ArtifactMeta(
+            engine=self.info.id,
+            engine_version=self.info.version,
+            backbone=prepared.spec.name,
+            backbone_digest=prepared.spec.digest,
+            library_id=ctx.library_id,
+            image_size=prepared.spec.input_size,
+            channels=prepared.spec.channels,
+            top_k=config["topK"],
+            threshold=calibration.threshold,
+            score="probability",
+            labels=tuple(
+                Label(e, prepared.entity_ids[e], prepared.entity_names[e], tuple(ids[e])) for e in range(classes)
+            ),
+        )
+        data = await asyncio.to_thread(build_classifier_artifact, prepared.spec, model.weights, model.bias, meta)
+        report = base_report(self.info, prepared, ctx)
+        report["evaluation"] = evaluation
+        report["finalWeights"] = "refit on all rows" if model is not validated else "validated"
+        report["threshold"] = calibration.threshold
+        report["calibration"] = calibration.as_json()
+        report["timings"]["fit"] = round(time.perf_counter() - started, 4)
+        await ctx.progress(1.0, "artifact built")
+        return Artifact(data, CONTENT_TYPE, report, accuracy)
+
+    async def recognize(
+        self,
+        artifact: bytes,
+        images: Sequence[bytes],
+        *,
+        top_k: int,
+        threshold: float | None,
+        execution_provider: str,
+    ) -> list[Recognition]:
+        """Most probable entities per image."""
+        return await recognize_images(
+            artifact, images, top_k=top_k, threshold=threshold, execution_provider=execution_provider
+        )
+
+
+async def _fit_off_loop(
+    x: np.ndarray,
+    y: np.ndarray,
+    classes: int,
+    hyper: Hyper,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    *,
+    epochs: int | None = None,
+) -> SoftmaxModel:
+    # A cancelled await does not stop a thread; the event makes the fit give up at its next step.
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(fit, x, y, classes, hyper, x_val=x_val, y_val=y_val, epochs=epochs, stop=stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise

@@ -1,0 +1,66 @@
+"""Accuracy measurements reported in an artifact's ``jsondata.evaluation``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LeaveOneOut", "l2_normalise", "leave_one_out", "per_entity"]
+
+MAX_QUERIES = 4096  # leave-one-out over more rows samples this many queries (cost is queries × rows × D)
+CHUNK = 1024
+
+
+def l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as the artifact heads do."""
+    vectors = np.asarray(vectors, np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-6)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveOneOut:
+    """Leave-one-out nearest-neighbour results over a gallery."""
+
+    top1: float | None  # None when no row has a same-entity neighbour
+    queries: np.ndarray  # row indices evaluated
+    correct: np.ndarray  # bool per query
+    genuine: np.ndarray  # best same-entity cosine per query
+    impostor: np.ndarray  # best other-entity cosine per query (-inf with a single entity)
+
+
+def leave_one_out(vectors: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> LeaveOneOut:
+    """Top-1 nearest neighbour of each row among all other rows (cosine), vectorised in chunks.
+
+    Rows whose entity has no other row cannot be recognised without themselves and are not
+    evaluated. Above MAX_QUERIES evaluable rows a seeded sample of them is used.
+    """
+    x = l2_normalise(vectors)
+    labels = np.asarray(labels)
+    counts = np.bincount(labels)
+    queries = np.flatnonzero(counts[labels] > 1)
+    if queries.size > MAX_QUERIES:
+        queries = np.sort(np.random.default_rng(seed).choice(queries, MAX_QUERIES, replace=False))
+    genuine = np.empty(queries.size, np.float32)
+    impostor = np.empty(queries.size, np.float32)
+    for start in range(0, queries.size, CHUNK):
+        rows = queries[start : start + CHUNK]
+        scores = x[rows] @ x.T
+        scores[np.arange(rows.size), rows] = -np.inf  # leave the query itself out
+        same = labels[rows][:, None] == labels[None, :]
+        genuine[start : start + rows.size] = np.where(same, scores, -np.inf).max(axis=1)
+        impostor[start : start + rows.size] = np.where(same, -np.inf, scores).max(axis=1)
+    correct = genuine > impostor
+    top1 = float(correct.mean()) if queries.size else None
+    return LeaveOneOut(top1, queries, correct, genuine, impostor)
+
+
+def per_entity(entity_ids: Sequence[str], labels: np.ndarray, correct: np.ndarray) -> dict[str, dict[str, Any]]:
+    """``{entityId: {count, correct}}`` for the evaluated rows with entity index ``labels``."""
+    n = len(entity_ids)
+    count = np.bincount(labels, minlength=n)
+    right = np.bincount(labels, weights=correct.astype(np.float64), minlength=n)
+    return {entity_ids[e]: {"count": int(count[e]), "correct": int(right[e])} for e in range(n) if count[e]}

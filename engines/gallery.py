@@ -1,0 +1,120 @@
+"""The gallery engine: nearest neighbours over every embedded identifier of the library."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from engines.artifact import CONTENT_TYPE, ArtifactMeta, Label, build_gallery_artifact, recognize_images
+from engines.backbone import BackboneSpec
+from engines.calibration import balanced_threshold
+from engines.evaluation import leave_one_out, per_entity
+from engines.interface import Artifact, ConfigOption, EngineInfo, IdentifierRef, Recognition, TrainingContext
+from engines.options import PIPELINE_OPTIONS
+from engines.training import Prepared, base_report, prepare
+
+__all__ = ["GalleryEngine"]
+
+DEFAULT_THRESHOLD = 0.5  # used only when no entity has two identifiers to calibrate with
+
+
+class GalleryEngine:
+    """Recognises an image as the entity owning the most similar gallery identifier (cosine).
+
+    Training keeps every identifier that passes the quality gates (at most ``maxGalleryPerEntity``
+    per entity, first in paging order) in the final model. Accuracy is leave-one-out top-1 nearest
+    neighbour over the gallery; the acceptance threshold is calibrated on the same leave-one-out
+    queries: best same-entity score (genuine) against best other-entity score (impostor, what an
+    unknown face would look like), maximising balanced accuracy (engines.calibration).
+    """
+
+    info = EngineInfo(
+        id="engineshed-gallery",
+        name="Gallery (nearest neighbour)",
+        category_id="face-recognition",
+        identifier_type_ids=("face", "image"),
+        library_type_ids=("people", "objects"),
+        version="1",
+        config=PIPELINE_OPTIONS
+        + (ConfigOption("maxGalleryPerEntity", int, 1000, "Most identifiers kept per entity.", 1, 100_000),),
+    )
+
+    def __init__(self, backbone: BackboneSpec | None = None) -> None:
+        """``backbone`` replaces the built-in one (then ``imageSize`` is ignored)."""
+        self.backbone = backbone
+
+    async def train(self, ctx: TrainingContext) -> Artifact:
+        """Embed the library, evaluate leave-one-out, calibrate, and build the ONNX artifact."""
+        prepared = await prepare(ctx, self.backbone)
+        started = time.perf_counter()
+        keep = _cap_per_entity(prepared.labels, ctx.config["maxGalleryPerEntity"])
+        vectors, labels = prepared.vectors[keep], prepared.labels[keep]
+        refs = [prepared.embedded.refs[i] for i in keep]
+        loo = await asyncio.to_thread(leave_one_out, vectors, labels)
+        evaluated = labels[loo.queries]
+        calibration = balanced_threshold(
+            loo.genuine, loo.impostor[np.isfinite(loo.impostor)], default=DEFAULT_THRESHOLD
+        )
+        await ctx.progress(0.95, "evaluated")
+        meta = ArtifactMeta(
+            engine=self.info.id,
+            engine_version=self.info.version,
+            backbone=prepared.spec.name,
+            backbone_digest=prepared.spec.digest,
+            library_id=ctx.library_id,
+            image_size=prepared.spec.input_size,
+            channels=prepared.spec.channels,
+            top_k=ctx.config["topK"],
+            threshold=calibration.threshold,
+            score="cosine",
+            labels=_labels(prepared, labels, refs),
+        )
+        data = await asyncio.to_thread(build_gallery_artifact, prepared.spec, vectors, labels, meta)
+        report = base_report(self.info, prepared, ctx)
+        report["galleryRows"] = len(refs)
+        report["evaluation"] = {
+            "method": "leave-one-out top-1 nearest neighbour (cosine)",
+            "evaluated": int(loo.queries.size),
+            "top1": loo.top1,
+            "perEntity": per_entity(prepared.entity_ids, evaluated, loo.correct),
+        }
+        report["threshold"] = calibration.threshold
+        report["calibration"] = calibration.as_json()
+        report["timings"]["fit"] = round(time.perf_counter() - started, 4)
+        await ctx.progress(1.0, "artifact built")
+        return Artifact(data, CONTENT_TYPE, report, loo.top1)
+
+    async def recognize(
+        self,
+        artifact: bytes,
+        images: Sequence[bytes],
+        *,
+        top_k: int,
+        threshold: float | None,
+        execution_provider: str,
+    ) -> list[Recognition]:
+        """Best entities per image, by best-matching gallery identifier."""
+        return await recognize_images(
+            artifact, images, top_k=top_k, threshold=threshold, execution_provider=execution_provider
+        )
+
+
+def _cap_per_entity(labels: np.ndarray, cap: int) -> np.ndarray:
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty_like(labels)
+    rank[order] = np.arange(labels.size) - starts[labels[order]]
+    return np.flatnonzero(rank < cap)
+
+
+def _labels(prepared: Prepared, labels: np.ndarray, refs: list[IdentifierRef]) -> tuple[Label, ...]:
+    ids: list[list[str]] = [[] for _ in prepared.entity_ids]
+    for label, ref in zip(labels, refs, strict=True):
+        ids[int(label)].append(ref.identifier_id)
+    return tuple(
+        Label(e, prepared.entity_ids[e], prepared.entity_names[e], tuple(ids[e])) for e in range(len(ids))
+    )

@@ -1,0 +1,334 @@
+"""The training data path shared by the engines: library pages in, embeddings out.
+
+Four stages connected by bounded queues, so memory stays flat for any library size (only the
+``[N, D]`` embeddings and their refs accumulate):
+
+    pages ──(cache hits resolved)──▶ fetch ×fetchConcurrency ──▶ decode (process pool) ──▶ backbone
+
+* refs whose sha256 is known are looked up in the embedding cache per page and never fetched
+  on a hit; refs stored by reference get their sha256 from the fetched bytes and are looked up
+  then, per decode chunk;
+* identical content (same sha256) in flight is fetched, decoded and embedded once;
+* fetch failures and quality-gate failures skip the identifier with a reason;
+* cancelling the coroutine cancels every stage; decode work not yet started in the pool is
+  cancelled with it (the asyncio future chained to it cancels the pool future).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiolimiter import AsyncLimiter
+
+from engines.backbone import BackboneSpec
+from engines.decode import decode_batch_timed
+from engines.embedded import EmbeddedLibrary, RowBuffer, Skipped
+from engines.interface import FetchError, IdentifierRef, TrainingContext
+from engines.runtime import Runner
+
+__all__ = ["EmbeddedLibrary", "Skipped", "embed_library", "pipeline_kwargs"]
+
+log = logging.getLogger(__name__)
+
+DECODE_CHUNK = 16  # blobs per process-pool call: amortises pickling without starving the pool
+DECODE_IN_FLIGHT = 8  # chunks submitted to the pool at once
+
+
+@dataclass(slots=True, eq=False)
+class _Item:
+    seq: int
+    ref: IdentifierRef
+    page: int
+    sha: str | None
+    late: bool = False  # sha256 learnt from the fetched bytes, so not yet looked up in the cache
+    data: bytes | None = None
+    array: np.ndarray | None = None
+
+
+class _Run:
+    def __init__(
+        self,
+        ctx: TrainingContext,
+        spec: BackboneSpec,
+        runner: Runner,
+        *,
+        page_size: int,
+        fetch_concurrency: int,
+        fetch_rate: float | None,
+        batch_size: int,
+        min_size: int,
+        sharpness_threshold: float,
+        progress_span: float,
+    ) -> None:
+        self.ctx, self.spec, self.runner = ctx, spec, runner
+        self.page_size, self.batch_size = page_size, batch_size
+        self.fetch_concurrency = fetch_concurrency
+        self.limiter = AsyncLimiter(fetch_rate, 1.0) if fetch_rate else None
+        self.min_size, self.sharpness_threshold = min_size, sharpness_threshold
+        self.progress_span = progress_span
+        self.total: int | None = getattr(ctx, "total_identifiers", None)
+        self.fetch_q: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=2 * fetch_concurrency)
+        self.decode_q: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=DECODE_CHUNK * DECODE_IN_FLIGHT)
+        self.infer_q: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=2 * batch_size)
+        self.pending: dict[str, list[_Item]] = {}  # sha256 in flight -> [leader, followers...]
+        self.page_left: dict[int, int] = {}
+        self.rows = RowBuffer()
+        self.skipped: list[tuple[int, Skipped]] = []  # (paging seq, skip), sorted at the end
+        self.done = 0
+        self.cached = 0
+        self.inferred = 0
+        self.timings = {"fetch": 0.0, "decode": 0.0, "inference": 0.0}
+
+    async def run(self) -> EmbeddedLibrary:
+        started = time.perf_counter()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._produce())
+                tg.create_task(self._fetch_stage())
+                tg.create_task(self._decode_stage())
+                tg.create_task(self._infer_stage())
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        vectors, refs = self.rows.in_paging_order()
+        self.timings["total"] = time.perf_counter() - started
+        skipped = [s for _, s in sorted(self.skipped, key=lambda pair: pair[0])]
+        return EmbeddedLibrary(vectors, refs, skipped, self.timings, self.cached, self.inferred)
+
+    # -- stages -----------------------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        seq = 0
+        page_no = 0
+        async for page in self.ctx.pages(self.page_size):
+            if not page:
+                continue
+            page_no += 1
+            items = []
+            for ref in page:
+                items.append(_Item(seq, ref, page_no, ref.content_sha256))
+                seq += 1
+            self.page_left[page_no] = len(items)
+            lookup = sorted({i.sha for i in items if i.sha and i.sha not in self.pending})
+            hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup else {}
+            for item in items:
+                if item.sha is not None and item.sha in self.pending:
+                    self.pending[item.sha].append(item)
+                elif item.sha is not None and item.sha in hits:
+                    self.cached += 1
+                    await self._complete(item, vector=hits[item.sha])
+                else:
+                    if item.sha is not None:
+                        self.pending[item.sha] = [item]
+                    await self.fetch_q.put(item)
+        for _ in range(self.fetch_concurrency):
+            await self.fetch_q.put(None)
+
+    async def _fetch_stage(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(self.fetch_concurrency):
+                tg.create_task(self._fetch_worker())
+        await self.decode_q.put(None)
+
+    async def _fetch_worker(self) -> None:
+        while (item := await self.fetch_q.get()) is not None:
+            started = time.perf_counter()
+            try:
+                async with self.limiter or contextlib.nullcontext():
+                    data = await self.ctx.fetch(item.ref)
+            except FetchError as exc:
+                await self._complete(item, skip=("fetch-failed", str(exc) or "fetch failed"))
+                continue
+            finally:
+                self.timings["fetch"] += time.perf_counter() - started
+            digest = hashlib.sha256(data).hexdigest()
+            if item.sha is None:
+                item.sha, item.late = digest, True
+                if digest in self.pending:  # same bytes already on their way
+                    self.pending[digest].append(item)
+                    continue
+                self.pending[digest] = [item]
+            elif digest != item.sha:
+                log.warning("identifier %s: content sha256 %s differs from the recorded %s",
+                            item.ref.identifier_id, digest, item.sha)
+            item.data = data
+            await self.decode_q.put(item)
+
+    async def _decode_stage(self) -> None:
+        slots = asyncio.Semaphore(DECODE_IN_FLIGHT)
+        async with asyncio.TaskGroup() as tg:
+            finished = False
+            while not finished:
+                item = await self.decode_q.get()
+                if item is None:
+                    break
+                chunk = [item]
+                while len(chunk) < DECODE_CHUNK:  # take what is ready; never wait to fill a chunk
+                    try:
+                        nxt = self.decode_q.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if nxt is None:
+                        finished = True
+                        break
+                    chunk.append(nxt)
+                await slots.acquire()
+                tg.create_task(self._decode_chunk(chunk, slots))
+        await self.infer_q.put(None)
+
+    async def _decode_chunk(self, chunk: list[_Item], slots: asyncio.Semaphore) -> None:
+        try:
+            late = [i.sha for i in chunk if i.late]
+            hits = await self.ctx.cached_embeddings(self.spec.digest, late) if late else {}
+            todo = []
+            for item in chunk:
+                if item.late and item.sha in hits:
+                    self.cached += 1
+                    await self._complete(item, vector=hits[item.sha])
+                else:
+                    todo.append(item)
+            if not todo:
+                return
+            blobs = [i.data for i in todo]
+            for item in todo:
+                item.data = None
+            loop = asyncio.get_running_loop()
+            results, seconds = await loop.run_in_executor(
+                self.ctx.decode_pool,
+                decode_batch_timed,
+                blobs,
+                self.spec.input_size,
+                self.spec.channels,
+                self.min_size,
+                self.sharpness_threshold,
+            )
+            self.timings["decode"] += seconds
+            for item, (array, skip) in zip(todo, results, strict=True):
+                if skip is not None:
+                    await self._complete(item, skip=(skip["reason"], skip.get("detail", "")))
+                else:
+                    item.array = array
+                    await self.infer_q.put(item)
+        finally:
+            slots.release()
+
+    async def _infer_stage(self) -> None:
+        batch: list[_Item] = []
+        while (item := await self.infer_q.get()) is not None:
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                await self._infer(batch)
+                batch = []
+        if batch:
+            await self._infer(batch)
+
+    async def _infer(self, batch: list[_Item]) -> None:
+        images = np.stack([i.array for i in batch])
+        for item in batch:
+            item.array = None
+        started = time.perf_counter()
+        vectors = await asyncio.to_thread(self.runner.run, images)
+        self.timings["inference"] += time.perf_counter() - started
+        vectors = np.asarray(vectors, np.float32)
+        self.inferred += len(batch)
+        self.ctx.count_inference(len(batch))
+        await self.ctx.store_embeddings(self.spec.digest, {i.sha: v for i, v in zip(batch, vectors) if i.sha})
+        for item, vector in zip(batch, vectors, strict=True):
+            await self._complete(item, vector=vector)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    async def _complete(
+        self, item: _Item, *, vector: np.ndarray | None = None, skip: tuple[str, str] | None = None
+    ) -> None:
+        group = self.pending.get(item.sha) if item.sha is not None else None
+        if group and group[0] is item:
+            del self.pending[item.sha]  # type: ignore[arg-type]
+            members = group
+        else:
+            members = [item]
+        finished_pages = 0
+        for member in members:
+            if vector is not None:
+                self.rows.add(member.seq, member.ref, np.asarray(vector, np.float32).reshape(-1))
+            else:
+                assert skip is not None
+                self.skipped.append((member.seq, Skipped(member.ref, skip[0], skip[1])))
+            self.done += 1
+            self.page_left[member.page] -= 1
+            if self.page_left[member.page] == 0:
+                del self.page_left[member.page]
+                finished_pages += 1
+        if finished_pages:
+            await self._report()
+
+    async def _report(self) -> None:
+        message = f"{self.done} identifiers processed ({len(self.skipped)} skipped)"
+        fraction = 0.0
+        if self.total:
+            fraction = self.progress_span * min(1.0, self.done / self.total)
+        await self.ctx.progress(fraction, message)
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    # Siblings cancelled because one stage failed show up as CancelledError; report the cause.
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
+
+
+async def embed_library(
+    ctx: TrainingContext,
+    spec: BackboneSpec,
+    runner: Runner,
+    *,
+    page_size: int,
+    fetch_concurrency: int,
+    batch_size: int,
+    min_size: int,
+    sharpness_threshold: float,
+    fetch_rate: float | None = None,
+    progress_span: float = 0.9,
+) -> EmbeddedLibrary:
+    """Embed every identifier ``ctx.pages`` yields with the backbone ``spec`` run by ``runner``.
+
+    ``fetch_rate`` caps fetches started per second (None or 0: no cap). Progress is reported as
+    pages complete, as a fraction of ``ctx.total_identifiers`` scaled to ``progress_span`` (the
+    rest is left to the engine's fitting); when the total is unknown the fraction stays 0 and
+    only the message moves.
+    """
+    run = _Run(
+        ctx,
+        spec,
+        runner,
+        page_size=page_size,
+        fetch_concurrency=fetch_concurrency,
+        fetch_rate=fetch_rate,
+        batch_size=batch_size,
+        min_size=min_size,
+        sharpness_threshold=sharpness_threshold,
+        progress_span=progress_span,
+    )
+    return await run.run()
+
+
+def pipeline_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """embed_library's keyword arguments from a validated config holding PIPELINE_OPTIONS."""
+    return {
+        "page_size": config["pageSize"],
+        "fetch_concurrency": config["fetchConcurrency"],
+        "fetch_rate": config["fetchRate"] or None,
+        "batch_size": config["batchSize"],
+        "min_size": config["minSize"],
+        "sharpness_threshold": config["sharpnessThreshold"],
+    }

@@ -1,0 +1,154 @@
+"""ONNX Runtime: the one place that creates inference sessions.
+
+``auto`` runs on CUDA where it works and on the CPU otherwise; ``cuda`` where CUDA does not work
+raises EngineError instead of falling back, so a GPU deployment that lost its GPU is noticed.
+Sessions are created once per (model digest, provider) and reused; ``Runner.run`` blocks, so
+callers run it off the event loop (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from engines.interface import EngineError
+
+__all__ = ["CPU", "CUDA", "ProviderSetting", "Runner", "choose_providers", "cuda_usable", "get_runner"]
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+ProviderSetting = Literal["auto", "cuda", "cpu"]
+
+# prefer_nhwc measured +22 % on an H100 for conv backbones (docs/gpu.md); EXHAUSTIVE pays once per shape.
+CUDA_OPTIONS: dict[str, str] = {"prefer_nhwc": "1", "cudnn_conv_algo_search": "EXHAUSTIVE"}
+SESSION_CACHE_SIZE = 16
+
+
+@functools.cache
+def cuda_usable() -> bool:
+    """Whether a CUDA session actually runs on CUDA here (probed once with a one-node model).
+
+    onnxruntime-gpu lists CUDAExecutionProvider even without a GPU or CUDA libraries, logs an
+    error when the session is created, and silently runs on the CPU; only ``get_providers()``
+    on a created session tells the truth.
+    """
+    if CUDA not in ort.get_available_providers():
+        return False
+    _preload_cuda_libraries()
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), providers=[(CUDA, CUDA_OPTIONS), CPU])
+    except Exception as exc:  # a broken CUDA install surfaces as any of several ORT errors
+        log.warning("CUDA execution provider unusable: %s", exc)
+        return False
+    return session.get_providers()[0] == CUDA
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    # onnxruntime-gpu >= 1.21 can load the CUDA/cuDNN libraries from pip wheels or torch itself.
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:
+            log.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
+def choose_providers(setting: str) -> list[Any]:
+    """The provider list for a session under ``setting`` ("auto" | "cuda" | "cpu").
+
+    Raises EngineError for "cuda" when CUDA is not usable, and for an unknown setting.
+    """
+    if setting == "cpu":
+        return [CPU]
+    if setting not in ("auto", "cuda"):
+        raise EngineError(f"unknown execution provider setting {setting!r} (expected auto, cuda or cpu)")
+    if cuda_usable():
+        return [(CUDA, dict(CUDA_OPTIONS)), CPU]
+    if setting == "cuda":
+        raise EngineError("execution provider 'cuda' was requested but CUDA is not usable on this worker")
+    return [CPU]
+
+
+class Runner:
+    """One inference session and the provider it actually runs on."""
+
+    def __init__(self, model: bytes, setting: str) -> None:
+        providers = choose_providers(setting)
+        if providers[0] != CPU:
+            _preload_cuda_libraries()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(model, sess_options=options, providers=providers)
+        active = self._session.get_providers()[0]
+        if setting == "cuda" and active != CUDA:
+            raise EngineError(f"execution provider 'cuda' was requested but the session runs on {active}")
+        self._provider = active
+        self.digest = hashlib.sha256(model).hexdigest()
+        self.input_name = self._session.get_inputs()[0].name
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider actually in use, e.g. "CPUExecutionProvider"."""
+        return self._provider
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The first output for a uint8 NHWC batch."""
+        return self.run_all(batch)[0]
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output, in graph order, for a uint8 NHWC batch."""
+        batch = np.ascontiguousarray(batch)
+        if self._provider != CUDA:
+            return self._session.run(self.output_names, {self.input_name: batch})
+        return self._run_bound(batch, "cuda")
+
+    def _run_bound(self, batch: np.ndarray, device: str) -> list[np.ndarray]:
+        # On the GPU, numpy in/out puts host copies on the critical path (docs/gpu.md: 30-80 %):
+        # copy the uint8 input to the device once and let outputs stay there until one copy back.
+        binding = self._session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(batch, device, 0))
+        for name in self.output_names:
+            binding.bind_output(name, device, 0)
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+
+_cache: OrderedDict[tuple[str, str], Runner] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def get_runner(model: bytes, setting: str) -> Runner:
+    """A Runner for ``model`` under ``setting``, created once per (model digest, provider)."""
+    providers = choose_providers(setting)
+    provider = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    key = (hashlib.sha256(model).hexdigest(), provider)
+    with _cache_lock:
+        runner = _cache.get(key)
+        if runner is not None:
+            _cache.move_to_end(key)
+            return runner
+    runner = Runner(model, setting)
+    with _cache_lock:
+        # Two threads may have built the same session; keep the first so callers share one.
+        runner = _cache.setdefault(key, runner)
+        _cache.move_to_end(key)
+        while len(_cache) > SESSION_CACHE_SIZE:
+            _cache.popitem(last=False)
+    return runner

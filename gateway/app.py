@@ -1,0 +1,51 @@
+"""create_app(settings) -> Starlette: routes, middleware, and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+from starlette.routing import Route, WebSocketRoute
+
+from gateway.events import EventHub
+from gateway.resources import open_resources
+from gateway.schema.root import build_schema
+from gateway.settings import Settings
+from gateway.web.graphql_view import GraphQLEndpoint
+from gateway.web.health import healthz, readyz
+from gateway.web.subscriptions import SubscriptionView
+from storage.db import listen
+from storage.queries.jobs import EVENT_CHANNEL
+
+log = logging.getLogger("engineshed")
+
+
+def create_app(settings: Settings) -> Starlette:
+    schema = build_schema(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_resources(settings) as resources:
+            resources.events = EventHub()
+            async with listen(settings.database_url, [EVENT_CHANNEL], resources.events.publish):
+                app.state.resources = resources
+                log.info("engineshed gateway ready")
+                yield
+
+    async def root(_request: Request) -> RedirectResponse:
+        return RedirectResponse("/v3/graphql")
+
+    return Starlette(
+        routes=[
+            Route("/", root),
+            Route("/v3/graphql", GraphQLEndpoint(schema), methods=["GET", "POST"]),
+            WebSocketRoute("/v3/graphql", SubscriptionView(schema)),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )

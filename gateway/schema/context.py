@@ -1,0 +1,49 @@
+"""The per-request context: resources, the caller, fresh DataLoaders, and a plain-form file part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.types import Info as StrawberryInfo
+
+from gateway.errors import AuthenticationError
+from gateway.resources import Resources
+from gateway.schema.loaders import Loaders
+from gateway.services import tokens
+from gateway.services.principal import Principal
+
+
+@dataclass
+class Context:
+    resources: Resources
+    request: Any = None
+    response: Any = None
+    principal_: Principal | None = None
+    form_file: Any = None  # the `file` part of a plain multipart form (curl -F file=@x)
+    connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init payload
+    loaders: Loaders = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loaders = Loaders(self)
+
+    @property
+    def principal(self) -> Principal:
+        if self.principal_ is None:
+            raise AuthenticationError()
+        return self.principal_
+
+    async def authenticate_connection(self) -> Principal:
+        """WebSocket operations authenticate from the connection_init payload (or the upgrade headers)."""
+        if self.principal_ is None:
+            params = self.connection_params or {}
+            header = params.get("Authorization") or params.get("authorization")
+            if header is None and params.get("token"):
+                header = f"Bearer {params['token']}"
+            if header is None and self.request is not None:
+                header = self.request.headers.get("authorization")
+            self.principal_ = await tokens.authenticate(self.resources.pool, header)
+        return self.principal_
+
+
+Info = StrawberryInfo[Context, None]

@@ -1,0 +1,447 @@
+"""Library, Entity, EntityIdentifier and the type catalogue, as the wire names them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import strawberry
+from strawberry import UNSET
+from strawberry.file_uploads import Upload
+
+from gateway.schema.context import Info
+from gateway.schema.enums import EntityIdentifierDataType, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
+from gateway.schema.paging import page_fields
+from gateway.schema.scalars import DateTime, JSONData
+from gateway.services import entities as entity_service
+from gateway.services import identifiers as identifier_service
+from storage import rows
+
+if TYPE_CHECKING:
+    from gateway.schema.engine_models import LibraryEngineModelList
+
+
+@strawberry.type
+class EntityIdentifierType:
+    id: strawberry.ID
+    label: str
+    label_plural: str
+    description: Optional[str]
+    data_type: EntityIdentifierDataType
+
+    @classmethod
+    def from_row(cls, row: rows.IdentifierType) -> EntityIdentifierType:
+        return cls(
+            id=strawberry.ID(row.id),
+            label=row.label,
+            label_plural=row.label_plural,
+            description=row.description,
+            data_type=EntityIdentifierDataType(row.data_type),
+        )
+
+
+@strawberry.type
+class EntityIdentifierTypeList:
+    offset: int
+    limit: int
+    count: int
+    total_count: int
+    records: list[EntityIdentifierType]
+
+
+@strawberry.type
+class LibraryType:
+    id: strawberry.ID
+    label: str
+    entity_type_name: str
+    entity_type_name_plural: str
+    _row: strawberry.Private[rows.LibraryType]
+
+    @strawberry.field
+    async def entity_identifier_types(self, info: Info) -> list[EntityIdentifierType]:
+        from gateway.services import catalogue
+
+        types = await catalogue.identifier_types(info.context.resources)
+        return [EntityIdentifierType.from_row(t) for t in types if t.id in self._row.identifier_type_ids]
+
+    @classmethod
+    def from_row(cls, row: rows.LibraryType) -> LibraryType:
+        return cls(
+            id=strawberry.ID(row.id),
+            label=row.label,
+            entity_type_name=row.entity_type_name,
+            entity_type_name_plural=row.entity_type_name_plural,
+            _row=row,
+        )
+
+
+@strawberry.type
+class LibraryTypeList:
+    offset: int
+    limit: int
+    count: int
+    total_count: int
+    records: list[LibraryType]
+
+
+@strawberry.type
+class EntityIdentifier:
+    id: strawberry.ID
+    entity_id: strawberry.ID
+    identifier_type_id: strawberry.ID
+    title: Optional[str]
+    is_priority: bool
+    content_type: str
+    jsondata: JSONData
+    created_date_time: DateTime
+    modified_date_time: DateTime
+    _row: strawberry.Private[rows.Identifier]
+
+    @strawberry.field(description="A URL that serves the content: a presigned S3 URL, or the reference URL.")
+    async def url(self, info: Info) -> str:
+        return await identifier_service.url_for(info.context.resources, self._row)
+
+    @strawberry.field
+    async def entity(self, info: Info) -> Optional[Entity]:
+        row = await info.context.loaders.entity.load(self._row.entity_id)
+        return Entity.from_row(row) if row else None
+
+    @strawberry.field
+    async def identifier_type(self, info: Info) -> Optional[EntityIdentifierType]:
+        from gateway.services import catalogue
+
+        for t in await catalogue.identifier_types(info.context.resources):
+            if t.id == self._row.identifier_type_id:
+                return EntityIdentifierType.from_row(t)
+        return None
+
+    @classmethod
+    def from_row(cls, row: rows.Identifier) -> EntityIdentifier:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            entity_id=strawberry.ID(str(row.entity_id)),
+            identifier_type_id=strawberry.ID(row.identifier_type_id),
+            title=row.title,
+            is_priority=row.is_priority,
+            content_type=row.content_type,
+            jsondata=row.jsondata,
+            created_date_time=row.created_at,
+            modified_date_time=row.modified_at,
+            _row=row,
+        )
+
+
+@strawberry.type
+class EntityIdentifierList:
+    offset: int
+    limit: int
+    count: int
+    total_count: int
+    records: list[EntityIdentifier]
+
+
+@strawberry.type
+class EntitySummary:
+    identifier_counts_by_type: JSONData
+
+
+@strawberry.type
+class Entity:
+    id: strawberry.ID
+    name: str
+    description: Optional[str]
+    library_id: strawberry.ID
+    is_published: bool
+    jsondata: JSONData
+    profile_image_url: Optional[str]
+    created_date_time: DateTime
+    modified_date_time: DateTime
+    _row: strawberry.Private[rows.Entity]
+
+    @strawberry.field
+    async def library(self, info: Info) -> Optional[Library]:
+        row = await info.context.loaders.library.load(self._row.library_id)
+        return Library.from_row(row) if row else None
+
+    @strawberry.field
+    async def identifiers(
+        self,
+        info: Info,
+        id: Optional[strawberry.ID] = None,
+        identifier_type_id: Optional[strawberry.ID] = None,
+        offset: Optional[int] = 0,
+        limit: Optional[int] = 30,
+    ) -> EntityIdentifierList:
+        from gateway.services.paging import check_page
+
+        offset, limit = check_page(offset, limit, info.context.resources.settings.max_page_size)
+        identifier_id = None
+        if id is not None:
+            from gateway.services.ids import try_parse_ids
+
+            parsed = try_parse_ids([id])
+            identifier_id = parsed[0] if parsed else _NO_SUCH_ID
+        page = await info.context.loaders.identifier_page.load(
+            (self._row.id, identifier_type_id, identifier_id, offset, limit)
+        )
+        return EntityIdentifierList(**page_fields(page, [EntityIdentifier.from_row(r) for r in page.records]))
+
+    @strawberry.field
+    async def summary(self, info: Info) -> EntitySummary:
+        counts = await info.context.loaders.identifier_counts.load(self._row.id)
+        return EntitySummary(identifier_counts_by_type=counts or {})
+
+    @classmethod
+    def from_row(cls, row: rows.Entity) -> Entity:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            description=row.description,
+            library_id=strawberry.ID(str(row.library_id)),
+            is_published=row.is_published,
+            jsondata=row.jsondata,
+            profile_image_url=row.profile_image_url,
+            created_date_time=row.created_at,
+            modified_date_time=row.modified_at,
+            _row=row,
+        )
+
+
+@strawberry.type
+class EntityList:
+    offset: int
+    limit: int
+    count: int
+    total_count: int
+    records: list[Entity]
+
+
+@strawberry.type
+class LibrarySummary:
+    entity_count: int
+    unpublished_entity_count: int
+    last_trained_version: Optional[int]
+    last_trained_date_time: Optional[DateTime]
+
+
+@strawberry.type
+class Library:
+    id: strawberry.ID
+    name: str
+    description: Optional[str]
+    library_type_id: strawberry.ID
+    version: int
+    organization_id: strawberry.ID
+    cover_image_url: Optional[str]
+    created_date_time: DateTime
+    modified_date_time: DateTime
+    _row: strawberry.Private[rows.Library]
+
+    @strawberry.field
+    async def library_type(self, info: Info) -> Optional[LibraryType]:
+        from gateway.services import catalogue
+
+        for t in await catalogue.library_types(info.context.resources):
+            if t.id == self._row.library_type_id:
+                return LibraryType.from_row(t)
+        return None
+
+    @strawberry.field
+    async def summary(self, info: Info) -> LibrarySummary:
+        record = await info.context.loaders.library_summary.load(self._row.id)
+        return LibrarySummary(
+            entity_count=record["entity_count"] if record else 0,
+            unpublished_entity_count=record["unpublished_entity_count"] if record else 0,
+            last_trained_version=record["last_trained_version"] if record else None,
+            last_trained_date_time=record["last_trained_at"] if record else None,
+        )
+
+    @strawberry.field
+    async def entities(
+        self,
+        info: Info,
+        id: Optional[strawberry.ID] = None,
+        ids: Optional[list[strawberry.ID]] = None,
+        is_published: Optional[bool] = None,
+        identifier_type_id: Optional[strawberry.ID] = None,
+        name: Optional[str] = None,
+        offset: Optional[int] = 0,
+        limit: Optional[int] = 30,
+        order_by: Optional[LibraryEntityOrderBy] = None,
+        order_direction: Optional[OrderDirection] = None,
+    ) -> EntityList:
+        wanted = None
+        if id is not None or ids is not None:
+            wanted = ([id] if id is not None else []) + list(ids or [])
+        page = await entity_service.library_entities(
+            info.context.resources,
+            info.context.principal,
+            self._row.id,
+            ids=wanted,
+            is_published=is_published,
+            name=name,
+            identifier_type_id=identifier_type_id,
+            order_by=(order_by or LibraryEntityOrderBy.createdDateTime).value,
+            descending=order_direction == OrderDirection.desc,
+            offset=offset,
+            limit=limit,
+        )
+        return EntityList(**page_fields(page, [Entity.from_row(r) for r in page.records]))
+
+    @strawberry.field
+    async def engine_models(
+        self,
+        info: Info,
+        id: Optional[strawberry.ID] = None,
+        engine_id: Optional[strawberry.ID] = None,
+        train_status: Optional[LibraryEngineModelTrainStatus] = None,
+        library_version: Optional[int] = None,
+        current_version: Optional[bool] = None,
+        last_modified: Optional[bool] = None,
+        offset: Optional[int] = 0,
+        limit: Optional[int] = 30,
+    ) -> Annotated[LibraryEngineModelList, strawberry.lazy("gateway.schema.engine_models")]:
+        from gateway.schema.engine_models import library_engine_models
+
+        return await library_engine_models(
+            info,
+            self._row,
+            id=id,
+            engine_id=engine_id,
+            train_status=train_status,
+            library_version=library_version,
+            current_version=current_version,
+            last_modified=last_modified,
+            offset=offset,
+            limit=limit,
+        )
+
+    @classmethod
+    def from_row(cls, row: rows.Library) -> Library:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            name=row.name,
+            description=row.description,
+            library_type_id=strawberry.ID(row.library_type_id),
+            version=row.version,
+            organization_id=strawberry.ID(str(row.org_id)),
+            cover_image_url=row.cover_image_url,
+            created_date_time=row.created_at,
+            modified_date_time=row.modified_at,
+            _row=row,
+        )
+
+
+@strawberry.type
+class LibraryList:
+    offset: int
+    limit: int
+    count: int
+    total_count: int
+    records: list[Library]
+
+
+# An ID filter that parses as no UUID matches nothing; this one never exists.
+from uuid import UUID as _UUID  # noqa: E402
+
+_NO_SUCH_ID = _UUID(int=0)
+
+
+# ---- inputs: names as upstream (no Input suffix); UNSET means "not sent" ----
+
+
+@strawberry.input
+class CreateLibrary:
+    name: str
+    library_type_id: strawberry.ID
+    description: Optional[str] = None
+    cover_image_url: Optional[str] = None
+    organization_id: Optional[strawberry.ID] = None
+
+
+@strawberry.input
+class UpdateLibrary:
+    id: strawberry.ID
+    name: Optional[str] = UNSET
+    description: Optional[str] = UNSET
+    cover_image_url: Optional[str] = UNSET
+    library_type_id: Optional[strawberry.ID] = UNSET
+    version: Optional[int] = UNSET
+
+
+@strawberry.input
+class CreateEntity:
+    name: str
+    library_id: strawberry.ID
+    description: Optional[str] = None
+    jsondata: Optional[JSONData] = None
+    profile_image_url: Optional[str] = None
+    is_published: Optional[bool] = False
+
+
+@strawberry.input
+class UpdateEntity:
+    id: strawberry.ID
+    name: Optional[str] = UNSET
+    description: Optional[str] = UNSET
+    jsondata: Optional[JSONData] = UNSET
+    profile_image_url: Optional[str] = UNSET
+    is_published: Optional[bool] = UNSET
+
+
+@strawberry.input
+class CreateEntityIdentifier:
+    entity_id: strawberry.ID
+    identifier_type_id: strawberry.ID
+    content_type: Optional[str] = None
+    url: Optional[str] = None
+    file: Optional[Upload] = None
+    title: Optional[str] = None
+    is_priority: Optional[bool] = False
+    jsondata: Optional[JSONData] = None
+    store_reference: Optional[bool] = False
+
+
+@strawberry.input
+class UpdateEntityIdentifier:
+    id: strawberry.ID
+    title: Optional[str] = UNSET
+    is_priority: Optional[bool] = UNSET
+    jsondata: Optional[JSONData] = UNSET
+
+
+@strawberry.type
+class DeletePayload:
+    id: Optional[strawberry.ID]
+    message: Optional[str]
+
+
+def sent(input_obj: object, *names: str) -> dict[str, object]:
+    """The fields a client actually sent (UNSET ones are left out, null ones kept)."""
+    out: dict[str, object] = {}
+    for name in names:
+        value = getattr(input_obj, name)
+        if value is not UNSET:
+            out[name] = value
+    return out
+
+
+__all__ = [
+    "CreateEntity",
+    "CreateEntityIdentifier",
+    "CreateLibrary",
+    "DeletePayload",
+    "Entity",
+    "EntityIdentifier",
+    "EntityIdentifierList",
+    "EntityIdentifierType",
+    "EntityIdentifierTypeList",
+    "EntityList",
+    "Library",
+    "LibraryList",
+    "LibraryType",
+    "LibraryTypeList",
+    "UpdateEntity",
+    "UpdateEntityIdentifier",
+    "UpdateLibrary",
+    "sent",
+]

@@ -1,0 +1,99 @@
+"""DataLoaders, fresh per request: child lists cost one query per distinct argument set, not per parent."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+from strawberry.dataloader import DataLoader
+
+from gateway.services.paging import Page
+from storage.queries import engine_models as model_q
+from storage.queries import entities as entity_q
+from storage.queries import identifiers as identifier_q
+from storage.queries import libraries as library_q
+from storage.queries import engines as engine_q
+from storage.queries import jobs as job_q
+
+if TYPE_CHECKING:
+    from gateway.schema.context import Context
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def _grouped(
+    load: Callable[[Any, list[Any]], Awaitable[dict[Any, Any]]], group_of: Callable[[Any], Any], id_of: Callable[[Any], Any]
+) -> Callable[[Sequence[Any]], Awaitable[list[Any]]]:
+    """Batch keys that share everything but the parent ID into one query per group."""
+
+    async def batch(keys: Sequence[Any]) -> list[Any]:
+        groups: dict[Any, list[Any]] = defaultdict(list)
+        for key in keys:
+            groups[group_of(key)].append(key)
+        found: dict[Any, Any] = {}
+        for group, members in groups.items():
+            result = await load(group, list(dict.fromkeys(id_of(k) for k in members)))
+            for key in members:
+                found[key] = result.get(id_of(key))
+        return [found[k] for k in keys]
+
+    return batch
+
+
+class Loaders:
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        res = ctx.resources
+
+        async def identifier_pages(group: tuple, entity_ids: list[UUID]) -> dict[UUID, Page]:
+            type_id, identifier_id, offset, limit = group
+            async with res.pool.acquire() as conn:
+                pages, totals = await identifier_q.pages_for_entities(
+                    conn, ctx.principal.org_id, entity_ids,
+                    identifier_type_id=type_id, identifier_id=identifier_id, offset=offset, limit=limit,
+                )
+            return {eid: Page(pages[eid], offset, limit, totals[eid]) for eid in entity_ids}
+
+        async def identifier_counts(_group: None, entity_ids: list[UUID]) -> dict[UUID, dict[str, int]]:
+            async with res.pool.acquire() as conn:
+                return await entity_q.identifier_counts(conn, ctx.principal.org_id, entity_ids)
+
+        async def library_summaries(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return await library_q.summaries(conn, ctx.principal.org_id, ids)
+
+        async def libraries(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return {r.id: r for r in await library_q.by_ids(conn, ctx.principal.org_id, ids)}
+
+        async def entities(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return {r.id: r for r in await entity_q.by_ids(conn, ctx.principal.org_id, ids)}
+
+        async def engines(_group: None, ids: list[str]) -> dict[str, Any]:
+            async with res.pool.acquire() as conn:
+                return {r.id: r for r in await engine_q.by_ids(conn, ctx.principal.org_id, ids)}
+
+        async def task_pages(group: tuple, job_ids: list[UUID]) -> dict[UUID, Page]:
+            statuses, offset, limit = group
+            async with res.pool.acquire() as conn:
+                pages, totals = await job_q.task_pages(conn, ctx.principal.org_id, job_ids, statuses, offset, limit)
+            return {jid: Page(pages[jid], offset, limit, totals[jid]) for jid in job_ids}
+
+        async def models(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return {r.id: r for r in await model_q.by_ids(conn, ctx.principal.org_id, ids)}
+
+        none = lambda _key: None  # noqa: E731 - single-group loaders
+        same = lambda key: key  # noqa: E731
+        self.identifier_page = DataLoader(_grouped(identifier_pages, lambda k: k[1:], lambda k: k[0]), cache_key_fn=same)
+        self.identifier_counts = DataLoader(_grouped(identifier_counts, none, same))
+        self.library_summary = DataLoader(_grouped(library_summaries, none, same))
+        self.library = DataLoader(_grouped(libraries, none, same))
+        self.entity = DataLoader(_grouped(entities, none, same))
+        self.engine = DataLoader(_grouped(engines, none, same))
+        self.task_page = DataLoader(_grouped(task_pages, lambda k: k[1:], lambda k: k[0]))
+        self.model = DataLoader(_grouped(models, none, same))

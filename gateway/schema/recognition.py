@@ -1,0 +1,57 @@
+"""The synchronous `recognize` query: one image against a trained model, mapped back to entity IDs."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import strawberry
+
+from gateway.schema.context import Info
+from gateway.services import recognition
+
+
+@strawberry.type
+class RecognitionMatch:
+    library_id: strawberry.ID
+    entity_id: strawberry.ID
+    entity_name: str
+    entity_identifier_id: Optional[strawberry.ID]
+    score: float
+
+
+@strawberry.type
+class RecognitionResult:
+    library_engine_model_id: strawberry.ID
+    library_id: strawberry.ID
+    engine_id: strawberry.ID
+    threshold: Optional[float]
+    matches: list[RecognitionMatch]
+
+
+def to_result(outcome: recognition.Outcome) -> RecognitionResult:
+    return RecognitionResult(
+        library_engine_model_id=strawberry.ID(str(outcome.model.id)),
+        library_id=strawberry.ID(str(outcome.model.library_id)),
+        engine_id=strawberry.ID(outcome.model.engine_id),
+        threshold=outcome.threshold,
+        matches=[
+            RecognitionMatch(
+                library_id=strawberry.ID(str(outcome.model.library_id)),
+                entity_id=strawberry.ID(m.entity_id),
+                entity_name=m.entity_name,
+                entity_identifier_id=strawberry.ID(m.entity_identifier_id) if m.entity_identifier_id else None,
+                score=m.score,
+            )
+            for m in outcome.matches
+        ],
+    )
+
+
+async def recognize_file(
+    info: Info, model_id: strawberry.ID, file: Any, url: Optional[str], top_k: Optional[int], threshold: Optional[float]
+) -> RecognitionResult:
+    upload = file or info.context.form_file
+    outcome = await recognition.recognize(
+        info.context.resources, info.context.principal, model_id, upload=upload, url=url, top_k=top_k, threshold=threshold
+    )
+    return to_result(outcome)

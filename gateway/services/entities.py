@@ -1,0 +1,148 @@
+"""Entity rules: names unique in a library, tenancy, deletes that take their S3 objects along."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from gateway.errors import InvalidInput, NotFound
+from gateway.resources import Resources
+from gateway.services import blob_cleanup
+from gateway.services.ids import parse_id, try_parse_ids
+from gateway.services.libraries import clean_name
+from gateway.services.paging import Page, check_page
+from gateway.services.principal import Principal
+from storage.queries import entities as q
+from storage.queries import libraries as library_q
+from storage.rows import Entity
+
+MAX_JSONDATA_BYTES = 1024 * 1024
+
+
+def check_jsondata(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        # Clients sometimes send JSON encoded as a string; accept it when it is an object.
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InvalidInput(f"jsondata is not valid JSON: {exc.msg}") from exc
+    if len(json.dumps(value)) > MAX_JSONDATA_BYTES:
+        raise InvalidInput(f"jsondata must be at most {MAX_JSONDATA_BYTES} bytes")
+    return value
+
+
+def _duplicate(exc: asyncpg.UniqueViolationError, name: str) -> InvalidInput:
+    return InvalidInput(f"an entity named {name!r} already exists in this library")
+
+
+async def get(res: Resources, principal: Principal, entity_id: object) -> Entity:
+    eid = parse_id(entity_id)
+    async with res.pool.acquire() as conn:
+        row = await q.by_id(conn, principal.org_id, eid)
+    if row is None:
+        raise NotFound()
+    principal.check_library(row.library_id)
+    return row
+
+
+async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> Entity:
+    principal.require_write()
+    name = clean_name(data.get("name"), "entity")
+    if not data.get("library_id"):
+        raise InvalidInput("libraryId is required")
+    lid = parse_id(data["library_id"])
+    jsondata = check_jsondata(data.get("jsondata"))
+    async with res.pool.acquire() as conn:
+        if await library_q.by_id(conn, principal.org_id, lid) is None:
+            raise NotFound("The requested object was not found: library")
+        try:
+            return await q.insert(
+                conn,
+                id=uuid4(),
+                org_id=principal.org_id,
+                library_id=lid,
+                name=name,
+                description=data.get("description"),
+                jsondata=jsondata,
+                profile_image_url=data.get("profile_image_url"),
+                is_published=bool(data.get("is_published") or False),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise _duplicate(exc, name) from None
+
+
+async def update(res: Resources, principal: Principal, entity_id: object, changes: dict[str, Any]) -> Entity:
+    principal.require_write()
+    eid = parse_id(entity_id)
+    if "name" in changes:
+        changes["name"] = clean_name(changes["name"], "entity")
+    if "jsondata" in changes:
+        changes["jsondata"] = check_jsondata(changes["jsondata"])
+    async with res.pool.acquire() as conn:
+        try:
+            row = await q.update(conn, principal.org_id, eid, changes)
+        except asyncpg.UniqueViolationError as exc:
+            raise _duplicate(exc, changes.get("name", "")) from None
+    if row is None:
+        raise NotFound()
+    return row
+
+
+async def delete(res: Resources, principal: Principal, entity_id: object) -> UUID:
+    principal.require_write()
+    eid = parse_id(entity_id)
+    async with res.pool.acquire() as conn, conn.transaction():
+        keys = await q.storage_keys(conn, eid)
+        await blob_cleanup.schedule(conn, keys)
+        if not await q.delete(conn, principal.org_id, eid):
+            raise NotFound()
+    await blob_cleanup.delete_now(res, keys)
+    return eid
+
+
+async def list_page(
+    res: Resources,
+    principal: Principal,
+    *,
+    library_ids: list[object] | None,
+    ids: list[object] | None,
+    is_published: bool | None,
+    name: str | None,
+    identifier_type_id: str | None,
+    order_by: str,
+    descending: bool,
+    offset: int | None,
+    limit: int | None,
+) -> Page[Entity]:
+    offset, limit = check_page(offset, limit, res.settings.max_page_size)
+    if library_ids is None and ids is None:
+        raise InvalidInput("entities needs libraryIds or ids")
+    lib_ids = try_parse_ids(library_ids) if library_ids is not None else None
+    if principal.is_task:
+        lib_ids = [i for i in (lib_ids or [principal.library_id]) if i == principal.library_id]
+    async with res.pool.acquire() as conn:
+        rows, total = await q.page(
+            conn,
+            principal.org_id,
+            library_ids=lib_ids,
+            ids=try_parse_ids(ids) if ids is not None else None,
+            is_published=is_published,
+            name=name,
+            identifier_type_id=identifier_type_id,
+            order_by=order_by,
+            descending=descending,
+            offset=offset,
+            limit=limit,
+        )
+    return Page(rows, offset, limit, total)
+
+
+async def library_entities(
+    res: Resources, principal: Principal, library_id: UUID, **filters: Any
+) -> Page[Entity]:
+    return await list_page(res, principal, library_ids=[library_id], **filters)

@@ -1,0 +1,137 @@
+"""Entity identifier rules: the file or URL goes to S3 first, the row commits after, or neither stays."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+from gateway.errors import InvalidInput, NotFound
+from gateway.resources import Resources
+from gateway.services import blob_cleanup, uploads
+from gateway.services.entities import check_jsondata
+from gateway.services.ids import parse_id
+from gateway.services.principal import Principal
+from gateway.services.remote_files import FetchRefused, check_url_syntax
+from storage.queries import entities as entity_q
+from storage.queries import identifiers as q
+from storage.queries import libraries as library_q
+from storage.queries import types as type_q
+from storage.rows import Identifier
+
+async def get(res: Resources, principal: Principal, identifier_id: object) -> Identifier:
+    iid = parse_id(identifier_id)
+    async with res.pool.acquire() as conn:
+        row = await q.by_id(conn, principal.org_id, iid)
+    if row is None:
+        raise NotFound()
+    principal.check_library(row.library_id)
+    return row
+
+async def create(res: Resources, principal: Principal, data: dict[str, Any], file: uploads.Uploaded | None) -> Identifier:
+    principal.require_write()
+    if not data.get("entity_id"):
+        raise InvalidInput("entityId is required")
+    eid = parse_id(data["entity_id"])
+    type_id = data.get("identifier_type_id")
+    if not type_id:
+        raise InvalidInput("identifierTypeId is required")
+    url = data.get("url")
+    if file is None and not url:
+        raise InvalidInput("At least one of url or file must be provided")
+    content_type = data.get("content_type") or (file.content_type if file is not None else None)
+    content_type = uploads.check_mime(content_type)
+    jsondata = check_jsondata(data.get("jsondata"))
+    store_reference = bool(data.get("store_reference")) and file is None
+
+    async with res.pool.acquire() as conn:
+        entity = await entity_q.by_id(conn, principal.org_id, eid)
+        if entity is None:
+            raise NotFound()
+        library = await library_q.by_id(conn, principal.org_id, entity.library_id)
+        types = await type_q.identifier_types(conn, type_id)
+        library_types = await type_q.library_types(conn, library.library_type_id)
+    if not types:
+        raise InvalidInput(f"unknown identifierTypeId {type_id!r}")
+    allowed = library_types[0].identifier_type_ids
+    if type_id not in allowed:
+        raise InvalidInput(f"a {library.library_type_id} library takes identifiers of type {', '.join(allowed)}, not {type_id}")
+
+    values: dict[str, Any] = dict(
+        id=uuid4(),
+        org_id=principal.org_id,
+        library_id=entity.library_id,
+        entity_id=eid,
+        identifier_type_id=type_id,
+        title=data.get("title"),
+        is_priority=bool(data.get("is_priority") or False),
+        content_type=content_type,
+        jsondata=jsondata,
+        storage_key=None,
+        reference_url=None,
+        content_length=None,
+        content_sha256=None,
+    )
+    if store_reference:
+        try:
+            check_url_syntax(url)
+        except FetchRefused as exc:
+            raise InvalidInput(str(exc)) from exc
+        values["reference_url"] = url
+        async with res.pool.acquire() as conn:
+            return await q.insert(conn, **values)
+
+    key = uploads.object_key(principal.org_id, "identifiers", entity.library_id, eid)
+    if file is not None:
+        stored = await uploads.store_upload(res, key, file, content_type)
+    else:
+        stored = await uploads.store_url(res, key, url, content_type)
+    values.update(storage_key=key, content_length=stored.size, content_sha256=stored.sha256)
+    try:
+        async with res.pool.acquire() as conn, conn.transaction():
+            row = await q.insert(conn, **values)
+            await blob_cleanup.keep(conn, key)
+        return row
+    except BaseException:
+        await blob_cleanup.delete_now(res, [key])
+        raise
+
+async def update(res: Resources, principal: Principal, identifier_id: object, changes: dict[str, Any]) -> Identifier:
+    principal.require_write()
+    iid = parse_id(identifier_id)
+    if "jsondata" in changes:
+        changes["jsondata"] = check_jsondata(changes["jsondata"])
+    async with res.pool.acquire() as conn:
+        row = await q.update(conn, principal.org_id, iid, changes)
+    if row is None:
+        raise NotFound()
+    return row
+
+async def delete(res: Resources, principal: Principal, identifier_id: object) -> UUID:
+    principal.require_write()
+    iid = parse_id(identifier_id)
+    async with res.pool.acquire() as conn, conn.transaction():
+        row = await q.by_id(conn, principal.org_id, iid)
+        if row is None:
+            raise NotFound()
+        if row.storage_key:
+            await blob_cleanup.schedule(conn, [row.storage_key])
+        await q.delete(conn, principal.org_id, iid)
+    if row.storage_key:
+        await blob_cleanup.delete_now(res, [row.storage_key])
+    return iid
+
+async def url_for(res: Resources, row: Identifier) -> str:
+    if row.reference_url:
+        return row.reference_url
+    return await res.blobs.presign_get(row.storage_key, res.settings.presign_ttl_seconds)
+
+async def read_bytes(res: Resources, row: Identifier) -> bytes:
+    """The identifier's content: from S3, or fetched from its reference URL under the fetch policy."""
+    if row.storage_key:
+        return await res.blobs.get_bytes(row.storage_key, max_bytes=res.settings.fetch_max_bytes)
+    from gateway.services.remote_files import fetch_bytes
+
+    async with res.fetch_limiter:
+        data, _ = await fetch_bytes(res.http, row.reference_url, res.fetch_policy)
+    return data
+

@@ -1,0 +1,270 @@
+"""Jobs: creation with the upstream validation rules, publish-to-train, cancel, retry, delete."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from gateway.errors import InvalidInput, NotAllowed, NotFound
+from gateway.services.ids import parse_id, try_parse_ids
+from gateway.services.paging import Page, check_page
+from gateway.services.principal import Principal
+from storage.queries import engine_models as model_q
+from storage.queries import engines as engine_q
+from storage.queries import jobs as q
+from storage.queries import libraries as library_q
+from storage.rows import Engine, Job, Library, Task
+
+MAX_TASKS_PER_JOB = 100
+FINISHED = ("complete", "failed", "cancelled")
+
+
+async def _validate_task(conn: asyncpg.Connection, principal: Principal, engine: Engine, payload: dict[str, Any]) -> UUID | None:
+    """Upstream's rules for library tasks; returns the library ID the task works on."""
+    mode = payload.get("mode")
+    if mode is None and ("libraryId" in payload or "libraryEngineModelId" in payload):
+        mode = "library-run"  # upstream's library-enabled engine jobs send no mode
+        payload["mode"] = mode
+    if mode is None:
+        raise InvalidInput("payload.mode is required (library-train or library-run)")
+    if mode not in engine.modes:
+        if mode == "library-train" and not engine.library_required:
+            raise InvalidInput(f"engine {engine.id} does not use libraries and cannot take mode library-train")
+        raise InvalidInput(f"engine {engine.id} does not support mode {mode!r}")
+    if not engine.library_required:
+        return None
+    if not payload.get("libraryId"):
+        raise InvalidInput("libraryId is required")
+    library_id = parse_id(payload["libraryId"])
+    principal.check_library(library_id)
+    library = await library_q.by_id(conn, principal.org_id, library_id)
+    if library is None:
+        raise NotFound("The requested object was not found: library")
+    model_id = payload.get("libraryEngineModelId")
+    if mode == "library-train" and not model_id:
+        raise InvalidInput("libraryEngineModelId is required")
+    if model_id:
+        model = await model_q.by_id(conn, principal.org_id, parse_id(model_id))
+        if model is None:
+            raise NotFound("The requested object was not found: libraryEngineModel")
+        if model.engine_id != engine.id:
+            raise InvalidInput(f"libraryEngineModelId {model.id} does not belong to engine {engine.id}")
+        if model.library_id != library.id:
+            raise InvalidInput(f"libraryEngineModelId {model.id} does not belong to library {library.id}")
+    elif mode == "library-run":
+        newest = await model_q.newest_complete(conn, principal.org_id, library.id, engine.id)
+        if newest is None:
+            raise InvalidInput(f"engine has not been trained: no complete model of engine {engine.id} for this library")
+        payload["libraryEngineModelId"] = str(newest.id)
+    if mode == "library-run" and not (payload.get("url") or payload.get("urls")):
+        raise InvalidInput("a library-run task needs the media: payload.url or payload.urls")
+    return library.id
+
+
+async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
+    principal.require_write()
+    tasks = data.get("tasks") or []
+    if not tasks:
+        raise InvalidInput("a job needs at least one task")
+    if len(tasks) > MAX_TASKS_PER_JOB:
+        raise InvalidInput(f"a job may have at most {MAX_TASKS_PER_JOB} tasks")
+    async with res.pool.acquire() as conn, conn.transaction():
+        prepared = []
+        library_ids = set()
+        for position, task in enumerate(tasks):
+            engine_id = task.get("engine_id")
+            if not engine_id:
+                raise InvalidInput(f"tasks[{position}].engineId is required")
+            engine = await engine_q.by_id(conn, principal.org_id, str(engine_id))
+            if engine is None:
+                raise NotFound(f"The requested object was not found: engine {engine_id}")
+            payload = task.get("payload") or {}
+            if not isinstance(payload, dict):
+                raise InvalidInput(f"tasks[{position}].payload must be a JSON object")
+            payload = dict(payload)
+            library_id = await _validate_task(conn, principal, engine, payload)
+            if library_id:
+                library_ids.add(library_id)
+            prepared.append((engine, payload))
+        job = await _insert(conn, principal.org_id, prepared, data, next(iter(library_ids)) if len(library_ids) == 1 else None)
+        for engine, payload in prepared:
+            if payload.get("mode") == "library-train":
+                await model_q.set_fields(
+                    conn, principal.org_id, UUID(payload["libraryEngineModelId"]),
+                    {"train_job_id": job.id, "train_status": "queued"},
+                )
+    return job
+
+
+async def _insert(
+    conn: asyncpg.Connection, org_id: UUID, prepared: list[tuple[Engine, dict[str, Any]]], data: dict[str, Any], library_id: UUID | None
+) -> Job:
+    job = await q.insert_job(conn, id=uuid4(), org_id=org_id, name=data.get("name"), cluster_id=data.get("cluster_id"), library_id=library_id)
+    max_attempts = int(data.get("max_attempts") or 3)
+    for position, (engine, payload) in enumerate(prepared):
+        await q.insert_task(
+            conn, id=uuid4(), org_id=org_id, job_id=job.id, engine_id=engine.id, position=position,
+            payload=payload, max_attempts=max_attempts,
+        )
+    for engine_id in {e.id for e, _ in prepared}:
+        await q.notify(conn, q.WAKE_CHANNEL, engine_id)
+    await q.notify(conn, q.EVENT_CHANNEL, str(job.id))
+    return job
+
+
+async def publish_library(res: Any, principal: Principal, library_id: object) -> Library:
+    """Add one to the version and, for every compatible engine, a new pending model and its train job."""
+    principal.require_write()
+    lid = parse_id(library_id)
+    async with res.pool.acquire() as conn, conn.transaction():
+        if await library_q.by_id(conn, principal.org_id, lid, for_update=True) is None:
+            raise NotFound()
+        library = await library_q.publish(conn, principal.org_id, lid)
+        for engine in await engine_q.compatible(conn, principal.org_id, library.library_type_id):
+            model = await model_q.insert(
+                conn, id=uuid4(), org_id=principal.org_id, library_id=lid, engine_id=engine.id,
+                library_version=library.version, train_status="pending",
+            )
+            payload = {"mode": "library-train", "libraryId": str(lid), "libraryEngineModelId": str(model.id)}
+            job = await _insert(conn, principal.org_id, [(engine, payload)], {"name": f"train {library.name} v{library.version}"}, lid)
+            await model_q.set_fields(conn, principal.org_id, model.id, {"train_job_id": job.id})
+    return library
+
+
+async def get(res: Any, principal: Principal, job_id: object) -> Job:
+    jid = parse_id(job_id)
+    async with res.pool.acquire() as conn:
+        row = await q.job_by_id(conn, principal.org_id, jid)
+    if row is None:
+        raise NotFound()
+    if principal.is_task and row.library_id != principal.library_id:
+        raise NotFound()
+    return row
+
+
+async def get_task(res: Any, principal: Principal, task_id: object) -> Task:
+    tid = parse_id(task_id)
+    async with res.pool.acquire() as conn:
+        row = await q.task_by_id(conn, principal.org_id, tid)
+    if row is None or (principal.is_task and row.id != principal.task_id):
+        raise NotFound()
+    return row
+
+
+async def list_page(
+    res: Any,
+    principal: Principal,
+    *,
+    job_id: object | None,
+    statuses: list[str] | None,
+    engine_ids: list[str] | None,
+    library_id: object | None,
+    cluster_id: str | None,
+    filter_field: str,
+    from_time: datetime | None,
+    to_time: datetime | None,
+    order_field: str,
+    descending: bool,
+    offset: int | None,
+    limit: int | None,
+) -> Page[Job]:
+    offset, limit = check_page(offset, limit, res.settings.max_page_size)
+    if principal.is_task:
+        raise NotAllowed("a task token may not list jobs")
+    jid = None
+    if job_id is not None:
+        parsed = try_parse_ids([job_id])
+        jid = parsed[0] if parsed else UUID(int=0)
+    lid = None
+    if library_id is not None:
+        parsed = try_parse_ids([library_id])
+        lid = parsed[0] if parsed else UUID(int=0)
+    async with res.pool.acquire() as conn:
+        rows, total = await q.page_jobs(
+            conn, principal.org_id, job_id=jid, statuses=statuses, engine_ids=engine_ids, library_id=lid,
+            cluster_id=cluster_id, filter_field=filter_field, from_time=from_time, to_time=to_time,
+            order_field=order_field, descending=descending, offset=offset, limit=limit,
+        )
+    return Page(rows, offset, limit, total)
+
+
+async def cancel(res: Any, principal: Principal, job_id: object) -> Job:
+    """Queued tasks never start; running ones are told to stop (their worker ends them `cancelled`)."""
+    principal.require_write()
+    jid = parse_id(job_id)
+    async with res.pool.acquire() as conn, conn.transaction():
+        job = await q.job_by_id(conn, principal.org_id, jid)
+        if job is None:
+            raise NotFound()
+        tasks = await q.tasks_of_job(conn, jid)
+        if all(t.status in FINISHED for t in tasks):
+            raise InvalidInput(f"job {jid} has already finished ({job.status}) and cannot be cancelled")
+        cancelled = await q.cancel_queued(conn, jid)
+        for task in cancelled:
+            await _model_after_task(conn, task, "failed", {"error": "the training job was cancelled"})
+        for task_id in await q.request_cancel_running(conn, jid):
+            await q.notify(conn, q.CANCEL_CHANNEL, str(task_id))
+        await q.refresh_job_status(conn, jid)
+        return await q.job_by_id(conn, principal.org_id, jid)
+
+
+async def retry(res: Any, principal: Principal, job_id: object) -> Job:
+    principal.require_write()
+    jid = parse_id(job_id)
+    async with res.pool.acquire() as conn, conn.transaction():
+        job = await q.job_by_id(conn, principal.org_id, jid)
+        if job is None:
+            raise NotFound()
+        if job.status != "failed":
+            raise InvalidInput(f"only failed jobs can be retried; job {jid} is {job.status}")
+        for task in await q.retry_job(conn, jid):
+            await _model_after_task(conn, task, "queued", None)
+            await q.notify(conn, q.WAKE_CHANNEL, task.engine_id)
+        await q.refresh_job_status(conn, jid)
+        return await q.job_by_id(conn, principal.org_id, jid)
+
+
+async def delete(res: Any, principal: Principal, job_id: object) -> UUID:
+    principal.require_write()
+    jid = parse_id(job_id)
+    async with res.pool.acquire() as conn, conn.transaction():
+        job = await q.job_by_id(conn, principal.org_id, jid)
+        if job is None:
+            raise NotFound()
+        tasks = await q.tasks_of_job(conn, jid)
+        if any(t.status not in FINISHED for t in tasks):
+            raise InvalidInput(f"job {jid} is {job.status}; only finished jobs can be deleted (cancel it first)")
+        await q.delete_job(conn, principal.org_id, jid)
+    return jid
+
+
+async def _model_after_task(conn: asyncpg.Connection, task: Task, status: str, jsondata: dict[str, Any] | None) -> None:
+    """Keep a library-train task's model in step with the task."""
+    payload = task.payload or {}
+    if payload.get("mode") != "library-train" or not payload.get("libraryEngineModelId"):
+        return
+    changes: dict[str, Any] = {"train_status": status}
+    if jsondata is not None:
+        changes["jsondata"] = jsondata
+    try:
+        await model_q.set_fields(conn, task.org_id, UUID(payload["libraryEngineModelId"]), changes)
+    except ValueError:
+        return
+
+
+model_after_task = _model_after_task
+
+
+async def model_after_task_if_unfinished(conn: asyncpg.Connection, task: Task, status: str) -> None:
+    """A completed task whose engine did not set its model's final state itself: set it now."""
+    payload = task.payload or {}
+    if payload.get("mode") != "library-train" or not payload.get("libraryEngineModelId"):
+        return
+    model = await model_q.by_id(conn, task.org_id, UUID(payload["libraryEngineModelId"]))
+    if model is not None and model.train_status not in ("complete", "failed"):
+        await model_q.set_fields(conn, task.org_id, model.id, {"train_status": status})
+        if status == "complete":
+            await library_q.mark_trained(conn, task.org_id, model.library_id, model.library_version)

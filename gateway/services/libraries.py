@@ -1,0 +1,124 @@
+"""Library rules: tenancy, validation, publish, all-or-nothing deletes."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from gateway.errors import InvalidInput, NotFound
+from gateway.resources import Resources
+from gateway.services import blob_cleanup
+from gateway.services.ids import parse_id
+from gateway.services.paging import Page, check_page
+from gateway.services.principal import Principal
+from storage.queries import libraries as q
+from storage.queries import types as type_q
+from storage.rows import Library
+
+MAX_NAME = 1024
+
+
+def clean_name(value: str | None, what: str) -> str:
+    name = (value or "").strip()
+    if not name:
+        raise InvalidInput(f"{what} name must not be empty")
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"{what} name must be at most {MAX_NAME} characters")
+    return name
+
+
+async def _check_type(conn: asyncpg.Connection, type_id: str) -> None:
+    if not await type_q.library_types(conn, type_id):
+        raise InvalidInput(f"unknown libraryTypeId {type_id!r}")
+
+
+async def get(res: Resources, principal: Principal, library_id: object) -> Library:
+    lid = parse_id(library_id)
+    principal.check_library(lid)
+    async with res.pool.acquire() as conn:
+        row = await q.by_id(conn, principal.org_id, lid)
+    if row is None:
+        raise NotFound()
+    return row
+
+
+async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> Library:
+    principal.require_write()
+    name = clean_name(data.get("name"), "library")
+    type_id = data.get("library_type_id")
+    if not type_id:
+        raise InvalidInput("libraryTypeId is required")
+    async with res.pool.acquire() as conn:
+        await _check_type(conn, type_id)
+        return await q.insert(
+            conn,
+            id=uuid4(),
+            org_id=principal.org_id,
+            name=name,
+            description=data.get("description"),
+            library_type_id=type_id,
+            cover_image_url=data.get("cover_image_url"),
+        )
+
+
+async def update(res: Resources, principal: Principal, library_id: object, changes: dict[str, Any]) -> Library:
+    principal.require_write()
+    lid = parse_id(library_id)
+    if "name" in changes:
+        changes["name"] = clean_name(changes["name"], "library")
+    async with res.pool.acquire() as conn:
+        if changes.get("library_type_id"):
+            await _check_type(conn, changes["library_type_id"])
+        row = await q.update(conn, principal.org_id, lid, changes)
+    if row is None:
+        raise NotFound()
+    return row
+
+
+async def delete(res: Resources, principal: Principal, library_id: object) -> UUID:
+    """Removes the library, its entities, identifiers, engine models and their S3 objects."""
+    principal.require_write()
+    lid = parse_id(library_id)
+    async with res.pool.acquire() as conn, conn.transaction():
+        if await q.by_id(conn, principal.org_id, lid, for_update=True) is None:
+            raise NotFound()
+        keys = await q.storage_keys(conn, lid)
+        await blob_cleanup.schedule(conn, keys)
+        await q.delete(conn, principal.org_id, lid)
+    await blob_cleanup.delete_now(res, keys)
+    return lid
+
+
+async def list_page(
+    res: Resources,
+    principal: Principal,
+    *,
+    library_id: object | None,
+    name: str | None,
+    type_id: str | None,
+    identifier_type_ids: list[str] | None,
+    order_by: str,
+    descending: bool,
+    offset: int | None,
+    limit: int | None,
+) -> Page[Library]:
+    offset, limit = check_page(offset, limit, res.settings.max_page_size)
+    lid = parse_id(library_id) if library_id is not None else None
+    if principal.is_task:
+        lid = principal.library_id if lid in (None, principal.library_id) else uuid4()  # another id: matches nothing
+    async with res.pool.acquire() as conn:
+        rows, total = await q.page(
+            conn,
+            principal.org_id,
+            library_id=lid,
+            name=name,
+            type_id=type_id,
+            identifier_type_ids=identifier_type_ids,
+            order_by=order_by,
+            descending=descending,
+            offset=offset,
+            limit=limit,
+        )
+    return Page(rows, offset, limit, total)

@@ -1,0 +1,90 @@
+"""Recognition with a trained model: the artifact from S3, the engine that made it, results mapped to IDs."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import InvalidInput, NotImplementedApi, PayloadTooLarge
+from gateway.services import engine_models
+from gateway.services.principal import Principal
+from gateway.services.remote_files import FetchRefused, fetch_bytes
+from storage.rows import EngineModel
+
+_ARTIFACTS: OrderedDict[str, bytes] = OrderedDict()  # storage key -> bytes; keys are never rewritten
+_MAX_CACHED = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    model: EngineModel
+    threshold: float | None
+    matches: list[Any]  # engines.interface.Match
+
+
+async def artifact_bytes(res: Any, model: EngineModel) -> bytes:
+    key = model.storage_key
+    if key is None:
+        raise InvalidInput("this model has no stored artifact to recognize with")
+    cached = _ARTIFACTS.get(key)
+    if cached is None:
+        cached = await engine_models.read_artifact(res, model)
+        _ARTIFACTS[key] = cached
+        while len(_ARTIFACTS) > _MAX_CACHED:
+            _ARTIFACTS.popitem(last=False)
+    else:
+        _ARTIFACTS.move_to_end(key)
+    return cached
+
+
+async def media_bytes(res: Any, upload: Any, url: str | None) -> bytes:
+    if upload is not None:
+        data = bytearray()
+        while chunk := await upload.read(256 * 1024):
+            data += chunk
+            if len(data) > res.settings.max_upload_bytes:
+                raise PayloadTooLarge()
+        return bytes(data)
+    if url:
+        try:
+            async with res.fetch_limiter:
+                data, _ = await fetch_bytes(res.http, url, res.fetch_policy)
+        except FetchRefused as exc:
+            raise InvalidInput(str(exc), data={"reason": exc.reason}) from exc
+        return data
+    raise InvalidInput("send the image as a file (multipart) or a url")
+
+
+async def run(res: Any, model: EngineModel, images: list[bytes], *, top_k: int, threshold: float | None) -> list[Any]:
+    engine = res.engines.get(model.engine_id)
+    if engine is None:
+        raise NotImplementedApi(f"engine {model.engine_id} is not installed in this gateway; it recognizes elsewhere")
+    if model.train_status != "complete":
+        raise InvalidInput(f"the model is {model.train_status}, not complete: engine has not been trained")
+    artifact = await artifact_bytes(res, model)
+    from engines.interface import EngineError
+
+    try:
+        return await engine.recognize(
+            artifact, images, top_k=top_k, threshold=threshold, execution_provider=res.settings.onnx_provider
+        )
+    except EngineError as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+async def recognize(
+    res: Any, principal: Principal, model_id: object, *, upload: Any, url: str | None, top_k: int | None, threshold: float | None
+) -> Outcome:
+    top_k = 5 if top_k is None else top_k
+    if not 1 <= top_k <= 100:
+        raise InvalidInput("topK must be between 1 and 100")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise InvalidInput("threshold must be between -1 and 1")
+    model = await engine_models.get(res, principal, model_id)
+    image = await media_bytes(res, upload, url)
+    results = await run(res, model, [image], top_k=top_k, threshold=threshold)
+    effective = threshold
+    if effective is None:
+        effective = (model.jsondata or {}).get("threshold")
+    return Outcome(model=model, threshold=effective, matches=list(results[0].matches) if results else [])

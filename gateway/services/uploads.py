@@ -1,0 +1,80 @@
+"""Storing an uploaded file or a fetched URL in S3 before the row that owns it is committed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+from gateway.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
+from gateway.services import blob_cleanup
+from gateway.services.remote_files import FetchRefused, open_url
+from storage.blobs import BlobError, BlobTooLarge, StoredBlob
+
+CHUNK = 256 * 1024
+_MIME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+
+
+class Uploaded(Protocol):
+    """What the HTTP layer hands over for a file part (Starlette's UploadFile fits)."""
+
+    filename: str | None
+    content_type: str | None
+
+    async def read(self, size: int = -1) -> bytes: ...
+
+
+def check_mime(value: str | None, what: str = "contentType") -> str:
+    text = (value or "").split(";")[0].strip().lower()
+    if not _MIME.match(text):
+        raise InvalidInput(f"{what} must be a MIME type such as image/jpeg, not {value!r}")
+    return text
+
+
+async def _file_chunks(upload: Uploaded) -> AsyncIterator[bytes]:
+    while True:
+        chunk = await upload.read(CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+def object_key(org_id: UUID, *parts: object) -> str:
+    # Keys are built only from our own IDs: a client's file name never reaches a path or key.
+    return "/".join([str(org_id), *(str(p) for p in parts), uuid4().hex])
+
+
+async def store(res: Any, key: str, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int) -> StoredBlob:
+    """Record the key as an orphan-to-be, then upload. The caller's transaction must call ``keep``."""
+    async with res.pool.acquire() as conn:
+        await blob_cleanup.schedule(conn, [key], blob_cleanup.UPLOAD_GRACE_SECONDS)
+    try:
+        return await res.blobs.put_stream(key, chunks, content_type, max_bytes=max_bytes)
+    except BlobTooLarge as exc:
+        await blob_cleanup.delete_now(res, [key])
+        raise PayloadTooLarge(f"the file is larger than the limit of {max_bytes} bytes") from exc
+    except BlobError as exc:
+        await blob_cleanup.delete_now(res, [key])
+        raise ServiceUnavailable("object storage is unavailable; nothing was stored") from exc
+    except BaseException:
+        await blob_cleanup.delete_now(res, [key])
+        raise
+
+
+async def store_upload(res: Any, key: str, upload: Uploaded, content_type: str) -> StoredBlob:
+    return await store(res, key, _file_chunks(upload), content_type, res.settings.max_upload_bytes)
+
+
+async def store_url(res: Any, key: str, url: str, content_type: str | None) -> StoredBlob:
+    try:
+        async with res.fetch_limiter:
+            remote = await open_url(res.http, url, res.fetch_policy)
+    except FetchRefused as exc:
+        raise InvalidInput(str(exc), data={"reason": exc.reason}) from exc
+    try:
+        return await store(res, key, remote.chunks(), content_type or check_mime(remote.content_type), res.settings.fetch_max_bytes)
+    except FetchRefused as exc:
+        raise InvalidInput(str(exc), data={"reason": exc.reason}) from exc
+    finally:
+        await remote.aclose()

@@ -1,0 +1,148 @@
+"""The one typed settings object, read once from the environment.
+
+Nothing else in the project reads ``os.environ``: processes build ``Settings.from_env(os.environ)`` at
+start-up and pass it down. A malformed value names its variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+MiB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Where things live. database_url / s3_endpoint_url None: `engineshed dev` starts embedded ones.
+    database_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "engineshed"
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    data_dir: Path = Path(".engineshed")
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None  # base URL clients use to reach us; used in links we hand out
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+
+    # Limits
+    max_upload_bytes: int = 100 * MiB
+    max_page_size: int = 1000
+    max_query_depth: int = 12
+    max_query_tokens: int = 5000
+    max_query_aliases: int = 30
+    multipart_max_parts: int = 32
+    presign_ttl_seconds: int = 3600
+
+    # Outbound URL fetches (identifiers stored by reference, createEntityIdentifier with url)
+    fetch_allow_private: bool = False
+    fetch_allowed_hosts: tuple[str, ...] = ()  # host names or CIDR ranges that may be private
+    fetch_timeout_seconds: float = 30.0
+    fetch_max_bytes: int = 100 * MiB
+    fetch_rate_per_second: float = 50.0
+
+    # Worker and dispatch
+    worker_concurrency: int = 2
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 0.0  # 0: a third of the lease
+    poll_seconds: float = 2.0
+    max_attempts: int = 3
+    retry_backoff_seconds: float = 5.0
+    decode_processes: int = 0  # 0: the number of CPUs
+    onnx_provider: Literal["auto", "cuda", "cpu"] = "auto"
+    extra_engines: tuple[str, ...] = ()  # "module:attr" engines loaded beside the entry points
+
+    # Diagnostics
+    expose_sql_count: bool = False  # adds extensions.sqlStatements to responses (tests, benchmarks)
+    log_level: str = "INFO"
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.heartbeat_seconds or self.lease_seconds / 3
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_s3(self) -> bool:
+        return self.s3_endpoint_url is None
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = _ENV_NAMES.get(f.name, "ENGINESHED_" + f.name.upper())
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _cast(name, f.type, raw)
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        if self.onnx_provider not in ("auto", "cuda", "cpu"):
+            raise SettingsError(f"ENGINESHED_ONNX_PROVIDER must be auto, cuda or cpu, not {self.onnx_provider!r}")
+        for entry in self.fetch_allowed_hosts:
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise SettingsError(f"ENGINESHED_FETCH_ALLOWED_HOSTS: {entry!r} is not a CIDR range") from exc
+        for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"ENGINESHED_{name.upper()} must be positive")
+
+
+# Variables that keep their conventional names rather than the ENGINESHED_ prefix.
+_ENV_NAMES = {
+    "database_url": "DATABASE_URL",
+    "s3_endpoint_url": "S3_ENDPOINT_URL",
+    "s3_bucket": "S3_BUCKET",
+    "s3_region": "AWS_REGION",
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "port": "PORT",
+}
+
+
+def _cast(name: str, annotation: Any, raw: str) -> Any:
+    text = str(annotation)
+    try:
+        if text.startswith("bool"):
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if text.startswith("int"):
+            return int(raw)
+        if text.startswith("float"):
+            return float(raw)
+        if text.startswith("Path"):
+            return Path(raw)
+        if text.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a valid {text.split('|')[0].strip()}") from exc
+
+
+__all__ = ["Settings", "SettingsError", "MiB"]

@@ -1,0 +1,286 @@
+"""The /v3/graphql HTTP endpoint: JSON POST, GET queries, both multipart styles, GraphiQL for browsers.
+
+Parsing, authentication and error shaping live here so every request style behaves the same:
+- ``application/json``: ``{query, variables, operationName}`` (``variables`` may be a JSON string);
+- the GraphQL multipart request spec: ``operations`` + ``map`` + file parts (the ``Upload`` scalar);
+- a plain form, the way ``curl -F`` users send it: a ``query`` part, an optional ``variables`` part and
+  ONE ``file`` part, which the upload mutations take as ``input.file``.
+WebSockets (graphql-transport-ws) are served by Strawberry's own view, see ``subscriptions.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from graphql import GraphQLError
+from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from strawberry.http.ides import get_graphql_ide_html
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
+
+from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge
+from gateway.schema.context import Context
+from gateway.services import tokens
+from storage.db import sql_counter
+
+log = logging.getLogger("engineshed.graphql")
+
+# Bytes a multipart body may carry beside its file (query text, variables, part headers).
+FORM_OVERHEAD = 1024 * 1024
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_entry(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"message": message, "name": code, "extensions": {"code": code}}
+    entry.update(extra)
+    return entry
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="engineshed"'} if status == 401 else None
+    return JSONResponse({"data": None, "errors": [error_entry(code, message)]}, status_code=status, headers=headers)
+
+
+class GraphQLEndpoint:
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
+        self._ide_html = get_graphql_ide_html(graphql_ide="graphiql")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resources = scope["app"].state.resources
+        limit = resources.settings.max_upload_bytes + FORM_OVERHEAD
+        request = Request(scope, _limited(receive, limit))
+        try:
+            response = await self.handle(request, resources, limit)
+        except PayloadTooLarge as exc:
+            response = error_response(413, exc.code, exc.message)
+        except BadRequest as exc:
+            response = error_response(exc.status, "invalid_input", str(exc))
+        except ClientDisconnect:
+            return
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request, resources: Any, limit: int) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise BadRequest("Content-Length must be a number")
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"the request body is larger than the upload limit of {resources.settings.max_upload_bytes} bytes")
+        if request.method == "GET":
+            if "query" not in request.query_params:
+                if "text/html" in request.headers.get("accept", ""):
+                    return HTMLResponse(self._ide_html)
+                raise BadRequest("a GET request needs a query parameter")
+            operation = {
+                "query": request.query_params.get("query"),
+                "variables": request.query_params.get("variables"),
+                "operationName": request.query_params.get("operationName"),
+            }
+            return await self.execute(request, resources, operation, None, get=True)
+        if request.method != "POST":
+            return error_response(405, "invalid_input", "use POST (or GET for queries)")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        form_file = None
+        if content_type == "multipart/form-data":
+            operation, form_file = await self.parse_multipart(request, resources)
+        elif content_type in ("application/json", "application/graphql+json", "") or content_type.endswith("+json"):
+            body = await request.body()
+            try:
+                operation = json.loads(body) if body else None
+            except ValueError as exc:
+                raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+        elif content_type == "application/graphql":
+            operation = {"query": (await request.body()).decode("utf-8", "replace")}
+        elif content_type == "application/x-www-form-urlencoded":
+            form = await request.form()
+            operation = {k: form.get(k) for k in ("query", "variables", "operationName")}
+        else:
+            raise BadRequest(f"unsupported Content-Type {content_type!r}; send JSON or multipart/form-data", 415)
+        if isinstance(operation, list):
+            raise BadRequest("batched operations are not supported; send one operation per request")
+        if not isinstance(operation, dict):
+            raise BadRequest("the body must be a JSON object with a query")
+        try:
+            return await self.execute(request, resources, operation, form_file, get=False)
+        finally:
+            if form_file is not None:
+                await form_file.close()
+
+    async def parse_multipart(self, request: Request, resources: Any) -> tuple[dict[str, Any], Any]:
+        parts = resources.settings.multipart_max_parts
+        try:
+            form = await request.form(max_files=parts, max_fields=parts, max_part_size=FORM_OVERHEAD)
+        except PayloadTooLarge:
+            raise
+        except Exception as exc:  # python-multipart / Starlette parse errors: malformed body
+            detail = getattr(exc, "detail", None) or str(exc) or exc.__class__.__name__
+            raise BadRequest(f"the multipart body could not be parsed: {detail}") from exc
+        if "operations" in form:  # the GraphQL multipart request spec
+            operation = _json_field(form.get("operations"), "operations")
+            mapping = _json_field(form.get("map") or "{}", "map")
+            if not isinstance(operation, dict):
+                raise BadRequest("batched operations are not supported")
+            if not isinstance(mapping, dict):
+                raise BadRequest("map must be a JSON object")
+            for key, paths in mapping.items():
+                upload = form.get(key)
+                if not isinstance(upload, UploadFile):
+                    raise BadRequest(f"map names the file part {key!r}, which the form does not have")
+                if not isinstance(paths, list):
+                    raise BadRequest("each map entry must be a list of paths")
+                for path in paths:
+                    _place(operation, str(path), upload)
+            return operation, None
+        if "query" in form:  # the plain form: query [+ variables] + one `file` part
+            files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            file_parts = [k for k, v in form.multi_items() if isinstance(v, UploadFile)]
+            if any(k != "file" for k in file_parts) or len(files) > 1:
+                raise BadRequest("a plain multipart form takes exactly one file part, named 'file'")
+            query = form.get("query")
+            if isinstance(query, UploadFile):
+                query = (await query.read()).decode("utf-8", "replace")
+            operation = {"query": query, "variables": form.get("variables"), "operationName": form.get("operationName")}
+            return operation, (files[0] if files else None)
+        raise BadRequest("a multipart request needs an 'operations' part (GraphQL multipart spec) or a 'query' part")
+
+    async def execute(self, request: Request, resources: Any, operation: dict[str, Any], form_file: Any, *, get: bool) -> Response:
+        query = operation.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise BadRequest("the request has no query")
+        variables = operation.get("variables")
+        if isinstance(variables, str):
+            variables = _json_field(variables, "variables") if variables.strip() else None
+        if variables is not None and not isinstance(variables, dict):
+            raise BadRequest("variables must be a JSON object")
+        operation_name = operation.get("operationName") or None
+        if operation_name is not None and not isinstance(operation_name, str):
+            raise BadRequest("operationName must be a string")
+
+        try:
+            principal = await tokens.authenticate(resources.pool, request.headers.get("authorization"))
+        except AuthenticationError as exc:
+            return error_response(401, exc.code, exc.message)
+
+        counter = [0]
+        token = sql_counter.set(counter)
+        try:
+            context = Context(resources=resources, request=request, principal_=principal, form_file=form_file)
+            allowed = {OperationType.QUERY} if get else {OperationType.QUERY, OperationType.MUTATION}
+            result = await self.schema.execute(
+                query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=operation_name,
+                allowed_operation_types=allowed,
+            )
+        except InvalidOperationTypeError as exc:
+            if get:
+                return error_response(405, "not_allowed", "only queries may be sent with GET; use POST for mutations")
+            return error_response(400, "invalid_input", f"{exc.operation_type.value} operations are served over WebSocket (graphql-transport-ws)")
+        finally:
+            sql_counter.reset(token)
+        body: dict[str, Any] = {"data": result.data}
+        status = 200
+        if result.errors:
+            body["errors"] = [self.format_error(e) for e in result.errors]
+            if result.data is None and all(e.original_error is None for e in result.errors):
+                status = 400  # the document did not parse or validate: nothing ran
+            if any((e.extensions or {}).get("code") == "authentication_error" for e in result.errors):
+                status = 401
+            if any(_code_of(e) == "invalid_input" and isinstance(e.original_error, PayloadTooLarge) for e in result.errors):
+                status = 413
+        if resources.settings.expose_sql_count:
+            body["extensions"] = {"sqlStatements": counter[0]}
+        return JSONResponse(body, status_code=status)
+
+    def format_error(self, error: GraphQLError) -> dict[str, Any]:
+        original = error.original_error
+        while isinstance(original, GraphQLError) and original.original_error is not None:
+            original = original.original_error
+        extra: dict[str, Any] = {}
+        if error.locations:
+            extra["locations"] = [{"line": loc.line, "column": loc.column} for loc in error.locations]
+        if error.path:
+            extra["path"] = list(error.path)
+        if isinstance(original, ApiError):
+            entry = error_entry(original.code, original.message, **extra)
+            if original.data:
+                entry["extensions"]["data"] = original.data
+                entry["data"] = original.data
+            error.extensions = entry["extensions"]
+            return entry
+        if original is None or error.path is None:
+            # Parse, validation and variable-coercion errors come before execution (no path): the
+            # request is wrong, and graphql-core's message says how.
+            return error_entry("invalid_input", error.message, **extra)
+        return error_entry("internal_error", "An internal error occurred", **extra)
+
+
+def _code_of(error: GraphQLError) -> str | None:
+    return (error.extensions or {}).get("code")
+
+
+def _json_field(raw: Any, name: str) -> Any:
+    if isinstance(raw, UploadFile):
+        raise BadRequest(f"{name} must be a form field, not a file")
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"{name} is not valid JSON: {exc}") from exc
+
+
+def _place(operation: dict[str, Any], path: str, value: Any) -> None:
+    """Put an uploaded file at a dotted path such as ``variables.input.file`` or ``variables.files.0``."""
+    keys = path.split(".")
+    if not keys or keys[0] != "variables" or len(keys) < 2:
+        raise BadRequest(f"map path {path!r} must point into variables")
+    node: Any = operation
+    for index, key in enumerate(keys):
+        last = index == len(keys) - 1
+        if isinstance(node, dict):
+            if last:
+                if key not in node or node[key] is not None:
+                    raise BadRequest(f"map path {path!r} must name a null placeholder in the operation")
+                node[key] = value
+                return
+            if node.get(key) is None and key == "variables":
+                node[key] = {}
+            node = node.get(key)
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            if last:
+                if node[int(key)] is not None:
+                    raise BadRequest(f"map path {path!r} must name a null placeholder in the operation")
+                node[int(key)] = value
+                return
+            node = node[int(key)]
+        else:
+            raise BadRequest(f"map path {path!r} does not exist in the operation")
+    raise BadRequest(f"map path {path!r} does not exist in the operation")
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """Count body bytes as they arrive and stop at the limit, before anything is stored."""
+    seen = 0
+
+    async def wrapped() -> dict[str, Any]:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(f"the request body is larger than the upload limit of {limit - FORM_OVERHEAD} bytes")
+        return message
+
+    return wrapped
+

@@ -1,0 +1,138 @@
+/* engineshed: boots the vendored GraphiQL against the gateway, fully offline.
+ *
+ * Loaded as a same-origin script (the page's CSP allows no inline script). The page tells it
+ * the endpoint through data-endpoint on #graphiql; the bearer token comes from the #es-token
+ * box and is remembered in localStorage.
+ */
+(function () {
+  "use strict";
+
+  var TOKEN_KEY = "engineshed.graphiql.token";
+  var DEFAULT_QUERY = [
+    "# engineshed GraphiQL",
+    "#",
+    "# Every operation needs a bearer token: paste yours into the box above",
+    "# (it is kept in this browser's localStorage). Extra request headers can",
+    "# be set in the Headers tab below; an Authorization header set there wins.",
+    "#",
+    "# Ctrl-Enter runs the query, Ctrl-Space autocompletes, the book icon opens the docs.",
+    "query Libraries {",
+    "  libraries(limit: 10) {",
+    "    count",
+    "    records {",
+    "      id",
+    "      name",
+    "      version",
+    "    }",
+    "  }",
+    "}",
+    ""
+  ].join("\n");
+
+  // Surfaces CSP violations on <html data-csp-violations="..."> so tests (and people) can see them.
+  document.addEventListener("securitypolicyviolation", function (event) {
+    var seen = document.documentElement.getAttribute("data-csp-violations");
+    var entry = event.violatedDirective + " " + (event.blockedURI || "inline");
+    document.documentElement.setAttribute("data-csp-violations", seen ? seen + "; " + entry : entry);
+  });
+
+  function readToken() {
+    try {
+      return window.localStorage.getItem(TOKEN_KEY) || "";
+    } catch (err) {
+      return "";
+    }
+  }
+
+  function storeToken(token) {
+    try {
+      if (token) {
+        window.localStorage.setItem(TOKEN_KEY, token);
+      } else {
+        window.localStorage.removeItem(TOKEN_KEY);
+      }
+    } catch (err) {
+      /* storage disabled: the token lives for this page only */
+    }
+  }
+
+  function cleanToken(raw) {
+    return String(raw || "").trim().replace(/^bearer\s+/i, "");
+  }
+
+  function hasHeader(headers, name) {
+    var wanted = name.toLowerCase();
+    return Object.keys(headers).some(function (key) {
+      return key.toLowerCase() === wanted;
+    });
+  }
+
+  function makeFetcher(endpoint, token) {
+    return function fetcher(params, options) {
+      var headers = { "Content-Type": "application/json", Accept: "application/json" };
+      var extra = (options && options.headers) || {};
+      Object.keys(extra).forEach(function (key) {
+        headers[key] = String(extra[key]);
+      });
+      if (token && !hasHeader(extra, "authorization")) {
+        headers.Authorization = "Bearer " + token;
+      }
+      return window
+        .fetch(endpoint, {
+          method: "POST",
+          headers: headers,
+          body: JSON.stringify(params),
+          credentials: "same-origin"
+        })
+        .then(function (response) {
+          return response.text().then(function (text) {
+            try {
+              return JSON.parse(text);
+            } catch (err) {
+              return {
+                errors: [{ message: "HTTP " + response.status + ": the gateway did not answer with JSON", body: text.slice(0, 500) }]
+              };
+            }
+          });
+        });
+    };
+  }
+
+  var container = document.getElementById("graphiql");
+  var endpoint = container.getAttribute("data-endpoint") || "/v3/graphql";
+  var input = document.getElementById("es-token");
+  var state = document.getElementById("es-token-state");
+  var root = window.ReactDOM.createRoot(container);
+  var token = cleanToken(readToken());
+
+  function render() {
+    state.textContent = token ? "token set" : "no token: requests will be rejected";
+    state.className = token ? "es-ok" : "es-missing";
+    root.render(
+      window.React.createElement(window.GraphiQL, {
+        // A new fetcher per token makes GraphiQL fetch the schema again with it.
+        fetcher: makeFetcher(endpoint, token),
+        defaultQuery: DEFAULT_QUERY,
+        isHeadersEditorEnabled: true,
+        shouldPersistHeaders: false
+      })
+    );
+  }
+
+  input.value = token;
+  input.addEventListener("change", function () {
+    var next = cleanToken(input.value);
+    input.value = next;
+    if (next !== token) {
+      token = next;
+      storeToken(token);
+      render();
+    }
+  });
+  input.addEventListener("keydown", function (event) {
+    if (event.key === "Enter") {
+      input.blur();
+    }
+  });
+  render();
+})();

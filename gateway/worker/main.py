@@ -1,0 +1,141 @@
+"""The worker process: claims tasks of its installed engines, runs them, keeps the queue healthy.
+
+Wakes on NOTIFY when work arrives, polls as the fallback, and every few seconds also reaps tasks whose
+worker died and deletes S3 objects whose rows are gone. SIGTERM/SIGINT: stop claiming, hand running
+tasks back to the queue, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+import uuid
+from typing import Any
+
+from gateway.resources import open_resources
+from gateway.services import blob_cleanup, dispatch
+from gateway.settings import Settings
+from gateway.worker.runner import TRANSIENT, TaskRun
+from storage.db import listen
+from storage.queries.jobs import CANCEL_CHANNEL, WAKE_CHANNEL
+
+log = logging.getLogger("engineshed.worker")
+
+HOUSEKEEPING_SECONDS = 5.0
+
+
+class Worker:
+    def __init__(self, res: Any, decode_pool: concurrent.futures.Executor, owner: str) -> None:
+        self.res = res
+        self.decode_pool = decode_pool
+        self.owner = owner
+        self.running: dict[Any, TaskRun] = {}
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def on_notify(self, channel: str, payload: str) -> None:
+        if channel == CANCEL_CHANNEL:
+            for task_id, run in self.running.items():
+                if str(task_id) == payload:
+                    run.wake.set()
+        else:
+            self.wake.set()
+
+    async def claim_round(self) -> int:
+        free = self.res.settings.worker_concurrency - len(self.running)
+        claimed = 0
+        for engine_id in list(self.res.engines):
+            if free <= 0:
+                break
+            tasks = await dispatch.claim(
+                self.res, engine_id, owner=self.owner, limit=free, lease_seconds=self.res.settings.lease_seconds
+            )
+            for task in tasks:
+                run = TaskRun(self, task)
+                self.running[task.id] = run
+                job = asyncio.create_task(self._run(run))
+                self._tasks.add(job)
+                job.add_done_callback(self._tasks.discard)
+            free -= len(tasks)
+            claimed += len(tasks)
+        return claimed
+
+    async def _run(self, run: TaskRun) -> None:
+        log.info("task %s (%s) started, attempt %d", run.task.id, run.task.engine_id, run.task.attempts)
+        try:
+            await run.run()
+        finally:
+            self.running.pop(run.task.id, None)
+            self.wake.set()  # a slot is free
+
+    async def housekeeping(self) -> None:
+        reaped = await dispatch.reap(self.res)
+        for task in reaped:
+            log.warning("task %s ended %s: its worker stopped answering", task.id, task.status)
+        try:
+            await blob_cleanup.sweep(self.res)
+        except Exception as exc:  # S3 away: try again next round
+            log.warning("blob sweep deferred: %r", exc)
+
+    async def loop(self) -> None:
+        last_housekeeping = 0.0
+        while not self.stopping.is_set():
+            try:
+                if time.monotonic() - last_housekeeping > HOUSEKEEPING_SECONDS:
+                    last_housekeeping = time.monotonic()
+                    await self.housekeeping()
+                claimed = await self.claim_round()
+            except TRANSIENT as exc:
+                log.warning("database or S3 unavailable, retrying: %r", exc)
+                claimed = 0
+                await asyncio.sleep(1.0)
+            if claimed:
+                continue  # more may be waiting
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=self.res.settings.poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+
+    async def shutdown(self) -> None:
+        for run in list(self.running.values()):
+            run.interrupt("shutdown")
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=15)
+
+
+def make_decode_pool(settings: Settings) -> concurrent.futures.ProcessPoolExecutor:
+    # Decoding is CPU-bound and GIL-bound in threads: processes. Spawn, because fork after threads and
+    # an event loop are running is unsafe.
+    processes = settings.decode_processes or os.cpu_count() or 2
+    return concurrent.futures.ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"))
+
+
+async def run_worker(settings: Settings, *, worker_id: str | None = None) -> None:
+    owner = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    loop = asyncio.get_running_loop()
+    pool = make_decode_pool(settings)
+    try:
+        async with open_resources(settings) as res:
+            worker = Worker(res, pool, owner)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, worker.stopping.set)
+            async with listen(settings.database_url, [WAKE_CHANNEL, CANCEL_CHANNEL], worker.on_notify):
+                log.info("worker %s ready with engines: %s", owner, ", ".join(sorted(res.engines)) or "none")
+                main = asyncio.create_task(worker.loop())
+                stop = asyncio.create_task(worker.stopping.wait())
+                await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
+                worker.stopping.set()
+                worker.wake.set()
+                await main
+                await worker.shutdown()
+            log.info("worker %s stopped", owner)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

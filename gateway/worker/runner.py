@@ -1,0 +1,223 @@
+"""Running one claimed task: the lease held by heartbeats, the engine called, the outcome recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from engines.interface import EngineConfigError, EngineError, NothingToTrain
+from gateway.errors import ApiError
+from gateway.services import dispatch, recognition
+from gateway.services import engine_models as model_service
+from gateway.services.dispatch import LeaseLost
+from gateway.services.principal import Principal
+from gateway.services.remote_files import FetchRefused, fetch_bytes
+from gateway.worker.training import WorkerTrainingContext
+from storage.blobs import BlobError
+from storage.queries import engine_models as model_q
+from storage.queries import identifiers as identifier_q
+from storage.queries import libraries as library_q
+from storage.queries import types as type_q
+from storage.rows import Task
+
+log = logging.getLogger("engineshed.worker")
+
+# Errors that may pass by themselves (S3 or PostgreSQL briefly away): the task is retried with backoff.
+TRANSIENT = (BlobError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError)
+
+
+class Stop(Exception):
+    """Why the engine was interrupted: 'cancelled' (the user asked), 'lost' (lease gone), 'shutdown'."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class TaskRun:
+    def __init__(self, worker: Any, task: Task) -> None:
+        self.worker = worker
+        self.res = worker.res
+        self.task = task
+        self.owner = worker.owner
+        self.stop_reason: str | None = None
+        self.wake = asyncio.Event()  # set by a cancel NOTIFY: heartbeat now
+        self.ctx: WorkerTrainingContext | None = None
+        self._engine_task: asyncio.Task[Any] | None = None
+
+    def interrupt(self, why: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = why
+        if self._engine_task is not None and not self._engine_task.done():
+            self._engine_task.cancel()
+
+    async def run(self) -> None:
+        engine = self.res.engines.get(self.task.engine_id)
+        beat = asyncio.create_task(self._heartbeats())
+        try:
+            if engine is None:
+                await self._fail("system_dependency_missing", f"engine {self.task.engine_id} is not installed in this worker", False)
+                return
+            mode = (self.task.payload or {}).get("mode")
+            work = self._train(engine) if mode == "library-train" else self._recognize(engine)
+            self._engine_task = asyncio.create_task(work)
+            try:
+                await self._engine_task
+            except asyncio.CancelledError:
+                if self.stop_reason is None:  # the worker itself is being cancelled
+                    self.stop_reason = "shutdown"
+                await self._stopped()
+            except (EngineConfigError, NothingToTrain) as exc:
+                await self._fail("invalid_data", str(exc), False)
+            except EngineError as exc:
+                await self._fail("other", str(exc), False)
+            except ApiError as exc:
+                await self._fail("invalid_data", exc.message, False)
+            except TRANSIENT as exc:
+                log.warning("task %s: transient failure: %r", self.task.id, exc)
+                await self._fail("system_error", f"{exc.__class__.__name__}: {exc}", True)
+            except Exception as exc:  # an engine bug: recorded on the task and the model, retried
+                log.exception("task %s: engine %s raised", self.task.id, self.task.engine_id)
+                await self._fail("internal_error", f"{exc.__class__.__name__}: {exc}", True)
+        except LeaseLost:
+            log.warning("task %s: lease lost; another worker owns it now", self.task.id)
+        finally:
+            beat.cancel()
+            try:
+                await beat
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _heartbeats(self) -> None:
+        interval = self.res.settings.heartbeat_interval
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=interval)
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()
+            ctx = self.ctx
+            try:
+                cancel = await dispatch.heartbeat(
+                    self.res, self.task, owner=self.owner, lease_seconds=self.res.settings.lease_seconds,
+                    progress=ctx.fraction if ctx else None, message=ctx.message if ctx else None,
+                )
+            except LeaseLost:
+                self.interrupt("lost")
+                return
+            except TRANSIENT as exc:  # keep working; the lease has slack for a missed beat or two
+                log.warning("task %s: heartbeat failed: %r", self.task.id, exc)
+                continue
+            if cancel:
+                self.interrupt("cancelled")
+                return
+
+    async def _stopped(self) -> None:
+        with _quiet():
+            if self.stop_reason == "cancelled":
+                await dispatch.cancelled(self.res, self.task, owner=self.owner)
+            elif self.stop_reason == "shutdown":
+                await dispatch.release(self.res, self.task, owner=self.owner)
+
+    async def _fail(self, reason: str, message: str, retryable: bool) -> None:
+        done = await dispatch.fail(
+            self.res, self.task, owner=self.owner, reason=reason, message=message[:2000],
+            retryable=retryable, backoff_seconds=self.res.settings.retry_backoff_seconds,
+        )
+        log.info("task %s: %s (%s)", self.task.id, done.status, message[:200])
+
+    async def _train(self, engine: Any) -> None:
+        task = self.task
+        payload = task.payload
+        config = engine.info.validate_config(payload.get("config") or {})
+        model_id = UUID(payload["libraryEngineModelId"])
+        library_id = UUID(payload["libraryId"])
+        async with self.res.pool.acquire() as conn:
+            library = await library_q.by_id(conn, task.org_id, library_id)
+            model = await model_q.by_id(conn, task.org_id, model_id)
+            if library is None or model is None:
+                raise EngineError("the library or its engine model was deleted")
+            library_type = (await type_q.library_types(conn, library.library_type_id))[0]
+            types = [t for t in engine.info.identifier_type_ids if t in library_type.identifier_type_ids]
+            total = await identifier_q.count_for_training(conn, task.org_id, library_id, types)
+        self.ctx = WorkerTrainingContext(
+            self.res, task, library_type_ids=library_type.identifier_type_ids,
+            engine_type_ids=engine.info.identifier_type_ids, library_version=model.library_version,
+            config=config, decode_pool=self.worker.decode_pool, total_identifiers=total,
+        )
+        started = time.perf_counter()
+        artifact = await engine.train(self.ctx)
+        seconds = time.perf_counter() - started
+        output = {
+            "libraryId": str(library_id),
+            "libraryEngineModelId": str(model_id),
+            "identifiers": (artifact.jsondata or {}).get("identifiers"),
+            "inferences": self.ctx.inferences,
+            "trainSeconds": round(seconds, 3),
+        }
+        jsondata = dict(artifact.jsondata or {})
+        jsondata.setdefault("trainSeconds", round(seconds, 3))
+        system = Principal(org_id=task.org_id, scope="admin")
+
+        async def finish(conn: asyncpg.Connection, _model: Any) -> bool:
+            return await dispatch.complete_in(conn, task, owner=self.owner, output=output)
+
+        saved = await model_service.update(
+            self.res, system, model_id,
+            {"train_status": "complete", "jsondata": jsondata, "accuracy": artifact.accuracy},
+            artifact=(artifact.data, artifact.content_type), in_transaction=finish,
+        )
+        if saved is None:
+            raise LeaseLost(f"task {task.id}: lease lost before the artifact could be recorded")
+
+    async def _recognize(self, engine: Any) -> None:
+        task = self.task
+        payload = task.payload
+        system = Principal(org_id=task.org_id, scope="admin")
+        model = await model_service.get(self.res, system, payload["libraryEngineModelId"])
+        urls = list(payload.get("urls") or []) or [payload["url"]]
+        images = []
+        for url in urls:
+            try:
+                async with self.res.fetch_limiter:
+                    data, _ = await fetch_bytes(self.res.http, str(url), self.res.fetch_policy)
+            except FetchRefused as exc:
+                raise EngineError(f"media {url}: {exc}") from exc
+            images.append(data)
+        results = await recognition.run(
+            self.res, model, images, top_k=int(payload.get("topK", 5)), threshold=payload.get("threshold")
+        )
+        output = {
+            "libraryId": str(model.library_id),
+            "libraryEngineModelId": str(model.id),
+            "results": [
+                {
+                    "url": urls[r.index],
+                    "matches": [
+                        {"libraryId": str(model.library_id), "entityId": m.entity_id, "entityName": m.entity_name,
+                         "entityIdentifierId": m.entity_identifier_id, "score": m.score}
+                        for m in r.matches
+                    ],
+                }
+                for r in results
+            ],
+        }
+        await dispatch.complete(self.res, task, owner=self.owner, output=output)
+
+
+class _quiet:
+    """Suppress lease and connection errors while recording a stop: the reaper covers what fails here."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is not None and issubclass(exc_type, (LeaseLost, *TRANSIENT)):
+            log.warning("could not record the stop of a task: %r", exc)
+            return True
+        return False

@@ -1,0 +1,117 @@
+"""The TrainingContext engines receive: library pages, byte fetches, progress, the embedding cache.
+
+Engines never see the pool or the S3 client; everything they read goes through here, with the task's
+organization applied to every query.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+
+from engines.interface import FetchError, IdentifierRef
+from gateway.services.remote_files import FetchRefused, fetch_bytes
+from storage.queries import embeddings as embedding_q
+from storage.queries import identifiers as identifier_q
+from storage.rows import Task
+
+_FIRST = (UUID(int=0), UUID(int=0))
+
+
+class WorkerTrainingContext:
+    def __init__(
+        self,
+        res: Any,
+        task: Task,
+        *,
+        library_type_ids: list[str],
+        engine_type_ids: Sequence[str],
+        library_version: int,
+        config: Mapping[str, Any],
+        decode_pool: concurrent.futures.Executor,
+        total_identifiers: int | None,
+    ) -> None:
+        payload = task.payload
+        self._res = res
+        self._org_id = task.org_id
+        self.library_id = str(payload["libraryId"])
+        self.model_id = str(payload["libraryEngineModelId"])
+        self.library_version = library_version
+        self.config = config
+        self.execution_provider = res.settings.onnx_provider
+        self.decode_pool = decode_pool
+        self.total_identifiers = total_identifiers
+        self._types = [t for t in engine_type_ids if t in library_type_ids]
+        self._sources: dict[str, tuple[str | None, str | None]] = {}
+        self.fraction = 0.0
+        self.message: str | None = None
+        self.inferences = 0
+        self.last_progress_at = time.monotonic()
+
+    async def pages(self, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
+        after = _FIRST
+        library_id = UUID(self.library_id)
+        while True:
+            async with self._res.pool.acquire() as conn:
+                rows = await identifier_q.for_training(conn, self._org_id, library_id, self._types, after, page_size)
+            if not rows:
+                return
+            refs = []
+            for row, entity_name in rows:
+                self._sources[str(row.id)] = (row.storage_key, row.reference_url)
+                refs.append(
+                    IdentifierRef(
+                        identifier_id=str(row.id),
+                        entity_id=str(row.entity_id),
+                        entity_name=entity_name,
+                        identifier_type_id=row.identifier_type_id,
+                        content_type=row.content_type,
+                        content_sha256=row.content_sha256,
+                    )
+                )
+            after = (rows[-1][0].entity_id, rows[-1][0].id)
+            yield refs
+            if len(rows) < page_size:
+                return
+
+    async def fetch(self, ref: IdentifierRef) -> bytes:
+        # S3 errors are not FetchError: they mean "try the task again later", not "skip this image".
+        storage_key, url = self._sources.pop(ref.identifier_id, (None, None))
+        if storage_key:
+            return await self._res.blobs.get_bytes(storage_key, max_bytes=self._res.settings.fetch_max_bytes)
+        if url:
+            try:
+                async with self._res.fetch_limiter:
+                    data, _ = await fetch_bytes(self._res.http, url, self._res.fetch_policy)
+                return data
+            except FetchRefused as exc:
+                raise FetchError(str(exc)) from exc
+        raise FetchError(f"identifier {ref.identifier_id} has no content")
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        self.fraction = min(1.0, max(0.0, float(fraction)))
+        if message is not None:
+            self.message = message[:500]
+        self.last_progress_at = time.monotonic()
+
+    async def cached_embeddings(self, backbone_digest: str, sha256s: Sequence[str]) -> dict[str, np.ndarray]:
+        if not sha256s:
+            return {}
+        async with self._res.pool.acquire() as conn:
+            found = await embedding_q.get_many(conn, self._org_id, backbone_digest, sha256s)
+        return {h: np.frombuffer(v, dtype=np.float32) for h, v in found.items()}
+
+    async def store_embeddings(self, backbone_digest: str, vectors: Mapping[str, np.ndarray]) -> None:
+        if not vectors:
+            return
+        packed = {h: np.asarray(v, dtype=np.float32).tobytes() for h, v in vectors.items()}
+        async with self._res.pool.acquire() as conn:
+            await embedding_q.put_many(conn, self._org_id, backbone_digest, packed)
+
+    def count_inference(self, n: int) -> None:
+        self.inferences += int(n)

@@ -1,0 +1,128 @@
+"""Entities: named SQL, always filtered by organization."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from storage.rows import Entity
+
+INSERT = """INSERT INTO entities (id, org_id, library_id, name, description, jsondata, profile_image_url, is_published)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *"""
+
+BY_ID = "SELECT * FROM entities WHERE org_id = $1 AND id = $2"
+BY_IDS = "SELECT * FROM entities WHERE org_id = $1 AND id = ANY($2::uuid[])"
+
+ORDER_COLUMNS = {"id": "id", "name": "name", "createdDateTime": "created_at", "modifiedDateTime": "modified_at"}
+
+LIST = """-- one page of entities of some libraries (or some ids), optionally only those with an identifier type
+SELECT e.*, count(*) OVER () AS total FROM entities e
+WHERE e.org_id = $1
+  AND ($2::uuid[] IS NULL OR e.library_id = ANY($2))
+  AND ($3::uuid[] IS NULL OR e.id = ANY($3))
+  AND ($4::boolean IS NULL OR e.is_published = $4)
+  AND ($5::text IS NULL OR e.name ILIKE '%' || $5 || '%')
+  AND ($6::text IS NULL OR EXISTS (
+        SELECT 1 FROM entity_identifiers i WHERE i.entity_id = e.id AND i.identifier_type_id = $6))
+ORDER BY {order} {direction}, id {direction}
+OFFSET $7 LIMIT $8"""
+
+UPDATE = """UPDATE entities SET
+    name = coalesce($3, name),
+    description = CASE WHEN $4 THEN $5 ELSE description END,
+    jsondata = CASE WHEN $6 THEN $7 ELSE jsondata END,
+    profile_image_url = CASE WHEN $8 THEN $9 ELSE profile_image_url END,
+    is_published = coalesce($10, is_published),
+    modified_at = now()
+WHERE org_id = $1 AND id = $2 RETURNING *"""
+
+DELETE = "DELETE FROM entities WHERE org_id = $1 AND id = $2 RETURNING id"
+
+STORAGE_KEYS = "SELECT storage_key FROM entity_identifiers WHERE entity_id = $1 AND storage_key IS NOT NULL"
+
+IDENTIFIER_COUNTS = """SELECT entity_id, identifier_type_id, count(*) AS n FROM entity_identifiers
+WHERE org_id = $1 AND entity_id = ANY($2::uuid[]) GROUP BY entity_id, identifier_type_id"""
+
+
+async def insert(conn: asyncpg.Connection, **v: Any) -> Entity:
+    return Entity.of(
+        await conn.fetchrow(
+            INSERT,
+            v["id"],
+            v["org_id"],
+            v["library_id"],
+            v["name"],
+            v["description"],
+            v["jsondata"],
+            v["profile_image_url"],
+            v["is_published"],
+        )
+    )
+
+
+async def by_id(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID) -> Entity | None:
+    return Entity.maybe(await conn.fetchrow(BY_ID, org_id, entity_id))
+
+
+async def by_ids(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> list[Entity]:
+    return [Entity.of(r) for r in await conn.fetch(BY_IDS, org_id, ids)]
+
+
+async def page(
+    conn: asyncpg.Connection,
+    org_id: UUID,
+    *,
+    library_ids: list[UUID] | None,
+    ids: list[UUID] | None,
+    is_published: bool | None,
+    name: str | None,
+    identifier_type_id: str | None,
+    order_by: str,
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[list[Entity], int]:
+    sql = LIST.format(order=ORDER_COLUMNS[order_by], direction="DESC" if descending else "ASC")
+    args = (org_id, library_ids, ids, is_published, name, identifier_type_id)
+    records = await conn.fetch(sql, *args, offset, limit)
+    if records:
+        total = records[0]["total"]
+    else:
+        again = await conn.fetch(sql, *args, 0, 1)
+        total = again[0]["total"] if again else 0
+    return [Entity.of(r) for r in records], total
+
+
+async def update(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, changes: dict[str, Any]) -> Entity | None:
+    return Entity.maybe(
+        await conn.fetchrow(
+            UPDATE,
+            org_id,
+            entity_id,
+            changes.get("name"),
+            "description" in changes,
+            changes.get("description"),
+            "jsondata" in changes,
+            changes.get("jsondata"),
+            "profile_image_url" in changes,
+            changes.get("profile_image_url"),
+            changes.get("is_published"),
+        )
+    )
+
+
+async def delete(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID) -> bool:
+    return await conn.fetchval(DELETE, org_id, entity_id) is not None
+
+
+async def storage_keys(conn: asyncpg.Connection, entity_id: UUID) -> list[str]:
+    return [r["storage_key"] for r in await conn.fetch(STORAGE_KEYS, entity_id)]
+
+
+async def identifier_counts(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> dict[UUID, dict[str, int]]:
+    counts: dict[UUID, dict[str, int]] = {i: {} for i in ids}
+    for r in await conn.fetch(IDENTIFIER_COUNTS, org_id, ids):
+        counts[r["entity_id"]][r["identifier_type_id"]] = r["n"]
+    return counts

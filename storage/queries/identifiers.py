@@ -1,0 +1,137 @@
+"""Entity identifiers: named SQL, always filtered by organization."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from storage.rows import Identifier
+
+INSERT = """INSERT INTO entity_identifiers (id, org_id, library_id, entity_id, identifier_type_id, title, is_priority,
+    storage_key, reference_url, content_type, content_length, content_sha256, jsondata)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *"""
+
+BY_ID = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = $2"
+
+PAGES_FOR_ENTITIES = """-- the same page of identifiers for many entities at once (the DataLoader's one query)
+SELECT * FROM (
+    SELECT i.*,
+           row_number() OVER w AS position,
+           count(*) OVER (PARTITION BY i.entity_id) AS total
+    FROM entity_identifiers i
+    WHERE i.org_id = $1 AND i.entity_id = ANY($2::uuid[])
+      AND ($3::text IS NULL OR i.identifier_type_id = $3)
+      AND ($4::uuid IS NULL OR i.id = $4)
+    WINDOW w AS (PARTITION BY i.entity_id ORDER BY i.is_priority DESC, i.created_at, i.id)
+) ranked
+WHERE position > $5 AND position <= $5 + $6
+ORDER BY entity_id, position"""
+
+TOTALS_FOR_ENTITIES = """SELECT entity_id, count(*) AS total FROM entity_identifiers
+WHERE org_id = $1 AND entity_id = ANY($2::uuid[]) AND ($3::text IS NULL OR identifier_type_id = $3)
+  AND ($4::uuid IS NULL OR id = $4)
+GROUP BY entity_id"""
+
+FOR_TRAINING = """-- keyset page of a library's identifiers of some types, with their entity's name (engines read these)
+SELECT i.*, e.name AS entity_name FROM entity_identifiers i JOIN entities e ON e.id = i.entity_id
+WHERE i.org_id = $1 AND i.library_id = $2 AND i.identifier_type_id = ANY($3::text[])
+  AND (i.entity_id, i.id) > ($4::uuid, $5::uuid)
+ORDER BY i.entity_id, i.id LIMIT $6"""
+
+COUNT_FOR_TRAINING = """SELECT count(*) FROM entity_identifiers
+WHERE org_id = $1 AND library_id = $2 AND identifier_type_id = ANY($3::text[])"""
+
+UPDATE = """UPDATE entity_identifiers SET
+    title = CASE WHEN $3 THEN $4 ELSE title END,
+    is_priority = coalesce($5, is_priority),
+    jsondata = CASE WHEN $6 THEN $7 ELSE jsondata END,
+    modified_at = now()
+WHERE org_id = $1 AND id = $2 RETURNING *"""
+
+DELETE = "DELETE FROM entity_identifiers WHERE org_id = $1 AND id = $2 RETURNING storage_key"
+
+
+async def insert(conn: asyncpg.Connection, **v: Any) -> Identifier:
+    return Identifier.of(
+        await conn.fetchrow(
+            INSERT,
+            v["id"],
+            v["org_id"],
+            v["library_id"],
+            v["entity_id"],
+            v["identifier_type_id"],
+            v["title"],
+            v["is_priority"],
+            v["storage_key"],
+            v["reference_url"],
+            v["content_type"],
+            v["content_length"],
+            v["content_sha256"],
+            v["jsondata"],
+        )
+    )
+
+
+async def by_id(conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID) -> Identifier | None:
+    return Identifier.maybe(await conn.fetchrow(BY_ID, org_id, identifier_id))
+
+
+async def pages_for_entities(
+    conn: asyncpg.Connection,
+    org_id: UUID,
+    entity_ids: list[UUID],
+    *,
+    identifier_type_id: str | None,
+    identifier_id: UUID | None,
+    offset: int,
+    limit: int,
+) -> tuple[dict[UUID, list[Identifier]], dict[UUID, int]]:
+    records = await conn.fetch(PAGES_FOR_ENTITIES, org_id, entity_ids, identifier_type_id, identifier_id, offset, limit)
+    pages: dict[UUID, list[Identifier]] = {i: [] for i in entity_ids}
+    totals: dict[UUID, int] = {i: 0 for i in entity_ids}
+    for r in records:
+        pages[r["entity_id"]].append(Identifier.of(r))
+        totals[r["entity_id"]] = r["total"]
+    if offset > 0:
+        # Entities whose page is past their end still need a total: one more query, only when paging.
+        for r in await conn.fetch(TOTALS_FOR_ENTITIES, org_id, entity_ids, identifier_type_id, identifier_id):
+            totals[r["entity_id"]] = r["total"]
+    return pages, totals
+
+
+async def for_training(
+    conn: asyncpg.Connection,
+    org_id: UUID,
+    library_id: UUID,
+    type_ids: list[str],
+    after: tuple[UUID, UUID],
+    limit: int,
+) -> list[tuple[Identifier, str]]:
+    records = await conn.fetch(FOR_TRAINING, org_id, library_id, type_ids, after[0], after[1], limit)
+    return [(Identifier.of(r), r["entity_name"]) for r in records]
+
+
+async def count_for_training(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, type_ids: list[str]) -> int:
+    return await conn.fetchval(COUNT_FOR_TRAINING, org_id, library_id, type_ids)
+
+
+async def update(conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID, changes: dict[str, Any]) -> Identifier | None:
+    return Identifier.maybe(
+        await conn.fetchrow(
+            UPDATE,
+            org_id,
+            identifier_id,
+            "title" in changes,
+            changes.get("title"),
+            changes.get("is_priority"),
+            "jsondata" in changes,
+            changes.get("jsondata"),
+        )
+    )
+
+
+async def delete(conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID) -> tuple[bool, str | None]:
+    record = await conn.fetchrow(DELETE, org_id, identifier_id)
+    return (record is not None, record["storage_key"] if record else None)

@@ -1,0 +1,189 @@
+"""Rows as frozen dataclasses: what the queries return and the services hand around."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+T = TypeVar("T", bound="Row")
+
+
+class Row:
+    @classmethod
+    def of(cls: type[T], record: Any) -> T:
+        names = cls._field_names()  # type: ignore[attr-defined]
+        return cls(**{name: record[name] for name in names})
+
+    @classmethod
+    def maybe(cls: type[T], record: Any) -> T | None:
+        return None if record is None else cls.of(record)
+
+    @classmethod
+    def _field_names(cls) -> tuple[str, ...]:
+        cached = cls.__dict__.get("_names")
+        if cached is None:
+            cached = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+            type.__setattr__(cls, "_names", cached)
+        return cached
+
+
+@dataclass(frozen=True, slots=True)
+class Organization(Row):
+    id: UUID
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken(Row):
+    id: UUID
+    org_id: UUID
+    scope: str
+    engine_id: str | None
+    task_id: UUID | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentifierType(Row):
+    id: str
+    label: str
+    label_plural: str
+    description: str | None
+    data_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryType(Row):
+    id: str
+    label: str
+    entity_type_name: str
+    entity_type_name_plural: str
+    identifier_type_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Library(Row):
+    id: UUID
+    org_id: UUID
+    name: str
+    description: str | None
+    library_type_id: str
+    cover_image_url: str | None
+    version: int
+    last_trained_version: int | None
+    last_trained_at: datetime | None
+    created_at: datetime
+    modified_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Entity(Row):
+    id: UUID
+    org_id: UUID
+    library_id: UUID
+    name: str
+    description: str | None
+    jsondata: Any
+    profile_image_url: str | None
+    is_published: bool
+    created_at: datetime
+    modified_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Identifier(Row):
+    id: UUID
+    org_id: UUID
+    library_id: UUID
+    entity_id: UUID
+    identifier_type_id: str
+    title: str | None
+    is_priority: bool
+    storage_key: str | None
+    reference_url: str | None
+    content_type: str
+    content_length: int | None
+    content_sha256: str | None
+    jsondata: Any
+    created_at: datetime
+    modified_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Engine(Row):
+    id: str
+    org_id: UUID | None
+    name: str
+    category_id: str
+    identifier_type_ids: list[str]
+    library_type_ids: list[str]
+    modes: list[str]
+    library_required: bool
+    concurrency_limit: int
+    builtin: bool
+    version: str
+    config_schema: Any
+    state: str
+    created_at: datetime
+    modified_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EngineModel(Row):
+    id: UUID
+    org_id: UUID
+    library_id: UUID
+    engine_id: str
+    library_version: int
+    train_job_id: UUID | None
+    train_status: str
+    storage_key: str | None
+    data_url: str | None
+    content_type: str | None
+    jsondata: Any
+    accuracy: float | None
+    created_at: datetime
+    modified_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Row):
+    id: UUID
+    org_id: UUID
+    name: str | None
+    cluster_id: str | None
+    status: str
+    library_id: UUID | None
+    created_at: datetime
+    modified_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Task(Row):
+    id: UUID
+    org_id: UUID
+    job_id: UUID
+    engine_id: str
+    position: int
+    status: str
+    payload: Any
+    output: Any
+    progress: float
+    progress_message: str | None
+    attempts: int
+    max_attempts: int
+    run_after: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    cancel_requested: bool
+    failure_reason: str | None
+    failure_message: str | None
+    created_at: datetime
+    modified_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None

@@ -1,0 +1,96 @@
+"""An in-memory TrainingContext: a test double for the worker, holding identifiers as bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engines.interface import FetchError, IdentifierRef
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One identifier of the library: its entity and its bytes."""
+
+    identifier_id: str
+    entity_id: str
+    entity_name: str
+    data: bytes
+    by_reference: bool = False  # stored by URL: no sha256 before fetch
+    identifier_type_id: str = "image"
+
+
+@dataclass
+class EmbeddingStore:
+    """The embedding cache, as the worker keeps it: by (backbone digest, content sha256)."""
+
+    vectors: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+
+class MemoryContext:
+    """A TrainingContext over a list of entries; records progress, fetches and inference counts."""
+
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        *,
+        config: Mapping[str, Any],
+        decode_pool: concurrent.futures.Executor,
+        store: EmbeddingStore | None = None,
+        execution_provider: str = "cpu",
+        fetch_delay: float = 0.0,
+        failing: frozenset[str] = frozenset(),
+        library_id: str = "library-1",
+    ) -> None:
+        self.entries = list(entries)
+        self.config = dict(config)
+        self.decode_pool = decode_pool
+        self.store = store if store is not None else EmbeddingStore()
+        self.execution_provider = execution_provider
+        self.fetch_delay = fetch_delay
+        self.failing = failing
+        self.library_id = library_id
+        self.library_version = 1
+        self.model_id = "model-1"
+        self.total_identifiers: int | None = len(self.entries)
+        self.inferred = 0
+        self.fetched = 0
+        self.progress_log: list[tuple[float, str | None]] = []
+        self._by_id = {e.identifier_id: e for e in self.entries}
+
+    async def pages(self, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
+        for start in range(0, len(self.entries), page_size):
+            yield [self._ref(e) for e in self.entries[start : start + page_size]]
+
+    def _ref(self, e: Entry) -> IdentifierRef:
+        sha = None if e.by_reference else hashlib.sha256(e.data).hexdigest()
+        return IdentifierRef(e.identifier_id, e.entity_id, e.entity_name, e.identifier_type_id, "image/png", sha)
+
+    async def fetch(self, ref: IdentifierRef) -> bytes:
+        if self.fetch_delay:
+            await asyncio.sleep(self.fetch_delay)
+        if ref.identifier_id in self.failing:
+            raise FetchError(f"GET {ref.identifier_id}: 404 Not Found")
+        self.fetched += 1
+        return self._by_id[ref.identifier_id].data
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        assert 0.0 <= fraction <= 1.0
+        self.progress_log.append((fraction, message))
+
+    async def cached_embeddings(self, backbone_digest: str, sha256s: Sequence[str]) -> dict[str, np.ndarray]:
+        found = {s: self.store.vectors.get((backbone_digest, s)) for s in sha256s}
+        return {s: v.copy() for s, v in found.items() if v is not None}
+
+    async def store_embeddings(self, backbone_digest: str, vectors: Mapping[str, np.ndarray]) -> None:
+        for sha, vector in vectors.items():
+            self.store.vectors[(backbone_digest, sha)] = np.array(vector, np.float32)
+
+    def count_inference(self, n: int) -> None:
+        self.inferred += n
