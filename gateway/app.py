@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from gateway.events import EventHub
 from gateway.resources import open_resources
 from gateway.schema.root import build_schema
 from gateway.settings import Settings
+from gateway.web.graphiql import static_app
 from gateway.web.graphql_view import GraphQLEndpoint
 from gateway.web.health import healthz, readyz
 from gateway.web.subscriptions import SubscriptionView
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> Starlette:
             WebSocketRoute("/v3/graphql", SubscriptionView(schema)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Mount("/v3/static", app=static_app(), name="static"),
         ],
         lifespan=lifespan,
     )

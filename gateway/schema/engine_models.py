@@ -38,6 +38,15 @@ class EngineCategory:
 
 
 @strawberry.type
+class EngineCategoryList:
+    offset: int
+    limit: int
+    count: int
+    total_count: int
+    records: list[EngineCategory]
+
+
+@strawberry.type
 class Engine:
     id: strawberry.ID
     name: str
@@ -56,11 +65,7 @@ class Engine:
 
     @strawberry.field
     def category(self) -> EngineCategory:
-        return EngineCategory(
-            id=strawberry.ID(self._row.category_id),
-            name=self._row.category_id.replace("-", " ").title(),
-            library_entity_identifier_type_ids=[strawberry.ID(t) for t in self._row.identifier_type_ids],
-        )
+        return category_of([self._row])
 
     @strawberry.field
     def identifier_type_ids(self) -> list[strawberry.ID]:
@@ -88,6 +93,19 @@ class Engine:
             modified_date_time=row.modified_at,
             _row=row,
         )
+
+
+def category_of(engines: list[rows.Engine]) -> EngineCategory:
+    """A category as the engines in it describe it: the identifier types any of them consume."""
+    types: list[str] = []
+    for engine in engines:
+        types.extend(t for t in engine.identifier_type_ids if t not in types)
+    category_id = engines[0].category_id
+    return EngineCategory(
+        id=strawberry.ID(category_id),
+        name=category_id.replace("-", " ").title(),
+        library_entity_identifier_type_ids=[strawberry.ID(t) for t in types],
+    )
 
 
 @strawberry.type

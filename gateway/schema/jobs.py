@@ -154,6 +154,27 @@ class JobList:
 
 
 @strawberry.type
+class EngineResult:
+    """A task's output, as upstream's engineResults lists them (no media objects here: tdoId is null)."""
+
+    job_id: strawberry.ID
+    task_id: strawberry.ID
+    engine_id: strawberry.ID
+    tdo_id: Optional[strawberry.ID]
+    asset_id: Optional[strawberry.ID]
+    jsondata: Optional[JSONData]
+
+
+@strawberry.type
+class EngineResultList:
+    offset: int
+    limit: int
+    count: int
+    total_count: int
+    records: list[EngineResult]
+
+
+@strawberry.type
 class ClaimedTask:
     """A task leased to an external engine, with a token limited to its library and model."""
 

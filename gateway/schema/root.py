@@ -15,6 +15,8 @@ import logging
 from gateway.errors import ApiError, InvalidInput
 from gateway.schema.context import Info
 from gateway.schema.engine_models import (
+    EngineCategoryList,
+    category_of,
     CreateEngine,
     CreateLibraryEngineModel,
     Engine,
@@ -23,7 +25,18 @@ from gateway.schema.engine_models import (
     UpdateLibraryEngineModel,
 )
 from gateway.schema.enums import JobOrderField, JobStatusFilter, LibraryEntityOrderBy, LibraryOrderBy, OrderDirection
-from gateway.schema.jobs import ClaimedTask, CreateJob, Job, JobDateTimeFilter, JobList, JobSortField, Task, TaskHeartbeat
+from gateway.schema.jobs import (
+    ClaimedTask,
+    CreateJob,
+    EngineResult,
+    EngineResultList,
+    Job,
+    JobDateTimeFilter,
+    JobList,
+    JobSortField,
+    Task,
+    TaskHeartbeat,
+)
 from gateway.schema.libraries import (
     CreateEntity,
     CreateEntityIdentifier,
@@ -205,6 +218,45 @@ class Query:
             limit=limit,
         )
         return EngineList(**page_fields(page, [Engine.from_row(r) for r in page.records]))
+
+    @strawberry.field
+    async def engine_categories(
+        self,
+        info: Info,
+        id: Optional[strawberry.ID] = None,
+        name: Optional[str] = None,
+        offset: Optional[int] = 0,
+        limit: Optional[int] = 30,
+    ) -> EngineCategoryList:
+        page = await engine_service.list_page(
+            info.context.resources, info.context.principal, ids=None, category_id=None, library_required=None,
+            name=None, offset=0, limit=info.context.resources.settings.max_page_size,
+        )
+        grouped: dict[str, list] = {}
+        for row in page.records:
+            grouped.setdefault(row.category_id, []).append(row)
+        categories = [category_of(rows) for _, rows in sorted(grouped.items())]
+        categories = [
+            c for c in categories
+            if (id is None or c.id == id) and (name is None or name.lower() in c.name.lower())
+        ]
+        return EngineCategoryList(**_typed_page(categories, offset, limit, info.context.resources.settings.max_page_size))
+
+    @strawberry.field
+    async def engine_results(
+        self, info: Info, job_id: Optional[strawberry.ID] = None, tdo_id: Optional[strawberry.ID] = None,
+        offset: Optional[int] = 0, limit: Optional[int] = 30,
+    ) -> EngineResultList:
+        records: list[EngineResult] = []
+        if job_id is not None:
+            job = await job_service.get(info.context.resources, info.context.principal, job_id)
+            tasks = await info.context.loaders.task_page.load((job.id, ("complete",), 0, 1000))
+            records = [
+                EngineResult(job_id=strawberry.ID(str(job.id)), task_id=strawberry.ID(str(t.id)),
+                             engine_id=strawberry.ID(t.engine_id), tdo_id=None, asset_id=None, jsondata=t.output)
+                for t in tasks.records
+            ]
+        return EngineResultList(**_typed_page(records, offset, limit, info.context.resources.settings.max_page_size))
 
     @strawberry.field
     async def job(self, info: Info, id: strawberry.ID) -> Optional[Job]:

@@ -6,7 +6,8 @@ gateway itself: the vendored npm builds in ``static/graphiql/`` (see its README.
 our small boot script and stylesheet in ``static/engineshed/``, all under ``/v3/static``.
 
 - ``graphiql_html()`` renders the page; it contains no inline script and no external URL;
-- ``graphiql_response()`` wraps it in an ``HTMLResponse`` with a strict Content-Security-Policy;
+- ``graphiql_response()`` wraps it in an ``HTMLResponse`` with a strict Content-Security-Policy
+  (scripts: same-origin files only; styles: same-origin files plus a per-response nonce);
 - ``static_app()`` serves ``gateway/web/static`` (mounted by the app at ``/v3/static``).
 
 Every operation needs a bearer token, so the page has a token box; the boot script keeps the
@@ -16,6 +17,7 @@ GraphiQL headers editor sets an Authorization header of its own.
 
 from __future__ import annotations
 
+import secrets
 from html import escape
 from pathlib import Path
 
@@ -36,28 +38,31 @@ SCRIPTS = (
 )
 
 # Scripts only from the gateway itself: no inline script, no eval (the UMD builds need neither).
-# style-src needs 'unsafe-inline': GraphiQL's dialogs (react-remove-scroll) inject <style>
-# elements at run time. Fonts and a few background images in graphiql.min.css are data: URIs.
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self' 'unsafe-inline'",
-        "font-src 'self' data:",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
+# Styles: GraphiQL's dialogs (react-remove-scroll) inject a <style> element at run time; it carries
+# the nonce the boot script hands over as __webpack_nonce__, so no 'unsafe-inline' is needed.
+# Everything else GraphiQL styles at run time goes through the CSSOM, which CSP does not restrict.
+# Fonts and a few background images in graphiql.min.css are data: URIs.
+def content_security_policy(style_nonce: str) -> str:
+    return "; ".join(
+        (
+            "default-src 'none'",
+            "script-src 'self'",
+            f"style-src 'self' 'nonce-{style_nonce}'",
+            "font-src 'self' data:",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        )
     )
-)
+
 
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
+    "Cache-Control": "no-store",  # the CSP nonce is per response
 }
 
 
@@ -68,8 +73,12 @@ def _local_path(value: str, what: str) -> str:
     return value
 
 
-def graphiql_html(endpoint: str = DEFAULT_ENDPOINT, *, static_prefix: str = STATIC_PREFIX) -> str:
-    """The GraphiQL page for ``endpoint``, loading its assets from ``static_prefix``."""
+def graphiql_html(endpoint: str = DEFAULT_ENDPOINT, *, static_prefix: str = STATIC_PREFIX, style_nonce: str | None = None) -> str:
+    """The GraphiQL page for ``endpoint``, loading its assets from ``static_prefix``.
+
+    ``style_nonce`` is the CSP nonce GraphiQL's run-time <style> elements must carry (see ``graphiql_response``).
+    """
+    nonce_attr = f' data-style-nonce="{escape(style_nonce)}"' if style_nonce else ""
     endpoint = _local_path(endpoint, "endpoint")
     prefix = _local_path(static_prefix, "static_prefix").rstrip("/")
     links = "\n".join(f'  <link rel="stylesheet" href="{escape(f"{prefix}/{path}")}">' for path in STYLESHEETS)
@@ -91,7 +100,7 @@ def graphiql_html(endpoint: str = DEFAULT_ENDPOINT, *, static_prefix: str = STAT
     <input id="es-token" type="password" autocomplete="off" spellcheck="false" placeholder="paste an API token, then press Enter">
     <span id="es-token-state" aria-live="polite"></span>
   </header>
-  <div id="graphiql" data-endpoint="{escape(endpoint)}">
+  <div id="graphiql" data-endpoint="{escape(endpoint)}"{nonce_attr}>
     <noscript>GraphiQL needs JavaScript. The API itself is at {escape(endpoint)}.</noscript>
   </div>
 {scripts}
@@ -101,8 +110,10 @@ def graphiql_html(endpoint: str = DEFAULT_ENDPOINT, *, static_prefix: str = STAT
 
 
 def graphiql_response(endpoint: str = DEFAULT_ENDPOINT, *, static_prefix: str = STATIC_PREFIX) -> HTMLResponse:
-    """The page with its security headers (CSP, nosniff, no-referrer, no framing)."""
-    return HTMLResponse(graphiql_html(endpoint, static_prefix=static_prefix), headers=dict(SECURITY_HEADERS))
+    """The page with its security headers (CSP with a fresh style nonce, nosniff, no-referrer, no framing)."""
+    nonce = secrets.token_urlsafe(18)
+    headers = {"Content-Security-Policy": content_security_policy(nonce), **SECURITY_HEADERS}
+    return HTMLResponse(graphiql_html(endpoint, static_prefix=static_prefix, style_nonce=nonce), headers=headers)
 
 
 class _NoSniffStaticFiles(StaticFiles):

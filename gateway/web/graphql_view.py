@@ -17,15 +17,15 @@ from typing import Any
 from graphql import GraphQLError
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
 from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge
 from gateway.schema.context import Context
 from gateway.services import tokens
+from gateway.web.graphiql import graphiql_response
 from storage.db import sql_counter
 
 log = logging.getLogger("engineshed.graphql")
@@ -54,14 +54,14 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 class GraphQLEndpoint:
     def __init__(self, schema: Any) -> None:
         self.schema = schema
-        self._ide_html = get_graphql_ide_html(graphql_ide="graphiql")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources = scope["app"].state.resources
         limit = resources.settings.max_upload_bytes + FORM_OVERHEAD
-        request = Request(scope, _limited(receive, limit))
+        watch = _CloseDelimiterWatch(_limited(receive, limit), scope)
+        request = Request(scope, watch)
         try:
-            response = await self.handle(request, resources, limit)
+            response = await self.handle(request, resources, limit, watch)
         except PayloadTooLarge as exc:
             response = error_response(413, exc.code, exc.message)
         except BadRequest as exc:
@@ -70,7 +70,7 @@ class GraphQLEndpoint:
             return
         await response(scope, receive, send)
 
-    async def handle(self, request: Request, resources: Any, limit: int) -> Response:
+    async def handle(self, request: Request, resources: Any, limit: int, watch: _CloseDelimiterWatch | None = None) -> Response:
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
@@ -80,7 +80,7 @@ class GraphQLEndpoint:
         if request.method == "GET":
             if "query" not in request.query_params:
                 if "text/html" in request.headers.get("accept", ""):
-                    return HTMLResponse(self._ide_html)
+                    return graphiql_response()
                 raise BadRequest("a GET request needs a query parameter")
             operation = {
                 "query": request.query_params.get("query"),
@@ -93,7 +93,7 @@ class GraphQLEndpoint:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         form_file = None
         if content_type == "multipart/form-data":
-            operation, form_file = await self.parse_multipart(request, resources)
+            operation, form_file = await self.parse_multipart(request, resources, watch)
         elif content_type in ("application/json", "application/graphql+json", "") or content_type.endswith("+json"):
             body = await request.body()
             try:
@@ -117,7 +117,7 @@ class GraphQLEndpoint:
             if form_file is not None:
                 await form_file.close()
 
-    async def parse_multipart(self, request: Request, resources: Any) -> tuple[dict[str, Any], Any]:
+    async def parse_multipart(self, request: Request, resources: Any, watch: _CloseDelimiterWatch | None = None) -> tuple[dict[str, Any], Any]:
         parts = resources.settings.multipart_max_parts
         try:
             form = await request.form(max_files=parts, max_fields=parts, max_part_size=FORM_OVERHEAD)
@@ -126,6 +126,10 @@ class GraphQLEndpoint:
         except Exception as exc:  # python-multipart / Starlette parse errors: malformed body
             detail = getattr(exc, "detail", None) or str(exc) or exc.__class__.__name__
             raise BadRequest(f"the multipart body could not be parsed: {detail}") from exc
+        if watch is not None and not watch.closed:
+            # The parser silently drops a part cut off by the end of the body: never run without it.
+            await form.close()
+            raise BadRequest("the multipart body is truncated: it ends before its closing boundary")
         if "operations" in form:  # the GraphQL multipart request spec
             operation = _json_field(form.get("operations"), "operations")
             mapping = _json_field(form.get("map") or "{}", "map")
@@ -267,6 +271,32 @@ def _place(operation: dict[str, Any], path: str, value: Any) -> None:
         else:
             raise BadRequest(f"map path {path!r} does not exist in the operation")
     raise BadRequest(f"map path {path!r} does not exist in the operation")
+
+
+class _CloseDelimiterWatch:
+    """Passes the body through and notes whether a multipart body reached its close delimiter."""
+
+    def __init__(self, receive: Receive, scope: Scope) -> None:
+        self._receive = receive
+        self._marker: bytes | None = None
+        self._tail = b""
+        for name, value in scope.get("headers", []):
+            if name == b"content-type":
+                options = value.decode("latin-1").split(";")
+                if options[0].strip().lower() == "multipart/form-data":
+                    for option in options[1:]:
+                        key, _, boundary = option.strip().partition("=")
+                        if key.strip().lower() == "boundary" and boundary.strip().strip('"'):
+                            self._marker = b"--" + boundary.strip().strip('"').encode("latin-1") + b"--"
+        self.closed = self._marker is None
+
+    async def __call__(self) -> dict[str, Any]:
+        message = await self._receive()
+        if not self.closed and self._marker is not None and message["type"] == "http.request":
+            seen = self._tail + message.get("body", b"")
+            self.closed = self._marker in seen
+            self._tail = seen[-(len(self._marker) - 1) :]
+        return message
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

@@ -1,7 +1,8 @@
 /* engineshed: boots the vendored GraphiQL against the gateway, fully offline.
  *
  * Loaded as a same-origin script (the page's CSP allows no inline script). The page tells it
- * the endpoint through data-endpoint on #graphiql; the bearer token comes from the #es-token
+ * the endpoint through data-endpoint on #graphiql (and the CSP style nonce through
+ * data-style-nonce); the bearer token comes from the #es-token
  * box and is remembered in localStorage.
  */
 (function () {
@@ -11,11 +12,12 @@
   var DEFAULT_QUERY = [
     "# engineshed GraphiQL",
     "#",
-    "# Every operation needs a bearer token: paste yours into the box above",
-    "# (it is kept in this browser's localStorage). Extra request headers can",
-    "# be set in the Headers tab below; an Authorization header set there wins.",
+    "# Every operation needs a bearer token: paste it",
+    "# into the box above (kept in localStorage).",
+    "# Other headers go in the Headers tab below; an",
+    "# Authorization header set there wins.",
     "#",
-    "# Ctrl-Enter runs the query, Ctrl-Space autocompletes, the book icon opens the docs.",
+    "# Ctrl-Enter runs, Ctrl-Space completes.",
     "query Libraries {",
     "  libraries(limit: 10) {",
     "    count",
@@ -100,6 +102,11 @@
 
   var container = document.getElementById("graphiql");
   var endpoint = container.getAttribute("data-endpoint") || "/v3/graphql";
+  var styleNonce = container.getAttribute("data-style-nonce");
+  if (styleNonce) {
+    // GraphiQL's dialogs inject a <style> element; the bundled get-nonce reads this global.
+    window.__webpack_nonce__ = styleNonce;
+  }
   var input = document.getElementById("es-token");
   var state = document.getElementById("es-token-state");
   var root = window.ReactDOM.createRoot(container);
