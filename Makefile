@@ -25,7 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 load: $(STAMP)
-	$(BIN)/pytest -q tests/reliability/test_load.py --load-seconds=60 --load-clients=200
+	LOAD_SECONDS=60 LOAD_CLIENTS=200 $(BIN)/pytest -q -s tests/reliability/test_load.py
 
 schema: $(STAMP)
 	$(BIN)/strawberry export-schema gateway.schema.export:schema --output schema.graphql

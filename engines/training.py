@@ -41,7 +41,7 @@ async def prepare(ctx: TrainingContext, backbone: BackboneSpec | None) -> Prepar
     runner = await asyncio.to_thread(get_runner, spec.model, ctx.execution_provider)
     embedded = await embed_library(ctx, spec, runner, **pipeline_kwargs(config))
     if not embedded.refs:
-        raise NothingToTrain(f"no identifier passed the quality gates ({len(embedded.skipped)} skipped)")
+        raise NothingToTrain(_nothing_left(embedded))
     index: dict[str, int] = {}
     names: list[str] = []
     for ref in embedded.refs:
@@ -50,6 +50,23 @@ async def prepare(ctx: TrainingContext, backbone: BackboneSpec | None) -> Prepar
             names.append(ref.entity_name)
     labels = np.fromiter((index[r.entity_id] for r in embedded.refs), np.int64, len(embedded.refs))
     return Prepared(spec, runner, embedded, l2_normalise(embedded.embeddings), labels, list(index), names)
+
+
+def _nothing_left(embedded: EmbeddedLibrary) -> str:
+    """Why nothing is left to train on: the skip count, then each reason's count and one example detail.
+
+    The failed model's jsondata holds only this message, so it has to say what went wrong.
+    """
+    message = f"no identifier passed the quality gates ({len(embedded.skipped)} skipped)"
+    by_reason: dict[str, list[str]] = {}
+    for skip in embedded.skipped:
+        by_reason.setdefault(skip.reason, []).append(skip.detail)
+    if by_reason:
+        message += ": " + "; ".join(
+            f"{len(details)} {reason} (e.g. {details[0]})" if details[0] else f"{len(details)} {reason}"
+            for reason, details in sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0]))
+        )
+    return message
 
 
 def base_report(info: EngineInfo, prepared: Prepared, ctx: TrainingContext) -> dict[str, Any]:

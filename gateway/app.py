@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +15,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from gateway.events import EventHub
 from gateway.resources import open_resources
+from gateway.services import housekeeping
 from gateway.schema.root import build_schema
 from gateway.settings import Settings
 from gateway.web.graphiql import static_app
@@ -34,8 +37,14 @@ def create_app(settings: Settings) -> Starlette:
             resources.events = EventHub()
             async with listen(settings.database_url, [EVENT_CHANNEL], resources.events.publish):
                 app.state.resources = resources
+                upkeep = asyncio.create_task(housekeeping.run_forever(resources))
                 log.info("engineshed gateway ready")
-                yield
+                try:
+                    yield
+                finally:
+                    upkeep.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await upkeep
 
     async def root(_request: Request) -> RedirectResponse:
         return RedirectResponse("/v3/graphql")

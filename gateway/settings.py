@@ -39,6 +39,7 @@ class Settings:
 
     # Limits
     max_upload_bytes: int = 100 * MiB
+    max_artifact_bytes: int = 2048 * MiB  # artifacts workers produce; client uploads use max_upload_bytes
     max_page_size: int = 1000
     max_query_depth: int = 12
     max_query_tokens: int = 5000

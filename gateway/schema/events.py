@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from graphql import GraphQLError
+
+from gateway.errors import ApiError
 from gateway.schema.context import Info
+from gateway.schema.loaders import Loaders
 from gateway.services import jobs as job_service
 from storage.queries import jobs as job_q
 from storage.rows import Job, Task
 
 POLL_SECONDS = 5.0  # also re-read now and then, in case a notification was missed (LISTEN reconnecting)
+
+
+def _coded(stream: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """Client errors keep their code over WebSocket too: the socket transport formats errors itself (not
+    through the HTTP view), so the code travels in the GraphQLError's extensions."""
+
+    @functools.wraps(stream)
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        try:
+            async for item in stream(*args, **kwargs):
+                yield item
+        except ApiError as exc:
+            extensions: dict[str, Any] = {"code": exc.code}
+            if exc.data:
+                extensions["data"] = exc.data
+            raise GraphQLError(exc.message, extensions=extensions, original_error=exc) from exc
+
+    return wrapper
 
 
 async def _changes(info: Info, job_id: Any) -> AsyncIterator[None]:
@@ -26,11 +49,15 @@ async def _changes(info: Info, job_id: Any) -> AsyncIterator[None]:
                 pass
             while not queue.empty():  # coalesce bursts of progress updates
                 queue.get_nowait()
+            # One context serves the whole subscription: fresh loaders, or nested fields (Job.tasks)
+            # would be answered from the first event's cache.
+            info.context.loaders = Loaders(info.context)
             yield None
     finally:
         hub.unsubscribe(str(job_id), queue)
 
 
+@_coded
 async def job_updates(info: Info, job_id: Any) -> AsyncIterator[Job]:
     principal = await info.context.authenticate_connection()
     res = info.context.resources
@@ -50,6 +77,7 @@ async def job_updates(info: Info, job_id: Any) -> AsyncIterator[Job]:
             return
 
 
+@_coded
 async def task_updates(info: Info, job_id: Any) -> AsyncIterator[Task]:
     principal = await info.context.authenticate_connection()
     res = info.context.resources

@@ -414,7 +414,7 @@ class Mutation:
                     raise InvalidInput(f"payloadString is not valid JSON: {exc}") from exc
             tasks.append({"engine_id": t.engine_id, "payload": payload})
         data = {"tasks": tasks, "name": input.target.name if input.target else None, "cluster_id": input.cluster_id,
-                "max_attempts": (input.retries or 0) + 3}
+                "max_attempts": info.context.resources.settings.max_attempts + max(0, input.retries or 0)}
         if input.target is not None and input.target.url:
             for task in tasks:
                 if isinstance(task["payload"], dict):

@@ -86,6 +86,10 @@ async def fail(
             delay = backoff_seconds * (2 ** (current.attempts - 1))
             done = await q.retry_later(conn, task.id, owner, delay, reason, message)
             await job_service.model_after_task(conn, done, "queued", None)
+        elif current.cancel_requested:  # the engine stopped because it was asked to: the job was cancelled
+            done = await q.finish(conn, task.id, owner, "cancelled")
+            await job_service.model_after_task(conn, done, "failed", {"error": "the training job was cancelled"})
+            await token_q.revoke_task_tokens(conn, task.id)
         else:
             done = await q.finish(conn, task.id, owner, "failed", failure_reason=reason, failure_message=message)
             await job_service.model_after_task(conn, done, "failed", {"error": message, "failureReason": reason})
@@ -136,6 +140,9 @@ async def claim_external(res: Any, principal: Principal, engine_id: str, limit: 
         engine = await engine_q.by_id(conn, principal.org_id, engine_id)
     if engine is None:
         raise NotFound()
+    if engine.org_id != principal.org_id:
+        # Built-in engines' queues hold every organization's tasks, and their workers run them.
+        raise NotAllowed(f"{engine_id} is a built-in engine; engine tokens claim their organization's external engines")
     lease = res.settings.lease_seconds
     claimed = await claim(res, engine_id, owner=_owner(principal), limit=limit, lease_seconds=lease)
     out = []

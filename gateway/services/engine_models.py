@@ -129,7 +129,7 @@ async def update(
             if file is not None:
                 stored = await uploads.store_upload(res, key, file, content_type)
             else:
-                stored = await uploads.store(res, key, _one(artifact[0]), content_type, res.settings.max_upload_bytes)
+                stored = await uploads.store(res, key, _one(artifact[0]), content_type, res.settings.max_artifact_bytes)
         else:
             key = uploads.object_key(principal.org_id, "models", current.library_id, mid)
             stored = await uploads.store_url(res, key, new_url, content_type)

@@ -39,9 +39,11 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     if file is None and not url:
         raise InvalidInput("At least one of url or file must be provided")
     content_type = data.get("content_type") or (file.content_type if file is not None else None)
-    content_type = uploads.check_mime(content_type)
-    jsondata = check_jsondata(data.get("jsondata"))
     store_reference = bool(data.get("store_reference")) and file is None
+    if content_type is not None or file is not None or store_reference:
+        content_type = uploads.check_mime(content_type)
+    # else: a URL to copy without a contentType takes the type the remote answer declares (store_url).
+    jsondata = check_jsondata(data.get("jsondata"))
 
     async with res.pool.acquire() as conn:
         entity = await entity_q.by_id(conn, principal.org_id, eid)
@@ -85,7 +87,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
         stored = await uploads.store_upload(res, key, file, content_type)
     else:
         stored = await uploads.store_url(res, key, url, content_type)
-    values.update(storage_key=key, content_length=stored.size, content_sha256=stored.sha256)
+    values.update(storage_key=key, content_type=stored.content_type, content_length=stored.size, content_sha256=stored.sha256)
     try:
         async with res.pool.acquire() as conn, conn.transaction():
             row = await q.insert(conn, **values)

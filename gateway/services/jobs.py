@@ -64,6 +64,22 @@ async def _validate_task(conn: asyncpg.Connection, principal: Principal, engine:
     return library.id
 
 
+def _validate_config(res: Any, engine: Engine, payload: dict[str, Any], position: int) -> None:
+    """Engines installed here describe their config: refuse a bad one now rather than fail the task later."""
+    installed = res.engines.get(engine.id)
+    config = payload.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise InvalidInput(f"tasks[{position}].payload.config must be a JSON object")
+    if installed is None or config is None:
+        return
+    from engines.interface import EngineConfigError
+
+    try:
+        installed.info.validate_config(config)
+    except EngineConfigError as exc:
+        raise InvalidInput(f"tasks[{position}].payload.config: {exc}") from exc
+
+
 async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
     principal.require_write()
     tasks = data.get("tasks") or []
@@ -85,6 +101,7 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
             if not isinstance(payload, dict):
                 raise InvalidInput(f"tasks[{position}].payload must be a JSON object")
             payload = dict(payload)
+            _validate_config(res, engine, payload, position)
             library_id = await _validate_task(conn, principal, engine, payload)
             if library_id:
                 library_ids.add(library_id)
@@ -129,7 +146,10 @@ async def publish_library(res: Any, principal: Principal, library_id: object) ->
                 library_version=library.version, train_status="pending",
             )
             payload = {"mode": "library-train", "libraryId": str(lid), "libraryEngineModelId": str(model.id)}
-            job = await _insert(conn, principal.org_id, [(engine, payload)], {"name": f"train {library.name} v{library.version}"}, lid)
+            job = await _insert(
+                conn, principal.org_id, [(engine, payload)],
+                {"name": f"train {library.name} v{library.version}", "max_attempts": res.settings.max_attempts}, lid,
+            )
             await model_q.set_fields(conn, principal.org_id, model.id, {"train_job_id": job.id})
     return library
 

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
 from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge
@@ -98,6 +98,8 @@ class GraphQLEndpoint:
             body = await request.body()
             try:
                 operation = json.loads(body) if body else None
+            except RecursionError as exc:
+                raise BadRequest("the body is JSON nested too deeply") from exc
             except ValueError as exc:
                 raise BadRequest(f"the body is not valid JSON: {exc}") from exc
         elif content_type == "application/graphql":
@@ -188,6 +190,8 @@ class GraphQLEndpoint:
                 operation_name=operation_name,
                 allowed_operation_types=allowed,
             )
+        except CannotGetOperationTypeError:
+            return error_response(400, "invalid_input", f"operationName {operation_name!r} names no operation in the document")
         except InvalidOperationTypeError as exc:
             if get:
                 return error_response(405, "not_allowed", "only queries may be sent with GET; use POST for mutations")
@@ -198,8 +202,8 @@ class GraphQLEndpoint:
         status = 200
         if result.errors:
             body["errors"] = [self.format_error(e) for e in result.errors]
-            if result.data is None and all(e.original_error is None for e in result.errors):
-                status = 400  # the document did not parse or validate: nothing ran
+            if result.data is None and all(e.original_error is None or e.path is None for e in result.errors):
+                status = 400  # the document did not parse or validate, or its variables did not coerce: nothing ran
             if any((e.extensions or {}).get("code") == "authentication_error" for e in result.errors):
                 status = 401
             if any(_code_of(e) == "invalid_input" and isinstance(e.original_error, PayloadTooLarge) for e in result.errors):
@@ -240,6 +244,8 @@ def _json_field(raw: Any, name: str) -> Any:
         raise BadRequest(f"{name} must be a form field, not a file")
     try:
         return json.loads(raw)
+    except RecursionError as exc:
+        raise BadRequest(f"{name} is JSON nested too deeply") from exc
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"{name} is not valid JSON: {exc}") from exc
 

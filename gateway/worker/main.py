@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from gateway.resources import open_resources
-from gateway.services import blob_cleanup, dispatch
+from gateway.services import dispatch, housekeeping
 from gateway.settings import Settings
 from gateway.worker.runner import TRANSIENT, TaskRun
 from storage.db import listen
@@ -27,7 +27,7 @@ from storage.queries.jobs import CANCEL_CHANNEL, WAKE_CHANNEL
 
 log = logging.getLogger("engineshed.worker")
 
-HOUSEKEEPING_SECONDS = 5.0
+HOUSEKEEPING_SECONDS = housekeeping.INTERVAL_SECONDS
 
 
 class Worker:
@@ -75,22 +75,13 @@ class Worker:
             self.running.pop(run.task.id, None)
             self.wake.set()  # a slot is free
 
-    async def housekeeping(self) -> None:
-        reaped = await dispatch.reap(self.res)
-        for task in reaped:
-            log.warning("task %s ended %s: its worker stopped answering", task.id, task.status)
-        try:
-            await blob_cleanup.sweep(self.res)
-        except Exception as exc:  # S3 away: try again next round
-            log.warning("blob sweep deferred: %r", exc)
-
     async def loop(self) -> None:
         last_housekeeping = 0.0
         while not self.stopping.is_set():
             try:
                 if time.monotonic() - last_housekeeping > HOUSEKEEPING_SECONDS:
                     last_housekeeping = time.monotonic()
-                    await self.housekeeping()
+                    await housekeeping.run_once(self.res)
                 claimed = await self.claim_round()
             except TRANSIENT as exc:
                 log.warning("database or S3 unavailable, retrying: %r", exc)

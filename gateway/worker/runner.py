@@ -118,6 +118,7 @@ class TaskRun:
                 return
 
     async def _stopped(self) -> None:
+        log.info("task %s stopped: %s", self.task.id, self.stop_reason)
         with _quiet():
             if self.stop_reason == "cancelled":
                 await dispatch.cancelled(self.res, self.task, owner=self.owner)

@@ -17,13 +17,14 @@ BY_IDS = "SELECT * FROM entities WHERE org_id = $1 AND id = ANY($2::uuid[])"
 
 ORDER_COLUMNS = {"id": "id", "name": "name", "createdDateTime": "created_at", "modifiedDateTime": "modified_at"}
 
-LIST = """-- one page of entities of some libraries (or some ids), optionally only those with an identifier type
+LIST = """-- one page of entities of some libraries (or some ids), optionally only those with an identifier type;
+-- name is a case-insensitive substring match (strpos: % and _ are plain text)
 SELECT e.*, count(*) OVER () AS total FROM entities e
 WHERE e.org_id = $1
   AND ($2::uuid[] IS NULL OR e.library_id = ANY($2))
   AND ($3::uuid[] IS NULL OR e.id = ANY($3))
   AND ($4::boolean IS NULL OR e.is_published = $4)
-  AND ($5::text IS NULL OR e.name ILIKE '%' || $5 || '%')
+  AND ($5::text IS NULL OR strpos(lower(e.name), lower($5)) > 0)
   AND ($6::text IS NULL OR EXISTS (
         SELECT 1 FROM entity_identifiers i WHERE i.entity_id = e.id AND i.identifier_type_id = $6))
 ORDER BY {order} {direction}, id {direction}

@@ -26,11 +26,11 @@ ORDER_COLUMNS = {
     "lastTrainedDateTime": "last_trained_at",
 }
 
-LIST = """-- one page of an organization's libraries; name is a case-insensitive substring match
+LIST = """-- one page of an organization's libraries; name is a case-insensitive substring match (strpos: % and _ are plain text)
 SELECT *, count(*) OVER () AS total FROM libraries l
 WHERE org_id = $1
   AND ($2::uuid IS NULL OR id = $2)
-  AND ($3::text IS NULL OR name ILIKE '%' || $3 || '%')
+  AND ($3::text IS NULL OR strpos(lower(name), lower($3)) > 0)
   AND ($4::text IS NULL OR library_type_id = $4)
   AND ($5::text[] IS NULL OR EXISTS (
         SELECT 1 FROM library_types t WHERE t.id = l.library_type_id AND t.identifier_type_ids && $5))

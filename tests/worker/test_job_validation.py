@@ -1,0 +1,93 @@
+"""createJob refuses library tasks that upstream refuses, and creates nothing when it does."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.worker.conftest import SLEEPER, count_jobs, create_model, model
+
+CREATE_JOB = "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id } }"
+
+
+def create(org, engine_id, payload):
+    return org.client.query(CREATE_JOB, t=[{"engineId": engine_id, "payload": payload}])
+
+
+def train(library_id, model_id=None):
+    payload = {"mode": "library-train", "libraryId": library_id}
+    if model_id is not None:
+        payload["libraryEngineModelId"] = model_id
+    return payload
+
+
+def test_a_train_task_without_a_model_id_is_refused(org):
+    library_id = org.create_library()
+    reply = create(org, SLEEPER, train(library_id))
+    assert reply.error_code == "invalid_input"
+    assert "libraryEngineModelId is required" in reply.error_message
+    assert count_jobs(org) == 0
+
+
+def test_a_model_id_that_does_not_exist_is_not_found(org):
+    library_id = org.create_library()
+    reply = create(org, SLEEPER, train(library_id, str(uuid.uuid4())))
+    assert reply.error_code == "not_found"
+    assert count_jobs(org) == 0
+
+
+def test_a_model_of_another_engine_is_refused_and_left_as_it_was(org):
+    library_id = org.create_library()
+    gallery_model = create_model(org, library_id, engine_id="engineshed-gallery")
+    reply = create(org, SLEEPER, train(library_id, gallery_model))
+    assert reply.error_code == "invalid_input"
+    assert "does not belong to engine" in reply.error_message
+    assert count_jobs(org) == 0
+    assert model(org, gallery_model)["trainStatus"] == "pending"
+    assert model(org, gallery_model)["trainJobId"] is None
+
+
+def test_a_mode_the_engine_does_not_take_is_refused(org):
+    library_id = org.create_library()
+    model_id = create_model(org, library_id)
+    reply = create(org, SLEEPER, {"mode": "library-run", "libraryId": library_id, "libraryEngineModelId": model_id, "url": "https://example.com/a.jpg"})
+    assert reply.error_code == "invalid_input"
+    assert "does not support mode" in reply.error_message
+
+    engine_id = f"no-library-{uuid.uuid4().hex[:8]}"
+    org.client.query(
+        "mutation($id: ID!) { createEngine(input: {id: $id, identifierTypeIds: [\"face\"], modes: [\"library-run\"], libraryRequired: false}) { id } }",
+        id=engine_id,
+    ).ok()
+    reply = create(org, engine_id, train(library_id, model_id))
+    assert reply.error_code == "invalid_input"
+    assert "does not use libraries" in reply.error_message
+    assert count_jobs(org) == 0
+
+
+@pytest.mark.parametrize("whose", ["library", "model"])
+def test_another_organizations_library_or_model_is_not_found(org, other_org, whose):
+    mine = org.create_library()
+    my_model = create_model(org, mine)
+    theirs = other_org.create_library()
+    their_model = create_model(other_org, theirs)
+    payload = train(theirs, their_model) if whose == "library" else train(mine, their_model)
+
+    reply = create(org, SLEEPER, payload)
+    assert reply.error_code == "not_found"
+    assert count_jobs(org) == 0 and count_jobs(other_org) == 0
+    assert model(other_org, their_model)["trainStatus"] == "pending"
+    assert model(org, my_model)["trainStatus"] == "pending"
+
+
+def test_one_bad_task_refuses_the_whole_job(org):
+    library_id = org.create_library()
+    good = create_model(org, library_id)
+    reply = org.client.query(
+        CREATE_JOB,
+        t=[{"engineId": SLEEPER, "payload": train(library_id, good)}, {"engineId": SLEEPER, "payload": train(library_id)}],
+    )
+    assert reply.error_code == "invalid_input"
+    assert count_jobs(org) == 0
+    assert model(org, good)["trainStatus"] == "pending"
