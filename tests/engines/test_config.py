@@ -14,7 +14,7 @@ INFOS = [GalleryEngine.info, ClassifierEngine.info]
 @pytest.mark.parametrize("info", INFOS, ids=lambda i: i.id)
 def test_an_empty_config_gets_every_default(info):
     config = info.validate_config(None)
-    assert config["pageSize"] == 30 and config["fetchConcurrency"] == 8 and config["batchSize"] == 256
+    assert config["pageSize"] == 30 and config["fetchConcurrency"] == 32 and config["batchSize"] == 256
     assert config["minSize"] == 0 and config["sharpnessThreshold"] == 0.0 and config["topK"] == 5
     assert config["imageSize"] == 32
     assert set(config) == {o.name for o in info.config}

@@ -1,0 +1,349 @@
+"""`make bench`: start the real stack, measure, print a table and write bench/results.json.
+
+    python -m bench.run [--n N] [--quick] [--memory-scale K] [--out bench/results.json]
+
+Everything is bounded in count and time, runs on loopback, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios
+from bench.client import Client
+from bench.images import make_image
+from bench.memory import RssSampler
+from bench.stack import BenchError, Stack, bench_stack
+from bench.stats import ratio
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
+PER_ENTITY = 5
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=None, help="identifiers in the training library (default 2000; quick 40)")
+    p.add_argument("--memory-scale", type=int, default=None,
+                   help="the memory figure also trains a library of this many × N distinct identifiers (default 5; quick 2)")
+    p.add_argument("--requests", type=int, default=None, help="GraphQL read requests per concurrency level (default 300)")
+    p.add_argument("--dispatch-jobs", type=int, default=None, help="jobs for the dispatch latency (default 100)")
+    p.add_argument("--recognize-calls", type=int, default=None, help="single-image recognize calls (default 100)")
+    p.add_argument("--concurrency", type=int, default=16, help="uploads in flight while building libraries")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
+    p.add_argument("--timeout", type=float, default=1800, help="overall limit in seconds")
+    p.add_argument("--keep-dir", type=Path, default=None, help="keep the stack's data and logs here (debugging)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    defaults = {
+        "n": 40 if quick else 2000,
+        "memory_scale": 2 if quick else 5,
+        "requests": 20 if quick else 300,
+        "dispatch_jobs": 5 if quick else 100,
+        "recognize_calls": 10 if quick else 100,
+    }
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.n < 2 * PER_ENTITY:
+        p.error(f"--n must be at least {2 * PER_ENTITY}")
+    if args.memory_scale < 1:
+        p.error("--memory-scale must be at least 1")
+    return args
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    cpu_model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        with contextlib.suppress(Exception):
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+            gpu = ", ".join(line.strip() for line in out.stdout.splitlines() if line.strip()) or None
+    memory_gib = None
+    with contextlib.suppress(Exception):
+        import psutil
+
+        memory_gib = round(psutil.virtual_memory().total / 2**30, 1)
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model or platform.processor() or None,
+        "memory_gib": memory_gib,
+        "platform": platform.platform(),
+        "onnxruntime_available_providers": ort.get_available_providers(),
+        "onnx_provider_setting": os.environ.get("ENGINESHED_ONNX_PROVIDER", "auto"),
+        "gpu": gpu,
+    }
+
+
+def versions() -> dict[str, str | None]:
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    import numpy
+    import onnxruntime
+
+    return {
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+        "engineshed": version("engineshed"),
+        "pillow": version("pillow"),
+        "strawberry-graphql": version("strawberry-graphql"),
+    }
+
+
+def engine_defaults() -> dict[str, Any]:
+    from engines.options import PIPELINE_OPTIONS
+
+    return {o.name: o.default for o in PIPELINE_OPTIONS}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+async def create_token(database_url: str, org: str) -> str:
+    from gateway.services.tokens import create_token as make
+    from storage.db import connect_pool
+
+    async with connect_pool(database_url, min_size=1, max_size=2) as pool:
+        token, _ = await make(pool, org_name=org, scope="admin")
+    return token
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    defaults = engine_defaults()
+    train_timeout = max(300.0, args.n * 0.5)
+    results: dict[str, Any] = {}
+    try:
+        n, per = args.n, PER_ENTITY
+        entities = n // per
+
+        # 1. Training throughput, with the memory of training N sampled at the same time.
+        log(f"building the training library: {entities} entities × {per} identifiers")
+        library = await scenarios.create_library(client, "train", entities, seed_base=1_000_000, concurrency=args.concurrency)
+        upload = await scenarios.upload_identifiers(client, library, per, args.concurrency)
+        log(f"uploaded {upload['count']} identifiers at {upload['per_second']}/s; training (full)")
+        full = await scenarios.train(client, library.id, timeout=train_timeout, sampler=sampler)
+        stack.worker.remember_descendants()
+        log(f"full training: {full['client_create_to_complete_s']} s; raw ceiling next")
+        blobs = [make_image(library.entity_seeds[e], k)[0] for k in range(per) for e in range(entities)]
+        raw = scenarios.raw_ceiling(blobs, full["provider"], defaults["batchSize"], defaults["imageSize"])
+        del blobs
+        e2e_per_s = full["identifiers"] / full["client_create_to_complete_s"]
+        task_per_s = full["identifiers"] / full["task_start_to_complete_s"]
+        results["training"] = {
+            "identifiers": full["identifiers"],
+            "entities": entities,
+            "upload": upload,
+            "full": full,
+            "e2e_identifiers_per_s": round(e2e_per_s, 1),
+            "task_identifiers_per_s": round(task_per_s, 1),
+            "raw": raw,
+            "e2e_over_raw": scenarios.e2e_over_raw(e2e_per_s, raw["identifiers_per_s"]),
+            "task_over_raw": scenarios.e2e_over_raw(task_per_s, raw["identifiers_per_s"]),
+        }
+        results["breakdown"] = scenarios.breakdown(full)
+
+        # 3. Incremental retrain: 1 % new identifiers.
+        extra = max(1, n // 100)
+        await scenarios.upload_identifiers(client, library, 1, args.concurrency, first_seed=per, entities=min(extra, entities))
+        log(f"added {min(extra, entities)} identifiers; training (incremental)")
+        incremental = await scenarios.train(client, library.id, timeout=train_timeout)
+        results["incremental"] = {
+            "added": min(extra, entities),
+            "run": incremental,
+            "incremental_over_full_client": round(ratio(incremental["client_create_to_complete_s"], full["client_create_to_complete_s"]) or 0, 4),
+            "incremental_over_full_task": round(ratio(incremental["task_start_to_complete_s"], full["task_start_to_complete_s"]) or 0, 4),
+        }
+
+        # 4. GraphQL reads.
+        log("GraphQL reads")
+        reads_library = await scenarios.create_library(client, "reads", 30, seed_base=2_000_000, concurrency=args.concurrency)
+        await scenarios.upload_identifiers(client, reads_library, 5, args.concurrency)
+        results["reads"] = await scenarios.reads(client, reads_library.id, args.requests, (1, 32))
+
+        # 6. Recognize (warm model: the incremental one, its artifact is cached by the gateway after the warm-up).
+        log("recognize")
+        results["recognize"] = await scenarios.recognize(
+            client, incremental["model_id"], library, args.recognize_calls, max(32, args.recognize_calls * 2 if args.quick else 320), 32
+        )
+
+        # 5. Dispatch latency on a tiny library (cached embeddings after the first job).
+        log(f"dispatch latency over {args.dispatch_jobs} jobs")
+        tiny = await scenarios.create_library(client, "tiny", 2, seed_base=3_000_000, concurrency=2)
+        await scenarios.upload_identifiers(client, tiny, 2, 4)
+        results["dispatch"] = await scenarios.dispatch(client, tiny.id, args.dispatch_jobs, 0.005, timeout=60)
+
+        # 7. Memory at memory_scale × N distinct identifiers.
+        big_n = n * args.memory_scale
+        log(f"memory: building a library of {big_n} distinct identifiers")
+        big = await scenarios.create_library(client, "memory", big_n // per, seed_base=4_000_000, concurrency=args.concurrency)
+        big_upload = await scenarios.upload_identifiers(client, big, per, args.concurrency)
+        log(f"uploaded {big_upload['count']} at {big_upload['per_second']}/s; training")
+        big_run = await scenarios.train(client, big.id, timeout=max(train_timeout, big_n * 0.5), sampler=sampler)
+        stack.worker.remember_descendants()
+        results["memory"] = {
+            "n": {"identifiers": full["identifiers"], **full["memory"]},
+            "scaled": {
+                "identifiers": big_run["identifiers"],
+                "scale": args.memory_scale,
+                "task_start_to_complete_s": big_run["task_start_to_complete_s"],
+                "task_identifiers_per_s": round(big_run["identifiers"] / big_run["task_start_to_complete_s"], 1),
+                **big_run["memory"],
+            },
+            "sample_interval_s": sampler.interval,
+        }
+        results["provider"] = full["provider"]
+    finally:
+        await client.aclose()
+    return results
+
+
+# --------------------------------------------------------------------------- output
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "n/m"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(report: dict[str, Any]) -> str:
+    r = report["results"]
+    t, inc, rd, rec, dis, mem = r["training"], r["incremental"], r["reads"], r["recognize"], r["dispatch"], r["memory"]
+    m = report["machine"]
+    lines = [
+        f"engineshed bench — {m['cpu_count']} CPUs ({m['cpu_model']}), provider {r['provider']}, GPU {m['gpu'] or 'none'}",
+        f"N = {t['identifiers']:,} identifiers ({t['entities']} entities × {PER_ENTITY}), 64×64 PNG/JPEG, engine {scenarios.ENGINE}",
+        "",
+        "| # | measurement | figure |",
+        "|---|---|---|",
+        f"| 1 | upload through the API ({t['upload']['count']:,} × createEntityIdentifier, {report['parameters']['concurrency']} in flight) | {fmt(t['upload']['per_second'])} identifiers/s |",
+        f"| 1 | training e2e, createJob → complete | {fmt(t['full']['client_create_to_complete_s'], 2)} s = {fmt(t['e2e_identifiers_per_s'])} identifiers/s |",
+        f"| 1 | training, task started → complete | {fmt(t['full']['task_start_to_complete_s'], 2)} s = {fmt(t['task_identifiers_per_s'])} identifiers/s |",
+        f"| 1 | raw ceiling: backbone on decoded uint8, batch {t['raw']['batch_size']}, {t['raw']['provider']} | {fmt(t['raw']['identifiers_per_s'])} identifiers/s |",
+        f"| 1 | **e2e / raw** (task / raw) | **{fmt(t['e2e_over_raw'], 4)}** ({fmt(t['task_over_raw'], 4)}) |",
+        f"| 1 | (reference) Pillow decode, 1 process in the bench | {fmt(t['raw']['decode_single_process_per_s'])} images/s |",
+        f"| 3 | incremental retrain (+{inc['added']} identifiers, {inc['run']['embeddings'].get('cached', 'n/m')} cached / {inc['run']['embeddings'].get('computed', 'n/m')} computed) | {fmt(inc['run']['client_create_to_complete_s'], 2)} s |",
+        f"| 3 | **incremental / full** (createJob → complete; task) | **{fmt(inc['incremental_over_full_client'], 3)}** ({fmt(inc['incremental_over_full_task'], 3)}) |",
+    ]
+    for level, lat in rd["latency"].items():
+        lines.append(
+            f"| 4 | GetIdentifiers (30 entities × 5 identifiers), {level} client(s), {lat['count']} requests | "
+            f"p50 {fmt(lat['p50_ms'])} ms, p95 {fmt(lat['p95_ms'])} ms, {fmt(lat['per_second'])} req/s |"
+        )
+    sql = rd["sql_per_request"]
+    lines.append(f"| 4 | SQL statements per GetIdentifiers, page size 5 / 30 | {fmt(sql['5']['sql_statements'])} / {fmt(sql['30']['sql_statements'])} |")
+    co, st = dis["client_observed"], dis["server_timestamps"]
+    lines.append(f"| 5 | dispatch createJob → running, client polling every {fmt(dis['poll_interval_ms'], 0)} ms ({dis['jobs']} jobs) | p50 {fmt(co['p50_ms'])} ms, p95 {fmt(co['p95_ms'])} ms |")
+    lines.append(f"| 5 | dispatch, task createdDateTime → startedDateTime (server, ms resolution) | p50 {fmt(st['p50_ms'])} ms, p95 {fmt(st['p95_ms'])} ms |")
+    s, b = rec["single"], rec["batch"]
+    lines.append(f"| 6 | recognize one image, warm model, {s['count']} sequential calls | p50 {fmt(s['p50_ms'])} ms, p95 {fmt(s['p95_ms'])} ms |")
+    lines.append(f"| 6 | recognize, {b['concurrency']} concurrent calls ({b['count']} images) | {fmt(b['images_per_s'])} images/s (p95 {fmt(b['p95_ms'])} ms) |")
+    for key, label in (("n", "N"), ("scaled", f"{mem['scaled']['scale']}×N")):
+        mm = mem[key]
+        lines.append(
+            f"| 7 | peak RSS training {label} = {mm['identifiers']:,} identifiers: worker / + {mm['children_seen']} children | "
+            f"{fmt(mm['peak_worker_rss_mib'])} MiB / {fmt(mm['peak_worker_plus_children_rss_mib'])} MiB (baseline {fmt(mm['baseline_worker_rss_mib'])} MiB) |"
+        )
+    lines += ["", "Training wall time breakdown (full training of N):", "", "| stage | seconds | of wall | source |", "|---|---|---|---|"]
+    for row in r["breakdown"]:
+        frac = row["fraction_of_wall"]
+        lines.append(f"| {row['stage']} | {fmt(row['seconds'], 3)} | {'n/m' if frac is None else f'{frac * 100:.1f} %'} | {row['note']} |")
+    lines.append("")
+    lines.append("n/m = not measured by the product.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM cleans up like Ctrl-C: the finally blocks stop the processes and the embedded services.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    started = time.perf_counter()
+    log(f"starting the stack (N={args.n}, memory scale {args.memory_scale}{', quick' if args.quick else ''})")
+    machine = machine_info()
+    with bench_stack(keep_dir=args.keep_dir) as stack:
+        log(f"stack up in {time.perf_counter() - started:.1f} s: gateway {stack.url}, worker pid {stack.worker.pid}")
+        with RssSampler(stack.worker.pid, interval=0.1) as sampler:
+            try:
+                results = asyncio.run(asyncio.wait_for(measure(stack, args, sampler), timeout=args.timeout))
+            except BaseException:
+                log("failed; worker log tail:\n" + stack.worker.output_tail(3000))
+                log("gateway log tail:\n" + stack.gateway.output_tail(3000))
+                raise
+    report = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine,
+        "versions": versions(),
+        "parameters": {
+            "n": args.n,
+            "identifiers_per_entity": PER_ENTITY,
+            "memory_scale": args.memory_scale,
+            "read_requests_per_level": args.requests,
+            "dispatch_jobs": args.dispatch_jobs,
+            "recognize_calls": args.recognize_calls,
+            "concurrency": args.concurrency,
+            "quick": args.quick,
+            "image": "64×64 RGB, PNG and JPEG alternating",
+            "engine": scenarios.ENGINE,
+            "engine_config": engine_defaults(),
+            "worker_decode_processes": "default (CPU count)",
+        },
+        "results": results,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(report))
+    print(f"\nwrote {args.out} in {report['total_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench interrupted; processes stopped", file=sys.stderr)
+        sys.exit(130)
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        sys.exit(1)

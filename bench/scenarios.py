@@ -1,0 +1,375 @@
+"""The measurements, each against the running stack through the public GraphQL API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.client import Client
+from bench.images import make_image
+from bench.memory import RssSampler
+from bench.stack import BenchError
+from bench.stats import ratio, summary_ms
+
+ENGINE = "engineshed-gallery"
+SEED_OPERATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "veritone-ops" / "038-get-identifiers-for-training.graphql"
+SEED_LIBRARY_ID = "17a86304-9a82-4943-a06e-a2eb1c2506cc"
+
+# The seed operation, as published (used when the shared data directory is not next to the checkout).
+GET_IDENTIFIERS = """
+query GetIdentifiers($identifierTypeId: ID, $offset: Int = 0, $limit: Int = 25) {
+  library(id: "17a86304-9a82-4943-a06e-a2eb1c2506cc") {
+    id
+    name
+    entities(identifierTypeId: $identifierTypeId, offset: $offset, limit: $limit) {
+      count
+      records{
+        id
+        name
+        jsondata
+        identifiers(identifierTypeId: $identifierTypeId, limit: $limit) {
+          count
+          records {
+            id
+            url
+            jsondata
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+CREATE_LIBRARY = "mutation($n: String!) { createLibrary(input: {name: $n, libraryTypeId: \"people\"}) { id } }"
+CREATE_ENTITY = "mutation($l: ID!, $n: String!) { createEntity(input: {libraryId: $l, name: $n}) { id } }"
+CREATE_MODEL = "mutation($e: ID!, $l: ID!) { createLibraryEngineModel(input: {engineId: $e, libraryId: $l}) { id } }"
+CREATE_JOB = "mutation($input: CreateJob) { createJob(input: $input) { id tasks { records { id } } } }"
+TASK_STATUS = "query($id: ID!) { task(id: $id) { status } }"
+TASK_FULL = """query($id: ID!) { task(id: $id) { status duration output failureReason failureMessage
+  createdDateTime queuedDateTime startedDateTime completedDateTime } }"""
+MODEL = "query($id: ID!) { libraryEngineModel(id: $id) { trainStatus jsondata } }"
+FINAL = ("complete", "failed", "cancelled", "aborted")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+async def bounded(items: Sequence[Any], concurrency: int, fn: Callable[[Any], Awaitable[Any]]) -> list[Any]:
+    """``fn`` over ``items`` with at most ``concurrency`` in flight; results in order."""
+    results: list[Any] = [None] * len(items)
+    next_index = 0
+
+    async def lane() -> None:
+        nonlocal next_index
+        while next_index < len(items):
+            i = next_index
+            next_index += 1
+            results[i] = await fn(items[i])
+
+    await asyncio.gather(*(lane() for _ in range(min(concurrency, len(items)) or 1)))
+    return results
+
+
+# --------------------------------------------------------------------------- libraries
+
+
+@dataclass
+class Library:
+    id: str
+    entity_ids: list[str]
+    entity_seeds: list[int]
+    identifiers: int = 0
+
+
+async def create_library(client: Client, name: str, entities: int, seed_base: int, concurrency: int) -> Library:
+    library_id = (await client.data(CREATE_LIBRARY, n=name))["createLibrary"]["id"]
+
+    async def entity(i: int) -> str:
+        return (await client.data(CREATE_ENTITY, l=library_id, n=f"{name}-e{i:05d}"))["createEntity"]["id"]
+
+    ids = await bounded(list(range(entities)), concurrency, entity)
+    return Library(library_id, ids, [seed_base + i for i in range(entities)])
+
+
+async def upload_identifiers(
+    client: Client, library: Library, per_entity: int, concurrency: int, *, first_seed: int = 0, entities: int | None = None
+) -> dict[str, float]:
+    """Upload ``per_entity`` new images to each of the first ``entities`` entities; returns timing."""
+    work = [(e, first_seed + k) for k in range(per_entity) for e in range(entities or len(library.entity_ids))]
+
+    async def one(item: tuple[int, int]) -> None:
+        entity, seed = item
+        data, content_type = make_image(library.entity_seeds[entity], seed)
+        reply = await client.upload_form(
+            f'mutation {{ createEntityIdentifier(input: {{entityId: "{library.entity_ids[entity]}", '
+            f'identifierTypeId: "face"}}) {{ id }} }}',
+            data, content_type, filename="x.jpg" if content_type == "image/jpeg" else "x.png",
+        )
+        reply.ok()
+
+    started = time.perf_counter()
+    await bounded(work, concurrency, one)
+    seconds = time.perf_counter() - started
+    library.identifiers += len(work)
+    return {"count": len(work), "seconds": round(seconds, 3), "per_second": round(len(work) / seconds, 1)}
+
+
+# --------------------------------------------------------------------------- training
+
+
+async def start_training(client: Client, library_id: str, config: dict[str, Any] | None = None) -> tuple[str, str, float]:
+    """(model id, task id, perf_counter just before createJob was sent)."""
+    model_id = (await client.data(CREATE_MODEL, e=ENGINE, l=library_id))["createLibraryEngineModel"]["id"]
+    payload: dict[str, Any] = {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id}
+    if config:
+        payload["config"] = config
+    t0 = time.perf_counter()
+    job = (await client.data(CREATE_JOB, input={"tasks": [{"engineId": ENGINE, "payload": payload}]}))["createJob"]
+    return model_id, job["tasks"]["records"][0]["id"], t0
+
+
+async def wait_task(client: Client, task_id: str, *, interval: float, timeout: float, until: tuple[str, ...] = FINAL) -> tuple[str, float]:
+    """Poll until the task's status is in ``until``; (status, perf_counter when first seen)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        status = (await client.data(TASK_STATUS, id=task_id))["task"]["status"]
+        now = time.perf_counter()
+        if status in until or status in FINAL:
+            return status, now
+        if now > deadline:
+            raise BenchError(f"task {task_id} still {status} after {timeout:.0f}s")
+        await asyncio.sleep(interval)
+
+
+async def train(client: Client, library_id: str, *, timeout: float, sampler: RssSampler | None = None) -> dict[str, Any]:
+    """Train the library end to end through the API; every figure the product and the client report."""
+    if sampler is not None:
+        baseline = sampler.sample()
+        sampler.window()
+    model_id, task_id, t0 = await start_training(client, library_id)
+    status, t_done = await wait_task(client, task_id, interval=0.05, timeout=timeout)
+    memory = sampler.result() if sampler is not None else None
+    task = (await client.data(TASK_FULL, id=task_id))["task"]
+    if status != "complete":
+        raise BenchError(f"training task {task_id} ended {status}: {task.get('failureReason')} {task.get('failureMessage')}")
+    model = (await client.data(MODEL, id=model_id))["libraryEngineModel"]
+    jsondata = model["jsondata"] or {}
+    created, started, completed = (parse_time(task[k]) for k in ("createdDateTime", "startedDateTime", "completedDateTime"))
+    result = {
+        "model_id": model_id,
+        "task_id": task_id,
+        "identifiers": task["output"].get("identifiers"),
+        "inferences": task["output"].get("inferences"),
+        "train_seconds": task["output"].get("trainSeconds"),
+        "client_create_to_complete_s": round(t_done - t0, 3),
+        "task_start_to_complete_s": round(float(task["duration"]), 3),
+        "task_created_to_started_s": round((started - created).total_seconds(), 3) if created and started else None,
+        "task_created_to_completed_s": round((completed - created).total_seconds(), 3) if created and completed else None,
+        "timings": jsondata.get("timings") or {},
+        "embeddings": jsondata.get("embeddings") or {},
+        "provider": jsondata.get("provider"),
+        "backbone": (jsondata.get("backbone") or {}).get("name"),
+    }
+    if memory is not None:
+        own, children, count = baseline
+        memory["baseline_worker_rss_mib"] = round(own / 2**20, 1)
+        memory["baseline_children_rss_mib"] = round(children / 2**20, 1)
+        result["memory"] = memory
+    return result
+
+
+def breakdown(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where the training wall time goes, from the model's timings and the task's timestamps."""
+    wall = run["task_start_to_complete_s"]
+    timings = run["timings"]
+    train_s = run["train_seconds"]
+    embed_s = timings.get("total")
+    rows: list[dict[str, Any]] = []
+
+    def add(stage: str, seconds: float | None, note: str) -> None:
+        rows.append({
+            "stage": stage,
+            "seconds": None if seconds is None else round(seconds, 3),
+            "fraction_of_wall": None if seconds is None or not wall else round(seconds / wall, 4),
+            "note": note,
+        })
+
+    add("dispatch (createJob → task started)", run["task_created_to_started_s"], "task timestamps (ms); outside the wall")
+    add("wall: task started → complete", wall, "Task.duration")
+    add("embedding pipeline (wall)", embed_s, "timings.total; the stages below overlap inside it")
+    add("  fetch (S3 GET)", timings.get("fetch"), "timings.fetch: summed over fetchConcurrency concurrent fetches (busy time, can exceed wall)")
+    add("  decode/preprocess", timings.get("decode"), "timings.decode: CPU seconds summed over decode processes (overlapping)")
+    add("  inference (backbone)", timings.get("inference"), "timings.inference: wall of the batched runs")
+    add("  paging, cache lookups/stores, queues", None, "not measured by the product")
+    fit = timings.get("fit")
+    if fit is not None:
+        add("head training + artifact build", fit, "timings.fit: evaluation, calibration and artifact build (the product does not split them)")
+        other = None if train_s is None or embed_s is None else max(0.0, train_s - embed_s - fit)
+        add("engine setup (session, grouping)", other, "trainSeconds − timings.total − timings.fit")
+    else:
+        head = None if train_s is None or embed_s is None else max(0.0, train_s - embed_s)
+        add("head training + artifact build", head, "trainSeconds − timings.total (this engine reports no timings.fit)")
+    rest = None if train_s is None else max(0.0, wall - train_s)
+    add("artifact upload + record (+ setup)", rest, "wall − trainSeconds; includes the pre-train library lookups, not measured separately")
+    return rows
+
+
+# --------------------------------------------------------------------------- raw ceiling
+
+
+def raw_ceiling(blobs: list[bytes], provider: str | None, batch_size: int, image_size: int, repeats: int = 3) -> dict[str, Any]:
+    """The same backbone, batch size and provider run directly on already-decoded uint8 tensors."""
+    from engines.backbone import default_backbone
+    from engines.decode import decode_one
+    from engines.runtime import CUDA, get_runner
+
+    spec = default_backbone(image_size, 1)
+    setting = "cuda" if provider == CUDA else "cpu"
+    runner = get_runner(spec.model, setting)
+    t = time.perf_counter()
+    arrays = [decode_one(blob, spec.input_size, spec.channels)[0] for blob in blobs]
+    decode_seconds = time.perf_counter() - t
+    tensor = np.ascontiguousarray(np.stack([a for a in arrays if a is not None]))
+    n = len(tensor)
+    runner.run(tensor[:batch_size])  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for i in range(0, n, batch_size):
+            runner.run(tensor[i : i + batch_size])
+        times.append(time.perf_counter() - t)
+    best = sorted(times)[len(times) // 2]
+    return {
+        "identifiers": n,
+        "batch_size": batch_size,
+        "backbone": spec.name,
+        "provider": runner.provider,
+        "median_seconds": round(best, 4),
+        "identifiers_per_s": round(n / best, 1),
+        "decode_single_process_per_s": round(len(blobs) / decode_seconds, 1),
+    }
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def seed_operation(library_id: str) -> str:
+    text = SEED_OPERATION.read_text() if SEED_OPERATION.exists() else GET_IDENTIFIERS
+    if SEED_LIBRARY_ID not in text:
+        raise BenchError("the seed GetIdentifiers operation no longer names its library literally")
+    return text.replace(SEED_LIBRARY_ID, library_id)
+
+
+async def latency_run(
+    requests: int, concurrency: int, call: Callable[[], Awaitable[Any]], warmup: int = 5
+) -> dict[str, Any]:
+    """``requests`` calls with ``concurrency`` clients in flight: latency percentiles and calls/s."""
+    for _ in range(warmup):
+        await call()
+    latencies: list[float] = []
+
+    async def one(_: int) -> None:
+        t = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - t)
+
+    started = time.perf_counter()
+    await bounded(list(range(requests)), concurrency, one)
+    wall = time.perf_counter() - started
+    result: dict[str, Any] = {"concurrency": concurrency, **summary_ms(latencies)}
+    result["per_second"] = round(requests / wall, 1)
+    result["wall_s"] = round(wall, 3)
+    return result
+
+
+async def reads(client: Client, library_id: str, requests: int, levels: Sequence[int]) -> dict[str, Any]:
+    operation = seed_operation(library_id)
+    sql: dict[str, Any] = {}
+    for limit in (5, 30):
+        # The first request of a token also authenticates it (cached afterwards): count the second.
+        first = await client.query(operation, identifierTypeId="face", limit=limit)
+        first.ok()
+        reply = await client.query(operation, identifierTypeId="face", limit=limit)
+        data = reply.ok()
+        entities = data["library"]["entities"]
+        sql[str(limit)] = {
+            "sql_statements": reply.sql_statements,
+            "sql_statements_first_request": first.sql_statements,
+            "entities": entities["count"],
+            "identifiers": sum(e["identifiers"]["count"] for e in entities["records"]),
+        }
+
+    async def call() -> None:
+        reply = await client.query(operation, identifierTypeId="face", limit=30)
+        reply.ok()
+
+    latency = {str(c): await latency_run(requests, c, call) for c in levels}
+    return {"page_size_for_latency": 30, "latency": latency, "sql_per_request": sql}
+
+
+# --------------------------------------------------------------------------- recognize
+
+
+async def recognize(client: Client, model_id: str, library: Library, calls: int, batch_calls: int, concurrency: int) -> dict[str, Any]:
+    query = f'query {{ recognize(libraryEngineModelId: "{model_id}", topK: 1) {{ matches {{ entityId score }} }} }}'
+    # Fresh images of known entities (never uploaded), so every call does the full work.
+    images = [make_image(library.entity_seeds[i % len(library.entity_ids)], 10_000 + i) for i in range(max(calls, batch_calls) + 10)]
+    counter = iter(range(10**9))
+    hits = 0
+
+    async def call() -> None:
+        nonlocal hits
+        data, content_type = images[next(counter) % len(images)]
+        matches = (await client.upload_form(query, data, content_type)).ok()["recognize"]["matches"]
+        hits += bool(matches)
+
+    single = await latency_run(calls, 1, call, warmup=5)
+    batch = await latency_run(batch_calls, concurrency, call, warmup=0)
+    batch["images_per_s"] = batch.pop("per_second")
+    return {"single": single, "batch": batch, "calls_with_a_match": hits}
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+async def dispatch(client: Client, library_id: str, jobs: int, poll_interval: float, timeout: float) -> dict[str, Any]:
+    """createJob → task running, one job at a time on an idle worker."""
+    observed: list[float] = []
+    server: list[float] = []
+    missed_running = 0
+    for _ in range(jobs):
+        await asyncio.sleep(0.05)  # the worker is back waiting for work
+        _, task_id, t0 = await start_training(client, library_id)
+        status, t_seen = await wait_task(client, task_id, interval=poll_interval, timeout=timeout, until=("running",))
+        observed.append(t_seen - t0)
+        if status != "running":
+            missed_running += 1
+        if status not in FINAL:
+            status, _ = await wait_task(client, task_id, interval=0.01, timeout=timeout)
+        task = (await client.data(TASK_FULL, id=task_id))["task"]
+        if status != "complete":
+            raise BenchError(f"dispatch job {task_id} ended {status}: {task.get('failureMessage')}")
+        created, started = parse_time(task["createdDateTime"]), parse_time(task["startedDateTime"])
+        if created and started:
+            server.append((started - created).total_seconds())
+    return {
+        "jobs": jobs,
+        "poll_interval_ms": poll_interval * 1000,
+        "client_observed": summary_ms(observed),
+        "server_timestamps": summary_ms(server),
+        "already_past_running_when_seen": missed_running,
+    }
+
+
+def e2e_over_raw(e2e_per_s: float, raw_per_s: float) -> float | None:
+    value = ratio(e2e_per_s, raw_per_s)
+    return None if value is None else round(value, 5)

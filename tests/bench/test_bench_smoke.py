@@ -1,0 +1,75 @@
+"""`python -m bench.run --quick` end to end: every section present with positive figures (no timing limits)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _positive(value: object, where: str) -> None:
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} is not a number: {value!r}"
+    assert value > 0, f"{where} is not positive: {value!r}"
+
+
+def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, f"bench failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    assert "e2e / raw" in done.stdout  # the table was printed
+    report = json.loads(out.read_text())
+
+    machine, versions, r = report["machine"], report["versions"], report["results"]
+    _positive(machine["cpu_count"], "machine.cpu_count")
+    for name in ("python", "onnxruntime", "numpy", "engineshed"):
+        assert versions[name], f"versions.{name} missing"
+    assert r["provider"]
+
+    t = r["training"]
+    _positive(t["identifiers"], "training.identifiers")
+    for key in ("e2e_identifiers_per_s", "task_identifiers_per_s", "e2e_over_raw", "task_over_raw"):
+        _positive(t[key], f"training.{key}")
+    _positive(t["raw"]["identifiers_per_s"], "training.raw.identifiers_per_s")
+    _positive(t["upload"]["per_second"], "training.upload.per_second")
+    for key in ("fetch", "decode", "inference", "total"):
+        _positive(t["full"]["timings"][key], f"training.full.timings.{key}")
+
+    stages = {row["stage"].strip(): row for row in r["breakdown"]}
+    _positive(stages["wall: task started → complete"]["seconds"], "breakdown wall")
+    for stage in ("embedding pipeline (wall)", "fetch (S3 GET)", "decode/preprocess", "inference (backbone)"):
+        _positive(stages[stage]["fraction_of_wall"], f"breakdown {stage}")
+
+    inc = r["incremental"]
+    _positive(inc["added"], "incremental.added")
+    _positive(inc["incremental_over_full_client"], "incremental.incremental_over_full_client")
+    _positive(inc["run"]["embeddings"]["cached"], "incremental embeddings cached")
+
+    reads = r["reads"]
+    for level in ("1", "32"):
+        for key in ("p50_ms", "p95_ms", "per_second"):
+            _positive(reads["latency"][level][key], f"reads.latency.{level}.{key}")
+    for size in ("5", "30"):
+        _positive(reads["sql_per_request"][size]["sql_statements"], f"reads.sql_per_request.{size}")
+
+    dispatch = r["dispatch"]
+    _positive(dispatch["client_observed"]["p50_ms"], "dispatch.client_observed.p50_ms")
+    _positive(dispatch["client_observed"]["p95_ms"], "dispatch.client_observed.p95_ms")
+    assert dispatch["server_timestamps"]["count"] == dispatch["jobs"]
+    assert dispatch["server_timestamps"]["p50_ms"] >= 0  # millisecond timestamps: 0 is possible
+
+    rec = r["recognize"]
+    _positive(rec["single"]["p50_ms"], "recognize.single.p50_ms")
+    _positive(rec["single"]["p95_ms"], "recognize.single.p95_ms")
+    _positive(rec["batch"]["images_per_s"], "recognize.batch.images_per_s")
+
+    for key in ("n", "scaled"):
+        mem = r["memory"][key]
+        _positive(mem["identifiers"], f"memory.{key}.identifiers")
+        _positive(mem["peak_worker_rss_mib"], f"memory.{key}.peak_worker_rss_mib")
+        assert mem["peak_worker_plus_children_rss_mib"] >= mem["peak_worker_rss_mib"]
