@@ -134,11 +134,29 @@ _cache: OrderedDict[tuple[str, str], Runner] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
+# Callers pass the same bytes object for a cached artifact again and again: hashing megabytes per call
+# showed in recognize latency, so the digest is remembered per object (held here, so its id stays unique).
+_digests: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
+
+
+def _digest(model: bytes) -> str:
+    with _cache_lock:
+        known = _digests.get(id(model))
+        if known is not None and known[0] is model:
+            return known[1]
+    digest = hashlib.sha256(model).hexdigest()
+    with _cache_lock:
+        _digests[id(model)] = (model, digest)
+        while len(_digests) > SESSION_CACHE_SIZE:
+            _digests.popitem(last=False)
+    return digest
+
+
 def get_runner(model: bytes, setting: str) -> Runner:
     """A Runner for ``model`` under ``setting``, created once per (model digest, provider)."""
     providers = choose_providers(setting)
     provider = providers[0] if isinstance(providers[0], str) else providers[0][0]
-    key = (hashlib.sha256(model).hexdigest(), provider)
+    key = (_digest(model), provider)
     with _cache_lock:
         runner = _cache.get(key)
         if runner is not None:

@@ -38,6 +38,7 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
         allow_private=settings.fetch_allow_private,
         allowed_hosts=settings.fetch_allowed_hosts,
         timeout_seconds=settings.fetch_timeout_seconds,
+        total_seconds=settings.fetch_total_seconds,
         max_bytes=settings.fetch_max_bytes,
     )
 

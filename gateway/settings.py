@@ -39,11 +39,13 @@ class Settings:
 
     # Limits
     max_upload_bytes: int = 100 * MiB
+    max_body_bytes: int = 8 * MiB  # JSON and other non-multipart bodies, parsed whole
     max_artifact_bytes: int = 2048 * MiB  # artifacts workers produce; client uploads use max_upload_bytes
     max_page_size: int = 1000
     max_query_depth: int = 12
     max_query_tokens: int = 5000
     max_query_aliases: int = 30
+    max_query_cost: int = 250_000  # objects a query may fan out to (gateway/schema/cost.py)
     multipart_max_parts: int = 32
     presign_ttl_seconds: int = 3600
 
@@ -51,6 +53,7 @@ class Settings:
     fetch_allow_private: bool = False
     fetch_allowed_hosts: tuple[str, ...] = ()  # host names or CIDR ranges that may be private
     fetch_timeout_seconds: float = 30.0
+    fetch_total_seconds: float = 300.0
     fetch_max_bytes: int = 100 * MiB
     fetch_rate_per_second: float = 50.0
 

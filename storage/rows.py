@@ -43,6 +43,7 @@ class ApiToken(Row):
     scope: str
     engine_id: str | None
     task_id: UUID | None
+    lease_owner: str | None
     expires_at: datetime | None
     revoked_at: datetime | None
 

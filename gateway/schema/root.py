@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator
 from typing import Optional
 
@@ -14,6 +13,7 @@ import logging
 
 from gateway.errors import ApiError, InvalidInput
 from gateway.schema.context import Info
+from gateway.schema.cost import QueryCostLimiter
 from gateway.schema.engine_models import (
     EngineCategoryList,
     category_of,
@@ -152,13 +152,13 @@ class Query:
     async def library_types(
         self, info: Info, id: Optional[strawberry.ID] = None, offset: Optional[int] = 0, limit: Optional[int] = 30
     ) -> LibraryTypeList:
-        info.context.principal  # noqa: B018 - any valid token may read the catalogue
+        info.context.principal.require_read()  # any valid token may read the catalogue
         types = [LibraryType.from_row(t) for t in await catalogue.library_types(info.context.resources) if id is None or t.id == id]
         return LibraryTypeList(**_typed_page(types, offset, limit, info.context.resources.settings.max_page_size))
 
     @strawberry.field
     async def library_type(self, info: Info, id: Optional[strawberry.ID] = None) -> Optional[LibraryType]:
-        info.context.principal  # noqa: B018
+        info.context.principal.require_read()
         for t in await catalogue.library_types(info.context.resources):
             if id is None or t.id == id:
                 return LibraryType.from_row(t)
@@ -168,7 +168,7 @@ class Query:
     async def entity_identifier_types(
         self, info: Info, id: Optional[strawberry.ID] = None, offset: Optional[int] = 0, limit: Optional[int] = 30
     ) -> EntityIdentifierTypeList:
-        info.context.principal  # noqa: B018
+        info.context.principal.require_read()
         types = [
             EntityIdentifierType.from_row(t)
             for t in await catalogue.identifier_types(info.context.resources)
@@ -178,7 +178,7 @@ class Query:
 
     @strawberry.field
     async def entity_identifier_type(self, info: Info, id: strawberry.ID) -> Optional[EntityIdentifierType]:
-        info.context.principal  # noqa: B018
+        info.context.principal.require_read()
         for t in await catalogue.identifier_types(info.context.resources):
             if t.id == id:
                 return EntityIdentifierType.from_row(t)
@@ -228,18 +228,8 @@ class Query:
         offset: Optional[int] = 0,
         limit: Optional[int] = 30,
     ) -> EngineCategoryList:
-        page = await engine_service.list_page(
-            info.context.resources, info.context.principal, ids=None, category_id=None, library_required=None,
-            name=None, offset=0, limit=info.context.resources.settings.max_page_size,
-        )
-        grouped: dict[str, list] = {}
-        for row in page.records:
-            grouped.setdefault(row.category_id, []).append(row)
-        categories = [category_of(rows) for _, rows in sorted(grouped.items())]
-        categories = [
-            c for c in categories
-            if (id is None or c.id == id) and (name is None or name.lower() in c.name.lower())
-        ]
+        groups = await engine_service.categories(info.context.resources, info.context.principal, category_id=id, name=name)
+        categories = [category_of(rows) for rows in groups]
         return EngineCategoryList(**_typed_page(categories, offset, limit, info.context.resources.settings.max_page_size))
 
     @strawberry.field
@@ -247,15 +237,12 @@ class Query:
         self, info: Info, job_id: Optional[strawberry.ID] = None, tdo_id: Optional[strawberry.ID] = None,
         offset: Optional[int] = 0, limit: Optional[int] = 30,
     ) -> EngineResultList:
-        records: list[EngineResult] = []
-        if job_id is not None:
-            job = await job_service.get(info.context.resources, info.context.principal, job_id)
-            tasks = await info.context.loaders.task_page.load((job.id, ("complete",), 0, 1000))
-            records = [
-                EngineResult(job_id=strawberry.ID(str(job.id)), task_id=strawberry.ID(str(t.id)),
-                             engine_id=strawberry.ID(t.engine_id), tdo_id=None, asset_id=None, jsondata=t.output)
-                for t in tasks.records
-            ]
+        tasks = await job_service.results(info.context.resources, info.context.principal, job_id) if job_id else []
+        records = [
+            EngineResult(job_id=strawberry.ID(str(t.job_id)), task_id=strawberry.ID(str(t.id)),
+                         engine_id=strawberry.ID(t.engine_id), tdo_id=None, asset_id=None, jsondata=t.output)
+            for t in tasks
+        ]
         return EngineResultList(**_typed_page(records, offset, limit, info.context.resources.settings.max_page_size))
 
     @strawberry.field
@@ -404,21 +391,13 @@ class Mutation:
     async def create_job(self, info: Info, input: Optional[CreateJob] = None) -> Job:
         if input is None:
             raise InvalidInput("input is required")
-        tasks = []
-        for t in input.tasks or []:
-            payload = t.payload
-            if payload is None and t.payload_string:
-                try:
-                    payload = json.loads(t.payload_string)
-                except ValueError as exc:
-                    raise InvalidInput(f"payloadString is not valid JSON: {exc}") from exc
-            tasks.append({"engine_id": t.engine_id, "payload": payload})
-        data = {"tasks": tasks, "name": input.target.name if input.target else None, "cluster_id": input.cluster_id,
-                "max_attempts": info.context.resources.settings.max_attempts + max(0, input.retries or 0)}
-        if input.target is not None and input.target.url:
-            for task in tasks:
-                if isinstance(task["payload"], dict):
-                    task["payload"].setdefault("url", input.target.url)
+        data = {
+            "tasks": [{"engine_id": t.engine_id, "payload": t.payload, "payload_string": t.payload_string} for t in input.tasks or []],
+            "name": input.target.name if input.target else None,
+            "target_url": input.target.url if input.target else None,
+            "cluster_id": input.cluster_id,
+            "retries": input.retries,
+        }
         return Job.from_row(await job_service.create(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation
@@ -465,7 +444,7 @@ class Mutation:
     @strawberry.mutation(description="External engines: finish a claimed task successfully.")
     async def complete_task(self, info: Info, id: strawberry.ID, output: Optional[JSONData] = None) -> Task:
         await dispatch.complete_external(info.context.resources, info.context.principal, id, output)
-        return Task.from_row(await _task_any(info, id))
+        return Task.from_row(await job_service.get_task(info.context.resources, info.context.principal, id, finished_by_token=True))
 
     @strawberry.mutation(description="External engines: fail a claimed task (retried later when `retry` and attempts remain).")
     async def fail_task(
@@ -478,15 +457,6 @@ class Mutation:
     ) -> Task:
         task = await dispatch.fail_external(info.context.resources, info.context.principal, id, failure_reason, failure_message, bool(retry))
         return Task.from_row(task)
-
-
-async def _task_any(info: Info, task_id: strawberry.ID) -> object:
-    # The task token is revoked once its task finishes: read back with the organization only.
-    from gateway.services.ids import parse_id
-    from storage.queries import jobs as job_q
-
-    async with info.context.resources.pool.acquire() as conn:
-        return await job_q.task_by_id(conn, info.context.principal.org_id, parse_id(task_id))
 
 
 @strawberry.type
@@ -524,6 +494,7 @@ def build_schema(settings: object) -> strawberry.Schema:
             lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             lambda: MaxAliasesLimiter(max_alias_count=settings.max_query_aliases),
+            lambda: QueryCostLimiter(max_cost=settings.max_query_cost),
         ],
     )
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
 from typing import Any
+from uuid import uuid4
 
 from gateway.errors import InvalidInput, NotAllowed, NotFound
 from gateway.services import jobs as job_service
@@ -23,23 +25,37 @@ from storage.rows import Task
 
 log = logging.getLogger(__name__)
 
+MAX_BACKOFF_SECONDS = 3600.0
+
 
 class LeaseLost(Exception):
     """The task is no longer ours: its lease expired and another worker took it, or it was finished."""
 
 
-async def claim(res: Any, engine_id: str, *, owner: str, limit: int, lease_seconds: float) -> list[Task]:
+async def claim(
+    res: Any,
+    engine_id: str,
+    *,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    also: Callable[[Any, Task], Awaitable[None]] | None = None,
+) -> list[Task]:
+    """Lease up to ``limit`` due tasks; ``also`` runs for each inside the same transaction."""
     async with res.pool.acquire() as conn, conn.transaction():
-        limit_row = await conn.fetchrow("SELECT concurrency_limit FROM engines WHERE id = $1", engine_id)
-        if limit_row is None:
+        concurrency = await engine_q.concurrency_limit(conn, engine_id)
+        if concurrency is None:
             return []
         claimed = await q.claim(
-            conn, engine_id, limit=limit, owner=owner, lease_seconds=lease_seconds,
-            concurrency_limit=limit_row["concurrency_limit"],
+            conn, engine_id, limit=limit, owner=owner, lease_seconds=lease_seconds, concurrency_limit=concurrency
         )
         for task in claimed:
+            # A task taken over from an expired lease: the previous claim's tokens stop working.
+            await token_q.revoke_task_tokens(conn, task.id)
             await job_service.model_after_task(conn, task, "running", None)
             await q.refresh_job_status(conn, task.job_id)
+            if also is not None:
+                await also(conn, task)
     return claimed
 
 
@@ -79,13 +95,14 @@ async def fail(
 ) -> Task:
     """Retry later while attempts remain and the error may pass; otherwise fail for good."""
     async with res.pool.acquire() as conn, conn.transaction():
-        current = await q.task_by_id(conn, None, task.id)
+        current = await q.task_by_id(conn, None, task.id, for_update=True)
         if current is None or current.lease_owner != owner or current.status != "running":
             raise LeaseLost(f"task {task.id} is no longer leased to {owner}")
         if retryable and current.attempts < current.max_attempts and not current.cancel_requested:
-            delay = backoff_seconds * (2 ** (current.attempts - 1))
+            delay = min(MAX_BACKOFF_SECONDS, backoff_seconds * (2 ** min(current.attempts - 1, 20)))
             done = await q.retry_later(conn, task.id, owner, delay, reason, message)
             await job_service.model_after_task(conn, done, "queued", None)
+            await token_q.revoke_task_tokens(conn, task.id)
         elif current.cancel_requested:  # the engine stopped because it was asked to: the job was cancelled
             done = await q.finish(conn, task.id, owner, "cancelled")
             await job_service.model_after_task(conn, done, "failed", {"error": "the training job was cancelled"})
@@ -127,8 +144,9 @@ async def reap(res: Any) -> list[Task]:
 # ---- external engines, through GraphQL with an engine token ----
 
 
-def _owner(principal: Principal) -> str:
-    return f"external:{principal.token_id}"
+def _claim_owner(principal: Principal) -> str:
+    # One owner per claim, so a token issued for an earlier claim of the same task cannot act for a later one.
+    return f"external:{principal.token_id}:{uuid4().hex[:12]}"
 
 
 async def claim_external(res: Any, principal: Principal, engine_id: str, limit: int) -> list[tuple[Task, str]]:
@@ -143,16 +161,18 @@ async def claim_external(res: Any, principal: Principal, engine_id: str, limit: 
     if engine.org_id != principal.org_id:
         # Built-in engines' queues hold every organization's tasks, and their workers run them.
         raise NotAllowed(f"{engine_id} is a built-in engine; engine tokens claim their organization's external engines")
-    lease = res.settings.lease_seconds
-    claimed = await claim(res, engine_id, owner=_owner(principal), limit=limit, lease_seconds=lease)
-    out = []
-    async with res.pool.acquire() as conn:
-        for task in claimed:
-            # Valid while the task runs (authenticate checks that); the expiry only bounds a leak.
-            expires = datetime.now(timezone.utc) + timedelta(days=1)
-            token = await tokens.create_task_token(conn, org_id=task.org_id, task_id=task.id, engine_id=engine_id, expires_at=expires)
-            out.append((task, token))
-    return out
+    owner = _claim_owner(principal)
+    issued: dict[Any, str] = {}
+
+    async def issue_token(conn: Any, task: Task) -> None:
+        # Valid while this claim holds the task (authenticate checks that); the expiry only bounds a leak.
+        expires = datetime.now(timezone.utc) + timedelta(days=1)
+        issued[task.id] = await tokens.create_task_token(
+            conn, org_id=task.org_id, task_id=task.id, engine_id=engine_id, expires_at=expires, lease_owner=owner
+        )
+
+    claimed = await claim(res, engine_id, owner=owner, limit=limit, lease_seconds=res.settings.lease_seconds, also=issue_token)
+    return [(task, issued[task.id]) for task in claimed]
 
 
 async def _external_task(res: Any, principal: Principal, task_id: object) -> Task:
@@ -169,7 +189,12 @@ async def _external_task(res: Any, principal: Principal, task_id: object) -> Tas
 
 
 def _external_owner(principal: Principal, task: Task) -> str:
-    return task.lease_owner if principal.scope == "task" and task.lease_owner else _owner(principal)
+    """The claim a report acts for: the task token's own, or the engine token's current claim of the task."""
+    if principal.scope == "task":
+        return principal.lease_owner or ""
+    if task.lease_owner and task.lease_owner.startswith(f"external:{principal.token_id}:"):
+        return task.lease_owner
+    return ""
 
 
 async def heartbeat_external(res: Any, principal: Principal, task_id: object, progress: float | None, message: str | None) -> tuple[Task, bool]:
@@ -211,6 +236,7 @@ async def release(res: Any, task: Task, *, owner: str) -> None:
     async with res.pool.acquire() as conn, conn.transaction():
         done = await q.release(conn, task.id, owner)
         if done is not None:
+            await token_q.revoke_task_tokens(conn, task.id)
             await job_service.model_after_task(conn, done, "queued", None)
             await q.notify(conn, q.WAKE_CHANNEL, task.engine_id)
             await q.refresh_job_status(conn, task.job_id)

@@ -30,7 +30,7 @@ TRAIN_STATUSES = ("pending", "queued", "complete", "failed", "running")
 REPLACED_ARTIFACT_GRACE_SECONDS = 3600
 
 # Run inside the update's transaction; returning False aborts the update (a worker that lost its lease).
-TxHook = Callable[[asyncpg.Connection, EngineModel], Awaitable[bool]]
+TxHook = Callable[[asyncpg.Connection], Awaitable[bool]]
 
 
 async def get(res: Any, principal: Principal, model_id: object) -> EngineModel:
@@ -59,7 +59,7 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Engine
             raise NotFound()
         engine = await engine_q.by_id(conn, principal.org_id, str(data["engine_id"]))
         if engine is None:
-            raise NotFound("The requested object was not found: engine")
+            raise NotFound(data={"objectType": "engine"})
         if not engine.library_required:
             raise InvalidInput(f"engine {engine.id} does not use libraries")
         return await q.insert(
@@ -148,11 +148,13 @@ async def update(
 
     try:
         async with res.pool.acquire() as conn, conn.transaction():
+            # The hook (a worker finishing its task) goes first, so locks are taken task -> job -> model,
+            # never model -> task: a claim takes task -> model and the two cannot deadlock.
+            if in_transaction is not None and not await in_transaction(conn):
+                raise _Declined()
             locked = await q.by_id(conn, principal.org_id, mid, for_update=True)
             if locked is None:
                 raise NotFound()
-            if in_transaction is not None and not await in_transaction(conn, locked):
-                raise _Declined()
             row = await q.set_fields(conn, principal.org_id, mid, changes)
             if key is not None:
                 await blob_cleanup.keep(conn, key)
@@ -202,7 +204,7 @@ async def data_url(res: Any, row: EngineModel) -> str | None:
 async def read_artifact(res: Any, row: EngineModel) -> bytes:
     if not row.storage_key:
         raise InvalidInput("this model has no stored artifact")
-    return await res.blobs.get_bytes(row.storage_key)
+    return await res.blobs.get_bytes(row.storage_key, max_bytes=res.settings.max_artifact_bytes)
 
 
 async def list_for_library(

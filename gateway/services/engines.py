@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 _ENGINE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MODES = ("library-train", "library-run")
+RESERVED_PREFIX = "engineshed-"  # built-in engines; an organization taking one would block its registration
 
 
 def config_schema(info: Any) -> list[dict[str, Any]]:
@@ -83,12 +84,31 @@ async def list_page(
     return Page(rows, offset, limit, total)
 
 
+async def categories(res: Any, principal: Principal, *, category_id: str | None, name: str | None) -> list[list[Engine]]:
+    """Engines visible to the caller grouped by category (a category is described by its engines)."""
+    async with res.pool.acquire() as conn:
+        rows, _ = await q.page(
+            conn, principal.org_id, ids=None, category_id=category_id, library_required=None, name=None,
+            offset=0, limit=10_000,
+        )
+    grouped: dict[str, list[Engine]] = {}
+    for row in rows:
+        grouped.setdefault(row.category_id, []).append(row)
+    wanted = (name or "").lower()
+    return [
+        engines for key, engines in sorted(grouped.items())
+        if not wanted or wanted in key.replace("-", " ").lower()
+    ]
+
+
 async def create_external(res: Any, principal: Principal, data: dict[str, Any]) -> Engine:
     """An engine that runs elsewhere and claims its tasks through GraphQL with an engine token."""
     principal.require_admin()
     engine_id = str(data.get("id") or "")
     if not _ENGINE_ID.match(engine_id):
         raise InvalidInput("engine id must be 1-128 letters, digits, '.', '_' or '-'")
+    if engine_id.lower().startswith(RESERVED_PREFIX) or engine_id in res.engines:
+        raise InvalidInput(f"the engine id {engine_id!r} is reserved for installed engines")
     modes = list(data.get("modes") or ["library-train"])
     if any(m not in MODES for m in modes):
         raise InvalidInput(f"modes must be among {', '.join(MODES)}")
@@ -119,4 +139,5 @@ async def create_external(res: Any, principal: Principal, data: dict[str, Any]) 
                 concurrency_limit=limit,
             )
         except asyncpg.UniqueViolationError:
-            raise InvalidInput(f"an engine with id {engine_id!r} already exists") from None
+            # Engine ids are one namespace across organizations: say no more than "taken".
+            raise InvalidInput(f"the engine id {engine_id!r} is not available; choose another") from None

@@ -59,7 +59,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> 
     jsondata = check_jsondata(data.get("jsondata"))
     async with res.pool.acquire() as conn:
         if await library_q.by_id(conn, principal.org_id, lid) is None:
-            raise NotFound("The requested object was not found: library")
+            raise NotFound(data={"objectType": "library"})
         try:
             return await q.insert(
                 conn,

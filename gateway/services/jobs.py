@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,6 +20,7 @@ from storage.queries import libraries as library_q
 from storage.rows import Engine, Job, Library, Task
 
 MAX_TASKS_PER_JOB = 100
+MAX_RETRIES = 10
 FINISHED = ("complete", "failed", "cancelled")
 
 
@@ -42,14 +44,14 @@ async def _validate_task(conn: asyncpg.Connection, principal: Principal, engine:
     principal.check_library(library_id)
     library = await library_q.by_id(conn, principal.org_id, library_id)
     if library is None:
-        raise NotFound("The requested object was not found: library")
+        raise NotFound(data={"objectType": "library"})
     model_id = payload.get("libraryEngineModelId")
     if mode == "library-train" and not model_id:
         raise InvalidInput("libraryEngineModelId is required")
     if model_id:
         model = await model_q.by_id(conn, principal.org_id, parse_id(model_id))
         if model is None:
-            raise NotFound("The requested object was not found: libraryEngineModel")
+            raise NotFound(data={"objectType": "libraryEngineModel"})
         if model.engine_id != engine.id:
             raise InvalidInput(f"libraryEngineModelId {model.id} does not belong to engine {engine.id}")
         if model.library_id != library.id:
@@ -87,6 +89,10 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
         raise InvalidInput("a job needs at least one task")
     if len(tasks) > MAX_TASKS_PER_JOB:
         raise InvalidInput(f"a job may have at most {MAX_TASKS_PER_JOB} tasks")
+    retries = data.get("retries") or 0
+    if not 0 <= retries <= MAX_RETRIES:
+        raise InvalidInput(f"retries must be between 0 and {MAX_RETRIES}")
+    data = {**data, "max_attempts": res.settings.max_attempts + retries}
     async with res.pool.acquire() as conn, conn.transaction():
         prepared = []
         library_ids = set()
@@ -96,11 +102,19 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
                 raise InvalidInput(f"tasks[{position}].engineId is required")
             engine = await engine_q.by_id(conn, principal.org_id, str(engine_id))
             if engine is None:
-                raise NotFound(f"The requested object was not found: engine {engine_id}")
-            payload = task.get("payload") or {}
+                raise NotFound(data={"objectType": "engine", "id": str(engine_id)})
+            payload = task.get("payload")
+            if payload is None and task.get("payload_string"):
+                try:
+                    payload = json.loads(task["payload_string"])
+                except ValueError as exc:
+                    raise InvalidInput(f"tasks[{position}].payloadString is not valid JSON: {exc}") from exc
+            payload = payload or {}
             if not isinstance(payload, dict):
                 raise InvalidInput(f"tasks[{position}].payload must be a JSON object")
             payload = dict(payload)
+            if data.get("target_url") and "url" not in payload:
+                payload["url"] = data["target_url"]  # upstream's target: the media a library-run task reads
             _validate_config(res, engine, payload, position)
             library_id = await _validate_task(conn, principal, engine, payload)
             if library_id:
@@ -120,7 +134,7 @@ async def _insert(
     conn: asyncpg.Connection, org_id: UUID, prepared: list[tuple[Engine, dict[str, Any]]], data: dict[str, Any], library_id: UUID | None
 ) -> Job:
     job = await q.insert_job(conn, id=uuid4(), org_id=org_id, name=data.get("name"), cluster_id=data.get("cluster_id"), library_id=library_id)
-    max_attempts = int(data.get("max_attempts") or 3)
+    max_attempts = int(data["max_attempts"])
     for position, (engine, payload) in enumerate(prepared):
         await q.insert_task(
             conn, id=uuid4(), org_id=org_id, job_id=job.id, engine_id=engine.id, position=position,
@@ -160,18 +174,26 @@ async def get(res: Any, principal: Principal, job_id: object) -> Job:
         row = await q.job_by_id(conn, principal.org_id, jid)
     if row is None:
         raise NotFound()
-    if principal.is_task and row.library_id != principal.library_id:
+    if principal.is_task and row.id != principal.job_id:
         raise NotFound()
     return row
 
 
-async def get_task(res: Any, principal: Principal, task_id: object) -> Task:
+async def get_task(res: Any, principal: Principal, task_id: object, *, finished_by_token: bool = False) -> Task:
+    """``finished_by_token``: the caller just finished the task with its task token (now revoked)."""
     tid = parse_id(task_id)
     async with res.pool.acquire() as conn:
         row = await q.task_by_id(conn, principal.org_id, tid)
-    if row is None or (principal.is_task and row.id != principal.task_id):
+    if row is None or (principal.is_task and row.id != principal.task_id and not finished_by_token):
         raise NotFound()
     return row
+
+
+async def results(res: Any, principal: Principal, job_id: object) -> list[Task]:
+    """The outputs of a job's completed tasks (upstream's engineResults)."""
+    job = await get(res, principal, job_id)
+    async with res.pool.acquire() as conn:
+        return [t for t in await q.tasks_of_job(conn, job.id) if t.status == "complete"]
 
 
 async def list_page(

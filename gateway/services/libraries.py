@@ -13,6 +13,7 @@ from gateway.services import blob_cleanup
 from gateway.services.ids import parse_id
 from gateway.services.paging import Page, check_page
 from gateway.services.principal import Principal
+from storage.queries import jobs as job_q
 from storage.queries import libraries as q
 from storage.queries import types as type_q
 from storage.rows import Library
@@ -86,6 +87,7 @@ async def delete(res: Resources, principal: Principal, library_id: object) -> UU
             raise NotFound()
         keys = await q.storage_keys(conn, lid)
         await blob_cleanup.schedule(conn, keys)
+        await job_q.cancel_for_library(conn, principal.org_id, lid)
         await q.delete(conn, principal.org_id, lid)
     await blob_cleanup.delete_now(res, keys)
     return lid
@@ -107,7 +109,11 @@ async def list_page(
     offset, limit = check_page(offset, limit, res.settings.max_page_size)
     lid = parse_id(library_id) if library_id is not None else None
     if principal.is_task:
-        lid = principal.library_id if lid in (None, principal.library_id) else uuid4()  # another id: matches nothing
+        # A task token sees its task's library only (and none when the task has no library).
+        wanted = principal.library_id
+        if wanted is None or lid not in (None, wanted):
+            return Page([], offset, limit, 0)
+        lid = wanted
     async with res.pool.acquire() as conn:
         rows, total = await q.page(
             conn,

@@ -17,10 +17,15 @@ class Principal:
     task_id: UUID | None = None  # task tokens: the claimed task
     library_id: UUID | None = None  # task tokens: the only library they may read
     model_id: UUID | None = None  # task tokens: the only model they may update
+    job_id: UUID | None = None  # task tokens: the only job they may read
+    lease_owner: str | None = None  # task tokens: the claim they act for
 
     @property
     def is_task(self) -> bool:
         return self.scope == "task"
+
+    def require_read(self) -> None:
+        """Any valid token may read (what it may see is filtered by the services)."""
 
     def require_write(self) -> None:
         """Mutations of library data: admin tokens (task tokens only through the checks below)."""

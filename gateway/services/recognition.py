@@ -12,8 +12,9 @@ from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, fetch_bytes
 from storage.rows import EngineModel
 
-_ARTIFACTS: OrderedDict[str, bytes] = OrderedDict()  # storage key -> bytes; keys are never rewritten
-_MAX_CACHED = 8
+# storage key -> bytes (keys are never rewritten, so entries never go stale); bounded by total size.
+_ARTIFACTS: OrderedDict[str, bytes] = OrderedDict()
+_MAX_CACHED_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,7 @@ async def artifact_bytes(res: Any, model: EngineModel) -> bytes:
     if cached is None:
         cached = await engine_models.read_artifact(res, model)
         _ARTIFACTS[key] = cached
-        while len(_ARTIFACTS) > _MAX_CACHED:
+        while len(_ARTIFACTS) > 1 and sum(len(v) for v in _ARTIFACTS.values()) > _MAX_CACHED_BYTES:
             _ARTIFACTS.popitem(last=False)
     else:
         _ARTIFACTS.move_to_end(key)

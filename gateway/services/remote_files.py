@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -29,11 +30,17 @@ class FetchRefused(Exception):
 class FetchPolicy:
     allow_private: bool = False
     allowed_hosts: tuple[str, ...] = ()  # names, or CIDR ranges, that may resolve to private addresses
-    timeout_seconds: float = 30.0
+    timeout_seconds: float = 30.0  # connect and each read
     max_bytes: int = 100 * 1024 * 1024
+    total_seconds: float = 300.0  # the whole fetch: a server dripping bytes cannot hold it open
 
     def host_allowed(self, host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        if self.allow_private or address.is_global:
+        if self.allow_private:
+            return True
+        embedded = embedded_ipv4(address)
+        if embedded is not None:
+            address = embedded
+        if address.is_global and not (address.version == 6 and address in _SITE_LOCAL):
             return True
         for entry in self.allowed_hosts:
             if "/" in entry:
@@ -54,8 +61,32 @@ def check_url_syntax(url: str) -> None:
         raise FetchRefused("URLs with credentials are not fetched")
 
 
-async def check_destination(url: str, policy: FetchPolicy) -> None:
-    """Resolve the host and refuse unless every address it resolves to is allowed."""
+_SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries (mapped, 6to4, Teredo, NAT64, IPv4-compatible), if any.
+
+    Python's ``is_global`` judges these forms by their IPv6 range, so ``64:ff9b::a00:1`` (10.0.0.1 through
+    NAT64) would pass as public; the check must look at the IPv4 address they reach.
+    """
+    if address.version == 4:
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in net for net in _NAT64) or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+async def check_destination(url: str, policy: FetchPolicy) -> list[str]:
+    """Resolve the host and refuse unless every address it resolves to is allowed; returns them."""
     check_url_syntax(url)
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -71,18 +102,31 @@ async def check_destination(url: str, policy: FetchPolicy) -> None:
             raise FetchRefused(f"the host {host!r} could not be resolved", "url_not_found") from exc
         addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for address in addresses:
-        mapped = getattr(address, "ipv4_mapped", None)
-        effective = mapped or address
-        if not policy.host_allowed(host, effective):
+        if not policy.host_allowed(host, address):
             raise FetchRefused(f"the URL's host {host!r} resolves to a non-public address, which is not allowed")
+    return [str(a) for a in addresses]
+
+
+def pinned_request(client: httpx.AsyncClient, url: str, address: str) -> httpx.Request:
+    """A request that connects to the address we checked, not to whatever a second DNS lookup returns
+    (DNS rebinding); the Host header and TLS server name stay the URL's host."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal + (f":{parts.port}" if parts.port else "")
+    target = parts._replace(netloc=netloc).geturl()
+    host_header = parts.netloc.rpartition("@")[2]
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return client.build_request("GET", target, headers={"Host": host_header}, extensions=extensions)
 
 
 class RemoteResponse:
     """An open, checked response: its content type and a size-bounded body stream."""
 
-    def __init__(self, response: httpx.Response, policy: FetchPolicy) -> None:
+    def __init__(self, response: httpx.Response, policy: FetchPolicy, deadline: float) -> None:
         self._response = response
         self._policy = policy
+        self._deadline = deadline
         self.content_type = response.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > policy.max_bytes:
@@ -90,8 +134,10 @@ class RemoteResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         seen = 0
-        async for chunk in self._response.aiter_bytes(64 * 1024):
+        async for chunk in self._guarded(self._response.aiter_bytes(64 * 1024)):
             seen += len(chunk)
+            if time.monotonic() > self._deadline:
+                raise FetchRefused(f"the remote file took longer than {self._policy.total_seconds:g} s", "url_timeout")
             if seen > self._policy.max_bytes:
                 raise FetchRefused(f"the remote file is larger than {self._policy.max_bytes} bytes", "invalid_data")
             yield chunk
@@ -99,14 +145,25 @@ class RemoteResponse:
     async def aclose(self) -> None:
         await self._response.aclose()
 
+    async def _guarded(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """The body's own failures (a stall past the read timeout, a reset) as FetchRefused, like the headers'."""
+        try:
+            async for chunk in stream:
+                yield chunk
+        except httpx.TimeoutException as exc:
+            raise FetchRefused("the remote file stopped arriving (read timeout)", "url_timeout") from exc
+        except httpx.HTTPError as exc:
+            raise FetchRefused(f"reading the remote file failed: {exc.__class__.__name__}", "url_error") from exc
+
 
 async def open_url(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> RemoteResponse:
     """GET a URL, following redirects by hand so each hop's address is checked."""
     current = url
+    deadline = time.monotonic() + policy.total_seconds
     for _ in range(MAX_REDIRECTS + 1):
-        await check_destination(current, policy)
+        addresses = await check_destination(current, policy)
         try:
-            request = client.build_request("GET", current)
+            request = pinned_request(client, current, addresses[0])
             response = await client.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException as exc:
             raise FetchRefused(f"fetching {current} timed out", "url_timeout") from exc
@@ -126,7 +183,7 @@ async def open_url(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> 
             await response.aclose()
             raise FetchRefused(f"{url} answered HTTP {response.status_code}", "url_error")
         try:
-            return RemoteResponse(response, policy)
+            return RemoteResponse(response, policy, deadline)
         except FetchRefused:
             await response.aclose()
             raise

@@ -46,11 +46,12 @@ async def create_token(
 
 
 async def create_task_token(
-    conn: asyncpg.Connection, *, org_id: UUID, task_id: UUID, engine_id: str, expires_at: datetime
+    conn: asyncpg.Connection, *, org_id: UUID, task_id: UUID, engine_id: str, expires_at: datetime, lease_owner: str
 ) -> str:
     token = new_token()
     await q.insert_token(
-        conn, org_id=org_id, token_hash=hash_token(token), scope="task", engine_id=engine_id, task_id=task_id, expires_at=expires_at
+        conn, org_id=org_id, token_hash=hash_token(token), scope="task", engine_id=engine_id, task_id=task_id,
+        expires_at=expires_at, lease_owner=lease_owner,
     )
     return token
 
@@ -66,16 +67,16 @@ async def authenticate(pool: asyncpg.Pool, header: str | None) -> Principal:
         row = await q.token_by_hash(conn, hash_token(token))
         if row is None:
             raise AuthenticationError("The token is not valid")
-        library_id = model_id = None
+        library_id = model_id = job_id = None
         if row.scope == "task":
-            task = await conn.fetchrow(
-                "SELECT payload, status FROM tasks WHERE id = $1 AND org_id = $2", row.task_id, row.org_id
-            )
-            if task is None or task["status"] != "running":
-                raise AuthenticationError("The task this token was issued for is no longer running")
+            task = await q.task_for_token(conn, row.task_id, row.org_id)
+            # The token acts for the claim it was issued with, not for whoever holds the task now.
+            if task is None or task["status"] != "running" or task["lease_owner"] != row.lease_owner:
+                raise AuthenticationError("The task this token was issued for is no longer running under its claim")
             payload = task["payload"] or {}
             library_id = _uuid_or_none(payload.get("libraryId"))
             model_id = _uuid_or_none(payload.get("libraryEngineModelId"))
+            job_id = task["job_id"]
     return Principal(
         org_id=row.org_id,
         scope=row.scope,
@@ -84,6 +85,8 @@ async def authenticate(pool: asyncpg.Pool, header: str | None) -> Principal:
         task_id=row.task_id,
         library_id=library_id,
         model_id=model_id,
+        job_id=job_id,
+        lease_owner=row.lease_owner,
     )
 
 

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from graphql import GraphQLError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -57,7 +57,9 @@ class GraphQLEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources = scope["app"].state.resources
-        limit = resources.settings.max_upload_bytes + FORM_OVERHEAD
+        # Only multipart bodies carry files; any other body is parsed whole, so it gets a small limit.
+        multipart = Headers(scope=scope).get("content-type", "").lower().startswith("multipart/")
+        limit = resources.settings.max_upload_bytes + FORM_OVERHEAD if multipart else resources.settings.max_body_bytes
         watch = _CloseDelimiterWatch(_limited(receive, limit), scope)
         request = Request(scope, watch)
         try:
@@ -76,7 +78,7 @@ class GraphQLEndpoint:
             if not declared.isdigit():
                 raise BadRequest("Content-Length must be a number")
             if int(declared) > limit:
-                raise PayloadTooLarge(f"the request body is larger than the upload limit of {resources.settings.max_upload_bytes} bytes")
+                raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
         if request.method == "GET":
             if "query" not in request.query_params:
                 if "text/html" in request.headers.get("accept", ""):
@@ -315,7 +317,7 @@ def _limited(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise PayloadTooLarge(f"the request body is larger than the upload limit of {limit - FORM_OVERHEAD} bytes")
+                raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
         return message
 
     return wrapped

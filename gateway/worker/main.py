@@ -87,6 +87,10 @@ class Worker:
                 log.warning("database or S3 unavailable, retrying: %r", exc)
                 claimed = 0
                 await asyncio.sleep(1.0)
+            except Exception:  # never let one bad round end the worker; the next round starts fresh
+                log.exception("claim round failed")
+                claimed = 0
+                await asyncio.sleep(1.0)
             if claimed:
                 continue  # more may be waiting
             try:

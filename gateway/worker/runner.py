@@ -11,7 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from engines.interface import EngineConfigError, EngineError, NothingToTrain
-from gateway.errors import ApiError
+from gateway.errors import ApiError, ServiceUnavailable
 from gateway.services import dispatch, recognition
 from gateway.services import engine_models as model_service
 from gateway.services.dispatch import LeaseLost
@@ -28,7 +28,17 @@ from storage.rows import Task
 log = logging.getLogger("engineshed.worker")
 
 # Errors that may pass by themselves (S3 or PostgreSQL briefly away): the task is retried with backoff.
-TRANSIENT = (BlobError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError)
+TRANSIENT = (
+    BlobError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.CannotConnectNowError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
 
 
 class Stop(Exception):
@@ -76,14 +86,18 @@ class TaskRun:
                 await self._fail("invalid_data", str(exc), False)
             except EngineError as exc:
                 await self._fail("other", str(exc), False)
+            except ServiceUnavailable as exc:  # S3 away while storing the artifact: try again later
+                log.warning("task %s: %s", self.task.id, exc.message)
+                await self._fail("system_error", "a storage service was unavailable; the task is retried", True)
             except ApiError as exc:
                 await self._fail("invalid_data", exc.message, False)
             except TRANSIENT as exc:
+                # Clients read failure messages: the details (endpoints, SQL, paths) stay in the log.
                 log.warning("task %s: transient failure: %r", self.task.id, exc)
-                await self._fail("system_error", f"{exc.__class__.__name__}: {exc}", True)
-            except Exception as exc:  # an engine bug: recorded on the task and the model, retried
+                await self._fail("system_error", "a storage service was unavailable; the task is retried", True)
+            except Exception:  # an engine bug: recorded on the task and the model, retried
                 log.exception("task %s: engine %s raised", self.task.id, self.task.engine_id)
-                await self._fail("internal_error", f"{exc.__class__.__name__}: {exc}", True)
+                await self._fail("internal_error", "the engine failed with an internal error; see the worker log", True)
         except LeaseLost:
             log.warning("task %s: lease lost; another worker owns it now", self.task.id)
         finally:
@@ -165,7 +179,7 @@ class TaskRun:
         jsondata.setdefault("trainSeconds", round(seconds, 3))
         system = Principal(org_id=task.org_id, scope="admin")
 
-        async def finish(conn: asyncpg.Connection, _model: Any) -> bool:
+        async def finish(conn: asyncpg.Connection) -> bool:
             return await dispatch.complete_in(conn, task, owner=self.owner, output=output)
 
         saved = await model_service.update(

@@ -37,13 +37,13 @@ WHERE {VISIBLE} AND state = 'active'
   AND ($5::text IS NULL OR name ILIKE '%' || $5 || '%')
 ORDER BY builtin DESC, name, id OFFSET $6 LIMIT $7"""
 
-COMPATIBLE = f"""-- engines that take libraries of this type: their identifier types overlap the library type's
+COMPATIBLE = """-- engines that take libraries of this type: their identifier types overlap the library type's
 SELECT e.* FROM engines e JOIN library_types t ON t.id = $2
 WHERE (e.org_id IS NULL OR e.org_id = $1) AND e.state = 'active' AND e.library_required
   AND 'library-train' = ANY(e.modes) AND e.identifier_type_ids && t.identifier_type_ids
 ORDER BY e.id"""
 
-DELETE_EXTERNAL = "DELETE FROM engines WHERE org_id = $1 AND id = $2 RETURNING id"
+CONCURRENCY_LIMIT = "SELECT concurrency_limit FROM engines WHERE id = $1"
 
 
 async def upsert_installed(conn: asyncpg.Connection, **v: Any) -> Engine | None:
@@ -112,5 +112,5 @@ async def compatible(conn: asyncpg.Connection, org_id: UUID, library_type_id: st
     return [Engine.of(r) for r in await conn.fetch(COMPATIBLE, org_id, library_type_id)]
 
 
-async def delete_external(conn: asyncpg.Connection, org_id: UUID, engine_id: str) -> bool:
-    return await conn.fetchval(DELETE_EXTERNAL, org_id, engine_id) is not None
+async def concurrency_limit(conn: asyncpg.Connection, engine_id: str) -> int | None:
+    return await conn.fetchval(CONCURRENCY_LIMIT, engine_id)

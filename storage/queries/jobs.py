@@ -23,6 +23,7 @@ VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, now()) RETURNING *"""
 JOB_BY_ID = "SELECT * FROM jobs WHERE org_id = $1 AND id = $2"
 TASK_BY_ID = "SELECT * FROM tasks WHERE org_id = $1 AND id = $2"
 TASK_BY_ID_ANY_ORG = "SELECT * FROM tasks WHERE id = $1"
+TASK_BY_ID_ANY_ORG_FOR_UPDATE = "SELECT * FROM tasks WHERE id = $1 FOR UPDATE"
 TASKS_OF_JOB = "SELECT * FROM tasks WHERE job_id = $1 ORDER BY position, id"
 
 JOB_COLUMNS = {"createdDateTime": "created_at", "modifiedDateTime": "modified_at"}
@@ -61,6 +62,8 @@ REFRESH_JOB_STATUS = """WITH s AS (
     FROM tasks WHERE job_id = $1)
 UPDATE jobs j SET status = s.status, modified_at = now() FROM s
 WHERE j.id = $1 AND j.status IS DISTINCT FROM s.status RETURNING j.status"""
+
+LOCK_JOB = "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE"
 
 CLAIM_LOCK = "SELECT pg_advisory_xact_lock(hashtext('engineshed-claim'), hashtext($1))"
 
@@ -116,6 +119,13 @@ WHERE job_id = $1 AND status IN ('queued', 'pending') RETURNING *"""
 REQUEST_CANCEL_RUNNING = """UPDATE tasks SET cancel_requested = true, modified_at = now()
 WHERE job_id = $1 AND status = 'running' RETURNING id"""
 
+CANCEL_QUEUED_FOR_LIBRARY = """-- a library is being deleted: its waiting tasks will never find it
+UPDATE tasks SET status = 'cancelled', completed_at = now(), failure_message = 'the library was deleted', modified_at = now()
+WHERE org_id = $1 AND payload->>'libraryId' = $2::text AND status IN ('queued', 'pending') RETURNING *"""
+
+REQUEST_CANCEL_RUNNING_FOR_LIBRARY = """UPDATE tasks SET cancel_requested = true, modified_at = now()
+WHERE org_id = $1 AND payload->>'libraryId' = $2::text AND status = 'running' RETURNING id, job_id"""
+
 RETRY_JOB = """UPDATE tasks SET status = 'queued', attempts = 0, run_after = now(), queued_at = now(),
     failure_reason = NULL, failure_message = NULL, cancel_requested = false, completed_at = NULL,
     started_at = NULL, progress = 0, output = NULL, modified_at = now()
@@ -140,9 +150,9 @@ async def job_by_id(conn: asyncpg.Connection, org_id: UUID, job_id: UUID) -> Job
     return Job.maybe(await conn.fetchrow(JOB_BY_ID, org_id, job_id))
 
 
-async def task_by_id(conn: asyncpg.Connection, org_id: UUID | None, task_id: UUID) -> Task | None:
+async def task_by_id(conn: asyncpg.Connection, org_id: UUID | None, task_id: UUID, *, for_update: bool = False) -> Task | None:
     if org_id is None:
-        return Task.maybe(await conn.fetchrow(TASK_BY_ID_ANY_ORG, task_id))
+        return Task.maybe(await conn.fetchrow(TASK_BY_ID_ANY_ORG_FOR_UPDATE if for_update else TASK_BY_ID_ANY_ORG, task_id))
     return Task.maybe(await conn.fetchrow(TASK_BY_ID, org_id, task_id))
 
 
@@ -192,6 +202,9 @@ async def task_pages(
 
 
 async def refresh_job_status(conn: asyncpg.Connection, job_id: UUID) -> None:
+    # Lock the job first, in its own statement: two transactions finishing sibling tasks then run the
+    # refresh one after the other, and the second one's fresh snapshot sees the first one's task.
+    await conn.execute(LOCK_JOB, job_id)
     await conn.execute(REFRESH_JOB_STATUS, job_id)
     await notify(conn, EVENT_CHANNEL, str(job_id))
 
@@ -261,3 +274,13 @@ WHERE id = $1 AND lease_owner = $2 AND status = 'running' RETURNING *"""
 
 async def release(conn: asyncpg.Connection, task_id: UUID, owner: str) -> Task | None:
     return Task.maybe(await conn.fetchrow(RELEASE, task_id, owner))
+
+
+async def cancel_for_library(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> None:
+    """Cancel the tasks that work on a library (it is being deleted): queued ones now, running ones by request."""
+    jobs = {t.job_id for t in (Task.of(r) for r in await conn.fetch(CANCEL_QUEUED_FOR_LIBRARY, org_id, str(library_id)))}
+    for record in await conn.fetch(REQUEST_CANCEL_RUNNING_FOR_LIBRARY, org_id, str(library_id)):
+        jobs.add(record["job_id"])
+        await notify(conn, CANCEL_CHANNEL, str(record["id"]))
+    for job_id in jobs:
+        await refresh_job_status(conn, job_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.graphql_client import wait_for
-from tests.worker.conftest import job, model, sleeper_job, task_of, wait_for_job, wait_for_task_status
+from tests.worker.conftest import job, model, sleeper_job, task_of, wait_for_job
 
 CANCEL = "mutation($id: ID!) { cancelJob(id: $id) { id message } }"
 RETRY = "mutation($id: ID!) { retryJob(id: $id) { id status } }"
@@ -105,3 +105,14 @@ def test_a_failed_job_is_retried_from_scratch(org, start_worker):
     task = again["tasks"]["records"][0]
     assert task["attempts"] == 1  # attempts start again from zero
     assert model(org, model_id)["trainStatus"] == "failed"
+
+
+def test_deleting_a_library_cancels_its_queued_training_jobs(org):
+    library_id = org.create_library()
+    job_id, task_id, _model_id = sleeper_job(org, library_id, seconds=5)  # no worker: it stays queued
+
+    org.client.query("mutation($id: ID!) { deleteLibrary(id: $id) { id } }", id=library_id).ok()
+
+    done = org.client.query("query($id: ID!) { job(id: $id) { status tasks { records { id status } } } }", id=job_id).ok()
+    assert done["job"]["status"] == "cancelled"
+    assert done["job"]["tasks"]["records"] == [{"id": task_id, "status": "cancelled"}]

@@ -38,11 +38,14 @@ def test_a_crashing_engine_is_retried_up_to_the_attempt_limit_then_fails(org, st
     task = done["tasks"]["records"][0]
     assert task["attempts"] == 3
     assert task["failureReason"] == "internal_error"
-    assert "the sleeper crashed" in task["failureMessage"]
+    # Clients see that the engine failed, not its internals; the worker's log has the exception.
+    assert task["failureMessage"] == "the engine failed with an internal error; see the worker log"
+    assert "the sleeper crashed" not in task["failureMessage"]
     failed = model(org, model_id)
     assert failed["trainStatus"] == "failed"
-    assert "the sleeper crashed" in failed["jsondata"]["error"]
+    assert failed["jsondata"]["error"] == task["failureMessage"]
     assert started_lines(worker.output(), task_id) == 3
+    assert "RuntimeError: the sleeper crashed" in worker.output()
 
 
 def test_a_task_whose_worker_was_killed_is_finished_by_another_worker(org, start_worker):
