@@ -12,7 +12,6 @@ from gateway.schema.context import Info
 from gateway.schema.enums import EntityIdentifierDataType, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
 from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
-from gateway.services import entities as entity_service
 from gateway.services import identifiers as identifier_service
 from storage import rows
 
@@ -272,19 +271,12 @@ class Library:
         wanted = None
         if id is not None or ids is not None:
             wanted = ([id] if id is not None else []) + list(ids or [])
-        page = await entity_service.library_entities(
-            info.context.resources,
-            info.context.principal,
-            self._row.id,
-            ids=wanted,
-            is_published=is_published,
-            name=name,
-            identifier_type_id=identifier_type_id,
-            order_by=(order_by or LibraryEntityOrderBy.createdDateTime).value,
-            descending=order_direction == OrderDirection.desc,
-            offset=offset,
-            limit=limit,
+        order = (order_by or LibraryEntityOrderBy.createdDateTime).value
+        key = (
+            self._row.id, tuple(wanted) if wanted is not None else None, is_published, name, identifier_type_id,
+            order, order_direction == OrderDirection.desc, offset, limit,
         )
+        page = await info.context.loaders.entity_page.load(key)
         return EntityList(**page_fields(page, [Entity.from_row(r) for r in page.records]))
 
     @strawberry.field

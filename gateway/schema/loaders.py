@@ -9,6 +9,7 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
+from gateway.services import entities as entity_service
 from gateway.services.paging import Page
 from storage.queries import engine_models as model_q
 from storage.queries import entities as entity_q
@@ -57,6 +58,13 @@ class Loaders:
                 )
             return {eid: Page(pages[eid], offset, limit, totals[eid]) for eid in entity_ids}
 
+        async def entity_pages(group: tuple, library_ids: list[UUID]) -> dict[UUID, Page]:
+            ids, is_published, name, type_id, order_by, descending, offset, limit = group
+            return await entity_service.library_pages(
+                res, ctx.principal, library_ids, ids=list(ids) if ids is not None else None, is_published=is_published,
+                name=name, identifier_type_id=type_id, order_by=order_by, descending=descending, offset=offset, limit=limit,
+            )
+
         async def identifier_counts(_group: None, entity_ids: list[UUID]) -> dict[UUID, dict[str, int]]:
             async with res.pool.acquire() as conn:
                 return await entity_q.identifier_counts(conn, ctx.principal.org_id, entity_ids)
@@ -90,6 +98,7 @@ class Loaders:
         none = lambda _key: None  # noqa: E731 - single-group loaders
         same = lambda key: key  # noqa: E731
         self.identifier_page = DataLoader(_grouped(identifier_pages, lambda k: k[1:], lambda k: k[0]), cache_key_fn=same)
+        self.entity_page = DataLoader(_grouped(entity_pages, lambda k: k[1:], lambda k: k[0]))
         self.identifier_counts = DataLoader(_grouped(identifier_counts, none, same))
         self.library_summary = DataLoader(_grouped(library_summaries, none, same))
         self.library = DataLoader(_grouped(libraries, none, same))
