@@ -46,8 +46,12 @@ class BackboneSpec:
     digest: str  # sha256 of the serialised model
 
 
-def build_backbone(size: int = 32, channels: int = 1, dim: int = 512, seed: int = 0) -> onnx.ModelProto:
-    """The built-in backbone graph for ``size``×``size``×``channels`` uint8 images, ``dim`` features."""
+def build_backbone(size: int = 32, channels: int = 1, dim: int = 512, seed: int = 0, float16: bool = False) -> onnx.ModelProto:
+    """The built-in backbone graph for ``size``×``size``×``channels`` uint8 images, ``dim`` features.
+
+    ``float16`` runs the projection (nearly all the work) in half precision, for GPUs; the
+    standardisation before it and the normalisation after it stay in float32, and so does the output.
+    """
     features = size * size * channels
     rng = np.random.default_rng(seed)
     # Scaled so each projected feature has unit variance for standardised inputs.
@@ -56,7 +60,7 @@ def build_backbone(size: int = 32, channels: int = 1, dim: int = 512, seed: int 
     init = [
         numpy_helper.from_array(np.array(1.0 / 255.0, np.float32), "inv255"),
         numpy_helper.from_array(np.array(eps, np.float32), "eps"),
-        numpy_helper.from_array(projection, "projection"),
+        numpy_helper.from_array(projection.astype(np.float16) if float16 else projection, "projection"),
     ]
     nodes = [
         helper.make_node("Cast", [INPUT], ["x_f"], to=TensorProto.FLOAT),
@@ -70,8 +74,19 @@ def build_backbone(size: int = 32, channels: int = 1, dim: int = 512, seed: int 
         helper.make_node("Add", ["var", "eps"], ["var_eps"]),
         helper.make_node("Sqrt", ["var_eps"], ["std"]),
         helper.make_node("Div", ["centred", "std"], ["standardised"]),
-        helper.make_node("MatMul", ["standardised", "projection"], ["projected"]),
-        helper.make_node("Relu", ["projected"], ["features"]),
+        *(
+            [
+                helper.make_node("Cast", ["standardised"], ["standardised_h"], to=TensorProto.FLOAT16),
+                helper.make_node("MatMul", ["standardised_h", "projection"], ["projected_h"]),
+                helper.make_node("Relu", ["projected_h"], ["features_h"]),
+                helper.make_node("Cast", ["features_h"], ["features"], to=TensorProto.FLOAT),
+            ]
+            if float16
+            else [
+                helper.make_node("MatMul", ["standardised", "projection"], ["projected"]),
+                helper.make_node("Relu", ["projected"], ["features"]),
+            ]
+        ),
         helper.make_node("ReduceL2", ["features"], ["norm"], axes=[1], keepdims=1),
         helper.make_node("Max", ["norm", "eps"], ["norm_safe"]),
         helper.make_node("Div", ["features", "norm_safe"], [OUTPUT]),
@@ -94,10 +109,10 @@ def build_backbone(size: int = 32, channels: int = 1, dim: int = 512, seed: int 
 
 
 @functools.cache
-def default_backbone(size: int = 32, channels: int = 1, dim: int = 512) -> BackboneSpec:
-    """The built-in backbone as a spec, built once per shape."""
-    model = build_backbone(size, channels, dim).SerializeToString(deterministic=True)
-    name = f"random-projection-{size}x{size}x{channels}-{dim}"
+def default_backbone(size: int = 32, channels: int = 1, dim: int = 512, float16: bool = False) -> BackboneSpec:
+    """The built-in backbone as a spec, built once per shape (and precision)."""
+    model = build_backbone(size, channels, dim, float16=float16).SerializeToString(deterministic=True)
+    name = f"random-projection-{size}x{size}x{channels}-{dim}" + ("-fp16" if float16 else "")
     return BackboneSpec(name, model, size, channels, dim, hashlib.sha256(model).hexdigest())
 
 

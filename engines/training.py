@@ -13,7 +13,7 @@ from engines.backbone import BackboneSpec, default_backbone
 from engines.evaluation import l2_normalise
 from engines.interface import EngineInfo, NothingToTrain, TrainingContext
 from engines.pipeline import EmbeddedLibrary, embed_library, pipeline_kwargs
-from engines.runtime import Runner, get_runner
+from engines.runtime import CUDA, Runner, get_runner
 
 __all__ = ["Prepared", "base_report", "prepare"]
 
@@ -39,7 +39,13 @@ async def prepare(ctx: TrainingContext, backbone: BackboneSpec | None) -> Prepar
     config = ctx.config
     spec = backbone or default_backbone(config["imageSize"], 1)
     runner = await asyncio.to_thread(get_runner, spec.model, ctx.execution_provider)
-    embedded = await embed_library(ctx, spec, runner, **pipeline_kwargs(config))
+    embed_spec = spec
+    if backbone is None and runner.provider == CUDA:
+        # On the GPU the library is embedded in half precision (the heavy part); the artifact keeps
+        # the float32 backbone so it runs anywhere, CPUs included.
+        embed_spec = default_backbone(config["imageSize"], 1, float16=True)
+        runner = await asyncio.to_thread(get_runner, embed_spec.model, ctx.execution_provider)
+    embedded = await embed_library(ctx, embed_spec, runner, **pipeline_kwargs(config))
     if not embedded.refs:
         raise NothingToTrain(_nothing_left(embedded))
     index: dict[str, int] = {}

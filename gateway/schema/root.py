@@ -6,14 +6,14 @@ from collections.abc import AsyncGenerator
 from typing import Optional
 
 import strawberry
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import MaxTokensLimiter
 from strawberry.file_uploads import Upload
 
 import logging
 
 from gateway.errors import ApiError, InvalidInput
 from gateway.schema.context import Info
-from gateway.schema.cost import QueryCostLimiter
+from gateway.schema.limits import QueryLimits
 from gateway.schema.engine_models import (
     EngineCategoryList,
     category_of,
@@ -491,10 +491,12 @@ def build_schema(settings: object) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
-            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.max_query_aliases),
-            lambda: QueryCostLimiter(max_cost=settings.max_query_cost),
+            lambda: QueryLimits(
+                max_depth=settings.max_query_depth,
+                max_aliases=settings.max_query_aliases,
+                max_cost=settings.max_query_cost,
+            ),
         ],
     )
 

@@ -10,10 +10,12 @@ WebSockets (graphql-transport-ws) are served by Strawberry's own view, see ``sub
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
+import asyncpg
 from graphql import GraphQLError
 from starlette.datastructures import Headers, UploadFile
 from starlette.requests import ClientDisconnect, Request
@@ -22,13 +24,24 @@ from starlette.types import Receive, Scope, Send
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
-from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge
+from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge, ServiceUnavailable
 from gateway.schema.context import Context
 from gateway.services import tokens
 from gateway.web.graphiql import graphiql_response
 from storage.db import sql_counter
 
 log = logging.getLogger("engineshed.graphql")
+
+# PostgreSQL restarting or unreachable: the client should retry, and hear that as service_unavailable.
+DATABASE_DOWN = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
 
 # Bytes a multipart body may carry beside its file (query text, variables, part headers).
 FORM_OVERHEAD = 1024 * 1024
@@ -179,6 +192,8 @@ class GraphQLEndpoint:
             principal = await tokens.authenticate(resources.pool, request.headers.get("authorization"))
         except AuthenticationError as exc:
             return error_response(401, exc.code, exc.message)
+        except DATABASE_DOWN:
+            return error_response(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
 
         counter = [0]
         token = sql_counter.set(counter)
@@ -234,6 +249,11 @@ class GraphQLEndpoint:
             # Parse, validation and variable-coercion errors come before execution (no path): the
             # request is wrong, and graphql-core's message says how.
             return error_entry("invalid_input", error.message, **extra)
+        if isinstance(original, DATABASE_DOWN):
+            return error_entry(ServiceUnavailable.code, "the database is unavailable; try again shortly", **extra)
+        if isinstance(original, asyncpg.DataError):
+            # A value PostgreSQL cannot store (a NUL character, say): the input's fault, not ours.
+            return error_entry("invalid_input", "a value contains characters that cannot be stored (such as NUL)", **extra)
         return error_entry("internal_error", "An internal error occurred", **extra)
 
 

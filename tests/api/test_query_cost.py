@@ -1,13 +1,21 @@
 """Queries that would fan out to too many objects are refused before they run; ordinary pages pass."""
 
-from gateway.schema.cost import query_cost
 from graphql import parse
+
+from gateway.schema.limits import measure
 
 
 def cost(text: str, **variables: object) -> int:
-    document = parse(text)
-    operation = document.definitions[0]
-    return query_cost(operation.selection_set, {}, variables)
+    return measure(parse(text), None, variables).cost
+
+
+def test_fragments_are_measured_once_so_a_fragment_fan_out_is_cheap_to_refuse():
+    # 31 fragments each spreading the next twice: 2^30 fields once expanded, in a document of ~1 KB.
+    fragments = "".join(f"fragment F{i} on Library {{ ...F{i + 1} ...F{i + 1} }}" for i in range(30))
+    text = "{ libraries { records { ...F0 } } } " + fragments + " fragment F30 on Library { id }"
+    measured = measure(parse(text), None, {})
+    assert measured.cost > 2**30
+    assert measured.depth == 3
 
 
 def test_nested_pages_multiply_and_a_missing_limit_counts_the_default_page():

@@ -1,0 +1,157 @@
+"""Every Query and Mutation field of the schema (found by introspection) called with minimal arguments:
+without a token, with a bad token, with a ``read`` token, and with another organization's admin token on
+the first organization's IDs, which must answer exactly as for an ID that does not exist."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from tests.reliability.conftest import assert_clean, library_with_images, train
+
+# field -> a document calling it with minimal arguments; {L} {E} {I} {M} {J} {T} are IDs filled in.
+QUERIES = {
+    "library": 'query { library(id: "{L}") { id } }',
+    "libraries": "query { libraries { count } }",
+    "entity": 'query { entity(id: "{E}") { id } }',
+    "entities": 'query { entities(libraryIds: ["{L}"]) { count } }',
+    "entityIdentifier": 'query { entityIdentifier(id: "{I}") { id } }',
+    "libraryTypes": "query { libraryTypes { count } }",
+    "libraryType": 'query { libraryType(id: "people") { id } }',
+    "entityIdentifierTypes": "query { entityIdentifierTypes { count } }",
+    "entityIdentifierType": 'query { entityIdentifierType(id: "face") { id } }',
+    "libraryEngineModel": 'query { libraryEngineModel(id: "{M}") { id } }',
+    "engine": 'query { engine(id: "test-sleeper") { id } }',
+    "engines": "query { engines { count } }",
+    "engineCategories": "query { engineCategories { count } }",
+    "engineResults": 'query { engineResults(jobId: "{J}") { count } }',
+    "job": 'query { job(id: "{J}") { id } }',
+    "jobs": "query { jobs { count } }",
+    "task": 'query { task(id: "{T}") { id } }',
+    "recognize": 'query { recognize(libraryEngineModelId: "{M}", url: "http://192.0.2.1/x.png") { __typename } }',
+}
+MUTATIONS = {
+    "createLibrary": 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
+    "updateLibrary": 'mutation { updateLibrary(input: {id: "{L}", name: "renamed"}) { id } }',
+    "deleteLibrary": 'mutation { deleteLibrary(id: "{L}") { id } }',
+    "publishLibrary": 'mutation { publishLibrary(id: "{L}") { id } }',
+    "createEntity": 'mutation { createEntity(input: {name: "x", libraryId: "{L}"}) { id } }',
+    "updateEntity": 'mutation { updateEntity(input: {id: "{E}", name: "renamed"}) { id } }',
+    "deleteEntity": 'mutation { deleteEntity(id: "{E}") { id } }',
+    "createEntityIdentifier": 'mutation { createEntityIdentifier(input: {entityId: "{E}", identifierTypeId: "face", url: "http://192.0.2.1/x.png"}) { id } }',
+    "updateEntityIdentifier": 'mutation { updateEntityIdentifier(input: {id: "{I}", title: "t"}) { id } }',
+    "deleteEntityIdentifier": 'mutation { deleteEntityIdentifier(id: "{I}") { id } }',
+    "createLibraryEngineModel": 'mutation { createLibraryEngineModel(input: {engineId: "test-sleeper", libraryId: "{L}"}) { id } }',
+    "updateLibraryEngineModel": 'mutation { updateLibraryEngineModel(input: {id: "{M}", accuracy: 1}) { id } }',
+    "deleteLibraryEngineModel": 'mutation { deleteLibraryEngineModel(id: "{M}") { id } }',
+    "createJob": 'mutation { createJob(input: {tasks: [{engineId: "test-sleeper", payload: {mode: "library-train", libraryId: "{L}", libraryEngineModelId: "{M}"}}]}) { id } }',
+    "cancelJob": 'mutation { cancelJob(id: "{J}") { id } }',
+    "retryJob": 'mutation { retryJob(id: "{J}") { id } }',
+    "deleteJob": 'mutation { deleteJob(id: "{J}") { id } }',
+    "createEngine": 'mutation { createEngine(input: {id: "matrix-engine", identifierTypeIds: ["face"]}) { id } }',
+    "claimTasks": 'mutation { claimTasks(engineId: "test-sleeper") { __typename } }',
+    "heartbeatTask": 'mutation { heartbeatTask(id: "{T}", progress: 0.5) { __typename } }',
+    "completeTask": 'mutation { completeTask(id: "{T}") { id } }',
+    "failTask": 'mutation { failTask(id: "{T}") { id } }',
+}
+# Fields that take none of the first organization's IDs: no tenancy question to ask of them.
+NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
+                 "engine", "engines", "engineCategories", "jobs", "createLibrary", "createEngine", "claimTasks"}
+# Fields only an engine or task token may call: an admin token of any organization is refused for its
+# scope before the ID is looked at (the same answer for a real and a made-up ID, so nothing leaks).
+ENGINE_ONLY = {"claimTasks", "heartbeatTask", "completeTask", "failTask"}
+# List fields filtered by the first organization's IDs: an empty page, as for made-up IDs.
+EMPTY_LIST = {"entities"}
+
+
+def _doc(template: str, ids: dict[str, str]) -> str:
+    for key, value in ids.items():
+        template = template.replace("{" + key + "}", value)
+    return template
+
+
+@pytest.fixture
+def first_org_ids(org, stack) -> dict[str, str]:
+    library_id = library_with_images(org, 1)
+    entity_id = org.client.query('query($l: ID!) { library(id: $l) { entities { records { id identifiers { records { id } } } } } }',
+                                 l=library_id).ok()["library"]["entities"]["records"][0]
+    job_id, task_id, model_id = train(org.client, library_id, seconds=0)
+    return {"L": library_id, "E": entity_id["id"], "I": entity_id["identifiers"]["records"][0]["id"], "M": model_id,
+            "J": job_id, "T": task_id}
+
+
+def test_the_matrix_covers_every_query_and_mutation_field(org):
+    data = org.client.query("{ __schema { queryType { fields { name } } mutationType { fields { name } } } }").ok()
+    assert {f["name"] for f in data["__schema"]["queryType"]["fields"]} == set(QUERIES)
+    assert {f["name"] for f in data["__schema"]["mutationType"]["fields"]} == set(MUTATIONS)
+
+
+@pytest.mark.parametrize("token", [None, "es_not-a-real-token", "Bearer-less garbage", "es_" + "A" * 64])
+def test_every_field_without_a_valid_token_is_401_authentication_error(gateway, first_org_ids, token):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(headers=headers, timeout=30) as http:
+        for name, template in {**QUERIES, **MUTATIONS}.items():
+            response = http.post(gateway.url + "/v3/graphql", json={"query": _doc(template, first_org_ids)})
+            assert response.status_code == 401, (name, response.status_code, response.text[:300])
+            body = response.json()
+            assert body["data"] is None and body["errors"][0]["extensions"]["code"] == "authentication_error", (name, body)
+            assert_clean(body)
+
+
+# What a read token gets from each mutation: not_allowed, always (the scope is checked before arguments).
+READ_TOKEN_MUTATION_CODE = {name: "not_allowed" for name in MUTATIONS}
+
+
+def test_a_read_token_may_call_every_query_and_no_mutation(org, first_org_ids, stack):
+    reader = org.client_for("read")
+    counts_before = _counts(stack, org)
+    for name, template in QUERIES.items():
+        reply = reader.query(_doc(template, first_org_ids))
+        assert_clean(reply.body)
+        if name == "recognize":  # runs, and refuses the URL (a documentation address, never fetched)
+            assert reply.error_code in ("invalid_input", "not_found"), reply.body
+        else:
+            assert reply.status == 200 and not reply.errors, (name, reply.body)
+    for name, template in MUTATIONS.items():
+        reply = reader.query(_doc(template, first_org_ids))
+        assert_clean(reply.body)
+        assert reply.error_code == READ_TOKEN_MUTATION_CODE[name], (name, reply.body)
+        assert not (reply.data or {}).get(name), (name, reply.body)
+    assert _counts(stack, org) == counts_before
+
+
+def _counts(stack, org) -> tuple[int, ...]:
+    return tuple(
+        stack.db.fetchval(f"SELECT count(*) FROM {table} WHERE org_id = $1", org.id)
+        for table in ("libraries", "entities", "entity_identifiers", "library_engine_models", "jobs", "tasks")
+    )
+
+
+def test_another_organization_gets_not_found_for_the_first_ones_ids_exactly_as_for_made_up_ids(org, other_org, first_org_ids, stack):
+    made_up = {key: str(uuid.uuid4()) for key in first_org_ids}
+    counts_before = _counts(stack, org)
+    look = _doc('query { library(id: "{L}") { name version } entity(id: "{E}") { name } }', first_org_ids)
+    before = org.client.query(look).ok()
+    checked = 0
+    for name, template in {**QUERIES, **MUTATIONS}.items():
+        if name in NO_FOREIGN_ID:
+            continue
+        real = other_org.client.query(_doc(template, first_org_ids))
+        fake = other_org.client.query(_doc(template, made_up))
+        for reply in (real, fake):
+            assert_clean(reply.body)
+        if name in EMPTY_LIST:
+            assert real.status == fake.status == 200 and not real.errors and not fake.errors, (name, real.body, fake.body)
+            assert real.data == fake.data and real.data[name]["count"] == 0, (name, real.body, fake.body)
+            checked += 1
+            continue
+        expected = "not_allowed" if name in ENGINE_ONLY else "not_found"
+        assert (real.status, real.error_code) == (fake.status, fake.error_code) == (200, expected), (name, real.body, fake.body)
+        assert real.errors[0]["message"] == fake.errors[0]["message"], (name, real.body, fake.body)
+        checked += 1
+    assert checked == len(QUERIES) + len(MUTATIONS) - len(NO_FOREIGN_ID)
+    # Nothing of the first organization changed.
+    assert _counts(stack, org) == counts_before
+    assert org.client.query(look).ok() == before

@@ -1,0 +1,126 @@
+"""PostgreSQL restarted under a busy gateway and worker (a private stack): both recover without being
+restarted, no accepted job is lost, requests during the outage fail cleanly and later ones succeed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import httpx
+
+from tests.graphql_client import GraphQLClient, wait_for
+from tests.reliability.conftest import (
+    assert_clean,
+    create_model,
+    library_with_images,
+    train,
+    wait_job_finished,
+    wait_worker_ready,
+)
+
+CLIENT_TIMEOUT = 15.0
+CREATE_JOB = "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id } }"
+
+
+def test_a_postgresql_restart_loses_no_accepted_job_and_both_processes_recover(private, private_workers):
+    org = private.org()
+    library_id = library_with_images(org, 2)
+    worker = private_workers("pg-worker")
+    wait_worker_ready(worker)
+    gateway_pid, worker_pid = private.gateway.process.pid, worker.pid
+    accepted = [train(org.client, library_id, seconds=2, steps=4)[0] for _ in range(4)]
+    # Models for the jobs the background client creates while the database restarts.
+    spare_models = [create_model(org.client, library_id) for _ in range(40)]
+    wait_for(lambda: private.db.fetchval("SELECT count(*) FROM tasks WHERE org_id = $1 AND status = 'running'", org.id),
+             timeout=60, what="the worker to be busy")
+
+    outcomes: Counter[str] = Counter()
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        client = GraphQLClient(private.gateway.url, org.token, timeout=CLIENT_TIMEOUT)
+        try:
+            for i in range(2000):
+                if stop.is_set():
+                    return
+                try:
+                    if i % 3 == 0 and spare_models:
+                        model_id = spare_models.pop()
+                        payload = {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id,
+                                   "config": {"seconds": 0.2, "steps": 1}}
+                        reply = client.query(CREATE_JOB, t=[{"engineId": "test-sleeper", "payload": payload}])
+                        if not reply.errors and reply.status == 200:
+                            accepted.append(reply.data["createJob"]["id"])
+                    else:
+                        reply = client.query("query { libraries { count } jobs(limit: 5) { count } }")
+                except httpx.TimeoutException as exc:
+                    problems.append(f"a request hung past the client timeout: {exc!r}")
+                    outcomes["timeout"] += 1
+                    continue
+                except httpx.TransportError:
+                    outcomes["connection error"] += 1
+                    continue
+                if reply.errors:
+                    outcomes[f"HTTP {reply.status} {reply.error_code}"] += 1
+                    try:
+                        assert_clean(reply.body)
+                    except AssertionError as exc:
+                        problems.append(str(exc))
+                elif "_text" in reply.body:
+                    outcomes[f"HTTP {reply.status} text"] += 1
+                    problems.append(f"a reply that is not JSON: {reply.status} {reply.body['_text'][:80]!r}")
+                elif reply.status == 200 and reply.data:
+                    outcomes["ok"] += 1
+                else:
+                    outcomes[f"HTTP {reply.status} without errors"] += 1
+                    problems.append(f"a reply without data or errors: {reply.status} {reply.body}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    thread = threading.Thread(target=hammer, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    private.stack.pg.restart()
+    ok_before = outcomes["ok"]
+    # Requests succeed again, from the same gateway process.
+    wait_for(lambda: outcomes["ok"] > ok_before + 5, timeout=60, what="requests to succeed after the restart")
+    stop.set()
+    thread.join(CLIENT_TIMEOUT * 2)
+    assert not thread.is_alive()
+    print(f"\nrequests around the PostgreSQL restart: {dict(outcomes)}; jobs accepted: {len(accepted)}")
+    assert problems == []
+
+    # Every job that createJob accepted ends complete; nothing was lost or left running.
+    for job_id in accepted:
+        assert wait_job_finished(private.db, job_id, timeout=120) == "complete", job_id
+    reply = org.client.query("query { jobs(limit: 200) { records { id status } } }").ok()
+    listed = {j["id"]: j["status"] for j in reply["jobs"]["records"]}
+    assert all(listed[j] == "complete" for j in accepted)
+    # A job created after the restart runs on the same worker.
+    job_id, _, _ = train(org.client, library_id, seconds=0, steps=1)
+    assert wait_job_finished(private.db, job_id, timeout=60) == "complete"
+    assert private.gateway.process.alive() and private.gateway.process.pid == gateway_pid
+    assert worker.alive() and worker.pid == worker_pid
+    assert httpx.get(private.gateway.url + "/readyz", timeout=10).status_code == 200
+
+
+def test_requests_while_postgresql_is_down_get_a_json_service_unavailable_error(private):
+    org = private.org()
+    client = GraphQLClient(private.gateway.url, org.token, timeout=CLIENT_TIMEOUT)
+    org.client.query("query { libraries { count } }").ok()
+    private.stack.pg.stop()
+    try:
+        replies = []
+        for query in ("query { libraries { count } }", 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }'):
+            replies.append(client.query(query))
+    finally:
+        private.stack.pg.start()
+        client.close()
+    for reply in replies:
+        assert_clean(reply.body)
+        assert reply.errors, f"HTTP {reply.status}: {reply.body}"
+        assert reply.error_code == "service_unavailable" and reply.status in (200, 503), reply.body
+    wait_for(lambda: org.client.query("query { libraries { count } }").status == 200, timeout=60, what="the gateway to recover")
