@@ -286,3 +286,21 @@ async def recognize_images(
             raise EngineError(f"image {index} cannot be used ({skip['reason']}): {skip['detail']}")
     batch = np.stack([array for array, _ in decoded])
     return await asyncio.to_thread(recognize_with_artifact, artifact, batch, top_k, threshold, execution_provider)
+
+
+class ArtifactRecognizer:
+    """``Engine.recognize`` for engines whose artifact is one of this module's self-contained models."""
+
+    async def recognize(
+        self,
+        artifact: bytes,
+        images: Sequence[bytes],
+        *,
+        top_k: int,
+        threshold: float | None,
+        execution_provider: str,
+    ) -> list[Recognition]:
+        """Best entities per image, best first; none under the threshold (None: the calibrated one)."""
+        return await recognize_images(
+            artifact, images, top_k=top_k, threshold=threshold, execution_provider=execution_provider
+        )

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from engines.artifact import CONTENT_TYPE, ArtifactMeta, Label, build_classifier_artifact, recognize_images
+from engines.artifact import ArtifactRecognizer, CONTENT_TYPE, ArtifactMeta, Label, build_classifier_artifact
 from engines.backbone import BackboneSpec
 from engines.calibration import balanced_threshold
 from engines.evaluation import per_entity
-from engines.interface import Artifact, ConfigOption, EngineInfo, Recognition, TrainingContext
+from engines.interface import Artifact, ConfigOption, EngineInfo, TrainingContext
 from engines.options import PIPELINE_OPTIONS
 from engines.softmax import Hyper, SoftmaxModel, fit, stratified_split
 from engines.training import base_report, prepare
@@ -35,7 +34,7 @@ CLASSIFIER_OPTIONS: tuple[ConfigOption, ...] = (
 )
 
 
-class ClassifierEngine:
+class ClassifierEngine(ArtifactRecognizer):
     """Classifies an image into one of the library's entities with a softmax over embeddings.
 
     Training splits each entity's identifiers (``trainingFraction``, ``seed``), trains with Adam,
@@ -124,20 +123,6 @@ class ClassifierEngine:
         report["timings"]["fit"] = round(time.perf_counter() - started, 4)
         await ctx.progress(1.0, "artifact built")
         return Artifact(data, CONTENT_TYPE, report, accuracy)
-
-    async def recognize(
-        self,
-        artifact: bytes,
-        images: Sequence[bytes],
-        *,
-        top_k: int,
-        threshold: float | None,
-        execution_provider: str,
-    ) -> list[Recognition]:
-        """Most probable entities per image."""
-        return await recognize_images(
-            artifact, images, top_k=top_k, threshold=threshold, execution_provider=execution_provider
-        )
 
 
 async def _fit_off_loop(

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 import numpy as np
 
-from engines.artifact import CONTENT_TYPE, ArtifactMeta, Label, build_gallery_artifact, recognize_images
+from engines.artifact import ArtifactRecognizer, CONTENT_TYPE, ArtifactMeta, Label, build_gallery_artifact
 from engines.backbone import BackboneSpec
 from engines.calibration import balanced_threshold
 from engines.evaluation import leave_one_out, per_entity
-from engines.interface import Artifact, ConfigOption, EngineInfo, IdentifierRef, Recognition, TrainingContext
+from engines.interface import Artifact, ConfigOption, EngineInfo, IdentifierRef, TrainingContext
 from engines.options import PIPELINE_OPTIONS
 from engines.training import Prepared, base_report, prepare
 
@@ -21,7 +20,7 @@ __all__ = ["GalleryEngine"]
 DEFAULT_THRESHOLD = 0.5  # used only when no entity has two identifiers to calibrate with
 
 
-class GalleryEngine:
+class GalleryEngine(ArtifactRecognizer):
     """Recognises an image as the entity owning the most similar gallery identifier (cosine).
 
     Training keeps every identifier that passes the quality gates (at most ``maxGalleryPerEntity``
@@ -86,20 +85,6 @@ class GalleryEngine:
         report["timings"]["fit"] = round(time.perf_counter() - started, 4)
         await ctx.progress(1.0, "artifact built")
         return Artifact(data, CONTENT_TYPE, report, loo.top1)
-
-    async def recognize(
-        self,
-        artifact: bytes,
-        images: Sequence[bytes],
-        *,
-        top_k: int,
-        threshold: float | None,
-        execution_provider: str,
-    ) -> list[Recognition]:
-        """Best entities per image, by best-matching gallery identifier."""
-        return await recognize_images(
-            artifact, images, top_k=top_k, threshold=threshold, execution_provider=execution_provider
-        )
 
 
 def _cap_per_entity(labels: np.ndarray, cap: int) -> np.ndarray:

@@ -7,6 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.queries.paging import fetch_page
 from storage.rows import EngineModel
 
 INSERT = """INSERT INTO library_engine_models (id, org_id, library_id, engine_id, library_version, train_job_id,
@@ -87,11 +88,8 @@ async def page(
 ) -> tuple[list[EngineModel], int]:
     sql = LIST.format(order="m.modified_at" if by_modified else "m.created_at")
     args = (org_id, library_id, model_id, engine_id, train_status, library_version, current_version)
-    records = await conn.fetch(sql, *args, offset, limit)
-    if records:
-        return [EngineModel.of(r) for r in records], records[0]["total"]
-    again = await conn.fetch(sql, *args, 0, 1)
-    return [], again[0]["total"] if again else 0
+    records, total = await fetch_page(conn, sql, args, offset, limit)
+    return [EngineModel.of(r) for r in records], total
 
 
 async def newest_complete(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, engine_id: str) -> EngineModel | None:

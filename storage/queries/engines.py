@@ -7,6 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.queries.paging import fetch_page
 from storage.rows import Engine
 
 UPSERT_INSTALLED = """-- an engine installed in workers: refreshed at every start, visible to all organizations
@@ -101,11 +102,8 @@ async def page(
     limit: int,
 ) -> tuple[list[Engine], int]:
     args = (org_id, ids, category_id, library_required, name)
-    records = await conn.fetch(LIST, *args, offset, limit)
-    if records:
-        return [Engine.of(r) for r in records], records[0]["total"]
-    again = await conn.fetch(LIST, *args, 0, 1)
-    return [], again[0]["total"] if again else 0
+    records, total = await fetch_page(conn, LIST, args, offset, limit)
+    return [Engine.of(r) for r in records], total
 
 
 async def compatible(conn: asyncpg.Connection, org_id: UUID, library_type_id: str) -> list[Engine]:

@@ -7,6 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.queries.paging import fetch_page
 from storage.rows import Entity
 
 INSERT = """INSERT INTO entities (id, org_id, library_id, name, description, jsondata, profile_image_url, is_published)
@@ -102,12 +103,7 @@ async def page(
 ) -> tuple[list[Entity], int]:
     sql = LIST.format(order=ORDER_COLUMNS[order_by], direction="DESC" if descending else "ASC")
     args = (org_id, library_ids, ids, is_published, name, identifier_type_id)
-    records = await conn.fetch(sql, *args, offset, limit)
-    if records:
-        total = records[0]["total"]
-    else:
-        again = await conn.fetch(sql, *args, 0, 1)
-        total = again[0]["total"] if again else 0
+    records, total = await fetch_page(conn, sql, args, offset, limit)
     return [Entity.of(r) for r in records], total
 
 

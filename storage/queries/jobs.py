@@ -7,6 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.queries.paging import fetch_page
 from storage.rows import Job, Task
 
 # NOTIFY channels. Payloads are IDs only: listeners re-read the rows they care about.
@@ -183,11 +184,8 @@ async def page_jobs(
         direction="DESC" if descending else "ASC",
     )
     args = (org_id, job_id, statuses, engine_ids, library_id, cluster_id, from_time, to_time)
-    records = await conn.fetch(sql, *args, offset, limit)
-    if records:
-        return [Job.of(r) for r in records], records[0]["total"]
-    again = await conn.fetch(sql, *args, 0, 1)
-    return [], again[0]["total"] if again else 0
+    records, total = await fetch_page(conn, sql, args, offset, limit)
+    return [Job.of(r) for r in records], total
 
 
 async def task_pages(

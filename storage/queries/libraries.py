@@ -7,6 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.queries.paging import fetch_page
 from storage.rows import Library
 
 INSERT = """INSERT INTO libraries (id, org_id, name, description, library_type_id, cover_image_url)
@@ -100,15 +101,9 @@ async def page(
     limit: int,
 ) -> tuple[list[Library], int]:
     sql = LIST.format(order=ORDER_COLUMNS[order_by], direction="DESC" if descending else "ASC")
-    records = await conn.fetch(sql, org_id, library_id, name, type_id, identifier_type_ids, offset, limit)
-    total = records[0]["total"] if records else await _count_beyond(conn, sql, org_id, library_id, name, type_id, identifier_type_ids)
+    args = (org_id, library_id, name, type_id, identifier_type_ids)
+    records, total = await fetch_page(conn, sql, args, offset, limit)
     return [Library.of(r) for r in records], total
-
-
-async def _count_beyond(conn: asyncpg.Connection, sql: str, *args: Any) -> int:
-    # A page past the end has no rows to carry the window count: ask once more without the page.
-    records = await conn.fetch(sql, *args, 0, 1)
-    return records[0]["total"] if records else 0
 
 
 async def update(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, changes: dict[str, Any]) -> Library | None:
