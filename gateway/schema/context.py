@@ -22,6 +22,9 @@ class Context:
     principal_: Principal | None = None
     form_file: Any = None  # the `file` part of a plain multipart form (curl -F file=@x)
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init payload
+    # Whether the request named its operation. Strawberry runs the first operation of a document when
+    # none is named; the GraphQL spec makes that an error once there are several (see QueryLimits).
+    operation_name_sent: bool = True
     loaders: Loaders = field(init=False)
 
     def __post_init__(self) -> None:

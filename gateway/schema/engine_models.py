@@ -177,19 +177,11 @@ class LibraryEngineModelList:
 
 async def library_engine_models(info: Info, library: rows.Library, **args: object) -> LibraryEngineModelList:
     status = args["train_status"]
-    page = await model_service.list_for_library(
-        info.context.resources,
-        info.context.principal,
-        library.id,
-        model_id=args["id"],
-        engine_id=args["engine_id"],
-        train_status=status.value if status is not None else None,
-        library_version=args["library_version"],
-        current_version=args["current_version"],
-        by_modified=bool(args["last_modified"]),
-        offset=args["offset"],
-        limit=args["limit"],
+    key = (
+        library.id, args["id"], args["engine_id"], status.value if status is not None else None,
+        args["library_version"], args["current_version"], bool(args["last_modified"]), args["offset"], args["limit"],
     )
+    page = await info.context.loaders.model_page.load(key)
     return LibraryEngineModelList(**page_fields(page, [LibraryEngineModel.from_row(r) for r in page.records]))
 
 

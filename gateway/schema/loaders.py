@@ -9,6 +9,7 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
+from gateway.services import engine_models as model_service
 from gateway.services import entities as entity_service
 from gateway.services.paging import Page
 from storage.queries import engine_models as model_q
@@ -65,6 +66,14 @@ class Loaders:
                 name=name, identifier_type_id=type_id, order_by=order_by, descending=descending, offset=offset, limit=limit,
             )
 
+        async def model_pages(group: tuple, library_ids: list[UUID]) -> dict[UUID, Page]:
+            model_id, engine_id, train_status, library_version, current_version, by_modified, offset, limit = group
+            return await model_service.library_pages(
+                res, ctx.principal, library_ids, model_id=model_id, engine_id=engine_id, train_status=train_status,
+                library_version=library_version, current_version=current_version, by_modified=by_modified,
+                offset=offset, limit=limit,
+            )
+
         async def identifier_counts(_group: None, entity_ids: list[UUID]) -> dict[UUID, dict[str, int]]:
             async with res.pool.acquire() as conn:
                 return await entity_q.identifier_counts(conn, ctx.principal.org_id, entity_ids)
@@ -99,6 +108,7 @@ class Loaders:
         same = lambda key: key  # noqa: E731
         self.identifier_page = DataLoader(_grouped(identifier_pages, lambda k: k[1:], lambda k: k[0]), cache_key_fn=same)
         self.entity_page = DataLoader(_grouped(entity_pages, lambda k: k[1:], lambda k: k[0]))
+        self.model_page = DataLoader(_grouped(model_pages, lambda k: k[1:], lambda k: k[0]))
         self.identifier_counts = DataLoader(_grouped(identifier_counts, none, same))
         self.library_summary = DataLoader(_grouped(library_summaries, none, same))
         self.library = DataLoader(_grouped(libraries, none, same))

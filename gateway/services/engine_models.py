@@ -207,10 +207,10 @@ async def read_artifact(res: Any, row: EngineModel) -> bytes:
     return await res.blobs.get_bytes(row.storage_key, max_bytes=res.settings.max_artifact_bytes)
 
 
-async def list_for_library(
+async def library_pages(
     res: Any,
     principal: Principal,
-    library_id: UUID,
+    library_ids: list[UUID],
     *,
     model_id: object | None,
     engine_id: str | None,
@@ -220,18 +220,19 @@ async def list_for_library(
     by_modified: bool,
     offset: int | None,
     limit: int | None,
-) -> Page[EngineModel]:
+) -> dict[UUID, Page[EngineModel]]:
+    """The same page of models for several libraries, in one query (Library.engineModels' DataLoader)."""
     offset, limit = check_page(offset, limit, res.settings.max_page_size)
     from gateway.services.ids import try_parse_ids
 
     mid = None
     if model_id is not None:
         parsed = try_parse_ids([model_id])
-        mid = parsed[0] if parsed else UUID(int=0)
+        mid = parsed[0] if parsed else UUID(int=0)  # not an ID: matches nothing
     async with res.pool.acquire() as conn:
-        rows, total = await q.page(
-            conn, principal.org_id, library_id, model_id=mid, engine_id=engine_id, train_status=train_status,
+        rows, totals = await q.pages_for_libraries(
+            conn, principal.org_id, library_ids, model_id=mid, engine_id=engine_id, train_status=train_status,
             library_version=library_version, current_version=current_version, by_modified=by_modified,
             offset=offset, limit=limit,
         )
-    return Page(rows, offset, limit, total)
+    return {i: Page(rows[i], offset, limit, totals[i]) for i in library_ids}

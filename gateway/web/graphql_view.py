@@ -198,7 +198,10 @@ class GraphQLEndpoint:
         counter = [0]
         token = sql_counter.set(counter)
         try:
-            context = Context(resources=resources, request=request, principal_=principal, form_file=form_file)
+            context = Context(
+                resources=resources, request=request, principal_=principal, form_file=form_file,
+                operation_name_sent=operation_name is not None,
+            )
             allowed = {OperationType.QUERY} if get else {OperationType.QUERY, OperationType.MUTATION}
             result = await self.schema.execute(
                 query,

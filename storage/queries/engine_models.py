@@ -7,7 +7,6 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.queries.paging import fetch_page
 from storage.rows import EngineModel
 
 INSERT = """INSERT INTO library_engine_models (id, org_id, library_id, engine_id, library_version, train_job_id,
@@ -18,15 +17,20 @@ BY_ID = "SELECT * FROM library_engine_models WHERE org_id = $1 AND id = $2"
 BY_ID_FOR_UPDATE = "SELECT * FROM library_engine_models WHERE org_id = $1 AND id = $2 FOR UPDATE"
 BY_IDS = "SELECT * FROM library_engine_models WHERE org_id = $1 AND id = ANY($2::uuid[])"
 
-LIST = """-- a library's models, newest first
-SELECT m.*, count(*) OVER () AS total FROM library_engine_models m JOIN libraries l ON l.id = m.library_id
-WHERE m.org_id = $1 AND m.library_id = $2
-  AND ($3::uuid IS NULL OR m.id = $3)
-  AND ($4::text IS NULL OR m.engine_id = $4)
-  AND ($5::text IS NULL OR m.train_status = $5)
-  AND ($6::integer IS NULL OR m.library_version = $6)
-  AND ($7::boolean IS NULL OR (m.library_version = l.version) = $7)
-ORDER BY {order} DESC, m.id DESC OFFSET $8 LIMIT $9"""
+PAGES_FOR_LIBRARIES = """-- the same page of models for many libraries at once, newest first (Library.engineModels' one query)
+SELECT * FROM (
+    SELECT m.*, row_number() OVER w AS position, count(*) OVER (PARTITION BY m.library_id) AS total
+    FROM library_engine_models m JOIN libraries l ON l.id = m.library_id
+    WHERE m.org_id = $1 AND m.library_id = ANY($2::uuid[])
+      AND ($3::uuid IS NULL OR m.id = $3)
+      AND ($4::text IS NULL OR m.engine_id = $4)
+      AND ($5::text IS NULL OR m.train_status = $5)
+      AND ($6::integer IS NULL OR m.library_version = $6)
+      AND ($7::boolean IS NULL OR (m.library_version = l.version) = $7)
+    WINDOW w AS (PARTITION BY m.library_id ORDER BY {order} DESC, m.id DESC)
+) ranked
+WHERE position > $8 AND position <= $8 + $9
+ORDER BY library_id, position"""
 
 NEWEST_COMPLETE = """SELECT * FROM library_engine_models
 WHERE org_id = $1 AND library_id = $2 AND engine_id = $3 AND train_status = 'complete'
@@ -72,10 +76,10 @@ async def by_ids(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> lis
     return [EngineModel.of(r) for r in await conn.fetch(BY_IDS, org_id, ids)]
 
 
-async def page(
+async def pages_for_libraries(
     conn: asyncpg.Connection,
     org_id: UUID,
-    library_id: UUID,
+    library_ids: list[UUID],
     *,
     model_id: UUID | None,
     engine_id: str | None,
@@ -85,11 +89,20 @@ async def page(
     by_modified: bool,
     offset: int,
     limit: int,
-) -> tuple[list[EngineModel], int]:
-    sql = LIST.format(order="m.modified_at" if by_modified else "m.created_at")
-    args = (org_id, library_id, model_id, engine_id, train_status, library_version, current_version)
-    records, total = await fetch_page(conn, sql, args, offset, limit)
-    return [EngineModel.of(r) for r in records], total
+) -> tuple[dict[UUID, list[EngineModel]], dict[UUID, int]]:
+    sql = PAGES_FOR_LIBRARIES.format(order="m.modified_at" if by_modified else "m.created_at")
+    filters = (model_id, engine_id, train_status, library_version, current_version)
+    pages: dict[UUID, list[EngineModel]] = {i: [] for i in library_ids}
+    totals: dict[UUID, int] = {i: 0 for i in library_ids}
+    for r in await conn.fetch(sql, org_id, library_ids, *filters, offset, limit):
+        pages[r["library_id"]].append(EngineModel.of(r))
+        totals[r["library_id"]] = r["total"]
+    missing = [i for i in library_ids if not pages[i]]
+    if offset > 0 and missing:
+        # A page past a library's end carries no total: count those libraries once more from the start.
+        for r in await conn.fetch(sql, org_id, missing, *filters, 0, 1):
+            totals[r["library_id"]] = r["total"]
+    return pages, totals
 
 
 async def newest_complete(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, engine_id: str) -> EngineModel | None:

@@ -157,6 +157,17 @@ class TestMalformedRequests:
         response = raw_post(org, json={"query": "query A { libraries { count } }", "operationName": "B"})
         assert_refused(response, 400)
 
+    def test_several_operations_without_an_operation_name_run_none_of_them(self, org):
+        document = 'query A { libraries { count } } mutation B { createLibrary(input: {name: "b", libraryTypeId: "people"}) { id } }'
+        response = raw_post(org, json={"query": document})
+        assert_refused(response, 400)
+        assert "operationName" in response.json()["errors"][0]["message"]
+        assert org.client.query("query { libraries { count } }").ok()["libraries"]["count"] == 0
+        # Naming one runs exactly that one.
+        named = raw_post(org, json={"query": document, "operationName": "B"})
+        assert named.status_code == 200 and named.json()["data"]["createLibrary"]["id"]
+        assert raw_post(org, json={"query": document, "operationName": "A"}).json()["data"] == {"libraries": {"count": 1}}
+
 
 class TestGet:
     def test_a_query_may_be_sent_with_get(self, org):
