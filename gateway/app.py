@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -49,11 +51,18 @@ def create_app(settings: Settings) -> Starlette:
     async def root(_request: Request) -> RedirectResponse:
         return RedirectResponse("/v3/graphql")
 
+    origins = settings.cors_allowed_origins
+    middleware = [
+        # Preflights are answered here; bearer tokens travel in a header, so no credentials mode.
+        Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"], max_age=600)
+    ] if origins else []
+
     return Starlette(
+        middleware=middleware,
         routes=[
             Route("/", root),
             Route("/v3/graphql", GraphQLEndpoint(schema), methods=["GET", "POST"]),
-            WebSocketRoute("/v3/graphql", SubscriptionView(schema)),
+            WebSocketRoute("/v3/graphql", SubscriptionView(schema, allowed_origins=origins)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Mount("/v3/static", app=static_app(), name="static"),

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 MiB = 1024 * 1024
 
@@ -48,6 +49,10 @@ class Settings:
     max_query_cost: int = 250_000  # objects a query may fan out to (gateway/schema/cost.py)
     multipart_max_parts: int = 32
     presign_ttl_seconds: int = 3600
+    # Browser pages on other origins (GraphQL clients such as Altair or Apollo Sandbox) may call the API:
+    # "*" for any, "none" for same-origin only. Safe as a default because the API authenticates with
+    # bearer tokens, never cookies: a foreign page cannot borrow a visitor's credentials.
+    cors_origins: tuple[str, ...] = ("*",)
 
     # Outbound URL fetches (identifiers stored by reference, createEntityIdentifier with url)
     fetch_allow_private: bool = False
@@ -75,6 +80,10 @@ class Settings:
     @property
     def heartbeat_interval(self) -> float:
         return self.heartbeat_seconds or self.lease_seconds / 3
+
+    @property
+    def cors_allowed_origins(self) -> tuple[str, ...]:
+        return () if self.cors_origins in ((), ("none",)) else self.cors_origins
 
     @property
     def embedded_database(self) -> bool:
@@ -109,6 +118,11 @@ class Settings:
                     ipaddress.ip_network(entry, strict=False)
                 except ValueError as exc:
                     raise SettingsError(f"ENGINESHED_FETCH_ALLOWED_HOSTS: {entry!r} is not a CIDR range") from exc
+        for origin in self.cors_allowed_origins:
+            if origin != "*" and not _is_origin(origin):
+                raise SettingsError(
+                    f"ENGINESHED_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port]), '*' or 'none'"
+                )
         for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"ENGINESHED_{name.upper()} must be positive")
@@ -124,6 +138,13 @@ _ENV_NAMES = {
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
     "port": "PORT",
 }
+
+
+def _is_origin(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and parts.path in ("", "/") and not (
+        parts.query or parts.fragment or "@" in parts.netloc
+    )
 
 
 def _cast(name: str, annotation: Any, raw: str) -> Any:
