@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway import gc_tuning
 from gateway.settings import Settings, SettingsError
 
 log = logging.getLogger("engineshed")
@@ -45,8 +46,10 @@ def serve(settings: Settings) -> None:
     from gateway.app import create_app
 
     _need_external(settings)
+    app = create_app(settings)
+    gc_tuning.tune()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -60,6 +63,7 @@ def worker(settings: Settings, worker_id: str | None = None) -> None:
     from gateway.worker.main import run_worker
 
     _need_external(settings)
+    gc_tuning.tune()
     asyncio.run(run_worker(settings, worker_id=worker_id))
 
 

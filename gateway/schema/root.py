@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Optional
 
 import strawberry
-from strawberry.extensions import MaxTokensLimiter
+from strawberry.extensions import MaxTokensLimiter, ParserCache, ValidationCache
 from strawberry.file_uploads import Upload
 
 import logging
@@ -485,6 +485,9 @@ class _Schema(strawberry.Schema):
                 _log.error("unexpected error in %s", error.path, exc_info=original)
 
 
+QUERY_CACHE_SIZE = 256
+
+
 def build_schema(settings: object) -> strawberry.Schema:
     return _Schema(
         query=Query,
@@ -492,6 +495,10 @@ def build_schema(settings: object) -> strawberry.Schema:
         subscription=Subscription,
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
+            # Engines and dashboards send the same few query texts again and again: parse and validate
+            # each once (bounded LRUs keyed by the text and the parsed document; errors are not cached).
+            lambda: ParserCache(maxsize=QUERY_CACHE_SIZE),
+            lambda: ValidationCache(maxsize=QUERY_CACHE_SIZE),
             lambda: QueryLimits(
                 max_depth=settings.max_query_depth,
                 max_aliases=settings.max_query_aliases,
