@@ -166,6 +166,10 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
         blobs = [make_image(library.entity_seeds[e], k)[0] for k in range(per) for e in range(entities)]
         raw = scenarios.raw_ceiling(blobs, full["provider"], defaults["batchSize"], defaults["imageSize"])
         del blobs
+        log("S3 GET ceiling next")
+        s3_ceiling = await scenarios.s3_get_ceiling(
+            stack.database_url, stack.env, library.id, defaults["fetchConcurrency"]
+        )
         e2e_per_s = full["identifiers"] / full["client_create_to_complete_s"]
         task_per_s = full["identifiers"] / full["task_start_to_complete_s"]
         results["training"] = {
@@ -178,6 +182,8 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
             "raw": raw,
             "e2e_over_raw": scenarios.e2e_over_raw(e2e_per_s, raw["identifiers_per_s"]),
             "task_over_raw": scenarios.e2e_over_raw(task_per_s, raw["identifiers_per_s"]),
+            "s3_get_ceiling": s3_ceiling,
+            "e2e_over_s3_get": scenarios.e2e_over_raw(e2e_per_s, s3_ceiling["identifiers_per_s"]),
         }
         results["breakdown"] = scenarios.breakdown(full)
 
@@ -263,6 +269,8 @@ def table(report: dict[str, Any]) -> str:
         f"| 1 | raw ceiling: backbone on decoded uint8, batch {t['raw']['batch_size']}, {t['raw']['provider']} | {fmt(t['raw']['identifiers_per_s'])} identifiers/s |",
         f"| 1 | **e2e / raw** (task / raw) | **{fmt(t['e2e_over_raw'], 4)}** ({fmt(t['task_over_raw'], 4)}) |",
         f"| 1 | (reference) Pillow decode, 1 process in the bench | {fmt(t['raw']['decode_single_process_per_s'])} images/s |",
+        f"| 1 | S3 GET ceiling: the same {t['s3_get_ceiling']['objects']:,} objects, presigned, bare GETs, {t['s3_get_ceiling']['concurrency']} in flight | {fmt(t['s3_get_ceiling']['identifiers_per_s'])} objects/s |",
+        f"| 1 | **e2e / S3 GET ceiling** | **{fmt(t['e2e_over_s3_get'], 3)}** |",
         f"| 3 | incremental retrain (+{inc['added']} identifiers, {inc['run']['embeddings'].get('cached', 'n/m')} cached / {inc['run']['embeddings'].get('computed', 'n/m')} computed) | {fmt(inc['run']['client_create_to_complete_s'], 2)} s |",
         f"| 3 | **incremental / full** (createJob → complete; task) | **{fmt(inc['incremental_over_full_client'], 3)}** ({fmt(inc['incremental_over_full_task'], 3)}) |",
     ]

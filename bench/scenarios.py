@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -256,6 +257,51 @@ def raw_ceiling(blobs: list[bytes], provider: str | None, batch_size: int, image
         "median_seconds": round(best, 4),
         "identifiers_per_s": round(n / best, 1),
         "decode_single_process_per_s": round(len(blobs) / decode_seconds, 1),
+    }
+
+
+async def s3_get_ceiling(database_url: str, env: dict[str, str], library_id: str, concurrency: int, repeats: int = 3) -> dict[str, Any]:
+    """The fetch limit: the library's objects read straight from S3 by the bench process, as fast as it can.
+
+    URLs are presigned beforehand (not timed) and read by bare aiohttp GETs, ``concurrency`` at a time:
+    the cost of S3 itself and a minimal client, which every identifier of a full training pays once.
+    """
+    import aiohttp
+    import asyncpg
+
+    from storage.blobs import connect_blobs
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        keys = [r["storage_key"] for r in await conn.fetch(
+            "SELECT storage_key FROM entity_identifiers WHERE library_id = $1 AND storage_key IS NOT NULL", uuid.UUID(library_id)
+        )]
+    finally:
+        await conn.close()
+    async with connect_blobs(
+        endpoint_url=env["S3_ENDPOINT_URL"], bucket=env["S3_BUCKET"], region=env.get("AWS_REGION", "us-east-1"),
+        access_key=env["AWS_ACCESS_KEY_ID"], secret_key=env["AWS_SECRET_ACCESS_KEY"],
+    ) as blobs:
+        urls = [await blobs.presign_get(key, 3600) for key in keys]
+    times = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+
+        async def get(url: str) -> int:
+            async with http.get(url) as reply:
+                reply.raise_for_status()
+                return len(await reply.read())
+
+        for _ in range(repeats):
+            started = time.perf_counter()
+            sizes = await bounded(urls, concurrency, get)
+            times.append(time.perf_counter() - started)
+    median = sorted(times)[len(times) // 2]
+    return {
+        "objects": len(urls),
+        "bytes": sum(sizes),
+        "concurrency": concurrency,
+        "median_seconds": round(median, 4),
+        "identifiers_per_s": round(len(urls) / median, 1),
     }
 
 

@@ -1,10 +1,12 @@
 """S3 objects: streamed and multipart uploads, reads, presigned GET URLs, deletes.
 
-One aiobotocore client per process, entered in the app lifespan (or the worker's main) and shared.
+One aiobotocore client per process, entered in the app lifespan (or the worker's main) and shared, with
+one aiohttp session beside it for reads (see ``BlobStore.get_bytes``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -14,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,6 +25,10 @@ log = logging.getLogger(__name__)
 
 PART_SIZE = 8 * 1024 * 1024  # S3's minimum part is 5 MiB; 8 MiB keeps memory per upload small
 PRESIGN_CACHE_SIZE = 50_000
+READ_URL_SECONDS = 900  # a read's own signed URL; it is used at once
+READ_ATTEMPTS = 3
+READ_RETRY_DELAY = 0.1  # seconds before the second attempt, ×4 before each later one
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class BlobError(RuntimeError):
@@ -41,8 +48,9 @@ class StoredBlob:
 
 
 class BlobStore:
-    def __init__(self, client: Any, bucket: str) -> None:
+    def __init__(self, client: Any, bucket: str, http: aiohttp.ClientSession) -> None:
         self._client = client
+        self._http = http
         self.bucket = bucket
         # Signing costs more than the rest of a GraphQL page of identifiers together (measured by
         # `make bench`); keys never change content, so a link is reused while at least half its life remains.
@@ -125,18 +133,34 @@ class BlobStore:
         return await self.put_stream(key, one(), content_type)
 
     async def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; BlobTooLarge past ``max_bytes``, BlobError when S3 refuses or stays unreachable.
+
+        Reads go through a presigned URL on a plain aiohttp session rather than ``get_object``: botocore's
+        request pipeline costs about 1 ms of CPU per GET, signing a URL and a bare GET about 0.45 ms
+        (measured against SeaweedFS), and training reads every identifier of a library once. Transient
+        failures (connection errors, 429, 5xx) are retried like botocore's standard mode would.
+        """
         try:
-            reply = await self._client.get_object(Bucket=self.bucket, Key=key)
-            length = reply.get("ContentLength")
-            if max_bytes is not None and length is not None and length > max_bytes:
-                reply["Body"].close()
-                raise BlobTooLarge(f"object {key} is {length} bytes, more than {max_bytes}")
-            async with reply["Body"] as body:
-                return await body.read()
-        except ClientError as exc:
+            url = await self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=READ_URL_SECONDS
+            )
+        except (BotoCoreError, ClientError) as exc:
             raise BlobError(f"S3 read of {key} failed: {exc}") from exc
-        except (BotoCoreError, OSError) as exc:
-            raise BlobError(f"S3 read of {key} failed: {exc}") from exc
+        delay = READ_RETRY_DELAY
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                async with self._http.get(url) as reply:
+                    if reply.status == 200:
+                        return await _read_capped(reply, key, max_bytes)
+                    detail = f"HTTP {reply.status}" + (" (no such key)" if reply.status == 404 else "")
+                    transient = reply.status in RETRY_STATUSES
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                detail, transient = str(exc) or type(exc).__name__, True
+            if not transient or attempt == READ_ATTEMPTS:
+                raise BlobError(f"S3 read of {key} failed: {detail}")
+            await asyncio.sleep(delay)
+            delay *= 4
+        raise AssertionError("unreachable")
 
     async def exists(self, key: str) -> bool:
         try:
@@ -181,6 +205,19 @@ class BlobStore:
         return keys
 
 
+async def _read_capped(reply: aiohttp.ClientResponse, key: str, max_bytes: int | None) -> bytes:
+    if max_bytes is None:
+        return await reply.read()
+    if reply.content_length is not None and reply.content_length > max_bytes:
+        raise BlobTooLarge(f"object {key} is {reply.content_length} bytes, more than {max_bytes}")
+    data = bytearray()
+    async for chunk in reply.content.iter_chunked(1024 * 1024):
+        data += chunk
+        if len(data) > max_bytes:  # a length the server did not declare is checked as it arrives
+            raise BlobTooLarge(f"object {key} is more than {max_bytes} bytes")
+    return bytes(data)
+
+
 @asynccontextmanager
 async def connect_blobs(
     *,
@@ -214,7 +251,14 @@ async def connect_blobs(
                 config=config,
             )
         )
-        store = BlobStore(client, bucket)
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64),
+                timeout=aiohttp.ClientTimeout(sock_connect=5, sock_read=60),
+                auto_decompress=False,  # the stored bytes, exactly
+            )
+        )
+        store = BlobStore(client, bucket, http)
         if create_bucket:
             await store.ensure_bucket()
         yield store
