@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 DECODE_CHUNK = 16  # blobs per process-pool call: amortises pickling without starving the pool
 DECODE_IN_FLIGHT = 8  # chunks submitted to the pool at once
+PAGES_AHEAD = 2  # library pages read before they are needed
+_END = object()
 
 
 @dataclass(slots=True, eq=False)
@@ -104,10 +106,42 @@ class _Run:
 
     # -- stages -----------------------------------------------------------------------------
 
+    async def _pages_ahead(self) -> AsyncIterator[list[IdentifierRef]]:
+        """The library's pages, the next ones read while this one is looked up and queued.
+
+        Paging and the embedding-cache lookup are one round trip each per page; a retrain that finds
+        everything cached does nothing else, so reading ahead halves its wall time.
+        """
+        ahead: asyncio.Queue[Any] = asyncio.Queue(maxsize=PAGES_AHEAD)
+
+        async def pump() -> None:
+            pages = self.ctx.pages(self.page_size)
+            try:
+                async for page in pages:
+                    await ahead.put(page)
+            except Exception as exc:  # handed to the consumer, raised there
+                await ahead.put(exc)
+            else:
+                await ahead.put(_END)
+            finally:
+                if (close := getattr(pages, "aclose", None)) is not None:
+                    await close()
+
+        task = asyncio.create_task(pump())
+        try:
+            while (page := await ahead.get()) is not _END:
+                if isinstance(page, Exception):
+                    raise page
+                yield page
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def _produce(self) -> None:
         seq = 0
         page_no = 0
-        async for page in self.ctx.pages(self.page_size):
+        async for page in self._pages_ahead():
             if not page:
                 continue
             page_no += 1
