@@ -496,7 +496,8 @@ def build_schema(settings: object) -> strawberry.Schema:
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             # Engines and dashboards send the same few query texts again and again: parse and validate
-            # each once (bounded LRUs keyed by the text and the parsed document; errors are not cached).
+            # each once (bounded LRUs keyed by the text, then by the parsed document; a text that does not
+            # parse is not cached, and validation errors depend on nothing but the document).
             lambda: ParserCache(maxsize=QUERY_CACHE_SIZE),
             lambda: ValidationCache(maxsize=QUERY_CACHE_SIZE),
             lambda: QueryLimits(

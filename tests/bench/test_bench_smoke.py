@@ -36,6 +36,9 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     for key in ("e2e_identifiers_per_s", "task_identifiers_per_s", "e2e_over_raw", "task_over_raw"):
         _positive(t[key], f"training.{key}")
     _positive(t["raw"]["identifiers_per_s"], "training.raw.identifiers_per_s")
+    _positive(t["s3_get_ceiling"]["identifiers_per_s"], "training.s3_get_ceiling.identifiers_per_s")
+    _positive(t["e2e_over_s3_get"], "training.e2e_over_s3_get")
+    assert t["s3_get_ceiling"]["objects"] == t["identifiers"]  # the training library's own objects, all read
     _positive(t["upload"]["per_second"], "training.upload.per_second")
     for key in ("fetch", "decode", "inference", "total"):
         _positive(t["full"]["timings"][key], f"training.full.timings.{key}")
