@@ -19,7 +19,10 @@ from typing import Any
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+import yarl
 from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.sigv4 import GetUrlSigner
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,12 @@ class StoredBlob:
 
 
 class BlobStore:
-    def __init__(self, client: Any, bucket: str, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, client: Any, bucket: str, http: aiohttp.ClientSession, signer: GetUrlSigner | None = None
+    ) -> None:
         self._client = client
         self._http = http
+        self._signer = signer  # static credentials: sign GET URLs directly (storage/sigv4.py)
         self.bucket = bucket
         # Signing costs more than the rest of a GraphQL page of identifiers together (measured by
         # `make bench`); keys never change content, so a link is reused while at least half its life remains.
@@ -141,9 +147,7 @@ class BlobStore:
         failures (connection errors, 429, 5xx) are retried like botocore's standard mode would.
         """
         try:
-            url = await self._client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=READ_URL_SECONDS
-            )
+            url = yarl.URL(await self._sign_get(key, READ_URL_SECONDS), encoded=True)  # sent exactly as signed
         except (BotoCoreError, ClientError) as exc:
             raise BlobError(f"S3 read of {key} failed: {exc}") from exc
         delay = READ_RETRY_DELAY
@@ -162,6 +166,13 @@ class BlobStore:
             delay *= 4
         raise AssertionError("unreachable")
 
+    async def _sign_get(self, key: str, expires_in: int) -> str:
+        if self._signer is not None:
+            return self._signer.get_url(key, expires_in)
+        return await self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+
     async def exists(self, key: str) -> bool:
         try:
             await self._client.head_object(Bucket=self.bucket, Key=key)
@@ -178,9 +189,7 @@ class BlobStore:
         if cached is not None and cached[1] - now > ttl_seconds / 2:
             self._presigned.move_to_end((key, ttl_seconds))
             return cached[0]
-        url = await self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds
-        )
+        url = await self._sign_get(key, ttl_seconds)
         self._presigned[(key, ttl_seconds)] = (url, now + ttl_seconds)
         self._presigned.move_to_end((key, ttl_seconds))
         while len(self._presigned) > PRESIGN_CACHE_SIZE:
@@ -258,7 +267,10 @@ async def connect_blobs(
                 auto_decompress=False,  # the stored bytes, exactly
             )
         )
-        store = BlobStore(client, bucket, http)
+        signer = None
+        if endpoint_url and access_key and secret_key:
+            signer = GetUrlSigner(endpoint_url, bucket, region, access_key, secret_key)
+        store = BlobStore(client, bucket, http, signer)
         if create_bucket:
             await store.ensure_bucket()
         yield store
