@@ -52,6 +52,8 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     _positive(inc["added"], "incremental.added")
     _positive(inc["incremental_over_full_client"], "incremental.incremental_over_full_client")
     _positive(inc["run"]["embeddings"]["cached"], "incremental embeddings cached")
+    assert len(inc["runs_client_s"]) == 3 and inc["run"]["client_create_to_complete_s"] == sorted(inc["runs_client_s"])[1]
+    assert inc["run"]["embeddings"]["computed"] == inc["added"]  # only the new identifiers are embedded
 
     reads = r["reads"]
     for level in ("1", "32"):
