@@ -152,6 +152,7 @@ def build_gallery_artifact(spec: BackboneSpec, vectors: np.ndarray, labels: np.n
     head = _Head(spec)
     e = head.normalised_embedding()
     head.init("gallery", gallery)
+    del gallery  # the graph holds its own copy now
     head.init("gallery_bias", bias)
     head.init("per_entity_shape", np.array([-1, entities, width], np.int64))
     head.init("entity_shape", np.array([-1, entities], np.int64))
@@ -223,8 +224,11 @@ class _Head:
         model.producer_name = "engineshed"
         for key, value in meta.to_metadata().items():
             model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-        onnx.checker.check_model(model)
-        return model.SerializeToString(deterministic=True)
+        # Check the bytes we return: checking the proto would serialise a second full copy (the gallery
+        # head holds 2 KiB per identifier, so a large library's artifact is tens of MB).
+        data = model.SerializeToString(deterministic=True)
+        onnx.checker.check_model(data)
+        return data
 
 
 @functools.lru_cache(maxsize=16)

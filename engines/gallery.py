@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import numpy as np
@@ -50,9 +51,12 @@ class GalleryEngine(ArtifactRecognizer):
         prepared = await prepare(ctx, self.backbone)
         started = time.perf_counter()
         keep = _cap_per_entity(prepared.labels, ctx.config["maxGalleryPerEntity"])
-        vectors, labels = prepared.vectors[keep], prepared.labels[keep]
-        refs = [prepared.embedded.refs[i] for i in keep]
-        loo = await asyncio.to_thread(leave_one_out, vectors, labels)
+        if keep.size == prepared.labels.size:  # nothing capped: no copy of the [R, D] rows
+            vectors, labels, refs = prepared.vectors, prepared.labels, prepared.embedded.refs
+        else:
+            vectors, labels = prepared.vectors[keep], prepared.labels[keep]
+            refs = [prepared.embedded.refs[i] for i in keep]
+        loo = await asyncio.to_thread(functools.partial(leave_one_out, vectors, labels, normalised=True))
         evaluated = labels[loo.queries]
         calibration = balanced_threshold(
             loo.genuine, loo.impostor[np.isfinite(loo.impostor)], default=DEFAULT_THRESHOLD
