@@ -123,6 +123,8 @@ class Settings:
                 raise SettingsError(
                     f"ENGINESHED_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port]), '*' or 'none'"
                 )
+        if not 1 <= self.presign_ttl_seconds <= 7 * 24 * 3600:
+            raise SettingsError("ENGINESHED_PRESIGN_TTL_SECONDS must be 1 to 604800 (S3 accepts at most 7 days)")
         for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"ENGINESHED_{name.upper()} must be positive")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import yarl
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-import yarl
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.sigv4 import GetUrlSigner
