@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -23,6 +25,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import uvicorn
 from graphql import build_schema, graphql_sync
@@ -194,17 +197,46 @@ def _chromium_flags(profile: str) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def _browser(extra: list[str], **popen: object) -> Iterator[subprocess.Popen]:
+    """Chromium on a fresh profile, in its own process group; on exit every process of the group is gone.
+
+    Chromium's helpers (zygote, renderers, crash handler) can outlive the main process for a moment and
+    keep writing to the profile, so the whole group is stopped and waited for before the profile is removed.
+    """
+    with tempfile.TemporaryDirectory(prefix="graphiql-chromium-") as profile:
+        browser = subprocess.Popen([*_chromium_flags(profile), *extra], start_new_session=True, **popen)  # type: ignore[call-overload]
+        try:
+            yield browser
+        finally:
+            _stop_group(browser)
+
+
+def _stop_group(browser: subprocess.Popen) -> None:
+    try:
+        members = [psutil.Process(browser.pid), *psutil.Process(browser.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        members = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(browser.pid, sig)
+        for member in members:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.send_signal(sig)
+        _, members = psutil.wait_procs(members, timeout=10)
+        if not members:
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        browser.wait(timeout=10)
+
+
 def _chromium(url: str, *extra: str, timeout: float = 90) -> str:
     assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory(prefix="graphiql-chromium-") as profile:
-        command = [
-            *_chromium_flags(profile),
-            # --dump-dom would otherwise read the DOM before React's first render and the introspection fetch.
-            "--virtual-time-budget=15000", *extra, url,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    # --dump-dom would otherwise read the DOM before React's first render and the introspection fetch.
+    with _browser(["--virtual-time-budget=15000", *extra, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as browser:
+        stdout, stderr = browser.communicate(timeout=timeout)
+    assert browser.returncode == 0, stderr[-2000:]
+    return stdout
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium) - headless render check skipped")
@@ -319,17 +351,6 @@ async def _drive_graphiql(server: _Server, debug_port: int, screenshot: str | No
 def test_graphiql_works_and_respects_csp_in_chromium(server: _Server) -> None:
     pytest.importorskip("websockets")
     debug_port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="graphiql-chromium-") as profile:
-        browser = subprocess.Popen(
-            [*_chromium_flags(profile), f"--remote-debugging-port={debug_port}", "--window-size=1280,800", f"{server.base_url}/seed"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            asyncio.run(asyncio.wait_for(_drive_graphiql(server, debug_port, os.environ.get("GRAPHIQL_SCREENSHOT")), 90))
-        finally:
-            browser.terminate()
-            try:
-                browser.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                browser.kill()
-                browser.wait()
+    extra = [f"--remote-debugging-port={debug_port}", "--window-size=1280,800", f"{server.base_url}/seed"]
+    with _browser(extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        asyncio.run(asyncio.wait_for(_drive_graphiql(server, debug_port, os.environ.get("GRAPHIQL_SCREENSHOT")), 90))
