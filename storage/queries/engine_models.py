@@ -7,6 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.queries.paging import fetch_pages_by_parent
 from storage.rows import EngineModel
 
 INSERT = """INSERT INTO library_engine_models (id, org_id, library_id, engine_id, library_version, train_job_id,
@@ -92,17 +93,9 @@ async def pages_for_libraries(
 ) -> tuple[dict[UUID, list[EngineModel]], dict[UUID, int]]:
     sql = PAGES_FOR_LIBRARIES.format(order="m.modified_at" if by_modified else "m.created_at")
     filters = (model_id, engine_id, train_status, library_version, current_version)
-    pages: dict[UUID, list[EngineModel]] = {i: [] for i in library_ids}
-    totals: dict[UUID, int] = {i: 0 for i in library_ids}
-    for r in await conn.fetch(sql, org_id, library_ids, *filters, offset, limit):
-        pages[r["library_id"]].append(EngineModel.of(r))
-        totals[r["library_id"]] = r["total"]
-    missing = [i for i in library_ids if not pages[i]]
-    if offset > 0 and missing:
-        # A page past a library's end carries no total: count those libraries once more from the start.
-        for r in await conn.fetch(sql, org_id, missing, *filters, 0, 1):
-            totals[r["library_id"]] = r["total"]
-    return pages, totals
+    return await fetch_pages_by_parent(
+        conn, sql, org_id, library_ids, filters, offset, limit, parent="library_id", row=EngineModel.of
+    )
 
 
 async def newest_complete(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, engine_id: str) -> EngineModel | None:

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.queries.paging import fetch_page
+from storage.queries.paging import fetch_page, fetch_pages_by_parent
 from storage.rows import Entity
 
 INSERT = """INSERT INTO entities (id, org_id, library_id, name, description, jsondata, profile_image_url, is_published)
@@ -155,15 +155,5 @@ async def pages_for_libraries(
     limit: int,
 ) -> tuple[dict[UUID, list[Entity]], dict[UUID, int]]:
     sql = PAGES_FOR_LIBRARIES.format(order=ORDER_COLUMNS[order_by], direction="DESC" if descending else "ASC")
-    args = (org_id, library_ids, ids, is_published, name, identifier_type_id)
-    pages: dict[UUID, list[Entity]] = {i: [] for i in library_ids}
-    totals: dict[UUID, int] = {i: 0 for i in library_ids}
-    for r in await conn.fetch(sql, *args, offset, limit):
-        pages[r["library_id"]].append(Entity.of(r))
-        totals[r["library_id"]] = r["total"]
-    missing = [i for i in library_ids if not pages[i]]
-    if offset > 0 and missing:
-        # A page past a library's end carries no total: count those libraries once more from the start.
-        for r in await conn.fetch(sql, org_id, missing, *args[2:], 0, 1):
-            totals[r["library_id"]] = r["total"]
-    return pages, totals
+    filters = (ids, is_published, name, identifier_type_id)
+    return await fetch_pages_by_parent(conn, sql, org_id, library_ids, filters, offset, limit, parent="library_id", row=Entity.of)

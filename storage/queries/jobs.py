@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from storage.queries.paging import fetch_page
+from storage.queries.paging import fetch_page, fetch_pages_by_parent
 from storage.rows import Job, Task
 
 # NOTIFY channels. Payloads are IDs only: listeners re-read the rows they care about.
@@ -191,12 +191,8 @@ async def page_jobs(
 async def task_pages(
     conn: asyncpg.Connection, org_id: UUID, job_ids: list[UUID], statuses: tuple[str, ...] | None, offset: int, limit: int
 ) -> tuple[dict[UUID, list[Task]], dict[UUID, int]]:
-    pages: dict[UUID, list[Task]] = {j: [] for j in job_ids}
-    totals: dict[UUID, int] = {j: 0 for j in job_ids}
-    for r in await conn.fetch(TASK_PAGES, org_id, job_ids, list(statuses) if statuses else None, offset, limit):
-        pages[r["job_id"]].append(Task.of(r))
-        totals[r["job_id"]] = r["total"]
-    return pages, totals
+    filters = (list(statuses) if statuses else None,)
+    return await fetch_pages_by_parent(conn, TASK_PAGES, org_id, job_ids, filters, offset, limit, parent="job_id", row=Task.of)
 
 
 async def refresh_job_status(conn: asyncpg.Connection, job_id: UUID) -> None:

@@ -63,3 +63,16 @@ def test_a_job_and_a_task_are_read_by_id_and_other_organizations_see_neither(org
     assert other_org.client.query("query($id: ID!) { job(id: $id) { id } }", id=job_id).error_code == "not_found"
     assert other_org.client.query("query($id: ID!) { task(id: $id) { id } }", id=task_id).error_code == "not_found"
     assert other_org.client.query("{ jobs { count } }").ok()["jobs"]["count"] == 0
+
+
+
+def test_a_page_of_tasks_past_a_jobs_end_still_reports_its_total(org):
+    library_id = org.create_library()
+    for _ in range(2):
+        sleeper_job(org, library_id)
+    reply = org.client.query(
+        "query($l: ID) { jobs(libraryId: $l) { count records { tasks(offset: 1) { count totalCount records { id } } } } }",
+        l=library_id,
+    ).ok()
+    assert reply["jobs"]["count"] == 2
+    assert [r["tasks"] for r in reply["jobs"]["records"]] == [{"count": 0, "totalCount": 1, "records": []}] * 2
