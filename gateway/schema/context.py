@@ -23,7 +23,7 @@ class Context:
     form_file: Any = None  # the `file` part of a plain multipart form (curl -F file=@x)
     connection_params: dict[str, Any] | None = None  # graphql-transport-ws connection_init payload
     # Whether the request named its operation. Strawberry runs the first operation of a document when
-    # none is named; the GraphQL spec makes that an error once there are several (see QueryLimits).
+    # none is named; the GraphQL spec makes that an error once there are several (see OperationChoice).
     operation_name_sent: bool = True
     loaders: Loaders = field(init=False)
 

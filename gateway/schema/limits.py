@@ -124,10 +124,6 @@ class QueryLimits(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         if context.graphql_document is not None:
-            if not getattr(context.context, "operation_name_sent", True):
-                named = sum(isinstance(d, OperationDefinitionNode) for d in context.graphql_document.definitions)
-                if named > 1:
-                    raise InvalidInput(f"the document holds {named} operations; name the one to run in operationName")
             m = measure(context.graphql_document, context.operation_name, context.variables)
             if m.depth > self.max_depth:
                 raise InvalidInput(f"the query depth is {m.depth} levels; at most {self.max_depth} are allowed")

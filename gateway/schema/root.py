@@ -14,6 +14,7 @@ import logging
 from gateway.errors import ApiError, InvalidInput
 from gateway.schema.context import Info
 from gateway.schema.limits import QueryLimits
+from gateway.schema.operation_choice import OperationChoice
 from gateway.schema.engine_models import (
     EngineCategoryList,
     category_of,
@@ -500,6 +501,7 @@ def build_schema(settings: object) -> strawberry.Schema:
             # parse is not cached, and validation errors depend on nothing but the document).
             lambda: ParserCache(maxsize=QUERY_CACHE_SIZE),
             lambda: ValidationCache(maxsize=QUERY_CACHE_SIZE),
+            OperationChoice,
             lambda: QueryLimits(
                 max_depth=settings.max_query_depth,
                 max_aliases=settings.max_query_aliases,
