@@ -35,9 +35,11 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_resources(settings) as resources:
+        async with open_resources(settings, role="gateway") as resources:
             resources.events = EventHub()
-            async with listen(settings.database_url, [EVENT_CHANNEL], resources.events.publish):
+            async with listen(
+                settings.database_url, [EVENT_CHANNEL], resources.events.publish, application_name="engineshed-gateway"
+            ):
                 app.state.resources = resources
                 upkeep = asyncio.create_task(housekeeping.run_forever(resources))
                 log.info("engineshed gateway ready")

@@ -44,10 +44,16 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings, *, run_migrations: bool = True, load_engines: bool = True) -> AsyncIterator[Resources]:
+async def open_resources(
+    settings: Settings, *, role: str, run_migrations: bool = True, load_engines: bool = True
+) -> AsyncIterator[Resources]:
+    """``role`` (gateway, worker) names the process's database connections."""
     if settings.database_url is None or settings.s3_endpoint_url is None:
         raise RuntimeError("DATABASE_URL and S3_ENDPOINT_URL must be set (engineshed dev sets them for the embedded services)")
-    async with connect_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max) as pool:
+    async with connect_pool(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+        application_name=f"engineshed-{role}",
+    ) as pool:
         if run_migrations:
             async with pool.acquire() as conn:
                 await migrate(conn)

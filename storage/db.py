@@ -19,6 +19,23 @@ log = logging.getLogger(__name__)
 sql_counter: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("sql_counter", default=None)
 
 
+# The database unreachable, restarting or gone from under a connection: worth retrying, never a bug in
+# the request. A connection cut mid-statement (the server shutting down) can leave asyncpg's protocol in
+# a state it reports as InternalClientError; the pool discards that connection on release.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
 def _count_query(_record: Any) -> None:
     counter = sql_counter.get()
     if counter is not None:
@@ -37,8 +54,13 @@ def _dump_json(value: Any) -> str:
 
 
 @asynccontextmanager
-async def connect_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> AsyncIterator[asyncpg.Pool]:
-    """A pool for the process, closed when the block ends."""
+async def connect_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 20, application_name: str = "engineshed"
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool for the process, closed when the block ends.
+
+    ``application_name`` shows in ``pg_stat_activity``, so an operator can tell gateways from workers.
+    """
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -46,6 +68,7 @@ async def connect_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> As
         init=_init_connection,
         command_timeout=60,
         max_inactive_connection_lifetime=300,
+        server_settings={"application_name": application_name},
     )
     try:
         yield pool
@@ -55,7 +78,11 @@ async def connect_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> As
 
 @asynccontextmanager
 async def listen(
-    dsn: str, channels: list[str], callback: Callable[[str, str], Awaitable[None] | None]
+    dsn: str,
+    channels: list[str],
+    callback: Callable[[str, str], Awaitable[None] | None],
+    *,
+    application_name: str = "engineshed",
 ) -> AsyncIterator[Callable[[], bool]]:
     """LISTEN on ``channels`` on a dedicated connection (pooled ones run ``UNLISTEN *`` on release).
 
@@ -77,7 +104,7 @@ async def listen(
             conn = state["conn"]
             if conn is None or conn.is_closed():
                 try:
-                    conn = await asyncpg.connect(dsn, timeout=5)
+                    conn = await asyncpg.connect(dsn, timeout=5, server_settings={"application_name": application_name})
                     for channel in channels:
                         await conn.add_listener(channel, on_notify)
                     state["conn"] = conn

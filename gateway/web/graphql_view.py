@@ -10,7 +10,6 @@ WebSockets (graphql-transport-ws) are served by Strawberry's own view, see ``sub
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -28,20 +27,12 @@ from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge, Servi
 from gateway.schema.context import Context
 from gateway.services import tokens
 from gateway.web.graphiql import graphiql_response
-from storage.db import sql_counter
+from storage.db import CONNECTION_LOST, sql_counter
 
 log = logging.getLogger("engineshed.graphql")
 
 # PostgreSQL restarting or unreachable: the client should retry, and hear that as service_unavailable.
-DATABASE_DOWN = (
-    OSError,
-    ConnectionError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
+DATABASE_DOWN = CONNECTION_LOST
 
 # Bytes a multipart body may carry beside its file (query text, variables, part headers).
 FORM_OVERHEAD = 1024 * 1024
@@ -83,6 +74,10 @@ class GraphQLEndpoint:
             response = error_response(exc.status, "invalid_input", str(exc))
         except ClientDisconnect:
             return
+        except Exception:
+            # Whatever slipped through still gets a GraphQL-shaped reply; the details stay in the log.
+            log.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
+            response = error_response(500, "internal_error", "An internal error occurred")
         await response(scope, receive, send)
 
     async def handle(self, request: Request, resources: Any, limit: int, watch: _CloseDelimiterWatch | None = None) -> Response:
@@ -248,12 +243,12 @@ class GraphQLEndpoint:
                 entry["data"] = original.data
             error.extensions = entry["extensions"]
             return entry
+        if isinstance(original, DATABASE_DOWN):  # in a resolver, or in an extension hook (no path)
+            return error_entry(ServiceUnavailable.code, "the database is unavailable; try again shortly", **extra)
         if original is None or error.path is None:
             # Parse, validation and variable-coercion errors come before execution (no path): the
             # request is wrong, and graphql-core's message says how.
             return error_entry("invalid_input", error.message, **extra)
-        if isinstance(original, DATABASE_DOWN):
-            return error_entry(ServiceUnavailable.code, "the database is unavailable; try again shortly", **extra)
         if isinstance(original, asyncpg.DataError):
             # A value PostgreSQL cannot store (a NUL character, say): the input's fault, not ours.
             return error_entry("invalid_input", "a value contains characters that cannot be stored (such as NUL)", **extra)

@@ -118,11 +118,13 @@ async def run_worker(settings: Settings, *, worker_id: str | None = None) -> Non
     loop = asyncio.get_running_loop()
     pool = make_decode_pool(settings)
     try:
-        async with open_resources(settings) as res:
+        async with open_resources(settings, role="worker") as res:
             worker = Worker(res, pool, owner)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stopping.set)
-            async with listen(settings.database_url, [WAKE_CHANNEL, CANCEL_CHANNEL], worker.on_notify):
+            async with listen(
+                settings.database_url, [WAKE_CHANNEL, CANCEL_CHANNEL], worker.on_notify, application_name="engineshed-worker"
+            ):
                 log.info("worker %s ready with engines: %s", owner, ", ".join(sorted(res.engines)) or "none")
                 main = asyncio.create_task(worker.loop())
                 stop = asyncio.create_task(worker.stopping.wait())

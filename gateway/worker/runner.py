@@ -19,6 +19,7 @@ from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, fetch_bytes
 from gateway.worker.training import WorkerTrainingContext
 from storage.blobs import BlobError
+from storage.db import CONNECTION_LOST
 from storage.queries import engine_models as model_q
 from storage.queries import identifiers as identifier_q
 from storage.queries import libraries as library_q
@@ -28,17 +29,7 @@ from storage.rows import Task
 log = logging.getLogger("engineshed.worker")
 
 # Errors that may pass by themselves (S3 or PostgreSQL briefly away): the task is retried with backoff.
-TRANSIENT = (
-    BlobError,
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.CannotConnectNowError,
-    asyncio.TimeoutError,
-    ConnectionError,
-)
+TRANSIENT = (BlobError, *CONNECTION_LOST, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
 class Stop(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -124,3 +125,78 @@ def test_requests_while_postgresql_is_down_get_a_json_service_unavailable_error(
         assert reply.errors, f"HTTP {reply.status}: {reply.body}"
         assert reply.error_code == "service_unavailable" and reply.status in (200, 503), reply.body
     wait_for(lambda: org.client.query("query { libraries { count } }").status == 200, timeout=60, what="the gateway to recover")
+
+
+def test_connections_cut_under_a_busy_gateway_get_json_replies_and_the_next_requests_succeed(private):
+    """The server ending the gateway's connections (a failover, an idle-session killer, an operator's
+    pg_terminate_backend) while requests are in flight: those requests fail as service_unavailable, in
+    JSON, the pool replaces the connections, and later requests succeed."""
+    org = private.org()
+    query = "query { libraries { count } jobs(limit: 5) { count } }"
+    outcomes: Counter[str] = Counter()
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        client = GraphQLClient(private.gateway.url, org.token, timeout=CLIENT_TIMEOUT)
+        try:
+            while not stop.is_set():
+                reply = client.query(query)
+                if "_text" in reply.body:
+                    problems.append(f"a reply that is not JSON: HTTP {reply.status} {reply.body['_text'][:80]!r}")
+                elif reply.errors:
+                    outcomes[f"HTTP {reply.status} {reply.error_code}"] += 1
+                    if reply.error_code != "service_unavailable" or reply.status not in (200, 503):
+                        problems.append(f"HTTP {reply.status}: {reply.body}")
+                    try:
+                        assert_clean(reply.body)
+                    except AssertionError as exc:
+                        problems.append(str(exc))
+                else:
+                    outcomes["ok"] += 1
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    cut = 0
+    try:
+        wait_for(lambda: outcomes["ok"] > 20, timeout=30, what="the first requests")
+        for _ in range(15):
+            cut += private.db.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'engineshed-gateway'"
+            )
+            time.sleep(0.15)
+        ok_before = outcomes["ok"]
+        wait_for(lambda: outcomes["ok"] > ok_before + 20, timeout=30, what="requests to succeed again")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(CLIENT_TIMEOUT * 2)
+    print(f"\nrequests while {cut} gateway connections were cut: {dict(outcomes)}")
+    assert cut >= 15, "the gateway's connections are named in pg_stat_activity"
+    assert problems == []
+    assert private.gateway.process.alive()
+
+
+def test_connections_cut_under_a_busy_worker_do_not_fail_its_jobs_or_blame_the_engine(private, private_workers):
+    org = private.org()
+    library_id = library_with_images(org, 2)
+    worker = private_workers("cut-worker")
+    wait_worker_ready(worker)
+    jobs = [train(org.client, library_id, seconds=2, steps=8)[0] for _ in range(3)]
+    wait_for(lambda: private.db.fetchval("SELECT count(*) FROM tasks WHERE org_id = $1 AND status = 'running'", org.id),
+             timeout=60, what="the worker to be busy")
+    cut = 0
+    for _ in range(12):
+        cut += private.db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'engineshed-worker'"
+        )
+        time.sleep(0.3)
+    assert cut >= 12, "the worker's connections are named in pg_stat_activity"
+    for job_id in jobs:
+        assert wait_job_finished(private.db, job_id, timeout=120) == "complete", job_id
+    assert worker.alive()
+    # A dropped connection is the database's doing: retried as a system error, never logged as an engine bug.
+    assert " raised" not in worker.output(), worker.output()[-3000:]
