@@ -24,7 +24,7 @@ from gateway.web.graphiql import static_app
 from gateway.web.graphql_view import GraphQLEndpoint
 from gateway.web.health import healthz, readyz
 from gateway.web.subscriptions import SubscriptionView
-from storage.db import listen
+from storage.db import connection_name, listen
 from storage.queries.jobs import EVENT_CHANNEL
 
 log = logging.getLogger("engineshed")
@@ -38,7 +38,7 @@ def create_app(settings: Settings) -> Starlette:
         async with open_resources(settings, role="gateway") as resources:
             resources.events = EventHub()
             async with listen(
-                settings.database_url, [EVENT_CHANNEL], resources.events.publish, application_name="engineshed-gateway"
+                settings.database_url, [EVENT_CHANNEL], resources.events.publish, application_name=connection_name("gateway")
             ):
                 app.state.resources = resources
                 upkeep = asyncio.create_task(housekeeping.run_forever(resources))

@@ -15,7 +15,7 @@ from aiolimiter import AsyncLimiter
 from gateway.services.remote_files import FetchPolicy, make_client
 from gateway.settings import Settings
 from storage.blobs import BlobStore, connect_blobs
-from storage.db import connect_pool
+from storage.db import connection_name, connect_pool
 from storage.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ async def open_resources(
         raise RuntimeError("DATABASE_URL and S3_ENDPOINT_URL must be set (engineshed dev sets them for the embedded services)")
     async with connect_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
-        application_name=f"engineshed-{role}",
+        application_name=connection_name(role),
     ) as pool:
         if run_migrations:
             async with pool.acquire() as conn:

@@ -20,12 +20,11 @@ sql_counter: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("
 
 
 # The database unreachable, restarting or gone from under a connection: worth retrying, never a bug in
-# the request. A connection cut mid-statement (the server shutting down) can leave asyncpg's protocol in
-# a state it reports as InternalClientError; the pool discards that connection on release.
+# the request. OSError covers refused and reset connections and timeouts (TimeoutError is one). A
+# connection the server ended can fail its next statement with InternalClientError (tests/storage/
+# test_connection_lost.py); the connection is closed by then and the pool replaces it.
 CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,
-    ConnectionError,
-    asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
@@ -34,6 +33,11 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
 )
+
+
+def connection_name(role: str) -> str:
+    """How a process's connections are named in pg_stat_activity: engineshed-gateway, engineshed-worker."""
+    return f"engineshed-{role}"
 
 
 def _count_query(_record: Any) -> None:

@@ -31,9 +31,6 @@ from storage.db import CONNECTION_LOST, sql_counter
 
 log = logging.getLogger("engineshed.graphql")
 
-# PostgreSQL restarting or unreachable: the client should retry, and hear that as service_unavailable.
-DATABASE_DOWN = CONNECTION_LOST
-
 # Bytes a multipart body may carry beside its file (query text, variables, part headers).
 FORM_OVERHEAD = 1024 * 1024
 
@@ -187,7 +184,7 @@ class GraphQLEndpoint:
             principal = await tokens.authenticate(resources.pool, request.headers.get("authorization"))
         except AuthenticationError as exc:
             return error_response(401, exc.code, exc.message)
-        except DATABASE_DOWN:
+        except CONNECTION_LOST:
             return error_response(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
 
         counter = [0]
@@ -243,7 +240,7 @@ class GraphQLEndpoint:
                 entry["data"] = original.data
             error.extensions = entry["extensions"]
             return entry
-        if isinstance(original, DATABASE_DOWN):  # in a resolver, or in an extension hook (no path)
+        if isinstance(original, CONNECTION_LOST):  # in a resolver, or in an extension hook (no path)
             return error_entry(ServiceUnavailable.code, "the database is unavailable; try again shortly", **extra)
         if original is None or error.path is None:
             # Parse, validation and variable-coercion errors come before execution (no path): the

@@ -22,7 +22,7 @@ from gateway.resources import open_resources
 from gateway.services import dispatch, housekeeping
 from gateway.settings import Settings
 from gateway.worker.runner import TRANSIENT, TaskRun
-from storage.db import listen
+from storage.db import connection_name, listen
 from storage.queries.jobs import CANCEL_CHANNEL, WAKE_CHANNEL
 
 log = logging.getLogger("engineshed.worker")
@@ -123,7 +123,7 @@ async def run_worker(settings: Settings, *, worker_id: str | None = None) -> Non
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stopping.set)
             async with listen(
-                settings.database_url, [WAKE_CHANNEL, CANCEL_CHANNEL], worker.on_notify, application_name="engineshed-worker"
+                settings.database_url, [WAKE_CHANNEL, CANCEL_CHANNEL], worker.on_notify, application_name=connection_name("worker")
             ):
                 log.info("worker %s ready with engines: %s", owner, ", ".join(sorted(res.engines)) or "none")
                 main = asyncio.create_task(worker.loop())

@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.graphql_client import GraphQLClient, wait_for
+from tests.graphql_client import GraphQLClient, Reply, wait_for
 from tests.reliability.conftest import (
     assert_clean,
     create_model,
@@ -22,6 +23,41 @@ from tests.reliability.conftest import (
 
 CLIENT_TIMEOUT = 15.0
 CREATE_JOB = "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id } }"
+
+
+@dataclass
+class Tally:
+    """Replies counted by kind, and what a client must never get: a reply that is not JSON, one with
+    neither data nor errors, a leaked trace, or (``only_unavailable``) any error but service_unavailable."""
+
+    only_unavailable: bool = False
+    outcomes: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, reply: Reply) -> None:
+        if "_text" in reply.body:
+            self.outcomes[f"HTTP {reply.status} text"] += 1
+            self.problems.append(f"a reply that is not JSON: {reply.status} {reply.body['_text'][:80]!r}")
+        elif reply.errors:
+            self.outcomes[f"HTTP {reply.status} {reply.error_code}"] += 1
+            if self.only_unavailable and (reply.error_code != "service_unavailable" or reply.status not in (200, 503)):
+                self.problems.append(f"HTTP {reply.status}: {reply.body}")
+            try:
+                assert_clean(reply.body)
+            except AssertionError as exc:
+                self.problems.append(str(exc))
+        elif reply.status == 200 and reply.data:
+            self.outcomes["ok"] += 1
+        else:
+            self.outcomes[f"HTTP {reply.status} without errors"] += 1
+            self.problems.append(f"a reply without data or errors: {reply.status} {reply.body}")
+
+
+def cut_connections(private, application_name: str) -> int:
+    """End every connection the named processes hold, as the server side would; returns how many."""
+    return private.db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", application_name
+    )
 
 
 def test_a_postgresql_restart_loses_no_accepted_job_and_both_processes_recover(private, private_workers):
@@ -36,8 +72,7 @@ def test_a_postgresql_restart_loses_no_accepted_job_and_both_processes_recover(p
     wait_for(lambda: private.db.fetchval("SELECT count(*) FROM tasks WHERE org_id = $1 AND status = 'running'", org.id),
              timeout=60, what="the worker to be busy")
 
-    outcomes: Counter[str] = Counter()
-    problems: list[str] = []
+    tally = Tally()
     stop = threading.Event()
 
     def hammer() -> None:
@@ -57,26 +92,13 @@ def test_a_postgresql_restart_loses_no_accepted_job_and_both_processes_recover(p
                     else:
                         reply = client.query("query { libraries { count } jobs(limit: 5) { count } }")
                 except httpx.TimeoutException as exc:
-                    problems.append(f"a request hung past the client timeout: {exc!r}")
-                    outcomes["timeout"] += 1
+                    tally.problems.append(f"a request hung past the client timeout: {exc!r}")
+                    tally.outcomes["timeout"] += 1
                     continue
                 except httpx.TransportError:
-                    outcomes["connection error"] += 1
+                    tally.outcomes["connection error"] += 1
                     continue
-                if reply.errors:
-                    outcomes[f"HTTP {reply.status} {reply.error_code}"] += 1
-                    try:
-                        assert_clean(reply.body)
-                    except AssertionError as exc:
-                        problems.append(str(exc))
-                elif "_text" in reply.body:
-                    outcomes[f"HTTP {reply.status} text"] += 1
-                    problems.append(f"a reply that is not JSON: {reply.status} {reply.body['_text'][:80]!r}")
-                elif reply.status == 200 and reply.data:
-                    outcomes["ok"] += 1
-                else:
-                    outcomes[f"HTTP {reply.status} without errors"] += 1
-                    problems.append(f"a reply without data or errors: {reply.status} {reply.body}")
+                tally.add(reply)
                 time.sleep(0.02)
         finally:
             client.close()
@@ -85,14 +107,14 @@ def test_a_postgresql_restart_loses_no_accepted_job_and_both_processes_recover(p
     thread.start()
     time.sleep(0.5)
     private.stack.pg.restart()
-    ok_before = outcomes["ok"]
+    ok_before = tally.outcomes["ok"]
     # Requests succeed again, from the same gateway process.
-    wait_for(lambda: outcomes["ok"] > ok_before + 5, timeout=60, what="requests to succeed after the restart")
+    wait_for(lambda: tally.outcomes["ok"] > ok_before + 5, timeout=60, what="requests to succeed after the restart")
     stop.set()
     thread.join(CLIENT_TIMEOUT * 2)
     assert not thread.is_alive()
-    print(f"\nrequests around the PostgreSQL restart: {dict(outcomes)}; jobs accepted: {len(accepted)}")
-    assert problems == []
+    print(f"\nrequests around the PostgreSQL restart: {dict(tally.outcomes)}; jobs accepted: {len(accepted)}")
+    assert tally.problems == []
 
     # Every job that createJob accepted ends complete; nothing was lost or left running.
     for job_id in accepted:
@@ -133,27 +155,19 @@ def test_connections_cut_under_a_busy_gateway_get_json_replies_and_the_next_requ
     JSON, the pool replaces the connections, and later requests succeed."""
     org = private.org()
     query = "query { libraries { count } jobs(limit: 5) { count } }"
-    outcomes: Counter[str] = Counter()
-    problems: list[str] = []
+    tally = Tally(only_unavailable=True)
     stop = threading.Event()
 
     def hammer() -> None:
         client = GraphQLClient(private.gateway.url, org.token, timeout=CLIENT_TIMEOUT)
         try:
             while not stop.is_set():
-                reply = client.query(query)
-                if "_text" in reply.body:
-                    problems.append(f"a reply that is not JSON: HTTP {reply.status} {reply.body['_text'][:80]!r}")
-                elif reply.errors:
-                    outcomes[f"HTTP {reply.status} {reply.error_code}"] += 1
-                    if reply.error_code != "service_unavailable" or reply.status not in (200, 503):
-                        problems.append(f"HTTP {reply.status}: {reply.body}")
-                    try:
-                        assert_clean(reply.body)
-                    except AssertionError as exc:
-                        problems.append(str(exc))
-                else:
-                    outcomes["ok"] += 1
+                try:
+                    reply = client.query(query)
+                except httpx.TransportError as exc:  # the gateway's HTTP side must not suffer from a cut
+                    tally.problems.append(f"the request itself failed: {exc!r}")
+                    continue
+                tally.add(reply)
         finally:
             client.close()
 
@@ -162,21 +176,19 @@ def test_connections_cut_under_a_busy_gateway_get_json_replies_and_the_next_requ
         thread.start()
     cut = 0
     try:
-        wait_for(lambda: outcomes["ok"] > 20, timeout=30, what="the first requests")
+        wait_for(lambda: tally.outcomes["ok"] > 20, timeout=30, what="the first requests")
         for _ in range(15):
-            cut += private.db.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'engineshed-gateway'"
-            )
+            cut += cut_connections(private, "engineshed-gateway")
             time.sleep(0.15)
-        ok_before = outcomes["ok"]
-        wait_for(lambda: outcomes["ok"] > ok_before + 20, timeout=30, what="requests to succeed again")
+        ok_before = tally.outcomes["ok"]
+        wait_for(lambda: tally.outcomes["ok"] > ok_before + 20, timeout=30, what="requests to succeed again")
     finally:
         stop.set()
         for thread in threads:
             thread.join(CLIENT_TIMEOUT * 2)
-    print(f"\nrequests while {cut} gateway connections were cut: {dict(outcomes)}")
+    print(f"\nrequests while {cut} gateway connections were cut: {dict(tally.outcomes)}")
     assert cut >= 15, "the gateway's connections are named in pg_stat_activity"
-    assert problems == []
+    assert tally.problems == []
     assert private.gateway.process.alive()
 
 
@@ -190,9 +202,7 @@ def test_connections_cut_under_a_busy_worker_do_not_fail_its_jobs_or_blame_the_e
              timeout=60, what="the worker to be busy")
     cut = 0
     for _ in range(12):
-        cut += private.db.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'engineshed-worker'"
-        )
+        cut += cut_connections(private, "engineshed-worker")
         time.sleep(0.3)
     assert cut >= 12, "the worker's connections are named in pg_stat_activity"
     for job_id in jobs:

@@ -3,6 +3,9 @@ not, checked against real failures of the embedded PostgreSQL rather than constr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import Any
+
 import asyncpg
 import pytest
 
@@ -11,7 +14,7 @@ from storage.db import CONNECTION_LOST
 from tests.conftest import Stack
 
 
-async def _error_of(coro) -> BaseException:  # type: ignore[no-untyped-def]
+async def _error_of(coro: Awaitable[Any]) -> BaseException:
     try:
         await coro
     except Exception as exc:  # noqa: BLE001 - the test inspects whatever was raised
