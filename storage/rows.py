@@ -188,3 +188,37 @@ class Task(Row):
     queued_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion(Row):
+    """One version of a registered model, with its model's name, application and aliases joined in."""
+
+    id: UUID
+    organization_id: UUID | None  # None: a system model, visible to every organization
+    name: str
+    version: int
+    application: str  # embedding | auto_tagging | auto_annotation
+    status: str  # validating | ready | failed
+    error: str | None
+    sha256: str
+    size_bytes: int
+    blob_key: str
+    manifest: Any
+    dimension: int | None
+    labels: list[str] | None  # ordered class labels
+    source: Any
+    aliases: list[str]
+    created_at: datetime
+    modified_at: datetime
+    model_id: UUID
+    description: str
+    tags: Any  # the user's key/value labels
+    throughput: float | None
+    throughput_batch: int | None
+    provider: str | None
+    validation: Any
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"

@@ -1,0 +1,147 @@
+"""Small real models built in code for the registry tests, and the packages (good and hostile) around them."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+SIZE = 32
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+
+
+def conv_net(*, dimension: int = 16, classes: int | None = None, probabilities: bool = False, seed: int = 0,
+             domain_op: tuple[str, str] | None = None) -> bytes:
+    """A conv net: NCHW float 3x32x32 in -> Conv 3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm.
+
+    An embedding model ends at the Gemm (``dimension`` values); a classifier adds a Gemm to ``classes``
+    logits (and a Softmax when ``probabilities``). ``domain_op`` adds a node from another domain.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(np.zeros(8, np.float32), "conv_b"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, dimension)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(np.zeros(dimension, np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["pixels", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["embedding" if classes is None else "features"]),
+    ]
+    out_name, out_dim = "embedding", dimension
+    if classes is not None:
+        inits += [
+            numpy_helper.from_array(rng.normal(0, 0.3, (dimension, classes)).astype(np.float32), "head_w"),
+            numpy_helper.from_array(np.zeros(classes, np.float32), "head_b"),
+        ]
+        nodes.append(helper.make_node("Gemm", ["features", "head_w", "head_b"], ["logits"]))
+        out_name, out_dim = "logits", classes
+        if probabilities:
+            nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
+            out_name = "probabilities"
+    opsets = [helper.make_opsetid("", 17)]
+    if domain_op is not None:
+        nodes.append(helper.make_node(domain_op[1], [out_name], ["custom_out"], domain=domain_op[0]))
+        opsets.append(helper.make_opsetid(domain_op[0], 1))
+        out_name = "custom_out"
+    graph = helper.make_graph(
+        nodes, "registry-test-net",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", out_dim])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=8, producer_name="engineshed-tests")
+    return model.SerializeToString()
+
+
+def normalised_manifest(**output: object) -> dict:
+    """What the graph does not state: the value mapping (ImageNet mean/std). Size and layout come from it."""
+    manifest: dict = {"input": {"color_order": "RGB", "mean": MEAN, "std": STD}}
+    if output:
+        manifest["output"] = dict(output)
+    return manifest
+
+
+def external_data_net(location: str) -> bytes:
+    """The embedding net with its first weight kept in an external file at ``location``."""
+    from onnx import ModelProto
+
+    model = ModelProto()
+    model.ParseFromString(conv_net())
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(8 * 3 * 3 * 3 * 4))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return model.SerializeToString()
+
+
+def zip_of(files: dict[str, bytes], *, symlinks: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, body in files.items():
+            zf.writestr(name, body)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)
+            zf.writestr(info, target)
+    return buffer.getvalue()
+
+
+def tar_gz_of(files: dict[str, bytes], *, extra: list[tarfile.TarInfo] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        for name, body in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tf.addfile(info, io.BytesIO(body))
+        for info in extra or []:
+            tf.addfile(info)
+    return buffer.getvalue()
+
+
+def symlink(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+def device(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+    return info
+
+
+def classifier_package(labels: list[str], classes: int | None = None, fmt: str = "zip") -> bytes:
+    """A classifier archive as users make it: model.onnx, manifest.json and label_list.yaml."""
+    files = {
+        "cats-and-dogs/model.onnx": conv_net(classes=classes or len(labels)),
+        "cats-and-dogs/manifest.json": json.dumps(normalised_manifest(kind="logits")).encode(),
+        "cats-and-dogs/label_list.yaml": "".join(f"- {label}\n" for label in labels).encode(),
+    }
+    return zip_of(files) if fmt == "zip" else tar_gz_of(files)
+
+
+def seed_layout_package() -> bytes:
+    """The seed's layout: code/inference.py, code/requirements.txt, label_list.yaml and a .pt checkpoint."""
+    return zip_of({
+        "yolo/code/inference.py": b"def model_fn(model_dir):\n    import torch\n    return torch.load('x.pt')\n",
+        "yolo/code/requirements.txt": b"torch\nultralytics\n",
+        "yolo/label_list.yaml": b"- person\n- car\n",
+        "yolo/yolov8l.pt": b"PK\x03\x04 a torch checkpoint would be here",
+    })
+
+
+def pickle_bytes() -> bytes:
+    """A protocol-4 pickle, as torch.save writes inside its checkpoints (built by hand: never loaded)."""
+    return b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94\x8c\x04eval\x94\x93\x94."
