@@ -479,7 +479,7 @@ def _fold_external_data(model: onnx.ModelProto, members: dict[str, bytes]) -> No
             raise PackageError(f"tensor {tensor.name!r} reads past the end of {location!r}", "external_data")
         tensor.raw_data = body[offset : offset + length]
         del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.ClearField("data_location")  # unset, not DEFAULT: the bytes then match a model saved whole
 
 
 def check_graph(model: onnx.ModelProto) -> dict[str, Any]:

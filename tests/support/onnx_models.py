@@ -16,11 +16,12 @@ STD = [0.229, 0.224, 0.225]
 
 
 def conv_net(*, dimension: int = 16, classes: int | None = None, probabilities: bool = False, seed: int = 0,
-             domain_op: tuple[str, str] | None = None) -> bytes:
+             domain_op: tuple[str, str] | None = None, nan: bool = False) -> bytes:
     """A conv net: NCHW float 3x32x32 in -> Conv 3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm.
 
     An embedding model ends at the Gemm (``dimension`` values); a classifier adds a Gemm to ``classes``
-    logits (and a Softmax when ``probabilities``). ``domain_op`` adds a node from another domain.
+    logits (and a Softmax when ``probabilities``). ``domain_op`` adds a node from another domain; ``nan``
+    ends in sqrt(-|x|), a graph every check passes and whose outputs are NaN.
     """
     rng = np.random.default_rng(seed)
     inits = [
@@ -34,8 +35,11 @@ def conv_net(*, dimension: int = 16, classes: int | None = None, probabilities: 
         helper.make_node("Relu", ["conv"], ["relu"]),
         helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
         helper.make_node("Flatten", ["pool"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["embedding" if classes is None else "features"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["pre" if nan else "embedding" if classes is None else "features"]),
     ]
+    if nan:
+        nodes += [helper.make_node("Abs", ["pre"], ["abs"]), helper.make_node("Neg", ["abs"], ["neg"]),
+                  helper.make_node("Sqrt", ["neg"], ["embedding"])]
     out_name, out_dim = "embedding", dimension
     if classes is not None:
         inits += [
@@ -84,6 +88,15 @@ def external_data_net(location: str) -> bytes:
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     return model.SerializeToString()
+
+
+def external_data_weights() -> bytes:
+    """The bytes external_data_net keeps outside: conv_net()'s first weight."""
+    from onnx import ModelProto
+
+    model = ModelProto()
+    model.ParseFromString(conv_net())
+    return model.graph.initializer[0].raw_data
 
 
 def zip_of(files: dict[str, bytes], *, symlinks: dict[str, str] | None = None) -> bytes:
