@@ -90,6 +90,16 @@ def external_data_net(location: str) -> bytes:
     return model.SerializeToString()
 
 
+def broken_graph() -> bytes:
+    """A graph whose node reads a tensor nothing defines: it parses, and onnx.checker refuses it."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["nowhere"], ["embedding"])], "broken",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 16])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
 def external_data_weights() -> bytes:
     """The bytes external_data_net keeps outside: conv_net()'s first weight."""
     from onnx import ModelProto
