@@ -121,7 +121,7 @@ class RegisterModel:
 
 
 @strawberry.input
-class ModelAliasInput:
+class ModelAliasPointer:
     alias: str
     version: int
 
@@ -131,7 +131,7 @@ class UpdateModel:
     name: str
     description: Optional[str] = UNSET
     labels: Optional[JSONData] = UNSET
-    aliases: Optional[list[ModelAliasInput]] = UNSET
+    aliases: Optional[list[ModelAliasPointer]] = UNSET
 
 
 @strawberry.type
