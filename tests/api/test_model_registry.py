@@ -107,6 +107,16 @@ def test_a_tar_gz_package_registers_from_a_url(stack, private_fetch_gateway, fil
         org.client.close()
 
 
+def test_a_tfjs_graph_model_is_converted_by_the_projects_converter_and_runs(org, trial_worker):
+    created = register_spec(org, "tfjs-net", m.tfjs_package(dimension=8), "web_model.zip").ok()["registerModel"]
+    assert created["source"]["format"] == "tfjs" and created["dimension"] == 8
+    # The graph's NHWC input was read from it; the value range came from the package's manifest.
+    assert created["manifest"]["input"] == {"name": "input", "layout": "NHWC", "height": 32, "width": 32, "channels": 3,
+                                            "color_order": "RGB", "range": [-1, 1]}
+    done = ready(org.client, "tfjs-net", 1)
+    assert done["status"] == "ready" and done["throughput"] > 0, done
+
+
 def test_a_url_to_a_private_address_is_refused_by_the_outbound_rules(org, stack, bucket):
     before = registry_state(stack, bucket)
     reply = org.client.query(REGISTER, input={"name": "x", "application": "embedding", "url": "http://127.0.0.1:9/x.onnx"})

@@ -37,6 +37,10 @@ CASES = {
                  ["not an ONNX model"]),
     "checker refuses": (lambda: m.broken_graph(), "x.onnx", "embedding", m.normalised_manifest(), "onnx_checker",
                         ["onnx.checker"]),
+    "IR version the runtime cannot read": (lambda: m.with_versions(m.conv_net(), ir=99), "x.onnx", "embedding",
+                                           m.normalised_manifest(), "ir_version", ["IR version is 99"]),
+    "opset the runtime cannot read": (lambda: m.with_versions(m.conv_net(), opset=99), "x.onnx", "embedding",
+                                      m.normalised_manifest(), "opset", ["opset is 99"]),
     "custom op domain": (lambda: m.conv_net(domain_op=("com.evil", "Steal")), "x.onnx", "embedding",
                          m.normalised_manifest(), "custom_domain", ["com.evil", "custom-op libraries"]),
     "external data outside": (lambda: m.zip_of({"model.onnx": m.external_data_net("../weights.bin"),
@@ -73,15 +77,13 @@ def test_a_bad_package_is_refused_with_its_own_reason_and_nothing_is_stored(org,
     assert registry_state(stack, bucket) == before
 
 
-def test_a_tfjs_package_without_the_converter_says_so(org, stack, bucket):
-    try:
-        import engines.convert.tfjs  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the TF.js converter is installed; tests/api/test_model_registry_tfjs.py covers it")
+def test_a_tfjs_model_the_converter_cannot_take_is_refused_naming_the_op(org, stack, bucket):
+    model_json = {"format": "graph-model", "modelTopology": {"node": [
+        {"name": "input", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"}}},
+        {"name": "out", "op": "Erf", "input": ["input"]}]}, "weightsManifest": []}
     before = registry_state(stack, bucket)
-    package = m.zip_of({"web/model.json": b'{"format": "graph-model"}', "web/group1-shard1of1.bin": b"\0" * 64})
-    reply = register_form(org, "tfjs", package, "web.zip", manifest=m.normalised_manifest())
-    assert reply.error_code == "invalid_input" and reply.errors[0]["extensions"]["data"]["reason"] == "tfjs_unavailable"
+    package = m.zip_of({"web/model.json": json.dumps(model_json).encode()})
+    reply = register_form(org, "tfjs-bad", package, "web.zip", manifest=m.normalised_manifest())
+    assert reply.error_code == "invalid_input" and reply.errors[0]["extensions"]["data"]["reason"] == "tfjs"
+    assert "Erf" in reply.error_message
     assert registry_state(stack, bucket) == before

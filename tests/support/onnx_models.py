@@ -90,6 +90,19 @@ def external_data_net(location: str) -> bytes:
     return model.SerializeToString()
 
 
+def with_versions(data: bytes, *, ir: int | None = None, opset: int | None = None) -> bytes:
+    """The same model claiming another IR version or ai.onnx opset."""
+    from onnx import ModelProto
+
+    model = ModelProto()
+    model.ParseFromString(data)
+    if ir is not None:
+        model.ir_version = ir
+    if opset is not None:
+        model.opset_import[0].version = opset
+    return model.SerializeToString()
+
+
 def broken_graph() -> bytes:
     """A graph whose node reads a tensor nothing defines: it parses, and onnx.checker refuses it."""
     graph = helper.make_graph(
@@ -168,3 +181,35 @@ def seed_layout_package() -> bytes:
 def pickle_bytes() -> bytes:
     """A protocol-4 pickle, as torch.save writes inside its checkpoints (built by hand: never loaded)."""
     return b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94\x8c\x04eval\x94\x93\x94."
+
+
+def tfjs_package(*, dimension: int = 8) -> bytes:
+    """A TF.js graph model as tensorflowjs_converter writes one (model.json + one weight shard), zipped:
+    NHWC float 32x32x3 in -> Conv2D 3x3 SAME -> Relu -> Mean over height and width."""
+    import base64
+
+    rng = np.random.default_rng(7)
+    filters = rng.normal(0, 0.2, (3, 3, 3, dimension)).astype("<f4")
+    b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731 - TF.js writes strings as base64
+    nodes = [
+        {"name": "input", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"}, "shape": {"shape": {"dim": [
+            {"size": "-1"}, {"size": str(SIZE)}, {"size": str(SIZE)}, {"size": "3"}]}}}},
+        {"name": "conv/filter", "op": "Const", "attr": {"dtype": {"type": "DT_FLOAT"}}},
+        {"name": "conv", "op": "Conv2D", "input": ["input", "conv/filter"], "attr": {
+            "strides": {"list": {"i": ["1", "1", "1", "1"]}}, "padding": {"s": b64("SAME")},
+            "data_format": {"s": b64("NHWC")}, "T": {"type": "DT_FLOAT"}}},
+        {"name": "relu", "op": "Relu", "input": ["conv"], "attr": {"T": {"type": "DT_FLOAT"}}},
+        {"name": "pool/axes", "op": "Const", "attr": {"dtype": {"type": "DT_INT32"}, "value": {"tensor": {
+            "dtype": "DT_INT32", "tensorShape": {"dim": [{"size": "2"}]}, "intVal": [1, 2]}}}},
+        {"name": "embedding", "op": "Mean", "input": ["relu", "pool/axes"], "attr": {"keep_dims": {"b": False}}},
+    ]
+    model_json = {
+        "format": "graph-model", "generatedBy": "engineshed-tests", "convertedBy": "hand",
+        "modelTopology": {"node": nodes, "library": {}, "versions": {"producer": 1}},
+        "weightsManifest": [{"paths": ["group1-shard1of1.bin"],
+                             "weights": [{"name": "conv/filter", "shape": [3, 3, 3, dimension], "dtype": "float32"}]}],
+    }
+    manifest = {"input": {"color_order": "RGB", "range": [-1, 1]}, "output": {"name": "embedding"}}
+    return zip_of({"web_model/model.json": json.dumps(model_json).encode(),
+                   "web_model/group1-shard1of1.bin": filters.tobytes(),
+                   "web_model/manifest.json": json.dumps(manifest).encode()})
