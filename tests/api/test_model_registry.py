@@ -317,3 +317,31 @@ def system_model(stack: Stack) -> str:
     from tests.api.model_registry_helpers import register_system
 
     return register_system(stack, "registry-test-system")
+
+
+def test_concurrent_registrations_number_versions_once_each_and_share_one_blob(org, stack, bucket):
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = m.conv_net(seed=61)
+
+    def register(i: int) -> dict:
+        client = GraphQLClient(org.gateway.url, org.token)
+        try:
+            variables = {"input": {"name": "race" if i % 2 else "race-other", "application": "embedding",
+                                   "manifest": m.normalised_manifest()}}
+            return client.upload_form(REGISTER, net, "application/octet-stream", filename="r.onnx", variables=variables).ok()["registerModel"]
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        done = list(pool.map(register, range(6)))
+    by_name: dict[str, list[int]] = {}
+    for version in done:
+        by_name.setdefault(version["name"], []).append(version["version"])
+    assert {k: sorted(v) for k, v in by_name.items()} == {"race": [1, 2, 3], "race-other": [1, 2, 3]}
+    sha = done[0]["sha256"]
+    assert {v["sha256"] for v in done} == {sha} and bucket.keys(f"models/sha256/{sha}") == [f"models/sha256/{sha}.onnx"]
+    assert stack.db.fetchval("SELECT count(*) FROM model_blobs WHERE sha256 = $1", sha) == 1
+    for name in ("race", "race-other"):
+        holders = [v for v in (1, 2, 3) if "default" in org.client.query(MODEL, n=name, v=v).ok()["model"]["aliases"]]
+        assert holders == [1]
