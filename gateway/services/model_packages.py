@@ -232,10 +232,18 @@ def _zip_members(data: bytes, budget: _Budget) -> Iterator[tuple[str, bytes]]:
                 with zf.open(info) as stream:
                     while chunk := stream.read(CHUNK):
                         body += chunk
-                        budget.grow(path, len(body), info.compress_size, len(chunk))
+                        budget.grow(path, len(body), _zip_consumed(stream, info), len(chunk))
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
                 raise PackageError(f"the archive member {info.filename!r} cannot be read: {exc}", "bad_archive") from None
             yield path, bytes(body)
+
+
+def _zip_consumed(stream: Any, info: zipfile.ZipInfo) -> int:
+    """Compressed bytes the member's stream has read so far. The header's compress_size alone would let a
+    forged (huge) size hide a bomb; CPython's ZipExtFile counts down what is left of the real data."""
+    left = getattr(stream, "_compress_left", None)
+    consumed = info.compress_size - left if isinstance(left, int) else info.compress_size
+    return min(consumed, info.compress_size) + CHUNK
 
 
 class _CountingReader(io.RawIOBase):
