@@ -55,6 +55,8 @@ class IdentifierType(Row):
     label_plural: str
     description: str | None
     data_type: str
+    org_id: UUID | None  # None: built in, read-only
+    icon_class: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,9 @@ class LibraryType(Row):
     entity_type_name: str
     entity_type_name_plural: str
     identifier_type_ids: list[str]
+    org_id: UUID | None  # None: built in, read-only
+    icon_class: str | None
+    entity_type_schema: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +193,4 @@ class Task(Row):
     queued_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+    test_task: bool

@@ -29,11 +29,10 @@ class EngineCategory:
     async def library_entity_identifier_types(
         self, info: Info
     ) -> Annotated[EntityIdentifierTypeList, strawberry.lazy("gateway.schema.libraries")]:
-        from gateway.schema.libraries import EntityIdentifierType, EntityIdentifierTypeList
-        from gateway.services import catalogue
+        from gateway.schema.libraries import EntityIdentifierType, EntityIdentifierTypeList, visible_identifier_types
 
         wanted = set(self.library_entity_identifier_type_ids)
-        records = [EntityIdentifierType.from_row(t) for t in await catalogue.identifier_types(info.context.resources) if t.id in wanted]
+        records = [EntityIdentifierType.from_row(t) for t in await visible_identifier_types(info) if t.id in wanted]
         return EntityIdentifierTypeList(offset=0, limit=len(records), count=len(records), total_count=len(records), records=records)
 
 

@@ -19,11 +19,21 @@ if TYPE_CHECKING:
     from gateway.schema.engine_models import LibraryEngineModelList
 
 
+async def visible_identifier_types(info: Info) -> list[rows.IdentifierType]:
+    """Built-in identifier types and the caller's organization's, read once per request."""
+    return await info.context.loaders.identifier_types.load(info.context.principal.org_id)
+
+
+async def visible_library_types(info: Info) -> list[rows.LibraryType]:
+    return await info.context.loaders.library_types.load(info.context.principal.org_id)
+
+
 @strawberry.type
 class EntityIdentifierType:
     id: strawberry.ID
     label: str
     label_plural: str
+    icon_class: Optional[str]
     description: Optional[str]
     data_type: EntityIdentifierDataType
 
@@ -33,6 +43,7 @@ class EntityIdentifierType:
             id=strawberry.ID(row.id),
             label=row.label,
             label_plural=row.label_plural,
+            icon_class=row.icon_class,
             description=row.description,
             data_type=EntityIdentifierDataType(row.data_type),
         )
@@ -47,26 +58,41 @@ class EntityIdentifierTypeList:
     records: list[EntityIdentifierType]
 
 
+@strawberry.type(description="What a library type's entities are: their names and the JSON Schema their jsondata must satisfy.")
+class EntityType:
+    name: str
+    name_plural: str
+    schema: JSONData
+
+
 @strawberry.type
 class LibraryType:
     id: strawberry.ID
     label: str
+    icon_class: Optional[str]
     entity_type_name: str
     entity_type_name_plural: str
     _row: strawberry.Private[rows.LibraryType]
 
     @strawberry.field
     async def entity_identifier_types(self, info: Info) -> list[EntityIdentifierType]:
-        from gateway.services import catalogue
+        types = {t.id: t for t in await visible_identifier_types(info)}
+        return [EntityIdentifierType.from_row(types[i]) for i in self._row.identifier_type_ids if i in types]
 
-        types = await catalogue.identifier_types(info.context.resources)
-        return [EntityIdentifierType.from_row(t) for t in types if t.id in self._row.identifier_type_ids]
+    @strawberry.field
+    def entity_type(self) -> EntityType:
+        return EntityType(
+            name=self._row.entity_type_name,
+            name_plural=self._row.entity_type_name_plural,
+            schema=self._row.entity_type_schema or {},
+        )
 
     @classmethod
     def from_row(cls, row: rows.LibraryType) -> LibraryType:
         return cls(
             id=strawberry.ID(row.id),
             label=row.label,
+            icon_class=row.icon_class,
             entity_type_name=row.entity_type_name,
             entity_type_name_plural=row.entity_type_name_plural,
             _row=row,
@@ -106,12 +132,14 @@ class EntityIdentifier:
 
     @strawberry.field
     async def identifier_type(self, info: Info) -> Optional[EntityIdentifierType]:
-        from gateway.services import catalogue
-
-        for t in await catalogue.identifier_types(info.context.resources):
+        for t in await visible_identifier_types(info):
             if t.id == self._row.identifier_type_id:
                 return EntityIdentifierType.from_row(t)
         return None
+
+    @strawberry.field(description="jsondata as a JSON text.")
+    def jsonstring(self) -> Optional[str]:
+        return _json_text(self._row.jsondata)
 
     @classmethod
     def from_row(cls, row: rows.Identifier) -> EntityIdentifier:
@@ -184,6 +212,10 @@ class Entity:
         )
         return EntityIdentifierList(**page_fields(page, [EntityIdentifier.from_row(r) for r in page.records]))
 
+    @strawberry.field(description="jsondata as a JSON text.")
+    def jsonstring(self) -> Optional[str]:
+        return _json_text(self._row.jsondata)
+
     @strawberry.field
     async def summary(self, info: Info) -> EntitySummary:
         counts = await info.context.loaders.identifier_counts.load(self._row.id)
@@ -237,12 +269,14 @@ class Library:
 
     @strawberry.field
     async def library_type(self, info: Info) -> Optional[LibraryType]:
-        from gateway.services import catalogue
-
-        for t in await catalogue.library_types(info.context.resources):
+        for t in await visible_library_types(info):
             if t.id == self._row.library_type_id:
                 return LibraryType.from_row(t)
         return None
+
+    @strawberry.field(description="Here each organization is its own application: the organization's ID.")
+    def application_id(self) -> strawberry.ID:
+        return strawberry.ID(str(self._row.org_id))
 
     @strawberry.field
     async def summary(self, info: Info) -> LibrarySummary:
@@ -332,6 +366,12 @@ class LibraryList:
     records: list[Library]
 
 
+def _json_text(value: object) -> Optional[str]:
+    import json
+
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 # An ID filter that parses as no UUID matches nothing; this one never exists.
 from uuid import UUID as _UUID  # noqa: E402
 
@@ -348,6 +388,7 @@ class CreateLibrary:
     description: Optional[str] = None
     cover_image_url: Optional[str] = None
     organization_id: Optional[strawberry.ID] = None
+    application_id: Optional[strawberry.ID] = None
 
 
 @strawberry.input
@@ -366,6 +407,7 @@ class CreateEntity:
     library_id: strawberry.ID
     description: Optional[str] = None
     jsondata: Optional[JSONData] = None
+    jsonstring: Optional[str] = None
     profile_image_url: Optional[str] = None
     is_published: Optional[bool] = False
 
@@ -376,6 +418,7 @@ class UpdateEntity:
     name: Optional[str] = UNSET
     description: Optional[str] = UNSET
     jsondata: Optional[JSONData] = UNSET
+    jsonstring: Optional[str] = UNSET
     profile_image_url: Optional[str] = UNSET
     is_published: Optional[bool] = UNSET
 
@@ -390,6 +433,7 @@ class CreateEntityIdentifier:
     title: Optional[str] = None
     is_priority: Optional[bool] = False
     jsondata: Optional[JSONData] = None
+    jsonstring: Optional[str] = None
     store_reference: Optional[bool] = False
 
 
@@ -398,7 +442,11 @@ class UpdateEntityIdentifier:
     id: strawberry.ID
     title: Optional[str] = UNSET
     is_priority: Optional[bool] = UNSET
+    url: Optional[str] = strawberry.field(
+        default=UNSET, description="New content: a reference identifier refers to it, a stored one stores a copy."
+    )
     jsondata: Optional[JSONData] = UNSET
+    jsonstring: Optional[str] = UNSET
 
 
 @strawberry.type
@@ -418,6 +466,9 @@ def sent(input_obj: object, *names: str) -> dict[str, object]:
 
 
 __all__ = [
+    "EntityType",
+    "visible_identifier_types",
+    "visible_library_types",
     "CreateEntity",
     "CreateEntityIdentifier",
     "CreateLibrary",

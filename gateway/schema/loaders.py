@@ -9,6 +9,7 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
+from gateway.services import catalogue
 from gateway.services import engine_models as model_service
 from gateway.services import entities as entity_service
 from gateway.services.paging import Page
@@ -104,6 +105,12 @@ class Loaders:
             async with res.pool.acquire() as conn:
                 return {r.id: r for r in await model_q.by_ids(conn, ctx.principal.org_id, ids)}
 
+        async def identifier_type_lists(org_ids: Sequence[UUID]) -> list[Any]:
+            return [await catalogue.identifier_types(res, org_id) for org_id in org_ids]
+
+        async def library_type_lists(org_ids: Sequence[UUID]) -> list[Any]:
+            return [await catalogue.library_types(res, org_id) for org_id in org_ids]
+
         none = lambda _key: None  # noqa: E731 - single-group loaders
         same = lambda key: key  # noqa: E731
         self.identifier_page = DataLoader(_grouped(identifier_pages, lambda k: k[1:], lambda k: k[0]), cache_key_fn=same)
@@ -116,3 +123,6 @@ class Loaders:
         self.engine = DataLoader(_grouped(engines, none, same))
         self.task_page = DataLoader(_grouped(task_pages, lambda k: k[1:], lambda k: k[0]))
         self.model = DataLoader(_grouped(models, none, same))
+        # The type catalogue a request sees (built-ins and the organization's own): one read per request.
+        self.identifier_types = DataLoader(identifier_type_lists)
+        self.library_types = DataLoader(library_type_lists)

@@ -12,6 +12,7 @@ from strawberry.file_uploads import Upload
 import logging
 
 from gateway.errors import ApiError, InvalidInput
+from gateway.schema.catalogue import CatalogueMutation
 from gateway.schema.context import Info
 from gateway.schema.limits import QueryLimits
 from gateway.schema.operation_choice import OperationChoice
@@ -56,11 +57,13 @@ from gateway.schema.libraries import (
     UpdateEntityIdentifier,
     UpdateLibrary,
     sent,
+    visible_identifier_types,
+    visible_library_types,
 )
 from gateway.schema.paging import page_fields
 from gateway.schema.recognition import RecognitionResult, recognize_file
 from gateway.schema.scalars import JSONData
-from gateway.services import catalogue, dispatch
+from gateway.services import dispatch
 from gateway.services import engine_models as model_service
 from gateway.services import engines as engine_service
 from gateway.services import entities as entity_service
@@ -154,13 +157,13 @@ class Query:
         self, info: Info, id: Optional[strawberry.ID] = None, offset: Optional[int] = 0, limit: Optional[int] = 30
     ) -> LibraryTypeList:
         info.context.principal.require_read()  # any valid token may read the catalogue
-        types = [LibraryType.from_row(t) for t in await catalogue.library_types(info.context.resources) if id is None or t.id == id]
+        types = [LibraryType.from_row(t) for t in await visible_library_types(info) if id is None or t.id == id]
         return LibraryTypeList(**_typed_page(types, offset, limit, info.context.resources.settings.max_page_size))
 
     @strawberry.field
     async def library_type(self, info: Info, id: Optional[strawberry.ID] = None) -> Optional[LibraryType]:
         info.context.principal.require_read()
-        for t in await catalogue.library_types(info.context.resources):
+        for t in await visible_library_types(info):
             if id is None or t.id == id:
                 return LibraryType.from_row(t)
         return None
@@ -172,7 +175,7 @@ class Query:
         info.context.principal.require_read()
         types = [
             EntityIdentifierType.from_row(t)
-            for t in await catalogue.identifier_types(info.context.resources)
+            for t in await visible_identifier_types(info)
             if id is None or t.id == id
         ]
         return EntityIdentifierTypeList(**_typed_page(types, offset, limit, info.context.resources.settings.max_page_size))
@@ -180,7 +183,7 @@ class Query:
     @strawberry.field
     async def entity_identifier_type(self, info: Info, id: strawberry.ID) -> Optional[EntityIdentifierType]:
         info.context.principal.require_read()
-        for t in await catalogue.identifier_types(info.context.resources):
+        for t in await visible_identifier_types(info):
             if t.id == id:
                 return EntityIdentifierType.from_row(t)
         return None
@@ -307,13 +310,14 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(CatalogueMutation):
     @strawberry.mutation
     async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
         if input is None:
             raise InvalidInput("input is required")
         data = {"name": input.name, "library_type_id": input.library_type_id, "description": input.description,
-                "cover_image_url": input.cover_image_url}
+                "cover_image_url": input.cover_image_url, "organization_id": input.organization_id,
+                "application_id": input.application_id}
         return Library.from_row(await library_service.create(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation
@@ -334,12 +338,13 @@ class Mutation:
     @strawberry.mutation
     async def create_entity(self, info: Info, input: CreateEntity) -> Entity:
         data = {"name": input.name, "library_id": input.library_id, "description": input.description,
-                "jsondata": input.jsondata, "profile_image_url": input.profile_image_url, "is_published": input.is_published}
+                "jsondata": input.jsondata, "jsonstring": input.jsonstring, "profile_image_url": input.profile_image_url,
+                "is_published": input.is_published}
         return Entity.from_row(await entity_service.create(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation
     async def update_entity(self, info: Info, input: UpdateEntity) -> Entity:
-        changes = sent(input, "name", "description", "jsondata", "profile_image_url", "is_published")
+        changes = sent(input, "name", "description", "jsondata", "jsonstring", "profile_image_url", "is_published")
         return Entity.from_row(await entity_service.update(info.context.resources, info.context.principal, input.id, changes))
 
     @strawberry.mutation
@@ -352,13 +357,14 @@ class Mutation:
         file = input.file or info.context.form_file
         data = {"entity_id": input.entity_id, "identifier_type_id": input.identifier_type_id,
                 "content_type": input.content_type, "url": input.url, "title": input.title,
-                "is_priority": input.is_priority, "jsondata": input.jsondata, "store_reference": input.store_reference}
+                "is_priority": input.is_priority, "jsondata": input.jsondata, "jsonstring": input.jsonstring,
+                "store_reference": input.store_reference}
         row = await identifier_service.create(info.context.resources, info.context.principal, data, file)
         return EntityIdentifier.from_row(row)
 
     @strawberry.mutation
     async def update_entity_identifier(self, info: Info, input: UpdateEntityIdentifier) -> EntityIdentifier:
-        changes = sent(input, "title", "is_priority", "jsondata")
+        changes = sent(input, "title", "is_priority", "url", "jsondata", "jsonstring")
         row = await identifier_service.update(info.context.resources, info.context.principal, input.id, changes)
         return EntityIdentifier.from_row(row)
 

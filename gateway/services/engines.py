@@ -10,6 +10,7 @@ from gateway.errors import InvalidInput, NotFound
 from gateway.services.paging import Page, check_page
 from gateway.services.principal import Principal
 from storage.queries import engines as q
+from storage.queries import types as type_q
 from storage.rows import Engine
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ async def create_external(res: Any, principal: Principal, data: dict[str, Any]) 
     import asyncpg
 
     async with res.pool.acquire() as conn:
-        known = {r["id"] for r in await conn.fetch("SELECT id FROM entity_identifier_types")}
+        known = {t.id for t in await type_q.identifier_types(conn, principal.org_id)}
         unknown = [t for t in types if t not in known]
         if unknown:
             raise InvalidInput(f"unknown identifier types: {', '.join(unknown)}")

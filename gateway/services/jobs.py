@@ -92,7 +92,8 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
     retries = data.get("retries") or 0
     if not 0 <= retries <= MAX_RETRIES:
         raise InvalidInput(f"retries must be between 0 and {MAX_RETRIES}")
-    data = {**data, "max_attempts": res.settings.max_attempts + retries}
+    data = {**data, "max_attempts": res.settings.max_attempts + retries,
+            "test_tasks": [bool(t.get("test_task")) for t in tasks]}
     async with res.pool.acquire() as conn, conn.transaction():
         prepared = []
         library_ids = set()
@@ -135,10 +136,12 @@ async def _insert(
 ) -> Job:
     job = await q.insert_job(conn, id=uuid4(), org_id=org_id, name=data.get("name"), cluster_id=data.get("cluster_id"), library_id=library_id)
     max_attempts = int(data["max_attempts"])
+    test_tasks = data.get("test_tasks") or []
     for position, (engine, payload) in enumerate(prepared):
         await q.insert_task(
             conn, id=uuid4(), org_id=org_id, job_id=job.id, engine_id=engine.id, position=position,
             payload=payload, max_attempts=max_attempts,
+            test_task=position < len(test_tasks) and bool(test_tasks[position]),
         )
     for engine_id in {e.id for e, _ in prepared}:
         await q.notify(conn, q.WAKE_CHANNEL, engine_id)

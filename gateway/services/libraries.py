@@ -30,8 +30,8 @@ def clean_name(value: str | None, what: str) -> str:
     return name
 
 
-async def _check_type(conn: asyncpg.Connection, type_id: str) -> None:
-    if not await type_q.library_types(conn, type_id):
+async def _check_type(conn: asyncpg.Connection, org_id: UUID, type_id: str) -> None:
+    if not await type_q.library_types(conn, org_id, type_id):
         raise InvalidInput(f"unknown libraryTypeId {type_id!r}")
 
 
@@ -48,11 +48,15 @@ async def get(res: Resources, principal: Principal, library_id: object) -> Libra
 async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> Library:
     principal.require_write()
     name = clean_name(data.get("name"), "library")
+    for key in ("organization_id", "application_id"):
+        # Each organization is its own application here; another organization's ID names nothing to create in.
+        if data.get(key) is not None and parse_id(data[key]) != principal.org_id:
+            raise NotFound(data={"objectType": "organization"})
     type_id = data.get("library_type_id")
     if not type_id:
         raise InvalidInput("libraryTypeId is required")
     async with res.pool.acquire() as conn:
-        await _check_type(conn, type_id)
+        await _check_type(conn, principal.org_id, type_id)
         return await q.insert(
             conn,
             id=uuid4(),
@@ -71,7 +75,7 @@ async def update(res: Resources, principal: Principal, library_id: object, chang
         changes["name"] = clean_name(changes["name"], "library")
     async with res.pool.acquire() as conn:
         if changes.get("library_type_id"):
-            await _check_type(conn, changes["library_type_id"])
+            await _check_type(conn, principal.org_id, changes["library_type_id"])
         row = await q.update(conn, principal.org_id, lid, changes)
     if row is None:
         raise NotFound()

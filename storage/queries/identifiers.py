@@ -50,6 +50,12 @@ UPDATE = """UPDATE entity_identifiers SET
     modified_at = now()
 WHERE org_id = $1 AND id = $2 RETURNING *"""
 
+REPLACE_CONTENT = """-- UpdateEntityIdentifier.url: new content, only if the content is still the one the caller replaced
+UPDATE entity_identifiers SET
+    storage_key = $4, reference_url = $5, content_type = $6, content_length = $7, content_sha256 = $8,
+    modified_at = now()
+WHERE org_id = $1 AND id = $2 AND storage_key IS NOT DISTINCT FROM $3 RETURNING *"""
+
 DELETE = "DELETE FROM entity_identifiers WHERE org_id = $1 AND id = $2 RETURNING storage_key"
 
 
@@ -128,6 +134,17 @@ async def update(conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID, ch
             changes.get("is_priority"),
             "jsondata" in changes,
             changes.get("jsondata"),
+        )
+    )
+
+
+async def replace_content(
+    conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID, previous_key: str | None, **v: Any
+) -> Identifier | None:
+    return Identifier.maybe(
+        await conn.fetchrow(
+            REPLACE_CONTENT, org_id, identifier_id, previous_key, v["storage_key"], v["reference_url"],
+            v["content_type"], v["content_length"], v["content_sha256"],
         )
     )
 

@@ -18,8 +18,8 @@ CANCEL_CHANNEL = "engineshed_cancel"  # payload: task id whose cancellation was 
 INSERT_JOB = """INSERT INTO jobs (id, org_id, name, cluster_id, status, library_id)
 VALUES ($1, $2, $3, $4, 'queued', $5) RETURNING *"""
 
-INSERT_TASK = """INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at)
-VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, now()) RETURNING *"""
+INSERT_TASK = """INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at, test_task)
+VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, now(), $8) RETURNING *"""
 
 JOB_BY_ID = "SELECT * FROM jobs WHERE org_id = $1 AND id = $2"
 TASK_BY_ID = "SELECT * FROM tasks WHERE org_id = $1 AND id = $2"
@@ -142,7 +142,8 @@ async def insert_job(conn: asyncpg.Connection, **v: Any) -> Job:
 async def insert_task(conn: asyncpg.Connection, **v: Any) -> Task:
     return Task.of(
         await conn.fetchrow(
-            INSERT_TASK, v["id"], v["org_id"], v["job_id"], v["engine_id"], v["position"], v["payload"], v["max_attempts"]
+            INSERT_TASK, v["id"], v["org_id"], v["job_id"], v["engine_id"], v["position"], v["payload"], v["max_attempts"],
+            bool(v.get("test_task")),
         )
     )
 
