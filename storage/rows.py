@@ -136,6 +136,7 @@ class Engine(Row):
     state: str
     created_at: datetime
     modified_at: datetime
+    description: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Optional
+from typing import Annotated, Optional
 
 import strawberry
 from strawberry.extensions import MaxTokensLimiter, ParserCache, ValidationCache
@@ -12,11 +12,14 @@ from strawberry.file_uploads import Upload
 import logging
 
 from gateway.errors import ApiError, InvalidInput
+from gateway.schema.caller import CallerQuery
 from gateway.schema.catalogue import CatalogueMutation
 from gateway.schema.context import Info
 from gateway.schema.limits import QueryLimits
 from gateway.schema.operation_choice import OperationChoice
+from gateway.schema.engine_fields import EngineFilter, EngineSortField, filter_dict, order_pairs
 from gateway.schema.engine_models import (
+    COGNITION,
     EngineCategoryList,
     category_of,
     CreateEngine,
@@ -26,7 +29,7 @@ from gateway.schema.engine_models import (
     LibraryEngineModel,
     UpdateLibraryEngineModel,
 )
-from gateway.schema.enums import JobOrderField, JobStatusFilter, LibraryEntityOrderBy, LibraryOrderBy, OrderDirection
+from gateway.schema.enums import EngineState, JobOrderField, JobStatusFilter, LibraryEntityOrderBy, LibraryOrderBy, OrderDirection
 from gateway.schema.jobs import (
     ClaimedTask,
     CreateJob,
@@ -82,7 +85,7 @@ def _typed_page(records: list, offset: int | None, limit: int | None, maximum: i
 
 
 @strawberry.type
-class Query:
+class Query(CallerQuery):
     @strawberry.field
     async def library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
         return Library.from_row(await library_service.get(info.context.resources, info.context.principal, id))
@@ -203,23 +206,28 @@ class Query:
         id: Optional[strawberry.ID] = None,
         ids: Optional[list[strawberry.ID]] = None,
         category_id: Optional[str] = None,
+        category: Optional[str] = None,
+        state: Optional[list[Optional[EngineState]]] = None,
+        owned: Optional[bool] = False,
         library_required: Optional[bool] = None,
+        creates_tdo: Annotated[Optional[bool], strawberry.argument(name="createsTDO")] = None,
         name: Optional[str] = None,
         offset: Optional[int] = 0,
         limit: Optional[int] = 30,
+        filter: Optional[EngineFilter] = None,
+        order_by: Optional[list[Optional[EngineSortField]]] = None,
     ) -> EngineList:
         wanted = None
         if id is not None or ids is not None:
             wanted = ([str(id)] if id is not None else []) + [str(i) for i in ids or []]
+        filters = engine_service.engine_filters(
+            category_id=category_id, library_required=library_required, name=name, category=category,
+            states=[s.value for s in state if s is not None] if state is not None else None, owned=owned,
+            creates_tdo=creates_tdo, filter=filter_dict(filter),
+        )
         page = await engine_service.list_page(
-            info.context.resources,
-            info.context.principal,
-            ids=wanted,
-            category_id=category_id,
-            library_required=library_required,
-            name=name,
-            offset=offset,
-            limit=limit,
+            info.context.resources, info.context.principal, ids=wanted, filters=filters, order=order_pairs(order_by),
+            offset=offset, limit=limit,
         )
         return EngineList(**page_fields(page, [Engine.from_row(r) for r in page.records]))
 
@@ -229,11 +237,12 @@ class Query:
         info: Info,
         id: Optional[strawberry.ID] = None,
         name: Optional[str] = None,
+        type: Optional[str] = None,
         offset: Optional[int] = 0,
         limit: Optional[int] = 30,
     ) -> EngineCategoryList:
         groups = await engine_service.categories(info.context.resources, info.context.principal, category_id=id, name=name)
-        categories = [category_of(rows) for rows in groups]
+        categories = [category_of(rows) for rows in groups if type is None or type.lower() == COGNITION.name.lower()]
         return EngineCategoryList(**_typed_page(categories, offset, limit, info.context.resources.settings.max_page_size))
 
     @strawberry.field
@@ -267,6 +276,10 @@ class Query:
         order_by: Optional[list[JobSortField]] = None,
         offset: Optional[int] = 0,
         limit: Optional[int] = 30,
+        application_id: Optional[strawberry.ID] = None,
+        application_ids: Optional[list[Optional[strawberry.ID]]] = None,
+        scheduled_job_ids: Optional[list[strawberry.ID]] = None,
+        has_scheduled_job_id: Optional[bool] = None,
     ) -> JobList:
         filter_field, from_time, to_time = "createdDateTime", None, None
         for f in date_time_filter or []:
@@ -287,6 +300,9 @@ class Query:
             descending=order.direction != OrderDirection.asc,
             offset=offset,
             limit=limit,
+            application_ids=None if application_id is None and application_ids is None else [application_id, *(application_ids or [])],
+            scheduled=has_scheduled_job_id,
+            scheduled_job_ids=scheduled_job_ids,
         )
         if target_id is not None:  # jobs here have no targets (media objects)
             page = Page([], page.offset, page.limit, 0)
@@ -399,7 +415,8 @@ class Mutation(CatalogueMutation):
         if input is None:
             raise InvalidInput("input is required")
         data = {
-            "tasks": [{"engine_id": t.engine_id, "payload": t.payload, "payload_string": t.payload_string} for t in input.tasks or []],
+            "tasks": [{"engine_id": t.engine_id, "payload": t.payload, "payload_string": t.payload_string, "test_task": t.test_task}
+                      for t in input.tasks or []],
             "name": input.target.name if input.target else None,
             "target_url": input.target.url if input.target else None,
             "cluster_id": input.cluster_id,
@@ -426,7 +443,8 @@ class Mutation(CatalogueMutation):
         data = {"id": input.id, "name": input.name, "category_id": input.category_id,
                 "identifier_type_ids": [str(t) for t in input.identifier_type_ids],
                 "library_type_ids": [str(t) for t in input.library_type_ids or []], "modes": input.modes,
-                "library_required": input.library_required, "concurrency_limit": input.concurrency_limit}
+                "library_required": input.library_required, "concurrency_limit": input.concurrency_limit,
+                "description": input.description}
         return Engine.from_row(await engine_service.create_external(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation(description="External engines: lease up to `limit` queued tasks (engine token).")

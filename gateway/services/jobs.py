@@ -215,10 +215,19 @@ async def list_page(
     descending: bool,
     offset: int | None,
     limit: int | None,
+    application_ids: list[object] | None = None,
+    scheduled: bool | None = None,
+    scheduled_job_ids: list[object] | None = None,
 ) -> Page[Job]:
+    """application_ids: each organization is its own application, so any other matches nothing; no job
+    here belongs to a scheduled job, so asking for those matches nothing."""
     offset, limit = check_page(offset, limit, res.settings.max_page_size)
     if principal.is_task:
         raise NotAllowed("a task token may not list jobs")
+    if application_ids is not None and principal.org_id not in try_parse_ids(a for a in application_ids if a is not None):
+        return Page([], offset, limit, 0)
+    if scheduled or scheduled_job_ids is not None:
+        return Page([], offset, limit, 0)
     jid = None
     if job_id is not None:
         parsed = try_parse_ids([job_id])

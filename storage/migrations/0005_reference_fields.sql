@@ -16,3 +16,6 @@ CREATE INDEX library_types_org ON library_types (org_id) WHERE org_id IS NOT NUL
 
 -- CreateTask.testTask, returned as Task.testTask.
 ALTER TABLE tasks ADD COLUMN test_task boolean NOT NULL DEFAULT false;
+
+-- Engine.description: an installed engine's docstring summary, or what createEngine was given.
+ALTER TABLE engines ADD COLUMN description text;

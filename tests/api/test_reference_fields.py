@@ -153,3 +153,84 @@ class TestApplicationId:
             )
             assert reply.error_code == "not_found"
         assert stack.db.fetchval("SELECT count(*) FROM libraries WHERE org_id = ANY($1::uuid[])", [org.id, other_org.id]) == 0
+
+
+def _job(org, **task_fields):
+    library_id = org.create_library()
+    model_id = org.client.query(
+        "mutation($l: ID!) { createLibraryEngineModel(input: {engineId: \"test-sleeper\", libraryId: $l}) { id } }", l=library_id
+    ).ok()["createLibraryEngineModel"]["id"]
+    return org.client.query(
+        "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id tasks { records { id } } } }",
+        t=[{"engineId": "test-sleeper", **task_fields,
+            "payload": {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id}}],
+    ).ok()["createJob"]
+
+
+class TestJobsAndTasks:
+    def test_a_task_names_its_job_application_and_test_flag(self, org):
+        job = _job(org, testTask=True)
+        task_id = job["tasks"]["records"][0]["id"]
+        task = org.client.query(
+            "query($id: ID!) { task(id: $id) { job { id applicationId } applicationId testTask isClone targetId "
+            "parentTaskId parentTask { id } childTaskIds childTasks { id } } }", id=task_id,
+        ).ok()["task"]
+        assert task == {"job": {"id": job["id"], "applicationId": str(org.id)}, "applicationId": str(org.id), "testTask": True,
+                        "isClone": False, "targetId": None, "parentTaskId": None, "parentTask": None, "childTaskIds": [],
+                        "childTasks": []}
+        plain = _job(org)
+        assert org.client.query("query($id: ID!) { job(id: $id) { tasks { records { testTask } } } }", id=plain["id"]).ok()[
+            "job"]["tasks"]["records"] == [{"testTask": False}]
+
+    def test_job_tasks_filter_by_id_target_and_source_asset(self, org):
+        job = _job(org)
+        task_id = job["tasks"]["records"][0]["id"]
+        reply = org.client.query(
+            "query($j: ID!, $t: ID) { job(id: $j) { byId: tasks(id: $t) { totalCount records { id } } "
+            "other: tasks(id: \"8d4c7e0e-0000-4000-8000-000000000000\") { totalCount } bad: tasks(id: \"nonsense\") { totalCount } "
+            "target: tasks(targetId: [\"123\"]) { totalCount } asset: tasks(hasSourceAsset: true) { totalCount } "
+            "noAsset: tasks(hasSourceAsset: false) { totalCount } } }", j=job["id"], t=task_id,
+        ).ok()["job"]
+        assert reply["byId"] == {"totalCount": 1, "records": [{"id": task_id}]}
+        assert [reply[k]["totalCount"] for k in ("other", "bad", "target", "asset", "noAsset")] == [0, 0, 0, 0, 1]
+
+    def test_jobs_filter_by_application_and_scheduled_job(self, org, other_org):
+        job = _job(org)
+
+        def found(args: str) -> bool:
+            records = org.client.query(f"{{ jobs({args} limit: 100) {{ records {{ id }} }} }}").ok()["jobs"]["records"]
+            return job["id"] in {r["id"] for r in records}
+
+        assert found(f'applicationId: "{org.id}",') and found(f'applicationIds: ["{other_org.id}", "{org.id}"],')
+        assert not found(f'applicationId: "{other_org.id}",') and not found('applicationId: "not-a-uuid",')
+        assert found("hasScheduledJobId: false,") and not found("hasScheduledJobId: true,")
+        assert not found('scheduledJobIds: ["1"],')
+
+    def test_task_statuses_no_task_reaches_here_filter_to_nothing(self, org):
+        job = _job(org)
+        reply = org.client.query(
+            "query($j: ID!) { job(id: $j) { tasks(status: [waiting, aborted, resuming, standby_pending]) { totalCount } } }", j=job["id"]
+        ).ok()
+        assert reply["job"]["tasks"]["totalCount"] == 0
+
+
+class TestMe:
+    def test_me_is_the_calling_token_and_its_organization(self, org):
+        me = org.client.query("{ me { id name organizationId organization { id name status createdDateTime } jsondata status createdDateTime } }").ok()["me"]
+        assert me["organizationId"] == str(org.id)
+        assert me["organization"]["id"] == str(org.id) and me["organization"]["name"] == org.name
+        assert me["organization"]["status"] == "active" and me["status"] == "active"
+        assert me["name"] == "admin token" and me["jsondata"]["scope"] == "admin"
+        assert org.token not in repr(me)  # the secret is never shown
+
+    def test_each_token_is_its_own_caller(self, org, other_org):
+        reader = org.client_for("read")
+        mine, theirs, read = (c.query("{ me { id organizationId jsondata } }").ok()["me"] for c in (org.client, other_org.client, reader))
+        assert len({mine["id"], theirs["id"], read["id"]}) == 3
+        assert read["organizationId"] == mine["organizationId"] == str(org.id) and theirs["organizationId"] == str(other_org.id)
+        assert read["jsondata"]["scope"] == "read"
+
+    def test_an_engine_token_says_which_engine_it_acts_for(self, org):
+        engine = org.client_for("engine", "test-sleeper")
+        me = engine.query("{ me { jsondata } }").ok()["me"]
+        assert me["jsondata"]["scope"] == "engine" and me["jsondata"]["engineId"] == "test-sleeper"

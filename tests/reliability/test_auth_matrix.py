@@ -31,6 +31,7 @@ QUERIES = {
     "jobs": "query { jobs { count } }",
     "task": 'query { task(id: "{T}") { id } }',
     "recognize": 'query { recognize(libraryEngineModelId: "{M}", url: "http://192.0.2.1/x.png") { __typename } }',
+    "me": "query { me { id organizationId organization { id } } }",
 }
 MUTATIONS = {
     "createLibrary": 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
@@ -63,7 +64,7 @@ MUTATIONS = {
 # Fields that take none of the first organization's IDs: no tenancy question to ask of them.
 NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
                  "engine", "engines", "engineCategories", "jobs", "createLibrary", "createEngine", "claimTasks",
-                 "createEntityIdentifierType", "createLibraryType"}
+                 "createEntityIdentifierType", "createLibraryType", "me"}
 # Fields only an engine or task token may call: an admin token of any organization is refused for its
 # scope before the ID is looked at (the same answer for a real and a made-up ID, so nothing leaks).
 ENGINE_ONLY = {"claimTasks", "heartbeatTask", "completeTask", "failTask"}
