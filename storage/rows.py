@@ -84,6 +84,8 @@ class Library(Row):
     last_trained_at: datetime | None
     created_at: datetime
     modified_at: datetime
+    created_by: str | None
+    modified_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class Entity(Row):
     is_published: bool
     created_at: datetime
     modified_at: datetime
+    created_by: str | None
+    modified_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,7 @@ class Engine(Row):
     created_at: datetime
     modified_at: datetime
     description: str | None
+    created_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,8 @@ class Job(Row):
     library_id: UUID | None
     created_at: datetime
     modified_at: datetime
+    created_by: str | None
+    modified_by: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,6 +150,14 @@ class EngineReferenceFields:
     def is_public(self) -> bool:
         return self._row.org_id is None
 
+    @strawberry.field(description="The ID of the API token that registered it with createEngine; null for installed engines.")
+    def created_by(self) -> Optional[str]:
+        return self._row.created_by
+
+    @strawberry.field(description="As createdBy: an engine is not changed after createEngine.")
+    def modified_by(self) -> Optional[str]:
+        return self._row.created_by
+
     @strawberry.field
     def display_name(self) -> str:
         return self._row.name

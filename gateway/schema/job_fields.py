@@ -31,6 +31,11 @@ class TaskReferenceFields:
         row = await info.context.loaders.job.load(self._row.job_id)
         return Job.from_row(row) if row else None
 
+    @strawberry.field(description="The ID of the API token that created its job.")
+    async def created_by(self, info: Info) -> Optional[str]:
+        row = await info.context.loaders.job.load(self._row.job_id)
+        return row.created_by if row else None
+
     @strawberry.field(description="Here each organization is its own application: the organization's ID.")
     def application_id(self) -> str:
         return str(self._row.org_id)

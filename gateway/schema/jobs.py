@@ -116,6 +116,8 @@ class Job:
     library_id: Optional[strawberry.ID]
     created_date_time: DateTime
     modified_date_time: DateTime
+    created_by: Optional[str] = strawberry.field(description="The ID of the API token that created it.")
+    modified_by: Optional[str] = strawberry.field(description="The ID of the API token that created, cancelled or retried it last.")
     _row: strawberry.Private[rows.Job]
 
     @strawberry.field
@@ -156,6 +158,8 @@ class Job:
             library_id=strawberry.ID(str(row.library_id)) if row.library_id else None,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
+            created_by=row.created_by,
+            modified_by=row.modified_by,
             _row=row,
         )
 

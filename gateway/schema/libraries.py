@@ -182,6 +182,8 @@ class Entity:
     profile_image_url: Optional[str]
     created_date_time: DateTime
     modified_date_time: DateTime
+    created_by: Optional[str] = strawberry.field(description="The ID of the API token that created it.")
+    modified_by: Optional[str] = strawberry.field(description="The ID of the API token that changed it last.")
     _row: strawberry.Private[rows.Entity]
 
     @strawberry.field
@@ -233,6 +235,8 @@ class Entity:
             profile_image_url=row.profile_image_url,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
+            created_by=row.created_by,
+            modified_by=row.modified_by,
             _row=row,
         )
 
@@ -265,6 +269,8 @@ class Library:
     cover_image_url: Optional[str]
     created_date_time: DateTime
     modified_date_time: DateTime
+    created_by: Optional[str] = strawberry.field(description="The ID of the API token that created it.")
+    modified_by: Optional[str] = strawberry.field(description="The ID of the API token that changed it last.")
     _row: strawberry.Private[rows.Library]
 
     @strawberry.field
@@ -353,6 +359,8 @@ class Library:
             cover_image_url=row.cover_image_url,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
+            created_by=row.created_by,
+            modified_by=row.modified_by,
             _row=row,
         )
 

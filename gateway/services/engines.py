@@ -273,6 +273,7 @@ async def create_external(res: Any, principal: Principal, data: dict[str, Any]) 
                 library_required=bool(data.get("library_required", True)),
                 concurrency_limit=limit,
                 description=description,
+                actor=principal.actor,
             )
         except asyncpg.UniqueViolationError:
             # Engine ids are one namespace across organizations: say no more than "taken".

@@ -98,6 +98,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> 
                 jsondata=jsondata,
                 profile_image_url=data.get("profile_image_url"),
                 is_published=bool(data.get("is_published") or False),
+                actor=principal.actor,
             )
         except asyncpg.UniqueViolationError as exc:
             raise _duplicate(exc, name) from None
@@ -120,7 +121,7 @@ async def update(res: Resources, principal: Principal, entity_id: object, change
                 raise NotFound()
             await _check_schema(res, principal, library.library_type_id, jsondata)
         try:
-            row = await q.update(conn, principal.org_id, eid, changes)
+            row = await q.update(conn, principal.org_id, eid, {**changes, "actor": principal.actor})
         except asyncpg.UniqueViolationError as exc:
             raise _duplicate(exc, changes.get("name", "")) from None
     if row is None:

@@ -65,6 +65,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> 
             description=data.get("description"),
             library_type_id=type_id,
             cover_image_url=data.get("cover_image_url"),
+            actor=principal.actor,
         )
 
 
@@ -76,7 +77,7 @@ async def update(res: Resources, principal: Principal, library_id: object, chang
     async with res.pool.acquire() as conn:
         if changes.get("library_type_id"):
             await _check_type(conn, principal.org_id, changes["library_type_id"])
-        row = await q.update(conn, principal.org_id, lid, changes)
+        row = await q.update(conn, principal.org_id, lid, {**changes, "actor": principal.actor})
     if row is None:
         raise NotFound()
     return row

@@ -19,3 +19,10 @@ ALTER TABLE tasks ADD COLUMN test_task boolean NOT NULL DEFAULT false;
 
 -- Engine.description: an installed engine's docstring summary, or what createEngine was given.
 ALTER TABLE engines ADD COLUMN description text;
+
+-- createdBy / modifiedBy: the ID of the API token that made the change (what `me { id }` answers for it).
+-- NULL for rows from before this migration and for changes made by the system (installation, workers).
+ALTER TABLE libraries ADD COLUMN created_by text, ADD COLUMN modified_by text;
+ALTER TABLE entities ADD COLUMN created_by text, ADD COLUMN modified_by text;
+ALTER TABLE jobs ADD COLUMN created_by text, ADD COLUMN modified_by text;
+ALTER TABLE engines ADD COLUMN created_by text;

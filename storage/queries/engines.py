@@ -25,8 +25,8 @@ WHERE engines.org_id IS NULL
 RETURNING *"""
 
 INSERT_EXTERNAL = """INSERT INTO engines (id, org_id, name, category_id, identifier_type_ids, library_type_ids, modes,
-                     library_required, concurrency_limit, builtin, description)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10) RETURNING *"""
+                     library_required, concurrency_limit, builtin, description, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, false, $10, $11) RETURNING *"""
 
 VISIBLE = "(org_id IS NULL OR org_id = $1)"
 BY_ID = f"SELECT * FROM engines WHERE {VISIBLE} AND id = $2"
@@ -122,6 +122,7 @@ async def insert_external(conn: asyncpg.Connection, org_id: UUID, **v: Any) -> E
             v["library_required"],
             v["concurrency_limit"],
             v.get("description"),
+            v.get("actor"),
         )
     )
 

@@ -10,8 +10,9 @@ import asyncpg
 from storage.queries.paging import fetch_page, fetch_pages_by_parent
 from storage.rows import Entity
 
-INSERT = """INSERT INTO entities (id, org_id, library_id, name, description, jsondata, profile_image_url, is_published)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *"""
+INSERT = """INSERT INTO entities (id, org_id, library_id, name, description, jsondata, profile_image_url, is_published,
+                      created_by, modified_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *"""
 
 BY_ID = "SELECT * FROM entities WHERE org_id = $1 AND id = $2"
 BY_IDS = "SELECT * FROM entities WHERE org_id = $1 AND id = ANY($2::uuid[])"
@@ -52,6 +53,7 @@ UPDATE = """UPDATE entities SET
     jsondata = CASE WHEN $6 THEN $7 ELSE jsondata END,
     profile_image_url = CASE WHEN $8 THEN $9 ELSE profile_image_url END,
     is_published = coalesce($10, is_published),
+    modified_by = $11,
     modified_at = now()
 WHERE org_id = $1 AND id = $2 RETURNING *"""
 
@@ -75,6 +77,7 @@ async def insert(conn: asyncpg.Connection, **v: Any) -> Entity:
             v["jsondata"],
             v["profile_image_url"],
             v["is_published"],
+            v.get("actor"),
         )
     )
 
@@ -121,6 +124,7 @@ async def update(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, change
             "profile_image_url" in changes,
             changes.get("profile_image_url"),
             changes.get("is_published"),
+            changes.get("actor"),
         )
     )
 

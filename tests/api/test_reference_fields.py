@@ -4,6 +4,7 @@ jsondata, a new url for an identifier, applicationId."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 import pytest
@@ -234,3 +235,38 @@ class TestMe:
         engine = org.client_for("engine", "test-sleeper")
         me = engine.query("{ me { jsondata } }").ok()["me"]
         assert me["jsondata"]["scope"] == "engine" and me["jsondata"]["engineId"] == "test-sleeper"
+
+
+class TestCreatedByModifiedBy:
+    def test_each_change_records_the_token_that_made_it(self, org):
+        admin_id = org.client.query("{ me { id } }").ok()["me"]["id"]
+        second = org.client_for("admin")
+        second_id = second.query("{ me { id } }").ok()["me"]["id"]
+        library_id = org.create_library()
+        entity_id = org.create_entity(library_id, "Ada")
+        look = "query($l: ID!, $e: ID!) { library(id: $l) { createdBy modifiedBy } entity(id: $e) { createdBy modifiedBy } }"
+        assert org.client.query(look, l=library_id, e=entity_id).ok() == {
+            "library": {"createdBy": admin_id, "modifiedBy": admin_id}, "entity": {"createdBy": admin_id, "modifiedBy": admin_id}}
+        second.query("mutation($id: ID!) { updateLibrary(input: {id: $id, description: \"d\"}) { id } }", id=library_id).ok()
+        second.query("mutation($id: ID!) { updateEntity(input: {id: $id, description: \"d\"}) { id } }", id=entity_id).ok()
+        assert org.client.query(look, l=library_id, e=entity_id).ok() == {
+            "library": {"createdBy": admin_id, "modifiedBy": second_id}, "entity": {"createdBy": admin_id, "modifiedBy": second_id}}
+
+    def test_jobs_and_their_tasks_name_their_creator_and_a_cancel_names_who_cancelled(self, org):
+        admin_id = org.client.query("{ me { id } }").ok()["me"]["id"]
+        job = _job(org)
+        second = org.client_for("admin")
+        second_id = second.query("{ me { id } }").ok()["me"]["id"]
+        read = org.client.query("query($id: ID!) { job(id: $id) { createdBy modifiedBy tasks { records { createdBy } } } }", id=job["id"]).ok()
+        assert read["job"] == {"createdBy": admin_id, "modifiedBy": admin_id, "tasks": {"records": [{"createdBy": admin_id}]}}
+        second.query("mutation($id: ID!) { cancelJob(id: $id) { id } }", id=job["id"]).ok()
+        after = org.client.query("query($id: ID!) { job(id: $id) { createdBy modifiedBy } }", id=job["id"]).ok()["job"]
+        assert after == {"createdBy": admin_id, "modifiedBy": second_id}
+
+    def test_an_external_engine_names_the_token_that_registered_it(self, org):
+        admin_id = org.client.query("{ me { id } }").ok()["me"]["id"]
+        engine_id = f"by-{uuid.uuid4().hex[:8]}"
+        org.client.query("mutation($id: ID!) { createEngine(input: {id: $id, identifierTypeIds: [\"face\"]}) { id } }", id=engine_id).ok()
+        both = org.client.query("query($id: ID!) { mine: engine(id: $id) { createdBy modifiedBy } sleeper: engine(id: \"test-sleeper\") { createdBy } }",
+                                id=engine_id).ok()
+        assert both == {"mine": {"createdBy": admin_id, "modifiedBy": admin_id}, "sleeper": {"createdBy": None}}
