@@ -102,6 +102,7 @@ class Entity(Row):
     modified_at: datetime
     created_by: str | None
     modified_by: str | None
+    profile_identifier_id: UUID | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,13 @@ class TaskStatus(Enum):
 
 
 @strawberry.enum
+class SetEntityProfileImage(Enum):
+    none = "none"
+    ifNotSet = "ifNotSet"
+    always = "always"
+
+
+@strawberry.enum
 class JobStatus(Enum):
     pending = "pending"
     complete = "complete"

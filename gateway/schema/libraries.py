@@ -9,7 +9,7 @@ from strawberry import UNSET
 from strawberry.file_uploads import Upload
 
 from gateway.schema.context import Info
-from gateway.schema.enums import EntityIdentifierDataType, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
+from gateway.schema.enums import EntityIdentifierDataType, SetEntityProfileImage, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
 from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
 from gateway.services import identifiers as identifier_service
@@ -179,7 +179,6 @@ class Entity:
     library_id: strawberry.ID
     is_published: bool
     jsondata: JSONData
-    profile_image_url: Optional[str]
     created_date_time: DateTime
     modified_date_time: DateTime
     created_by: Optional[str] = strawberry.field(description="The ID of the API token that created it.")
@@ -218,6 +217,13 @@ class Entity:
     def jsonstring(self) -> Optional[str]:
         return _json_text(self._row.jsondata)
 
+    @strawberry.field(description="The URL set on the entity, or that of the identifier chosen by profileUpdateMode (fresh on each read).")
+    async def profile_image_url(self, info: Info) -> Optional[str]:
+        if self._row.profile_identifier_id is None:
+            return self._row.profile_image_url
+        row = await info.context.loaders.identifier.load(self._row.profile_identifier_id)
+        return await identifier_service.url_for(info.context.resources, row) if row else None
+
     @strawberry.field
     async def summary(self, info: Info) -> EntitySummary:
         counts = await info.context.loaders.identifier_counts.load(self._row.id)
@@ -232,7 +238,6 @@ class Entity:
             library_id=strawberry.ID(str(row.library_id)),
             is_published=row.is_published,
             jsondata=row.jsondata,
-            profile_image_url=row.profile_image_url,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
             created_by=row.created_by,
@@ -283,6 +288,10 @@ class Library:
     @strawberry.field(description="Here each organization is its own application: the organization's ID.")
     def application_id(self) -> strawberry.ID:
         return strawberry.ID(str(self._row.org_id))
+
+    @strawberry.field
+    def security(self) -> Security:
+        return Security(global_=False)
 
     @strawberry.field
     async def summary(self, info: Info) -> LibrarySummary:
@@ -366,6 +375,11 @@ class Library:
 
 
 @strawberry.type
+class Security:
+    global_: bool = strawberry.field(name="global", description="False: a library is visible to its organization only.")
+
+
+@strawberry.type
 class LibraryList:
     offset: int
     limit: int
@@ -443,6 +457,10 @@ class CreateEntityIdentifier:
     jsondata: Optional[JSONData] = None
     jsonstring: Optional[str] = None
     store_reference: Optional[bool] = False
+    profile_update_mode: Optional[SetEntityProfileImage] = strawberry.field(
+        default=SetEntityProfileImage.none,
+        description="ifNotSet / always: the new (image) identifier becomes the entity's profile image.",
+    )
 
 
 @strawberry.input

@@ -134,6 +134,10 @@ class Loaders:
         async def organizations(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
             return await caller_service.organizations(res, ctx.principal, ids)
 
+        async def identifiers(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return {r.id: r for r in await identifier_q.by_ids(conn, ctx.principal.org_id, ids)}
+
         async def jobs(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
             async with res.pool.acquire() as conn:
                 return {r.id: r for r in await job_q.jobs_by_ids(conn, ctx.principal.org_id, ids)}
@@ -156,5 +160,6 @@ class Loaders:
         self.engine_task_metrics = DataLoader(_grouped(engine_task_metrics, lambda k: k[1:], lambda k: k[0]))
         self.organization = DataLoader(_grouped(organizations, none, same))
         self.job = DataLoader(_grouped(jobs, none, same))
+        self.identifier = DataLoader(_grouped(identifiers, none, same))
         self.identifier_types = DataLoader(identifier_type_lists)
         self.library_types = DataLoader(library_type_lists)

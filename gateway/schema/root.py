@@ -29,7 +29,7 @@ from gateway.schema.engine_models import (
     LibraryEngineModel,
     UpdateLibraryEngineModel,
 )
-from gateway.schema.enums import EngineState, JobOrderField, JobStatusFilter, LibraryEntityOrderBy, LibraryOrderBy, OrderDirection
+from gateway.schema.enums import EngineState, JobOrderField, JobStatus, JobStatusFilter, LibraryEntityOrderBy, LibraryOrderBy, OrderDirection
 from gateway.schema.jobs import (
     ClaimedTask,
     CreateJob,
@@ -374,7 +374,8 @@ class Mutation(CatalogueMutation):
         data = {"entity_id": input.entity_id, "identifier_type_id": input.identifier_type_id,
                 "content_type": input.content_type, "url": input.url, "title": input.title,
                 "is_priority": input.is_priority, "jsondata": input.jsondata, "jsonstring": input.jsonstring,
-                "store_reference": input.store_reference}
+                "store_reference": input.store_reference,
+                "profile_update_mode": input.profile_update_mode.value if input.profile_update_mode else None}
         row = await identifier_service.create(info.context.resources, info.context.principal, data, file)
         return EntityIdentifier.from_row(row)
 
@@ -518,6 +519,9 @@ def build_schema(settings: object) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
+        # Upstream declares JobStatus beside TaskStatus (Job.status is a TaskStatus there too): published for
+        # clients whose generated code names it, though no field takes or returns it.
+        types=[JobStatus],
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             # Engines and dashboards send the same few query texts again and again: parse and validate

@@ -27,6 +27,15 @@ async def get(res: Resources, principal: Principal, identifier_id: object) -> Id
     principal.check_library(row.library_id)
     return row
 
+PROFILE_MODES = ("none", "ifNotSet", "always")
+
+
+async def _profile(conn: Any, principal: Principal, row: Identifier, mode: str) -> None:
+    """CreateEntityIdentifier.profileUpdateMode: make the new identifier the entity's profile image."""
+    if mode != "none":
+        await entity_q.set_profile_identifier(conn, principal.org_id, row.entity_id, row.id, principal.actor, always=mode == "always")
+
+
 async def create(res: Resources, principal: Principal, data: dict[str, Any], file: uploads.Uploaded | None) -> Identifier:
     principal.require_write()
     if not data.get("entity_id"):
@@ -44,6 +53,9 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
         content_type = uploads.check_mime(content_type)
     # else: a URL to copy without a contentType takes the type the remote answer declares (store_url).
     jsondata = jsondata_of(data)
+    profile_mode = data.get("profile_update_mode") or "none"
+    if profile_mode not in PROFILE_MODES:
+        raise InvalidInput(f"profileUpdateMode must be one of {', '.join(PROFILE_MODES)}")
 
     async with res.pool.acquire() as conn:
         entity = await entity_q.by_id(conn, principal.org_id, eid)
@@ -58,6 +70,8 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     if type_id not in allowed:
         takes = f"identifiers of type {', '.join(allowed)}" if allowed else "no identifiers (its type names no identifier types)"
         raise InvalidInput(f"a {library.library_type_id} library takes {takes}, not {type_id}")
+    if profile_mode != "none" and types[0].data_type != "image":
+        raise InvalidInput(f"profileUpdateMode {profile_mode} needs an image identifier type, not {type_id} ({types[0].data_type})")
 
     values: dict[str, Any] = dict(
         id=uuid4(),
@@ -80,8 +94,10 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
         except FetchRefused as exc:
             raise InvalidInput(str(exc)) from exc
         values["reference_url"] = url
-        async with res.pool.acquire() as conn:
-            return await q.insert(conn, **values)
+        async with res.pool.acquire() as conn, conn.transaction():
+            row = await q.insert(conn, **values)
+            await _profile(conn, principal, row, profile_mode)
+            return row
 
     key = uploads.object_key(principal.org_id, "identifiers", entity.library_id, eid)
     if file is not None:
@@ -92,6 +108,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     try:
         async with res.pool.acquire() as conn, conn.transaction():
             row = await q.insert(conn, **values)
+            await _profile(conn, principal, row, profile_mode)
             await blob_cleanup.keep(conn, key)
         return row
     except BaseException:

@@ -26,3 +26,7 @@ ALTER TABLE libraries ADD COLUMN created_by text, ADD COLUMN modified_by text;
 ALTER TABLE entities ADD COLUMN created_by text, ADD COLUMN modified_by text;
 ALTER TABLE jobs ADD COLUMN created_by text, ADD COLUMN modified_by text;
 ALTER TABLE engines ADD COLUMN created_by text;
+
+-- CreateEntityIdentifier.profileUpdateMode: an entity's profile image may be one of its identifiers, whose
+-- (presigned, short-lived) URL Entity.profileImageUrl gives afresh on each read. profile_image_url then is NULL.
+ALTER TABLE entities ADD COLUMN profile_identifier_id uuid REFERENCES entity_identifiers(id) ON DELETE SET NULL;

@@ -52,10 +52,15 @@ UPDATE = """UPDATE entities SET
     description = CASE WHEN $4 THEN $5 ELSE description END,
     jsondata = CASE WHEN $6 THEN $7 ELSE jsondata END,
     profile_image_url = CASE WHEN $8 THEN $9 ELSE profile_image_url END,
+    profile_identifier_id = CASE WHEN $8 THEN NULL ELSE profile_identifier_id END,
     is_published = coalesce($10, is_published),
     modified_by = $11,
     modified_at = now()
 WHERE org_id = $1 AND id = $2 RETURNING *"""
+
+SET_PROFILE_IDENTIFIER = """-- profileUpdateMode: always ($5), or ifNotSet (only while the entity has no profile image)
+UPDATE entities SET profile_identifier_id = $3, profile_image_url = NULL, modified_by = $4, modified_at = now()
+WHERE org_id = $1 AND id = $2 AND ($5 OR (profile_image_url IS NULL AND profile_identifier_id IS NULL))"""
 
 DELETE = "DELETE FROM entities WHERE org_id = $1 AND id = $2 RETURNING id"
 
@@ -80,6 +85,12 @@ async def insert(conn: asyncpg.Connection, **v: Any) -> Entity:
             v.get("actor"),
         )
     )
+
+
+async def set_profile_identifier(
+    conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, identifier_id: UUID, actor: str | None, *, always: bool
+) -> None:
+    await conn.execute(SET_PROFILE_IDENTIFIER, org_id, entity_id, identifier_id, actor, always)
 
 
 async def by_id(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID) -> Entity | None:

@@ -14,6 +14,7 @@ INSERT = """INSERT INTO entity_identifiers (id, org_id, library_id, entity_id, i
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *"""
 
 BY_ID = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = $2"
+BY_IDS = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uuid[])"
 
 PAGES_FOR_ENTITIES = """-- the same page of identifiers for many entities at once (the DataLoader's one query)
 SELECT * FROM (
@@ -78,6 +79,10 @@ async def insert(conn: asyncpg.Connection, **v: Any) -> Identifier:
             v["jsondata"],
         )
     )
+
+
+async def by_ids(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> list[Identifier]:
+    return [Identifier.of(r) for r in await conn.fetch(BY_IDS, org_id, ids)]
 
 
 async def by_id(conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID) -> Identifier | None:

@@ -270,3 +270,57 @@ class TestCreatedByModifiedBy:
         both = org.client.query("query($id: ID!) { mine: engine(id: $id) { createdBy modifiedBy } sleeper: engine(id: \"test-sleeper\") { createdBy } }",
                                 id=engine_id).ok()
         assert both == {"mine": {"createdBy": admin_id, "modifiedBy": admin_id}, "sleeper": {"createdBy": None}}
+
+
+class TestProfileUpdateMode:
+    def _add(self, org, entity_id, mode=None, type_id="face", url="https://example.com/a.png", content_type="image/png"):
+        extra = f", profileUpdateMode: {mode}" if mode else ""
+        return org.client.query(
+            f"mutation($e: ID!, $t: ID!, $u: String, $c: String) {{ createEntityIdentifier(input: {{entityId: $e, identifierTypeId: $t, "
+            f"contentType: $c, url: $u, storeReference: true{extra}}}) {{ id url }} }}", e=entity_id, t=type_id, u=url, c=content_type,
+        )
+
+    def _profile(self, org, entity_id):
+        return org.client.query("query($id: ID!) { entity(id: $id) { profileImageUrl } }", id=entity_id).ok()["entity"]["profileImageUrl"]
+
+    def test_none_by_default_leaves_the_profile_image_alone(self, org, library):
+        entity_id = org.create_entity(library, "Ada")
+        self._add(org, entity_id).ok()
+        assert self._profile(org, entity_id) is None
+
+    def test_if_not_set_takes_the_first_image_only_and_always_replaces_it(self, org, library):
+        entity_id = org.create_entity(library, "Ada")
+        self._add(org, entity_id, "ifNotSet", url="https://example.com/first.png").ok()
+        self._add(org, entity_id, "ifNotSet", url="https://example.com/second.png").ok()
+        assert self._profile(org, entity_id) == "https://example.com/first.png"
+        self._add(org, entity_id, "always", url="https://example.com/third.png").ok()
+        assert self._profile(org, entity_id) == "https://example.com/third.png"
+        kept = org.client.query("mutation($id: ID!) { updateEntity(input: {id: $id, profileImageUrl: \"https://example.com/own.png\"}) { profileImageUrl } }",
+                                id=entity_id).ok()["updateEntity"]
+        assert kept["profileImageUrl"] == "https://example.com/own.png"
+        self._add(org, entity_id, "ifNotSet", url="https://example.com/fourth.png").ok()
+        assert self._profile(org, entity_id) == "https://example.com/own.png"
+
+    def test_a_stored_image_gives_a_fresh_link_to_its_bytes_and_deleting_it_clears_the_profile(self, org, library):
+        entity_id = org.create_entity(library, "Ada")
+        data = random_bytes(4000)
+        reply = org.client.upload_form(
+            f'mutation {{ createEntityIdentifier(input: {{entityId: "{entity_id}", identifierTypeId: "face", profileUpdateMode: always}}) {{ id }} }}',
+            data, "image/png", filename="ada.png",
+        )
+        identifier_id = reply.ok()["createEntityIdentifier"]["id"]
+        assert httpx.get(self._profile(org, entity_id), timeout=30).content == data
+        org.client.query("mutation($id: ID!) { deleteEntityIdentifier(id: $id) { id } }", id=identifier_id).ok()
+        assert self._profile(org, entity_id) is None
+
+    def test_a_profile_mode_on_an_identifier_that_is_not_an_image_is_invalid_input(self, org, stack):
+        library_id = org.create_library("voices", "speakers")
+        entity_id = org.create_entity(library_id, "Ada")
+        reply = self._add(org, entity_id, "always", type_id="audio-recording", url="https://example.com/a.wav", content_type="audio/wav")
+        assert reply.error_code == "invalid_input" and "image" in reply.error_message
+        assert identifier_rows(stack, org) == []
+
+
+def test_a_library_is_never_globally_visible(org, library):
+    read = org.client.query("query($id: ID!) { library(id: $id) { security { global } } }", id=library).ok()
+    assert read["library"]["security"] == {"global": False}
