@@ -87,7 +87,7 @@ def _taken(kind: str, type_id: str, builtin: bool) -> InvalidInput:
     return InvalidInput(f"the {kind} type id {type_id!r} is not available; choose another")
 
 
-async def _own_or_refuse(res: Any, principal: Principal, kind: str, type_id: str, builtins: list[Any]) -> None:
+def _refuse_builtin(kind: str, type_id: str, builtins: list[Any]) -> None:
     if any(t.id == type_id for t in builtins):
         raise NotAllowed(f"{type_id!r} is a built-in {kind} type and cannot be changed")
 
@@ -119,7 +119,7 @@ async def create_identifier_type(res: Any, principal: Principal, data: dict[str,
 async def update_identifier_type(res: Any, principal: Principal, type_id: str, changes: dict[str, Any]) -> IdentifierType:
     principal.require_write()
     type_id = str(type_id)
-    await _own_or_refuse(res, principal, "entity identifier", type_id, await builtin_identifier_types(res))
+    _refuse_builtin("entity identifier", type_id, await builtin_identifier_types(res))
     clean: dict[str, Any] = {}
     # label, labelPlural and dataType always have a value: null leaves them as they are.
     for key, what in (("label", "label"), ("label_plural", "labelPlural")):
@@ -191,7 +191,7 @@ async def update_library_type(res: Any, principal: Principal, type_id: str, chan
     """label is required (as upstream's UpdateLibraryType has it); the other fields change only when sent."""
     principal.require_write()
     type_id = str(type_id)
-    await _own_or_refuse(res, principal, "library", type_id, await builtin_library_types(res))
+    _refuse_builtin("library", type_id, await builtin_library_types(res))
     clean: dict[str, Any] = {"label": _text(changes.get("label"), "label", required=True)}
     if "icon_class" in changes:
         clean["icon_class"] = _text(changes["icon_class"], "iconClass", required=False)

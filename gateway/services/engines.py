@@ -116,7 +116,7 @@ def engine_filters(
         name=name,
         states=tuple(states) if states is not None else None,
         owned=owned,
-        categories=tuple(categories) if categories or f.get("category") is not None or category is not None else None,
+        categories=tuple(categories) if categories else None,  # an empty list filters nothing out
         trainable=f.get("trainable_via_api"),
         runtime_types=tuple(f["runtime_type"]) if f.get("runtime_type") is not None else None,
         builtin=builtin,

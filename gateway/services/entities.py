@@ -31,6 +31,10 @@ def check_jsondata(value: Any) -> Any:
             value = json.loads(value)
         except ValueError as exc:
             raise InvalidInput(f"jsondata is not valid JSON: {exc.msg}") from exc
+    return _check_size(value)
+
+
+def _check_size(value: Any) -> Any:
     if len(json.dumps(value)) > MAX_JSONDATA_BYTES:
         raise InvalidInput(f"jsondata must be at most {MAX_JSONDATA_BYTES} bytes")
     return value
@@ -44,11 +48,13 @@ def jsondata_of(data: dict[str, Any], *, partial: bool = False) -> Any:
         raise InvalidInput("send jsondata or jsonstring, not both")
     if sent_string:
         text = data["jsonstring"]
+        if len(text) > MAX_JSONDATA_BYTES:
+            raise InvalidInput(f"jsonstring must be at most {MAX_JSONDATA_BYTES} bytes")
         try:
             value = json.loads(text)
         except ValueError as exc:
             raise InvalidInput(f"jsonstring is not valid JSON: {exc.msg}") from exc
-        return check_jsondata(value)
+        return _check_size({} if value is None else value)
     if sent_data:
         return check_jsondata(data["jsondata"])
     return ... if partial else {}

@@ -13,6 +13,7 @@ from gateway.services import blob_cleanup
 from gateway.services.ids import parse_id
 from gateway.services.paging import Page, check_page
 from gateway.services.principal import Principal
+from storage.queries import entities as entity_q
 from storage.queries import jobs as job_q
 from storage.queries import libraries as q
 from storage.queries import types as type_q
@@ -33,6 +34,19 @@ def clean_name(value: str | None, what: str) -> str:
 async def _check_type(conn: asyncpg.Connection, org_id: UUID, type_id: str) -> None:
     if not await type_q.library_types(conn, org_id, type_id):
         raise InvalidInput(f"unknown libraryTypeId {type_id!r}")
+
+
+async def _check_entities_fit(res: Resources, conn: asyncpg.Connection, principal: Principal, lid: UUID, type_id: str) -> None:
+    """A library moving to a type whose entity schema one of its entities fails is refused, naming the entity."""
+    from gateway.services import catalogue, entity_schema
+
+    schema = await catalogue.entity_schema_of(res, principal.org_id, type_id)
+    if not schema:
+        return
+    for entity in await entity_q.jsondata_of_library(conn, principal.org_id, lid):
+        problem = entity_schema.violation(schema, entity["jsondata"])
+        if problem:
+            raise InvalidInput(f"entity {entity['name']!r} ({entity['id']}) does not satisfy the entity schema of {type_id!r}: {problem}")
 
 
 async def get(res: Resources, principal: Principal, library_id: object) -> Library:
@@ -74,9 +88,10 @@ async def update(res: Resources, principal: Principal, library_id: object, chang
     lid = parse_id(library_id)
     if "name" in changes:
         changes["name"] = clean_name(changes["name"], "library")
-    async with res.pool.acquire() as conn:
+    async with res.pool.acquire() as conn, conn.transaction():
         if changes.get("library_type_id"):
             await _check_type(conn, principal.org_id, changes["library_type_id"])
+            await _check_entities_fit(res, conn, principal, lid, changes["library_type_id"])
         row = await q.update(conn, principal.org_id, lid, {**changes, "actor": principal.actor})
     if row is None:
         raise NotFound()

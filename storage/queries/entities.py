@@ -62,6 +62,8 @@ SET_PROFILE_IDENTIFIER = """-- profileUpdateMode: always ($5), or ifNotSet (only
 UPDATE entities SET profile_identifier_id = $3, profile_image_url = NULL, modified_by = $4, modified_at = now()
 WHERE org_id = $1 AND id = $2 AND ($5 OR (profile_image_url IS NULL AND profile_identifier_id IS NULL))"""
 
+JSONDATA_OF_LIBRARY = "SELECT id, name, jsondata FROM entities WHERE org_id = $1 AND library_id = $2 ORDER BY created_at, id"
+
 DELETE = "DELETE FROM entities WHERE org_id = $1 AND id = $2 RETURNING id"
 
 STORAGE_KEYS = "SELECT storage_key FROM entity_identifiers WHERE entity_id = $1 AND storage_key IS NOT NULL"
@@ -91,6 +93,10 @@ async def set_profile_identifier(
     conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, identifier_id: UUID, actor: str | None, *, always: bool
 ) -> None:
     await conn.execute(SET_PROFILE_IDENTIFIER, org_id, entity_id, identifier_id, actor, always)
+
+
+async def jsondata_of_library(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> list[asyncpg.Record]:
+    return list(await conn.fetch(JSONDATA_OF_LIBRARY, org_id, library_id))
 
 
 async def by_id(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID) -> Entity | None:

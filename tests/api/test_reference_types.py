@@ -217,3 +217,13 @@ def test_entity_jsondata_must_satisfy_the_library_types_schema(org, stack):
     assert stricter.error_code == "invalid_input" and "Acme" in stricter.error_message
     read = org.client.query("query($id: ID!) { entity(id: $id) { jsondata } }", id=entity_id).ok()
     assert read["entity"]["jsondata"] == {"founded": 1901}
+
+
+def test_a_library_cannot_move_to_a_type_whose_schema_its_entities_fail(org):
+    _, brands = logo_types(org.client, schema=SCHEMA)
+    library_id = org.create_library("people first", "people")
+    org.create_entity(library_id, "Ada", {"born": 1815})
+    moved = org.client.query("mutation($id: ID!, $t: ID) { updateLibrary(input: {id: $id, libraryTypeId: $t}) { id } }", id=library_id, t=brands["id"])
+    assert moved.error_code == "invalid_input" and "Ada" in moved.error_message
+    kept = org.client.query("query($id: ID!) { library(id: $id) { libraryTypeId } }", id=library_id).ok()
+    assert kept["library"]["libraryTypeId"] == "people"
