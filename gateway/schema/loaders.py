@@ -154,12 +154,12 @@ class Loaders:
         self.engine = DataLoader(_grouped(engines, none, same))
         self.task_page = DataLoader(_grouped(task_pages, lambda k: k[1:], lambda k: k[0]))
         self.model = DataLoader(_grouped(models, none, same))
-        # The type catalogue a request sees (built-ins and the organization's own): one read per request.
         self.category_engine_page = DataLoader(_grouped(category_engine_pages, lambda k: k[1:], lambda k: k[0]))
         self.engine_task_page = DataLoader(_grouped(engine_task_pages, lambda k: k[1:], lambda k: k[0]))
         self.engine_task_metrics = DataLoader(_grouped(engine_task_metrics, lambda k: k[1:], lambda k: k[0]))
         self.organization = DataLoader(_grouped(organizations, none, same))
         self.job = DataLoader(_grouped(jobs, none, same))
         self.identifier = DataLoader(_grouped(identifiers, none, same))
+        # The type catalogue a request sees (built-ins and the organization's own): one read per request.
         self.identifier_types = DataLoader(identifier_type_lists)
         self.library_types = DataLoader(library_type_lists)

@@ -19,7 +19,6 @@ from gateway.schema.limits import QueryLimits
 from gateway.schema.operation_choice import OperationChoice
 from gateway.schema.engine_fields import EngineFilter, EngineSortField, filter_dict, order_pairs
 from gateway.schema.engine_models import (
-    COGNITION,
     EngineCategoryList,
     category_of,
     CreateEngine,
@@ -241,8 +240,10 @@ class Query(CallerQuery):
         offset: Optional[int] = 0,
         limit: Optional[int] = 30,
     ) -> EngineCategoryList:
-        groups = await engine_service.categories(info.context.resources, info.context.principal, category_id=id, name=name)
-        categories = [category_of(rows) for rows in groups if type is None or type.lower() == COGNITION.name.lower()]
+        groups = await engine_service.categories(
+            info.context.resources, info.context.principal, category_id=id, name=name, engine_type=type
+        )
+        categories = [category_of(rows) for rows in groups]
         return EngineCategoryList(**_typed_page(categories, offset, limit, info.context.resources.settings.max_page_size))
 
     @strawberry.field

@@ -162,8 +162,13 @@ async def category_pages(
     return {c: Page(pages[c], offset, limit, totals[c]) for c in category_ids}
 
 
-async def categories(res: Any, principal: Principal, *, category_id: str | None, name: str | None) -> list[list[Engine]]:
-    """Active engines visible to the caller grouped by category (a category is described by its engines)."""
+async def categories(
+    res: Any, principal: Principal, *, category_id: str | None, name: str | None, engine_type: str | None = None
+) -> list[list[Engine]]:
+    """Active engines visible to the caller grouped by category (a category is described by its engines).
+    Every category here is of engine type Cognition: another type matches none."""
+    if engine_type is not None and engine_type.lower() != ENGINE_TYPE.lower():
+        return []
     async with res.pool.acquire() as conn:
         rows, _ = await q.page(conn, principal.org_id, ids=None, filters=q.EngineFilters(category_id=category_id),
                                offset=0, limit=10_000)
