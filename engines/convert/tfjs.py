@@ -213,6 +213,7 @@ class _Converter:
         self.inputs: list[onnx.ValueInfoProto] = []
         self._names: set[str] = set()
         self._tf_view: dict[str, str] = {}  # nchw value name -> its transposed-back twin, made once
+        self._nchw_consts: dict[int, str] = {}  # id of a constant's _Value -> its NCHW-broadcast initializer
         self.reserved: set[str] = set()  # graph output names, kept for the final Identity nodes
         self.input_names: set[str] = set()
 
@@ -262,7 +263,10 @@ class _Converter:
         if value.layout == "nchw":
             return value.name
         if value.const is not None:
-            return self.materialise(_Value("", "nchw", 4, _const_to_nchw(value.const)), base)
+            key = id(value)  # one NCHW copy per constant, however many ops use it
+            if key not in self._nchw_consts:
+                self._nchw_consts[key] = self.materialise(_Value("", "nchw", 4, _const_to_nchw(value.const)), base)
+            return self._nchw_consts[key]
         if value.rank != 4:
             raise TfjsConversionError(f"{base}: expected a 4-D NHWC tensor")
         return self.emit("Transpose", [value.name], base + "__nchw", perm=list(NCHW_PERM))
