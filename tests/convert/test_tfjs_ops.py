@@ -76,11 +76,13 @@ BINARY = {"Add": np.add, "AddV2": np.add, "BiasAdd": np.add, "Sub": np.subtract,
           "RealDiv": np.divide, "Maximum": np.maximum, "Minimum": np.minimum}
 
 
-@pytest.mark.parametrize("op", sorted(BINARY))
-@pytest.mark.parametrize("const_shape", [(4,), (1, 1, 5, 4), (5, 5, 4), ()])
+# BiasAdd takes a per-channel vector only, so it is paired with that shape alone.
+CASES = [(op, shape) for op in sorted(BINARY) for shape in [(4,), (1, 1, 5, 4), (5, 5, 4), ()]
+         if op != "BiasAdd" or shape == (4,)]
+
+
+@pytest.mark.parametrize(("op", "const_shape"), CASES)
 def test_elementwise_after_conv_broadcasts_constants_the_nhwc_way(op: str, const_shape: tuple[int, ...]) -> None:
-    if op == "BiasAdd" and const_shape != (4,):
-        pytest.skip("BiasAdd takes a per-channel vector only")
     g = Graph()
     x, w = rand(2, 5, 5, 3), rand(1, 1, 3, 4)
     c = (np.abs(rand(*const_shape)) + 0.5).astype(np.float32)
@@ -89,7 +91,10 @@ def test_elementwise_after_conv_broadcasts_constants_the_nhwc_way(op: str, const
     g.op(op if op != "BiasAdd" else "Add", "z", [g.const("c2", c), "y"])  # constant on the left
     (z,) = run(g, {"x": x}, ["z"])
     f = BINARY[op]
-    np.testing.assert_allclose(z, f(c, f(conv2d(x, w), c)), **TOL)
+    # c / (conv / c): a conv output near zero (cancellation in its sum, whose float32 order differs between
+    # numpy and ONNX Runtime) has a large relative error that the division carries into the result.
+    tol = dict(rtol=2e-4, atol=1e-5) if op == "RealDiv" else TOL
+    np.testing.assert_allclose(z, f(c, f(conv2d(x, w), c)), **tol)
 
 
 def test_elementwise_mixes_an_nhwc_input_with_an_nchw_conv_output() -> None:
