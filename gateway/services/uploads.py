@@ -33,6 +33,10 @@ def check_mime(value: str | None, what: str = "contentType") -> str:
 
 
 async def _file_chunks(upload: Uploaded) -> AsyncIterator[bytes]:
+    # One part may be mapped to several variables (the multipart spec allows it): each use reads it whole.
+    seek = getattr(upload, "seek", None)
+    if seek is not None:
+        await seek(0)
     while True:
         chunk = await upload.read(CHUNK)
         if not chunk:
