@@ -12,10 +12,7 @@ from gateway.services.entities import check_jsondata
 from gateway.services.ids import parse_id
 from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, check_url_syntax
-from storage.queries import entities as entity_q
 from storage.queries import identifiers as q
-from storage.queries import libraries as library_q
-from storage.queries import types as type_q
 from storage.rows import Identifier
 
 async def get(res: Resources, principal: Principal, identifier_id: object) -> Identifier:
@@ -45,23 +42,26 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     # else: a URL to copy without a contentType takes the type the remote answer declares (store_url).
     jsondata = check_jsondata(data.get("jsondata"))
 
+    key = None
     async with res.pool.acquire() as conn:
-        entity = await entity_q.by_id(conn, principal.org_id, eid)
-        if entity is None:
+        target = await q.target(conn, principal.org_id, eid, type_id)
+        if target is None:
             raise NotFound()
-        library = await library_q.by_id(conn, principal.org_id, entity.library_id)
-        types = await type_q.identifier_types(conn, type_id)
-        library_types = await type_q.library_types(conn, library.library_type_id)
-    if not types:
-        raise InvalidInput(f"unknown identifierTypeId {type_id!r}")
-    allowed = library_types[0].identifier_type_ids
-    if type_id not in allowed:
-        raise InvalidInput(f"a {library.library_type_id} library takes identifiers of type {', '.join(allowed)}, not {type_id}")
+        if not target["type_known"]:
+            raise InvalidInput(f"unknown identifierTypeId {type_id!r}")
+        allowed = target["identifier_type_ids"]
+        if type_id not in allowed:
+            raise InvalidInput(f"a {target['library_type_id']} library takes identifiers of type {', '.join(allowed)}, not {type_id}")
+        if not store_reference:
+            key = uploads.object_key(principal.org_id, "identifiers", target["library_id"], eid)
+        if file is not None:
+            # Recorded as an orphan-to-be before the upload, on the connection the checks used.
+            await blob_cleanup.schedule(conn, [key], blob_cleanup.UPLOAD_GRACE_SECONDS)
 
     values: dict[str, Any] = dict(
         id=uuid4(),
         org_id=principal.org_id,
-        library_id=entity.library_id,
+        library_id=target["library_id"],
         entity_id=eid,
         identifier_type_id=type_id,
         title=data.get("title"),
@@ -82,17 +82,14 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
         async with res.pool.acquire() as conn:
             return await q.insert(conn, **values)
 
-    key = uploads.object_key(principal.org_id, "identifiers", entity.library_id, eid)
     if file is not None:
-        stored = await uploads.store_upload(res, key, file, content_type)
+        stored = await uploads.store_upload(res, key, file, content_type, scheduled=True)
     else:
         stored = await uploads.store_url(res, key, url, content_type)
     values.update(storage_key=key, content_type=stored.content_type, content_length=stored.size, content_sha256=stored.sha256)
     try:
-        async with res.pool.acquire() as conn, conn.transaction():
-            row = await q.insert(conn, **values)
-            await blob_cleanup.keep(conn, key)
-        return row
+        async with res.pool.acquire() as conn:
+            return await q.insert_keeping_blob(conn, **values)
     except BaseException:
         await blob_cleanup.delete_now(res, [key])
         raise
