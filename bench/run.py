@@ -160,7 +160,9 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
         # 0. One upload's cost: the API against bare S3 PUTs of the same bytes, same concurrency.
         log(f"uploads against S3 PUTs: {n} identifiers, {args.concurrency} in flight")
         put_library = await scenarios.create_library(client, "put", entities, seed_base=5_000_000, concurrency=args.concurrency)
-        results["upload_vs_s3_put"] = await scenarios.upload_vs_s3_put(client, put_library, stack.env, per, args.concurrency)
+        results["upload_vs_s3_put"] = await scenarios.upload_vs_s3_put(
+            client, put_library, stack.env, per, args.concurrency, gateway_pid=stack.gateway.pid
+        )
         if args.only == "upload":
             return results
 
@@ -273,6 +275,7 @@ def upload_rows(report: dict[str, Any]) -> list[str]:
         f"| 0 | upload through the API ({u['uploads']:,} × createEntityIdentifier, plain form, {u['concurrency']} in flight, median of {u['passes']}) | {fmt(u['api_uploads_per_s'])} uploads/s |",
         f"| 0 | S3 PUT ceiling: the same bytes, presigned, bare PUTs, {u['concurrency']} in flight | {fmt(u['s3_puts_per_s'])} PUTs/s |",
         f"| 0 | **upload / S3 PUT ceiling** | **{fmt(u['api_over_s3_put'], 3)}** |",
+        f"| 0 | gateway CPU per upload (user + system) | {fmt(u['gateway_cpu_ms_per_upload'], 2)} ms |",
     ]
 
 
