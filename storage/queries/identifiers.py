@@ -14,11 +14,14 @@ INSERT = """INSERT INTO entity_identifiers (id, org_id, library_id, entity_id, i
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *"""
 
 BY_ID = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = $2"
+BY_IDS = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uuid[])"
 
-TARGET = """-- where a new identifier of type $3 goes: its entity's library, and whether that type exists and the
--- library's type takes it (one round trip where an upload made four)
+TARGET = """-- where a new identifier of type $3 goes: its entity's library, and whether that type exists for the
+-- organization (built-in or its own), its data type, and whether the library's type takes it (one round
+-- trip where an upload made four)
 SELECT e.library_id, l.library_type_id, lt.identifier_type_ids,
-       EXISTS (SELECT 1 FROM entity_identifier_types t WHERE t.id = $3) AS type_known
+       EXISTS (SELECT 1 FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS type_known,
+       (SELECT t.data_type FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS data_type
 FROM entities e
 JOIN libraries l ON l.id = e.library_id AND l.org_id = e.org_id
 JOIN library_types lt ON lt.id = l.library_type_id
@@ -63,6 +66,12 @@ UPDATE = """UPDATE entity_identifiers SET
     modified_at = now()
 WHERE org_id = $1 AND id = $2 RETURNING *"""
 
+REPLACE_CONTENT = """-- UpdateEntityIdentifier.url: new content, only if the content is still the one the caller replaced
+UPDATE entity_identifiers SET
+    storage_key = $4, reference_url = $5, content_type = $6, content_length = $7, content_sha256 = $8,
+    modified_at = now()
+WHERE org_id = $1 AND id = $2 AND storage_key IS NOT DISTINCT FROM $3 RETURNING *"""
+
 DELETE = "DELETE FROM entity_identifiers WHERE org_id = $1 AND id = $2 RETURNING storage_key"
 
 
@@ -85,6 +94,10 @@ async def target(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, type_i
 async def insert_keeping_blob(conn: asyncpg.Connection, **v: Any) -> Identifier:
     """Insert a row whose object ``storage_key`` was recorded as an orphan-to-be; the record goes with it."""
     return Identifier.of(await conn.fetchrow(INSERT_KEEPING_BLOB, *_values(v)))
+
+
+async def by_ids(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> list[Identifier]:
+    return [Identifier.of(r) for r in await conn.fetch(BY_IDS, org_id, ids)]
 
 
 async def by_id(conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID) -> Identifier | None:
@@ -141,6 +154,17 @@ async def update(conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID, ch
             changes.get("is_priority"),
             "jsondata" in changes,
             changes.get("jsondata"),
+        )
+    )
+
+
+async def replace_content(
+    conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID, previous_key: str | None, **v: Any
+) -> Identifier | None:
+    return Identifier.maybe(
+        await conn.fetchrow(
+            REPLACE_CONTENT, org_id, identifier_id, previous_key, v["storage_key"], v["reference_url"],
+            v["content_type"], v["content_length"], v["content_sha256"],
         )
     )
 
