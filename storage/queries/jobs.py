@@ -15,8 +15,8 @@ WAKE_CHANNEL = "engineshed_wake"  # payload: engine id with newly claimable work
 EVENT_CHANNEL = "engineshed_event"  # payload: job id whose tasks changed
 CANCEL_CHANNEL = "engineshed_cancel"  # payload: task id whose cancellation was requested
 
-INSERT_JOB = """INSERT INTO jobs (id, org_id, name, cluster_id, status, library_id)
-VALUES ($1, $2, $3, $4, 'queued', $5) RETURNING *"""
+INSERT_JOB = """INSERT INTO jobs (id, org_id, name, cluster_id, status, library_id, model_version_id)
+VALUES ($1, $2, $3, $4, 'queued', $5, $6) RETURNING *"""
 
 INSERT_TASK = """INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at)
 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, now()) RETURNING *"""
@@ -136,7 +136,11 @@ DELETE_JOB = "DELETE FROM jobs WHERE org_id = $1 AND id = $2"
 
 
 async def insert_job(conn: asyncpg.Connection, **v: Any) -> Job:
-    return Job.of(await conn.fetchrow(INSERT_JOB, v["id"], v["org_id"], v.get("name"), v.get("cluster_id"), v.get("library_id")))
+    return Job.of(
+        await conn.fetchrow(
+            INSERT_JOB, v["id"], v["org_id"], v.get("name"), v.get("cluster_id"), v.get("library_id"), v.get("model_version_id")
+        )
+    )
 
 
 async def insert_task(conn: asyncpg.Connection, **v: Any) -> Task:
