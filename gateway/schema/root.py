@@ -57,6 +57,7 @@ from gateway.schema.libraries import (
     UpdateLibrary,
     sent,
 )
+from gateway.schema.models import ModelMutation, ModelQuery
 from gateway.schema.paging import page_fields
 from gateway.schema.recognition import RecognitionResult, recognize_file
 from gateway.schema.scalars import JSONData
@@ -79,7 +80,7 @@ def _typed_page(records: list, offset: int | None, limit: int | None, maximum: i
 
 
 @strawberry.type
-class Query:
+class Query(ModelQuery):
     @strawberry.field
     async def library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
         return Library.from_row(await library_service.get(info.context.resources, info.context.principal, id))
@@ -312,7 +313,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(ModelMutation):
     @strawberry.mutation
     async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
         if input is None:

@@ -10,6 +10,7 @@ callers run it in a thread.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -30,11 +31,9 @@ from gateway.errors import InvalidInput
 
 # Operator domains ONNX Runtime ships kernels for; anything else would need a custom-op library.
 ALLOWED_DOMAINS = {"": "ai.onnx", "ai.onnx": "ai.onnx", "ai.onnx.ml": "ai.onnx.ml", "com.microsoft": "com.microsoft"}
-# What the installed ONNX Runtime (1.20 and later) reads: IR versions and the newest opset per domain.
 MIN_IR_VERSION = 3
-MAX_IR_VERSION = 10
 MIN_OPSET = 7
-MAX_OPSET = {"ai.onnx": 21, "ai.onnx.ml": 4, "com.microsoft": 1}
+MAX_OPSET_OTHER = {"ai.onnx.ml": 5, "com.microsoft": 1}
 RATIO_FLOOR_BYTES = 1024 * 1024  # below this a member may compress as well as it likes (small files do)
 CHUNK = 256 * 1024
 
@@ -479,15 +478,39 @@ def _fold_external_data(model: onnx.ModelProto, members: dict[str, bytes]) -> No
             raise PackageError(f"tensor {tensor.name!r} reads past the end of {location!r}", "external_data")
         tensor.raw_data = body[offset : offset + length]
         del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.ClearField("data_location")  # unset, not DEFAULT: the bytes then match a model saved whole
+
+
+@functools.cache
+def runtime_reads() -> tuple[int, int]:
+    """The newest IR version and ai.onnx opset the installed ONNX Runtime opens, found once by opening a
+    one-node graph of our own (no user model runs here): a table by version would go stale with upgrades."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    def opens(ir: int, opset: int) -> bool:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+        graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
+        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir)
+        try:
+            ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+            return True
+        except Exception:
+            return False
+
+    ir = max((i for i in range(MIN_IR_VERSION, 20) if opens(i, 13)), default=10)
+    opset = max((o for o in range(MIN_OPSET, 40) if opens(min(ir, 10), o)), default=21)
+    return ir, opset
 
 
 def check_graph(model: onnx.ModelProto) -> dict[str, Any]:
     """IR version, opsets, operator domains, onnx.checker (full) and shape inference."""
-    if not MIN_IR_VERSION <= model.ir_version <= MAX_IR_VERSION:
+    max_ir, max_opset = runtime_reads()
+    if not MIN_IR_VERSION <= model.ir_version <= max_ir:
         raise PackageError(
             f"the model's IR version is {model.ir_version}; the runtime reads IR versions {MIN_IR_VERSION} to "
-            f"{MAX_IR_VERSION}", "ir_version")
+            f"{max_ir}", "ir_version")
     opsets: dict[str, int] = {}
     for entry in model.opset_import:
         domain = ALLOWED_DOMAINS.get(entry.domain)
@@ -500,14 +523,14 @@ def check_graph(model: onnx.ModelProto) -> dict[str, Any]:
                 "ai.onnx, ai.onnx.ml and com.microsoft operators are accepted (custom-op libraries are never loaded)",
                 "custom_domain")
         opsets[domain] = entry.version
-    if "ai.onnx" in opsets and not MIN_OPSET <= opsets["ai.onnx"] <= MAX_OPSET["ai.onnx"]:
+    if "ai.onnx" in opsets and not MIN_OPSET <= opsets["ai.onnx"] <= max_opset:
         raise PackageError(
             f"the model's ai.onnx opset is {opsets['ai.onnx']}; the runtime reads opsets {MIN_OPSET} to "
-            f"{MAX_OPSET['ai.onnx']}", "opset")
-    for domain in ("ai.onnx.ml", "com.microsoft"):
-        if domain in opsets and opsets[domain] > MAX_OPSET[domain]:
-            raise PackageError(f"the model's {domain} opset is {opsets[domain]}; the runtime reads up to "
-                               f"{MAX_OPSET[domain]}", "opset")
+            f"{max_opset}", "opset")
+    for domain, newest in MAX_OPSET_OTHER.items():
+        if domain in opsets and opsets[domain] > newest:
+            raise PackageError(f"the model's {domain} opset is {opsets[domain]}; the runtime reads up to {newest}",
+                               "opset")
     local_functions = {(f.domain, f.name) for f in model.functions}
     for node in _all_nodes(model):
         if node.domain not in ALLOWED_DOMAINS and (node.domain, node.op_type) not in local_functions:

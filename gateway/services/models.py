@@ -46,6 +46,9 @@ SYSTEM_DEFAULTS = {
     ("auto_annotation", "face"): "face-detector",
 }
 IMAGE_TYPES = ("face", "image")
+# One message for every miss, whichever part of the reference missed: another organization's model name
+# answers exactly as a name nobody has (the tenancy tests compare the two).
+NO_SUCH_MODEL = "no such model version in this organization or among the system models"
 _LOCK_CLASS = 0x6D6F64  # "mod": advisory locks per blob digest (the two-key form, apart from the migration lock)
 
 
@@ -364,7 +367,7 @@ async def get(res: Any, principal: Principal, name: Any, version: int | None = N
     async with res.pool.acquire() as conn:
         row = await _find(conn, principal.org_id, name, version, alias)
     if row is None:
-        raise NotFound(f"no model {_describe(name, version, alias)}", data={"objectType": "model"})
+        raise NotFound(NO_SUCH_MODEL, data={"objectType": "model"})
     return row
 
 
@@ -401,7 +404,7 @@ async def _own_model(conn: asyncpg.Connection, principal: Principal, name: Any) 
         return model
     if await q.model_by_name(conn, None, name) is not None:
         raise NotAllowed(f"{name} is a system model; system models are read-only")
-    raise NotFound(f"no model {name}", data={"objectType": "model"})
+    raise NotFound(NO_SUCH_MODEL, data={"objectType": "model"})
 
 
 async def update(
@@ -424,7 +427,7 @@ async def update(
 async def _move_alias(conn: asyncpg.Connection, model: asyncpg.Record, alias: str, number: int) -> ModelVersion:
     target = await q.version_by_number(conn, model["org_id"], model["name"], number)
     if target is None:
-        raise NotFound(f"model {model['name']} has no version {number}", data={"objectType": "model"})
+        raise NotFound(NO_SUCH_MODEL, data={"objectType": "model"})
     await q.set_alias(conn, model["id"], alias, target.id)
     return await q.version_by_id(conn, target.id)
 
@@ -445,7 +448,7 @@ async def delete_version(res: Any, principal: Principal, name: Any, version: int
             model = await _own_model(conn, principal, name)
             row = await q.version_by_number(conn, principal.org_id, model["name"], version)
             if row is None:
-                raise NotFound(f"model {model['name']} has no version {version}", data={"objectType": "model"})
+                raise NotFound(NO_SUCH_MODEL, data={"objectType": "model"})
         # The digest's lock, then the delete: a registration of the same bytes waits for the blob's fate.
         await conn.execute("SELECT pg_advisory_lock($1, $2)", _LOCK_CLASS, _lock_key(row.sha256))
         try:

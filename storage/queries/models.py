@@ -61,7 +61,7 @@ WHERE {VISIBLE}
   AND ($5::text IS NULL OR v.status = $5)
   AND ($6::boolean IS NULL OR (m.org_id IS NULL) = $6)
   AND ($7::text IS NULL OR EXISTS (SELECT 1 FROM model_aliases a WHERE a.version_id = v.id AND a.alias = $7))
-ORDER BY {{order}}, v.id
+ORDER BY <order>, v.id
 OFFSET $8 LIMIT $9"""
 
 ORDERS = {
@@ -156,7 +156,8 @@ async def version_page(
     conn: asyncpg.Connection, org_id: UUID, *, application: str | None, name: str | None, tags: dict | None,
     status: str | None, system: bool | None, alias: str | None, order: str, descending: bool, offset: int, limit: int,
 ) -> tuple[list[ModelVersion], int]:
-    sql = VERSION_PAGE.format(order=ORDERS[order].format(d="DESC" if descending else "ASC"))
+    # replace, not format: the column list holds a literal '{}' (an empty text array)
+    sql = VERSION_PAGE.replace("<order>", ORDERS[order].format(d="DESC" if descending else "ASC"))
     records, total = await fetch_page(conn, sql, (org_id, application, name, tags, status, system, alias), offset, limit)
     return [ModelVersion.of(r) for r in records], total
 

@@ -16,11 +16,12 @@ STD = [0.229, 0.224, 0.225]
 
 
 def conv_net(*, dimension: int = 16, classes: int | None = None, probabilities: bool = False, seed: int = 0,
-             domain_op: tuple[str, str] | None = None) -> bytes:
+             domain_op: tuple[str, str] | None = None, nan: bool = False) -> bytes:
     """A conv net: NCHW float 3x32x32 in -> Conv 3x3 -> Relu -> GlobalAveragePool -> Flatten -> Gemm.
 
     An embedding model ends at the Gemm (``dimension`` values); a classifier adds a Gemm to ``classes``
-    logits (and a Softmax when ``probabilities``). ``domain_op`` adds a node from another domain.
+    logits (and a Softmax when ``probabilities``). ``domain_op`` adds a node from another domain; ``nan``
+    ends in sqrt(-|x|), a graph every check passes and whose outputs are NaN.
     """
     rng = np.random.default_rng(seed)
     inits = [
@@ -34,8 +35,11 @@ def conv_net(*, dimension: int = 16, classes: int | None = None, probabilities: 
         helper.make_node("Relu", ["conv"], ["relu"]),
         helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
         helper.make_node("Flatten", ["pool"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["embedding" if classes is None else "features"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["pre" if nan else "embedding" if classes is None else "features"]),
     ]
+    if nan:
+        nodes += [helper.make_node("Abs", ["pre"], ["abs"]), helper.make_node("Neg", ["abs"], ["neg"]),
+                  helper.make_node("Sqrt", ["neg"], ["embedding"])]
     out_name, out_dim = "embedding", dimension
     if classes is not None:
         inits += [
@@ -84,6 +88,38 @@ def external_data_net(location: str) -> bytes:
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
     return model.SerializeToString()
+
+
+def with_versions(data: bytes, *, ir: int | None = None, opset: int | None = None) -> bytes:
+    """The same model claiming another IR version or ai.onnx opset."""
+    from onnx import ModelProto
+
+    model = ModelProto()
+    model.ParseFromString(data)
+    if ir is not None:
+        model.ir_version = ir
+    if opset is not None:
+        model.opset_import[0].version = opset
+    return model.SerializeToString()
+
+
+def broken_graph() -> bytes:
+    """A graph whose node reads a tensor nothing defines: it parses, and onnx.checker refuses it."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["nowhere"], ["embedding"])], "broken",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 16])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def external_data_weights() -> bytes:
+    """The bytes external_data_net keeps outside: conv_net()'s first weight."""
+    from onnx import ModelProto
+
+    model = ModelProto()
+    model.ParseFromString(conv_net())
+    return model.graph.initializer[0].raw_data
 
 
 def zip_of(files: dict[str, bytes], *, symlinks: dict[str, str] | None = None) -> bytes:
@@ -145,3 +181,35 @@ def seed_layout_package() -> bytes:
 def pickle_bytes() -> bytes:
     """A protocol-4 pickle, as torch.save writes inside its checkpoints (built by hand: never loaded)."""
     return b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x08builtins\x94\x8c\x04eval\x94\x93\x94."
+
+
+def tfjs_package(*, dimension: int = 8) -> bytes:
+    """A TF.js graph model as tensorflowjs_converter writes one (model.json + one weight shard), zipped:
+    NHWC float 32x32x3 in -> Conv2D 3x3 SAME -> Relu -> Mean over height and width."""
+    import base64
+
+    rng = np.random.default_rng(7)
+    filters = rng.normal(0, 0.2, (3, 3, 3, dimension)).astype("<f4")
+    b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731 - TF.js writes strings as base64
+    nodes = [
+        {"name": "input", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"}, "shape": {"shape": {"dim": [
+            {"size": "-1"}, {"size": str(SIZE)}, {"size": str(SIZE)}, {"size": "3"}]}}}},
+        {"name": "conv/filter", "op": "Const", "attr": {"dtype": {"type": "DT_FLOAT"}}},
+        {"name": "conv", "op": "Conv2D", "input": ["input", "conv/filter"], "attr": {
+            "strides": {"list": {"i": ["1", "1", "1", "1"]}}, "padding": {"s": b64("SAME")},
+            "data_format": {"s": b64("NHWC")}, "T": {"type": "DT_FLOAT"}}},
+        {"name": "relu", "op": "Relu", "input": ["conv"], "attr": {"T": {"type": "DT_FLOAT"}}},
+        {"name": "pool/axes", "op": "Const", "attr": {"dtype": {"type": "DT_INT32"}, "value": {"tensor": {
+            "dtype": "DT_INT32", "tensorShape": {"dim": [{"size": "2"}]}, "intVal": [1, 2]}}}},
+        {"name": "embedding", "op": "Mean", "input": ["relu", "pool/axes"], "attr": {"keep_dims": {"b": False}}},
+    ]
+    model_json = {
+        "format": "graph-model", "generatedBy": "engineshed-tests", "convertedBy": "hand",
+        "modelTopology": {"node": nodes, "library": {}, "versions": {"producer": 1}},
+        "weightsManifest": [{"paths": ["group1-shard1of1.bin"],
+                             "weights": [{"name": "conv/filter", "shape": [3, 3, 3, dimension], "dtype": "float32"}]}],
+    }
+    manifest = {"input": {"color_order": "RGB", "range": [-1, 1]}, "output": {"name": "embedding"}}
+    return zip_of({"web_model/model.json": json.dumps(model_json).encode(),
+                   "web_model/group1-shard1of1.bin": filters.tobytes(),
+                   "web_model/manifest.json": json.dumps(manifest).encode()})
