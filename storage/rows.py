@@ -55,6 +55,8 @@ class IdentifierType(Row):
     label_plural: str
     description: str | None
     data_type: str
+    org_id: UUID | None  # None: built in, read-only
+    icon_class: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,9 @@ class LibraryType(Row):
     entity_type_name: str
     entity_type_name_plural: str
     identifier_type_ids: list[str]
+    org_id: UUID | None  # None: built in, read-only
+    icon_class: str | None
+    entity_type_schema: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,8 @@ class Library(Row):
     last_trained_at: datetime | None
     created_at: datetime
     modified_at: datetime
+    created_by: str | None
+    modified_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,9 @@ class Entity(Row):
     is_published: bool
     created_at: datetime
     modified_at: datetime
+    created_by: str | None
+    modified_by: str | None
+    profile_identifier_id: UUID | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +141,8 @@ class Engine(Row):
     state: str
     created_at: datetime
     modified_at: datetime
+    description: str | None
+    created_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +174,8 @@ class Job(Row):
     library_id: UUID | None
     created_at: datetime
     modified_at: datetime
+    created_by: str | None
+    modified_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +203,7 @@ class Task(Row):
     queued_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+    test_task: bool
 
 
 @dataclass(frozen=True, slots=True)

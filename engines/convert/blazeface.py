@@ -3,7 +3,8 @@
 The raw TF.js BlazeFace gives, per anchor, a score logit and 16 regressors (box centre x, y, width,
 height, then six keypoints x, y), all in input pixels relative to the anchor centre; two heads: 512
 anchors on the stride-``size/16`` grid (2 per cell) and 384 on the stride-``size/8`` grid (6 per
-cell), as Human's and MediaPipe's decoders lay them out. Doing the decoding in the graph means the
+cell), exactly as Human's decoder lays them out (``src/face/blazeface.ts`` and ``generateAnchors`` in
+``src/face/facemeshutil.ts`` of ``@vladmandic/human`` 3.3.6, read to check this). Doing the decoding in the graph means the
 registered model answers what the contract asks of a detector: ``boxes`` ``[K,4]`` (x1, y1, x2, y2
 in input pixels), ``scores`` ``[K]`` (best first) and ``keypoints`` ``[K,6,2]`` (right eye, left eye,
 nose, mouth, right ear, left ear; x, y in input pixels), with no decoding code outside the file.

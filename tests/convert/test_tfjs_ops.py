@@ -270,3 +270,41 @@ def test_bad_models_are_refused_with_reasons() -> None:
     g.op("Relu", "y", ["missing"])
     with pytest.raises(tfjs.TfjsConversionError, match="'missing' is not a node"):
         run(g, {})
+
+
+# ------------------------------------------------------------------ Relu/Minimum/Maximum chains become Clip
+
+
+def _clip_graph(lo: float, hi: float, share: bool = False) -> tuple[Graph, np.ndarray]:
+    g = Graph()
+    x, w = rand(1, 5, 5, 2) * 8, rand(1, 1, 2, 3)
+    h = g.op("Conv2D", "h", [g.placeholder("x", [1, 5, 5, 2]), g.const("w", w)], strides=[1, 1, 1, 1], padding="SAME")
+    r = g.op("Relu", "r", [h])
+    m = g.op("Minimum", "m", [r, g.const("hi", np.array(hi, np.float32))])
+    g.op("Maximum", "y", [m, g.const("lo", np.array(lo, np.float32))])
+    if share:
+        g.op("AddV2", "z", ["y", m])  # the Minimum's value is used twice: it must stay
+    return g, x
+
+
+def test_clipped_relu_chain_becomes_one_clip() -> None:
+    g, x = _clip_graph(0.0, 6.0)
+    model_json, read = g.model()
+    ops = [n.op_type for n in tfjs.convert(model_json, read).graph.node]
+    assert ops.count("Clip") == 1 and not {"Relu", "Min", "Max"} & set(ops)
+    (y,) = run(g, {"x": x})
+    np.testing.assert_allclose(y, np.maximum(np.minimum(np.maximum(conv2d(x, g_w(g)), 0), 6), 0), **TOL)
+
+
+def g_w(g: Graph) -> np.ndarray:
+    return np.frombuffer(bytes(g.blob[:24]), "<f4").reshape(1, 1, 2, 3)
+
+
+def test_clip_fusion_keeps_shared_values_and_disjoint_ranges() -> None:
+    g, x = _clip_graph(0.0, 6.0, share=True)
+    ref_m = np.minimum(np.maximum(conv2d(x, g_w(g)), 0), 6)
+    y, z = run(g, {"x": x}, ["y", "z"])
+    np.testing.assert_allclose(z, np.maximum(ref_m, 0) + ref_m, **TOL)
+    g, x = _clip_graph(3.0, 1.0)  # Minimum 1 then Maximum 3: the constant 3, not a Clip with lo > hi
+    (y,) = run(g, {"x": x})
+    np.testing.assert_allclose(y, np.full_like(y, 3.0), **TOL)

@@ -31,6 +31,7 @@ QUERIES = {
     "jobs": "query { jobs { count } }",
     "task": 'query { task(id: "{T}") { id } }',
     "recognize": 'query { recognize(libraryEngineModelId: "{M}", url: "http://192.0.2.1/x.png") { __typename } }',
+    "me": "query { me { id organizationId organization { id } } }",
     "models": "query { models { count } }",
     "model": 'query { model(name: "{N}") { id } }',
 }
@@ -57,6 +58,10 @@ MUTATIONS = {
     "heartbeatTask": 'mutation { heartbeatTask(id: "{T}", progress: 0.5) { __typename } }',
     "completeTask": 'mutation { completeTask(id: "{T}") { id } }',
     "failTask": 'mutation { failTask(id: "{T}") { id } }',
+    "createEntityIdentifierType": 'mutation { createEntityIdentifierType(input: {id: "matrix-logo", label: "Logo", labelPlural: "Logos", dataType: image}) { id } }',
+    "updateEntityIdentifierType": 'mutation { updateEntityIdentifierType(input: {id: "{IT}", label: "renamed"}) { id } }',
+    "createLibraryType": 'mutation { createLibraryType(input: {id: "matrix-brands", label: "Brands", entityIdentifierTypeIds: ["image"], entityType: {name: "brand", namePlural: "brands", schema: {}}}) { id } }',
+    "updateLibraryType": 'mutation { updateLibraryType(input: {id: "{LT}", label: "renamed"}) { id } }',
     "registerModel": 'mutation { registerModel(input: {name: "x", application: embedding, url: "http://192.0.2.1/x.onnx"}) { id } }',
     "updateModel": 'mutation { updateModel(input: {name: "{N}", description: "d"}) { id } }',
     "setModelAlias": 'mutation { setModelAlias(name: "{N}", version: 1, alias: "stable") { id } }',
@@ -65,6 +70,7 @@ MUTATIONS = {
 # Fields that take none of the first organization's IDs: no tenancy question to ask of them.
 NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
                  "engine", "engines", "engineCategories", "jobs", "createLibrary", "createEngine", "claimTasks",
+                 "createEntityIdentifierType", "createLibraryType", "me",
                  "models", "registerModel"}
 # Fields only an engine or task token may call: an admin token of any organization is refused for its
 # scope before the ID is looked at (the same answer for a real and a made-up ID, so nothing leaks).
@@ -85,8 +91,18 @@ def first_org_ids(org, stack) -> dict[str, str]:
     entity_id = org.client.query('query($l: ID!) { library(id: $l) { entities { records { id identifiers { records { id } } } } } }',
                                  l=library_id).ok()["library"]["entities"]["records"][0]
     job_id, task_id, model_id = train(org.client, library_id, seconds=0)
+    suffix = uuid.uuid4().hex[:8]
+    identifier_type = org.client.query(
+        'mutation($id: ID!) { createEntityIdentifierType(input: {id: $id, label: "Mark", labelPlural: "Marks", dataType: image}) { id } }',
+        id=f"mark-{suffix}").ok()["createEntityIdentifierType"]["id"]
+    library_type = org.client.query(
+        'mutation($id: ID!, $t: ID!) { createLibraryType(input: {id: $id, label: "Marks", entityIdentifierTypeIds: [$t], '
+        'entityType: {name: "mark", namePlural: "marks", schema: {}}}) { id } }', id=f"marks-{suffix}", t=identifier_type,
+    ).ok()["createLibraryType"]["id"]
     return {"L": library_id, "E": entity_id["id"], "I": entity_id["identifiers"]["records"][0]["id"], "M": model_id,
-            "J": job_id, "T": task_id, "N": _registered_model(org)}
+            "J": job_id, "T": task_id, "IT": identifier_type, "LT": library_type,
+            "N": _registered_model(org)}
+
 
 
 def _registered_model(org) -> str:

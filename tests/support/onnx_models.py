@@ -213,3 +213,28 @@ def tfjs_package(*, dimension: int = 8) -> bytes:
     return zip_of({"web_model/model.json": json.dumps(model_json).encode(),
                    "web_model/group1-shard1of1.bin": filters.tobytes(),
                    "web_model/manifest.json": json.dumps(manifest).encode()})
+
+
+def tiny_detector(boxes: int = 2) -> bytes:
+    """A single-class detector's shape of outputs: boxes [K, 4] and scores [K] for one NCHW image."""
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 1, (3, boxes * 4)).astype(np.float32), "box_w"),
+        numpy_helper.from_array(rng.normal(0, 1, (3, boxes)).astype(np.float32), "score_w"),
+        numpy_helper.from_array(np.array([boxes, 4], np.int64), "box_shape"),
+        numpy_helper.from_array(np.array([boxes], np.int64), "score_shape"),
+    ]
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "box_w"], ["box_flat"]),
+        helper.make_node("Reshape", ["box_flat", "box_shape"], ["boxes"]),
+        helper.make_node("MatMul", ["flat", "score_w"], ["score_flat"]),
+        helper.make_node("Reshape", ["score_flat", "score_shape"], ["score_logits"]),
+        helper.make_node("Sigmoid", ["score_logits"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny-detector", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [boxes, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [boxes])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
