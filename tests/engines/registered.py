@@ -11,7 +11,6 @@ import asyncio
 import io
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from uuid import UUID
 
 from gateway.resources import open_resources
 from gateway.services import model_trials, models
@@ -81,7 +80,3 @@ def drop_system_default(stack: Stack, name: str) -> None:
         "DELETE FROM model_aliases WHERE alias = 'default' AND model_id IN (SELECT id FROM models WHERE org_id IS NULL AND name = $1)",
         name,
     )
-
-
-def version_id(version: ModelVersion) -> UUID:
-    return version.id
