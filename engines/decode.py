@@ -27,6 +27,8 @@ SHARPNESS_SIDE = 256  # sharpness is measured with the longer side at most this,
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 Skip = dict[str, Any]
+
+
 def decode_batch(
     blobs: list[bytes],
     size: int,
