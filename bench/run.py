@@ -31,6 +31,9 @@ from bench.stack import BenchError, Stack, bench_stack
 from bench.stats import ratio
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
+MODEL_CACHE = Path(__file__).resolve().parents[1] / ".engineshed" / "models"
+FACE_IMAGE = 160  # px: the face-model library's identifiers (JPEG/PNG), decoded and resized to 224 by the worker
+FACE_BATCH = 32  # batchSize for the face model: a batch of 256 at ~20 images/s would leave the pipeline idle for 13 s
 PER_ENTITY = 5
 INCREMENTAL_RUNS = 3
 
@@ -48,11 +51,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recognize-calls", type=int, default=None, help="single-image recognize calls (default 100)")
     p.add_argument("--concurrency", type=int, default=16, help="uploads in flight while building libraries")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
-    p.add_argument("--only", choices=("upload",), default=None,
-                   help="run one scenario: upload = API uploads against S3 PUTs of the same bytes")
+    p.add_argument("--only", choices=("all", "upload", "pulled-models"), default="all",
+                   help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; pulled-models ="
+                        " the pulled-model figures (registration, face-model training e2e/raw)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
     p.add_argument("--timeout", type=float, default=1800, help="overall limit in seconds")
     p.add_argument("--keep-dir", type=Path, default=None, help="keep the stack's data and logs here (debugging)")
+    p.add_argument("--face-n", type=int, default=None,
+                   help="identifiers in the face-model training library (default 480; quick 32)")
+    p.add_argument("--model-cache", type=Path, default=MODEL_CACHE,
+                   help="where pulled packages and their conversions are kept between runs")
     args = p.parse_args(argv)
     quick = args.quick
     defaults = {
@@ -61,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "requests": 20 if quick else 300,
         "dispatch_jobs": 5 if quick else 100,
         "recognize_calls": 10 if quick else 100,
+        "face_n": 32 if quick else 480,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -146,6 +155,100 @@ async def create_token(database_url: str, org: str) -> str:
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def measure_pulled(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Registration + validation of each pulled model, then training with the pulled face model against its raw ceiling."""
+    log(f"registering the pulled models (cache {args.model_cache})")
+    registered = await scenarios.register_pulled(stack.env, args.model_cache)
+    for name, r in registered.items():
+        log(f"  {name}: {r['register_and_validate_s']} s register+validate, pull {r['pull_seconds']}")
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        per = PER_ENTITY
+        entities = max(2, args.face_n // per)
+        library = await scenarios.create_library(client, "faces", entities, seed_base=5_000_000, concurrency=args.concurrency)
+        upload = await scenarios.upload_identifiers(client, library, per, args.concurrency, size=FACE_IMAGE)
+        config = {"modelId": "face-embedding", "batchSize": FACE_BATCH}
+        ref, model, manifest = await scenarios.model_bytes_and_manifest(stack.env, "face-embedding")
+        blobs = [make_image(library.entity_seeds[e], k, size=FACE_IMAGE)[0] for k in range(per) for e in range(entities)]
+        # The raw ceiling just before and just after the training, and the ratio against their mean: on a
+        # shared machine the speed moves by 2-4× within minutes, so one side measured alone can mislead.
+        log(f"uploaded {upload['count']} face identifiers; raw ceiling (before)")
+        provider = "cuda" if os.environ.get("ENGINESHED_ONNX_PROVIDER") == "cuda" else None
+        before = await asyncio.to_thread(scenarios.model_raw_ceiling, blobs, model, manifest, ref, provider, FACE_BATCH)
+        log("training with face-embedding")
+        run = await scenarios.train(client, library.id, timeout=max(600.0, args.face_n * 1.0), config=config)
+        log(f"training: {run['client_create_to_complete_s']} s; raw ceiling (after)")
+        after = await asyncio.to_thread(scenarios.model_raw_ceiling, blobs, model, manifest, ref, run["provider"], FACE_BATCH)
+    finally:
+        await client.aclose()
+    raw = dict(after, identifiers_per_s=round((before["identifiers_per_s"] + after["identifiers_per_s"]) / 2, 2),
+               before_per_s=before["identifiers_per_s"], after_per_s=after["identifiers_per_s"])
+    e2e = run["identifiers"] / run["client_create_to_complete_s"]
+    task = run["identifiers"] / run["task_start_to_complete_s"]
+    return {
+        "registration": registered,
+        "face_training": {
+            "model": run["embedding_model"],
+            "identifiers": run["identifiers"],
+            "image": f"{FACE_IMAGE}×{FACE_IMAGE} RGB, PNG and JPEG alternating",
+            "config": config,
+            "upload": upload,
+            "run": run,
+            "e2e_identifiers_per_s": round(e2e, 2),
+            "task_identifiers_per_s": round(task, 2),
+            "raw": raw,
+            "e2e_over_raw": scenarios.e2e_over_raw(e2e, raw["identifiers_per_s"]),
+            "task_over_raw": scenarios.e2e_over_raw(task, raw["identifiers_per_s"]),
+            "breakdown": scenarios.breakdown(run),
+        },
+        "provider": run["provider"],
+    }
+
+
+async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
+    """The scenarios `--only` names, or all of them. A whole run (not --quick, which the smoke test runs
+    without the registries' downloads) ends with the pulled-model figures."""
+    results = await measure(stack, args, sampler)
+    if args.only == "all" and not args.quick:
+        results["pulled_models"] = await measure_pulled(stack, args)
+    return results
+
+
+def pulled_table(report: dict[str, Any]) -> str:
+    r = report["results"].get("pulled_models", report["results"])
+    f, m = r["face_training"], report["machine"]
+    lines = [
+        f"engineshed bench, pulled models — {m['cpu_count']} CPUs ({m['cpu_model']}), provider {r['provider']}, GPU {m['gpu'] or 'none'}",
+        "",
+        "| measurement | figure |",
+        "|---|---|",
+    ]
+    for name, x in r["registration"].items():
+        pull = ", ".join(f"{k} {fmt(v, 2)} s" for k, v in x["pull_seconds"].items())
+        lines.append(
+            f"| {name} ({x['version']}, {x['size_mib']} MiB): registration + validation (static checks, trial, store) | "
+            f"{fmt(x['register_and_validate_s'], 2)} s (pull: {pull}; trial {fmt(x['trial_images_per_s'])} images/s at batch "
+            f"{x['trial_batch']}, {x['trial_provider']}) |"
+        )
+    lines += [
+        f"| training with {f['model']}, {f['identifiers']} identifiers ({f['image']}), createJob → complete | "
+        f"{fmt(f['run']['client_create_to_complete_s'], 2)} s = {fmt(f['e2e_identifiers_per_s'], 2)} identifiers/s |",
+        f"| same, task started → complete | {fmt(f['run']['task_start_to_complete_s'], 2)} s = {fmt(f['task_identifiers_per_s'], 2)} identifiers/s |",
+        f"| raw ceiling: the composed backbone on decoded uint8, batch {f['raw']['batch_size']}, {f['raw']['provider']}, "
+        f"mean of just before / just after | {fmt(f['raw']['identifiers_per_s'], 2)} identifiers/s "
+        f"({fmt(f['raw']['before_per_s'], 2)} / {fmt(f['raw']['after_per_s'], 2)}) |",
+        f"| **e2e / raw** (task / raw) | **{fmt(f['e2e_over_raw'], 3)}** ({fmt(f['task_over_raw'], 3)}) |",
+        "",
+        "| stage | seconds | of wall | source |",
+        "|---|---|---|---|",
+    ]
+    for row in f["breakdown"]:
+        frac = row["fraction_of_wall"]
+        lines.append(f"| {row['stage']} | {fmt(row['seconds'], 3)} | {'n/m' if frac is None else f'{frac * 100:.1f} %'} | {row['note']} |")
+    return "\n".join(lines)
 
 
 async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
@@ -342,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"stack up in {time.perf_counter() - started:.1f} s: gateway {stack.url}, worker pid {stack.worker.pid}")
         with RssSampler(stack.worker.pid, interval=0.1) as sampler:
             try:
-                results = asyncio.run(asyncio.wait_for(measure(stack, args, sampler), timeout=args.timeout))
+                work = measure_pulled(stack, args) if args.only == "pulled-models" else measure_all(stack, args, sampler)
+                results = asyncio.run(asyncio.wait_for(work, timeout=args.timeout))
             except BaseException:
                 log("failed; worker log tail:\n" + stack.worker.output_tail(3000))
                 log("gateway log tail:\n" + stack.gateway.output_tail(3000))
@@ -369,9 +473,14 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
+    if args.only == "pulled-models":
+        report["parameters"] = {"face_n": args.face_n, "concurrency": args.concurrency, "quick": args.quick,
+                                "engine": scenarios.ENGINE, "model_cache": str(args.model_cache)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))
+    print(pulled_table(report) if args.only == "pulled-models" else table(report))
+    if "pulled_models" in results:
+        print("\n" + pulled_table(report))
     print(f"\nwrote {args.out} in {report['total_seconds']} s")
     return 0
 

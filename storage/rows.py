@@ -161,6 +161,7 @@ class EngineModel(Row):
     accuracy: float | None
     created_at: datetime
     modified_at: datetime
+    model_version_id: UUID | None  # the registered embedding model it was trained on; None: pixel-projection
 
 
 @dataclass(frozen=True, slots=True)

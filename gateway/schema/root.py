@@ -315,17 +315,22 @@ class Query(CallerQuery, ModelQuery):
     async def task(self, info: Info, id: strawberry.ID) -> Optional[Task]:
         return Task.from_row(await job_service.get_task(info.context.resources, info.context.principal, id))
 
-    @strawberry.field(description="Recognize an uploaded image (or the plain form's file part) with a trained model.")
+    @strawberry.field(
+        description="Recognize an uploaded image (or the plain form's file part) with a trained model "
+        "(libraryEngineModelId), or with a registered auto_tagging model without training (modelId: name, name@3, "
+        "name@alias): give exactly one."
+    )
     async def recognize(
         self,
         info: Info,
-        library_engine_model_id: strawberry.ID,
+        library_engine_model_id: Optional[strawberry.ID] = None,
         file: Optional[Upload] = None,
         url: Optional[str] = None,
         top_k: Optional[int] = 5,
         threshold: Optional[float] = None,
+        model_id: Optional[str] = None,
     ) -> RecognitionResult:
-        return await recognize_file(info, library_engine_model_id, file, url, top_k, threshold)
+        return await recognize_file(info, library_engine_model_id, file, url, top_k, threshold, model_id)
 
 
 @strawberry.type
