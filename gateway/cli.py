@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway import gc_tuning
+from gateway import dev_connection, gc_tuning
 from gateway.settings import Settings, SettingsError
 
 log = logging.getLogger("engineshed")
@@ -40,16 +40,34 @@ def _need_external(settings: Settings) -> None:
         sys.exit("engineshed: DATABASE_URL and S3_ENDPOINT_URL must be set (or use `engineshed dev` for embedded ones)")
 
 
-def serve(settings: Settings) -> None:
-    import uvicorn
+def _admin_settings(data_dir: Path | None) -> Settings:
+    """Settings for the admin commands: DATABASE_URL and S3_ENDPOINT_URL, or else the running `engineshed dev`
+    whose data dir holds its connection file (gateway/dev_connection.py)."""
+    settings = _settings(data_dir=data_dir)
+    if settings.database_url is not None and settings.s3_endpoint_url is not None:
+        return settings
+    if settings.database_url is not None or settings.s3_endpoint_url is not None:
+        sys.exit("engineshed: set both DATABASE_URL and S3_ENDPOINT_URL, or neither to use a running `engineshed dev`")
+    try:
+        found = dev_connection.read(settings.data_dir)
+    except dev_connection.NoDevStack as exc:
+        sys.exit(f"engineshed: {exc}")
+    return settings.with_overrides(
+        database_url=found.database_url,
+        s3_endpoint_url=found.s3_endpoint_url,
+        s3_bucket=found.s3_bucket,
+        s3_region=found.s3_region,
+        aws_access_key_id=found.aws_access_key_id,
+        aws_secret_access_key=found.aws_secret_access_key,
+    )
 
-    from gateway.app import create_app
 
-    _need_external(settings)
-    app = create_app(settings)
-    gc_tuning.tune()
-    uvicorn.run(
-        app,
+def gateway_processes(settings: Settings) -> int:
+    return settings.gateway_processes or os.cpu_count() or 1
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, object]:
+    return dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -57,6 +75,42 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=10,
         ws_max_size=1024 * 1024,
     )
+
+
+def gateway_app() -> object:
+    """The app factory each gateway process of `serve --workers N` calls (uvicorn starts them as fresh
+    interpreters): its own settings, pool, S3 client and collector tuning, from the environment `serve` set."""
+    from gateway.app import create_app
+
+    settings = _settings()
+    _logging(settings)
+    app = create_app(settings)
+    gc_tuning.tune()
+    return app
+
+
+def serve(settings: Settings, env: dict[str, str] | None = None) -> None:
+    """The gateway: one process, or N behind one listening socket (uvicorn's supervisor binds it, starts N
+    processes that accept on it, restarts one that dies, and on SIGINT/SIGTERM stops them all gracefully).
+
+    ``env``: the environment the settings came from when it is not this process's (``dev`` builds one).
+    """
+    import uvicorn
+
+    from gateway.app import create_app
+
+    _need_external(settings)
+    processes = gateway_processes(settings)
+    if processes == 1:
+        app = create_app(settings)
+        gc_tuning.tune()
+        uvicorn.run(app, **_uvicorn_options(settings))  # type: ignore[arg-type]
+        return
+    # The processes are spawned, not forked: they rebuild their settings from the environment they inherit,
+    # so it must say what this process's settings say (command-line overrides included).
+    os.environ.update(env or {})
+    os.environ.update(PORT=str(settings.port), ENGINESHED_HOST=settings.host, ENGINESHED_GATEWAY_PROCESSES=str(processes))
+    uvicorn.run("gateway.cli:gateway_app", factory=True, workers=processes, **_uvicorn_options(settings))  # type: ignore[arg-type]
 
 
 def worker(settings: Settings, worker_id: str | None = None) -> None:
@@ -71,8 +125,6 @@ def migrate_command(settings: Settings) -> None:
     import asyncpg
 
     from storage.migrate import migrate
-
-    _need_external(settings)
 
     async def go() -> None:
         conn = await asyncpg.connect(settings.database_url)
@@ -133,6 +185,8 @@ def list_engines(settings: Settings) -> None:
 
 def dev(settings: Settings) -> None:
     """Embedded PostgreSQL and S3, migrations, an admin token, the gateway and one worker process."""
+    from urllib.parse import quote
+
     from gateway.devstack import embedded_stack
 
     data_dir = settings.data_dir.resolve()
@@ -148,6 +202,8 @@ def dev(settings: Settings) -> None:
             AWS_ACCESS_KEY_ID=s3.access_key if settings.s3_endpoint_url is None else (settings.aws_access_key_id or ""),
             AWS_SECRET_ACCESS_KEY=s3.secret_key if settings.s3_endpoint_url is None else (settings.aws_secret_access_key or ""),
             PORT=str(settings.port),
+            ENGINESHED_DATA_DIR=str(data_dir),
+            ENGINESHED_GATEWAY_PROCESSES=str(gateway_processes(settings)),
         )
         effective = Settings.from_env(env).with_overrides(data_dir=data_dir)
         token_file = data_dir / "admin-token"
@@ -156,19 +212,44 @@ def dev(settings: Settings) -> None:
             token = create_token(effective, "default", "admin", None)
             token_file.write_text(token + "\n")
             token_file.chmod(0o600)
-        worker_proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env)
         url = f"http://{effective.host}:{effective.port}/v3/graphql"
-        print(f"\nengineshed is starting at {url}\nadmin token: {token}\n(also in {token_file})\n", flush=True)
+        connection_file = dev_connection.write(data_dir, dev_connection.DevConnection(
+            database_url=effective.database_url or "",
+            s3_endpoint_url=effective.s3_endpoint_url or "",
+            s3_bucket=effective.s3_bucket,
+            s3_region=effective.s3_region,
+            aws_access_key_id=effective.aws_access_key_id or "",
+            aws_secret_access_key=effective.aws_secret_access_key or "",
+            graphql_url=url,
+            pid=os.getpid(),
+        ))
+        worker_proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env)
+        # The token rides in the URL fragment, which browsers never send: it reaches no access log, and the
+        # page moves it into its token box and out of the address bar (graphiql-boot.js).
+        print(
+            f"\nengineshed is starting at {url}\n"
+            f"GraphiQL, signed in: {url}#token={quote(token, safe='')}\n"
+            f"admin token: {token}\n(also in {token_file})\n"
+            f"connection details for the admin commands and external engines: {connection_file}\n",
+            flush=True,
+        )
         try:
-            serve(effective)
+            serve(effective, env)
         except KeyboardInterrupt:
             pass
         finally:
+            dev_connection.remove(data_dir, os.getpid())
             worker_proc.send_signal(signal.SIGTERM)
             try:
                 worker_proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 worker_proc.kill()
+
+
+def _workers(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        sys.exit("engineshed: --workers must be 1 or more")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,27 +258,32 @@ def main(argv: list[str] | None = None) -> None:
     p_dev = sub.add_parser("dev", help="embedded PostgreSQL and S3, gateway and worker")
     p_dev.add_argument("--port", type=int)
     p_dev.add_argument("--data-dir", type=Path)
+    p_dev.add_argument("--workers", type=int, help="gateway processes (default: the number of CPUs)")
     p_serve = sub.add_parser("serve", help="the gateway, against DATABASE_URL and S3_ENDPOINT_URL")
     p_serve.add_argument("--port", type=int)
     p_serve.add_argument("--host")
+    p_serve.add_argument("--workers", type=int, help="gateway processes sharing the port (default: the number of CPUs)")
     p_worker = sub.add_parser("worker", help="a worker process that runs built-in engines")
     p_worker.add_argument("--id", dest="worker_id")
-    sub.add_parser("migrate", help="apply database migrations")
+    data_dir_help = "the data dir of a running `engineshed dev` to use when DATABASE_URL and S3_ENDPOINT_URL are unset"
+    p_migrate = sub.add_parser("migrate", help="apply database migrations")
+    p_migrate.add_argument("--data-dir", type=Path, help=data_dir_help)
     p_token = sub.add_parser("token", help="API tokens")
     token_sub = p_token.add_subparsers(dest="token_command", required=True)
     p_create = token_sub.add_parser("create", help="create a token and print it (shown once)")
     p_create.add_argument("--org", required=True)
     p_create.add_argument("--scope", required=True, choices=["admin", "read", "engine"])
     p_create.add_argument("--engine", dest="engine_id")
+    p_create.add_argument("--data-dir", type=Path, help=data_dir_help)
     sub.add_parser("engines", help="list installed engines")
     args = parser.parse_args(argv)
 
     if args.command == "dev":
-        settings = _settings(port=args.port, data_dir=args.data_dir)
+        settings = _settings(port=args.port, data_dir=args.data_dir, gateway_processes=_workers(args.workers))
         _logging(settings)
         dev(settings)
     elif args.command == "serve":
-        settings = _settings(port=args.port, host=args.host)
+        settings = _settings(port=args.port, host=args.host, gateway_processes=_workers(args.workers))
         _logging(settings)
         serve(settings)
     elif args.command == "worker":
@@ -205,11 +291,13 @@ def main(argv: list[str] | None = None) -> None:
         _logging(settings)
         worker(settings, args.worker_id)
     elif args.command == "migrate":
-        migrate_command(_settings())
+        migrate_command(_admin_settings(args.data_dir))
     elif args.command == "token":
-        settings = _settings()
-        _need_external(settings)
-        print(create_token(settings, args.org, args.scope, args.engine_id))
+        if args.scope == "engine" and not args.engine_id:
+            parser.error("--scope engine needs --engine ID (the engine the token acts for)")
+        if args.scope != "engine" and args.engine_id:
+            parser.error("--engine is only for --scope engine")
+        print(create_token(_admin_settings(args.data_dir), args.org, args.scope, args.engine_id))
     elif args.command == "engines":
         list_engines(_settings())
 
