@@ -60,6 +60,7 @@ from gateway.schema.libraries import (
 from gateway.schema.paging import page_fields
 from gateway.schema.recognition import RecognitionResult, recognize_file
 from gateway.schema.scalars import JSONData
+from gateway.schema.tokens import TokenMutation, TokenQuery
 from gateway.services import catalogue, dispatch
 from gateway.services import engine_models as model_service
 from gateway.services import engines as engine_service
@@ -79,7 +80,7 @@ def _typed_page(records: list, offset: int | None, limit: int | None, maximum: i
 
 
 @strawberry.type
-class Query:
+class Query(TokenQuery):
     @strawberry.field
     async def library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
         return Library.from_row(await library_service.get(info.context.resources, info.context.principal, id))
@@ -307,7 +308,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(TokenMutation):
     @strawberry.mutation
     async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
         if input is None:

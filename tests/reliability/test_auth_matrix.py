@@ -31,6 +31,7 @@ QUERIES = {
     "jobs": "query { jobs { count } }",
     "task": 'query { task(id: "{T}") { id } }',
     "recognize": 'query { recognize(libraryEngineModelId: "{M}", url: "http://192.0.2.1/x.png") { __typename } }',
+    "tokens": "query { tokens { id } }",
 }
 MUTATIONS = {
     "createLibrary": 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
@@ -55,13 +56,18 @@ MUTATIONS = {
     "heartbeatTask": 'mutation { heartbeatTask(id: "{T}", progress: 0.5) { __typename } }',
     "completeTask": 'mutation { completeTask(id: "{T}") { id } }',
     "failTask": 'mutation { failTask(id: "{T}") { id } }',
+    "createToken": "mutation { createToken(input: {scope: read}) { id token } }",
+    "revokeToken": 'mutation { revokeToken(id: "{K}") { id } }',
 }
 # Fields that take none of the first organization's IDs: no tenancy question to ask of them.
 NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
-                 "engine", "engines", "engineCategories", "jobs", "createLibrary", "createEngine", "claimTasks"}
+                 "engine", "engines", "engineCategories", "jobs", "createLibrary", "createEngine", "claimTasks",
+                 "tokens", "createToken"}
 # Fields only an engine or task token may call: an admin token of any organization is refused for its
 # scope before the ID is looked at (the same answer for a real and a made-up ID, so nothing leaks).
 ENGINE_ONLY = {"claimTasks", "heartbeatTask", "completeTask", "failTask"}
+# Queries a read token may not call either: managing the organization's tokens is for admin tokens.
+ADMIN_ONLY_QUERIES = {"tokens"}
 # List fields filtered by the first organization's IDs: an empty page, as for made-up IDs.
 EMPTY_LIST = {"entities"}
 
@@ -78,8 +84,9 @@ def first_org_ids(org, stack) -> dict[str, str]:
     entity_id = org.client.query('query($l: ID!) { library(id: $l) { entities { records { id identifiers { records { id } } } } } }',
                                  l=library_id).ok()["library"]["entities"]["records"][0]
     job_id, task_id, model_id = train(org.client, library_id, seconds=0)
+    token_id = org.client.query("mutation { createToken(input: {scope: read}) { id } }").ok()["createToken"]["id"]
     return {"L": library_id, "E": entity_id["id"], "I": entity_id["identifiers"]["records"][0]["id"], "M": model_id,
-            "J": job_id, "T": task_id}
+            "J": job_id, "T": task_id, "K": token_id}
 
 
 def test_the_matrix_covers_every_query_and_mutation_field(org):
@@ -112,6 +119,8 @@ def test_a_read_token_may_call_every_query_and_no_mutation(org, first_org_ids, s
         assert_clean(reply.body)
         if name == "recognize":  # runs, and refuses the URL (a documentation address, never fetched)
             assert reply.error_code in ("invalid_input", "not_found"), reply.body
+        elif name in ADMIN_ONLY_QUERIES:
+            assert reply.error_code == "not_allowed" and not (reply.data or {}).get(name), (name, reply.body)
         else:
             assert reply.status == 200 and not reply.errors, (name, reply.body)
     for name, template in MUTATIONS.items():
