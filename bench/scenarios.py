@@ -362,6 +362,60 @@ async def reads(client: Client, library_id: str, requests: int, levels: Sequence
     return {"page_size_for_latency": 30, "latency": latency, "sql_per_request": sql}
 
 
+async def answering_pids(url: str, wanted: int, timeout: float = 60.0) -> set[int]:
+    """The gateway processes behind ``url`` (/healthz names its pid), over fresh concurrent connections."""
+    import httpx
+
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=10) as http:
+        while len(seen) < wanted and time.monotonic() < deadline:
+            replies = await asyncio.gather(*(http.get(url + "/healthz") for _ in range(4 * wanted)))
+            seen.update(r.json()["pid"] for r in replies)
+    return seen
+
+
+async def reads_by_processes(
+    gateways: dict[int, str], token: str, library_id: str, requests: int, concurrency: int = 32, rounds: int = 3
+) -> dict[str, Any]:
+    """GetIdentifiers pages with ``concurrency`` clients against gateways of 1 and N processes (same database
+    and S3, same library), alternating ``rounds`` times so that a slow minute of the machine hits both."""
+    operation = seed_operation(library_id)
+    runs: dict[str, list[dict[str, Any]]] = {str(n): [] for n in gateways}
+    seen: dict[str, int] = {}
+    for n, url in gateways.items():
+        seen[str(n)] = len(await answering_pids(url, n))
+    for _ in range(rounds):
+        for n, url in gateways.items():
+            client = Client(url, token, connections=max(64, concurrency))
+            try:
+                async def call(client: Client = client) -> None:
+                    (await client.query(operation, identifierTypeId="face", limit=30)).ok()
+
+                runs[str(n)].append(await latency_run(requests, concurrency, call, warmup=2 * n + 5))
+            finally:
+                await client.aclose()
+    levels = {}
+    for n, level_runs in runs.items():
+        rates = sorted(r["per_second"] for r in level_runs)
+        levels[n] = {
+            "processes": int(n),
+            "processes_answering": seen[n],
+            "per_second": rates[len(rates) // 2] if len(rates) % 2 else round(sum(rates) / len(rates), 1),
+            "p50_ms": sorted(r["p50_ms"] for r in level_runs)[len(level_runs) // 2],
+            "runs": level_runs,
+        }
+    one, many = min(gateways), max(gateways)
+    return {
+        "concurrency": concurrency,
+        "requests_per_run": requests,
+        "rounds": rounds,
+        "page_size": 30,
+        "levels": levels,
+        "n_over_1": round(ratio(levels[str(many)]["per_second"], levels[str(one)]["per_second"]) or 0, 3),
+    }
+
+
 # --------------------------------------------------------------------------- recognize
 
 
