@@ -183,6 +183,17 @@ def list_engines(settings: Settings) -> None:
               f"\tmodes={','.join(info.modes)}\tconcurrency={info.concurrency_limit}")
 
 
+# The embedded PostgreSQL accepts 100 connections. The worker's pool and LISTEN connection take up to 21
+# and admin commands need a few, so `dev`'s gateway processes share about 64 (each also holds a LISTEN one).
+EMBEDDED_GATEWAY_CONNECTIONS = 64
+
+
+def dev_gateway_pool_max(processes: int, pool_min: int, default_max: int = Settings().db_pool_max) -> int:
+    """Each `dev` gateway process's pool (unless ENGINESHED_DB_POOL_MAX chose one): the default, or less when many
+    processes would otherwise run the embedded PostgreSQL out of connections under load."""
+    return max(pool_min, min(default_max, EMBEDDED_GATEWAY_CONNECTIONS // processes - 1))
+
+
 def dev(settings: Settings) -> None:
     """Embedded PostgreSQL and S3, migrations, an admin token, the gateway and one worker process."""
     from urllib.parse import quote
@@ -205,6 +216,9 @@ def dev(settings: Settings) -> None:
             ENGINESHED_DATA_DIR=str(data_dir),
             ENGINESHED_GATEWAY_PROCESSES=str(gateway_processes(settings)),
         )
+        worker_env = dict(env)
+        if settings.embedded_database and not env.get("ENGINESHED_DB_POOL_MAX"):
+            env["ENGINESHED_DB_POOL_MAX"] = str(dev_gateway_pool_max(gateway_processes(settings), settings.db_pool_min))
         effective = Settings.from_env(env).with_overrides(data_dir=data_dir)
         token_file = data_dir / "admin-token"
         token = token_file.read_text().strip() if token_file.exists() else ""
@@ -223,7 +237,7 @@ def dev(settings: Settings) -> None:
             graphql_url=url,
             pid=os.getpid(),
         ))
-        worker_proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env)
+        worker_proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=worker_env)
         # The token rides in the URL fragment, which browsers never send: it reaches no access log, and the
         # page moves it into its token box and out of the address bar (graphiql-boot.js).
         print(

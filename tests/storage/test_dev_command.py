@@ -25,6 +25,7 @@ import httpx
 import psutil
 import pytest
 
+from gateway.cli import EMBEDDED_GATEWAY_CONNECTIONS, dev_gateway_pool_max
 from gateway.dev_connection import DevConnection
 from gateway.devstack import find_free_port, s3_client_config
 from tests.conftest import ROOT, Org, Process
@@ -278,3 +279,11 @@ def test_token_create_refuses_bad_arguments_before_connecting(tmp_path: Path, ar
     done = cli("token", "create", "--org", "o", *args, cwd=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_dev_shares_the_embedded_databases_connections_among_its_gateway_processes() -> None:
+    assert [dev_gateway_pool_max(n, 2) for n in (1, 2, 3)] == [20, 20, 20]  # the default where it fits
+    for processes in range(1, 17):
+        pool = dev_gateway_pool_max(processes, 2)
+        assert 2 <= pool <= 20
+        assert processes * (pool + 1) <= EMBEDDED_GATEWAY_CONNECTIONS  # pools and LISTEN connections, all full
