@@ -286,7 +286,11 @@ def processes_lines(gp: dict[str, Any]) -> list[str]:
         lines.append(
             f"| 8 | GetIdentifiers (30 × 5), {gp['concurrency']} clients, {level['processes']} gateway process(es)"
             f" ({level['processes_answering']} answered), median of {gp['rounds']} × {gp['requests_per_run']} requests | "
-            f"{fmt(level['per_second'])} req/s (runs: {', '.join(fmt(r['per_second']) for r in level['runs'])}), p50 {fmt(level['p50_ms'])} ms |"
+            f"{fmt(level['per_second'])} req/s (runs: {', '.join(fmt(r['per_second']) for r in level['runs'])}), p50 {fmt(level['p50_ms'])} ms;"
+            f" busy cores of {gp['cpu_count']}: gateway {', '.join(fmt(r['gateway_busy_cores'], 2) for r in level['runs'])},"
+            f" clients {', '.join(fmt(r['client_busy_cores'], 2) for r in level['runs'])},"
+            f" machine {', '.join(fmt(r['machine_busy_cores'], 2) for r in level['runs'])};"
+            f" {fmt(level['per_gateway_core'])} req/s per gateway core |"
         )
     lines.append(f"| 8 | **N processes / 1 process** | **{fmt(gp['n_over_1'], 2)}** |")
     return lines
