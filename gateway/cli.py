@@ -110,7 +110,16 @@ def serve(settings: Settings, env: dict[str, str] | None = None) -> None:
     # so it must say what this process's settings say (command-line overrides included).
     os.environ.update(env or {})
     os.environ.update(PORT=str(settings.port), ENGINESHED_HOST=settings.host, ENGINESHED_GATEWAY_PROCESSES=str(processes))
-    uvicorn.run("gateway.cli:gateway_app", factory=True, workers=processes, **_uvicorn_options(settings))  # type: ignore[arg-type]
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    # What uvicorn.run(..., workers=N) does, keeping the supervisor to ask how its processes ended: uvicorn
+    # stops them all when one fails to start, but then exits 0, which would read as a clean stop.
+    config = uvicorn.Config("gateway.cli:gateway_app", factory=True, workers=processes, **_uvicorn_options(settings))  # type: ignore[arg-type]
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        sys.exit("engineshed: a gateway process failed to start (its error is above); all were stopped")
 
 
 def worker(settings: Settings, worker_id: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -69,3 +70,27 @@ def test_workers_must_be_positive(stack: Stack) -> None:
     env = dict(stack.env, ENGINESHED_GATEWAY_PROCESSES="-1")
     done = subprocess.run([sys.executable, "-m", "gateway.cli", "serve"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "ENGINESHED_GATEWAY_PROCESSES" in done.stderr
+
+
+def test_ctrl_c_in_a_terminal_stops_every_process(stack: Stack, tmp_path: Path) -> None:
+    gateway = start_gateway(stack.env, tmp_path, "gateway-ctrl-c", workers=2)
+    try:
+        assert len(_pids_answering(gateway.url, 2)) == 2
+        children = psutil.Process(gateway.process.pid).children(recursive=True)
+        os.killpg(gateway.process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+        assert gateway.process.proc.wait(40) == 0
+        _, alive = psutil.wait_procs(children, timeout=20)
+        assert alive == []
+        assert gateway.process.output().count("Application shutdown complete.") == 2
+    finally:
+        gateway.process.stop()
+
+
+def test_a_process_that_cannot_start_stops_them_all_and_the_exit_status_says_so(stack: Stack) -> None:
+    env = dict(stack.env, DATABASE_URL="postgresql://postgres@/postgres?host=/nonexistent-socket-dir")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", "0", "--workers", "2"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert "engineshed: a gateway process failed to start" in done.stderr
