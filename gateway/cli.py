@@ -1,4 +1,4 @@
-"""engineshed dev | serve | worker | migrate | token create | engines"""
+"""engineshed dev | serve | worker | migrate | token create | list | revoke | engines"""
 
 from __future__ import annotations
 
@@ -298,6 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     p_create.add_argument("--scope", required=True, choices=["admin", "read", "engine"])
     p_create.add_argument("--engine", dest="engine_id")
     p_create.add_argument("--data-dir", type=Path, help=data_dir_help)
+    p_list = token_sub.add_parser("list", help="the organization's tokens (never their secrets)")
+    p_list.add_argument("--org", required=True)
+    p_list.add_argument("--data-dir", type=Path, help=data_dir_help)
+    p_revoke = token_sub.add_parser("revoke", help="revoke one of the organization's tokens, at once")
+    p_revoke.add_argument("token_id", metavar="ID")
+    p_revoke.add_argument("--org", required=True)
+    p_revoke.add_argument("--data-dir", type=Path, help=data_dir_help)
     sub.add_parser("engines", help="list installed engines")
     args = parser.parse_args(argv)
 
@@ -315,6 +322,14 @@ def main(argv: list[str] | None = None) -> None:
         worker(settings, args.worker_id)
     elif args.command == "migrate":
         migrate_command(_admin_settings(args.data_dir))
+    elif args.command == "token" and args.token_command == "list":
+        from gateway.token_cli import list_tokens
+
+        list_tokens(_admin_settings(args.data_dir), args.org)
+    elif args.command == "token" and args.token_command == "revoke":
+        from gateway.token_cli import revoke_token
+
+        revoke_token(_admin_settings(args.data_dir), args.org, args.token_id)
     elif args.command == "token":
         if args.scope == "engine" and not args.engine_id:
             parser.error("--scope engine needs --engine ID (the engine the token acts for)")

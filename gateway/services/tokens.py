@@ -80,6 +80,16 @@ async def create_for_org(
     return token, row
 
 
+async def operator(pool: asyncpg.Pool, org_name: str) -> Principal:
+    """The organization's admin as the command line acts for it (whoever runs `engineshed token` can reach the
+    database, which is more than any token allows)."""
+    async with pool.acquire() as conn:
+        org = await q.org_by_name(conn, org_name)
+    if org is None:
+        raise NotFound(f"there is no organization named {org_name!r}")
+    return Principal(org_id=org.id, scope="admin")
+
+
 async def list_for_org(res: Any, principal: Principal, *, offset: int | None, limit: int | None) -> list[ListedToken]:
     """The organization's admin, read and engine tokens, oldest first (admin tokens only)."""
     principal.require_admin()

@@ -13,6 +13,8 @@ INSERT INTO organizations (id, name) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
 RETURNING id, name, created_at"""
 
+ORG_BY_NAME = "SELECT id, name, created_at FROM organizations WHERE name = $1"
+
 INSERT_TOKEN = """INSERT INTO api_tokens (id, org_id, token_hash, scope, engine_id, task_id, label, expires_at, lease_owner)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id, org_id, scope, engine_id, task_id, lease_owner, expires_at, revoked_at"""
@@ -44,6 +46,10 @@ REVOKE_TASK_TOKENS = "UPDATE api_tokens SET revoked_at = now() WHERE task_id = $
 
 async def ensure_org(conn: asyncpg.Connection, name: str) -> Organization:
     return Organization.of(await conn.fetchrow(ENSURE_ORG, uuid4(), name))
+
+
+async def org_by_name(conn: asyncpg.Connection, name: str) -> Organization | None:
+    return Organization.maybe(await conn.fetchrow(ORG_BY_NAME, name))
 
 
 async def insert_token(

@@ -168,6 +168,35 @@ def test_migrate_and_token_create_take_the_data_dir_from_anywhere(dev: Dev, tmp_
     assert reply.errors == []
 
 
+def test_token_list_and_revoke_reach_the_running_dev(dev: Dev) -> None:
+    made = cli("token", "create", "--org", "default", "--scope", "read", cwd=dev.home)
+    secret = made.stdout.strip()
+    reader = GraphQLClient(dev.url, secret)
+    assert reader.query("{ libraries { count } }").errors == []
+    listed = cli("token", "list", "--org", "default", cwd=dev.home)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert rows[0] == ["id", "scope", "engine", "created", "revoked", "label"]
+    assert {"admin", "read", "engine"} <= {row[1] for row in rows[1:]}
+    assert secret not in listed.stdout and dev.admin_token() not in listed.stdout
+    newest = rows[-1]
+    assert newest[1:3] == ["read", "-"] and newest[4] == "-"
+
+    revoked = cli("token", "revoke", newest[0], "--org", "default", cwd=dev.home)
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout.split("\t")[4] != "-"
+    assert reader.query("{ libraries { count } }").error_code == "authentication_error"
+    reader.close()
+
+    for args, message in (
+        (["revoke", newest[0], "--org", "no-such-org"], "there is no organization named 'no-such-org'"),
+        (["revoke", "not-a-uuid", "--org", "default"], "not found"),
+        (["list", "--org", "no-such-org"], "there is no organization named"),
+    ):
+        done = cli("token", *args, cwd=dev.home)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+
+
 def test_dev_serves_from_the_gateway_processes_it_was_asked_for(dev: Dev) -> None:
     children = {p.pid for p in psutil.Process(dev.process.pid).children(recursive=True)}
     seen: set[int] = set()
