@@ -63,7 +63,12 @@ def _admin_settings(data_dir: Path | None) -> Settings:
 
 
 def gateway_processes(settings: Settings) -> int:
-    return settings.gateway_processes or os.cpu_count() or 1
+    """The setting, else the CPUs this process may run on (fewer than the machine's under an affinity mask)."""
+    if settings.gateway_processes:
+        return settings.gateway_processes
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, object]:
