@@ -238,8 +238,7 @@ def dev(settings: Settings) -> None:
         token = token_file.read_text().strip() if token_file.exists() else ""
         if not token or not token_valid(effective, token):
             token = create_token(effective, "default", "admin", None)
-            token_file.write_text(token + "\n")
-            token_file.chmod(0o600)
+            dev_connection.write_private(token_file, token + "\n")
         url = f"http://{effective.host}:{effective.port}/v3/graphql"
         connection_file = dev_connection.write(data_dir, dev_connection.DevConnection(
             database_url=effective.database_url or "",

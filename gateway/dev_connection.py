@@ -74,15 +74,19 @@ def path_in(data_dir: Path) -> Path:
     return Path(data_dir) / FILE_NAME
 
 
-def write(data_dir: Path, connection: DevConnection) -> Path:
-    """Write the file atomically, created 0600 (never readable by others, not even for a moment)."""
-    path = path_in(data_dir)
-    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with a file created 0600 (never readable by others, not even for a moment)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(connection.render())
+        fh.write(text)
     os.replace(tmp, path)
+
+
+def write(data_dir: Path, connection: DevConnection) -> Path:
+    path = path_in(data_dir)
+    write_private(path, connection.render())
     return path
 
 

@@ -101,6 +101,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
 def test_dev_writes_its_connection_details_for_its_owner_only(dev: Dev) -> None:
     path = dev.data_dir / "connection.env"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE((dev.data_dir / "admin-token").stat().st_mode) == 0o600
     connection = dev.connection()
     assert connection.pid == dev.process.pid
     assert connection.graphql_url == dev.url + "/v3/graphql"
