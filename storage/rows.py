@@ -67,6 +67,8 @@ class IdentifierType(Row):
     label_plural: str
     description: str | None
     data_type: str
+    org_id: UUID | None  # None: built in, read-only
+    icon_class: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,9 @@ class LibraryType(Row):
     entity_type_name: str
     entity_type_name_plural: str
     identifier_type_ids: list[str]
+    org_id: UUID | None  # None: built in, read-only
+    icon_class: str | None
+    entity_type_schema: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,8 @@ class Library(Row):
     last_trained_at: datetime | None
     created_at: datetime
     modified_at: datetime
+    created_by: str | None
+    modified_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +112,9 @@ class Entity(Row):
     is_published: bool
     created_at: datetime
     modified_at: datetime
+    created_by: str | None
+    modified_by: str | None
+    profile_identifier_id: UUID | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +153,8 @@ class Engine(Row):
     state: str
     created_at: datetime
     modified_at: datetime
+    description: str | None
+    created_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +185,8 @@ class Job(Row):
     library_id: UUID | None
     created_at: datetime
     modified_at: datetime
+    created_by: str | None
+    modified_by: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,3 +214,38 @@ class Task(Row):
     queued_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
+    test_task: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion(Row):
+    """One version of a registered model, with its model's name, application and aliases joined in."""
+
+    id: UUID
+    organization_id: UUID | None  # None: a system model, visible to every organization
+    name: str
+    version: int
+    application: str  # embedding | auto_tagging | auto_annotation
+    status: str  # validating | ready | failed
+    error: str | None
+    sha256: str
+    size_bytes: int
+    blob_key: str
+    manifest: Any
+    dimension: int | None
+    labels: list[str] | None  # ordered class labels
+    source: Any
+    aliases: list[str]
+    created_at: datetime
+    modified_at: datetime
+    model_id: UUID
+    description: str
+    tags: Any  # the user's key/value labels
+    throughput: float | None
+    throughput_batch: int | None
+    provider: str | None
+    validation: Any
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"

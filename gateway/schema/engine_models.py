@@ -9,10 +9,12 @@ from strawberry import UNSET
 from strawberry.file_uploads import Upload
 
 from gateway.schema.context import Info
-from gateway.schema.enums import LibraryEngineModelTrainStatus
+from gateway.schema.engine_fields import EngineFilter, EngineReferenceFields, EngineSortField, filter_dict, order_pairs
+from gateway.schema.enums import EngineState, LibraryEngineModelTrainStatus
 from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
 from gateway.services import engine_models as model_service
+from gateway.services import engines as engine_service
 from storage import rows
 
 if TYPE_CHECKING:
@@ -20,21 +22,95 @@ if TYPE_CHECKING:
 
 
 @strawberry.type
+class EngineType:
+    name: Optional[str]
+    description: Optional[str]
+
+
+COGNITION = EngineType(name="Cognition", description="Engines that recognize: every engine here is one.")
+
+
+@strawberry.type
+class EngineDependency:
+    dependency_type: str
+    asset_type: Optional[str]
+
+
+@strawberry.type
+class ExportFormat:
+    format: str
+    label: str
+    types: list[Optional[str]]
+
+
+@strawberry.type
 class EngineCategory:
+    """A category as the active engines in it describe it (categories are not stored on their own)."""
+
     id: strawberry.ID
     name: str
     library_entity_identifier_type_ids: list[strawberry.ID]
+    _engines: strawberry.Private[list[rows.Engine]]
 
     @strawberry.field
     async def library_entity_identifier_types(
         self, info: Info
     ) -> Annotated[EntityIdentifierTypeList, strawberry.lazy("gateway.schema.libraries")]:
-        from gateway.schema.libraries import EntityIdentifierType, EntityIdentifierTypeList
-        from gateway.services import catalogue
+        from gateway.schema.libraries import EntityIdentifierType, EntityIdentifierTypeList, visible_identifier_types
 
         wanted = set(self.library_entity_identifier_type_ids)
-        records = [EntityIdentifierType.from_row(t) for t in await catalogue.identifier_types(info.context.resources) if t.id in wanted]
+        records = [EntityIdentifierType.from_row(t) for t in await visible_identifier_types(info) if t.id in wanted]
         return EntityIdentifierTypeList(offset=0, limit=len(records), count=len(records), total_count=len(records), records=records)
+
+    @strawberry.field(description="Cognition: every engine here recognizes.")
+    def type(self) -> EngineType:
+        return COGNITION
+
+    @strawberry.field(description="When the first of its engines was registered.")
+    def created_date_time(self) -> DateTime:
+        return min(e.created_at for e in self._engines)
+
+    @strawberry.field(description="When one of its engines last changed.")
+    def modified_date_time(self) -> DateTime:
+        return max(e.modified_at for e in self._engines)
+
+    @strawberry.field
+    def engine_ids(self) -> list[strawberry.ID]:
+        return [strawberry.ID(e.id) for e in self._engines]
+
+    @strawberry.field
+    def total_engines(self) -> int:
+        return len(self._engines)
+
+    @strawberry.field(description="False: a category follows from its engines and is not edited on its own.")
+    def editable(self) -> bool:
+        return False
+
+    @strawberry.field(description="False: no engine here needs video.")
+    def video_only(self) -> bool:
+        return False
+
+    @strawberry.field(description="Empty: no category here consumes another's results.")
+    def dependencies(self) -> list[EngineDependency]:
+        return []
+
+    @strawberry.field(description="Empty: results are JSON task outputs, with no export formats.")
+    def export_formats(self) -> list[Optional[ExportFormat]]:
+        return []
+
+    @strawberry.field
+    async def engines(
+        self,
+        info: Info,
+        offset: Optional[int] = 0,
+        limit: Optional[int] = 30,
+        filter: Optional[EngineFilter] = None,
+        order_by: Optional[list[Optional[EngineSortField]]] = None,
+    ) -> EngineList:
+        filters = engine_service.engine_filters(filter=filter_dict(filter))
+        key = (str(self.id), filters, tuple(order_pairs(order_by)), offset, limit)
+        page = await info.context.loaders.category_engine_page.load(key)
+        return EngineList(**page_fields(page, [Engine.from_row(r) for r in page.records]))
 
 
 @strawberry.type
@@ -47,7 +123,7 @@ class EngineCategoryList:
 
 
 @strawberry.type
-class Engine:
+class Engine(EngineReferenceFields):
     id: strawberry.ID
     name: str
     category_id: str
@@ -55,9 +131,8 @@ class Engine:
     modes: list[str]
     concurrency_limit: int
     builtin: bool
-    state: str
+    state: EngineState
     version: str
-    creates_tdo: bool
     config_schema: JSONData
     created_date_time: DateTime
     modified_date_time: DateTime
@@ -85,9 +160,8 @@ class Engine:
             modes=list(row.modes),
             concurrency_limit=row.concurrency_limit,
             builtin=row.builtin,
-            state=row.state,
+            state=EngineState(row.state),
             version=row.version,
-            creates_tdo=False,
             config_schema=row.config_schema,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
@@ -105,6 +179,7 @@ def category_of(engines: list[rows.Engine]) -> EngineCategory:
         id=strawberry.ID(category_id),
         name=category_id.replace("-", " ").title(),
         library_entity_identifier_type_ids=[strawberry.ID(t) for t in types],
+        _engines=list(engines),
     )
 
 
@@ -218,3 +293,4 @@ class CreateEngine:
     modes: Optional[list[str]] = None
     library_required: Optional[bool] = True
     concurrency_limit: Optional[int] = 2
+    description: Optional[str] = None

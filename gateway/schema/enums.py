@@ -49,6 +49,19 @@ class TaskStatus(Enum):
     accepted = "accepted"
     failed = "failed"
     cancelled = "cancelled"
+    # Upstream's standby, pause-and-resume and abort states: no task here is ever in them (a task that
+    # waits for a retry is queued; one stopped on request is cancelled), so as filters they match nothing.
+    standby_pending = "standby_pending"
+    waiting = "waiting"
+    resuming = "resuming"
+    aborted = "aborted"
+
+
+@strawberry.enum
+class SetEntityProfileImage(Enum):
+    none = "none"
+    ifNotSet = "ifNotSet"
+    always = "always"
 
 
 @strawberry.enum
@@ -88,5 +101,76 @@ class JobDateTimeField(Enum):
 
 @strawberry.enum
 class JobOrderField(Enum):
+    createdDateTime = "createdDateTime"
+    modifiedDateTime = "modifiedDateTime"
+
+
+# ---- engines, as the reference schema spells them ----
+
+
+@strawberry.enum
+class EngineState(Enum):
+    active = "active"
+    disabled = "disabled"
+    pending = "pending"
+    deleted = "deleted"
+    draft = "draft"
+    ready = "ready"
+
+
+@strawberry.enum
+class EngineStateAction(Enum):
+    edit = "edit"
+    delete = "delete"
+    disable = "disable"
+    enable = "enable"
+    undelete = "undelete"
+
+
+@strawberry.enum
+class EngineMode(Enum):
+    Chunk = "Chunk"
+    Stream = "Stream"
+    Batch = "Batch"
+
+
+@strawberry.enum
+class DeploymentModel(Enum):
+    FullyNetworkIsolated = "FullyNetworkIsolated"
+    MostlyNetworkIsolated = "MostlyNetworkIsolated"
+    NonNetworkIsolated = "NonNetworkIsolated"
+    HumanReview = "HumanReview"
+
+
+@strawberry.enum
+class EngineTypeFilter(Enum):
+    Cognition = "Cognition"
+    Ingestion = "Ingestion"
+    Aggregator = "Aggregator"
+
+
+@strawberry.enum
+class EngineFieldType(Enum):
+    Number = "Number"
+    Picklist = "Picklist"
+    MultiPicklist = "MultiPicklist"
+    Text = "Text"
+    SchemaSelection = "SchemaSelection"
+
+
+@strawberry.enum
+class EngineOrderField(Enum):
+    name = "name"
+    id = "id"
+    state = "state"
+    price = "price"
+    rating = "rating"
+    order = "order"
+    createdDateTime = "createdDateTime"
+    modifiedDateTime = "modifiedDateTime"
+
+
+@strawberry.enum
+class TaskDateTimeField(Enum):
     createdDateTime = "createdDateTime"
     modifiedDateTime = "modifiedDateTime"

@@ -12,6 +12,8 @@ from gateway.schema.engine_models import Engine
 from gateway.schema.enums import JobDateTimeField, JobOrderField, OrderDirection, TaskStatus
 from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
+from gateway.schema.job_fields import NO_SUCH_TASK, TaskReferenceFields
+from gateway.services.ids import try_parse_ids
 from gateway.services.paging import check_page
 from storage import rows
 
@@ -24,7 +26,7 @@ class TaskLog:
 
 
 @strawberry.type
-class Task:
+class Task(TaskReferenceFields):
     id: strawberry.ID
     job_id: strawberry.ID
     engine_id: strawberry.ID
@@ -114,6 +116,8 @@ class Job:
     library_id: Optional[strawberry.ID]
     created_date_time: DateTime
     modified_date_time: DateTime
+    created_by: Optional[str] = strawberry.field(description="The ID of the API token that created it.")
+    modified_by: Optional[str] = strawberry.field(description="The ID of the API token that created, cancelled or retried it last.")
     _row: strawberry.Private[rows.Job]
 
     @strawberry.field
@@ -123,11 +127,25 @@ class Job:
         status: Optional[list[TaskStatus]] = None,
         offset: Optional[int] = 0,
         limit: Optional[int] = 30,
+        id: Optional[strawberry.ID] = None,
+        target_id: Optional[list[Optional[strawberry.ID]]] = None,
+        has_source_asset: Optional[bool] = None,
     ) -> TaskList:
         offset, limit = check_page(offset, limit, info.context.resources.settings.max_page_size)
         statuses = tuple(sorted(s.value for s in status)) if status else None
-        page = await info.context.loaders.task_page.load((self._row.id, statuses, offset, limit))
+        task_id = None
+        if id is not None:
+            parsed = try_parse_ids([id])
+            task_id = parsed[0] if parsed else NO_SUCH_TASK
+        if target_id is not None or has_source_asset:
+            # Tasks here have no target media object and no source asset: such a filter matches none.
+            task_id = NO_SUCH_TASK
+        page = await info.context.loaders.task_page.load((self._row.id, statuses, task_id, offset, limit))
         return TaskList(**page_fields(page, [Task.from_row(r) for r in page.records]))
+
+    @strawberry.field(description="Here each organization is its own application: the organization's ID.")
+    def application_id(self) -> strawberry.ID:
+        return strawberry.ID(str(self._row.org_id))
 
     @classmethod
     def from_row(cls, row: rows.Job) -> Job:
@@ -140,6 +158,8 @@ class Job:
             library_id=strawberry.ID(str(row.library_id)) if row.library_id else None,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
+            created_by=row.created_by,
+            modified_by=row.modified_by,
             _row=row,
         )
 

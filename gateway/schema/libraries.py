@@ -9,7 +9,7 @@ from strawberry import UNSET
 from strawberry.file_uploads import Upload
 
 from gateway.schema.context import Info
-from gateway.schema.enums import EntityIdentifierDataType, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
+from gateway.schema.enums import EntityIdentifierDataType, SetEntityProfileImage, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
 from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
 from gateway.services import identifiers as identifier_service
@@ -19,11 +19,21 @@ if TYPE_CHECKING:
     from gateway.schema.engine_models import LibraryEngineModelList
 
 
+async def visible_identifier_types(info: Info) -> list[rows.IdentifierType]:
+    """Built-in identifier types and the caller's organization's, read once per request."""
+    return await info.context.loaders.identifier_types.load(info.context.principal.org_id)
+
+
+async def visible_library_types(info: Info) -> list[rows.LibraryType]:
+    return await info.context.loaders.library_types.load(info.context.principal.org_id)
+
+
 @strawberry.type
 class EntityIdentifierType:
     id: strawberry.ID
     label: str
     label_plural: str
+    icon_class: Optional[str]
     description: Optional[str]
     data_type: EntityIdentifierDataType
 
@@ -33,6 +43,7 @@ class EntityIdentifierType:
             id=strawberry.ID(row.id),
             label=row.label,
             label_plural=row.label_plural,
+            icon_class=row.icon_class,
             description=row.description,
             data_type=EntityIdentifierDataType(row.data_type),
         )
@@ -47,26 +58,41 @@ class EntityIdentifierTypeList:
     records: list[EntityIdentifierType]
 
 
+@strawberry.type(description="What a library type's entities are: their names and the JSON Schema their jsondata must satisfy.")
+class EntityType:
+    name: str
+    name_plural: str
+    schema: JSONData
+
+
 @strawberry.type
 class LibraryType:
     id: strawberry.ID
     label: str
+    icon_class: Optional[str]
     entity_type_name: str
     entity_type_name_plural: str
     _row: strawberry.Private[rows.LibraryType]
 
     @strawberry.field
     async def entity_identifier_types(self, info: Info) -> list[EntityIdentifierType]:
-        from gateway.services import catalogue
+        types = {t.id: t for t in await visible_identifier_types(info)}
+        return [EntityIdentifierType.from_row(types[i]) for i in self._row.identifier_type_ids if i in types]
 
-        types = await catalogue.identifier_types(info.context.resources)
-        return [EntityIdentifierType.from_row(t) for t in types if t.id in self._row.identifier_type_ids]
+    @strawberry.field
+    def entity_type(self) -> EntityType:
+        return EntityType(
+            name=self._row.entity_type_name,
+            name_plural=self._row.entity_type_name_plural,
+            schema=self._row.entity_type_schema or {},
+        )
 
     @classmethod
     def from_row(cls, row: rows.LibraryType) -> LibraryType:
         return cls(
             id=strawberry.ID(row.id),
             label=row.label,
+            icon_class=row.icon_class,
             entity_type_name=row.entity_type_name,
             entity_type_name_plural=row.entity_type_name_plural,
             _row=row,
@@ -106,12 +132,14 @@ class EntityIdentifier:
 
     @strawberry.field
     async def identifier_type(self, info: Info) -> Optional[EntityIdentifierType]:
-        from gateway.services import catalogue
-
-        for t in await catalogue.identifier_types(info.context.resources):
+        for t in await visible_identifier_types(info):
             if t.id == self._row.identifier_type_id:
                 return EntityIdentifierType.from_row(t)
         return None
+
+    @strawberry.field(description="jsondata as a JSON text.")
+    def jsonstring(self) -> Optional[str]:
+        return _json_text(self._row.jsondata)
 
     @classmethod
     def from_row(cls, row: rows.Identifier) -> EntityIdentifier:
@@ -151,9 +179,10 @@ class Entity:
     library_id: strawberry.ID
     is_published: bool
     jsondata: JSONData
-    profile_image_url: Optional[str]
     created_date_time: DateTime
     modified_date_time: DateTime
+    created_by: Optional[str] = strawberry.field(description="The ID of the API token that created it.")
+    modified_by: Optional[str] = strawberry.field(description="The ID of the API token that changed it last.")
     _row: strawberry.Private[rows.Entity]
 
     @strawberry.field
@@ -184,6 +213,17 @@ class Entity:
         )
         return EntityIdentifierList(**page_fields(page, [EntityIdentifier.from_row(r) for r in page.records]))
 
+    @strawberry.field(description="jsondata as a JSON text.")
+    def jsonstring(self) -> Optional[str]:
+        return _json_text(self._row.jsondata)
+
+    @strawberry.field(description="The URL set on the entity, or that of the identifier chosen by profileUpdateMode (fresh on each read).")
+    async def profile_image_url(self, info: Info) -> Optional[str]:
+        if self._row.profile_identifier_id is None:
+            return self._row.profile_image_url
+        row = await info.context.loaders.identifier.load(self._row.profile_identifier_id)
+        return await identifier_service.url_for(info.context.resources, row) if row else None
+
     @strawberry.field
     async def summary(self, info: Info) -> EntitySummary:
         counts = await info.context.loaders.identifier_counts.load(self._row.id)
@@ -198,9 +238,10 @@ class Entity:
             library_id=strawberry.ID(str(row.library_id)),
             is_published=row.is_published,
             jsondata=row.jsondata,
-            profile_image_url=row.profile_image_url,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
+            created_by=row.created_by,
+            modified_by=row.modified_by,
             _row=row,
         )
 
@@ -233,16 +274,24 @@ class Library:
     cover_image_url: Optional[str]
     created_date_time: DateTime
     modified_date_time: DateTime
+    created_by: Optional[str] = strawberry.field(description="The ID of the API token that created it.")
+    modified_by: Optional[str] = strawberry.field(description="The ID of the API token that changed it last.")
     _row: strawberry.Private[rows.Library]
 
     @strawberry.field
     async def library_type(self, info: Info) -> Optional[LibraryType]:
-        from gateway.services import catalogue
-
-        for t in await catalogue.library_types(info.context.resources):
+        for t in await visible_library_types(info):
             if t.id == self._row.library_type_id:
                 return LibraryType.from_row(t)
         return None
+
+    @strawberry.field(description="Here each organization is its own application: the organization's ID.")
+    def application_id(self) -> strawberry.ID:
+        return strawberry.ID(str(self._row.org_id))
+
+    @strawberry.field
+    def security(self) -> Security:
+        return Security(global_=False)
 
     @strawberry.field
     async def summary(self, info: Info) -> LibrarySummary:
@@ -319,8 +368,15 @@ class Library:
             cover_image_url=row.cover_image_url,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
+            created_by=row.created_by,
+            modified_by=row.modified_by,
             _row=row,
         )
+
+
+@strawberry.type
+class Security:
+    global_: bool = strawberry.field(name="global", description="False: a library is visible to its organization only.")
 
 
 @strawberry.type
@@ -330,6 +386,12 @@ class LibraryList:
     count: int
     total_count: int
     records: list[Library]
+
+
+def _json_text(value: object) -> Optional[str]:
+    import json
+
+    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 # An ID filter that parses as no UUID matches nothing; this one never exists.
@@ -348,6 +410,7 @@ class CreateLibrary:
     description: Optional[str] = None
     cover_image_url: Optional[str] = None
     organization_id: Optional[strawberry.ID] = None
+    application_id: Optional[strawberry.ID] = None
 
 
 @strawberry.input
@@ -366,6 +429,7 @@ class CreateEntity:
     library_id: strawberry.ID
     description: Optional[str] = None
     jsondata: Optional[JSONData] = None
+    jsonstring: Optional[str] = None
     profile_image_url: Optional[str] = None
     is_published: Optional[bool] = False
 
@@ -376,6 +440,7 @@ class UpdateEntity:
     name: Optional[str] = UNSET
     description: Optional[str] = UNSET
     jsondata: Optional[JSONData] = UNSET
+    jsonstring: Optional[str] = UNSET
     profile_image_url: Optional[str] = UNSET
     is_published: Optional[bool] = UNSET
 
@@ -390,7 +455,12 @@ class CreateEntityIdentifier:
     title: Optional[str] = None
     is_priority: Optional[bool] = False
     jsondata: Optional[JSONData] = None
+    jsonstring: Optional[str] = None
     store_reference: Optional[bool] = False
+    profile_update_mode: Optional[SetEntityProfileImage] = strawberry.field(
+        default=SetEntityProfileImage.none,
+        description="ifNotSet / always: the new (image) identifier becomes the entity's profile image.",
+    )
 
 
 @strawberry.input
@@ -398,7 +468,11 @@ class UpdateEntityIdentifier:
     id: strawberry.ID
     title: Optional[str] = UNSET
     is_priority: Optional[bool] = UNSET
+    url: Optional[str] = strawberry.field(
+        default=UNSET, description="New content: a reference identifier refers to it, a stored one stores a copy."
+    )
     jsondata: Optional[JSONData] = UNSET
+    jsonstring: Optional[str] = UNSET
 
 
 @strawberry.type
@@ -418,6 +492,9 @@ def sent(input_obj: object, *names: str) -> dict[str, object]:
 
 
 __all__ = [
+    "EntityType",
+    "visible_identifier_types",
+    "visible_library_types",
     "CreateEntity",
     "CreateEntityIdentifier",
     "CreateLibrary",

@@ -9,6 +9,9 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
+from gateway.services import caller as caller_service
+from gateway.services import catalogue
+from gateway.services import engines as engine_service
 from gateway.services import engine_models as model_service
 from gateway.services import entities as entity_service
 from gateway.services.paging import Page
@@ -95,14 +98,49 @@ class Loaders:
                 return {r.id: r for r in await engine_q.by_ids(conn, ctx.principal.org_id, ids)}
 
         async def task_pages(group: tuple, job_ids: list[UUID]) -> dict[UUID, Page]:
-            statuses, offset, limit = group
+            statuses, task_id, offset, limit = group
             async with res.pool.acquire() as conn:
-                pages, totals = await job_q.task_pages(conn, ctx.principal.org_id, job_ids, statuses, offset, limit)
+                pages, totals = await job_q.task_pages(conn, ctx.principal.org_id, job_ids, statuses, offset, limit, task_id)
             return {jid: Page(pages[jid], offset, limit, totals[jid]) for jid in job_ids}
 
         async def models(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
             async with res.pool.acquire() as conn:
                 return {r.id: r for r in await model_q.by_ids(conn, ctx.principal.org_id, ids)}
+
+        async def identifier_type_lists(org_ids: Sequence[UUID]) -> list[Any]:
+            return [await catalogue.identifier_types(res, org_id) for org_id in org_ids]
+
+        async def library_type_lists(org_ids: Sequence[UUID]) -> list[Any]:
+            return [await catalogue.library_types(res, org_id) for org_id in org_ids]
+
+        async def category_engine_pages(group: tuple, category_ids: list[str]) -> dict[str, Page]:
+            filters, order, offset, limit = group
+            return await engine_service.category_pages(
+                res, ctx.principal, category_ids, filters=filters, order=list(order), offset=offset, limit=limit
+            )
+
+        async def engine_task_pages(group: tuple, engine_ids: list[str]) -> dict[str, Page]:
+            statuses, task_id, field, from_time, to_time, has_source_asset, offset, limit = group
+            return await engine_service.task_pages(
+                res, ctx.principal, engine_ids, statuses=list(statuses) if statuses is not None else None, task_id=task_id,
+                date_field=field, from_time=from_time, to_time=to_time, has_source_asset=has_source_asset,
+                offset=offset, limit=limit,
+            )
+
+        async def engine_task_metrics(group: tuple, engine_ids: list[str]) -> dict[str, dict[str, int]]:
+            start, end = group
+            return await engine_service.task_metrics(res, ctx.principal, engine_ids, start, end)
+
+        async def organizations(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            return await caller_service.organizations(res, ctx.principal, ids)
+
+        async def identifiers(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return {r.id: r for r in await identifier_q.by_ids(conn, ctx.principal.org_id, ids)}
+
+        async def jobs(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return {r.id: r for r in await job_q.jobs_by_ids(conn, ctx.principal.org_id, ids)}
 
         none = lambda _key: None  # noqa: E731 - single-group loaders
         same = lambda key: key  # noqa: E731
@@ -116,3 +154,12 @@ class Loaders:
         self.engine = DataLoader(_grouped(engines, none, same))
         self.task_page = DataLoader(_grouped(task_pages, lambda k: k[1:], lambda k: k[0]))
         self.model = DataLoader(_grouped(models, none, same))
+        self.category_engine_page = DataLoader(_grouped(category_engine_pages, lambda k: k[1:], lambda k: k[0]))
+        self.engine_task_page = DataLoader(_grouped(engine_task_pages, lambda k: k[1:], lambda k: k[0]))
+        self.engine_task_metrics = DataLoader(_grouped(engine_task_metrics, lambda k: k[1:], lambda k: k[0]))
+        self.organization = DataLoader(_grouped(organizations, none, same))
+        self.job = DataLoader(_grouped(jobs, none, same))
+        self.identifier = DataLoader(_grouped(identifiers, none, same))
+        # The type catalogue a request sees (built-ins and the organization's own): one read per request.
+        self.identifier_types = DataLoader(identifier_type_lists)
+        self.library_types = DataLoader(library_type_lists)

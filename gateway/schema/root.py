@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Optional
+from typing import Annotated, Optional
 
 import strawberry
 from strawberry.extensions import MaxTokensLimiter, ParserCache, ValidationCache
@@ -12,9 +12,12 @@ from strawberry.file_uploads import Upload
 import logging
 
 from gateway.errors import ApiError, InvalidInput
+from gateway.schema.caller import CallerQuery
+from gateway.schema.catalogue import CatalogueMutation
 from gateway.schema.context import Info
 from gateway.schema.limits import QueryLimits
 from gateway.schema.operation_choice import OperationChoice
+from gateway.schema.engine_fields import EngineFilter, EngineSortField, filter_dict, order_pairs
 from gateway.schema.engine_models import (
     EngineCategoryList,
     category_of,
@@ -25,7 +28,7 @@ from gateway.schema.engine_models import (
     LibraryEngineModel,
     UpdateLibraryEngineModel,
 )
-from gateway.schema.enums import JobOrderField, JobStatusFilter, LibraryEntityOrderBy, LibraryOrderBy, OrderDirection
+from gateway.schema.enums import EngineState, JobOrderField, JobStatus, JobStatusFilter, LibraryEntityOrderBy, LibraryOrderBy, OrderDirection
 from gateway.schema.jobs import (
     ClaimedTask,
     CreateJob,
@@ -56,12 +59,15 @@ from gateway.schema.libraries import (
     UpdateEntityIdentifier,
     UpdateLibrary,
     sent,
+    visible_identifier_types,
+    visible_library_types,
 )
+from gateway.schema.models import ModelMutation, ModelQuery
 from gateway.schema.paging import page_fields
 from gateway.schema.recognition import RecognitionResult, recognize_file
 from gateway.schema.scalars import JSONData
 from gateway.schema.tokens import TokenMutation, TokenQuery
-from gateway.services import catalogue, dispatch
+from gateway.services import dispatch
 from gateway.services import engine_models as model_service
 from gateway.services import engines as engine_service
 from gateway.services import entities as entity_service
@@ -80,7 +86,7 @@ def _typed_page(records: list, offset: int | None, limit: int | None, maximum: i
 
 
 @strawberry.type
-class Query(TokenQuery):
+class Query(CallerQuery, ModelQuery, TokenQuery):
     @strawberry.field
     async def library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
         return Library.from_row(await library_service.get(info.context.resources, info.context.principal, id))
@@ -155,13 +161,13 @@ class Query(TokenQuery):
         self, info: Info, id: Optional[strawberry.ID] = None, offset: Optional[int] = 0, limit: Optional[int] = 30
     ) -> LibraryTypeList:
         info.context.principal.require_read()  # any valid token may read the catalogue
-        types = [LibraryType.from_row(t) for t in await catalogue.library_types(info.context.resources) if id is None or t.id == id]
+        types = [LibraryType.from_row(t) for t in await visible_library_types(info) if id is None or t.id == id]
         return LibraryTypeList(**_typed_page(types, offset, limit, info.context.resources.settings.max_page_size))
 
     @strawberry.field
     async def library_type(self, info: Info, id: Optional[strawberry.ID] = None) -> Optional[LibraryType]:
         info.context.principal.require_read()
-        for t in await catalogue.library_types(info.context.resources):
+        for t in await visible_library_types(info):
             if id is None or t.id == id:
                 return LibraryType.from_row(t)
         return None
@@ -173,7 +179,7 @@ class Query(TokenQuery):
         info.context.principal.require_read()
         types = [
             EntityIdentifierType.from_row(t)
-            for t in await catalogue.identifier_types(info.context.resources)
+            for t in await visible_identifier_types(info)
             if id is None or t.id == id
         ]
         return EntityIdentifierTypeList(**_typed_page(types, offset, limit, info.context.resources.settings.max_page_size))
@@ -181,7 +187,7 @@ class Query(TokenQuery):
     @strawberry.field
     async def entity_identifier_type(self, info: Info, id: strawberry.ID) -> Optional[EntityIdentifierType]:
         info.context.principal.require_read()
-        for t in await catalogue.identifier_types(info.context.resources):
+        for t in await visible_identifier_types(info):
             if t.id == id:
                 return EntityIdentifierType.from_row(t)
         return None
@@ -201,23 +207,28 @@ class Query(TokenQuery):
         id: Optional[strawberry.ID] = None,
         ids: Optional[list[strawberry.ID]] = None,
         category_id: Optional[str] = None,
+        category: Optional[str] = None,
+        state: Optional[list[Optional[EngineState]]] = None,
+        owned: Optional[bool] = False,
         library_required: Optional[bool] = None,
+        creates_tdo: Annotated[Optional[bool], strawberry.argument(name="createsTDO")] = None,
         name: Optional[str] = None,
         offset: Optional[int] = 0,
         limit: Optional[int] = 30,
+        filter: Optional[EngineFilter] = None,
+        order_by: Optional[list[Optional[EngineSortField]]] = None,
     ) -> EngineList:
         wanted = None
         if id is not None or ids is not None:
             wanted = ([str(id)] if id is not None else []) + [str(i) for i in ids or []]
+        filters = engine_service.engine_filters(
+            category_id=category_id, library_required=library_required, name=name, category=category,
+            states=[s.value for s in state if s is not None] if state is not None else None, owned=owned,
+            creates_tdo=creates_tdo, filter=filter_dict(filter),
+        )
         page = await engine_service.list_page(
-            info.context.resources,
-            info.context.principal,
-            ids=wanted,
-            category_id=category_id,
-            library_required=library_required,
-            name=name,
-            offset=offset,
-            limit=limit,
+            info.context.resources, info.context.principal, ids=wanted, filters=filters, order=order_pairs(order_by),
+            offset=offset, limit=limit,
         )
         return EngineList(**page_fields(page, [Engine.from_row(r) for r in page.records]))
 
@@ -227,10 +238,13 @@ class Query(TokenQuery):
         info: Info,
         id: Optional[strawberry.ID] = None,
         name: Optional[str] = None,
+        type: Optional[str] = None,
         offset: Optional[int] = 0,
         limit: Optional[int] = 30,
     ) -> EngineCategoryList:
-        groups = await engine_service.categories(info.context.resources, info.context.principal, category_id=id, name=name)
+        groups = await engine_service.categories(
+            info.context.resources, info.context.principal, category_id=id, name=name, engine_type=type
+        )
         categories = [category_of(rows) for rows in groups]
         return EngineCategoryList(**_typed_page(categories, offset, limit, info.context.resources.settings.max_page_size))
 
@@ -265,6 +279,10 @@ class Query(TokenQuery):
         order_by: Optional[list[JobSortField]] = None,
         offset: Optional[int] = 0,
         limit: Optional[int] = 30,
+        application_id: Optional[strawberry.ID] = None,
+        application_ids: Optional[list[Optional[strawberry.ID]]] = None,
+        scheduled_job_ids: Optional[list[strawberry.ID]] = None,
+        has_scheduled_job_id: Optional[bool] = None,
     ) -> JobList:
         filter_field, from_time, to_time = "createdDateTime", None, None
         for f in date_time_filter or []:
@@ -285,6 +303,9 @@ class Query(TokenQuery):
             descending=order.direction != OrderDirection.asc,
             offset=offset,
             limit=limit,
+            application_ids=None if application_id is None and application_ids is None else [application_id, *(application_ids or [])],
+            scheduled=has_scheduled_job_id,
+            scheduled_job_ids=scheduled_job_ids,
         )
         if target_id is not None:  # jobs here have no targets (media objects)
             page = Page([], page.offset, page.limit, 0)
@@ -308,13 +329,14 @@ class Query(TokenQuery):
 
 
 @strawberry.type
-class Mutation(TokenMutation):
+class Mutation(CatalogueMutation, ModelMutation, TokenMutation):
     @strawberry.mutation
     async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
         if input is None:
             raise InvalidInput("input is required")
         data = {"name": input.name, "library_type_id": input.library_type_id, "description": input.description,
-                "cover_image_url": input.cover_image_url}
+                "cover_image_url": input.cover_image_url, "organization_id": input.organization_id,
+                "application_id": input.application_id}
         return Library.from_row(await library_service.create(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation
@@ -335,12 +357,13 @@ class Mutation(TokenMutation):
     @strawberry.mutation
     async def create_entity(self, info: Info, input: CreateEntity) -> Entity:
         data = {"name": input.name, "library_id": input.library_id, "description": input.description,
-                "jsondata": input.jsondata, "profile_image_url": input.profile_image_url, "is_published": input.is_published}
+                "jsondata": input.jsondata, "jsonstring": input.jsonstring, "profile_image_url": input.profile_image_url,
+                "is_published": input.is_published}
         return Entity.from_row(await entity_service.create(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation
     async def update_entity(self, info: Info, input: UpdateEntity) -> Entity:
-        changes = sent(input, "name", "description", "jsondata", "profile_image_url", "is_published")
+        changes = sent(input, "name", "description", "jsondata", "jsonstring", "profile_image_url", "is_published")
         return Entity.from_row(await entity_service.update(info.context.resources, info.context.principal, input.id, changes))
 
     @strawberry.mutation
@@ -353,13 +376,15 @@ class Mutation(TokenMutation):
         file = input.file or info.context.form_file
         data = {"entity_id": input.entity_id, "identifier_type_id": input.identifier_type_id,
                 "content_type": input.content_type, "url": input.url, "title": input.title,
-                "is_priority": input.is_priority, "jsondata": input.jsondata, "store_reference": input.store_reference}
+                "is_priority": input.is_priority, "jsondata": input.jsondata, "jsonstring": input.jsonstring,
+                "store_reference": input.store_reference,
+                "profile_update_mode": input.profile_update_mode.value if input.profile_update_mode else None}
         row = await identifier_service.create(info.context.resources, info.context.principal, data, file)
         return EntityIdentifier.from_row(row)
 
     @strawberry.mutation
     async def update_entity_identifier(self, info: Info, input: UpdateEntityIdentifier) -> EntityIdentifier:
-        changes = sent(input, "title", "is_priority", "jsondata")
+        changes = sent(input, "title", "is_priority", "url", "jsondata", "jsonstring")
         row = await identifier_service.update(info.context.resources, info.context.principal, input.id, changes)
         return EntityIdentifier.from_row(row)
 
@@ -394,7 +419,8 @@ class Mutation(TokenMutation):
         if input is None:
             raise InvalidInput("input is required")
         data = {
-            "tasks": [{"engine_id": t.engine_id, "payload": t.payload, "payload_string": t.payload_string} for t in input.tasks or []],
+            "tasks": [{"engine_id": t.engine_id, "payload": t.payload, "payload_string": t.payload_string, "test_task": t.test_task}
+                      for t in input.tasks or []],
             "name": input.target.name if input.target else None,
             "target_url": input.target.url if input.target else None,
             "cluster_id": input.cluster_id,
@@ -421,7 +447,8 @@ class Mutation(TokenMutation):
         data = {"id": input.id, "name": input.name, "category_id": input.category_id,
                 "identifier_type_ids": [str(t) for t in input.identifier_type_ids],
                 "library_type_ids": [str(t) for t in input.library_type_ids or []], "modes": input.modes,
-                "library_required": input.library_required, "concurrency_limit": input.concurrency_limit}
+                "library_required": input.library_required, "concurrency_limit": input.concurrency_limit,
+                "description": input.description}
         return Engine.from_row(await engine_service.create_external(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation(description="External engines: lease up to `limit` queued tasks (engine token).")
@@ -495,6 +522,9 @@ def build_schema(settings: object) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
+        # Upstream declares JobStatus beside TaskStatus (Job.status is a TaskStatus there too): published for
+        # clients whose generated code names it, though no field takes or returns it.
+        types=[JobStatus],
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             # Engines and dashboards send the same few query texts again and again: parse and validate

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from typing import Any
 
+from datetime import datetime, timedelta, timezone
+
 from gateway.errors import InvalidInput, NotFound
+from gateway.services.ids import try_parse_ids
 from gateway.services.paging import Page, check_page
 from gateway.services.principal import Principal
 from storage.queries import engines as q
-from storage.rows import Engine
+from storage.queries import types as type_q
+from storage.rows import Engine, Task
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,12 @@ def config_schema(info: Any) -> list[dict[str, Any]]:
     ]
 
 
+def summary_of(engine: Any) -> str | None:
+    """An installed engine's description: the first paragraph of its class docstring."""
+    doc = inspect.getdoc(type(engine))
+    return " ".join(doc.split("\n\n")[0].split()) if doc else None
+
+
 async def register_installed(res: Any) -> None:
     """Upsert an Engine record for every engine installed in this process."""
     async with res.pool.acquire() as conn:
@@ -51,6 +62,7 @@ async def register_installed(res: Any) -> None:
                 concurrency_limit=info.concurrency_limit,
                 version=info.version,
                 config_schema=config_schema(info),
+                description=summary_of(engine),
             )
             if row is None:
                 log.error("engine id %s is taken by an organization's external engine; not registered", info.id)
@@ -64,33 +76,102 @@ async def get(res: Any, principal: Principal, engine_id: str) -> Engine:
     return row
 
 
+# What the reference schema says of engines that has one answer for every engine here.
+MODE = "Batch"  # every task reads its whole input (a library, or the media of a run) and answers once
+ENGINE_TYPE = "Cognition"  # engines here recognize; none ingests or aggregates
+BUILTIN_DEPLOYMENT_MODEL = "MostlyNetworkIsolated"  # installed engines send nothing out; URL fetches come in
+METRICS_WINDOW = timedelta(days=7)  # upstream's taskMetrics range limit
+
+
+def engine_filters(
+    *,
+    category_id: str | None = None,
+    library_required: bool | None = None,
+    name: str | None = None,
+    category: str | None = None,
+    states: list[str] | None = None,
+    owned: bool | None = None,
+    creates_tdo: bool | None = None,
+    filter: dict[str, Any] | None = None,
+) -> q.EngineFilters | None:
+    """Query.engines' arguments (and an EngineFilter) as storage filters; None when nothing can match."""
+    f = filter or {}
+    if creates_tdo:  # no engine here creates a media object
+        return None
+    if f.get("mode") is not None and MODE not in f["mode"]:
+        return None
+    if f.get("type") is not None and ENGINE_TYPE not in f["type"]:
+        return None
+    builtin = None
+    if f.get("deployment_model") is not None:
+        if f["deployment_model"] != BUILTIN_DEPLOYMENT_MODEL:
+            return None
+        builtin = True
+    categories = [c for c in (f.get("category") or []) if c is not None]
+    if category is not None:
+        categories.append(category)
+    return q.EngineFilters(
+        category_id=category_id,
+        library_required=library_required,
+        name=name,
+        states=tuple(states) if states is not None else None,
+        owned=owned,
+        categories=tuple(categories) if categories else None,  # an empty list filters nothing out
+        trainable=f.get("trainable_via_api"),
+        runtime_types=tuple(f["runtime_type"]) if f.get("runtime_type") is not None else None,
+        builtin=builtin,
+    )
+
+
 async def list_page(
     res: Any,
     principal: Principal,
     *,
     ids: list[str] | None,
-    category_id: str | None,
-    library_required: bool | None,
-    name: str | None,
+    filters: q.EngineFilters | None,
+    order: list[tuple[str, bool]] | None = None,
     offset: int | None,
     limit: int | None,
 ) -> Page[Engine]:
     offset, limit = check_page(offset, limit, res.settings.max_page_size)
+    if filters is None:
+        return Page([], offset, limit, 0)
     async with res.pool.acquire() as conn:
-        rows, total = await q.page(
-            conn, principal.org_id, ids=ids, category_id=category_id, library_required=library_required,
-            name=name, offset=offset, limit=limit,
-        )
+        rows, total = await q.page(conn, principal.org_id, ids=ids, filters=filters, order=order or (), offset=offset, limit=limit)
     return Page(rows, offset, limit, total)
 
 
-async def categories(res: Any, principal: Principal, *, category_id: str | None, name: str | None) -> list[list[Engine]]:
-    """Engines visible to the caller grouped by category (a category is described by its engines)."""
+async def category_pages(
+    res: Any,
+    principal: Principal,
+    category_ids: list[str],
+    *,
+    filters: q.EngineFilters | None,
+    order: list[tuple[str, bool]],
+    offset: int | None,
+    limit: int | None,
+) -> dict[str, Page[Engine]]:
+    """The same page of engines for several categories, in one query (EngineCategory.engines' DataLoader)."""
+    offset, limit = check_page(offset, limit, res.settings.max_page_size)
+    if filters is None:
+        return {c: Page([], offset, limit, 0) for c in category_ids}
     async with res.pool.acquire() as conn:
-        rows, _ = await q.page(
-            conn, principal.org_id, ids=None, category_id=category_id, library_required=None, name=None,
-            offset=0, limit=10_000,
+        pages, totals = await q.pages_for_categories(
+            conn, principal.org_id, category_ids, filters=filters, order=order, offset=offset, limit=limit
         )
+    return {c: Page(pages[c], offset, limit, totals[c]) for c in category_ids}
+
+
+async def categories(
+    res: Any, principal: Principal, *, category_id: str | None, name: str | None, engine_type: str | None = None
+) -> list[list[Engine]]:
+    """Active engines visible to the caller grouped by category (a category is described by its engines).
+    Every category here is of engine type Cognition: another type matches none."""
+    if engine_type is not None and engine_type.lower() != ENGINE_TYPE.lower():
+        return []
+    async with res.pool.acquire() as conn:
+        rows, _ = await q.page(conn, principal.org_id, ids=None, filters=q.EngineFilters(category_id=category_id),
+                               offset=0, limit=10_000)
     grouped: dict[str, list[Engine]] = {}
     for row in rows:
         grouped.setdefault(row.category_id, []).append(row)
@@ -99,6 +180,62 @@ async def categories(res: Any, principal: Principal, *, category_id: str | None,
         engines for key, engines in sorted(grouped.items())
         if not wanted or wanted in key.replace("-", " ").lower()
     ]
+
+
+async def task_pages(
+    res: Any,
+    principal: Principal,
+    engine_ids: list[str],
+    *,
+    statuses: list[str] | None,
+    task_id: object | None,
+    date_field: str,
+    from_time: datetime | None,
+    to_time: datetime | None,
+    has_source_asset: bool | None,
+    offset: int | None,
+    limit: int | None,
+) -> dict[str, Page[Task]]:
+    """Engine.tasks: the caller's organization's tasks of each engine, newest first. A task token sees its own task only."""
+    offset, limit = check_page(offset, limit, res.settings.max_page_size)
+    empty = {e: Page([], offset, limit, 0) for e in engine_ids}
+    if has_source_asset:  # tasks here read libraries and URLs, never a stored source asset
+        return empty
+    tid = None
+    if task_id is not None:
+        parsed = try_parse_ids([task_id])
+        if not parsed:
+            return empty
+        tid = parsed[0]
+    if principal.is_task:
+        if tid not in (None, principal.task_id):
+            return empty
+        tid = principal.task_id
+    async with res.pool.acquire() as conn:
+        pages, totals = await q.task_pages(
+            conn, principal.org_id, engine_ids, statuses=statuses, task_id=tid, date_field=date_field,
+            from_time=from_time, to_time=to_time, offset=offset, limit=limit,
+        )
+    return {e: Page(pages[e], offset, limit, totals[e]) for e in engine_ids}
+
+
+def metrics_window(from_time: datetime | None, to_time: datetime | None) -> tuple[datetime, datetime]:
+    """Engine.taskMetrics' range: at most seven days, as upstream; the last seven days by default."""
+    end = to_time or ((from_time + METRICS_WINDOW) if from_time else datetime.now(timezone.utc))
+    start = from_time or (end - METRICS_WINDOW)
+    if start > end:
+        raise InvalidInput("taskMetrics: fromDateTime must not be after toDateTime")
+    if end - start > METRICS_WINDOW:
+        raise InvalidInput("taskMetrics: the range may be at most 7 days")
+    return start, end
+
+
+async def task_metrics(res: Any, principal: Principal, engine_ids: list[str], start: datetime, end: datetime) -> dict[str, dict[str, int]]:
+    """Counts of the caller's organization's tasks per engine and status, created in the window."""
+    if principal.is_task:  # a task token reads its own task, not its organization's workload
+        return {e: {} for e in engine_ids}
+    async with res.pool.acquire() as conn:
+        return await q.task_metrics(conn, principal.org_id, engine_ids, start, end)
 
 
 async def create_external(res: Any, principal: Principal, data: dict[str, Any]) -> Engine:
@@ -115,13 +252,16 @@ async def create_external(res: Any, principal: Principal, data: dict[str, Any]) 
     types = list(data.get("identifier_type_ids") or [])
     if not types:
         raise InvalidInput("identifierTypeIds must name at least one identifier type")
+    description = data.get("description")
+    if description is not None and len(description) > 4096:
+        raise InvalidInput("description must be at most 4096 characters")
     limit = int(data.get("concurrency_limit") or 2)
     if not 1 <= limit <= 10_000:
         raise InvalidInput("concurrencyLimit must be between 1 and 10000")
     import asyncpg
 
     async with res.pool.acquire() as conn:
-        known = {r["id"] for r in await conn.fetch("SELECT id FROM entity_identifier_types")}
+        known = {t.id for t in await type_q.identifier_types(conn, principal.org_id)}
         unknown = [t for t in types if t not in known]
         if unknown:
             raise InvalidInput(f"unknown identifier types: {', '.join(unknown)}")
@@ -137,6 +277,8 @@ async def create_external(res: Any, principal: Principal, data: dict[str, Any]) 
                 modes=modes,
                 library_required=bool(data.get("library_required", True)),
                 concurrency_limit=limit,
+                description=description,
+                actor=principal.actor,
             )
         except asyncpg.UniqueViolationError:
             # Engine ids are one namespace across organizations: say no more than "taken".

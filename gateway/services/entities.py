@@ -31,9 +31,40 @@ def check_jsondata(value: Any) -> Any:
             value = json.loads(value)
         except ValueError as exc:
             raise InvalidInput(f"jsondata is not valid JSON: {exc.msg}") from exc
+    return _check_size(value)
+
+
+def _check_size(value: Any) -> Any:
     if len(json.dumps(value)) > MAX_JSONDATA_BYTES:
         raise InvalidInput(f"jsondata must be at most {MAX_JSONDATA_BYTES} bytes")
     return value
+
+
+def jsondata_of(data: dict[str, Any], *, partial: bool = False) -> Any:
+    """jsondata or jsonstring (a JSON text), not both, as upstream's inputs take them. With partial, a
+    missing pair is the UNSET marker `...` (leave the stored value)."""
+    sent_data, sent_string = "jsondata" in data, data.get("jsonstring") is not None
+    if sent_data and sent_string and data["jsondata"] is not None:
+        raise InvalidInput("send jsondata or jsonstring, not both")
+    if sent_string:
+        text = data["jsonstring"]
+        if len(text) > MAX_JSONDATA_BYTES:
+            raise InvalidInput(f"jsonstring must be at most {MAX_JSONDATA_BYTES} bytes")
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise InvalidInput(f"jsonstring is not valid JSON: {exc.msg}") from exc
+        return _check_size({} if value is None else value)
+    if sent_data:
+        return check_jsondata(data["jsondata"])
+    return ... if partial else {}
+
+
+async def _check_schema(res: Resources, principal: Principal, library_type_id: str, jsondata: Any) -> None:
+    from gateway.services import catalogue, entity_schema
+
+    schema = await catalogue.entity_schema_of(res, principal.org_id, library_type_id)
+    entity_schema.check_jsondata(schema, jsondata, library_type_id)
 
 
 def _duplicate(exc: asyncpg.UniqueViolationError, name: str) -> InvalidInput:
@@ -56,10 +87,12 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> 
     if not data.get("library_id"):
         raise InvalidInput("libraryId is required")
     lid = parse_id(data["library_id"])
-    jsondata = check_jsondata(data.get("jsondata"))
+    jsondata = jsondata_of(data)
     async with res.pool.acquire() as conn:
-        if await library_q.by_id(conn, principal.org_id, lid) is None:
+        library = await library_q.by_id(conn, principal.org_id, lid)
+        if library is None:
             raise NotFound(data={"objectType": "library"})
+        await _check_schema(res, principal, library.library_type_id, jsondata)
         try:
             return await q.insert(
                 conn,
@@ -71,6 +104,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> 
                 jsondata=jsondata,
                 profile_image_url=data.get("profile_image_url"),
                 is_published=bool(data.get("is_published") or False),
+                actor=principal.actor,
             )
         except asyncpg.UniqueViolationError as exc:
             raise _duplicate(exc, name) from None
@@ -81,11 +115,19 @@ async def update(res: Resources, principal: Principal, entity_id: object, change
     eid = parse_id(entity_id)
     if "name" in changes:
         changes["name"] = clean_name(changes["name"], "entity")
-    if "jsondata" in changes:
-        changes["jsondata"] = check_jsondata(changes["jsondata"])
+    jsondata = jsondata_of(changes, partial=True)
+    changes.pop("jsonstring", None)
+    changes.pop("jsondata", None)
     async with res.pool.acquire() as conn:
+        if jsondata is not ...:
+            changes["jsondata"] = jsondata
+            entity = await q.by_id(conn, principal.org_id, eid)
+            library = await library_q.by_id(conn, principal.org_id, entity.library_id) if entity else None
+            if library is None:
+                raise NotFound()
+            await _check_schema(res, principal, library.library_type_id, jsondata)
         try:
-            row = await q.update(conn, principal.org_id, eid, changes)
+            row = await q.update(conn, principal.org_id, eid, {**changes, "actor": principal.actor})
         except asyncpg.UniqueViolationError as exc:
             raise _duplicate(exc, changes.get("name", "")) from None
     if row is None:

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 from gateway.errors import InvalidInput, NotFound
 from gateway.resources import Resources
 from gateway.services import blob_cleanup, uploads
-from gateway.services.entities import check_jsondata
+from gateway.services.entities import jsondata_of
 from gateway.services.ids import parse_id
 from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, check_url_syntax
@@ -27,6 +27,15 @@ async def get(res: Resources, principal: Principal, identifier_id: object) -> Id
     principal.check_library(row.library_id)
     return row
 
+PROFILE_MODES = ("none", "ifNotSet", "always")
+
+
+async def _profile(conn: Any, principal: Principal, row: Identifier, mode: str) -> None:
+    """CreateEntityIdentifier.profileUpdateMode: make the new identifier the entity's profile image."""
+    if mode != "none":
+        await entity_q.set_profile_identifier(conn, principal.org_id, row.entity_id, row.id, principal.actor, always=mode == "always")
+
+
 async def create(res: Resources, principal: Principal, data: dict[str, Any], file: uploads.Uploaded | None) -> Identifier:
     principal.require_write()
     if not data.get("entity_id"):
@@ -43,20 +52,26 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     if content_type is not None or file is not None or store_reference:
         content_type = uploads.check_mime(content_type)
     # else: a URL to copy without a contentType takes the type the remote answer declares (store_url).
-    jsondata = check_jsondata(data.get("jsondata"))
+    jsondata = jsondata_of(data)
+    profile_mode = data.get("profile_update_mode") or "none"
+    if profile_mode not in PROFILE_MODES:
+        raise InvalidInput(f"profileUpdateMode must be one of {', '.join(PROFILE_MODES)}")
 
     async with res.pool.acquire() as conn:
         entity = await entity_q.by_id(conn, principal.org_id, eid)
         if entity is None:
             raise NotFound()
         library = await library_q.by_id(conn, principal.org_id, entity.library_id)
-        types = await type_q.identifier_types(conn, type_id)
-        library_types = await type_q.library_types(conn, library.library_type_id)
+        types = await type_q.identifier_types(conn, principal.org_id, type_id)
+        library_types = await type_q.library_types(conn, principal.org_id, library.library_type_id)
     if not types:
         raise InvalidInput(f"unknown identifierTypeId {type_id!r}")
     allowed = library_types[0].identifier_type_ids
     if type_id not in allowed:
-        raise InvalidInput(f"a {library.library_type_id} library takes identifiers of type {', '.join(allowed)}, not {type_id}")
+        takes = f"identifiers of type {', '.join(allowed)}" if allowed else "no identifiers (its type names no identifier types)"
+        raise InvalidInput(f"a {library.library_type_id} library takes {takes}, not {type_id}")
+    if profile_mode != "none" and types[0].data_type != "image":
+        raise InvalidInput(f"profileUpdateMode {profile_mode} needs an image identifier type, not {type_id} ({types[0].data_type})")
 
     values: dict[str, Any] = dict(
         id=uuid4(),
@@ -79,8 +94,10 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
         except FetchRefused as exc:
             raise InvalidInput(str(exc)) from exc
         values["reference_url"] = url
-        async with res.pool.acquire() as conn:
-            return await q.insert(conn, **values)
+        async with res.pool.acquire() as conn, conn.transaction():
+            row = await q.insert(conn, **values)
+            await _profile(conn, principal, row, profile_mode)
+            return row
 
     key = uploads.object_key(principal.org_id, "identifiers", entity.library_id, eid)
     if file is not None:
@@ -91,6 +108,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     try:
         async with res.pool.acquire() as conn, conn.transaction():
             row = await q.insert(conn, **values)
+            await _profile(conn, principal, row, profile_mode)
             await blob_cleanup.keep(conn, key)
         return row
     except BaseException:
@@ -100,12 +118,56 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
 async def update(res: Resources, principal: Principal, identifier_id: object, changes: dict[str, Any]) -> Identifier:
     principal.require_write()
     iid = parse_id(identifier_id)
-    if "jsondata" in changes:
-        changes["jsondata"] = check_jsondata(changes["jsondata"])
+    jsondata = jsondata_of(changes, partial=True)
+    url = changes.pop("url", None)
+    changes = {k: v for k, v in changes.items() if k not in ("jsondata", "jsonstring")}
+    if jsondata is not ...:
+        changes["jsondata"] = jsondata
+    if url is not None:
+        return await _replace_content(res, principal, iid, changes, url)
     async with res.pool.acquire() as conn:
         row = await q.update(conn, principal.org_id, iid, changes)
     if row is None:
         raise NotFound()
+    return row
+
+
+async def _replace_content(res: Resources, principal: Principal, iid: UUID, changes: dict[str, Any], url: str) -> Identifier:
+    """A new url: a reference identifier now refers to it; a stored one stores a copy of what it serves
+    (its content type is the one the answer declares). The old object goes only once the row has the new one."""
+    async with res.pool.acquire() as conn:
+        current = await q.by_id(conn, principal.org_id, iid)
+    if current is None:
+        raise NotFound()
+    if current.reference_url:
+        try:
+            check_url_syntax(url)
+        except FetchRefused as exc:
+            raise InvalidInput(str(exc)) from exc
+        content = dict(storage_key=None, reference_url=url, content_type=current.content_type, content_length=None,
+                       content_sha256=None)
+        async with res.pool.acquire() as conn, conn.transaction():
+            row = await q.replace_content(conn, principal.org_id, iid, None, **content)
+            row = await q.update(conn, principal.org_id, iid, changes) if row is not None else None
+        if row is None:
+            raise NotFound()
+        return row
+    key = uploads.object_key(principal.org_id, "identifiers", current.library_id, current.entity_id)
+    stored = await uploads.store_url(res, key, url, None)
+    content = dict(storage_key=key, reference_url=None, content_type=stored.content_type, content_length=stored.size,
+                   content_sha256=stored.sha256)
+    try:
+        async with res.pool.acquire() as conn, conn.transaction():
+            row = await q.replace_content(conn, principal.org_id, iid, current.storage_key, **content)
+            if row is None:  # deleted, or its content replaced by someone else meanwhile
+                raise NotFound()
+            row = await q.update(conn, principal.org_id, iid, changes)
+            await blob_cleanup.keep(conn, key)
+            await blob_cleanup.schedule(conn, [current.storage_key])
+    except BaseException:
+        await blob_cleanup.delete_now(res, [key])
+        raise
+    await blob_cleanup.delete_now(res, [current.storage_key])
     return row
 
 async def delete(res: Resources, principal: Principal, identifier_id: object) -> UUID:

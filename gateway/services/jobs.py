@@ -92,7 +92,8 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
     retries = data.get("retries") or 0
     if not 0 <= retries <= MAX_RETRIES:
         raise InvalidInput(f"retries must be between 0 and {MAX_RETRIES}")
-    data = {**data, "max_attempts": res.settings.max_attempts + retries}
+    data = {**data, "max_attempts": res.settings.max_attempts + retries, "actor": principal.actor,
+            "test_tasks": [bool(t.get("test_task")) for t in tasks]}
     async with res.pool.acquire() as conn, conn.transaction():
         prepared = []
         library_ids = set()
@@ -133,12 +134,15 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
 async def _insert(
     conn: asyncpg.Connection, org_id: UUID, prepared: list[tuple[Engine, dict[str, Any]]], data: dict[str, Any], library_id: UUID | None
 ) -> Job:
-    job = await q.insert_job(conn, id=uuid4(), org_id=org_id, name=data.get("name"), cluster_id=data.get("cluster_id"), library_id=library_id)
+    job = await q.insert_job(conn, id=uuid4(), org_id=org_id, name=data.get("name"), cluster_id=data.get("cluster_id"),
+                             library_id=library_id, actor=data.get("actor"))
     max_attempts = int(data["max_attempts"])
+    test_tasks = data.get("test_tasks") or []
     for position, (engine, payload) in enumerate(prepared):
         await q.insert_task(
             conn, id=uuid4(), org_id=org_id, job_id=job.id, engine_id=engine.id, position=position,
             payload=payload, max_attempts=max_attempts,
+            test_task=position < len(test_tasks) and bool(test_tasks[position]),
         )
     for engine_id in {e.id for e, _ in prepared}:
         await q.notify(conn, q.WAKE_CHANNEL, engine_id)
@@ -153,7 +157,7 @@ async def publish_library(res: Any, principal: Principal, library_id: object) ->
     async with res.pool.acquire() as conn, conn.transaction():
         if await library_q.by_id(conn, principal.org_id, lid, for_update=True) is None:
             raise NotFound()
-        library = await library_q.publish(conn, principal.org_id, lid)
+        library = await library_q.publish(conn, principal.org_id, lid, principal.actor)
         for engine in await engine_q.compatible(conn, principal.org_id, library.library_type_id):
             model = await model_q.insert(
                 conn, id=uuid4(), org_id=principal.org_id, library_id=lid, engine_id=engine.id,
@@ -162,7 +166,8 @@ async def publish_library(res: Any, principal: Principal, library_id: object) ->
             payload = {"mode": "library-train", "libraryId": str(lid), "libraryEngineModelId": str(model.id)}
             job = await _insert(
                 conn, principal.org_id, [(engine, payload)],
-                {"name": f"train {library.name} v{library.version}", "max_attempts": res.settings.max_attempts}, lid,
+                {"name": f"train {library.name} v{library.version}", "max_attempts": res.settings.max_attempts,
+                 "actor": principal.actor}, lid,
             )
             await model_q.set_fields(conn, principal.org_id, model.id, {"train_job_id": job.id})
     return library
@@ -212,10 +217,19 @@ async def list_page(
     descending: bool,
     offset: int | None,
     limit: int | None,
+    application_ids: list[object] | None = None,
+    scheduled: bool | None = None,
+    scheduled_job_ids: list[object] | None = None,
 ) -> Page[Job]:
+    """application_ids: each organization is its own application, so any other matches nothing; no job
+    here belongs to a scheduled job, so asking for those matches nothing."""
     offset, limit = check_page(offset, limit, res.settings.max_page_size)
     if principal.is_task:
         raise NotAllowed("a task token may not list jobs")
+    if application_ids is not None and principal.org_id not in try_parse_ids(a for a in application_ids if a is not None):
+        return Page([], offset, limit, 0)
+    if scheduled or scheduled_job_ids is not None:
+        return Page([], offset, limit, 0)
     jid = None
     if job_id is not None:
         parsed = try_parse_ids([job_id])
@@ -249,6 +263,7 @@ async def cancel(res: Any, principal: Principal, job_id: object) -> Job:
             await _model_after_task(conn, task, "failed", {"error": "the training job was cancelled"})
         for task_id in await q.request_cancel_running(conn, jid):
             await q.notify(conn, q.CANCEL_CHANNEL, str(task_id))
+        await q.set_modified_by(conn, principal.org_id, jid, principal.actor)
         await q.refresh_job_status(conn, jid)
         return await q.job_by_id(conn, principal.org_id, jid)
 
@@ -265,6 +280,7 @@ async def retry(res: Any, principal: Principal, job_id: object) -> Job:
         for task in await q.retry_job(conn, jid):
             await _model_after_task(conn, task, "queued", None)
             await q.notify(conn, q.WAKE_CHANNEL, task.engine_id)
+        await q.set_modified_by(conn, principal.org_id, jid, principal.actor)
         await q.refresh_job_status(conn, jid)
         return await q.job_by_id(conn, principal.org_id, jid)
 

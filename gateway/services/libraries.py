@@ -13,6 +13,7 @@ from gateway.services import blob_cleanup
 from gateway.services.ids import parse_id
 from gateway.services.paging import Page, check_page
 from gateway.services.principal import Principal
+from storage.queries import entities as entity_q
 from storage.queries import jobs as job_q
 from storage.queries import libraries as q
 from storage.queries import types as type_q
@@ -30,9 +31,22 @@ def clean_name(value: str | None, what: str) -> str:
     return name
 
 
-async def _check_type(conn: asyncpg.Connection, type_id: str) -> None:
-    if not await type_q.library_types(conn, type_id):
+async def _check_type(conn: asyncpg.Connection, org_id: UUID, type_id: str) -> None:
+    if not await type_q.library_types(conn, org_id, type_id):
         raise InvalidInput(f"unknown libraryTypeId {type_id!r}")
+
+
+async def _check_entities_fit(res: Resources, conn: asyncpg.Connection, principal: Principal, lid: UUID, type_id: str) -> None:
+    """A library moving to a type whose entity schema one of its entities fails is refused, naming the entity."""
+    from gateway.services import catalogue, entity_schema
+
+    schema = await catalogue.entity_schema_of(res, principal.org_id, type_id)
+    if not schema:
+        return
+    for entity in await entity_q.jsondata_of_library(conn, principal.org_id, lid):
+        problem = entity_schema.violation(schema, entity["jsondata"])
+        if problem:
+            raise InvalidInput(f"entity {entity['name']!r} ({entity['id']}) does not satisfy the entity schema of {type_id!r}: {problem}")
 
 
 async def get(res: Resources, principal: Principal, library_id: object) -> Library:
@@ -48,11 +62,15 @@ async def get(res: Resources, principal: Principal, library_id: object) -> Libra
 async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> Library:
     principal.require_write()
     name = clean_name(data.get("name"), "library")
+    for key in ("organization_id", "application_id"):
+        # Each organization is its own application here; another organization's ID names nothing to create in.
+        if data.get(key) is not None and parse_id(data[key]) != principal.org_id:
+            raise NotFound(data={"objectType": "organization"})
     type_id = data.get("library_type_id")
     if not type_id:
         raise InvalidInput("libraryTypeId is required")
     async with res.pool.acquire() as conn:
-        await _check_type(conn, type_id)
+        await _check_type(conn, principal.org_id, type_id)
         return await q.insert(
             conn,
             id=uuid4(),
@@ -61,6 +79,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any]) -> 
             description=data.get("description"),
             library_type_id=type_id,
             cover_image_url=data.get("cover_image_url"),
+            actor=principal.actor,
         )
 
 
@@ -69,10 +88,11 @@ async def update(res: Resources, principal: Principal, library_id: object, chang
     lid = parse_id(library_id)
     if "name" in changes:
         changes["name"] = clean_name(changes["name"], "library")
-    async with res.pool.acquire() as conn:
+    async with res.pool.acquire() as conn, conn.transaction():
         if changes.get("library_type_id"):
-            await _check_type(conn, changes["library_type_id"])
-        row = await q.update(conn, principal.org_id, lid, changes)
+            await _check_type(conn, principal.org_id, changes["library_type_id"])
+            await _check_entities_fit(res, conn, principal, lid, changes["library_type_id"])
+        row = await q.update(conn, principal.org_id, lid, {**changes, "actor": principal.actor})
     if row is None:
         raise NotFound()
     return row

@@ -21,6 +21,11 @@ class Principal:
     lease_owner: str | None = None  # task tokens: the claim they act for
 
     @property
+    def actor(self) -> str | None:
+        """Who makes a change, as createdBy/modifiedBy record it: the token's ID."""
+        return str(self.token_id) if self.token_id else None
+
+    @property
     def is_task(self) -> bool:
         return self.scope == "task"
 

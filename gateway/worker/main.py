@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from gateway.resources import open_resources
-from gateway.services import dispatch, housekeeping
+from gateway.services import dispatch, housekeeping, model_trials
 from gateway.settings import Settings
 from gateway.worker.runner import TRANSIENT, TaskRun
 from storage.db import connection_name, listen
@@ -39,6 +39,7 @@ class Worker:
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.trials: set[asyncio.Task[Any]] = set()  # model trial inferences, one at a time
 
     def on_notify(self, channel: str, payload: str) -> None:
         if channel == CANCEL_CHANNEL:
@@ -65,7 +66,24 @@ class Worker:
                 job.add_done_callback(self._tasks.discard)
             free -= len(tasks)
             claimed += len(tasks)
+        if free > 0 and not self.trials:
+            version_id = await model_trials.claim(self.res, self.owner)
+            if version_id is not None:
+                trial = asyncio.create_task(self._trial(version_id))
+                self.trials.add(trial)
+                trial.add_done_callback(self.trials.discard)
+                claimed += 1
         return claimed
+
+    async def _trial(self, version_id: Any) -> None:
+        try:
+            await model_trials.run_claimed(self.res, version_id, self.owner)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # its lease runs out and another worker tries again
+            log.exception("model trial of version %s failed to run", version_id)
+        finally:
+            self.wake.set()
 
     async def _run(self, run: TaskRun) -> None:
         log.info("task %s (%s) started, attempt %d", run.task.id, run.task.engine_id, run.task.attempts)
@@ -102,8 +120,10 @@ class Worker:
     async def shutdown(self) -> None:
         for run in list(self.running.values()):
             run.interrupt("shutdown")
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=15)
+        for trial in list(self.trials):
+            trial.cancel()  # kills the child; the lease expires and another worker runs the trial again
+        if self._tasks or self.trials:
+            await asyncio.wait(self._tasks | self.trials, timeout=15)
 
 
 def make_decode_pool(settings: Settings) -> concurrent.futures.ProcessPoolExecutor:

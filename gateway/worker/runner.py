@@ -148,7 +148,7 @@ class TaskRun:
             model = await model_q.by_id(conn, task.org_id, model_id)
             if library is None or model is None:
                 raise EngineError("the library or its engine model was deleted")
-            library_type = (await type_q.library_types(conn, library.library_type_id))[0]
+            library_type = await type_q.library_type_by_id(conn, library.library_type_id)
             types = [t for t in engine.info.identifier_type_ids if t in library_type.identifier_type_ids]
             total = await identifier_q.count_for_training(conn, task.org_id, library_id, types)
         self.ctx = WorkerTrainingContext(

@@ -10,8 +10,9 @@ import asyncpg
 from storage.queries.paging import fetch_page, fetch_pages_by_parent
 from storage.rows import Entity
 
-INSERT = """INSERT INTO entities (id, org_id, library_id, name, description, jsondata, profile_image_url, is_published)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *"""
+INSERT = """INSERT INTO entities (id, org_id, library_id, name, description, jsondata, profile_image_url, is_published,
+                      created_by, modified_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *"""
 
 BY_ID = "SELECT * FROM entities WHERE org_id = $1 AND id = $2"
 BY_IDS = "SELECT * FROM entities WHERE org_id = $1 AND id = ANY($2::uuid[])"
@@ -51,9 +52,17 @@ UPDATE = """UPDATE entities SET
     description = CASE WHEN $4 THEN $5 ELSE description END,
     jsondata = CASE WHEN $6 THEN $7 ELSE jsondata END,
     profile_image_url = CASE WHEN $8 THEN $9 ELSE profile_image_url END,
+    profile_identifier_id = CASE WHEN $8 THEN NULL ELSE profile_identifier_id END,
     is_published = coalesce($10, is_published),
+    modified_by = $11,
     modified_at = now()
 WHERE org_id = $1 AND id = $2 RETURNING *"""
+
+SET_PROFILE_IDENTIFIER = """-- profileUpdateMode: always ($5), or ifNotSet (only while the entity has no profile image)
+UPDATE entities SET profile_identifier_id = $3, profile_image_url = NULL, modified_by = $4, modified_at = now()
+WHERE org_id = $1 AND id = $2 AND ($5 OR (profile_image_url IS NULL AND profile_identifier_id IS NULL))"""
+
+JSONDATA_OF_LIBRARY = "SELECT id, name, jsondata FROM entities WHERE org_id = $1 AND library_id = $2 ORDER BY created_at, id"
 
 DELETE = "DELETE FROM entities WHERE org_id = $1 AND id = $2 RETURNING id"
 
@@ -75,8 +84,19 @@ async def insert(conn: asyncpg.Connection, **v: Any) -> Entity:
             v["jsondata"],
             v["profile_image_url"],
             v["is_published"],
+            v.get("actor"),
         )
     )
+
+
+async def set_profile_identifier(
+    conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, identifier_id: UUID, actor: str | None, *, always: bool
+) -> None:
+    await conn.execute(SET_PROFILE_IDENTIFIER, org_id, entity_id, identifier_id, actor, always)
+
+
+async def jsondata_of_library(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> list[asyncpg.Record]:
+    return list(await conn.fetch(JSONDATA_OF_LIBRARY, org_id, library_id))
 
 
 async def by_id(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID) -> Entity | None:
@@ -121,6 +141,7 @@ async def update(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, change
             "profile_image_url" in changes,
             changes.get("profile_image_url"),
             changes.get("is_published"),
+            changes.get("actor"),
         )
     )
 

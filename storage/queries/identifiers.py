@@ -14,6 +14,7 @@ INSERT = """INSERT INTO entity_identifiers (id, org_id, library_id, entity_id, i
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *"""
 
 BY_ID = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = $2"
+BY_IDS = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uuid[])"
 
 PAGES_FOR_ENTITIES = """-- the same page of identifiers for many entities at once (the DataLoader's one query)
 SELECT * FROM (
@@ -50,6 +51,12 @@ UPDATE = """UPDATE entity_identifiers SET
     modified_at = now()
 WHERE org_id = $1 AND id = $2 RETURNING *"""
 
+REPLACE_CONTENT = """-- UpdateEntityIdentifier.url: new content, only if the content is still the one the caller replaced
+UPDATE entity_identifiers SET
+    storage_key = $4, reference_url = $5, content_type = $6, content_length = $7, content_sha256 = $8,
+    modified_at = now()
+WHERE org_id = $1 AND id = $2 AND storage_key IS NOT DISTINCT FROM $3 RETURNING *"""
+
 DELETE = "DELETE FROM entity_identifiers WHERE org_id = $1 AND id = $2 RETURNING storage_key"
 
 
@@ -72,6 +79,10 @@ async def insert(conn: asyncpg.Connection, **v: Any) -> Identifier:
             v["jsondata"],
         )
     )
+
+
+async def by_ids(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> list[Identifier]:
+    return [Identifier.of(r) for r in await conn.fetch(BY_IDS, org_id, ids)]
 
 
 async def by_id(conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID) -> Identifier | None:
@@ -128,6 +139,17 @@ async def update(conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID, ch
             changes.get("is_priority"),
             "jsondata" in changes,
             changes.get("jsondata"),
+        )
+    )
+
+
+async def replace_content(
+    conn: asyncpg.Connection, org_id: UUID, identifier_id: UUID, previous_key: str | None, **v: Any
+) -> Identifier | None:
+    return Identifier.maybe(
+        await conn.fetchrow(
+            REPLACE_CONTENT, org_id, identifier_id, previous_key, v["storage_key"], v["reference_url"],
+            v["content_type"], v["content_length"], v["content_sha256"],
         )
     )
 

@@ -15,13 +15,16 @@ WAKE_CHANNEL = "engineshed_wake"  # payload: engine id with newly claimable work
 EVENT_CHANNEL = "engineshed_event"  # payload: job id whose tasks changed
 CANCEL_CHANNEL = "engineshed_cancel"  # payload: task id whose cancellation was requested
 
-INSERT_JOB = """INSERT INTO jobs (id, org_id, name, cluster_id, status, library_id)
-VALUES ($1, $2, $3, $4, 'queued', $5) RETURNING *"""
+INSERT_JOB = """INSERT INTO jobs (id, org_id, name, cluster_id, status, library_id, created_by, modified_by)
+VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) RETURNING *"""
 
-INSERT_TASK = """INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at)
-VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, now()) RETURNING *"""
+SET_MODIFIED_BY = "UPDATE jobs SET modified_by = $3 WHERE org_id = $1 AND id = $2"
+
+INSERT_TASK = """INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at, test_task)
+VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, now(), $8) RETURNING *"""
 
 JOB_BY_ID = "SELECT * FROM jobs WHERE org_id = $1 AND id = $2"
+JOBS_BY_IDS = "SELECT * FROM jobs WHERE org_id = $1 AND id = ANY($2::uuid[])"
 TASK_BY_ID = "SELECT * FROM tasks WHERE org_id = $1 AND id = $2"
 TASK_BY_ID_ANY_ORG = "SELECT * FROM tasks WHERE id = $1"
 TASK_BY_ID_ANY_ORG_FOR_UPDATE = "SELECT * FROM tasks WHERE id = $1 FOR UPDATE"
@@ -47,7 +50,8 @@ SELECT * FROM (
     SELECT t.*, row_number() OVER (PARTITION BY t.job_id ORDER BY t.position, t.id) AS rn,
            count(*) OVER (PARTITION BY t.job_id) AS total
     FROM tasks t WHERE t.org_id = $1 AND t.job_id = ANY($2::uuid[]) AND ($3::text[] IS NULL OR t.status = ANY($3))
-) ranked WHERE rn > $4 AND rn <= $4 + $5 ORDER BY job_id, rn"""
+      AND ($4::uuid IS NULL OR t.id = $4)
+) ranked WHERE rn > $5 AND rn <= $5 + $6 ORDER BY job_id, rn"""
 
 # A job's status follows from its tasks.
 REFRESH_JOB_STATUS = """WITH s AS (
@@ -136,15 +140,26 @@ DELETE_JOB = "DELETE FROM jobs WHERE org_id = $1 AND id = $2"
 
 
 async def insert_job(conn: asyncpg.Connection, **v: Any) -> Job:
-    return Job.of(await conn.fetchrow(INSERT_JOB, v["id"], v["org_id"], v.get("name"), v.get("cluster_id"), v.get("library_id")))
+    return Job.of(await conn.fetchrow(
+        INSERT_JOB, v["id"], v["org_id"], v.get("name"), v.get("cluster_id"), v.get("library_id"), v.get("actor")
+    ))
+
+
+async def set_modified_by(conn: asyncpg.Connection, org_id: UUID, job_id: UUID, actor: str | None) -> None:
+    await conn.execute(SET_MODIFIED_BY, org_id, job_id, actor)
 
 
 async def insert_task(conn: asyncpg.Connection, **v: Any) -> Task:
     return Task.of(
         await conn.fetchrow(
-            INSERT_TASK, v["id"], v["org_id"], v["job_id"], v["engine_id"], v["position"], v["payload"], v["max_attempts"]
+            INSERT_TASK, v["id"], v["org_id"], v["job_id"], v["engine_id"], v["position"], v["payload"], v["max_attempts"],
+            bool(v.get("test_task")),
         )
     )
+
+
+async def jobs_by_ids(conn: asyncpg.Connection, org_id: UUID, job_ids: list[UUID]) -> list[Job]:
+    return [Job.of(r) for r in await conn.fetch(JOBS_BY_IDS, org_id, job_ids)]
 
 
 async def job_by_id(conn: asyncpg.Connection, org_id: UUID, job_id: UUID) -> Job | None:
@@ -189,9 +204,10 @@ async def page_jobs(
 
 
 async def task_pages(
-    conn: asyncpg.Connection, org_id: UUID, job_ids: list[UUID], statuses: tuple[str, ...] | None, offset: int, limit: int
+    conn: asyncpg.Connection, org_id: UUID, job_ids: list[UUID], statuses: tuple[str, ...] | None, offset: int, limit: int,
+    task_id: UUID | None = None,
 ) -> tuple[dict[UUID, list[Task]], dict[UUID, int]]:
-    filters = (list(statuses) if statuses else None,)
+    filters = (list(statuses) if statuses else None, task_id)
     return await fetch_pages_by_parent(conn, TASK_PAGES, org_id, job_ids, filters, offset, limit, parent="job_id", row=Task.of)
 
 

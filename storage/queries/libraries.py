@@ -10,8 +10,8 @@ import asyncpg
 from storage.queries.paging import fetch_page
 from storage.rows import Library
 
-INSERT = """INSERT INTO libraries (id, org_id, name, description, library_type_id, cover_image_url)
-VALUES ($1, $2, $3, $4, $5, $6) RETURNING *"""
+INSERT = """INSERT INTO libraries (id, org_id, name, description, library_type_id, cover_image_url, created_by, modified_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING *"""
 
 BY_ID = "SELECT * FROM libraries WHERE org_id = $1 AND id = $2"
 BY_ID_FOR_UPDATE = "SELECT * FROM libraries WHERE org_id = $1 AND id = $2 FOR UPDATE"
@@ -43,11 +43,12 @@ UPDATE = """UPDATE libraries SET
     description = CASE WHEN $4 THEN $5 ELSE description END,
     cover_image_url = CASE WHEN $6 THEN $7 ELSE cover_image_url END,
     library_type_id = coalesce($8, library_type_id),
+    modified_by = $9,
     modified_at = now()
 WHERE org_id = $1 AND id = $2 RETURNING *"""
 
 PUBLISH = """-- a new version: entities become published
-UPDATE libraries SET version = version + 1, modified_at = now()
+UPDATE libraries SET version = version + 1, modified_at = now(), modified_by = coalesce($3, modified_by)
 WHERE org_id = $1 AND id = $2 RETURNING *"""
 
 PUBLISH_ENTITIES = "UPDATE entities SET is_published = true, modified_at = now() WHERE library_id = $1 AND NOT is_published"
@@ -74,7 +75,8 @@ SELECT storage_key FROM library_engine_models WHERE library_id = $1 AND storage_
 async def insert(conn: asyncpg.Connection, **v: Any) -> Library:
     return Library.of(
         await conn.fetchrow(
-            INSERT, v["id"], v["org_id"], v["name"], v["description"], v["library_type_id"], v["cover_image_url"]
+            INSERT, v["id"], v["org_id"], v["name"], v["description"], v["library_type_id"], v["cover_image_url"],
+            v.get("actor"),
         )
     )
 
@@ -117,12 +119,13 @@ async def update(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, chang
         "cover_image_url" in changes,
         changes.get("cover_image_url"),
         changes.get("library_type_id"),
+        changes.get("actor"),
     )
     return Library.maybe(record)
 
 
-async def publish(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> Library | None:
-    record = await conn.fetchrow(PUBLISH, org_id, library_id)
+async def publish(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, actor: str | None = None) -> Library | None:
+    record = await conn.fetchrow(PUBLISH, org_id, library_id, actor)
     if record is not None:
         await conn.execute(PUBLISH_ENTITIES, library_id)
     return Library.maybe(record)

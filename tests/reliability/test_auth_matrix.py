@@ -31,6 +31,9 @@ QUERIES = {
     "jobs": "query { jobs { count } }",
     "task": 'query { task(id: "{T}") { id } }',
     "recognize": 'query { recognize(libraryEngineModelId: "{M}", url: "http://192.0.2.1/x.png") { __typename } }',
+    "me": "query { me { id organizationId organization { id } } }",
+    "models": "query { models { count } }",
+    "model": 'query { model(name: "{N}") { id } }',
     "tokens": "query { tokens { id } }",
 }
 MUTATIONS = {
@@ -56,13 +59,22 @@ MUTATIONS = {
     "heartbeatTask": 'mutation { heartbeatTask(id: "{T}", progress: 0.5) { __typename } }',
     "completeTask": 'mutation { completeTask(id: "{T}") { id } }',
     "failTask": 'mutation { failTask(id: "{T}") { id } }',
+    "createEntityIdentifierType": 'mutation { createEntityIdentifierType(input: {id: "matrix-logo", label: "Logo", labelPlural: "Logos", dataType: image}) { id } }',
+    "updateEntityIdentifierType": 'mutation { updateEntityIdentifierType(input: {id: "{IT}", label: "renamed"}) { id } }',
+    "createLibraryType": 'mutation { createLibraryType(input: {id: "matrix-brands", label: "Brands", entityIdentifierTypeIds: ["image"], entityType: {name: "brand", namePlural: "brands", schema: {}}}) { id } }',
+    "updateLibraryType": 'mutation { updateLibraryType(input: {id: "{LT}", label: "renamed"}) { id } }',
+    "registerModel": 'mutation { registerModel(input: {name: "x", application: embedding, url: "http://192.0.2.1/x.onnx"}) { id } }',
+    "updateModel": 'mutation { updateModel(input: {name: "{N}", description: "d"}) { id } }',
+    "setModelAlias": 'mutation { setModelAlias(name: "{N}", version: 1, alias: "stable") { id } }',
+    "deleteModelVersion": 'mutation { deleteModelVersion(name: "{N}", version: 1) { id } }',
     "createToken": "mutation { createToken(input: {scope: read}) { id token } }",
     "revokeToken": 'mutation { revokeToken(id: "{K}") { id } }',
 }
 # Fields that take none of the first organization's IDs: no tenancy question to ask of them.
 NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
                  "engine", "engines", "engineCategories", "jobs", "createLibrary", "createEngine", "claimTasks",
-                 "tokens", "createToken"}
+                 "createEntityIdentifierType", "createLibraryType", "me",
+                 "models", "registerModel", "tokens", "createToken"}
 # Fields only an engine or task token may call: an admin token of any organization is refused for its
 # scope before the ID is looked at (the same answer for a real and a made-up ID, so nothing leaks).
 ENGINE_ONLY = {"claimTasks", "heartbeatTask", "completeTask", "failTask"}
@@ -85,8 +97,30 @@ def first_org_ids(org, stack) -> dict[str, str]:
                                  l=library_id).ok()["library"]["entities"]["records"][0]
     job_id, task_id, model_id = train(org.client, library_id, seconds=0)
     token_id = org.client.query("mutation { createToken(input: {scope: read}) { id } }").ok()["createToken"]["id"]
+    suffix = uuid.uuid4().hex[:8]
+    identifier_type = org.client.query(
+        'mutation($id: ID!) { createEntityIdentifierType(input: {id: $id, label: "Mark", labelPlural: "Marks", dataType: image}) { id } }',
+        id=f"mark-{suffix}").ok()["createEntityIdentifierType"]["id"]
+    library_type = org.client.query(
+        'mutation($id: ID!, $t: ID!) { createLibraryType(input: {id: $id, label: "Marks", entityIdentifierTypeIds: [$t], '
+        'entityType: {name: "mark", namePlural: "marks", schema: {}}}) { id } }', id=f"marks-{suffix}", t=identifier_type,
+    ).ok()["createLibraryType"]["id"]
     return {"L": library_id, "E": entity_id["id"], "I": entity_id["identifiers"]["records"][0]["id"], "M": model_id,
-            "J": job_id, "T": task_id, "K": token_id}
+            "J": job_id, "T": task_id, "IT": identifier_type, "LT": library_type,
+            "N": _registered_model(org), "K": token_id}
+
+
+
+def _registered_model(org) -> str:
+    """A model of the first organization (validating is enough: nothing here runs it)."""
+    from tests.support.onnx_models import conv_net, normalised_manifest
+
+    name = "matrix-model"
+    org.client.upload_form(
+        'mutation($input: RegisterModel!) { registerModel(input: $input) { id } }', conv_net(), "application/octet-stream",
+        filename="m.onnx", variables={"input": {"name": name, "application": "embedding", "manifest": normalised_manifest()}},
+    ).ok()
+    return name
 
 
 def test_the_matrix_covers_every_query_and_mutation_field(org):
@@ -134,7 +168,8 @@ def test_a_read_token_may_call_every_query_and_no_mutation(org, first_org_ids, s
 def _counts(stack, org) -> tuple[int, ...]:
     return tuple(
         stack.db.fetchval(f"SELECT count(*) FROM {table} WHERE org_id = $1", org.id)
-        for table in ("libraries", "entities", "entity_identifiers", "library_engine_models", "jobs", "tasks")
+        for table in ("libraries", "entities", "entity_identifiers", "library_engine_models", "jobs", "tasks", "models",
+                      "model_versions")
     )
 
 

