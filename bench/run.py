@@ -49,9 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=16, help="uploads in flight while building libraries")
     p.add_argument("--processes", type=int, default=None,
                    help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
-    p.add_argument("--only", choices=["processes"], default=None,
-                   help="run one scenario only: processes = GetIdentifiers, 32 clients, 1 gateway process vs N")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
+    p.add_argument("--only", choices=("upload", "processes"), default=None,
+                   help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
+                        "processes = GetIdentifiers, 32 clients, 1 gateway process vs N")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
     p.add_argument("--timeout", type=float, default=1800, help="overall limit in seconds")
     p.add_argument("--keep-dir", type=Path, default=None, help="keep the stack's data and logs here (debugging)")
@@ -163,6 +164,14 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
     try:
         n, per = args.n, PER_ENTITY
         entities = n // per
+        # 0. One upload's cost: the API against bare S3 PUTs of the same bytes, same concurrency.
+        log(f"uploads against S3 PUTs: {n} identifiers, {args.concurrency} in flight")
+        put_library = await scenarios.create_library(client, "put", entities, seed_base=5_000_000, concurrency=args.concurrency)
+        results["upload_vs_s3_put"] = await scenarios.upload_vs_s3_put(
+            client, put_library, stack.env, per, args.concurrency, gateway_pid=stack.gateway.pid
+        )
+        if args.only == "upload":
+            return results
 
         # 1. Training throughput, with the memory of training N sampled at the same time.
         log(f"building the training library: {entities} entities × {per} identifiers")
@@ -307,8 +316,20 @@ def fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def upload_rows(report: dict[str, Any]) -> list[str]:
+    u = report["results"]["upload_vs_s3_put"]
+    return [
+        f"| 0 | upload through the API ({u['uploads']:,} × createEntityIdentifier, plain form, {u['concurrency']} in flight, median of {u['passes']}) | {fmt(u['api_uploads_per_s'])} uploads/s |",
+        f"| 0 | S3 PUT ceiling: the same bytes, presigned, bare PUTs, {u['concurrency']} in flight | {fmt(u['s3_puts_per_s'])} PUTs/s |",
+        f"| 0 | **upload / S3 PUT ceiling** | **{fmt(u['api_over_s3_put'], 3)}** |",
+        f"| 0 | gateway CPU per upload (user + system) | {fmt(u['gateway_cpu_ms_per_upload'], 2)} ms |",
+    ]
+
+
 def table(report: dict[str, Any]) -> str:
     r = report["results"]
+    if report["parameters"].get("only") == "upload":
+        return "\n".join(["| # | measurement | figure |", "|---|---|---|", *upload_rows(report)])
     t, inc, rd, rec, dis, mem = r["training"], r["incremental"], r["reads"], r["recognize"], r["dispatch"], r["memory"]
     m = report["machine"]
     lines = [
@@ -317,6 +338,7 @@ def table(report: dict[str, Any]) -> str:
         "",
         "| # | measurement | figure |",
         "|---|---|---|",
+        *upload_rows(report),
         f"| 1 | upload through the API ({t['upload']['count']:,} × createEntityIdentifier, {report['parameters']['concurrency']} in flight) | {fmt(t['upload']['per_second'])} identifiers/s |",
         f"| 1 | training e2e, createJob → complete | {fmt(t['full']['client_create_to_complete_s'], 2)} s = {fmt(t['e2e_identifiers_per_s'])} identifiers/s |",
         f"| 1 | training, task started → complete | {fmt(t['full']['task_start_to_complete_s'], 2)} s = {fmt(t['task_identifiers_per_s'])} identifiers/s |",
@@ -387,11 +409,11 @@ def main(argv: list[str] | None = None) -> int:
             "memory_scale": args.memory_scale,
             "read_requests_per_level": args.requests,
             "gateway_processes": args.processes,
-            "only": args.only,
             "dispatch_jobs": args.dispatch_jobs,
             "recognize_calls": args.recognize_calls,
             "concurrency": args.concurrency,
             "quick": args.quick,
+            "only": args.only,
             "image": "64×64 RGB, PNG and JPEG alternating",
             "engine": scenarios.ENGINE,
             "engine_config": engine_defaults(),

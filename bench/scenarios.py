@@ -507,3 +507,113 @@ async def dispatch(client: Client, library_id: str, jobs: int, poll_interval: fl
 def e2e_over_raw(e2e_per_s: float, raw_per_s: float) -> float | None:
     value = ratio(e2e_per_s, raw_per_s)
     return None if value is None else round(value, 5)
+
+
+# --------------------------------------------------------------------------- uploads against S3 PUT
+
+
+_BOUNDARY = "engineshed-bench-boundary-5c1e"
+
+
+def _plain_form(query: str, data: bytes, content_type: str) -> bytes:
+    name = "x.jpg" if content_type == "image/jpeg" else "x.png"
+    return (
+        f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="query"\r\n\r\n{query}\r\n'
+        f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\nContent-Type: {content_type}\r\n\r\n'
+    ).encode() + data + f"\r\n--{_BOUNDARY}--\r\n".encode()
+
+
+async def upload_vs_s3_put(client: Client, library: Library, env: dict[str, str], per_entity: int, concurrency: int,
+                           repeats: int = 3, gateway_pid: int | None = None) -> dict[str, Any]:
+    """createEntityIdentifier uploads through the API against bare S3 PUTs of the same bytes, same concurrency.
+
+    The images are made beforehand (not timed), so both sides send ready bytes. The API side is the
+    plain form curl users send (``query`` + ``file``); the S3 side PUTs the same bytes, with their content
+    type, to presigned URLs (signed beforehand, not timed) with bare aiohttp: the object store's own
+    speed for these objects, which every upload pays once. Each side runs ``repeats`` passes (fresh
+    identifiers and fresh keys each time); the medians are compared.
+    The gateway's own CPU time per upload (user + system, from the kernel's accounting) is reported too:
+    unlike the rates, it hardly moves when other work shares the machine.
+    """
+    import aiohttp
+    import psutil
+    from aiobotocore.session import get_session
+
+    gateway = psutil.Process(gateway_pid) if gateway_pid else None
+
+    def cpu() -> float:
+        if gateway is None:
+            return 0.0
+        times = gateway.cpu_times()
+        return times.user + times.system
+
+    work = [(e, k) for k in range(per_entity) for e in range(len(library.entity_ids))]
+    blobs = [make_image(library.entity_seeds[e], 50_000 + k) for e, k in work]
+    queries = [
+        f'mutation {{ createEntityIdentifier(input: {{entityId: "{library.entity_ids[e]}", identifierTypeId: "face"}}) {{ id }} }}'
+        for e, _ in work
+    ]
+
+    # Both sides send ready bytes from the same bare client (aiohttp), so the comparison is of the two
+    # servers: the multipart bodies are built here, as curl -F would build them, before the clock starts.
+    forms = [_plain_form(queries[i], *blobs[i]) for i in range(len(work))]
+    api_headers = {"Authorization": client.http.headers["Authorization"], "Content-Type": f"multipart/form-data; boundary={_BOUNDARY}"}
+
+    async def api_pass(http: Any) -> float:
+        async def one(i: int) -> None:
+            async with http.post(client.url, data=forms[i], headers=api_headers) as reply:
+                body = await reply.json()
+                if reply.status != 200 or body.get("errors"):
+                    raise BenchError(f"upload failed (HTTP {reply.status}): {str(body)[:500]}")
+
+        started = time.perf_counter()
+        await bounded(list(range(len(work))), concurrency, one)
+        return time.perf_counter() - started
+
+    session = get_session()
+    async with session.create_client(
+        "s3", endpoint_url=env["S3_ENDPOINT_URL"], region_name=env.get("AWS_REGION", "us-east-1"),
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    ) as s3:
+        signed = [
+            [await s3.generate_presigned_url("put_object", Params={"Bucket": env["S3_BUCKET"], "Key": f"bench-put/{p}/{i}",
+                                                                   "ContentType": blobs[i][1]}, ExpiresIn=3600)
+             for i in range(len(work))]
+            for p in range(repeats)
+        ]
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2 * concurrency)) as http:
+
+        async def s3_pass(urls: list[str]) -> float:
+            async def put(i: int) -> None:
+                data, content_type = blobs[i]
+                async with http.put(urls[i], data=data, headers={"Content-Type": content_type}) as reply:
+                    reply.raise_for_status()
+                    await reply.read()
+
+            started = time.perf_counter()
+            await bounded(list(range(len(work))), concurrency, put)
+            return time.perf_counter() - started
+
+        # Alternate the two sides so that neither gets a quieter stretch of the machine.
+        api_times, s3_times, api_cpu = [], [], []
+        for p in range(repeats):
+            before = cpu()
+            api_times.append(await api_pass(http))
+            api_cpu.append(cpu() - before)
+            s3_times.append(await s3_pass(signed[p]))
+    library.identifiers += len(work) * repeats
+    api_s, s3_s = sorted(api_times)[repeats // 2], sorted(s3_times)[repeats // 2]
+    api_rate, s3_rate = len(work) / api_s, len(work) / s3_s
+    return {
+        "uploads": len(work),
+        "passes": repeats,
+        "concurrency": concurrency,
+        "bytes": sum(len(b) for b, _ in blobs),
+        "api_seconds": [round(t, 3) for t in api_times],
+        "s3_put_seconds": [round(t, 3) for t in s3_times],
+        "api_uploads_per_s": round(api_rate, 1),
+        "s3_puts_per_s": round(s3_rate, 1),
+        "api_over_s3_put": round(api_rate / s3_rate, 4),
+        "gateway_cpu_ms_per_upload": round(sorted(api_cpu)[repeats // 2] / len(work) * 1000, 3) if gateway else None,
+    }

@@ -42,6 +42,7 @@ class Settings:
     # Limits
     max_upload_bytes: int = 100 * MiB
     max_body_bytes: int = 8 * MiB  # JSON and other non-multipart bodies, parsed whole
+    max_discard_bytes: int = 64 * MiB  # of a refused (413) body, read and dropped so the client sees the reply
     max_artifact_bytes: int = 2048 * MiB  # artifacts workers produce; client uploads use max_upload_bytes
     max_page_size: int = 1000
     max_query_depth: int = 12
@@ -139,6 +140,8 @@ class Settings:
             raise SettingsError("ENGINESHED_PRESIGN_TTL_SECONDS must be 1 to 604800 (S3 accepts at most 7 days)")
         if self.gateway_processes < 0:
             raise SettingsError("ENGINESHED_GATEWAY_PROCESSES must be 0 (the number of CPUs) or more")
+        if self.max_discard_bytes < 0:
+            raise SettingsError("ENGINESHED_MAX_DISCARD_BYTES must be 0 or more")
         for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts",
                      "model_max_bytes", "model_max_members", "model_max_ratio", "model_trial_seconds",
                      "model_trial_memory_bytes"):

@@ -70,6 +70,12 @@ async def connect_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        # asyncpg's default reset runs one more statement on every release (advisory unlocks, CLOSE ALL,
+        # UNLISTEN *, RESET ALL): a round trip per checkout, a tenth of an upload's gateway CPU. Pooled
+        # connections hold none of that state: no SET, no session advisory locks (claims take
+        # transaction-level ones), cursors only inside transactions, LISTEN on its own connection
+        # (``listen``). An open transaction is still rolled back, as asyncpg always does first.
+        reset=_nothing_to_reset,
         command_timeout=60,
         max_inactive_connection_lifetime=300,
         server_settings={"application_name": application_name},
@@ -78,6 +84,10 @@ async def connect_pool(
         yield pool
     finally:
         await asyncio.wait_for(pool.close(), timeout=10)
+
+
+async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
+    return None
 
 
 @asynccontextmanager

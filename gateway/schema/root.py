@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Optional
 
 import strawberry
-from strawberry.extensions import MaxTokensLimiter, ParserCache, ValidationCache
+from strawberry.extensions import MaxTokensLimiter, ParserCache
 from strawberry.file_uploads import Upload
 
 import logging
@@ -17,6 +17,7 @@ from gateway.schema.catalogue import CatalogueMutation
 from gateway.schema.context import Info
 from gateway.schema.limits import QueryLimits
 from gateway.schema.operation_choice import OperationChoice
+from gateway.schema.validation_cache import ShapeValidationCache
 from gateway.schema.engine_fields import EngineFilter, EngineSortField, filter_dict, order_pairs
 from gateway.schema.engine_models import (
     EngineCategoryList,
@@ -518,6 +519,7 @@ QUERY_CACHE_SIZE = 256
 
 
 def build_schema(settings: object) -> strawberry.Schema:
+    validation_caches = ShapeValidationCache.caches(QUERY_CACHE_SIZE)
     return _Schema(
         query=Query,
         mutation=Mutation,
@@ -531,7 +533,7 @@ def build_schema(settings: object) -> strawberry.Schema:
             # each once (bounded LRUs keyed by the text, then by the parsed document; a text that does not
             # parse is not cached, and validation errors depend on nothing but the document).
             lambda: ParserCache(maxsize=QUERY_CACHE_SIZE),
-            lambda: ValidationCache(maxsize=QUERY_CACHE_SIZE),
+            lambda: ShapeValidationCache(validation_caches),  # also when only the inline IDs differ
             OperationChoice,
             lambda: QueryLimits(
                 max_depth=settings.max_query_depth,

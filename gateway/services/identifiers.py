@@ -14,8 +14,6 @@ from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, check_url_syntax
 from storage.queries import entities as entity_q
 from storage.queries import identifiers as q
-from storage.queries import libraries as library_q
-from storage.queries import types as type_q
 from storage.rows import Identifier
 
 async def get(res: Resources, principal: Principal, identifier_id: object) -> Identifier:
@@ -57,26 +55,29 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     if profile_mode not in PROFILE_MODES:
         raise InvalidInput(f"profileUpdateMode must be one of {', '.join(PROFILE_MODES)}")
 
+    key = None
     async with res.pool.acquire() as conn:
-        entity = await entity_q.by_id(conn, principal.org_id, eid)
-        if entity is None:
+        target = await q.target(conn, principal.org_id, eid, type_id)
+        if target is None:
             raise NotFound()
-        library = await library_q.by_id(conn, principal.org_id, entity.library_id)
-        types = await type_q.identifier_types(conn, principal.org_id, type_id)
-        library_types = await type_q.library_types(conn, principal.org_id, library.library_type_id)
-    if not types:
-        raise InvalidInput(f"unknown identifierTypeId {type_id!r}")
-    allowed = library_types[0].identifier_type_ids
-    if type_id not in allowed:
-        takes = f"identifiers of type {', '.join(allowed)}" if allowed else "no identifiers (its type names no identifier types)"
-        raise InvalidInput(f"a {library.library_type_id} library takes {takes}, not {type_id}")
-    if profile_mode != "none" and types[0].data_type != "image":
-        raise InvalidInput(f"profileUpdateMode {profile_mode} needs an image identifier type, not {type_id} ({types[0].data_type})")
+        if not target["type_known"]:
+            raise InvalidInput(f"unknown identifierTypeId {type_id!r}")
+        allowed = target["identifier_type_ids"]
+        if type_id not in allowed:
+            takes = f"identifiers of type {', '.join(allowed)}" if allowed else "no identifiers (its type names no identifier types)"
+            raise InvalidInput(f"a {target['library_type_id']} library takes {takes}, not {type_id}")
+        if profile_mode != "none" and target["data_type"] != "image":
+            raise InvalidInput(f"profileUpdateMode {profile_mode} needs an image identifier type, not {type_id} ({target['data_type']})")
+        if not store_reference:
+            key = uploads.object_key(principal.org_id, "identifiers", target["library_id"], eid)
+        if file is not None:
+            # Recorded as an orphan-to-be before the upload, on the connection the checks used.
+            await blob_cleanup.schedule(conn, [key], blob_cleanup.UPLOAD_GRACE_SECONDS)
 
     values: dict[str, Any] = dict(
         id=uuid4(),
         org_id=principal.org_id,
-        library_id=entity.library_id,
+        library_id=target["library_id"],
         entity_id=eid,
         identifier_type_id=type_id,
         title=data.get("title"),
@@ -99,18 +100,19 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
             await _profile(conn, principal, row, profile_mode)
             return row
 
-    key = uploads.object_key(principal.org_id, "identifiers", entity.library_id, eid)
     if file is not None:
-        stored = await uploads.store_upload(res, key, file, content_type)
+        stored = await uploads.store_upload(res, key, file, content_type, scheduled=True)
     else:
         stored = await uploads.store_url(res, key, url, content_type)
     values.update(storage_key=key, content_type=stored.content_type, content_length=stored.size, content_sha256=stored.sha256)
     try:
-        async with res.pool.acquire() as conn, conn.transaction():
-            row = await q.insert(conn, **values)
-            await _profile(conn, principal, row, profile_mode)
-            await blob_cleanup.keep(conn, key)
-        return row
+        async with res.pool.acquire() as conn:
+            if profile_mode == "none":
+                return await q.insert_keeping_blob(conn, **values)
+            async with conn.transaction():
+                row = await q.insert_keeping_blob(conn, **values)
+                await _profile(conn, principal, row, profile_mode)
+            return row
     except BaseException:
         await blob_cleanup.delete_now(res, [key])
         raise

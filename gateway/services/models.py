@@ -12,8 +12,9 @@ inference (gateway/services/model_trials.py) makes them ``ready`` or ``failed``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -166,6 +167,22 @@ def _lock_key(sha256: str) -> int:
     return int(sha256[:8], 16) - 2**31
 
 
+@contextlib.asynccontextmanager
+async def _digest_lock(conn: asyncpg.Connection, sha256: str) -> AsyncIterator[None]:
+    """A session advisory lock on one blob digest, held for the block. The pool does not reset connections
+    (storage/db.py), so a lock whose unlock did not run (cancelled, connection trouble) would stay held by a
+    pooled connection forever: such a connection is terminated instead, which releases it."""
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", _LOCK_CLASS, _lock_key(sha256))
+    try:
+        yield
+    finally:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_CLASS, _lock_key(sha256))
+        except BaseException:
+            conn.terminate()
+            raise
+
+
 async def _store(
     res: Any, *, org_id: UUID | None, name: str, application: str, description: str | None, tags: dict[str, str],
     aliases: Sequence[str], package: Package, source: dict[str, Any], status: str,
@@ -177,8 +194,7 @@ async def _store(
     key = blob_key(package.sha256)
     uploaded = False
     async with res.pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1, $2)", _LOCK_CLASS, _lock_key(package.sha256))
-        try:
+        async with _digest_lock(conn, package.sha256):
             if await q.blob_by_sha(conn, package.sha256) is None:
                 # A deletion the sweeper has not finished is cancelled first, then this upload is recorded as
                 # an orphan-to-be, so a crash before the commit still leaves nothing behind.
@@ -197,8 +213,6 @@ async def _store(
                 if uploaded:
                     await blob_cleanup.delete_now(res, [key])
                 raise
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_CLASS, _lock_key(package.sha256))
     return version
 
 
@@ -396,8 +410,7 @@ async def delete_version(res: Any, principal: Principal, name: Any, version: int
             if row is None:
                 raise NotFound(NO_SUCH_MODEL, data={"objectType": "model"})
         # The digest's lock, then the delete: a registration of the same bytes waits for the blob's fate.
-        await conn.execute("SELECT pg_advisory_lock($1, $2)", _LOCK_CLASS, _lock_key(row.sha256))
-        try:
+        async with _digest_lock(conn, row.sha256):
             async with conn.transaction():
                 model = await _own_model(conn, principal, name)
                 refs = await q.references(conn, row.id)
@@ -421,6 +434,4 @@ async def delete_version(res: Any, principal: Principal, name: Any, version: int
                     await blob_cleanup.schedule(conn, [key])
             if key:
                 await blob_cleanup.delete_now(res, [key])
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_CLASS, _lock_key(row.sha256))
     return row

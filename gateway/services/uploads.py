@@ -33,6 +33,10 @@ def check_mime(value: str | None, what: str = "contentType") -> str:
 
 
 async def _file_chunks(upload: Uploaded) -> AsyncIterator[bytes]:
+    # One part may be mapped to several variables (the multipart spec allows it): each use reads it whole.
+    seek = getattr(upload, "seek", None)
+    if seek is not None:
+        await seek(0)
     while True:
         chunk = await upload.read(CHUNK)
         if not chunk:
@@ -45,10 +49,16 @@ def object_key(org_id: UUID, *parts: object) -> str:
     return "/".join([str(org_id), *(str(p) for p in parts), uuid4().hex])
 
 
-async def store(res: Any, key: str, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int) -> StoredBlob:
-    """Record the key as an orphan-to-be, then upload. The caller's transaction must call ``keep``."""
-    async with res.pool.acquire() as conn:
-        await blob_cleanup.schedule(conn, [key], blob_cleanup.UPLOAD_GRACE_SECONDS)
+async def store(
+    res: Any, key: str, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int, *, scheduled: bool = False
+) -> StoredBlob:
+    """Record the key as an orphan-to-be (unless the caller has: ``scheduled``), then upload.
+
+    The caller's transaction must call ``keep``; on any failure here the object and its record are gone.
+    """
+    if not scheduled:
+        async with res.pool.acquire() as conn:
+            await blob_cleanup.schedule(conn, [key], blob_cleanup.UPLOAD_GRACE_SECONDS)
     try:
         return await res.blobs.put_stream(key, chunks, content_type, max_bytes=max_bytes)
     except BlobTooLarge as exc:
@@ -62,8 +72,8 @@ async def store(res: Any, key: str, chunks: AsyncIterator[bytes], content_type: 
         raise
 
 
-async def store_upload(res: Any, key: str, upload: Uploaded, content_type: str) -> StoredBlob:
-    return await store(res, key, _file_chunks(upload), content_type, res.settings.max_upload_bytes)
+async def store_upload(res: Any, key: str, upload: Uploaded, content_type: str, *, scheduled: bool = False) -> StoredBlob:
+    return await store(res, key, _file_chunks(upload), content_type, res.settings.max_upload_bytes, scheduled=scheduled)
 
 
 async def store_url(res: Any, key: str, url: str, content_type: str | None) -> StoredBlob:

@@ -4,7 +4,10 @@ Parsing, authentication and error shaping live here so every request style behav
 - ``application/json``: ``{query, variables, operationName}`` (``variables`` may be a JSON string);
 - the GraphQL multipart request spec: ``operations`` + ``map`` + file parts (the ``Upload`` scalar);
 - a plain form, the way ``curl -F`` users send it: a ``query`` part, an optional ``variables`` part and
-  ONE ``file`` part, which the upload mutations take as ``input.file``.
+  ONE ``file`` part, which the upload mutations take as ``input.file`` (and a declared ``$file: Upload``
+  variable is); hand-typed bodies (``curl -d``: bare LF, no blank line after part headers) are repaired
+  as they stream (``multipart_repair.py``).
+A refused oversized body is drained first so that every client reads the 413 (``body_limit.py``).
 WebSockets (graphql-transport-ws) are served by Strawberry's own view, see ``subscriptions.py``.
 """
 
@@ -15,7 +18,8 @@ import logging
 from typing import Any
 
 import asyncpg
-from graphql import GraphQLError
+from graphql import GraphQLError, parse, print_ast
+from graphql.language import ListTypeNode, NamedTypeNode, NonNullTypeNode, OperationDefinitionNode, TypeNode
 from starlette.datastructures import Headers, UploadFile
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -26,7 +30,9 @@ from strawberry.types.graphql import OperationType
 from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge, ServiceUnavailable
 from gateway.schema.context import Context
 from gateway.services import tokens
+from gateway.web.body_limit import BodyLimit
 from gateway.web.graphiql import graphiql_response
+from gateway.web.multipart_repair import boundary_of, repaired
 from storage.db import CONNECTION_LOST, sql_counter
 
 log = logging.getLogger("engineshed.graphql")
@@ -61,12 +67,23 @@ class GraphQLEndpoint:
         # Only multipart bodies carry files; any other body is parsed whole, so it gets a small limit.
         multipart = Headers(scope=scope).get("content-type", "").lower().startswith("multipart/")
         limit = resources.settings.max_upload_bytes + FORM_OVERHEAD if multipart else resources.settings.max_body_bytes
-        watch = _CloseDelimiterWatch(_limited(receive, limit), scope)
-        request = Request(scope, watch)
+        body = BodyLimit(receive, limit)
+        watch = _CloseDelimiterWatch(body, scope)
+        boundary = boundary_of(Headers(scope=scope).get("content-type", "")) if multipart else None
+        # Hand-typed bodies (bare LF, no blank line after a part's headers) are made canonical as they stream.
+        request = Request(scope, repaired(watch, boundary) if boundary else watch)
         try:
             response = await self.handle(request, resources, limit, watch)
         except PayloadTooLarge as exc:
             response = error_response(413, exc.code, exc.message)
+            headers = Headers(scope=scope)
+            declared = headers.get("content-length", "")
+            if not await body.discard_rest(
+                resources.settings.max_discard_bytes,
+                content_length=int(declared) if declared.isdigit() else None,
+                expects_continue=headers.get("expect", "").lower() == "100-continue",
+            ):
+                response.headers["Connection"] = "close"
         except BadRequest as exc:
             response = error_response(exc.status, "invalid_input", str(exc))
         except ClientDisconnect:
@@ -164,6 +181,8 @@ class GraphQLEndpoint:
             if isinstance(query, UploadFile):
                 query = (await query.read()).decode("utf-8", "replace")
             operation = {"query": query, "variables": form.get("variables"), "operationName": form.get("operationName")}
+            if files:
+                _bind_file_variable(operation, files[0])
             return operation, (files[0] if files else None)
         raise BadRequest("a multipart request needs an 'operations' part (GraphQL multipart spec) or a 'query' part")
 
@@ -267,6 +286,56 @@ def _json_field(raw: Any, name: str) -> Any:
         raise BadRequest(f"{name} is not valid JSON: {exc}") from exc
 
 
+def _bind_file_variable(operation: dict[str, Any], upload: UploadFile) -> None:
+    """A plain form's ``file`` part is also the value of a ``$file: Upload`` variable the query declares.
+
+    (``-F 'query=mutation($file: Upload!) {… file: $file …}' -F file=@x.jpg``.) The mutations still find it
+    as ``input.file`` when the query names no file, as before.
+    """
+    query = operation.get("query")
+    if not isinstance(query, str) or "$file" not in query:
+        return
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return  # execution reports the syntax error, with its location
+    wanted = operation.get("operationName")
+    declared = [
+        definition.type
+        for node in document.definitions
+        if isinstance(node, OperationDefinitionNode) and (not wanted or (node.name and node.name.value == wanted))
+        for definition in node.variable_definitions or ()
+        if definition.variable.name.value == "file"
+    ]
+    if not declared:
+        return
+    variables = operation.get("variables")
+    if isinstance(variables, UploadFile) or (isinstance(variables, str) and variables.strip()):
+        variables = _json_field(variables, "variables")
+    if variables is None or isinstance(variables, str):
+        variables = {}
+    if not isinstance(variables, dict):
+        raise BadRequest("variables must be a JSON object")
+    uploads = [t for t in declared if _named_type(t) == "Upload" and not isinstance(_unwrap_non_null(t), ListTypeNode)]
+    if not uploads:
+        if "file" in variables:
+            return  # $file is some other value the variables give; the file part is input.file
+        raise BadRequest(f"the query declares $file as {print_ast(declared[0])}; the file part can only be given to a $file of type Upload")
+    if variables.get("file") is not None:
+        raise BadRequest("both the file part and variables.file give $file; send one of them")
+    variables["file"] = upload
+    operation["variables"] = variables
+
+
+def _unwrap_non_null(node: TypeNode) -> TypeNode:
+    return node.type if isinstance(node, NonNullTypeNode) else node
+
+
+def _named_type(node: TypeNode) -> str | None:
+    node = _unwrap_non_null(node)
+    return node.name.value if isinstance(node, NamedTypeNode) else None
+
+
 def _place(operation: dict[str, Any], path: str, value: Any) -> None:
     """Put an uploaded file at a dotted path such as ``variables.input.file`` or ``variables.files.0``."""
     keys = path.split(".")
@@ -303,14 +372,9 @@ class _CloseDelimiterWatch:
         self._receive = receive
         self._marker: bytes | None = None
         self._tail = b""
-        for name, value in scope.get("headers", []):
-            if name == b"content-type":
-                options = value.decode("latin-1").split(";")
-                if options[0].strip().lower() == "multipart/form-data":
-                    for option in options[1:]:
-                        key, _, boundary = option.strip().partition("=")
-                        if key.strip().lower() == "boundary" and boundary.strip().strip('"'):
-                            self._marker = b"--" + boundary.strip().strip('"').encode("latin-1") + b"--"
+        boundary = boundary_of(Headers(scope=scope).get("content-type", ""))
+        if boundary:
+            self._marker = b"--" + boundary + b"--"
         self.closed = self._marker is None
 
     async def __call__(self) -> dict[str, Any]:
@@ -320,20 +384,3 @@ class _CloseDelimiterWatch:
             self.closed = self._marker in seen
             self._tail = seen[-(len(self._marker) - 1) :]
         return message
-
-
-def _limited(receive: Receive, limit: int) -> Receive:
-    """Count body bytes as they arrive and stop at the limit, before anything is stored."""
-    seen = 0
-
-    async def wrapped() -> dict[str, Any]:
-        nonlocal seen
-        message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
-        return message
-
-    return wrapped
-

@@ -16,6 +16,21 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *"""
 BY_ID = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = $2"
 BY_IDS = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uuid[])"
 
+TARGET = """-- where a new identifier of type $3 goes: its entity's library, and whether that type exists for the
+-- organization (built-in or its own), its data type, and whether the library's type takes it (one round
+-- trip where an upload made four)
+SELECT e.library_id, l.library_type_id, lt.identifier_type_ids,
+       EXISTS (SELECT 1 FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS type_known,
+       (SELECT t.data_type FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS data_type
+FROM entities e
+JOIN libraries l ON l.id = e.library_id AND l.org_id = e.org_id
+JOIN library_types lt ON lt.id = l.library_type_id
+WHERE e.org_id = $1 AND e.id = $2"""
+
+INSERT_KEEPING_BLOB = """-- the row and the cancelled deletion of its object commit together, as one statement
+WITH kept AS (DELETE FROM blob_deletions WHERE storage_key = $8)
+""" + INSERT
+
 PAGES_FOR_ENTITIES = """-- the same page of identifiers for many entities at once (the DataLoader's one query)
 SELECT * FROM (
     SELECT i.*,
@@ -60,25 +75,25 @@ WHERE org_id = $1 AND id = $2 AND storage_key IS NOT DISTINCT FROM $3 RETURNING 
 DELETE = "DELETE FROM entity_identifiers WHERE org_id = $1 AND id = $2 RETURNING storage_key"
 
 
+_COLUMNS = ("id", "org_id", "library_id", "entity_id", "identifier_type_id", "title", "is_priority", "storage_key",
+            "reference_url", "content_type", "content_length", "content_sha256", "jsondata")
+
+
+def _values(v: dict[str, Any]) -> list[Any]:
+    return [v[name] for name in _COLUMNS]
+
+
 async def insert(conn: asyncpg.Connection, **v: Any) -> Identifier:
-    return Identifier.of(
-        await conn.fetchrow(
-            INSERT,
-            v["id"],
-            v["org_id"],
-            v["library_id"],
-            v["entity_id"],
-            v["identifier_type_id"],
-            v["title"],
-            v["is_priority"],
-            v["storage_key"],
-            v["reference_url"],
-            v["content_type"],
-            v["content_length"],
-            v["content_sha256"],
-            v["jsondata"],
-        )
-    )
+    return Identifier.of(await conn.fetchrow(INSERT, *_values(v)))
+
+
+async def target(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, type_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(TARGET, org_id, entity_id, type_id)
+
+
+async def insert_keeping_blob(conn: asyncpg.Connection, **v: Any) -> Identifier:
+    """Insert a row whose object ``storage_key`` was recorded as an orphan-to-be; the record goes with it."""
+    return Identifier.of(await conn.fetchrow(INSERT_KEEPING_BLOB, *_values(v)))
 
 
 async def by_ids(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> list[Identifier]:

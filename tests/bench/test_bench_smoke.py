@@ -22,7 +22,7 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert done.returncode == 0, f"bench failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    assert "e2e / raw" in done.stdout  # the table was printed
+    assert "e2e / raw" in done.stdout and "upload / S3 PUT ceiling" in done.stdout  # the table was printed
     report = json.loads(out.read_text())
 
     machine, versions, r = report["machine"], report["versions"], report["results"]
@@ -54,6 +54,11 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     _positive(inc["run"]["embeddings"]["cached"], "incremental embeddings cached")
     assert len(inc["runs_client_s"]) == 3 and inc["run"]["client_create_to_complete_s"] == sorted(inc["runs_client_s"])[1]
     assert inc["run"]["embeddings"]["computed"] == inc["added"]  # only the new identifiers are embedded
+
+    up = r["upload_vs_s3_put"]
+    for key in ("api_uploads_per_s", "s3_puts_per_s", "api_over_s3_put", "gateway_cpu_ms_per_upload"):
+        _positive(up[key], f"upload_vs_s3_put.{key}")
+    assert up["uploads"] == t["identifiers"] and len(up["api_seconds"]) == up["passes"] == 3
 
     reads = r["reads"]
     for level in ("1", "32"):

@@ -1,4 +1,4 @@
-"""Our presigned GET URLs: identical to botocore's for the same instant, and accepted by SeaweedFS."""
+"""Our presigned GET and PUT URLs: identical to botocore's for the same instant, and accepted by SeaweedFS."""
 
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ KEYS = [
 ]
 
 
-def botocore_url(endpoint: str, bucket: str, key: str, expires: int, monkeypatch: pytest.MonkeyPatch) -> str:
+def botocore_url(endpoint: str, bucket: str, key: str, expires: int, monkeypatch: pytest.MonkeyPatch, operation: str = "get_object") -> str:
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: MOMENT.replace(tzinfo=None))
     client = botocore.session.get_session().create_client(
         "s3", endpoint_url=endpoint, region_name="eu-west-3", aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
         config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
     )
-    return client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
+    return client.generate_presigned_url(operation, Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires)
 
 
 @pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8333", "https://s3.example.com", "https://s3.example.com:9000"])
@@ -42,6 +42,15 @@ def test_the_url_is_the_one_botocore_signs_at_the_same_instant(endpoint, key, mo
     theirs = urlsplit(botocore_url(endpoint, "my-bucket", key, 900, monkeypatch))
     assert (mine.scheme, mine.netloc, mine.path) == (theirs.scheme, theirs.netloc, theirs.path)
     assert dict(parse_qsl(mine.query)) == dict(parse_qsl(theirs.query))  # the signature included
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_the_put_url_is_the_one_botocore_signs_at_the_same_instant(key, monkeypatch):
+    ours = GetUrlSigner("https://s3.example.com:9000", "my-bucket", "eu-west-3", "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY")
+    mine = urlsplit(ours.put_url(key, 900, now=MOMENT))
+    theirs = urlsplit(botocore_url("https://s3.example.com:9000", "my-bucket", key, 900, monkeypatch, "put_object"))
+    assert mine.path == theirs.path and dict(parse_qsl(mine.query)) == dict(parse_qsl(theirs.query))
+    assert mine.query != urlsplit(ours.get_url(key, 900, now=MOMENT)).query  # the method is signed
 
 
 def test_expiry_outside_what_s3_accepts_is_refused():
@@ -70,6 +79,24 @@ async def test_seaweedfs_serves_objects_through_our_urls(blobs: BlobStore, key: 
     async with httpx.AsyncClient() as http:
         reply = await http.get(httpx.URL(await blobs.presign_get(full_key, 600)))
     assert reply.status_code == 200 and reply.content == data
+
+
+async def test_uploads_through_our_put_urls_keep_bytes_and_content_type(blobs: BlobStore):
+    data = bytes(range(256)) * 40
+    stored = await blobs.put_bytes("tests/sigv4/put/Zürich ü+x", data, "image/png")
+    assert stored.size == len(data)
+    assert await blobs.get_bytes("tests/sigv4/put/Zürich ü+x") == data
+    head = await blobs._client.head_object(Bucket=blobs.bucket, Key="tests/sigv4/put/Zürich ü+x")
+    assert head["ContentType"] == "image/png"
+
+
+async def test_a_put_url_signed_with_the_wrong_secret_stores_nothing(blobs: BlobStore, stack):
+    wrong = GetUrlSigner(stack.env["S3_ENDPOINT_URL"], stack.env["S3_BUCKET"], "us-east-1",
+                         stack.env["AWS_ACCESS_KEY_ID"], "not-the-secret").put_url("tests/sigv4/forged", 600)
+    async with httpx.AsyncClient() as http:
+        reply = await http.put(wrong, content=b"forged", headers={"Content-Type": "text/plain"})
+    assert reply.status_code == 403, reply.text[:200]
+    assert not await blobs.exists("tests/sigv4/forged")
 
 
 async def test_a_tampered_or_expired_url_is_refused_by_seaweedfs(blobs: BlobStore, stack):

@@ -1,0 +1,73 @@
+"""The request body limit (HTTP 413 while streaming), and a refusal that every client can read.
+
+A client that sends its whole body before it reads the answer (Python's ``urllib``, ``requests``, httpx
+without ``Expect: 100-continue``) never sees a 413 sent early: the server closes the connection with the
+rest of the body unread in its socket, the kernel answers that with a TCP reset, and the client reports
+a reset instead of the reply. So before a 413 goes out, the rest of the body is read and thrown away,
+up to a bound (``ENGINESHED_MAX_DISCARD_BYTES``); past the bound, or when the client never sends it, the
+413 goes out with ``Connection: close`` and uvicorn closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.types import Receive
+
+from gateway.errors import PayloadTooLarge
+
+# A client that stops sending in the middle of a refused body is not waited for longer than this.
+DISCARD_IDLE_SECONDS = 10.0
+
+
+class BodyLimit:
+    """An ASGI receive that counts body bytes as they arrive and stops at the limit, before anything is stored."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self.limit = limit
+        self.seen = 0
+        self.complete = False  # the last body message has arrived
+        self.disconnected = False
+
+    async def __call__(self) -> dict[str, Any]:
+        message = await self._receive()
+        self._note(message)
+        if message["type"] == "http.request" and self.seen > self.limit:
+            raise PayloadTooLarge(f"the request body is larger than the limit of {self.limit} bytes")
+        return message
+
+    def _note(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+        elif message["type"] == "http.disconnect":
+            self.disconnected = True
+
+    async def discard_rest(self, bound: int, *, content_length: int | None, expects_continue: bool) -> bool:
+        """Read and drop the rest of a refused body; True when it all arrived (the connection may be reused).
+
+        Nothing is read when a client waits for ``100 Continue`` before sending (curl does): reading would
+        ask it for the body, and it reads the 413 as it is. Nothing is read either when the declared length
+        already says the body is larger than the bound.
+        """
+        if self.complete or self.disconnected:
+            return self.complete
+        if expects_continue and self.seen == 0:
+            return False
+        if content_length is not None and content_length - self.seen > bound:
+            return False
+        discarded = 0
+        while discarded <= bound:
+            try:
+                message = await asyncio.wait_for(self._receive(), DISCARD_IDLE_SECONDS)
+            except asyncio.TimeoutError:
+                return False
+            self._note(message)
+            if message["type"] != "http.request":
+                return False
+            discarded += len(message.get("body", b""))
+            if self.complete:
+                return discarded <= bound
+        return False
