@@ -27,7 +27,7 @@ from bench import scenarios
 from bench.client import Client
 from bench.images import make_image
 from bench.memory import RssSampler
-from bench.stack import BenchError, Stack, bench_stack
+from bench.stack import BenchError, Stack, bench_stack, start_gateway
 from bench.stats import ratio
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
@@ -50,10 +50,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dispatch-jobs", type=int, default=None, help="jobs for the dispatch latency (default 100)")
     p.add_argument("--recognize-calls", type=int, default=None, help="single-image recognize calls (default 100)")
     p.add_argument("--concurrency", type=int, default=16, help="uploads in flight while building libraries")
+    p.add_argument("--processes", type=int, default=None,
+                   help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
-    p.add_argument("--only", choices=("all", "upload", "pulled-models"), default="all",
-                   help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; pulled-models ="
-                        " the pulled-model figures (registration, face-model training e2e/raw)")
+    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models"), default="all",
+                   help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
+                        "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
+                        "the pulled-model figures (registration, face-model training e2e/raw)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
     p.add_argument("--timeout", type=float, default=1800, help="overall limit in seconds")
     p.add_argument("--keep-dir", type=Path, default=None, help="keep the stack's data and logs here (debugging)")
@@ -74,6 +77,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.processes is None:
+        args.processes = max(2, os.cpu_count() or 1)
+    if args.processes < 2:
+        p.error("--processes must be at least 2 (it is compared with one process)")
     if args.n < 2 * PER_ENTITY:
         p.error(f"--n must be at least {2 * PER_ENTITY}")
     if args.memory_scale < 1:
@@ -324,6 +331,9 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
         await scenarios.upload_identifiers(client, reads_library, 5, args.concurrency)
         results["reads"] = await scenarios.reads(client, reads_library.id, args.requests, (1, 32))
 
+        # 8. The same reads from one gateway process and from N (a second gateway beside the first).
+        results["gateway_processes"] = await gateway_processes(stack, token, reads_library.id, args)
+
         # 6. Recognize (warm model: the incremental one, its artifact is cached by the gateway after the warm-up).
         log("recognize")
         results["recognize"] = await scenarios.recognize(
@@ -359,6 +369,43 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
     finally:
         await client.aclose()
     return results
+
+
+async def gateway_processes(stack: Stack, token: str, library_id: str, args: argparse.Namespace) -> dict[str, Any]:
+    log(f"GetIdentifiers, 32 clients: 1 gateway process vs {args.processes}")
+    url, proc = start_gateway(stack, args.processes, f"gateway-x{args.processes}")
+    try:
+        return await scenarios.reads_by_processes({1: stack.url, args.processes: url}, token, library_id, args.requests)
+    finally:
+        proc.stop()
+
+
+async def measure_only_processes(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """`--only processes`: the reads library of section 4, then section 8 alone."""
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        library = await scenarios.create_library(client, "reads", 30, seed_base=2_000_000, concurrency=args.concurrency)
+        await scenarios.upload_identifiers(client, library, 5, args.concurrency)
+    finally:
+        await client.aclose()
+    return {"gateway_processes": await gateway_processes(stack, token, library.id, args)}
+
+
+def processes_lines(gp: dict[str, Any]) -> list[str]:
+    lines = []
+    for level in gp["levels"].values():
+        lines.append(
+            f"| 8 | GetIdentifiers (30 × 5), {gp['concurrency']} clients, {level['processes']} gateway process(es)"
+            f" ({level['processes_answering']} answered), median of {gp['rounds']} × {gp['requests_per_run']} requests | "
+            f"{fmt(level['per_second'])} req/s (runs: {', '.join(fmt(r['per_second']) for r in level['runs'])}), p50 {fmt(level['p50_ms'])} ms;"
+            f" busy cores of {gp['cpu_count']}: gateway {', '.join(fmt(r['gateway_busy_cores'], 2) for r in level['runs'])},"
+            f" clients {', '.join(fmt(r['client_busy_cores'], 2) for r in level['runs'])},"
+            f" machine {', '.join(fmt(r['machine_busy_cores'], 2) for r in level['runs'])};"
+            f" {fmt(level['per_gateway_core'])} req/s per gateway core |"
+        )
+    lines.append(f"| 8 | **N processes / 1 process** | **{fmt(gp['n_over_1'], 2)}** |")
+    return lines
 
 
 # --------------------------------------------------------------------------- output
@@ -411,6 +458,8 @@ def table(report: dict[str, Any]) -> str:
             f"| 4 | GetIdentifiers (30 entities × 5 identifiers), {level} client(s), {lat['count']} requests | "
             f"p50 {fmt(lat['p50_ms'])} ms, p95 {fmt(lat['p95_ms'])} ms, {fmt(lat['per_second'])} req/s |"
         )
+    if "gateway_processes" in r:
+        lines += processes_lines(r["gateway_processes"])
     sql = rd["sql_per_request"]
     lines.append(f"| 4 | SQL statements per GetIdentifiers, page size 5 / 30 | {fmt(sql['5']['sql_statements'])} / {fmt(sql['30']['sql_statements'])} |")
     co, st = dis["client_observed"], dis["server_timestamps"]
@@ -445,7 +494,12 @@ def main(argv: list[str] | None = None) -> int:
         log(f"stack up in {time.perf_counter() - started:.1f} s: gateway {stack.url}, worker pid {stack.worker.pid}")
         with RssSampler(stack.worker.pid, interval=0.1) as sampler:
             try:
-                work = measure_pulled(stack, args) if args.only == "pulled-models" else measure_all(stack, args, sampler)
+                if args.only == "processes":
+                    work = measure_only_processes(stack, args)
+                elif args.only == "pulled-models":
+                    work = measure_pulled(stack, args)
+                else:
+                    work = measure_all(stack, args, sampler)
                 results = asyncio.run(asyncio.wait_for(work, timeout=args.timeout))
             except BaseException:
                 log("failed; worker log tail:\n" + stack.worker.output_tail(3000))
@@ -460,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             "identifiers_per_entity": PER_ENTITY,
             "memory_scale": args.memory_scale,
             "read_requests_per_level": args.requests,
+            "gateway_processes": args.processes,
             "dispatch_jobs": args.dispatch_jobs,
             "recognize_calls": args.recognize_calls,
             "concurrency": args.concurrency,
@@ -478,9 +533,14 @@ def main(argv: list[str] | None = None) -> int:
                                 "engine": scenarios.ENGINE, "model_cache": str(args.model_cache)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(pulled_table(report) if args.only == "pulled-models" else table(report))
-    if "pulled_models" in results:
-        print("\n" + pulled_table(report))
+    if args.only == "processes":
+        print("\n".join(["| # | measurement | figure |", "|---|---|---|", *processes_lines(results["gateway_processes"])]))
+    elif args.only == "pulled-models":
+        print(pulled_table(report))
+    else:
+        print(table(report))
+        if "pulled_models" in results:
+            print("\n" + pulled_table(report))
     print(f"\nwrote {args.out} in {report['total_seconds']} s")
     return 0
 

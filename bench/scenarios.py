@@ -366,6 +366,94 @@ async def reads(client: Client, library_id: str, requests: int, levels: Sequence
     return {"page_size_for_latency": 30, "latency": latency, "sql_per_request": sql}
 
 
+async def answering_pids(url: str, wanted: int, timeout: float = 60.0) -> set[int]:
+    """The gateway processes behind ``url`` (/healthz names its pid), over fresh concurrent connections."""
+    import httpx
+
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=10) as http:
+        while len(seen) < wanted and time.monotonic() < deadline:
+            replies = await asyncio.gather(*(http.get(url + "/healthz") for _ in range(4 * wanted)))
+            seen.update(r.json()["pid"] for r in replies)
+    return seen
+
+
+async def reads_by_processes(
+    gateways: dict[int, str], token: str, library_id: str, requests: int, concurrency: int = 32, rounds: int = 3
+) -> dict[str, Any]:
+    """GetIdentifiers pages with ``concurrency`` clients against gateways of 1 and N processes (same database
+    and S3, same library), alternating ``rounds`` times so that a slow minute of the machine hits both."""
+    import psutil
+
+    operation = seed_operation(library_id)
+    runs: dict[str, list[dict[str, Any]]] = {str(n): [] for n in gateways}
+    pids: dict[str, set[int]] = {}
+    for n, url in gateways.items():
+        pids[str(n)] = await answering_pids(url, n)
+    seen = {n: len(p) for n, p in pids.items()}
+    me = psutil.Process()
+
+    def cpu_seconds(processes: list[psutil.Process]) -> float:
+        total = 0.0
+        for proc in processes:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+    def machine_busy() -> float:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    for _ in range(rounds):
+        for n, url in gateways.items():
+            servers = [psutil.Process(pid) for pid in pids[str(n)]]
+            client = Client(url, token, connections=max(64, concurrency))
+            try:
+                async def call(client: Client = client) -> None:
+                    (await client.query(operation, identifierTypeId="face", limit=30)).ok()
+
+                for _ in range(2 * n + 5):  # warm-up: every process parses and validates the query once
+                    await call()
+                before = (cpu_seconds(servers), cpu_seconds([me]), machine_busy())
+                run = await latency_run(requests, concurrency, call, warmup=0)
+                after = (cpu_seconds(servers), cpu_seconds([me]), machine_busy())
+            finally:
+                await client.aclose()
+            # Where the cores went during the run: the gateway processes, the bench's own clients, everything.
+            wall = run["wall_s"]
+            run["gateway_busy_cores"] = round((after[0] - before[0]) / wall, 2)
+            run["client_busy_cores"] = round((after[1] - before[1]) / wall, 2)
+            run["machine_busy_cores"] = round((after[2] - before[2]) / wall, 2)
+            run["per_gateway_core"] = round(run["per_second"] / run["gateway_busy_cores"], 1) if run["gateway_busy_cores"] else None
+            runs[str(n)].append(run)
+    levels = {}
+    for n, level_runs in runs.items():
+        rates = sorted(r["per_second"] for r in level_runs)
+        levels[n] = {
+            "processes": int(n),
+            "processes_answering": seen[n],
+            "per_second": rates[len(rates) // 2] if len(rates) % 2 else round(sum(rates) / len(rates), 1),
+            "p50_ms": sorted(r["p50_ms"] for r in level_runs)[len(level_runs) // 2],
+            "gateway_busy_cores": sorted(r["gateway_busy_cores"] for r in level_runs)[len(level_runs) // 2],
+            "per_gateway_core": sorted(r["per_gateway_core"] or 0 for r in level_runs)[len(level_runs) // 2],
+            "runs": level_runs,
+        }
+    one, many = min(gateways), max(gateways)
+    return {
+        "concurrency": concurrency,
+        "requests_per_run": requests,
+        "rounds": rounds,
+        "page_size": 30,
+        "levels": levels,
+        "cpu_count": psutil.cpu_count(),
+        "n_over_1": round(ratio(levels[str(many)]["per_second"], levels[str(one)]["per_second"]) or 0, 3),
+    }
+
+
 # --------------------------------------------------------------------------- recognize
 
 

@@ -49,6 +49,18 @@ class ApiToken(Row):
 
 
 @dataclass(frozen=True, slots=True)
+class ListedToken(Row):
+    """A token as its organization's admins see it: never the secret (only its hash is stored)."""
+
+    id: UUID
+    scope: str
+    engine_id: str | None
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class IdentifierType(Row):
     id: str
     label: str

@@ -67,6 +67,7 @@ from gateway.schema.models import ModelMutation, ModelQuery
 from gateway.schema.paging import page_fields
 from gateway.schema.recognition import RecognitionResult, recognize_file
 from gateway.schema.scalars import JSONData
+from gateway.schema.tokens import TokenMutation, TokenQuery
 from gateway.services import dispatch
 from gateway.services import engine_models as model_service
 from gateway.services import engines as engine_service
@@ -86,7 +87,7 @@ def _typed_page(records: list, offset: int | None, limit: int | None, maximum: i
 
 
 @strawberry.type
-class Query(CallerQuery, ModelQuery):
+class Query(CallerQuery, ModelQuery, TokenQuery):
     @strawberry.field
     async def library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
         return Library.from_row(await library_service.get(info.context.resources, info.context.principal, id))
@@ -334,7 +335,7 @@ class Query(CallerQuery, ModelQuery):
 
 
 @strawberry.type
-class Mutation(CatalogueMutation, ModelMutation):
+class Mutation(CatalogueMutation, ModelMutation, TokenMutation):
     @strawberry.mutation
     async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
         if input is None:

@@ -67,6 +67,13 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     for size in ("5", "30"):
         _positive(reads["sql_per_request"][size]["sql_statements"], f"reads.sql_per_request.{size}")
 
+    gp = r["gateway_processes"]
+    assert set(gp["levels"]) == {"1", str(report["parameters"]["gateway_processes"])}
+    for level in gp["levels"].values():
+        assert level["processes_answering"] == level["processes"]  # every process served
+        _positive(level["per_second"], f"gateway_processes.{level['processes']}.per_second")
+    _positive(gp["n_over_1"], "gateway_processes.n_over_1")
+
     dispatch = r["dispatch"]
     _positive(dispatch["client_observed"]["p50_ms"], "dispatch.client_observed.p50_ms")
     _positive(dispatch["client_observed"]["p95_ms"], "dispatch.client_observed.p95_ms")
