@@ -19,9 +19,11 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import tarfile
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -270,10 +272,19 @@ async def fetch_archive(entry: CatalogueEntry, cache_dir: Path, client: httpx.As
         raise ChecksumError(f"{entry.package} {entry.version}: {entry.archive} from {url} does not match the "
                             f"pinned checksum {entry.archive_checksum}; refusing it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    _write_atomic(path, data)
     return data
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Readers see the old file or the whole new one. The temporary name is this process's own: two pulls
+    into one cache (dev's background pull beside `models pull`, two test sessions) never share one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def extract(entry: CatalogueEntry, archive: bytes) -> dict[str, bytes]:
@@ -388,11 +399,10 @@ def cached_model(entry: CatalogueEntry, cache_dir: Path) -> PulledModel | None:
 def _save_converted(model: PulledModel, cache_dir: Path) -> None:
     d = _converted_dir(cache_dir, model.entry)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "model.onnx.part").write_bytes(model.model_bytes)
-    (d / "model.onnx.part").replace(d / "model.onnx")
+    _write_atomic(d / "model.onnx", model.model_bytes)
     meta = {"sha256": model.sha256, "source": model.source, "manifest": model.manifest, "seconds": model.seconds,
             "converter": converter_digest()}
-    (d / "meta.json").write_text(json.dumps(meta, indent=1))
+    _write_atomic(d / "meta.json", json.dumps(meta, indent=1).encode())
 
 
 async def prepare(entry: CatalogueEntry, cache_dir: Path, *, client: httpx.AsyncClient | None = None,

@@ -167,17 +167,36 @@ def _lock_key(sha256: str) -> int:
     return int(sha256[:8], 16) - 2**31
 
 
+# How long a registration or deletion waits for another one of the same bytes (which may be storing a file
+# of up to ENGINESHED_MODEL_MAX_BYTES) before answering service_unavailable.
+_LOCK_WAIT_SECONDS = 120.0
+_LOCK_POLL_SECONDS = 0.1
+
+
 @contextlib.asynccontextmanager
 async def _digest_lock(conn: asyncpg.Connection, sha256: str) -> AsyncIterator[None]:
     """A session advisory lock on one blob digest, held for the block. The pool does not reset connections
-    (storage/db.py), so a lock whose unlock did not run (cancelled, connection trouble) would stay held by a
-    pooled connection forever: such a connection is terminated instead, which releases it."""
-    await conn.execute("SELECT pg_advisory_lock($1, $2)", _LOCK_CLASS, _lock_key(sha256))
+    (storage/db.py), so a connection that may hold the lock without its unlock having run (cancelled or
+    failed while taking or releasing it) is terminated, which releases it. Taken with pg_try_advisory_lock
+    and a bounded wait, so no statement blocks past the pool's command timeout."""
+    args = (_LOCK_CLASS, _lock_key(sha256))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _LOCK_WAIT_SECONDS
+    try:
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *args):
+            if loop.time() > deadline:
+                raise ServiceUnavailable("another registration or deletion of the same model file is under way; try again")
+            await asyncio.sleep(_LOCK_POLL_SECONDS)
+    except ServiceUnavailable:
+        raise
+    except BaseException:
+        conn.terminate()
+        raise
     try:
         yield
     finally:
         try:
-            await conn.execute("SELECT pg_advisory_unlock($1, $2)", _LOCK_CLASS, _lock_key(sha256))
+            await conn.execute("SELECT pg_advisory_unlock($1, $2)", *args)
         except BaseException:
             conn.terminate()
             raise
@@ -195,6 +214,12 @@ async def _store(
     uploaded = False
     async with res.pool.acquire() as conn:
         async with _digest_lock(conn, package.sha256):
+            if org_id is None:
+                # Two pulls at once (dev's background pull and a `models pull`, two devs on one database)
+                # both passed register_system_model's first look: the second returns the first's version.
+                existing = await q.version_with_bytes(conn, None, name, package.sha256)
+                if existing is not None:
+                    return existing
             if await q.blob_by_sha(conn, package.sha256) is None:
                 # A deletion the sweeper has not finished is cancelled first, then this upload is recorded as
                 # an orphan-to-be, so a crash before the commit still leaves nothing behind.
@@ -312,6 +337,16 @@ async def model_bytes(res: Any, version: ModelVersion) -> bytes:
         return await res.blobs.get_bytes(version.blob_key, max_bytes=res.settings.model_max_bytes)
     except BlobTooLarge as exc:
         raise InvalidInput(f"model {version.ref} is larger than ENGINESHED_MODEL_MAX_BYTES") from exc
+
+
+async def pinned_version(res: Any, org_id: UUID, version_id: UUID) -> ModelVersion | None:
+    """A version by id, as a job recorded it when it was created: the organization's own or a system one,
+    and ``ready``; None when it is gone or another organization's."""
+    async with res.pool.acquire() as conn:
+        row = await q.version_by_id(conn, version_id)
+    if row is None or row.organization_id not in (None, org_id) or row.status != "ready":
+        return None
+    return row
 
 
 async def get(res: Any, principal: Principal, name: Any, version: int | None = None, alias: str | None = None) -> ModelVersion:
