@@ -36,10 +36,20 @@ SELECT {LISTED_COLUMNS}, count(*) OVER () AS total FROM api_tokens
 WHERE org_id = $1 AND scope <> 'task'
 ORDER BY created_at, id OFFSET $2 LIMIT $3"""
 
-REVOKE = f"""-- revoking twice keeps the first revocation's time; another organization's or a task token's id matches nothing
-UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
-WHERE id = $1 AND org_id = $2 AND scope <> 'task'
-RETURNING {LISTED_COLUMNS}"""
+REVOKE = f"""-- revoking twice keeps the first revocation's time; another organization's or a task token's id matches nothing.
+-- The task tokens an engine token was handed with its claims (lease owner external:<token id>:...) go with it:
+-- they would otherwise keep reading the library and writing its model until their lease ran out.
+WITH revoked AS (
+    UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
+    WHERE id = $1 AND org_id = $2 AND scope <> 'task'
+    RETURNING {LISTED_COLUMNS}
+), handed_out AS (
+    UPDATE api_tokens AS t SET revoked_at = now()
+    FROM revoked AS r
+    WHERE t.org_id = $2 AND t.scope = 'task' AND t.revoked_at IS NULL
+      AND t.lease_owner LIKE 'external:' || r.id::text || ':%'
+)
+SELECT {LISTED_COLUMNS} FROM revoked"""
 
 REVOKE_TASK_TOKENS = "UPDATE api_tokens SET revoked_at = now() WHERE task_id = $1 AND revoked_at IS NULL"
 

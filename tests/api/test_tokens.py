@@ -90,6 +90,25 @@ def test_a_revoked_token_is_refused_at_once_by_every_gateway_process(org: Org, s
         second.process.stop()
 
 
+def test_revoking_an_engine_token_revokes_the_task_tokens_it_was_handed(org: Org) -> None:
+    from tests.worker.conftest import create_model, create_train_job
+
+    engine_id = external_engine(org)
+    library_id = org.create_library()
+    create_train_job(org, library_id, create_model(org, library_id, engine_id), engine_id)
+    made = create(org, scope="engine", engineId=engine_id)
+    engine = org.client.with_token(made["token"])
+    [claimed] = engine.query("mutation($e: ID!) { claimTasks(engineId: $e) { token } }", e=engine_id).ok()["claimTasks"]
+    task = engine.with_token(claimed["token"])
+    library = 'query($id: ID!) { library(id: $id) { id } }'
+    assert task.query(library, id=library_id).ok()["library"]["id"] == library_id
+    org.client.query(REVOKE, id=made["id"]).ok()
+    for client in (engine, task):
+        reply = client.query(library, id=library_id)
+        assert (reply.status, reply.error_code) == (401, "authentication_error")
+        client.close()
+
+
 def test_revoking_twice_answers_the_token_unchanged(org: Org) -> None:
     made = create(org, scope="read")
     first = org.client.query(REVOKE, id=made["id"]).ok()["revokeToken"]
