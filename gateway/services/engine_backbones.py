@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
-from engines.interface import EmbeddingModel
+from engines.interface import EmbeddingModel, EngineError
 from engines.model_backbone import PIXEL_PROJECTION
 from gateway.errors import InvalidInput
 from gateway.services import models
@@ -54,13 +54,24 @@ async def check_config(res: Any, org_id: UUID, config: Mapping[str, Any] | None)
 
 
 async def embedding_model(
-    res: Any, org_id: UUID, config: Mapping[str, Any], identifier_types: Sequence[str]
+    res: Any, org_id: UUID, config: Mapping[str, Any], identifier_types: Sequence[str], pinned: str | None = None,
 ) -> EmbeddingModel | None:
     """The model a training task embeds with, read from S3 (cached); None: the built-in pixel projection.
 
-    ``identifier_types`` are those the task trains on: ``face`` among them picks the face default.
+    ``pinned``: the version ``createJob`` resolved ``config.modelId`` to (the task payload's
+    ``modelVersionId``). It is used as it is, so an alias moved since, or a new default, does not change
+    what an accepted job trains on. Without it, ``config.modelId`` or the default for the identifier types
+    (``face`` among them picks the face default) is resolved now.
     """
-    version = await _resolve(res, org_id, config, identifier_types)
+    if pinned:
+        try:
+            version = await models.pinned_version(res, org_id, UUID(str(pinned)))
+        except ValueError:
+            version = None
+        if version is None or version.application != EMBEDDING:
+            raise EngineError(f"the model version this job was created with ({pinned}) was deleted or is not ready")
+    else:
+        version = await _resolve(res, org_id, config, identifier_types)
     return None if version is None else await engine_model(res, version)
 
 

@@ -119,11 +119,13 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
             if data.get("target_url") and "url" not in payload:
                 payload["url"] = data["target_url"]  # upstream's target: the media a library-run task reads
             _validate_config(res, engine, payload, position)
+            payload.pop("modelVersionId", None)  # set below from config.modelId, never taken from the client
             if engine_backbones.takes_model(res.engines.get(engine.id)):
                 # An unknown, unready or non-embedding modelId fails here, before the job exists.
                 version = await engine_backbones.check_config(res, principal.org_id, payload.get("config"))
                 if version is not None:
                     model_versions.add(version.id)
+                    payload["modelVersionId"] = str(version.id)  # what the worker trains on, whatever moves later
             library_id = await _validate_task(conn, principal, engine, payload)
             if library_id:
                 library_ids.add(library_id)

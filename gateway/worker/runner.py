@@ -153,7 +153,8 @@ class TaskRun:
             total = await identifier_q.count_for_training(conn, task.org_id, library_id, types)
         embedding = None
         if engine_backbones.takes_model(engine):
-            embedding = await engine_backbones.embedding_model(self.res, task.org_id, config, types)
+            embedding = await engine_backbones.embedding_model(
+                self.res, task.org_id, config, types, pinned=payload.get("modelVersionId"))
         self.ctx = WorkerTrainingContext(
             self.res, task, library_type_ids=library_type.identifier_type_ids,
             engine_type_ids=engine.info.identifier_type_ids, library_version=model.library_version,

@@ -8,6 +8,7 @@ ImageNet mean/std, so the preprocessing baked into the backbone is exercised, no
 from __future__ import annotations
 
 import io
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -324,3 +325,44 @@ def test_without_model_id_a_face_library_uses_the_system_face_default(
 def test_another_organizations_tagger_is_not_found(other_org: Org, tagger: Any) -> None:
     reply = other_org.client.upload_form(TAG_QUERY, colour_png(COLOURS[2], 6), "image/png", variables={"m": "tagger"})
     api.assert_error(reply, "not_found", "tagger")
+
+
+def test_a_job_trains_on_the_version_it_was_created_with_whatever_moves_later(models_org: Org) -> None:
+    from engines.interface import EngineError
+    from gateway.services import engine_backbones, models
+    from gateway.services.principal import Principal
+
+    first = registered.register_org_model(models_org, "pinned-net", "embedding", conv_net(dimension=8, seed=21), normalised_manifest())
+    library_id = api.create_library(models_org, "pinned")
+    model_id = models_org.client.query(
+        'mutation($l: ID!) { createLibraryEngineModel(input: {engineId: "engineshed-gallery", libraryId: $l}) { id } }', l=library_id,
+    ).ok()["createLibraryEngineModel"]["id"]
+    # A client-sent modelVersionId is never taken: the one createJob resolved from config.modelId is stored.
+    payload = {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id,
+               "config": {"modelId": "pinned-net@default"}, "modelVersionId": "not-a-version"}
+    job = models_org.client.query(
+        "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id tasks { records { payload } } } }",
+        t=[{"engineId": "engineshed-gallery", "payload": payload}],
+    ).ok()["createJob"]
+    models_org.client.query("mutation($id: ID!) { cancelJob(id: $id) { id } }", id=job["id"]).ok()
+    assert job["tasks"]["records"][0]["payload"]["modelVersionId"] == str(first.id)
+
+    second = registered.register_org_model(models_org, "pinned-net", "embedding", conv_net(dimension=8, seed=22), normalised_manifest())
+    admin = Principal(org_id=models_org.id, scope="admin")
+
+    async def after_moving_default(res: Any) -> tuple[Any, Any]:
+        await models.set_alias(res, admin, "pinned-net", second.version, "default")
+        config = {"modelId": "pinned-net@default"}
+        pinned = await engine_backbones.embedding_model(res, models_org.id, config, ["face"], pinned=str(first.id))
+        current = await engine_backbones.embedding_model(res, models_org.id, config, ["face"])
+        return pinned, current
+
+    pinned, current = registered.with_resources(models_org.stack, after_moving_default)
+    assert (pinned.version_id, current.version_id) == (str(first.id), str(second.id))
+
+    async def pinned_to(res: Any, version_id: str) -> Any:
+        return await engine_backbones.embedding_model(res, models_org.id, {}, ["face"], pinned=version_id)
+
+    for gone in (str(uuid.uuid4()), "junk"):
+        with pytest.raises(EngineError, match="was deleted or is not ready"):
+            registered.with_resources(models_org.stack, lambda res: pinned_to(res, gone))
