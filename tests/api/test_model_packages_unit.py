@@ -62,3 +62,23 @@ def test_the_archive_size_bound_holds_while_unpacking():
     with pytest.raises(PackageError) as info:
         read_package(package, filename="p.zip", application="embedding", manifest=None, limits=small)
     assert info.value.reason == "too_large"
+
+
+def test_a_sparse_tensor_with_external_data_is_refused_before_any_path_is_looked_up():
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(m.conv_net(dimension=4))
+    values = numpy_helper.from_array(np.array([1.0], np.float32), "sparse_values")
+    values.ClearField("raw_data")
+    values.data_location = TensorProto.EXTERNAL
+    entry = values.external_data.add()
+    entry.key, entry.value = "location", "pyproject.toml"  # a file that exists beside the gateway
+    model.graph.sparse_initializer.append(
+        helper.make_sparse_tensor(values, numpy_helper.from_array(np.array([0], np.int64), "sparse_indices"), [4]))
+    for name, package in (("m.onnx", model.SerializeToString()),
+                          ("p.zip", m.zip_of({"model.onnx": model.SerializeToString(), "pyproject.toml": b"x",
+                                              "manifest.json": json.dumps(m.normalised_manifest()).encode()}))):
+        with pytest.raises(PackageError, match="sparse tensor 'sparse_values' keeps its data in an external file"):
+            read_package(package, filename=name, application="embedding", manifest=m.normalised_manifest(), limits=LIMITS)

@@ -30,9 +30,36 @@ def parse_onnx(data: bytes) -> onnx.ModelProto:
     return model
 
 
+def _sparse_tensors(graph: onnx.GraphProto):
+    """The values and indices of every sparse tensor, in this graph and its subgraphs: onnx's own walk
+    (external_data_helper._get_all_tensors) leaves them out."""
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            for sparse in attr.sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
+            if attr.HasField("g"):
+                yield from _sparse_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _sparse_tensors(sub)
+
+
 def fold_external_data(model: onnx.ModelProto, members: dict[str, bytes]) -> None:
     """Tensors kept in external files are read from inside the package and folded into the one ONNX file;
-    a path that points outside the package (or a bare .onnx with external data) is refused."""
+    a path that points outside the package (or a bare .onnx with external data) is refused. Sparse tensors
+    must hold their data: nothing real keeps those outside, and the checker would look the path up on the
+    gateway's own disk."""
+    for tensor in _sparse_tensors(model.graph):
+        if external_data_helper.uses_external_data(tensor) or tensor.external_data:
+            raise PackageError(
+                f"sparse tensor {tensor.name!r} keeps its data in an external file; sparse tensors must hold their "
+                "data in the model file", "external_data")
     for tensor in external_data_helper._get_all_tensors(model):
         if not external_data_helper.uses_external_data(tensor):
             continue
