@@ -115,6 +115,10 @@ def serve(settings: Settings, env: dict[str, str] | None = None) -> None:
     # so it must say what this process's settings say (command-line overrides included).
     os.environ.update(env or {})
     os.environ.update(PORT=str(settings.port), ENGINESHED_HOST=settings.host, ENGINESHED_GATEWAY_PROCESSES=str(processes))
+    # One pool per process: unless a pool size was chosen, N processes share what fits a stock PostgreSQL's
+    # 100 connections beside a few workers, as dev does for the embedded one (a 16-core host would otherwise
+    # open 16 × 21 connections and meet "too many clients" under load).
+    os.environ.setdefault("ENGINESHED_DB_POOL_MAX", str(dev_gateway_pool_max(processes, settings.db_pool_min)))
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
