@@ -26,6 +26,18 @@ def with_resources(stack: Any, work) -> Any:
     return asyncio.run(run())
 
 
+@pytest.fixture(autouse=True, scope="module")
+def no_system_defaults_left(stack: Any) -> Any:
+    """The stack is shared by the session: later tests that train without ``modelId`` expect the built-in
+    pixel projection, not these models, so their ``default`` aliases go when this module ends."""
+    yield
+    stack.db.fetch(
+        "DELETE FROM model_aliases WHERE alias = 'default' AND model_id IN "
+        "(SELECT id FROM models WHERE org_id IS NULL AND name = ANY($1::text[]))",
+        list(model_pull.CATALOGUE),
+    )
+
+
 def test_each_pulled_model_registers_once_and_becomes_the_default(stack, model_cache: Path, package_files) -> None:
     pulled = {e.name: asyncio.run(model_pull.prepare(e, model_cache)) for e in model_pull.CATALOGUE.values()}
 

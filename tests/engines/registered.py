@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -61,14 +62,22 @@ def register_org_model(
 
 
 def register_system(stack: Stack, name: str, application: str, onnx_bytes: bytes, manifest: dict[str, Any]) -> ModelVersion:
-    """A system model (every organization sees it), as ``engineshed models pull`` registers one."""
-    return with_resources(
+    """A system model (every organization sees it), as ``engineshed models pull`` registers one, made that
+    model's ``default``: a new version of a system model that exists already takes no alias by itself, and
+    the same bytes return the version that holds them, whatever an earlier test module left pointing where."""
+    version = with_resources(
         stack,
         lambda res: models.register_system_model(
             res, name=name, application=application, model_bytes=onnx_bytes, manifest=manifest,
             source={"package": "tests", "licence": "test"},
         ),
     )
+    stack.db.fetch(
+        "INSERT INTO model_aliases (model_id, alias, version_id) SELECT model_id, 'default', id FROM model_versions"
+        " WHERE id = $1 ON CONFLICT (model_id, alias) DO UPDATE SET version_id = EXCLUDED.version_id",
+        version.id,
+    )
+    return with_resources(stack, lambda res: models.get(res, Principal(org_id=uuid.uuid4(), scope="read"), name, version.version))
 
 
 def drop_system_default(stack: Stack, name: str) -> None:
