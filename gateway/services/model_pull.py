@@ -178,11 +178,11 @@ CATALOGUE: dict[str, CatalogueEntry] = {
                               "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"),),
             licence="Apache-2.0 (package and weights: resemble-ai/Resemblyzer)",
             description="Resemblyzer GE2E speaker embedding, 256-d, from 160-frame power mel pieces (16 kHz)",
-            # Frames of a partial utterance x mel channels; features as engines/mel.py computes them.
+            # Frames of a partial utterance x mel channels; features as engines/mel.py computes them. The
+            # audio-recording identifier type's default (models.SYSTEM_DEFAULTS).
             manifest={"input": {"name": "mels", "layout": "NTC", "frames": 160, "mels": 40, "sample_rate": 16000,
                                 "features": "power mel, n_fft 400, hop 160, Slaney filterbank"},
-                      "output": {"name": "embedding", "dimension": 256},
-                      "identifier_type": "audio-recording"},
+                      "output": {"name": "embedding", "dimension": 256}},
             converter="ge2e",
         ),
     )
