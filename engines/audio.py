@@ -18,7 +18,10 @@ import numpy as np
 
 from engines.mel import SAMPLE_RATE, Voiced, voiced_windows
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_SECONDS", "DEFAULT_MIN_VOICED_SECONDS", "decode_audio", "prepare_audio"]
+__all__ = [
+    "DEFAULT_MAX_BYTES", "DEFAULT_MAX_SECONDS", "DEFAULT_MIN_VOICED_SECONDS", "decode_audio", "prepare_audio",
+    "utterance_features",
+]
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # ~26 min of 16-bit 16 kHz WAV; compressed files hold far more
 DEFAULT_MAX_SECONDS = 600.0  # a recording longer than 10 minutes is refused, not decoded to the end
@@ -94,3 +97,22 @@ def _too_long(seconds: float, max_seconds: float) -> Skip:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
+
+
+def utterance_features(
+    blob: bytes,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    min_voiced_seconds: float = DEFAULT_MIN_VOICED_SECONDS,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """What the speaker engine needs of one recording, computed in a pool process: the ``[P, 160, 40]`` mel
+    pieces of its voiced part and ``{"seconds", "voicedSeconds", "windows"}``, or (None, skip reason)."""
+    from engines.mel import utterance_partials
+
+    voiced, seconds, skip = prepare_audio(blob, max_bytes, max_seconds, min_voiced_seconds)
+    if voiced is None:
+        return None, skip or {"reason": "corrupt", "detail": "no audio"}
+    pieces, _ = utterance_partials(voiced.samples)
+    info = {"seconds": round(seconds, 3), "voicedSeconds": round(voiced.seconds, 3),
+            "windows": [[round(a, 3), round(b, 3)] for a, b in voiced.windows]}
+    return pieces.astype(np.float32), info

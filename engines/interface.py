@@ -214,6 +214,7 @@ class Recognition:
 
     index: int
     matches: list[Match]
+    windows: tuple[tuple[float, float], ...] = ()  # audio: the voiced [start, end) seconds that were used
 
 
 class Engine(Protocol):
