@@ -19,6 +19,12 @@ class RecognitionMatch:
     score: float
 
 
+@strawberry.type(description="A stretch of the input that was used: an audio recording's voiced window.")
+class RecognitionWindow:
+    start_seconds: float
+    end_seconds: float
+
+
 @strawberry.type
 class RecognitionResult:
     library_engine_model_id: strawberry.ID
@@ -26,6 +32,9 @@ class RecognitionResult:
     engine_id: strawberry.ID
     threshold: Optional[float]
     matches: list[RecognitionMatch]
+    windows: list[RecognitionWindow] = strawberry.field(
+        description="For audio: the voiced windows (seconds) the speaker engine embedded; empty for images."
+    )
 
 
 def to_result(outcome: recognition.Outcome) -> RecognitionResult:
@@ -44,6 +53,7 @@ def to_result(outcome: recognition.Outcome) -> RecognitionResult:
             )
             for m in outcome.matches
         ],
+        windows=[RecognitionWindow(start_seconds=a, end_seconds=b) for a, b in outcome.windows],
     )
 
 

