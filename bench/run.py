@@ -48,8 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--recognize-calls", type=int, default=None, help="single-image recognize calls (default 100)")
     p.add_argument("--concurrency", type=int, default=16, help="uploads in flight while building libraries")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
-    p.add_argument("--only", choices=("upload",), default=None,
-                   help="run one scenario: upload = API uploads against S3 PUTs of the same bytes")
+    p.add_argument("--only", choices=("upload", "speaker"), default=None,
+                   help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
+                        "speaker = speaker-engine utterances/s against the GE2E raw ceiling")
+    p.add_argument("--speakers", type=int, default=6, help="speaker scenario: espeak-ng voices (at most 6)")
+    p.add_argument("--per-speaker", type=int, default=None, help="speaker scenario: recordings per voice (default 10; quick 3)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
     p.add_argument("--timeout", type=float, default=1800, help="overall limit in seconds")
     p.add_argument("--keep-dir", type=Path, default=None, help="keep the stack's data and logs here (debugging)")
@@ -155,6 +158,13 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
     train_timeout = max(300.0, args.n * 0.5)
     results: dict[str, Any] = {}
     try:
+        if args.only == "speaker":
+            from bench import speaker
+
+            per_speaker = args.per_speaker or (3 if args.quick else 10)
+            log(f"speaker engine: {args.speakers} voices × {per_speaker} recordings")
+            results["speaker"] = await speaker.speaker(client, args.speakers, per_speaker, args.concurrency, train_timeout)
+            return results
         n, per = args.n, PER_ENTITY
         entities = n // per
         # 0. One upload's cost: the API against bare S3 PUTs of the same bytes, same concurrency.
@@ -283,6 +293,10 @@ def table(report: dict[str, Any]) -> str:
     r = report["results"]
     if report["parameters"].get("only") == "upload":
         return "\n".join(["| # | measurement | figure |", "|---|---|---|", *upload_rows(report)])
+    if report["parameters"].get("only") == "speaker":
+        from bench import speaker
+
+        return "\n".join(["| # | measurement | figure |", "|---|---|---|", *speaker.rows(r["speaker"], fmt)])
     t, inc, rd, rec, dis, mem = r["training"], r["incremental"], r["reads"], r["recognize"], r["dispatch"], r["memory"]
     m = report["machine"]
     lines = [
@@ -338,7 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log(f"starting the stack (N={args.n}, memory scale {args.memory_scale}{', quick' if args.quick else ''})")
     machine = machine_info()
-    with bench_stack(keep_dir=args.keep_dir) as stack:
+    extra_env = None
+    if args.only == "speaker":
+        from bench.speaker import EXTRA_ENGINES
+
+        extra_env = {"ENGINESHED_EXTRA_ENGINES": EXTRA_ENGINES}
+    with bench_stack(extra_env, keep_dir=args.keep_dir) as stack:
         log(f"stack up in {time.perf_counter() - started:.1f} s: gateway {stack.url}, worker pid {stack.worker.pid}")
         with RssSampler(stack.worker.pid, interval=0.1) as sampler:
             try:
