@@ -60,6 +60,15 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         _positive(up[key], f"upload_vs_s3_put.{key}")
     assert up["uploads"] == t["identifiers"] and len(up["api_seconds"]) == up["passes"] == 3
 
+    sp = r["speaker"]  # scenario 8; skipped, saying why, only without espeak-ng or the Resemblyzer wheel
+    if "skipped" in sp:
+        assert sp["skipped"], "the speaker scenario was skipped without a reason"
+    else:
+        for key in ("e2e_utterances_per_s", "task_utterances_per_s", "e2e_over_raw"):
+            _positive(sp[key], f"speaker.{key}")
+        _positive(sp["raw"]["utterances_per_s"], "speaker.raw.utterances_per_s")
+        assert sp["trained"] == sp["recordings"]
+
     reads = r["reads"]
     for level in ("1", "32"):
         for key in ("p50_ms", "p95_ms", "per_second"):
