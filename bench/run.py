@@ -27,10 +27,13 @@ from bench import scenarios
 from bench.client import Client
 from bench.images import make_image
 from bench.memory import RssSampler
-from bench.stack import BenchError, Stack, bench_stack
+from bench.stack import BenchError, Stack, bench_stack, start_gateway
 from bench.stats import ratio
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
+MODEL_CACHE = Path(__file__).resolve().parents[1] / ".engineshed" / "models"
+FACE_IMAGE = 160  # px: the face-model library's identifiers (JPEG/PNG), decoded and resized to 224 by the worker
+FACE_BATCH = 32  # batchSize for the face model: a batch of 256 at ~20 images/s would leave the pipeline idle for 13 s
 PER_ENTITY = 5
 INCREMENTAL_RUNS = 3
 
@@ -47,15 +50,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dispatch-jobs", type=int, default=None, help="jobs for the dispatch latency (default 100)")
     p.add_argument("--recognize-calls", type=int, default=None, help="single-image recognize calls (default 100)")
     p.add_argument("--concurrency", type=int, default=16, help="uploads in flight while building libraries")
+    p.add_argument("--processes", type=int, default=None,
+                   help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
-    p.add_argument("--only", choices=("upload", "speaker"), default=None,
+    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker"), default="all",
                    help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
-                        "speaker = speaker-engine utterances/s against the GE2E raw ceiling")
+                        "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
+                        "the pulled-model figures (registration, face-model training e2e/raw); speaker = "
+                        "speaker-engine utterances/s against the GE2E raw ceiling")
     p.add_argument("--speakers", type=int, default=6, help="speaker scenario: espeak-ng voices (at most 6)")
     p.add_argument("--per-speaker", type=int, default=None, help="speaker scenario: recordings per voice (default 10; quick 3)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
     p.add_argument("--timeout", type=float, default=1800, help="overall limit in seconds")
     p.add_argument("--keep-dir", type=Path, default=None, help="keep the stack's data and logs here (debugging)")
+    p.add_argument("--face-n", type=int, default=None,
+                   help="identifiers in the face-model training library (default 480; quick 32)")
+    p.add_argument("--model-cache", type=Path, default=MODEL_CACHE,
+                   help="where pulled packages and their conversions are kept between runs")
     args = p.parse_args(argv)
     quick = args.quick
     defaults = {
@@ -64,10 +75,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "requests": 20 if quick else 300,
         "dispatch_jobs": 5 if quick else 100,
         "recognize_calls": 10 if quick else 100,
+        "face_n": 32 if quick else 480,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.processes is None:
+        args.processes = max(2, os.cpu_count() or 1)
+    if args.processes < 2:
+        p.error("--processes must be at least 2 (it is compared with one process)")
     if args.n < 2 * PER_ENTITY:
         p.error(f"--n must be at least {2 * PER_ENTITY}")
     if args.memory_scale < 1:
@@ -151,19 +167,119 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-async def speaker_scenario(client: Client, args: argparse.Namespace, timeout: float) -> dict[str, Any]:
+async def measure_pulled(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Registration + validation of each pulled model, then training with the pulled face model against its raw ceiling."""
+    log(f"registering the pulled models (cache {args.model_cache})")
+    registered = await scenarios.register_pulled(stack.env, args.model_cache)
+    for name, r in registered.items():
+        log(f"  {name}: {r['register_and_validate_s']} s register+validate, pull {r['pull_seconds']}")
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        per = PER_ENTITY
+        entities = max(2, args.face_n // per)
+        library = await scenarios.create_library(client, "faces", entities, seed_base=5_000_000, concurrency=args.concurrency)
+        upload = await scenarios.upload_identifiers(client, library, per, args.concurrency, size=FACE_IMAGE)
+        config = {"modelId": "face-embedding", "batchSize": FACE_BATCH}
+        ref, model, manifest = await scenarios.model_bytes_and_manifest(stack.env, "face-embedding")
+        blobs = [make_image(library.entity_seeds[e], k, size=FACE_IMAGE)[0] for k in range(per) for e in range(entities)]
+        # The raw ceiling just before and just after the training, and the ratio against their mean: on a
+        # shared machine the speed moves by 2-4× within minutes, so one side measured alone can mislead.
+        log(f"uploaded {upload['count']} face identifiers; raw ceiling (before)")
+        provider = "cuda" if os.environ.get("ENGINESHED_ONNX_PROVIDER") == "cuda" else None
+        before = await asyncio.to_thread(scenarios.model_raw_ceiling, blobs, model, manifest, ref, provider, FACE_BATCH)
+        log("training with face-embedding")
+        run = await scenarios.train(client, library.id, timeout=max(600.0, args.face_n * 1.0), config=config)
+        log(f"training: {run['client_create_to_complete_s']} s; raw ceiling (after)")
+        after = await asyncio.to_thread(scenarios.model_raw_ceiling, blobs, model, manifest, ref, run["provider"], FACE_BATCH)
+    finally:
+        await client.aclose()
+    raw = dict(after, identifiers_per_s=round((before["identifiers_per_s"] + after["identifiers_per_s"]) / 2, 2),
+               before_per_s=before["identifiers_per_s"], after_per_s=after["identifiers_per_s"])
+    e2e = run["identifiers"] / run["client_create_to_complete_s"]
+    task = run["identifiers"] / run["task_start_to_complete_s"]
+    return {
+        "registration": registered,
+        "face_training": {
+            "model": run["embedding_model"],
+            "identifiers": run["identifiers"],
+            "image": f"{FACE_IMAGE}×{FACE_IMAGE} RGB, PNG and JPEG alternating",
+            "config": config,
+            "upload": upload,
+            "run": run,
+            "e2e_identifiers_per_s": round(e2e, 2),
+            "task_identifiers_per_s": round(task, 2),
+            "raw": raw,
+            "e2e_over_raw": scenarios.e2e_over_raw(e2e, raw["identifiers_per_s"]),
+            "task_over_raw": scenarios.e2e_over_raw(task, raw["identifiers_per_s"]),
+            "breakdown": scenarios.breakdown(run),
+        },
+        "provider": run["provider"],
+    }
+
+
+async def measure_speaker(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Scenario 9 (bench/speaker.py); in a whole run it is skipped, saying why, without espeak-ng or the wheel."""
     from bench import speaker
     from gateway.services.model_pull import PullError
 
     per_speaker = args.per_speaker or (3 if args.quick else 10)
     log(f"speaker engine: {args.speakers} voices × {per_speaker} recordings")
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
     try:
-        return await speaker.speaker(client, args.speakers, per_speaker, args.concurrency, timeout)
+        return await speaker.speaker(client, args.speakers, per_speaker, args.concurrency, timeout=600.0)
     except (BenchError, PullError) as exc:
         if args.only == "speaker":
             raise
         log(f"speaker scenario skipped: {exc}")
         return {"skipped": str(exc)}
+    finally:
+        await client.aclose()
+
+
+async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
+    """The scenarios `--only` names, or all of them. A whole run (not --quick, which the smoke test runs
+    without the registries' downloads) ends with the pulled-model and speaker figures."""
+    results = await measure(stack, args, sampler)
+    if args.only == "all" and not args.quick:
+        results["pulled_models"] = await measure_pulled(stack, args)
+        results["speaker"] = await measure_speaker(stack, args)
+    return results
+
+
+def pulled_table(report: dict[str, Any]) -> str:
+    r = report["results"].get("pulled_models", report["results"])
+    f, m = r["face_training"], report["machine"]
+    lines = [
+        f"engineshed bench, pulled models — {m['cpu_count']} CPUs ({m['cpu_model']}), provider {r['provider']}, GPU {m['gpu'] or 'none'}",
+        "",
+        "| measurement | figure |",
+        "|---|---|",
+    ]
+    for name, x in r["registration"].items():
+        pull = ", ".join(f"{k} {fmt(v, 2)} s" for k, v in x["pull_seconds"].items())
+        lines.append(
+            f"| {name} ({x['version']}, {x['size_mib']} MiB): registration + validation (static checks, trial, store) | "
+            f"{fmt(x['register_and_validate_s'], 2)} s (pull: {pull}; trial {fmt(x['trial_images_per_s'])} images/s at batch "
+            f"{x['trial_batch']}, {x['trial_provider']}) |"
+        )
+    lines += [
+        f"| training with {f['model']}, {f['identifiers']} identifiers ({f['image']}), createJob → complete | "
+        f"{fmt(f['run']['client_create_to_complete_s'], 2)} s = {fmt(f['e2e_identifiers_per_s'], 2)} identifiers/s |",
+        f"| same, task started → complete | {fmt(f['run']['task_start_to_complete_s'], 2)} s = {fmt(f['task_identifiers_per_s'], 2)} identifiers/s |",
+        f"| raw ceiling: the composed backbone on decoded uint8, batch {f['raw']['batch_size']}, {f['raw']['provider']}, "
+        f"mean of just before / just after | {fmt(f['raw']['identifiers_per_s'], 2)} identifiers/s "
+        f"({fmt(f['raw']['before_per_s'], 2)} / {fmt(f['raw']['after_per_s'], 2)}) |",
+        f"| **e2e / raw** (task / raw) | **{fmt(f['e2e_over_raw'], 3)}** ({fmt(f['task_over_raw'], 3)}) |",
+        "",
+        "| stage | seconds | of wall | source |",
+        "|---|---|---|---|",
+    ]
+    for row in f["breakdown"]:
+        frac = row["fraction_of_wall"]
+        lines.append(f"| {row['stage']} | {fmt(row['seconds'], 3)} | {'n/m' if frac is None else f'{frac * 100:.1f} %'} | {row['note']} |")
+    return "\n".join(lines)
 
 
 async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
@@ -173,9 +289,6 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
     train_timeout = max(300.0, args.n * 0.5)
     results: dict[str, Any] = {}
     try:
-        if args.only == "speaker":
-            results["speaker"] = await speaker_scenario(client, args, train_timeout)
-            return results
         n, per = args.n, PER_ENTITY
         entities = n // per
         # 0. One upload's cost: the API against bare S3 PUTs of the same bytes, same concurrency.
@@ -242,6 +355,9 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
         await scenarios.upload_identifiers(client, reads_library, 5, args.concurrency)
         results["reads"] = await scenarios.reads(client, reads_library.id, args.requests, (1, 32))
 
+        # 8. The same reads from one gateway process and from N (a second gateway beside the first).
+        results["gateway_processes"] = await gateway_processes(stack, token, reads_library.id, args)
+
         # 6. Recognize (warm model: the incremental one, its artifact is cached by the gateway after the warm-up).
         log("recognize")
         results["recognize"] = await scenarios.recognize(
@@ -274,13 +390,46 @@ async def measure(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -
             "sample_interval_s": sampler.interval,
         }
         results["provider"] = full["provider"]
-
-        # 8. The speaker engine: utterances/s against the GE2E raw ceiling (skipped, saying why, without
-        # espeak-ng or the cached/downloadable Resemblyzer wheel).
-        results["speaker"] = await speaker_scenario(client, args, train_timeout)
     finally:
         await client.aclose()
     return results
+
+
+async def gateway_processes(stack: Stack, token: str, library_id: str, args: argparse.Namespace) -> dict[str, Any]:
+    log(f"GetIdentifiers, 32 clients: 1 gateway process vs {args.processes}")
+    url, proc = start_gateway(stack, args.processes, f"gateway-x{args.processes}")
+    try:
+        return await scenarios.reads_by_processes({1: stack.url, args.processes: url}, token, library_id, args.requests)
+    finally:
+        proc.stop()
+
+
+async def measure_only_processes(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """`--only processes`: the reads library of section 4, then section 8 alone."""
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        library = await scenarios.create_library(client, "reads", 30, seed_base=2_000_000, concurrency=args.concurrency)
+        await scenarios.upload_identifiers(client, library, 5, args.concurrency)
+    finally:
+        await client.aclose()
+    return {"gateway_processes": await gateway_processes(stack, token, library.id, args)}
+
+
+def processes_lines(gp: dict[str, Any]) -> list[str]:
+    lines = []
+    for level in gp["levels"].values():
+        lines.append(
+            f"| 8 | GetIdentifiers (30 × 5), {gp['concurrency']} clients, {level['processes']} gateway process(es)"
+            f" ({level['processes_answering']} answered), median of {gp['rounds']} × {gp['requests_per_run']} requests | "
+            f"{fmt(level['per_second'])} req/s (runs: {', '.join(fmt(r['per_second']) for r in level['runs'])}), p50 {fmt(level['p50_ms'])} ms;"
+            f" busy cores of {gp['cpu_count']}: gateway {', '.join(fmt(r['gateway_busy_cores'], 2) for r in level['runs'])},"
+            f" clients {', '.join(fmt(r['client_busy_cores'], 2) for r in level['runs'])},"
+            f" machine {', '.join(fmt(r['machine_busy_cores'], 2) for r in level['runs'])};"
+            f" {fmt(level['per_gateway_core'])} req/s per gateway core |"
+        )
+    lines.append(f"| 8 | **N processes / 1 process** | **{fmt(gp['n_over_1'], 2)}** |")
+    return lines
 
 
 # --------------------------------------------------------------------------- output
@@ -308,10 +457,6 @@ def table(report: dict[str, Any]) -> str:
     r = report["results"]
     if report["parameters"].get("only") == "upload":
         return "\n".join(["| # | measurement | figure |", "|---|---|---|", *upload_rows(report)])
-    if report["parameters"].get("only") == "speaker":
-        from bench import speaker
-
-        return "\n".join(["| # | measurement | figure |", "|---|---|---|", *speaker.rows(r["speaker"], fmt)])
     t, inc, rd, rec, dis, mem = r["training"], r["incremental"], r["reads"], r["recognize"], r["dispatch"], r["memory"]
     m = report["machine"]
     lines = [
@@ -337,6 +482,8 @@ def table(report: dict[str, Any]) -> str:
             f"| 4 | GetIdentifiers (30 entities × 5 identifiers), {level} client(s), {lat['count']} requests | "
             f"p50 {fmt(lat['p50_ms'])} ms, p95 {fmt(lat['p95_ms'])} ms, {fmt(lat['per_second'])} req/s |"
         )
+    if "gateway_processes" in r:
+        lines += processes_lines(r["gateway_processes"])
     sql = rd["sql_per_request"]
     lines.append(f"| 4 | SQL statements per GetIdentifiers, page size 5 / 30 | {fmt(sql['5']['sql_statements'])} / {fmt(sql['30']['sql_statements'])} |")
     co, st = dis["client_observed"], dis["server_timestamps"]
@@ -355,14 +502,16 @@ def table(report: dict[str, Any]) -> str:
     for row in r["breakdown"]:
         frac = row["fraction_of_wall"]
         lines.append(f"| {row['stage']} | {fmt(row['seconds'], 3)} | {'n/m' if frac is None else f'{frac * 100:.1f} %'} | {row['note']} |")
-    if "speaker" in r:
-        from bench import speaker
-
-        lines += ["", "| # | measurement | figure |", "|---|---|---|"]
-        lines += speaker.rows(r["speaker"], fmt) if "skipped" not in r["speaker"] else [f"| 8 | speaker scenario skipped | {r['speaker']['skipped']} |"]
     lines.append("")
     lines.append("n/m = not measured by the product.")
     return "\n".join(lines)
+
+
+def speaker_table(s: dict[str, Any]) -> str:
+    from bench import speaker
+
+    rows = [f"| 9 | speaker scenario skipped | {s['skipped']} |"] if "skipped" in s else speaker.rows(s, fmt)
+    return "\n".join(["| # | measurement | figure |", "|---|---|---|", *rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,12 +523,19 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     from bench.speaker import EXTRA_ENGINES
 
-    extra_env = {"ENGINESHED_EXTRA_ENGINES": EXTRA_ENGINES}
-    with bench_stack(extra_env, keep_dir=args.keep_dir) as stack:
+    with bench_stack({"ENGINESHED_EXTRA_ENGINES": EXTRA_ENGINES}, keep_dir=args.keep_dir) as stack:
         log(f"stack up in {time.perf_counter() - started:.1f} s: gateway {stack.url}, worker pid {stack.worker.pid}")
         with RssSampler(stack.worker.pid, interval=0.1) as sampler:
             try:
-                results = asyncio.run(asyncio.wait_for(measure(stack, args, sampler), timeout=args.timeout))
+                if args.only == "processes":
+                    work = measure_only_processes(stack, args)
+                elif args.only == "pulled-models":
+                    work = measure_pulled(stack, args)
+                elif args.only == "speaker":
+                    work = measure_speaker(stack, args)
+                else:
+                    work = measure_all(stack, args, sampler)
+                results = asyncio.run(asyncio.wait_for(work, timeout=args.timeout))
             except BaseException:
                 log("failed; worker log tail:\n" + stack.worker.output_tail(3000))
                 log("gateway log tail:\n" + stack.gateway.output_tail(3000))
@@ -393,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             "identifiers_per_entity": PER_ENTITY,
             "memory_scale": args.memory_scale,
             "read_requests_per_level": args.requests,
+            "gateway_processes": args.processes,
             "dispatch_jobs": args.dispatch_jobs,
             "recognize_calls": args.recognize_calls,
             "concurrency": args.concurrency,
@@ -406,9 +563,23 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "total_seconds": round(time.perf_counter() - started, 1),
     }
+    if args.only == "pulled-models":
+        report["parameters"] = {"face_n": args.face_n, "concurrency": args.concurrency, "quick": args.quick,
+                                "engine": scenarios.ENGINE, "model_cache": str(args.model_cache)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))
+    if args.only == "processes":
+        print("\n".join(["| # | measurement | figure |", "|---|---|---|", *processes_lines(results["gateway_processes"])]))
+    elif args.only == "pulled-models":
+        print(pulled_table(report))
+    elif args.only == "speaker":
+        print(speaker_table(results))
+    else:
+        print(table(report))
+        if "pulled_models" in results:
+            print("\n" + pulled_table(report))
+        if "speaker" in results:
+            print("\n" + speaker_table(results["speaker"]))
     print(f"\nwrote {args.out} in {report['total_seconds']} s")
     return 0
 

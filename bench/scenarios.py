@@ -102,14 +102,15 @@ async def create_library(client: Client, name: str, entities: int, seed_base: in
 
 
 async def upload_identifiers(
-    client: Client, library: Library, per_entity: int, concurrency: int, *, first_seed: int = 0, entities: int | None = None
+    client: Client, library: Library, per_entity: int, concurrency: int, *, first_seed: int = 0, entities: int | None = None,
+    size: int = 64,
 ) -> dict[str, float]:
-    """Upload ``per_entity`` new images to each of the first ``entities`` entities; returns timing."""
+    """Upload ``per_entity`` new ``size``² images to each of the first ``entities`` entities; returns timing."""
     work = [(e, first_seed + k) for k in range(per_entity) for e in range(entities or len(library.entity_ids))]
 
     async def one(item: tuple[int, int]) -> None:
         entity, seed = item
-        data, content_type = make_image(library.entity_seeds[entity], seed)
+        data, content_type = make_image(library.entity_seeds[entity], seed, size=size)
         reply = await client.upload_form(
             f'mutation {{ createEntityIdentifier(input: {{entityId: "{library.entity_ids[entity]}", '
             f'identifierTypeId: "face"}}) {{ id }} }}',
@@ -153,12 +154,14 @@ async def wait_task(client: Client, task_id: str, *, interval: float, timeout: f
         await asyncio.sleep(interval)
 
 
-async def train(client: Client, library_id: str, *, timeout: float, sampler: RssSampler | None = None) -> dict[str, Any]:
+async def train(
+    client: Client, library_id: str, *, timeout: float, sampler: RssSampler | None = None, config: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Train the library end to end through the API; every figure the product and the client report."""
     if sampler is not None:
         baseline = sampler.sample()
         sampler.window()
-    model_id, task_id, t0 = await start_training(client, library_id)
+    model_id, task_id, t0 = await start_training(client, library_id, config)
     status, t_done = await wait_task(client, task_id, interval=0.05, timeout=timeout)
     memory = sampler.result() if sampler is not None else None
     task = (await client.data(TASK_FULL, id=task_id))["task"]
@@ -181,6 +184,7 @@ async def train(client: Client, library_id: str, *, timeout: float, sampler: Rss
         "embeddings": jsondata.get("embeddings") or {},
         "provider": jsondata.get("provider"),
         "backbone": (jsondata.get("backbone") or {}).get("name"),
+        "embedding_model": (jsondata.get("backbone") or {}).get("model"),
     }
     if memory is not None:
         own, children, count = baseline
@@ -364,6 +368,94 @@ async def reads(client: Client, library_id: str, requests: int, levels: Sequence
     return {"page_size_for_latency": 30, "latency": latency, "sql_per_request": sql}
 
 
+async def answering_pids(url: str, wanted: int, timeout: float = 60.0) -> set[int]:
+    """The gateway processes behind ``url`` (/healthz names its pid), over fresh concurrent connections."""
+    import httpx
+
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=10) as http:
+        while len(seen) < wanted and time.monotonic() < deadline:
+            replies = await asyncio.gather(*(http.get(url + "/healthz") for _ in range(4 * wanted)))
+            seen.update(r.json()["pid"] for r in replies)
+    return seen
+
+
+async def reads_by_processes(
+    gateways: dict[int, str], token: str, library_id: str, requests: int, concurrency: int = 32, rounds: int = 3
+) -> dict[str, Any]:
+    """GetIdentifiers pages with ``concurrency`` clients against gateways of 1 and N processes (same database
+    and S3, same library), alternating ``rounds`` times so that a slow minute of the machine hits both."""
+    import psutil
+
+    operation = seed_operation(library_id)
+    runs: dict[str, list[dict[str, Any]]] = {str(n): [] for n in gateways}
+    pids: dict[str, set[int]] = {}
+    for n, url in gateways.items():
+        pids[str(n)] = await answering_pids(url, n)
+    seen = {n: len(p) for n, p in pids.items()}
+    me = psutil.Process()
+
+    def cpu_seconds(processes: list[psutil.Process]) -> float:
+        total = 0.0
+        for proc in processes:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+    def machine_busy() -> float:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    for _ in range(rounds):
+        for n, url in gateways.items():
+            servers = [psutil.Process(pid) for pid in pids[str(n)]]
+            client = Client(url, token, connections=max(64, concurrency))
+            try:
+                async def call(client: Client = client) -> None:
+                    (await client.query(operation, identifierTypeId="face", limit=30)).ok()
+
+                for _ in range(2 * n + 5):  # warm-up: every process parses and validates the query once
+                    await call()
+                before = (cpu_seconds(servers), cpu_seconds([me]), machine_busy())
+                run = await latency_run(requests, concurrency, call, warmup=0)
+                after = (cpu_seconds(servers), cpu_seconds([me]), machine_busy())
+            finally:
+                await client.aclose()
+            # Where the cores went during the run: the gateway processes, the bench's own clients, everything.
+            wall = run["wall_s"]
+            run["gateway_busy_cores"] = round((after[0] - before[0]) / wall, 2)
+            run["client_busy_cores"] = round((after[1] - before[1]) / wall, 2)
+            run["machine_busy_cores"] = round((after[2] - before[2]) / wall, 2)
+            run["per_gateway_core"] = round(run["per_second"] / run["gateway_busy_cores"], 1) if run["gateway_busy_cores"] else None
+            runs[str(n)].append(run)
+    levels = {}
+    for n, level_runs in runs.items():
+        rates = sorted(r["per_second"] for r in level_runs)
+        levels[n] = {
+            "processes": int(n),
+            "processes_answering": seen[n],
+            "per_second": rates[len(rates) // 2] if len(rates) % 2 else round(sum(rates) / len(rates), 1),
+            "p50_ms": sorted(r["p50_ms"] for r in level_runs)[len(level_runs) // 2],
+            "gateway_busy_cores": sorted(r["gateway_busy_cores"] for r in level_runs)[len(level_runs) // 2],
+            "per_gateway_core": sorted(r["per_gateway_core"] or 0 for r in level_runs)[len(level_runs) // 2],
+            "runs": level_runs,
+        }
+    one, many = min(gateways), max(gateways)
+    return {
+        "concurrency": concurrency,
+        "requests_per_run": requests,
+        "rounds": rounds,
+        "page_size": 30,
+        "levels": levels,
+        "cpu_count": psutil.cpu_count(),
+        "n_over_1": round(ratio(levels[str(many)]["per_second"], levels[str(one)]["per_second"]) or 0, 3),
+    }
+
+
 # --------------------------------------------------------------------------- recognize
 
 
@@ -530,4 +622,93 @@ async def upload_vs_s3_put(client: Client, library: Library, env: dict[str, str]
         "s3_puts_per_s": round(s3_rate, 1),
         "api_over_s3_put": round(api_rate / s3_rate, 4),
         "gateway_cpu_ms_per_upload": round(sorted(api_cpu)[repeats // 2] / len(work) * 1000, 3) if gateway else None,
+    }
+
+
+# --------------------------------------------------------------------------- pulled models
+
+
+async def register_pulled(env: dict[str, str], cache_dir: Path, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Pull (or reuse the cached conversion of) each catalogue model and register it as a system model.
+
+    Per model: what the pull took (download, convert, validate; 0 when cached) and what registration
+    took (the registry's static checks, the bounded trial inference in its child process, the S3 store),
+    with the trial's throughput at batch 32 and its provider.
+    """
+    from gateway.resources import open_resources
+    from gateway.services import model_pull
+    from gateway.services.models import register_system_model
+    from gateway.settings import Settings
+
+    settings = Settings.from_env(env)
+    out: dict[str, Any] = {}
+    async with open_resources(settings, role="worker", run_migrations=False, load_engines=False) as res:
+        for entry in model_pull.select(names):
+            pulled = await model_pull.prepare(entry, cache_dir)
+            t = time.perf_counter()
+            version = await register_system_model(
+                res, name=entry.name, application=entry.application, model_bytes=pulled.model_bytes,
+                manifest=pulled.manifest, source=pulled.source, description=entry.description,
+            )
+            out[entry.name] = {
+                "version": version.ref,
+                "application": entry.application,
+                "size_mib": round(len(pulled.model_bytes) / 2**20, 2),
+                "pull_seconds": {k: round(v, 3) for k, v in pulled.seconds.items()},
+                "register_and_validate_s": round(time.perf_counter() - t, 3),
+                "trial_images_per_s": version.throughput,
+                "trial_batch": version.throughput_batch,
+                "trial_provider": version.provider,
+            }
+    return out
+
+
+async def model_bytes_and_manifest(env: dict[str, str], name: str) -> tuple[str, bytes, dict[str, Any]]:
+    """(ref, ONNX bytes, manifest) of a registered system model's default version."""
+    from gateway.resources import open_resources
+    from gateway.services import models
+    from gateway.settings import Settings
+
+    settings = Settings.from_env(env)
+    async with open_resources(settings, role="worker", run_migrations=False, load_engines=False) as res:
+        version = await models.resolve_model(res, None, name)
+        return version.ref, await models.model_bytes(res, version), dict(version.manifest)
+
+
+def model_raw_ceiling(
+    blobs: list[bytes], model: bytes, manifest: dict[str, Any], ref: str, provider: str | None, batch_size: int,
+    repeats: int = 2,
+) -> dict[str, Any]:
+    """The registered model's composed backbone (preprocessing inside, as training runs it) on decoded
+    uint8 batches: the ceiling training with that model can reach on this machine."""
+    from engines.decode import decode_one
+    from engines.model_backbone import compose_backbone
+    from engines.runtime import CUDA, get_runner
+
+    spec = compose_backbone(model, manifest, name=ref)
+    setting = "cuda" if provider == CUDA else "cpu"
+    runner = get_runner(spec.model, setting)
+    t = time.perf_counter()
+    arrays = [decode_one(blob, spec.input_size, spec.channels)[0] for blob in blobs]
+    decode_seconds = time.perf_counter() - t
+    tensor = np.ascontiguousarray(np.stack([a for a in arrays if a is not None]))
+    del arrays
+    n = len(tensor)
+    runner.run(tensor[: min(batch_size, 8)])  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for i in range(0, n, batch_size):
+            runner.run(tensor[i : i + batch_size])
+        times.append(time.perf_counter() - t)
+    best = min(times)
+    return {
+        "identifiers": n,
+        "batch_size": batch_size,
+        "backbone": spec.name,
+        "provider": runner.provider,
+        "seconds": round(best, 3),
+        "runs_s": [round(x, 3) for x in times],
+        "identifiers_per_s": round(n / best, 2),
+        "decode_single_process_per_s": round(len(blobs) / decode_seconds, 1),
     }

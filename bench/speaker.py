@@ -1,4 +1,4 @@
-"""Scenario 8: the speaker engine, utterances/s through the API against the GE2E encoder's raw ceiling.
+"""Scenario 9: the speaker engine, utterances/s through the API against the GE2E encoder's raw ceiling.
 
 The recordings are spoken beforehand by espeak-ng (tests/engines/speech.py: distinct voices, a different
 sentence each, noise added), uploaded as ``audio-recording`` WAV identifiers to a people library, and trained
@@ -103,10 +103,10 @@ async def speaker(client: Client, speakers: int, per_speaker: int, concurrency: 
 def rows(s: dict[str, Any], fmt: Any) -> list[str]:
     raw = s["raw"]
     return [
-        f"| 8 | speaker training e2e, {s['trained']} recordings of {s['speakers']} espeak-ng voices (~{fmt(s['mean_recording_seconds'], 1)} s WAV), createJob → complete | {fmt(s['client_create_to_complete_s'], 2)} s = {fmt(s['e2e_utterances_per_s'])} utterances/s |",
-        f"| 8 | speaker training, task started → complete | {fmt(s['task_start_to_complete_s'], 2)} s = {fmt(s['task_utterances_per_s'])} utterances/s |",
-        f"| 8 | raw ceiling: GE2E on the computed mel pieces ({raw['pieces']} pieces), {raw['provider']} | {fmt(raw['utterances_per_s'])} utterances/s |",
-        f"| 8 | **speaker e2e / raw** (task / raw) | **{fmt(s['e2e_over_raw'], 3)}** ({fmt(s['task_over_raw'], 3)}) |",
-        f"| 8 | (reference) decode + VAD + mel, 1 process in the bench | {fmt(raw['features_single_process_per_s'])} recordings/s |",
-        f"| 8 | LOO top-1 / threshold of the trained model | {fmt(s['evaluation_top1'], 3)} / {fmt(s['threshold'], 4)} |",
+        f"| 9 | speaker training e2e, {s['trained']} recordings of {s['speakers']} espeak-ng voices (~{fmt(s['mean_recording_seconds'], 1)} s WAV), createJob → complete | {fmt(s['client_create_to_complete_s'], 2)} s = {fmt(s['e2e_utterances_per_s'])} utterances/s |",
+        f"| 9 | speaker training, task started → complete | {fmt(s['task_start_to_complete_s'], 2)} s = {fmt(s['task_utterances_per_s'])} utterances/s |",
+        f"| 9 | raw ceiling: GE2E on the computed mel pieces ({raw['pieces']} pieces), {raw['provider']} | {fmt(raw['utterances_per_s'])} utterances/s |",
+        f"| 9 | **speaker e2e / raw** (task / raw) | **{fmt(s['e2e_over_raw'], 3)}** ({fmt(s['task_over_raw'], 3)}) |",
+        f"| 9 | (reference) decode + VAD + mel, 1 process in the bench | {fmt(raw['features_single_process_per_s'])} recordings/s |",
+        f"| 9 | LOO top-1 / threshold of the trained model | {fmt(s['evaluation_top1'], 3)} / {fmt(s['threshold'], 4)} |",
     ]

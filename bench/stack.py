@@ -175,7 +175,9 @@ def bench_stack(extra_env: dict[str, str] | None = None, keep_dir: Path | None =
 
         exits.callback(stop_all)
         port = find_free_port()
-        gateway = Proc("gateway", [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env, log_dir)
+        # One gateway process, so the figures stay comparable with earlier runs; the gateway-processes
+        # scenario starts its own with --workers N beside it (start_gateway).
+        gateway = Proc("gateway", [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", "1"], env, log_dir)
         procs.append(gateway)
         # The gateway logs at WARNING (uvicorn's per-request access log would be measured otherwise);
         # the worker at INFO, one line per task, which also says when it is ready.
@@ -186,3 +188,13 @@ def bench_stack(extra_env: dict[str, str] | None = None, keep_dir: Path | None =
         _wait_ready(url, gateway)
         _wait_worker_ready(worker)
         yield Stack(env=env, url=url, gateway=gateway, worker=worker, database_url=pg.url, log_dir=log_dir, procs=procs)
+
+
+def start_gateway(stack: Stack, workers: int, name: str) -> tuple[str, Proc]:
+    """Another `engineshed serve --workers N` on the same PostgreSQL and S3; stopped with the stack."""
+    port = find_free_port()
+    proc = Proc(name, [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)], stack.env, stack.log_dir)
+    stack.procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    _wait_ready(url, proc)
+    return url, proc

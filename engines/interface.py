@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "Artifact",
     "ConfigOption",
+    "EmbeddingModel",
     "Engine",
     "EngineConfigError",
     "EngineError",
@@ -148,6 +149,29 @@ class IdentifierRef:
     content_sha256: str | None  # None when not known before fetch (stored by reference)
 
 
+@dataclass(frozen=True, slots=True)
+class EmbeddingModel:
+    """A registered model version as the worker hands it to an engine (engines never read the registry).
+
+    ``ref`` is how users name it (``face-embedding@2``), ``version_id`` the registry's id, ``sha256``
+    the digest of ``model`` (the ONNX file as registered), ``manifest`` the completed manifest.
+    """
+
+    ref: str
+    version_id: str
+    model: bytes = field(repr=False)
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+    sha256: str = ""
+
+    @property
+    def input_size(self) -> int:
+        return int(self.manifest["input"]["height"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.manifest["input"].get("channels", 3))
+
+
 @runtime_checkable
 class TrainingContext(Protocol):
     """What an engine may use while training; the worker implements it.
@@ -162,6 +186,9 @@ class TrainingContext(Protocol):
     execution_provider: str  # "auto" | "cuda" | "cpu"
     decode_pool: concurrent.futures.Executor  # a ProcessPoolExecutor owned by the worker
     total_identifiers: int | None  # how many identifiers pages() will yield, when known
+    # Optional (read with getattr, default None): the registered embedding model the worker resolved
+    # from config ``modelId`` or the identifier type's system default; None = the built-in backbone.
+    # embedding_model: EmbeddingModel | None
 
     def pages(self, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
         """Identifiers of the library's entities whose identifier type the engine takes."""

@@ -19,4 +19,9 @@ PIPELINE_OPTIONS: tuple[ConfigOption, ...] = (
     ),
     ConfigOption("topK", int, 5, "Matches the artifact returns per image at most.", 1, 1000),
     ConfigOption("imageSize", int, 32, "Side in pixels the built-in backbone sees.", 8, 128),
+    ConfigOption(
+        "modelId", str, "",
+        "Registered embedding model to embed with: name, name@3 or name@alias; empty = the system default for "
+        "the identifier type (pixel-projection when none is registered).",
+    ),
 )

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 DECODE_CHUNK = 16  # blobs per process-pool call: amortises pickling without starving the pool
 DECODE_IN_FLIGHT = 8  # chunks submitted to the pool at once
 PAGES_AHEAD = 2  # library pages read before they are needed
+STORES_IN_FLIGHT = 2  # embedding-cache writes running beside inference
 _END = object()
 
 
@@ -254,16 +255,20 @@ class _Run:
             slots.release()
 
     async def _infer_stage(self) -> None:
-        batch: list[_Item] = []
-        while (item := await self.infer_q.get()) is not None:
-            batch.append(item)
-            if len(batch) >= self.batch_size:
-                await self._infer(batch)
-                batch = []
-        if batch:
-            await self._infer(batch)
+        # Cache writes run beside the next batch's inference: with a heavy backbone the model is the
+        # bottleneck, and a database round trip between batches would leave it idle each time.
+        async with asyncio.TaskGroup() as stores:
+            slots = asyncio.Semaphore(STORES_IN_FLIGHT)
+            batch: list[_Item] = []
+            while (item := await self.infer_q.get()) is not None:
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    await self._infer(batch, stores, slots)
+                    batch = []
+            if batch:
+                await self._infer(batch, stores, slots)
 
-    async def _infer(self, batch: list[_Item]) -> None:
+    async def _infer(self, batch: list[_Item], stores: asyncio.TaskGroup, slots: asyncio.Semaphore) -> None:
         images = np.stack([i.array for i in batch])
         for item in batch:
             item.array = None
@@ -273,9 +278,16 @@ class _Run:
         vectors = np.asarray(vectors, np.float32)
         self.inferred += len(batch)
         self.ctx.count_inference(len(batch))
-        await self.ctx.store_embeddings(self.spec.digest, {i.sha: v for i, v in zip(batch, vectors) if i.sha})
+        await slots.acquire()
+        stores.create_task(self._store({i.sha: v for i, v in zip(batch, vectors) if i.sha}, slots))
         for item, vector in zip(batch, vectors, strict=True):
             await self._complete(item, vector=vector)
+
+    async def _store(self, vectors: dict[str, np.ndarray], slots: asyncio.Semaphore) -> None:
+        try:
+            await self.ctx.store_embeddings(self.spec.digest, vectors)
+        finally:
+            slots.release()
 
     # -- bookkeeping --------------------------------------------------------------------------
 

@@ -75,6 +75,9 @@ class SpeakerEngine:
             ConfigOption("maxAudioSeconds", float, DEFAULT_MAX_SECONDS, "Skip recordings longer than this.", 1, 86_400),
             ConfigOption("minVoicedSeconds", float, DEFAULT_MIN_VOICED_SECONDS,
                          "Skip recordings with less voice than this (energy VAD).", 0.05, 3600),
+            # The worker hands the resolved model as ctx.embedding_model (gateway/services/engine_backbones.py).
+            ConfigOption("modelId", str, "", "Registered speaker encoder: name, name@3 or name@alias; empty = the "
+                         "audio-recording default (speaker-embedding, from `engineshed models pull`)."),
         ),
     )
 
@@ -84,7 +87,11 @@ class SpeakerEngine:
 
     def _encoder(self, ctx: TrainingContext) -> tuple[bytes, str]:
         model = getattr(ctx, "embedding_model", None)
-        if model is not None and (model.manifest.get("input") or {}).get("layout") == "NTC":
+        if model is not None:
+            spec = model.manifest.get("input") or {}
+            if spec.get("layout") != "NTC" or spec.get("frames") != PARTIAL_FRAMES or spec.get("mels") != N_MELS:
+                raise EngineError(f"model {model.ref} is not a speaker encoder: its input is not mel pieces "
+                                  f"[N, {PARTIAL_FRAMES}, {N_MELS}] (use speaker-embedding)")
             return model.model, model.ref
         if self.encoder is not None:
             return self.encoder, "ge2e"

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 
 from engines.artifact import CONTENT_TYPE
 from engines.backbone import BackboneSpec, default_backbone
 from engines.evaluation import l2_normalise
-from engines.interface import EngineInfo, NothingToTrain, TrainingContext
+from engines.interface import EmbeddingModel, EngineError, EngineInfo, NothingToTrain, TrainingContext
+from engines.model_backbone import PIXEL_PROJECTION, model_backbone
 from engines.pipeline import EmbeddedLibrary, embed_library, pipeline_kwargs
 from engines.runtime import CUDA, Runner, get_runner
 
@@ -24,6 +26,7 @@ class Prepared:
 
     spec: BackboneSpec
     runner: Runner
+    model: EmbeddingModel | None  # the registered model the backbone came from; None: built in
     embedded: EmbeddedLibrary
     vectors: np.ndarray  # [R, D] L2-normalised, as the artifact heads see them
     labels: np.ndarray  # [R] entity index
@@ -37,10 +40,17 @@ async def prepare(ctx: TrainingContext, backbone: BackboneSpec | None) -> Prepar
     Raises NothingToTrain when no identifier passed the fetch and quality gates.
     """
     config = ctx.config
+    registered: EmbeddingModel | None = getattr(ctx, "embedding_model", None)
+    if backbone is None and registered is not None:
+        try:
+            backbone = await asyncio.to_thread(model_backbone, registered)
+        except (ValueError, onnx.checker.ValidationError) as exc:
+            raise EngineError(f"model {registered.ref} cannot be used as a backbone: {exc}") from None
+    builtin = backbone is None
     spec = backbone or default_backbone(config["imageSize"], 1)
     runner = await asyncio.to_thread(get_runner, spec.model, ctx.execution_provider)
     embed_spec = spec
-    if backbone is None and runner.provider == CUDA:
+    if builtin and runner.provider == CUDA:
         # On the GPU the library is embedded in half precision (the heavy part); the artifact keeps
         # the float32 backbone so it runs anywhere, CPUs included.
         embed_spec = default_backbone(config["imageSize"], 1, float16=True)
@@ -55,7 +65,7 @@ async def prepare(ctx: TrainingContext, backbone: BackboneSpec | None) -> Prepar
             index[ref.entity_id] = len(index)
             names.append(ref.entity_name)
     labels = np.fromiter((index[r.entity_id] for r in embedded.refs), np.int64, len(embedded.refs))
-    return Prepared(spec, runner, embedded, l2_normalise(embedded.embeddings), labels, list(index), names)
+    return Prepared(spec, runner, registered if not builtin else None, embedded, l2_normalise(embedded.embeddings), labels, list(index), names)
 
 
 def _nothing_left(embedded: EmbeddedLibrary) -> str:
@@ -84,7 +94,7 @@ def base_report(info: EngineInfo, prepared: Prepared, ctx: TrainingContext) -> d
         "contentType": CONTENT_TYPE,
         "libraryId": ctx.library_id,
         "libraryVersion": ctx.library_version,
-        "backbone": {"name": prepared.spec.name, "digest": prepared.spec.digest},
+        "backbone": _backbone_report(prepared),
         "provider": prepared.runner.provider,
         "identifiers": len(embedded.refs),
         "entities": len(prepared.entity_ids),
@@ -94,4 +104,14 @@ def base_report(info: EngineInfo, prepared: Prepared, ctx: TrainingContext) -> d
     }
     if embedded.skipped:
         report["issues"] = {"hasWarning": True}
+    return report
+
+
+def _backbone_report(prepared: Prepared) -> dict[str, Any]:
+    """Which backbone embedded the library: the registered model version, or the built-in projection."""
+    report: dict[str, Any] = {"name": prepared.spec.name, "digest": prepared.spec.digest}
+    if prepared.model is not None:
+        report.update(model=prepared.model.ref, modelVersionId=prepared.model.version_id, sha256=prepared.model.sha256)
+    elif prepared.spec.name.startswith("random-projection"):
+        report["model"] = PIXEL_PROJECTION
     return report

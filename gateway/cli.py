@@ -1,4 +1,4 @@
-"""engineshed dev | serve | worker | migrate | token create | engines | models pull"""
+"""engineshed dev | serve | worker | migrate | token create | list | revoke | engines | models pull"""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway import gc_tuning
+from gateway import dev_connection, gc_tuning
 from gateway.settings import Settings, SettingsError
 
 log = logging.getLogger("engineshed")
@@ -40,16 +40,39 @@ def _need_external(settings: Settings) -> None:
         sys.exit("engineshed: DATABASE_URL and S3_ENDPOINT_URL must be set (or use `engineshed dev` for embedded ones)")
 
 
-def serve(settings: Settings) -> None:
-    import uvicorn
+def _admin_settings(data_dir: Path | None) -> Settings:
+    """Settings for the admin commands: DATABASE_URL and S3_ENDPOINT_URL, or else the running `engineshed dev`
+    whose data dir holds its connection file (gateway/dev_connection.py)."""
+    settings = _settings(data_dir=data_dir)
+    if settings.database_url is not None and settings.s3_endpoint_url is not None:
+        return settings
+    if settings.database_url is not None or settings.s3_endpoint_url is not None:
+        sys.exit("engineshed: set both DATABASE_URL and S3_ENDPOINT_URL, or neither to use a running `engineshed dev`")
+    try:
+        found = dev_connection.read(settings.data_dir)
+    except dev_connection.NoDevStack as exc:
+        sys.exit(f"engineshed: {exc}")
+    return settings.with_overrides(
+        database_url=found.database_url,
+        s3_endpoint_url=found.s3_endpoint_url,
+        s3_bucket=found.s3_bucket,
+        s3_region=found.s3_region,
+        aws_access_key_id=found.aws_access_key_id,
+        aws_secret_access_key=found.aws_secret_access_key,
+    )
 
-    from gateway.app import create_app
 
-    _need_external(settings)
-    app = create_app(settings)
-    gc_tuning.tune()
-    uvicorn.run(
-        app,
+def gateway_processes(settings: Settings) -> int:
+    """The setting, else the CPUs this process may run on (fewer than the machine's under an affinity mask)."""
+    if settings.gateway_processes:
+        return settings.gateway_processes
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, object]:
+    return dict(
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -57,6 +80,51 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=10,
         ws_max_size=1024 * 1024,
     )
+
+
+def gateway_app() -> object:
+    """The app factory each gateway process of `serve --workers N` calls (uvicorn starts them as fresh
+    interpreters): its own settings, pool, S3 client and collector tuning, from the environment `serve` set."""
+    from gateway.app import create_app
+
+    settings = _settings()
+    _logging(settings)
+    app = create_app(settings)
+    gc_tuning.tune()
+    return app
+
+
+def serve(settings: Settings, env: dict[str, str] | None = None) -> None:
+    """The gateway: one process, or N behind one listening socket (uvicorn's supervisor binds it, starts N
+    processes that accept on it, restarts one that dies, and on SIGINT/SIGTERM stops them all gracefully).
+
+    ``env``: the environment the settings came from when it is not this process's (``dev`` builds one).
+    """
+    import uvicorn
+
+    from gateway.app import create_app
+
+    _need_external(settings)
+    processes = gateway_processes(settings)
+    if processes == 1:
+        app = create_app(settings)
+        gc_tuning.tune()
+        uvicorn.run(app, **_uvicorn_options(settings))  # type: ignore[arg-type]
+        return
+    # The processes are spawned, not forked: they rebuild their settings from the environment they inherit,
+    # so it must say what this process's settings say (command-line overrides included).
+    os.environ.update(env or {})
+    os.environ.update(PORT=str(settings.port), ENGINESHED_HOST=settings.host, ENGINESHED_GATEWAY_PROCESSES=str(processes))
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    # What uvicorn.run(..., workers=N) does, keeping the supervisor to ask how its processes ended: uvicorn
+    # stops them all when one fails to start, but then exits 0, which would read as a clean stop.
+    config = uvicorn.Config("gateway.cli:gateway_app", factory=True, workers=processes, **_uvicorn_options(settings))  # type: ignore[arg-type]
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        sys.exit("engineshed: a gateway process failed to start (its error is above); all were stopped")
 
 
 def worker(settings: Settings, worker_id: str | None = None) -> None:
@@ -71,8 +139,6 @@ def migrate_command(settings: Settings) -> None:
     import asyncpg
 
     from storage.migrate import migrate
-
-    _need_external(settings)
 
     async def go() -> None:
         conn = await asyncpg.connect(settings.database_url)
@@ -131,6 +197,17 @@ def list_engines(settings: Settings) -> None:
               f"\tmodes={','.join(info.modes)}\tconcurrency={info.concurrency_limit}")
 
 
+# The embedded PostgreSQL accepts 100 connections. The worker's pool and LISTEN connection take up to 21
+# and admin commands need a few, so `dev`'s gateway processes share about 64 (each also holds a LISTEN one).
+EMBEDDED_GATEWAY_CONNECTIONS = 64
+
+
+def dev_gateway_pool_max(processes: int, pool_min: int, default_max: int = Settings().db_pool_max) -> int:
+    """Each `dev` gateway process's pool (unless ENGINESHED_DB_POOL_MAX chose one): the default, or less when many
+    processes would otherwise run the embedded PostgreSQL out of connections under load."""
+    return max(pool_min, min(default_max, EMBEDDED_GATEWAY_CONNECTIONS // processes - 1))
+
+
 def models_pull(settings: Settings, names: list[str], missing_only: bool = False) -> int:
     """Download, verify and convert pinned models; register them when a database and S3 are configured.
 
@@ -163,6 +240,8 @@ def models_pull(settings: Settings, names: list[str], missing_only: bool = False
 
 def dev(settings: Settings) -> None:
     """Embedded PostgreSQL and S3, migrations, an admin token, the gateway and one worker process."""
+    from urllib.parse import quote
+
     from gateway.devstack import embedded_stack
 
     data_dir = settings.data_dir.resolve()
@@ -178,27 +257,50 @@ def dev(settings: Settings) -> None:
             AWS_ACCESS_KEY_ID=s3.access_key if settings.s3_endpoint_url is None else (settings.aws_access_key_id or ""),
             AWS_SECRET_ACCESS_KEY=s3.secret_key if settings.s3_endpoint_url is None else (settings.aws_secret_access_key or ""),
             PORT=str(settings.port),
+            ENGINESHED_DATA_DIR=str(data_dir),
+            ENGINESHED_GATEWAY_PROCESSES=str(gateway_processes(settings)),
         )
+        worker_env = dict(env)
+        if settings.embedded_database and not env.get("ENGINESHED_DB_POOL_MAX"):
+            env["ENGINESHED_DB_POOL_MAX"] = str(dev_gateway_pool_max(gateway_processes(settings), settings.db_pool_min))
         effective = Settings.from_env(env).with_overrides(data_dir=data_dir)
         token_file = data_dir / "admin-token"
         token = token_file.read_text().strip() if token_file.exists() else ""
         if not token or not token_valid(effective, token):
             token = create_token(effective, "default", "admin", None)
-            token_file.write_text(token + "\n")
-            token_file.chmod(0o600)
-        worker_proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env)
+            dev_connection.write_private(token_file, token + "\n")
         # Missing system models are pulled by a child process, so start-up never waits on a download and no
         # model runs in the gateway process; offline it logs what it lacks and the pixel projection serves.
-        pull_env = dict(env, ENGINESHED_DATA_DIR=str(data_dir))
+        pull_env = dict(worker_env)
         pull_proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "models", "pull", "--missing"], env=pull_env) \
             if settings.pull_models else None
         url = f"http://{effective.host}:{effective.port}/v3/graphql"
-        print(f"\nengineshed is starting at {url}\nadmin token: {token}\n(also in {token_file})\n", flush=True)
+        connection_file = dev_connection.write(data_dir, dev_connection.DevConnection(
+            database_url=effective.database_url or "",
+            s3_endpoint_url=effective.s3_endpoint_url or "",
+            s3_bucket=effective.s3_bucket,
+            s3_region=effective.s3_region,
+            aws_access_key_id=effective.aws_access_key_id or "",
+            aws_secret_access_key=effective.aws_secret_access_key or "",
+            graphql_url=url,
+            pid=os.getpid(),
+        ))
+        worker_proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=worker_env)
+        # The token rides in the URL fragment, which browsers never send: it reaches no access log, and the
+        # page moves it into its token box and out of the address bar (graphiql-boot.js).
+        print(
+            f"\nengineshed is starting at {url}\n"
+            f"GraphiQL, signed in: {url}#token={quote(token, safe='')}\n"
+            f"admin token: {token}\n(also in {token_file})\n"
+            f"connection details for the admin commands and external engines: {connection_file}\n",
+            flush=True,
+        )
         try:
-            serve(effective)
+            serve(effective, env)
         except KeyboardInterrupt:
             pass
         finally:
+            dev_connection.remove(data_dir, os.getpid())
             if pull_proc is not None and pull_proc.poll() is None:
                 pull_proc.terminate()  # a half-done pull leaves only its cache; the next start resumes
                 try:
@@ -212,24 +314,42 @@ def dev(settings: Settings) -> None:
                 worker_proc.kill()
 
 
+def _workers(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        sys.exit("engineshed: --workers must be 1 or more")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="engineshed", description="GraphQL gateway that trains recognition engines")
     sub = parser.add_subparsers(dest="command", required=True)
     p_dev = sub.add_parser("dev", help="embedded PostgreSQL and S3, gateway and worker")
     p_dev.add_argument("--port", type=int)
     p_dev.add_argument("--data-dir", type=Path)
+    p_dev.add_argument("--workers", type=int, help="gateway processes (default: the number of CPUs)")
     p_serve = sub.add_parser("serve", help="the gateway, against DATABASE_URL and S3_ENDPOINT_URL")
     p_serve.add_argument("--port", type=int)
     p_serve.add_argument("--host")
+    p_serve.add_argument("--workers", type=int, help="gateway processes sharing the port (default: the number of CPUs)")
     p_worker = sub.add_parser("worker", help="a worker process that runs built-in engines")
     p_worker.add_argument("--id", dest="worker_id")
-    sub.add_parser("migrate", help="apply database migrations")
+    data_dir_help = "the data dir of a running `engineshed dev` to use when DATABASE_URL and S3_ENDPOINT_URL are unset"
+    p_migrate = sub.add_parser("migrate", help="apply database migrations")
+    p_migrate.add_argument("--data-dir", type=Path, help=data_dir_help)
     p_token = sub.add_parser("token", help="API tokens")
     token_sub = p_token.add_subparsers(dest="token_command", required=True)
     p_create = token_sub.add_parser("create", help="create a token and print it (shown once)")
     p_create.add_argument("--org", required=True)
     p_create.add_argument("--scope", required=True, choices=["admin", "read", "engine"])
     p_create.add_argument("--engine", dest="engine_id")
+    p_create.add_argument("--data-dir", type=Path, help=data_dir_help)
+    p_list = token_sub.add_parser("list", help="the organization's tokens (never their secrets)")
+    p_list.add_argument("--org", required=True)
+    p_list.add_argument("--data-dir", type=Path, help=data_dir_help)
+    p_revoke = token_sub.add_parser("revoke", help="revoke one of the organization's tokens, at once")
+    p_revoke.add_argument("token_id", metavar="ID")
+    p_revoke.add_argument("--org", required=True)
+    p_revoke.add_argument("--data-dir", type=Path, help=data_dir_help)
     sub.add_parser("engines", help="list installed engines")
     p_models = sub.add_parser("models", help="pretrained system models")
     models_sub = p_models.add_subparsers(dest="models_command", required=True)
@@ -239,11 +359,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "dev":
-        settings = _settings(port=args.port, data_dir=args.data_dir)
+        settings = _settings(port=args.port, data_dir=args.data_dir, gateway_processes=_workers(args.workers))
         _logging(settings)
         dev(settings)
     elif args.command == "serve":
-        settings = _settings(port=args.port, host=args.host)
+        settings = _settings(port=args.port, host=args.host, gateway_processes=_workers(args.workers))
         _logging(settings)
         serve(settings)
     elif args.command == "worker":
@@ -251,11 +371,21 @@ def main(argv: list[str] | None = None) -> None:
         _logging(settings)
         worker(settings, args.worker_id)
     elif args.command == "migrate":
-        migrate_command(_settings())
+        migrate_command(_admin_settings(args.data_dir))
+    elif args.command == "token" and args.token_command == "list":
+        from gateway.token_cli import list_tokens
+
+        list_tokens(_admin_settings(args.data_dir), args.org)
+    elif args.command == "token" and args.token_command == "revoke":
+        from gateway.token_cli import revoke_token
+
+        revoke_token(_admin_settings(args.data_dir), args.org, args.token_id)
     elif args.command == "token":
-        settings = _settings()
-        _need_external(settings)
-        print(create_token(settings, args.org, args.scope, args.engine_id))
+        if args.scope == "engine" and not args.engine_id:
+            parser.error("--scope engine needs --engine ID (the engine the token acts for)")
+        if args.scope != "engine" and args.engine_id:
+            parser.error("--engine is only for --scope engine")
+        print(create_token(_admin_settings(args.data_dir), args.org, args.scope, args.engine_id))
     elif args.command == "engines":
         list_engines(_settings())
     elif args.command == "models":

@@ -35,6 +35,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = None  # base URL clients use to reach us; used in links we hand out
+    gateway_processes: int = 0  # `serve` processes sharing the port; 0: the number of CPUs
     db_pool_min: int = 2
     db_pool_max: int = 20
 
@@ -137,6 +138,8 @@ class Settings:
                 )
         if not 1 <= self.presign_ttl_seconds <= 7 * 24 * 3600:
             raise SettingsError("ENGINESHED_PRESIGN_TTL_SECONDS must be 1 to 604800 (S3 accepts at most 7 days)")
+        if self.gateway_processes < 0:
+            raise SettingsError("ENGINESHED_GATEWAY_PROCESSES must be 0 (the number of CPUs) or more")
         if self.max_discard_bytes < 0:
             raise SettingsError("ENGINESHED_MAX_DISCARD_BYTES must be 0 or more")
         for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts",

@@ -49,6 +49,18 @@ class ApiToken(Row):
 
 
 @dataclass(frozen=True, slots=True)
+class ListedToken(Row):
+    """A token as its organization's admins see it: never the secret (only its hash is stored)."""
+
+    id: UUID
+    scope: str
+    engine_id: str | None
+    label: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class IdentifierType(Row):
     id: str
     label: str
@@ -161,6 +173,7 @@ class EngineModel(Row):
     accuracy: float | None
     created_at: datetime
     modified_at: datetime
+    model_version_id: UUID | None  # the registered embedding model it was trained on; None: pixel-projection
 
 
 @dataclass(frozen=True, slots=True)

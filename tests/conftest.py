@@ -72,10 +72,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 class Process:
     """A gateway or worker subprocess whose output goes to a log file kept for failure reports."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -110,9 +110,11 @@ class Gateway:
     env: dict[str, str]
 
 
-def start_gateway(env: dict[str, str], log_dir: Path, name: str = "gateway") -> Gateway:
+def start_gateway(env: dict[str, str], log_dir: Path, name: str = "gateway", workers: int = 1) -> Gateway:
+    """`engineshed serve`; one process unless asked (tests share a small machine, and some watch the gateway's pid)."""
     port = find_free_port()
-    process = Process([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env, log_dir / f"{name}.log")
+    args = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    process = Process(args, env, log_dir / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

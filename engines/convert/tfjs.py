@@ -89,10 +89,16 @@ def read_weights(manifest: list[dict[str, Any]], read_file: Callable[[str], byte
     if not isinstance(manifest, list):
         raise TfjsConversionError("weightsManifest must be a list of groups")
     out: dict[str, np.ndarray] = {}
+    seen: set[str] = set()
     for group in manifest:
         paths = group.get("paths") if isinstance(group, dict) else None
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise TfjsConversionError("each weightsManifest group needs a list of paths")
+        # A shard named twice would be copied twice: the joined buffers could outgrow the package's bound.
+        twice = sorted({p for p in paths if p in seen or paths.count(p) > 1})
+        if twice:
+            raise TfjsConversionError(f"weightsManifest names the shard(s) {twice} more than once")
+        seen.update(paths)
         buf = b"".join(read_file(_check_shard_path(p)) for p in paths)
         offset = 0
         for entry in group.get("weights", []):
@@ -168,12 +174,25 @@ def _attr(node: dict[str, Any], key: str, default: Any = None) -> Any:
     return default
 
 
+# A constant given by one repeated value (``floatVal: [0]`` with a shape) is expanded here. In real graphs
+# those are shapes and scalars; a few bytes of JSON must not be able to ask for gigabytes.
+MAX_FILLED_CONSTANT_BYTES = 16 * 1024 * 1024
+
+
 def _inline_tensor(tensor: dict[str, Any]) -> np.ndarray:
     dtype = tensor.get("dtype", "DT_FLOAT")
     if dtype not in _TF_NP:
         raise TfjsConversionError(f"inline constant of dtype {dtype} is not supported")
-    shape = [int(d.get("size", 1)) for d in tensor.get("tensorShape", {}).get("dim", [])]
+    try:
+        shape = [int(d.get("size", 1)) for d in tensor.get("tensorShape", {}).get("dim", [])]
+    except (AttributeError, TypeError, ValueError):
+        raise TfjsConversionError("an inline constant has a malformed tensorShape") from None
+    if any(d < 0 for d in shape):
+        raise TfjsConversionError(f"an inline constant has a negative dimension: {shape}")
     np_dtype = _TF_NP[dtype]
+    if "tensorContent" not in tensor and math.prod(shape) * np.dtype(np_dtype).itemsize > MAX_FILLED_CONSTANT_BYTES:
+        raise TfjsConversionError(
+            f"an inline constant of shape {shape} would fill more than {MAX_FILLED_CONSTANT_BYTES} bytes")
     if "tensorContent" in tensor:
         return np.frombuffer(base64.b64decode(tensor["tensorContent"]), dtype=np.dtype(np_dtype).newbyteorder("<")) \
             .astype(np_dtype).reshape(shape)
@@ -181,6 +200,8 @@ def _inline_tensor(tensor: dict[str, Any]) -> np.ndarray:
         if key in tensor:
             vals = np.array(tensor[key], dtype=np_dtype)
             count = math.prod(shape)
+            if vals.size not in (1, count):
+                raise TfjsConversionError(f"an inline constant of shape {shape} gives {vals.size} values")
             return (np.full(count, vals[0], dtype=np_dtype) if vals.size == 1 else vals).reshape(shape)
     return np.zeros(shape, dtype=np_dtype)
 

@@ -205,7 +205,17 @@ class LibraryEngineModel:
     accuracy: Optional[float]
     created_date_time: DateTime
     modified_date_time: DateTime
+    model_version_id: Optional[strawberry.ID] = strawberry.field(
+        description="The registered embedding model version it was trained on; null: the built-in pixel-projection "
+        "(or not trained yet)."
+    )
     _row: strawberry.Private[rows.EngineModel]
+
+    @strawberry.field(description="The embedding model it was trained on, as users name it (face-embedding@1), or "
+                      "pixel-projection; null until trained.")
+    def embedding_model(self) -> Optional[str]:
+        backbone = (self._row.jsondata or {}).get("backbone") if isinstance(self._row.jsondata, dict) else None
+        return backbone.get("model") if isinstance(backbone, dict) else None
 
     @strawberry.field(description="Where the trained artifact can be downloaded (a presigned URL for stored artifacts).")
     async def data_url(self, info: Info) -> Optional[str]:
@@ -237,6 +247,7 @@ class LibraryEngineModel:
             accuracy=row.accuracy,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
+            model_version_id=strawberry.ID(str(row.model_version_id)) if row.model_version_id else None,
             _row=row,
         )
 

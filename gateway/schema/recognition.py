@@ -25,20 +25,41 @@ class RecognitionWindow:
     end_seconds: float
 
 
+@strawberry.type(description="One label of a registered auto_tagging model, with its confidence (0..1).")
+class RecognitionLabel:
+    label: str
+    score: float
+
+
 @strawberry.type
 class RecognitionResult:
-    library_engine_model_id: strawberry.ID
-    library_id: strawberry.ID
-    engine_id: strawberry.ID
+    library_engine_model_id: Optional[strawberry.ID] = strawberry.field(description="Null when modelId answered.")
+    library_id: Optional[strawberry.ID]
+    engine_id: Optional[strawberry.ID]
+    model_id: Optional[str] = strawberry.field(
+        description="The registered auto_tagging model version that answered (name@version); null for a trained model."
+    )
     threshold: Optional[float]
     matches: list[RecognitionMatch]
+    labels: list[RecognitionLabel] = strawberry.field(
+        description="A registered auto_tagging model's labels, best first; empty for a trained model."
+    )
     windows: list[RecognitionWindow] = strawberry.field(
         description="For audio: the voiced windows (seconds) the speaker engine embedded; empty for images."
     )
 
 
 def to_result(outcome: recognition.Outcome) -> RecognitionResult:
+    if outcome.model is None:
+        assert outcome.registered is not None
+        return RecognitionResult(
+            library_engine_model_id=None, library_id=None, engine_id=None, model_id=outcome.registered.ref,
+            threshold=outcome.threshold, matches=[],
+            labels=[RecognitionLabel(label=t.label, score=t.score) for t in outcome.tags], windows=[],
+        )
     return RecognitionResult(
+        model_id=None,
+        labels=[],
         library_engine_model_id=strawberry.ID(str(outcome.model.id)),
         library_id=strawberry.ID(str(outcome.model.library_id)),
         engine_id=strawberry.ID(outcome.model.engine_id),
@@ -58,10 +79,12 @@ def to_result(outcome: recognition.Outcome) -> RecognitionResult:
 
 
 async def recognize_file(
-    info: Info, model_id: strawberry.ID, file: Any, url: Optional[str], top_k: Optional[int], threshold: Optional[float]
+    info: Info, model_id: Optional[strawberry.ID], file: Any, url: Optional[str], top_k: Optional[int],
+    threshold: Optional[float], registered_ref: Optional[str] = None,
 ) -> RecognitionResult:
     upload = file or info.context.form_file
     outcome = await recognition.recognize(
-        info.context.resources, info.context.principal, model_id, upload=upload, url=url, top_k=top_k, threshold=threshold
+        info.context.resources, info.context.principal, model_id, upload=upload, url=url, top_k=top_k,
+        threshold=threshold, registered_ref=registered_ref,
     )
     return to_result(outcome)

@@ -67,6 +67,7 @@ from gateway.schema.models import ModelMutation, ModelQuery
 from gateway.schema.paging import page_fields
 from gateway.schema.recognition import RecognitionResult, recognize_file
 from gateway.schema.scalars import JSONData
+from gateway.schema.tokens import TokenMutation, TokenQuery
 from gateway.services import dispatch
 from gateway.services import engine_models as model_service
 from gateway.services import engines as engine_service
@@ -86,7 +87,7 @@ def _typed_page(records: list, offset: int | None, limit: int | None, maximum: i
 
 
 @strawberry.type
-class Query(CallerQuery, ModelQuery):
+class Query(CallerQuery, ModelQuery, TokenQuery):
     @strawberry.field
     async def library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
         return Library.from_row(await library_service.get(info.context.resources, info.context.principal, id))
@@ -315,21 +316,26 @@ class Query(CallerQuery, ModelQuery):
     async def task(self, info: Info, id: strawberry.ID) -> Optional[Task]:
         return Task.from_row(await job_service.get_task(info.context.resources, info.context.principal, id))
 
-    @strawberry.field(description="Recognize an uploaded image (or the plain form's file part) with a trained model.")
+    @strawberry.field(
+        description="Recognize an uploaded image (or the plain form's file part) with a trained model "
+        "(libraryEngineModelId), or with a registered auto_tagging model without training (modelId: name, name@3, "
+        "name@alias): give exactly one."
+    )
     async def recognize(
         self,
         info: Info,
-        library_engine_model_id: strawberry.ID,
+        library_engine_model_id: Optional[strawberry.ID] = None,
         file: Optional[Upload] = None,
         url: Optional[str] = None,
         top_k: Optional[int] = 5,
         threshold: Optional[float] = None,
+        model_id: Optional[str] = None,
     ) -> RecognitionResult:
-        return await recognize_file(info, library_engine_model_id, file, url, top_k, threshold)
+        return await recognize_file(info, library_engine_model_id, file, url, top_k, threshold, model_id)
 
 
 @strawberry.type
-class Mutation(CatalogueMutation, ModelMutation):
+class Mutation(CatalogueMutation, ModelMutation, TokenMutation):
     @strawberry.mutation
     async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
         if input is None:

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.errors import InvalidInput, NotAllowed, NotFound
+from gateway.services import engine_backbones
 from gateway.services.ids import parse_id, try_parse_ids
 from gateway.services.paging import Page, check_page
 from gateway.services.principal import Principal
@@ -97,6 +98,7 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
     async with res.pool.acquire() as conn, conn.transaction():
         prepared = []
         library_ids = set()
+        model_versions: set[UUID] = set()
         for position, task in enumerate(tasks):
             engine_id = task.get("engine_id")
             if not engine_id:
@@ -117,11 +119,19 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
             if data.get("target_url") and "url" not in payload:
                 payload["url"] = data["target_url"]  # upstream's target: the media a library-run task reads
             _validate_config(res, engine, payload, position)
+            if engine_backbones.takes_model(res.engines.get(engine.id)):
+                # An unknown, unready or non-embedding modelId fails here, before the job exists.
+                version = await engine_backbones.check_config(res, principal.org_id, payload.get("config"))
+                if version is not None:
+                    model_versions.add(version.id)
             library_id = await _validate_task(conn, principal, engine, payload)
             if library_id:
                 library_ids.add(library_id)
             prepared.append((engine, payload))
-        job = await _insert(conn, principal.org_id, prepared, data, next(iter(library_ids)) if len(library_ids) == 1 else None)
+        job = await _insert(
+            conn, principal.org_id, prepared, data, next(iter(library_ids)) if len(library_ids) == 1 else None,
+            next(iter(model_versions)) if len(model_versions) == 1 else None,
+        )
         for engine, payload in prepared:
             if payload.get("mode") == "library-train":
                 await model_q.set_fields(
@@ -132,10 +142,11 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
 
 
 async def _insert(
-    conn: asyncpg.Connection, org_id: UUID, prepared: list[tuple[Engine, dict[str, Any]]], data: dict[str, Any], library_id: UUID | None
+    conn: asyncpg.Connection, org_id: UUID, prepared: list[tuple[Engine, dict[str, Any]]], data: dict[str, Any],
+    library_id: UUID | None, model_version_id: UUID | None = None,
 ) -> Job:
     job = await q.insert_job(conn, id=uuid4(), org_id=org_id, name=data.get("name"), cluster_id=data.get("cluster_id"),
-                             library_id=library_id, actor=data.get("actor"))
+                             library_id=library_id, actor=data.get("actor"), model_version_id=model_version_id)
     max_attempts = int(data["max_attempts"])
     test_tasks = data.get("test_tasks") or []
     for position, (engine, payload) in enumerate(prepared):

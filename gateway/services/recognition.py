@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidInput, NotImplementedApi, PayloadTooLarge
-from gateway.services import engine_models
+from gateway.services import engine_backbones, engine_models, models
 from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, fetch_bytes
-from storage.rows import EngineModel
+from storage.rows import EngineModel, ModelVersion
 
 # storage key -> bytes (keys are never rewritten, so entries never go stale); bounded by total size.
 _ARTIFACTS: OrderedDict[str, bytes] = OrderedDict()
@@ -19,9 +19,11 @@ _MAX_CACHED_BYTES = 512 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    model: EngineModel
+    model: EngineModel | None  # None: a registered auto_tagging model answered (``registered``)
     threshold: float | None
     matches: list[Any]  # engines.interface.Match
+    registered: ModelVersion | None = None
+    tags: list[Any] = field(default_factory=list)  # engines.tagging.Tag, for a registered model
     windows: tuple[tuple[float, float], ...] = ()  # audio: the voiced [start, end) seconds used
 
 
@@ -76,13 +78,19 @@ async def run(res: Any, model: EngineModel, images: list[bytes], *, top_k: int, 
 
 
 async def recognize(
-    res: Any, principal: Principal, model_id: object, *, upload: Any, url: str | None, top_k: int | None, threshold: float | None
+    res: Any, principal: Principal, model_id: object, *, upload: Any, url: str | None, top_k: int | None,
+    threshold: float | None, registered_ref: str | None = None,
 ) -> Outcome:
+    """With a trained LibraryEngineModel (``model_id``), or a registered auto_tagging model (``registered_ref``)."""
     top_k = 5 if top_k is None else top_k
     if not 1 <= top_k <= 100:
         raise InvalidInput("topK must be between 1 and 100")
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise InvalidInput("threshold must be between -1 and 1")
+    if (model_id is None) == (registered_ref is None):
+        raise InvalidInput("give either libraryEngineModelId (a trained model) or modelId (a registered auto_tagging model)")
+    if registered_ref is not None:
+        return await _tag(res, principal, registered_ref, upload=upload, url=url, top_k=top_k, threshold=threshold)
     model = await engine_models.get(res, principal, model_id)
     image = await media_bytes(res, upload, url)
     results = await run(res, model, [image], top_k=top_k, threshold=threshold)
@@ -91,3 +99,27 @@ async def recognize(
         effective = (model.jsondata or {}).get("threshold")
     windows = tuple(results[0].windows) if results else ()
     return Outcome(model=model, threshold=effective, matches=list(results[0].matches) if results else [], windows=windows)
+
+
+async def _tag(
+    res: Any, principal: Principal, ref: str, *, upload: Any, url: str | None, top_k: int, threshold: float | None
+) -> Outcome:
+    from engines.interface import EngineError
+    from engines.tagging import tag_images
+
+    if threshold is not None and threshold < 0:
+        raise InvalidInput("threshold for an auto_tagging model is a confidence between 0 and 1")
+    version = await models.resolve_model(res, principal.org_id, ref)
+    if version.application != "auto_tagging":
+        raise InvalidInput(
+            f"model {version.ref} is an {version.application} model; recognize with modelId takes an auto_tagging "
+            "model (train a gallery or classifier engine with config.modelId to recognize with an embedding model)"
+        )
+    image = await media_bytes(res, upload, url)
+    model = await engine_backbones.engine_model(res, version)
+    try:
+        tags = await tag_images(model, [image], top_k=top_k, threshold=threshold,
+                                execution_provider=res.settings.onnx_provider)
+    except EngineError as exc:
+        raise InvalidInput(str(exc)) from exc
+    return Outcome(model=None, threshold=threshold, matches=[], registered=version, tags=tags[0])

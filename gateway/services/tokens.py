@@ -5,16 +5,22 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from gateway.errors import AuthenticationError, InvalidInput
+from gateway.errors import AuthenticationError, InvalidInput, NotFound
+from gateway.services.ids import parse_id
+from gateway.services.paging import check_page
 from gateway.services.principal import Principal
+from storage.queries import engines as engine_q
 from storage.queries import tokens as q
+from storage.rows import ListedToken
 
 SCOPES = ("admin", "read", "engine")
 PREFIX = "es_"
+LABEL_MAX = 200
 
 
 def hash_token(token: str) -> bytes:
@@ -43,6 +49,66 @@ async def create_token(
         org = await q.ensure_org(conn, org_name)
         await q.insert_token(conn, org_id=org.id, token_hash=hash_token(token), scope=scope, engine_id=engine_id, label=label)
     return token, org.id
+
+
+async def create_for_org(
+    res: Any, principal: Principal, *, scope: str, engine_id: str | None, label: str | None
+) -> tuple[str, ListedToken]:
+    """A new token of the caller's organization (admin tokens only); the secret is returned here and never again."""
+    principal.require_admin()
+    if scope not in SCOPES:
+        raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}")
+    engine_id = (engine_id or "").strip() or None
+    if scope == "engine" and engine_id is None:
+        raise InvalidInput("an engine token needs engineId: the external engine it claims tasks for")
+    if scope != "engine" and engine_id is not None:
+        raise InvalidInput(f"engineId is only for engine tokens, not {scope} tokens")
+    label = (label or "").strip() or None
+    if label is not None and len(label) > LABEL_MAX:
+        raise InvalidInput(f"label must be at most {LABEL_MAX} characters")
+    token = new_token()
+    async with res.pool.acquire() as conn, conn.transaction():
+        if engine_id is not None:
+            engine = await engine_q.by_id(conn, principal.org_id, engine_id)
+            if engine is None:
+                raise NotFound()
+            if engine.builtin:
+                raise InvalidInput(f"{engine_id} is a built-in engine: engine tokens are for the organization's external engines")
+        row = await q.insert_listed(
+            conn, org_id=principal.org_id, token_hash=hash_token(token), scope=scope, engine_id=engine_id, label=label
+        )
+    return token, row
+
+
+async def operator(pool: asyncpg.Pool, org_name: str) -> Principal:
+    """The organization's admin as the command line acts for it (whoever runs `engineshed token` can reach the
+    database, which is more than any token allows)."""
+    async with pool.acquire() as conn:
+        org = await q.org_by_name(conn, org_name)
+    if org is None:
+        raise NotFound(f"there is no organization named {org_name!r}")
+    return Principal(org_id=org.id, scope="admin")
+
+
+async def list_for_org(res: Any, principal: Principal, *, offset: int | None, limit: int | None) -> list[ListedToken]:
+    """The organization's admin, read and engine tokens, oldest first (admin tokens only)."""
+    principal.require_admin()
+    offset, limit = check_page(offset, limit, res.settings.max_page_size)
+    async with res.pool.acquire() as conn:
+        records, _ = await q.org_tokens(conn, principal.org_id, offset=offset, limit=limit)
+    return records
+
+
+async def revoke(res: Any, principal: Principal, token_id: object) -> ListedToken:
+    """Revoke one of the organization's tokens (admin tokens only). It fails authentication from the next request
+    on, in every process (tokens are looked up in PostgreSQL on each request). Revoking again changes nothing."""
+    principal.require_admin()
+    tid = parse_id(token_id)
+    async with res.pool.acquire() as conn:
+        row = await q.revoke(conn, tid, principal.org_id)
+    if row is None:
+        raise NotFound()
+    return row
 
 
 async def create_task_token(

@@ -12,7 +12,9 @@ our small boot script and stylesheet in ``static/engineshed/``, all under ``/v3/
 
 Every operation needs a bearer token, so the page has a token box; the boot script keeps the
 token in ``localStorage`` and sends it as ``Authorization: Bearer <token>`` unless the
-GraphiQL headers editor sets an Authorization header of its own.
+GraphiQL headers editor sets an Authorization header of its own. A ``#token=...`` fragment (the link
+``engineshed dev`` prints) fills the box and is then removed from the address bar; fragments never
+reach the server, so the token is in no access log.
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 
 async def healthz(_request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+    # pid: which of the `serve --workers N` processes answered (the port is shared).
+    return JSONResponse({"status": "ok", "pid": os.getpid()})
 
 
 async def readyz(request: Request) -> JSONResponse:

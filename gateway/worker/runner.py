@@ -12,7 +12,7 @@ import asyncpg
 
 from engines.interface import EngineConfigError, EngineError, NothingToTrain
 from gateway.errors import ApiError, ServiceUnavailable
-from gateway.services import dispatch, recognition
+from gateway.services import dispatch, engine_backbones, recognition
 from gateway.services import engine_models as model_service
 from gateway.services.dispatch import LeaseLost
 from gateway.services.principal import Principal
@@ -151,10 +151,13 @@ class TaskRun:
             library_type = await type_q.library_type_by_id(conn, library.library_type_id)
             types = [t for t in engine.info.identifier_type_ids if t in library_type.identifier_type_ids]
             total = await identifier_q.count_for_training(conn, task.org_id, library_id, types)
+        embedding = None
+        if engine_backbones.takes_model(engine):
+            embedding = await engine_backbones.embedding_model(self.res, task.org_id, config, types)
         self.ctx = WorkerTrainingContext(
             self.res, task, library_type_ids=library_type.identifier_type_ids,
             engine_type_ids=engine.info.identifier_type_ids, library_version=model.library_version,
-            config=config, decode_pool=self.worker.decode_pool, total_identifiers=total,
+            config=config, decode_pool=self.worker.decode_pool, total_identifiers=total, embedding_model=embedding,
         )
         started = time.perf_counter()
         artifact = await engine.train(self.ctx)
@@ -175,7 +178,8 @@ class TaskRun:
 
         saved = await model_service.update(
             self.res, system, model_id,
-            {"train_status": "complete", "jsondata": jsondata, "accuracy": artifact.accuracy},
+            {"train_status": "complete", "jsondata": jsondata, "accuracy": artifact.accuracy,
+             "model_version_id": UUID(embedding.version_id) if embedding is not None else None},
             artifact=(artifact.data, artifact.content_type), in_transaction=finish,
         )
         if saved is None:

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import numpy as np
 
-from engines.interface import FetchError, IdentifierRef
+from engines.interface import EmbeddingModel, FetchError, IdentifierRef
 from gateway.services.remote_files import FetchRefused, fetch_bytes
 from storage.queries import embeddings as embedding_q
 from storage.queries import identifiers as identifier_q
@@ -35,6 +35,7 @@ class WorkerTrainingContext:
         config: Mapping[str, Any],
         decode_pool: concurrent.futures.Executor,
         total_identifiers: int | None,
+        embedding_model: EmbeddingModel | None = None,
     ) -> None:
         payload = task.payload
         self._res = res
@@ -46,6 +47,7 @@ class WorkerTrainingContext:
         self.execution_provider = res.settings.onnx_provider
         self.decode_pool = decode_pool
         self.total_identifiers = total_identifiers
+        self.embedding_model = embedding_model
         self._types = [t for t in engine_type_ids if t in library_type_ids]
         self._sources: dict[str, tuple[str | None, str | None]] = {}
         self.fraction = 0.0

@@ -45,6 +45,7 @@ SET_FIELDS = """UPDATE library_engine_models SET
     content_type = CASE WHEN $10 THEN $11 ELSE content_type END,
     jsondata = CASE WHEN $12 THEN $13 ELSE jsondata END,
     accuracy = CASE WHEN $14 THEN $15 ELSE accuracy END,
+    model_version_id = CASE WHEN $16 THEN $17 ELSE model_version_id END,
     modified_at = now()
 WHERE org_id = $1 AND id = $2 RETURNING *"""
 
@@ -118,6 +119,7 @@ async def set_fields(conn: asyncpg.Connection, org_id: UUID, model_id: UUID, cha
             *pair("content_type"),
             *pair("jsondata"),
             *pair("accuracy"),
+            *pair("model_version_id"),
         )
     )
 

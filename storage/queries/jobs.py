@@ -15,8 +15,8 @@ WAKE_CHANNEL = "engineshed_wake"  # payload: engine id with newly claimable work
 EVENT_CHANNEL = "engineshed_event"  # payload: job id whose tasks changed
 CANCEL_CHANNEL = "engineshed_cancel"  # payload: task id whose cancellation was requested
 
-INSERT_JOB = """INSERT INTO jobs (id, org_id, name, cluster_id, status, library_id, created_by, modified_by)
-VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6) RETURNING *"""
+INSERT_JOB = """INSERT INTO jobs (id, org_id, name, cluster_id, status, library_id, created_by, modified_by, model_version_id)
+VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6, $7) RETURNING *"""
 
 SET_MODIFIED_BY = "UPDATE jobs SET modified_by = $3 WHERE org_id = $1 AND id = $2"
 
@@ -141,7 +141,8 @@ DELETE_JOB = "DELETE FROM jobs WHERE org_id = $1 AND id = $2"
 
 async def insert_job(conn: asyncpg.Connection, **v: Any) -> Job:
     return Job.of(await conn.fetchrow(
-        INSERT_JOB, v["id"], v["org_id"], v.get("name"), v.get("cluster_id"), v.get("library_id"), v.get("actor")
+        INSERT_JOB, v["id"], v["org_id"], v.get("name"), v.get("cluster_id"), v.get("library_id"), v.get("actor"),
+        v.get("model_version_id"),
     ))
 
 

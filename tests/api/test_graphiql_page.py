@@ -68,11 +68,13 @@ def _assets(html: str) -> _Assets:
 class _Server:
     def __init__(self) -> None:
         self.authorizations: list[str | None] = []
+        self.urls: list[str] = []  # every URL the page and its fetcher asked for
         self.base_url = ""
 
 
 def _build_app(state: _Server) -> Starlette:
     async def graphql(request: Request) -> Response:
+        state.urls.append(str(request.url))
         if request.method == "GET":
             return graphiql_response()
         state.authorizations.append(request.headers.get("authorization"))
@@ -354,3 +356,47 @@ def test_graphiql_works_and_respects_csp_in_chromium(server: _Server) -> None:
     extra = [f"--remote-debugging-port={debug_port}", "--window-size=1280,800", f"{server.base_url}/seed"]
     with _browser(extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         asyncio.run(asyncio.wait_for(_drive_graphiql(server, debug_port, os.environ.get("GRAPHIQL_SCREENSHOT")), 90))
+
+
+LINKED_TOKEN = "es_from-the-dev-link"
+
+
+async def _open_signed_in_link(server: _Server, debug_port: int) -> None:
+    import websockets
+
+    async with httpx.AsyncClient(timeout=5) as client:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                targets = (await client.get(f"http://127.0.0.1:{debug_port}/json")).json()
+                page = next(target for target in targets if target["type"] == "page")
+                break
+            except (httpx.HTTPError, StopIteration):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+        tools = _DevTools(ws)
+        await tools.wait_for("!!document.querySelector('.graphiql-container .CodeMirror')")
+        await tools.wait_for(f"document.getElementById('es-token').value === {json.dumps(LINKED_TOKEN)}")
+        assert await tools.js("location.href") == f"{server.base_url}/v3/graphql?x=1#keep=me"  # only the token went
+        assert await tools.js("localStorage.getItem('engineshed.graphiql.token')") == LINKED_TOKEN
+        assert await tools.js("document.getElementById('es-token-state').textContent") == "token set"
+        # The schema introspection went out with the linked token, ready to use.
+        deadline = time.monotonic() + 20
+        while f"Bearer {LINKED_TOKEN}" not in server.authorizations and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert f"Bearer {LINKED_TOKEN}" in server.authorizations, server.authorizations
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium) - headless link check skipped")
+def test_a_link_with_a_token_fragment_signs_the_page_in_and_leaves_no_trace(server: _Server) -> None:
+    pytest.importorskip("websockets")
+    server.authorizations.clear()
+    server.urls.clear()
+    debug_port = _free_port()
+    link = f"{server.base_url}/v3/graphql?x=1#keep=me&token={LINKED_TOKEN}"
+    extra = [f"--remote-debugging-port={debug_port}", "--window-size=1280,800", link]
+    with _browser(extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        asyncio.run(asyncio.wait_for(_open_signed_in_link(server, debug_port), 90))
+    assert server.urls and all(LINKED_TOKEN not in url for url in server.urls), server.urls  # fragments are never sent

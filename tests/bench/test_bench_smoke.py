@@ -60,21 +60,19 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
         _positive(up[key], f"upload_vs_s3_put.{key}")
     assert up["uploads"] == t["identifiers"] and len(up["api_seconds"]) == up["passes"] == 3
 
-    sp = r["speaker"]  # scenario 8; skipped, saying why, only without espeak-ng or the Resemblyzer wheel
-    if "skipped" in sp:
-        assert sp["skipped"], "the speaker scenario was skipped without a reason"
-    else:
-        for key in ("e2e_utterances_per_s", "task_utterances_per_s", "e2e_over_raw"):
-            _positive(sp[key], f"speaker.{key}")
-        _positive(sp["raw"]["utterances_per_s"], "speaker.raw.utterances_per_s")
-        assert sp["trained"] == sp["recordings"]
-
     reads = r["reads"]
     for level in ("1", "32"):
         for key in ("p50_ms", "p95_ms", "per_second"):
             _positive(reads["latency"][level][key], f"reads.latency.{level}.{key}")
     for size in ("5", "30"):
         _positive(reads["sql_per_request"][size]["sql_statements"], f"reads.sql_per_request.{size}")
+
+    gp = r["gateway_processes"]
+    assert set(gp["levels"]) == {"1", str(report["parameters"]["gateway_processes"])}
+    for level in gp["levels"].values():
+        assert level["processes_answering"] == level["processes"]  # every process served
+        _positive(level["per_second"], f"gateway_processes.{level['processes']}.per_second")
+    _positive(gp["n_over_1"], "gateway_processes.n_over_1")
 
     dispatch = r["dispatch"]
     _positive(dispatch["client_observed"]["p50_ms"], "dispatch.client_observed.p50_ms")

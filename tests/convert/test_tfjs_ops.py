@@ -257,6 +257,38 @@ def test_shard_paths_outside_the_model_are_refused(path: str) -> None:
         tfjs.read_weights(manifest, lambda p: pytest.fail("read a file outside the model"))
 
 
+def test_a_shard_named_twice_is_refused_before_anything_is_joined() -> None:
+    reads: list[str] = []
+    for manifest in ([{"paths": ["a.bin"] * 1000, "weights": []}],
+                     [{"paths": ["a.bin"], "weights": []}, {"paths": ["a.bin"], "weights": []}]):
+        with pytest.raises(tfjs.TfjsConversionError, match="more than once"):
+            tfjs.read_weights(manifest, lambda p: reads.append(p) or b"")
+    assert reads == ["a.bin"]  # the second manifest's first group was read; nothing was read 1,000 times
+
+
+def _const_node(tensor: dict) -> dict:
+    return {"format": "graph-model", "modelTopology": {"node": [
+        {"name": "x", "op": "Placeholder", "attr": {"dtype": {"type": "DT_FLOAT"},
+                                                    "shape": {"shape": {"dim": [{"size": "1"}]}}}},
+        {"name": "c", "op": "Const", "attr": {"value": {"tensor": tensor}, "dtype": {"type": "DT_FLOAT"}}},
+        {"name": "y", "op": "AddV2", "input": ["x", "c"]},
+    ]}, "weightsManifest": []}
+
+
+@pytest.mark.parametrize(("tensor", "message"), [
+    # 111 bytes of JSON asking for 256 MB, and for ~100 GB
+    ({"dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": 4000}, {"size": 4000}, {"size": 4}]}, "floatVal": [1.0]},
+     "would fill more than"),
+    ({"dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": 40000}, {"size": 40000}, {"size": 16}]}}, "would fill more than"),
+    ({"dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": -3}]}, "floatVal": [1.0]}, "negative dimension"),
+    ({"dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": "x"}]}, "floatVal": [1.0]}, "malformed tensorShape"),
+    ({"dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": 3}]}, "floatVal": [1.0, 2.0]}, "gives 2 values"),
+])
+def test_inline_constants_are_bounded_and_well_formed(tensor: dict, message: str) -> None:
+    with pytest.raises(tfjs.TfjsConversionError, match=message):
+        tfjs.convert(_const_node(tensor), lambda p: b"")
+
+
 def test_bad_models_are_refused_with_reasons() -> None:
     with pytest.raises(tfjs.TfjsConversionError, match="not JSON"):
         tfjs.convert(b"{nope", lambda p: b"")

@@ -34,6 +34,7 @@ QUERIES = {
     "me": "query { me { id organizationId organization { id } } }",
     "models": "query { models { count } }",
     "model": 'query { model(name: "{N}") { id } }',
+    "tokens": "query { tokens { id } }",
 }
 MUTATIONS = {
     "createLibrary": 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
@@ -66,15 +67,19 @@ MUTATIONS = {
     "updateModel": 'mutation { updateModel(input: {name: "{N}", description: "d"}) { id } }',
     "setModelAlias": 'mutation { setModelAlias(name: "{N}", version: 1, alias: "stable") { id } }',
     "deleteModelVersion": 'mutation { deleteModelVersion(name: "{N}", version: 1) { id } }',
+    "createToken": "mutation { createToken(input: {scope: read}) { id token } }",
+    "revokeToken": 'mutation { revokeToken(id: "{K}") { id } }',
 }
 # Fields that take none of the first organization's IDs: no tenancy question to ask of them.
 NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
                  "engine", "engines", "engineCategories", "jobs", "createLibrary", "createEngine", "claimTasks",
                  "createEntityIdentifierType", "createLibraryType", "me",
-                 "models", "registerModel"}
+                 "models", "registerModel", "tokens", "createToken"}
 # Fields only an engine or task token may call: an admin token of any organization is refused for its
 # scope before the ID is looked at (the same answer for a real and a made-up ID, so nothing leaks).
 ENGINE_ONLY = {"claimTasks", "heartbeatTask", "completeTask", "failTask"}
+# Queries a read token may not call either: managing the organization's tokens is for admin tokens.
+ADMIN_ONLY_QUERIES = {"tokens"}
 # List fields filtered by the first organization's IDs: an empty page, as for made-up IDs.
 EMPTY_LIST = {"entities"}
 
@@ -91,6 +96,7 @@ def first_org_ids(org, stack) -> dict[str, str]:
     entity_id = org.client.query('query($l: ID!) { library(id: $l) { entities { records { id identifiers { records { id } } } } } }',
                                  l=library_id).ok()["library"]["entities"]["records"][0]
     job_id, task_id, model_id = train(org.client, library_id, seconds=0)
+    token_id = org.client.query("mutation { createToken(input: {scope: read}) { id } }").ok()["createToken"]["id"]
     suffix = uuid.uuid4().hex[:8]
     identifier_type = org.client.query(
         'mutation($id: ID!) { createEntityIdentifierType(input: {id: $id, label: "Mark", labelPlural: "Marks", dataType: image}) { id } }',
@@ -101,7 +107,7 @@ def first_org_ids(org, stack) -> dict[str, str]:
     ).ok()["createLibraryType"]["id"]
     return {"L": library_id, "E": entity_id["id"], "I": entity_id["identifiers"]["records"][0]["id"], "M": model_id,
             "J": job_id, "T": task_id, "IT": identifier_type, "LT": library_type,
-            "N": _registered_model(org)}
+            "N": _registered_model(org), "K": token_id}
 
 
 
@@ -147,6 +153,8 @@ def test_a_read_token_may_call_every_query_and_no_mutation(org, first_org_ids, s
         assert_clean(reply.body)
         if name == "recognize":  # runs, and refuses the URL (a documentation address, never fetched)
             assert reply.error_code in ("invalid_input", "not_found"), reply.body
+        elif name in ADMIN_ONLY_QUERIES:
+            assert reply.error_code == "not_allowed" and not (reply.data or {}).get(name), (name, reply.body)
         else:
             assert reply.status == 200 and not reply.errors, (name, reply.body)
     for name, template in MUTATIONS.items():

@@ -3,7 +3,7 @@
  * Loaded as a same-origin script (the page's CSP allows no inline script). The page tells it
  * the endpoint through data-endpoint on #graphiql (and the CSP style nonce through
  * data-style-nonce); the bearer token comes from the #es-token
- * box and is remembered in localStorage.
+ * box (or a #token=... fragment, as `engineshed dev` prints) and is remembered in localStorage.
  */
 (function () {
   "use strict";
@@ -110,7 +110,30 @@
   var input = document.getElementById("es-token");
   var state = document.getElementById("es-token-state");
   var root = window.ReactDOM.createRoot(container);
-  var token = cleanToken(readToken());
+
+  // `engineshed dev` prints a link carrying its token in the fragment (#token=...), which browsers never
+  // send to a server: take it into the token box, then off the address bar and out of the history entry.
+  function takeTokenFromFragment() {
+    var hash = window.location.hash.replace(/^#/, "");
+    if (!hash) {
+      return "";
+    }
+    var params = new URLSearchParams(hash);
+    if (!params.has("token")) {
+      return "";
+    }
+    var found = cleanToken(params.get("token"));
+    params.delete("token");
+    var rest = params.toString();
+    window.history.replaceState(window.history.state, "", window.location.pathname + window.location.search + (rest ? "#" + rest : ""));
+    return found;
+  }
+
+  var linked = takeTokenFromFragment();
+  if (linked) {
+    storeToken(linked);
+  }
+  var token = linked || cleanToken(readToken());
 
   function render() {
     state.textContent = token ? "token set" : "no token: requests will be rejected";

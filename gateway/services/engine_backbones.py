@@ -1,0 +1,80 @@
+"""Which registered embedding model an engine trains on: ``config.modelId``, else the identifier type's default.
+
+The worker resolves the model here and hands the engine its bytes and manifest
+(engines.interface.EmbeddingModel): engines never read the registry. ``createJob`` calls
+:func:`check_config` first, so an unknown or unusable ``modelId`` is refused before anything is created.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from engines.interface import EmbeddingModel
+from engines.model_backbone import PIXEL_PROJECTION
+from gateway.errors import InvalidInput
+from gateway.services import models
+from storage.rows import ModelVersion
+
+__all__ = ["PIXEL_PROJECTION", "check_config", "embedding_model", "engine_model", "takes_model"]
+
+EMBEDDING = "embedding"
+CONFIG_KEY = "modelId"
+# Model files by sha256: a worker trains many libraries on the same few models; S3 reads of 7-30 MB
+# each time would add seconds to every job. Bounded by count; model files are at most model_max_bytes.
+_FILES: OrderedDict[str, bytes] = OrderedDict()
+_MAX_FILES = 4
+
+
+def takes_model(engine: Any) -> bool:
+    """Whether an installed engine accepts ``config.modelId`` (the built-in gallery and classifier do)."""
+    return engine is not None and any(o.name == CONFIG_KEY for o in engine.info.config)
+
+
+async def _resolve(res: Any, org_id: UUID, config: Mapping[str, Any], identifier_types: Sequence[str]) -> ModelVersion | None:
+    ref = config.get(CONFIG_KEY) or ""
+    if ref == PIXEL_PROJECTION:
+        return None
+    if ref:
+        try:
+            return await models.resolve_model(res, org_id, ref, EMBEDDING)
+        except InvalidInput as exc:
+            raise InvalidInput(f"config.modelId: {exc.message}") from exc
+    kind = "face" if "face" in identifier_types else (identifier_types[0] if identifier_types else None)
+    return await models.default_model(res, org_id, EMBEDDING, kind)
+
+
+async def check_config(res: Any, org_id: UUID, config: Mapping[str, Any] | None) -> ModelVersion | None:
+    """The version ``config.modelId`` names, or None when it names none; raises not_found / invalid_input."""
+    if not config or not config.get(CONFIG_KEY) or config[CONFIG_KEY] == PIXEL_PROJECTION:
+        return None
+    return await _resolve(res, org_id, config, ())
+
+
+async def embedding_model(
+    res: Any, org_id: UUID, config: Mapping[str, Any], identifier_types: Sequence[str]
+) -> EmbeddingModel | None:
+    """The model a training task embeds with, read from S3 (cached); None: the built-in pixel projection.
+
+    ``identifier_types`` are those the task trains on: ``face`` among them picks the face default.
+    """
+    version = await _resolve(res, org_id, config, identifier_types)
+    return None if version is None else await engine_model(res, version)
+
+
+async def engine_model(res: Any, version: ModelVersion) -> EmbeddingModel:
+    """A registered version with its ONNX file (from S3 once per process, then cached by sha256)."""
+    data = _FILES.get(version.sha256)
+    if data is None:
+        data = await models.model_bytes(res, version)
+        _FILES[version.sha256] = data
+        while len(_FILES) > _MAX_FILES:
+            _FILES.popitem(last=False)
+    else:
+        _FILES.move_to_end(version.sha256)
+    manifest = dict(version.manifest)
+    if version.labels and "labels" not in manifest:
+        manifest["labels"] = list(version.labels)
+    return EmbeddingModel(version.ref, str(version.id), data, manifest, version.sha256)
