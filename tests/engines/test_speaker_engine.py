@@ -133,3 +133,16 @@ def test_nothing_usable_is_nothing_to_train_with_the_reasons(encoder, decode_poo
 def test_without_a_model_training_says_what_to_pull(decode_pool):
     with pytest.raises(EngineError, match="models pull speaker-embedding"):
         asyncio.run(SpeakerEngine().train(context([], decode_pool)))
+
+
+def test_the_registered_model_the_worker_hands_over_is_used_and_checked(encoder, recordings, decode_pool):
+    from engines.interface import EmbeddingModel
+
+    manifest = {"input": {"name": "mels", "layout": "NTC", "frames": 160, "mels": 40}, "output": {"dimension": 256}}
+    ctx = context(entries({k: v[:2] for k, v in list(recordings.items())[:2]}), decode_pool)
+    ctx.embedding_model = EmbeddingModel("speaker-embedding@1", "v1", encoder, manifest)
+    artifact = asyncio.run(SpeakerEngine().train(ctx))  # no encoder of its own: the registered one
+    assert artifact.jsondata["backbone"]["name"] == "speaker-embedding@1"
+    ctx.embedding_model = EmbeddingModel("face-embedding@1", "v2", encoder, {"input": {"layout": "NHWC"}})
+    with pytest.raises(EngineError, match="face-embedding@1 is not a speaker encoder"):
+        asyncio.run(SpeakerEngine(encoder).train(ctx))
