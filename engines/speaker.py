@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = ["SpeakerEngine", "utterance_model"]
 
 DEFAULT_THRESHOLD = 0.75  # only when no speaker has two recordings to calibrate with (GE2E cosines run high)
 PIECES_PER_RUN = 64  # mel pieces per encoder run while training
+AUDIO_KEY = "engineshed.audio"  # artifact metadata: the audio limits of training, applied when recognizing
 
 
 def utterance_model(encoder: bytes) -> bytes:
@@ -174,7 +176,9 @@ class SpeakerEngine:
             top_k=config["topK"], threshold=calibration.threshold, score="cosine",
             labels=tuple(Label(e, entity_ids[e], names[e], tuple(ids[e])) for e in range(len(entity_ids))),
         )
-        data = await asyncio.to_thread(build_speaker_artifact, encoder, vectors, labels, meta)
+        bounds = {"maxAudioBytes": config["maxAudioBytes"], "maxAudioSeconds": config["maxAudioSeconds"],
+                  "minVoicedSeconds": config["minVoicedSeconds"]}
+        data = await asyncio.to_thread(build_speaker_artifact, encoder, vectors, labels, meta, bounds)
         means = l2_normalise(np.stack([vectors[labels == e].mean(axis=0) for e in range(len(entity_ids))]))
         report: dict[str, Any] = {
             "engine": self.info.id, "engineVersion": self.info.version, "contentType": CONTENT_TYPE,
@@ -213,9 +217,10 @@ class SpeakerEngine:
         """Best speakers per recording, best first, with the voiced windows (seconds) that were used."""
         if top_k < 1:
             raise EngineError("top_k must be at least 1")
+        bounds = await asyncio.to_thread(audio_bounds, artifact, execution_provider)
         results = []
         for index, blob in enumerate(images):
-            pieces, info = await asyncio.to_thread(utterance_features, blob)
+            pieces, info = await asyncio.to_thread(functools.partial(utterance_features, blob, **bounds))
             if pieces is None:
                 raise EngineError(f"recording {index} cannot be used ({info['reason']}): {info['detail']}")
             matches = await asyncio.to_thread(recognize_pieces, artifact, pieces, top_k, threshold, execution_provider)
@@ -230,11 +235,34 @@ def embed_utterance(runner: Any, pieces: np.ndarray) -> np.ndarray:
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
 
-def build_speaker_artifact(encoder: bytes, vectors: np.ndarray, labels: np.ndarray, meta: ArtifactMeta) -> bytes:
-    """The utterance graph with engines.artifact's gallery head; input ``mels`` [P, 160, 40]."""
+def build_speaker_artifact(
+    encoder: bytes, vectors: np.ndarray, labels: np.ndarray, meta: ArtifactMeta, bounds: dict[str, float] | None = None
+) -> bytes:
+    """The utterance graph with engines.artifact's gallery head; input ``mels`` [P, 160, 40].
+
+    ``bounds`` (maxAudioBytes, maxAudioSeconds, minVoicedSeconds) go into ``engineshed.audio``: recognition
+    applies the limits the model was trained with.
+    """
     model = utterance_model(encoder)
     spec = BackboneSpec("ge2e-utterance", model, PARTIAL_FRAMES, N_MELS, 256, hashlib.sha256(model).hexdigest())
-    return build_gallery_artifact(spec, vectors, labels, meta)
+    data = build_gallery_artifact(spec, vectors, labels, meta)
+    if not bounds:
+        return data
+    proto = onnx.load_from_string(data)
+    proto.metadata_props.append(onnx.StringStringEntryProto(key=AUDIO_KEY, value=json.dumps(bounds)))
+    return proto.SerializeToString(deterministic=True)
+
+
+def audio_bounds(artifact: bytes, provider: str) -> dict[str, Any]:
+    """The artifact's ``engineshed.audio`` limits as utterance_features keywords (defaults when absent)."""
+    raw = get_runner(artifact, provider).metadata.get(AUDIO_KEY)
+    try:
+        given = json.loads(raw) if raw else {}
+        return {"max_bytes": int(given.get("maxAudioBytes", DEFAULT_MAX_BYTES)),
+                "max_seconds": float(given.get("maxAudioSeconds", DEFAULT_MAX_SECONDS)),
+                "min_voiced_seconds": float(given.get("minVoicedSeconds", DEFAULT_MIN_VOICED_SECONDS))}
+    except (ValueError, TypeError, AttributeError):
+        raise EngineError("not an engineshed speaker artifact: bad engineshed.audio metadata") from None
 
 
 def recognize_pieces(artifact: bytes, pieces: np.ndarray, top_k: int, threshold: float | None, provider: str) -> list[Match]:

@@ -116,6 +116,9 @@ def test_held_out_recordings_are_recognised_in_every_format(trained, recordings,
 
 @pytest.mark.parametrize("blob, reason", [
     (b"", "empty"), (b"not audio at all" * 50, "corrupt"), (wav_bytes(np.zeros(16_000, np.float32), 16_000), "silent"),
+    # the limits the model was trained with (maxAudioSeconds 10, maxAudioBytes 300,000) apply when recognizing
+    (wav_bytes(np.zeros(8_000 * 12, np.float32), 8_000), "too-long"),
+    (wav_bytes(np.zeros(16_000 * 5, np.float32), 16_000) + bytes(200_000), "too-large"),
 ])
 def test_recognising_bad_audio_names_the_reason(trained, blob, reason):
     engine, artifact = trained
