@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -29,8 +31,10 @@ def speaker_env(stack: Stack) -> dict[str, str]:
         pytest.skip(f"the speaker model is not cached and the registry is unreachable: {exc}")
     env = dict(stack.env)
     # The GE2E artifact (~19 MB) is over the suite's 4 MiB upload limit, which also caps stored artifacts.
+    # recognize(url:) fetches the held-out recording from a test server on loopback (tests/reliability/
+    # test_url_fetch.py checks that private addresses are refused without this).
     env.update(ENGINESHED_EXTRA_ENGINES=f"{TEST_ENGINES},tests.support.speaker_engine:TestSpeakerEngine",
-               ENGINESHED_MAX_UPLOAD_BYTES=str(100 * 1024 * 1024))
+               ENGINESHED_MAX_UPLOAD_BYTES=str(100 * 1024 * 1024), ENGINESHED_FETCH_ALLOWED_HOSTS="127.0.0.1/32")
     return env
 
 
@@ -95,6 +99,32 @@ def test_a_people_library_trains_the_speaker_engine_and_recognizes_recordings(or
         print(f"\nspeaker via the API: LOO top-1 {report['evaluation']['top1']}, threshold {report['threshold']:.4f}, "
               f"held-out mp3 top-1 {right}/{len(SPEAKERS)}")
     assert right >= len(SPEAKERS) - 1
+    samples, rate = speak(SPEAKERS[1], sentence(6000), seed=6000)
+    served = encode(samples, rate, "flac")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "audio/flac")
+            self.send_header("Content-Length", str(len(served)))
+            self.end_headers()
+            self.wfile.write(served)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        by_url = org.client.query(
+            """query($m: ID!, $u: String) { recognize(libraryEngineModelId: $m, url: $u, topK: 1) {
+               matches { entityId } windows { startSeconds endSeconds } } }""",
+            m=model["id"], u=f"http://127.0.0.1:{httpd.server_address[1]}/voice.flac",
+        ).ok()["recognize"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert by_url["matches"][0]["entityId"] == entities[SPEAKERS[1]] and by_url["windows"]
     bad = org.client.upload_form(
         "query($m: ID!) { recognize(libraryEngineModelId: $m) { threshold } }", b"", "audio/wav", filename="e.wav",
         variables={"m": model["id"]},
