@@ -149,3 +149,16 @@ def test_the_registered_model_the_worker_hands_over_is_used_and_checked(encoder,
     ctx.embedding_model = EmbeddingModel("face-embedding@1", "v2", encoder, {"input": {"layout": "NHWC"}})
     with pytest.raises(EngineError, match="face-embedding@1 is not a speaker encoder"):
         asyncio.run(SpeakerEngine(encoder).train(ctx))
+
+
+def test_the_entry_point_names_the_speaker_engine():
+    import tomllib
+    from pathlib import Path
+
+    from engines.registry import load_spec
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    spec = project["project"]["entry-points"]["engineshed.engines"]["speaker"]
+    engine = load_spec(spec)
+    assert engine.info.id == "engineshed-speaker" and engine.info.identifier_type_ids == ("audio-recording",)
+    assert "people" in engine.info.library_type_ids and "speakers" in engine.info.library_type_ids
