@@ -53,10 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--processes", type=int, default=None,
                    help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
-    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models"), default="all",
+    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker"), default="all",
                    help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
                         "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
-                        "the pulled-model figures (registration, face-model training e2e/raw)")
+                        "the pulled-model figures (registration, face-model training e2e/raw); speaker = "
+                        "speaker-engine utterances/s against the GE2E raw ceiling")
+    p.add_argument("--speakers", type=int, default=6, help="speaker scenario: espeak-ng voices (at most 6)")
+    p.add_argument("--per-speaker", type=int, default=None, help="speaker scenario: recordings per voice (default 10; quick 3)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
     p.add_argument("--timeout", type=float, default=1800, help="overall limit in seconds")
     p.add_argument("--keep-dir", type=Path, default=None, help="keep the stack's data and logs here (debugging)")
@@ -215,12 +218,33 @@ async def measure_pulled(stack: Stack, args: argparse.Namespace) -> dict[str, An
     }
 
 
+async def measure_speaker(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Scenario 9 (bench/speaker.py); in a whole run it is skipped, saying why, without espeak-ng or the wheel."""
+    from bench import speaker
+    from gateway.services.model_pull import PullError
+
+    per_speaker = args.per_speaker or (3 if args.quick else 10)
+    log(f"speaker engine: {args.speakers} voices × {per_speaker} recordings")
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        return await speaker.speaker(client, args.speakers, per_speaker, args.concurrency, timeout=600.0)
+    except (BenchError, PullError) as exc:
+        if args.only == "speaker":
+            raise
+        log(f"speaker scenario skipped: {exc}")
+        return {"skipped": str(exc)}
+    finally:
+        await client.aclose()
+
+
 async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
     """The scenarios `--only` names, or all of them. A whole run (not --quick, which the smoke test runs
-    without the registries' downloads) ends with the pulled-model figures."""
+    without the registries' downloads) ends with the pulled-model and speaker figures."""
     results = await measure(stack, args, sampler)
     if args.only == "all" and not args.quick:
         results["pulled_models"] = await measure_pulled(stack, args)
+        results["speaker"] = await measure_speaker(stack, args)
     return results
 
 
@@ -483,6 +507,13 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def speaker_table(s: dict[str, Any]) -> str:
+    from bench import speaker
+
+    rows = [f"| 9 | speaker scenario skipped | {s['skipped']} |"] if "skipped" in s else speaker.rows(s, fmt)
+    return "\n".join(["| # | measurement | figure |", "|---|---|---|", *rows])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM cleans up like Ctrl-C: the finally blocks stop the processes and the embedded services.
@@ -490,7 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     log(f"starting the stack (N={args.n}, memory scale {args.memory_scale}{', quick' if args.quick else ''})")
     machine = machine_info()
-    with bench_stack(keep_dir=args.keep_dir) as stack:
+    from bench.speaker import EXTRA_ENGINES
+
+    with bench_stack({"ENGINESHED_EXTRA_ENGINES": EXTRA_ENGINES}, keep_dir=args.keep_dir) as stack:
         log(f"stack up in {time.perf_counter() - started:.1f} s: gateway {stack.url}, worker pid {stack.worker.pid}")
         with RssSampler(stack.worker.pid, interval=0.1) as sampler:
             try:
@@ -498,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
                     work = measure_only_processes(stack, args)
                 elif args.only == "pulled-models":
                     work = measure_pulled(stack, args)
+                elif args.only == "speaker":
+                    work = measure_speaker(stack, args)
                 else:
                     work = measure_all(stack, args, sampler)
                 results = asyncio.run(asyncio.wait_for(work, timeout=args.timeout))
@@ -537,10 +572,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(["| # | measurement | figure |", "|---|---|---|", *processes_lines(results["gateway_processes"])]))
     elif args.only == "pulled-models":
         print(pulled_table(report))
+    elif args.only == "speaker":
+        print(speaker_table(results))
     else:
         print(table(report))
         if "pulled_models" in results:
             print("\n" + pulled_table(report))
+        if "speaker" in results:
+            print("\n" + speaker_table(results["speaker"]))
     print(f"\nwrote {args.out} in {report['total_seconds']} s")
     return 0
 

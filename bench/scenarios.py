@@ -128,14 +128,16 @@ async def upload_identifiers(
 # --------------------------------------------------------------------------- training
 
 
-async def start_training(client: Client, library_id: str, config: dict[str, Any] | None = None) -> tuple[str, str, float]:
+async def start_training(
+    client: Client, library_id: str, config: dict[str, Any] | None = None, engine: str = ENGINE
+) -> tuple[str, str, float]:
     """(model id, task id, perf_counter just before createJob was sent)."""
-    model_id = (await client.data(CREATE_MODEL, e=ENGINE, l=library_id))["createLibraryEngineModel"]["id"]
+    model_id = (await client.data(CREATE_MODEL, e=engine, l=library_id))["createLibraryEngineModel"]["id"]
     payload: dict[str, Any] = {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id}
     if config:
         payload["config"] = config
     t0 = time.perf_counter()
-    job = (await client.data(CREATE_JOB, input={"tasks": [{"engineId": ENGINE, "payload": payload}]}))["createJob"]
+    job = (await client.data(CREATE_JOB, input={"tasks": [{"engineId": engine, "payload": payload}]}))["createJob"]
     return model_id, job["tasks"]["records"][0]["id"], t0
 
 

@@ -241,6 +241,7 @@ class Recognition:
 
     index: int
     matches: list[Match]
+    windows: tuple[tuple[float, float], ...] = ()  # audio: the voiced [start, end) seconds that were used
 
 
 class Engine(Protocol):

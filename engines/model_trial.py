@@ -100,8 +100,11 @@ def run_trial(model_path: str, manifest: dict[str, Any], application: str, provi
     if isinstance(leading, int) and leading > 0:
         batch = leading  # a graph with a fixed batch size is measured at that size
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, size=(batch, spec["height"], spec["width"], spec.get("channels", 3)), dtype=np.uint8)
-    feed = {spec["name"]: pixels_to_input(pixels, spec, graph_input.type)}
+    if spec.get("layout") == "NTC":  # audio features (power mel pieces): non-negative floats
+        feed = {spec["name"]: rng.random((batch, spec["frames"], spec["mels"]), dtype=np.float32)}
+    else:
+        pixels = rng.integers(0, 256, size=(batch, spec["height"], spec["width"], spec.get("channels", 3)), dtype=np.uint8)
+        feed = {spec["name"]: pixels_to_input(pixels, spec, graph_input.type)}
     names = [o.name for o in session.get_outputs()]
     first = dict(zip(names, session.run(names, feed)))
     _check_outputs(first, manifest, application, batch)

@@ -19,6 +19,12 @@ class RecognitionMatch:
     score: float
 
 
+@strawberry.type(description="A stretch of the input that was used: an audio recording's voiced window.")
+class RecognitionWindow:
+    start_seconds: float
+    end_seconds: float
+
+
 @strawberry.type(description="One label of a registered auto_tagging model, with its confidence (0..1).")
 class RecognitionLabel:
     label: str
@@ -38,6 +44,9 @@ class RecognitionResult:
     labels: list[RecognitionLabel] = strawberry.field(
         description="A registered auto_tagging model's labels, best first; empty for a trained model."
     )
+    windows: list[RecognitionWindow] = strawberry.field(
+        description="For audio: the voiced windows (seconds) the speaker engine embedded; empty for images."
+    )
 
 
 def to_result(outcome: recognition.Outcome) -> RecognitionResult:
@@ -46,7 +55,7 @@ def to_result(outcome: recognition.Outcome) -> RecognitionResult:
         return RecognitionResult(
             library_engine_model_id=None, library_id=None, engine_id=None, model_id=outcome.registered.ref,
             threshold=outcome.threshold, matches=[],
-            labels=[RecognitionLabel(label=t.label, score=t.score) for t in outcome.tags],
+            labels=[RecognitionLabel(label=t.label, score=t.score) for t in outcome.tags], windows=[],
         )
     return RecognitionResult(
         model_id=None,
@@ -65,6 +74,7 @@ def to_result(outcome: recognition.Outcome) -> RecognitionResult:
             )
             for m in outcome.matches
         ],
+        windows=[RecognitionWindow(start_seconds=a, end_seconds=b) for a, b in outcome.windows],
     )
 
 

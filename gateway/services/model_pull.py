@@ -109,7 +109,14 @@ def _convert_mobilenet_v2(files: dict[str, bytes]) -> bytes:
     return mobilenet_v2.build(state, logits=False).SerializeToString()
 
 
+def _convert_ge2e(files: dict[str, bytes]) -> bytes:
+    from engines.convert import ge2e, torchzip
+
+    return ge2e.build(torchzip.read_checkpoint(files["resemblyzer/pretrained.pt"])).SerializeToString()
+
+
 CONVERTERS: dict[str, Callable[[dict[str, bytes]], bytes]] = {
+    "ge2e": _convert_ge2e,
     "faceres": _convert_faceres,
     "blazeface": _convert_blazeface,
     "mobilenet_v2": _convert_mobilenet_v2,
@@ -164,6 +171,21 @@ CATALOGUE: dict[str, CatalogueEntry] = {
                                 "color_order": "RGB", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
                       "output": {"name": "features", "dimension": 1280}},
             converter="mobilenet_v2",
+        ),
+        CatalogueEntry(
+            name="speaker-embedding", application="embedding", registry="pypi",
+            package="resemblyzer", version="0.1.4", archive="Resemblyzer-0.1.4-py3-none-any.whl",
+            archive_checksum="sha256:8f12eb2f1a9982d32e8db7856de754709b59c93a77bcf0ff536584b619a9dd1f",
+            files=(PinnedFile("resemblyzer/pretrained.pt",
+                              "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"),),
+            licence="Apache-2.0 (package and weights: resemble-ai/Resemblyzer)",
+            description="Resemblyzer GE2E speaker embedding, 256-d, from 160-frame power mel pieces (16 kHz)",
+            # Frames of a partial utterance x mel channels; features as engines/mel.py computes them. The
+            # audio-recording identifier type's default (models.SYSTEM_DEFAULTS).
+            manifest={"input": {"name": "mels", "layout": "NTC", "frames": 160, "mels": 40, "sample_rate": 16000,
+                                "features": "power mel, n_fft 400, hop 160, Slaney filterbank"},
+                      "output": {"name": "embedding", "dimension": 256}},
+            converter="ge2e",
         ),
     )
 }
@@ -349,7 +371,10 @@ def convert_and_check(entry: CatalogueEntry, files: dict[str, bytes]) -> tuple[b
     model = onnx.load_from_string(model_bytes)
     onnx.checker.check_model(model, full_check=True)
     inp = entry.manifest["input"]
-    shape = [1, inp["height"], inp["width"], inp["channels"]]
+    if inp["layout"] == "NTC":  # a sequence model: [batch, frames, channels]
+        shape = [1, inp["frames"], inp["mels"]]
+    else:
+        shape = [1, inp["height"], inp["width"], inp["channels"]]
     if inp["layout"] == "NCHW":
         shape = [1, inp["channels"], inp["height"], inp["width"]]
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])

@@ -39,6 +39,7 @@ __all__ = [
 # The system defaults by identifier type (names from the pull catalogue, gateway/services/model_pull.py).
 SYSTEM_DEFAULTS = {
     ("embedding", "face"): "face-embedding",
+    ("embedding", "audio-recording"): "speaker-embedding",
     ("embedding", None): "image-embedding",
     ("auto_annotation", "face"): "face-detector",
 }
@@ -322,7 +323,7 @@ async def resolve_model(res: Any, organization_id: UUID | None, ref: str, applic
 
 async def default_model(res: Any, organization_id: UUID | None, application: str, identifier_type: str | None) -> ModelVersion | None:
     """The system default for an application and identifier type, or None when none is registered (ready)."""
-    kind = "face" if identifier_type == "face" else None
+    kind = identifier_type if identifier_type in ("face", "audio-recording") else None
     name = SYSTEM_DEFAULTS.get((application, kind))
     if name is None:
         return None

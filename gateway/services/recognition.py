@@ -24,6 +24,7 @@ class Outcome:
     matches: list[Any]  # engines.interface.Match
     registered: ModelVersion | None = None
     tags: list[Any] = field(default_factory=list)  # engines.tagging.Tag, for a registered model
+    windows: tuple[tuple[float, float], ...] = ()  # audio: the voiced [start, end) seconds used
 
 
 async def artifact_bytes(res: Any, model: EngineModel) -> bytes:
@@ -56,7 +57,7 @@ async def media_bytes(res: Any, upload: Any, url: str | None) -> bytes:
         except FetchRefused as exc:
             raise InvalidInput(str(exc), data={"reason": exc.reason}) from exc
         return data
-    raise InvalidInput("send the image as a file (multipart) or a url")
+    raise InvalidInput("send the image or recording as a file (multipart) or a url")
 
 
 async def run(res: Any, model: EngineModel, images: list[bytes], *, top_k: int, threshold: float | None) -> list[Any]:
@@ -96,7 +97,8 @@ async def recognize(
     effective = threshold
     if effective is None:
         effective = (model.jsondata or {}).get("threshold")
-    return Outcome(model=model, threshold=effective, matches=list(results[0].matches) if results else [])
+    windows = tuple(results[0].windows) if results else ()
+    return Outcome(model=model, threshold=effective, matches=list(results[0].matches) if results else [], windows=windows)
 
 
 async def _tag(

