@@ -1,0 +1,33 @@
+"""The SQL of an identifier selection's filter: annotation types and an upload-time range."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+
+def conditions(
+    alias: str,
+    first_param: int,
+    *,
+    annotation_types: Sequence[str] | None,
+    from_time: datetime | None,
+    to_time: datetime | None,
+) -> tuple[str, list[Any]]:
+    """`AND …` conditions on the entity_identifiers row called ``alias``, numbered from ``$first_param``,
+    and their arguments. The range is inclusive at both ends, as the seed's from/to dates read."""
+    sql: list[str] = []
+    args: list[Any] = []
+
+    def param(value: Any) -> str:
+        args.append(value)
+        return f"${first_param + len(args) - 1}"
+
+    if annotation_types is not None:
+        sql.append(f"{alias}.annotation_type = ANY({param(list(annotation_types))}::text[])")
+    if from_time is not None:
+        sql.append(f"{alias}.created_at >= {param(from_time)}")
+    if to_time is not None:
+        sql.append(f"{alias}.created_at <= {param(to_time)}")
+    return "".join(f" AND {c}" for c in sql), args
