@@ -38,6 +38,8 @@ class GalleryEngine(ArtifactRecognizer):
         identifier_type_ids=("face", "image"),
         library_type_ids=("people", "objects"),
         version="1",
+        # "face" only until the face engine (which lists it first) is installed: see EngineInfo.default_for.
+        default_for=("image", "face"),
         config=PIPELINE_OPTIONS
         + (ConfigOption("maxGalleryPerEntity", int, 1000, "Most identifiers kept per entity.", 1, 100_000),),
     )

@@ -116,6 +116,10 @@ class EngineInfo:
     concurrency_limit: int = 2
     version: str = "1"
     config: tuple[ConfigOption, ...] = field(default=())
+    # Identifier type IDs this engine is the default for: a library of a type that takes one of them trains
+    # with it when no engine is named (REST /v1/trainings). Where several engines claim a type, the one that
+    # lists it first (earliest in its tuple) wins, then the engine ID.
+    default_for: tuple[str, ...] = field(default=())
 
     def validate_config(self, raw: Mapping[str, Any] | None) -> dict[str, Any]:
         """Return the configuration with defaults filled in.
