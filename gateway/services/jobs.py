@@ -145,7 +145,11 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
         for engine, payload in prepared:
             if payload.get("mode") == "library-train":
                 model_id = UUID(payload["libraryEngineModelId"])
-                await model_q.set_fields(conn, principal.org_id, model_id, {"train_job_id": job.id, "train_status": "queued"})
+                model = await model_q.set_fields(conn, principal.org_id, model_id, {"train_job_id": job.id, "train_status": "queued"})
+                parent = await training_q.default_model(conn, principal.org_id, model.library_id, model.engine_id)
+                if model.parent_model_id is None and parent is not None and parent.id != model.id:
+                    # retrained from the model that answers today
+                    await training_q.set_version_fields(conn, principal.org_id, model_id, {"parent_model_id": parent.id})
                 if "autoPromote" in payload:
                     await training_q.set_version_fields(conn, principal.org_id, model_id, {"auto_promote": payload["autoPromote"]})
     return job
