@@ -90,7 +90,7 @@ def training_json(res: Any, view: service.TrainingView) -> dict[str, Any]:
         dataset = {
             "id": str(library.id),
             "name": library.name,
-            "description": library.description,
+            "description": library.description or "",  # the seed's strings are never null
             "version": float(library.version),
             "type": training_type,
             "time_created": seed_time(library.created_at),
@@ -115,11 +115,11 @@ def training_json(res: Any, view: service.TrainingView) -> dict[str, Any]:
         "time_started": seed_time(started),
         "time_completed": seed_time(completed),
         "source_dataset": dataset,
-        "output_model_name": model.name,
+        "output_model_name": model.name or "",
         "output_model": _model(model) if model.train_status == "complete" else None,
         "config": config,
-        "output_model_description": model.description,
-        "output_model_changelog": model.changelog,
+        "output_model_description": model.description or "",
+        "output_model_changelog": model.changelog or "",
         "labels": job.labels or {},
     }
 
