@@ -71,7 +71,7 @@ class RestRequest:
         if content_type and content_type != "application/json" and not content_type.endswith("+json"):
             raise InvalidInput(f"unsupported Content-Type {content_type!r}; send application/json")
         try:
-            value = json.loads(body)
+            value = json.loads(body, parse_constant=_no_constant)
         except RecursionError as exc:
             raise InvalidInput("the body is JSON nested too deeply") from exc
         except ValueError as exc:
@@ -92,6 +92,11 @@ class RestRequest:
 
 
 Handler = Callable[[RestRequest], Awaitable[Any]]
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (Python's parser accepts them); nothing could answer them back as JSON either.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
