@@ -189,3 +189,37 @@ def test_library_counts_previews_and_issues_from_the_last_training(versions_org:
     assert failed["hasError"] is True
     [error] = [r for r in failed["reasons"] if r["severity"] == "error"]
     assert error["kind"] == "training-failed" and "the sleeper was asked to fail" in error["message"]
+
+
+def test_splits_through_the_api(versions_org: Org, worker: Process, digit_library: Digits) -> None:
+    """A filter split by identifier jsondata, and a fraction split, measured on their test rows; a bad split is
+    refused when the job is created, with nothing written."""
+    org = versions_org
+    library_id = api.create_library(org, "splits")
+    entities = {d: org.create_entity(library_id, f"digit-{d}") for d in (5, 6)}
+    for d in (5, 6):
+        for i, image in enumerate(_digits(digit_library, d, 8)):
+            org.client.upload_form(
+                'mutation($e: ID!, $j: JSONData) { createEntityIdentifier(input: {entityId: $e, identifierTypeId: "image", '
+                'jsondata: $j}) { id } }', image, "image/png", filename="x.png",
+                variables={"e": entities[d], "j": {"split": "test" if i < 2 else "train" if i < 7 else "other"}},
+            ).ok()
+    filtered = _train(org, library_id, worker, config={"splitKey": "split"})
+    result = filtered["evaluationResult"]
+    assert filtered["trainStatus"] == "complete", filtered["jsondata"]
+    assert result["splitSizes"] == {"training": 10, "validation": 0, "test": 4}
+    assert result["evaluated"] == 4 and result["method"].startswith("held-out test split")
+    assert sum(e["count"] for e in result["perEntity"]) == 4 and result["top1"] == filtered["accuracy"]
+
+    fractions = _train(org, library_id, worker, config={"testFraction": 0.25, "seed": 4})
+    assert fractions["evaluationResult"]["splitSizes"] == {"training": 12, "validation": 0, "test": 4}
+    assert fractions["jsondata"]["evaluation"]["splits"]["seed"] == 4
+
+    before = org.stack.db.fetchval("SELECT count(*) FROM jobs WHERE org_id = $1", org.id)
+    model_id = api.create_model(org, GALLERY, library_id)
+    reply = org.client.query(
+        'mutation($p: JSONData) { createJob(input: {tasks: [{engineId: "engineshed-gallery", payload: $p}]}) { id } }',
+        p={"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id,
+           "config": {"trainingFraction": 0.9, "testFraction": 0.2}})
+    assert reply.error_code == "invalid_input" and "sum to at most 1" in reply.error_message
+    assert org.stack.db.fetchval("SELECT count(*) FROM jobs WHERE org_id = $1", org.id) == before
