@@ -186,9 +186,12 @@ async def delete(res: Any, principal: Principal, model_id: object) -> UUID:
     principal.require_write()
     mid = parse_id(model_id)
     async with res.pool.acquire() as conn, conn.transaction():
+        doomed = await q.by_id(conn, principal.org_id, mid, for_update=True)
         found, key = await q.delete(conn, principal.org_id, mid)
         if not found:
             raise NotFound()
+        if doomed is not None and doomed.is_default:
+            await promotion.after_default_deleted(conn, doomed)
         if key:
             await blob_cleanup.schedule(conn, [key])
     if key:

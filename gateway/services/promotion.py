@@ -58,14 +58,24 @@ async def set_default(res: Any, principal: Principal, model_id: object) -> Engin
     principal.require_write()
     mid = parse_id(model_id)
     async with res.pool.acquire() as conn, conn.transaction():
-        model = await model_q.by_id(conn, principal.org_id, mid)
+        # The row first, then the (library, engine) lock: the order a completing training takes them in.
+        model = await model_q.by_id(conn, principal.org_id, mid, for_update=True)
         if model is None:
             raise NotFound()
         principal.check_library(model.library_id)
         await q.lock_default(conn, model.library_id, model.engine_id)
-        model = await model_q.by_id(conn, principal.org_id, mid, for_update=True)
-        if model is None:
-            raise NotFound()
         if model.train_status != "complete":
             raise InvalidInput(f"model {mid} is {model.train_status}; only a complete model can be the default")
         return await q.set_default(conn, model)
+
+
+async def after_default_deleted(conn: asyncpg.Connection, deleted: EngineModel) -> None:
+    """The default model was deleted: the newest complete model of its (library, engine) takes over, so
+    recognize by library keeps answering (Vertex refuses to delete a default version; upstream's
+    deleteLibraryEngineModel has no such rule)."""
+    await q.lock_default(conn, deleted.library_id, deleted.engine_id)
+    if await q.default_model(conn, deleted.org_id, deleted.library_id, deleted.engine_id) is not None:
+        return
+    newest = await model_q.newest_complete(conn, deleted.org_id, deleted.library_id, deleted.engine_id)
+    if newest is not None:
+        await q.set_default(conn, newest)

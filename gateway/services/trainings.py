@@ -266,7 +266,7 @@ async def update_version(res: Any, principal: Principal, model_id: object, chang
         if model is None:
             raise NotFound()
         principal.check_library(model.library_id)
-        await q.lock_default(conn, model.library_id, model.engine_id)
+        await q.lock_aliases(conn, model.library_id, model.engine_id)
         if fields:
             model = await q.set_version_fields(conn, principal.org_id, mid, fields)
         if aliases is not None:

@@ -124,6 +124,11 @@ def test_promotion_rollback_and_recognize_with_the_default(versions_org: Org, wo
                             l=library_id, m=first["id"])
     assert both.error_code == "invalid_input" and "exactly one" in both.error_message
 
+    # Deleting the default hands it to the newest complete model, so recognize by library keeps answering.
+    org.client.query("mutation($m: ID!) { deleteLibraryEngineModel(id: $m) { id } }", m=forced["id"]).ok()
+    assert _model(org, worse["id"])["isDefault"] is True
+    assert _by_library(org, library_id, probe) == worse["id"]
+
 
 UPDATE = """mutation($i: UpdateLibraryEngineModel!) { updateLibraryEngineModel(input: $i) {
   id name description changelog labels aliases autoPromote trainStatus } }"""
