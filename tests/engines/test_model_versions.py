@@ -98,6 +98,12 @@ def test_promotion_rollback_and_recognize_with_the_default(versions_org: Org, wo
     assert _model(org, first["id"])["isDefault"] is False
     assert _by_library(org, library_id, probe) == worse["id"]
     assert _by_library(org, library_id, probe, GALLERY) == worse["id"]
+    # A library-run job that names no model runs the default too.
+    run = org.client.query(
+        'mutation($p: JSONData) { createJob(input: {tasks: [{engineId: "engineshed-gallery", payload: $p}]}) { id tasks { records { payload } } } }',
+        p={"mode": "library-run", "libraryId": library_id, "url": "http://192.0.2.1/x.png"}).ok()["createJob"]
+    assert run["tasks"]["records"][0]["payload"]["libraryEngineModelId"] == worse["id"]
+    assert org.client.query("query($j: ID!) { job(id: $j, waitSeconds: 60) { done } }", j=run["id"]).ok()["job"]["done"]
     org.client.query("mutation($m: ID!) { setDefaultModel(libraryEngineModelId: $m) { id } }", m=first["id"]).ok()
     assert _by_library(org, library_id, probe) == first["id"]
 
