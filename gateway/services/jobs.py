@@ -346,6 +346,8 @@ async def _model_after_task(conn: asyncpg.Connection, task: Task, status: str, j
 
 
 model_after_task = _model_after_task
+# A job of already validated tasks, inside the caller's transaction (REST trainings build theirs here).
+insert_prepared = _insert
 
 
 async def model_after_task_if_unfinished(conn: asyncpg.Connection, task: Task, status: str) -> None:

@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import InvalidInput, NotAllowed, NotFound
 from gateway.services import jobs as job_service
 from gateway.services.ids import parse_id
 from gateway.services.labels import check_labels
@@ -135,7 +135,7 @@ async def start(res: Any, principal: Principal, body: dict[str, Any]) -> Job:
         payload: dict[str, Any] = {"mode": "library-train", "libraryId": str(library.id),
                                    "libraryEngineModelId": str(model.id), "config": config,
                                    "trainingType": chosen.identifier_type_id}
-        job = await job_service._insert(
+        job = await job_service.insert_prepared(
             conn, principal.org_id, [(engine_row, payload)],
             {"name": f"train {library.name} v{library.version}", "display_name": name, "labels": labels,
              "max_attempts": res.settings.max_attempts, "actor": principal.actor},
@@ -175,11 +175,7 @@ async def remove(res: Any, principal: Principal, job_id: object) -> str:
         return "deleted"
     try:
         await job_service.cancel(res, principal, job.id)
-    except Exception as exc:  # it finished in between: delete it as a finished one
-        from gateway.errors import NotAllowed
-
-        if not isinstance(exc, NotAllowed):
-            raise
+    except NotAllowed:  # it finished in between: delete it as a finished one
         await job_service.delete(res, principal, job.id)
         return "deleted"
     return "cancelled"

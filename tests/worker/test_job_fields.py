@@ -124,3 +124,19 @@ def test_a_failed_job_says_why_and_a_cancelled_one_says_so(org, start_worker):
     assert not cancel.errors, cancel.body
     cancelled = _job(org, running["id"], wait=60)
     assert cancelled["status"] == "cancelled" and cancelled["done"] is True and cancelled["error"] == "the job was cancelled"
+
+
+def test_trainings_completing_at_once_on_two_workers_leave_exactly_one_default(org, start_worker):
+    """Promotion is decided under a (library, engine) lock, so several gateways and workers finishing trainings
+    of one library at the same moment leave one default, and every model completes."""
+    library_id = library_with_faces(org)
+    created = [_create(org, library_id, None, None, seconds=0.5, steps=1).ok()["createJob"] for _ in range(4)]
+    start_worker(), start_worker()
+    for job in created:
+        assert _job(org, job["id"], wait=60)["status"] == "complete"
+    models = org.client.query(
+        'query($l: ID!) { library(id: $l) { engineModels { records { id trainStatus isDefault promotion } } } }', l=library_id,
+    ).ok()["library"]["engineModels"]["records"]
+    assert len(models) == 4 and all(m["trainStatus"] == "complete" for m in models)
+    assert sum(m["isDefault"] for m in models) == 1
+    assert all(m["promotion"] is not None for m in models)
