@@ -429,10 +429,12 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
         version = sent(input, "name", "description", "changelog", "labels", "aliases", "auto_promote")
         file = input.file if input.file else info.context.form_file
         row = None
-        if version:
-            row = await training_service.update_version(info.context.resources, info.context.principal, input.id, version)
+        if version:  # checked before anything is written, so a refusal changes nothing
+            training_service.check_version(info.context.principal, version)
         if changes or file or not version:
             row = await model_service.update(info.context.resources, info.context.principal, input.id, changes, file=file)
+        if version:
+            row = await training_service.update_version(info.context.resources, info.context.principal, input.id, version)
         return LibraryEngineModel.from_row(row)
 
     @strawberry.mutation

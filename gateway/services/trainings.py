@@ -240,10 +240,10 @@ def check_aliases(raw: Any) -> list[str]:
     return seen
 
 
-async def update_version(res: Any, principal: Principal, model_id: object, changes: dict[str, Any]) -> EngineModel:
-    """name, description, changelog, labels, aliases, autoPromote of a model (each only when sent)."""
+def check_version(principal: Principal, changes: dict[str, Any]) -> tuple[dict[str, Any], list[str] | None]:
+    """The version fields ``update_version`` would write, checked (and nothing written): callers that change
+    other fields of the model in the same request check these first, so a refusal leaves nothing half-done."""
     principal.require_write()
-    mid = parse_id(model_id)
     fields: dict[str, Any] = {}
     if "name" in changes:
         fields["name"] = _text(changes["name"], "name", MAX_NAME)
@@ -257,6 +257,13 @@ async def update_version(res: Any, principal: Principal, model_id: object, chang
             raise InvalidInput("autoPromote must be true or false")
         fields["auto_promote"] = changes["auto_promote"]
     aliases = check_aliases(changes["aliases"]) if changes.get("aliases") is not None else None
+    return fields, aliases
+
+
+async def update_version(res: Any, principal: Principal, model_id: object, changes: dict[str, Any]) -> EngineModel:
+    """name, description, changelog, labels, aliases, autoPromote of a model (each only when sent)."""
+    fields, aliases = check_version(principal, changes)
+    mid = parse_id(model_id)
     async with res.pool.acquire() as conn, conn.transaction():
         model = await model_q.by_id(conn, principal.org_id, mid)
         if model is None:

@@ -234,3 +234,14 @@ def test_splits_through_the_api(versions_org: Org, worker: Process, digit_librar
            "config": {"trainingFraction": 0.9, "testFraction": 0.2}})
     assert reply.error_code == "invalid_input" and "sum to at most 1" in reply.error_message
     assert org.stack.db.fetchval("SELECT count(*) FROM jobs WHERE org_id = $1", org.id) == before
+
+
+def test_a_refused_version_field_leaves_the_models_other_fields_unchanged(versions_org: Org) -> None:
+    org = versions_org
+    library_id = api.create_library(org, "atomic")
+    model_id = api.create_model(org, GALLERY, library_id)
+    reply = org.client.query(UPDATE, i={"id": model_id, "trainStatus": "failed", "labels": {"Bad": "x"}})
+    assert reply.error_code == "invalid_input" and "'Bad'" in reply.error_message
+    assert _model(org, model_id)["trainStatus"] == "pending"
+    both = org.client.query(UPDATE, i={"id": model_id, "trainStatus": "failed", "name": "v2"}).ok()["updateLibraryEngineModel"]
+    assert (both["trainStatus"], both["name"]) == ("failed", "v2")
