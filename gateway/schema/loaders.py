@@ -153,12 +153,12 @@ class Loaders:
                 return await training_q.models_by_train_jobs(conn, ctx.principal.org_id, ids)
 
         async def library_insights(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
-            from gateway.services import trainings as training_service
+            from gateway.services import library_insights
 
-            return await training_service.insights(res, ctx.principal, ids)
+            return await library_insights.insights(res, ctx.principal, ids)
 
         async def library_previews(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
-            from gateway.services.trainings import PREVIEW_COUNT
+            from gateway.services.library_insights import PREVIEW_COUNT
 
             found: dict[UUID, list[Any]] = {i: [] for i in ids}
             async with res.pool.acquire() as conn:

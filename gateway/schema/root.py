@@ -69,7 +69,7 @@ from gateway.schema.recognition import RecognitionResult, recognize_file
 from gateway.schema.scalars import JSONData
 from gateway.schema.tokens import TokenMutation, TokenQuery
 from gateway.schema.trainings import TrainingMutation
-from gateway.services import trainings as training_service
+from gateway.services import job_wait, model_versions
 from gateway.services import dispatch
 from gateway.services import engine_models as model_service
 from gateway.services import engines as engine_service
@@ -273,7 +273,7 @@ class Query(CallerQuery, ModelQuery, TokenQuery):
             description="Answer when the job is done or after this many seconds (0-60), whichever is first."
         )] = 0,
     ) -> Optional[Job]:
-        return Job.from_row(await training_service.wait(info.context.resources, info.context.principal, id, wait_seconds))
+        return Job.from_row(await job_wait.wait(info.context.resources, info.context.principal, id, wait_seconds))
 
     @strawberry.field
     async def jobs(
@@ -430,11 +430,11 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
         file = input.file if input.file else info.context.form_file
         row = None
         if version:  # checked before anything is written, so a refusal changes nothing
-            training_service.check_version(info.context.principal, version)
+            model_versions.check_version(info.context.principal, version)
         if changes or file or not version:
             row = await model_service.update(info.context.resources, info.context.principal, input.id, changes, file=file)
         if version:
-            row = await training_service.update_version(info.context.resources, info.context.principal, input.id, version)
+            row = await model_versions.update_version(info.context.resources, info.context.principal, input.id, version)
         return LibraryEngineModel.from_row(row)
 
     @strawberry.mutation
