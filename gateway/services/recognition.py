@@ -92,8 +92,8 @@ async def recognize(
     if engine_id is not None and library_id is None:
         raise InvalidInput("engineId picks the default model of a library: give libraryId with it")
     if sum(x is not None for x in (model_id, registered_ref, library_id)) != 1:
-        raise InvalidInput("give exactly one of libraryEngineModelId (a trained model), libraryId (its default model) "
-                           "or modelId (a registered auto_tagging model)")
+        raise InvalidInput("give either libraryEngineModelId (a trained model), libraryId (its default model) or modelId "
+                           "(a registered auto_tagging model): exactly one")
     if library_id is not None:
         from gateway.services.trainings import default_model_of
 
