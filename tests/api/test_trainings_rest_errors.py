@@ -178,3 +178,18 @@ def test_fuzzed_post_bodies_get_a_clean_json_reply(org, body):
     assert response.status_code < 500, response.text
     assert not LEAK.search(response.text), response.text
     assert "error" in response.json() or response.status_code == 201
+
+
+@pytest.mark.parametrize(("library_type", "engine_id", "training_type"), [
+    ("people", "engineshed-gallery", "face"),  # until a face engine that lists "face" first is installed
+    ("objects", "engineshed-gallery", "image"),
+    ("speakers", "engineshed-speaker", "audio-recording"),
+])
+def test_a_training_uses_the_default_engine_of_the_librarys_first_identifier_type(org, library_type, engine_id, training_type):
+    library_id = org.create_library("typed", library_type)
+    with _http(org) as http:
+        created = http.post("/v1/trainings/", json={"source_dataset_id": library_id})
+    assert created.status_code == 201, created.text
+    assert created.json()["type"] == training_type and created.json()["source_dataset"]["type"] == training_type
+    job = org.client.query('query($id: ID!) { job(id: $id) { tasks { records { engineId } } } }', id=created.json()["id"]).ok()
+    assert job["job"]["tasks"]["records"][0]["engineId"] == engine_id
