@@ -68,10 +68,11 @@ SELECT l.id,
        (SELECT count(*) FROM entity_identifiers i WHERE i.library_id = l.id) AS identifiers
 FROM libraries l WHERE l.org_id = $1 AND l.id = ANY($2::uuid[])"""
 
-LAST_TRAININGS = """-- each library's last finished training (its model: complete or failed), newest first
+LAST_TRAININGS = """-- each library's last finished training: the newest model that completed or failed (by creation: a
+-- model's modified_at also moves when it is promoted, aliased or renamed)
 SELECT DISTINCT ON (library_id) * FROM library_engine_models
 WHERE org_id = $1 AND library_id = ANY($2::uuid[]) AND train_status IN ('complete', 'failed')
-ORDER BY library_id, modified_at DESC, id DESC"""
+ORDER BY library_id, created_at DESC, id DESC"""
 
 DUPLICATES = """-- identifiers whose content another identifier of the same library has too (same sha256)
 SELECT library_id, id, entity_id, content_sha256 FROM (
