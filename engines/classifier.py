@@ -15,7 +15,8 @@ from engines.calibration import balanced_threshold
 from engines.evaluation import per_entity
 from engines.interface import Artifact, ConfigOption, EngineInfo, TrainingContext
 from engines.options import PIPELINE_OPTIONS
-from engines.softmax import Hyper, SoftmaxModel, fit, stratified_split
+from engines.softmax import Hyper, SoftmaxModel, fit
+from engines.splits import check_split_config, split_options, split_rows
 from engines.training import base_report, prepare
 
 __all__ = ["ClassifierEngine"]
@@ -23,26 +24,28 @@ __all__ = ["ClassifierEngine"]
 DEFAULT_THRESHOLD = 0.0  # no validation rows to calibrate with: accept the top class
 
 CLASSIFIER_OPTIONS: tuple[ConfigOption, ...] = (
-    ConfigOption("trainingFraction", float, 0.8, "Share of each entity's identifiers used to train; the rest validates.", 0.5, 0.95),
-    ConfigOption("seed", int, 0, "Seed of the validation split and mini-batch order.", 0, 2**31 - 1),
+    *split_options(training=0.8, validation=None, test=0.0),
+    ConfigOption("seed", int, 0, "Seed of the split and mini-batch order.", 0, 2**31 - 1),
     ConfigOption("learningRate", float, 0.01, "Adam step size.", 1e-5, 1.0),
     ConfigOption("weightDecay", float, 1e-4, "L2 penalty on the weights.", 0.0, 1.0),
     ConfigOption("miniBatchSize", int, 64, "Rows per gradient step.", 1, 4096),
     ConfigOption("maxEpochs", int, 200, "Most passes over the training rows.", 1, 10_000),
     ConfigOption("patience", int, 10, "Epochs without a better validation loss before stopping.", 1, 1000),
-    ConfigOption("refitOnAll", bool, True, "Retrain on every row for the early-stopped epoch count.", None, None),
+    ConfigOption("refitOnAll", bool, True, "Retrain on the training and validation rows for the early-stopped epoch count.", None, None),
 )
 
 
 class ClassifierEngine(ArtifactRecognizer):
     """Classifies an image into one of the library's entities with a softmax over embeddings.
 
-    Training splits each entity's identifiers (``trainingFraction``, ``seed``), trains with Adam,
+    Training splits each entity's identifiers (``trainingFraction``, ``validationFraction``,
+    ``testFraction``, ``seed``, or ``splitKey``: engines.splits), trains with Adam,
     cross-entropy and L2 weight decay, and stops when the validation loss has not improved for
-    ``patience`` epochs, keeping the best epoch. Accuracy is validation top-1. The threshold is
+    ``patience`` epochs, keeping the best epoch. Accuracy is test-split top-1, or validation top-1
+    without a test split. The threshold is
     calibrated on validation max-probabilities, correct (genuine) against incorrect (impostor),
     maximising balanced accuracy (engines.calibration). With ``refitOnAll`` (default) the shipped
-    weights are retrained on every row for the best epoch count, so validation rows are not
+    weights are retrained on the training and validation rows for the best epoch count, so validation rows are not
     wasted; the reported accuracy and threshold come from the validated model, an estimate for
     the refit one. With ``refitOnAll`` false the validated weights ship as measured.
     """
@@ -55,6 +58,7 @@ class ClassifierEngine(ArtifactRecognizer):
         library_type_ids=("objects", "people"),
         version="1",
         config=PIPELINE_OPTIONS + CLASSIFIER_OPTIONS,
+        check=check_split_config,
     )
 
     def __init__(self, backbone: BackboneSpec | None = None) -> None:
@@ -76,7 +80,9 @@ class ClassifierEngine(ArtifactRecognizer):
             patience=config["patience"],
             seed=config["seed"],
         )
-        train_rows, val_rows = stratified_split(y, config["trainingFraction"], config["seed"])
+        split = split_rows(y, config, seed=config["seed"],
+                           filter_values=[r.split for r in prepared.embedded.refs] if config["splitKey"] else None)
+        train_rows, val_rows, test_rows = split.training, split.validation, split.test
         validated = await _fit_off_loop(x[train_rows], y[train_rows], classes, hyper, x[val_rows], y[val_rows])
         await ctx.progress(0.93, f"validated after {validated.epochs} epochs")
         evaluation: dict[str, Any] = {"method": "stratified validation split, top-1", "validationRows": int(val_rows.size)}
@@ -92,9 +98,19 @@ class ClassifierEngine(ArtifactRecognizer):
             calibration = balanced_threshold(np.empty(0), np.empty(0), default=DEFAULT_THRESHOLD)
         evaluation["top1"] = accuracy
         evaluation["epochs"] = validated.epochs
+        if test_rows.size:  # the held-out measure: what the validated model gets right on rows it never saw
+            p = validated.probabilities(x[test_rows])
+            correct = p.argmax(axis=1) == y[test_rows]
+            accuracy = float(correct.mean())
+            evaluation.update(method="held-out test split, top-1", evaluated=int(test_rows.size), top1=accuracy,
+                              validationTop1=evaluation["top1"],
+                              perEntity=per_entity(prepared.entity_ids, y[test_rows], correct))
+        evaluation["splits"] = split.sizes()
         model = validated
         if config["refitOnAll"] and val_rows.size:
-            model = await _fit_off_loop(x, y, classes, hyper, None, None, epochs=validated.epochs)
+            # Every row but the test split's (and those a split left unused).
+            rows = np.sort(np.concatenate([train_rows, val_rows]))
+            model = await _fit_off_loop(x[rows], y[rows], classes, hyper, None, None, epochs=validated.epochs)
         await ctx.progress(0.97, "fitted")
         ids: list[list[str]] = [[] for _ in range(classes)]
         for label, ref in zip(y, prepared.embedded.refs, strict=True):

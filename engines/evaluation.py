@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LeaveOneOut", "l2_normalise", "leave_one_out", "per_entity"]
+__all__ = ["LeaveOneOut", "against_gallery", "l2_normalise", "leave_one_out", "per_entity"]
 
 MAX_QUERIES = 4096  # leave-one-out over more rows samples this many queries (cost is queries × rows × D)
 # Scores computed at once, as (queries in a chunk) × rows: a fixed budget, so the evaluation's memory
@@ -62,6 +62,31 @@ def leave_one_out(vectors: np.ndarray, labels: np.ndarray, *, seed: int = 0, nor
     correct = genuine > impostor
     top1 = float(correct.mean()) if queries.size else None
     return LeaveOneOut(top1, queries, correct, genuine, impostor)
+
+
+def against_gallery(
+    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray
+) -> LeaveOneOut:
+    """Top-1 nearest neighbour of each held-out query row among the gallery rows (all unit length, cosine).
+
+    A query whose entity has no gallery row cannot be recognised and counts as wrong (its genuine score is
+    -inf). The result has the LeaveOneOut form, ``queries`` indexing the query rows.
+    """
+    gallery_labels, query_labels = np.asarray(gallery_labels), np.asarray(query_labels)
+    n = query_labels.size
+    genuine = np.full(n, -np.inf, np.float32)
+    impostor = np.full(n, -np.inf, np.float32)
+    chunk = max(1, CHUNK_ELEMENTS // max(1, gallery.shape[0]))
+    for start in range(0, n, chunk):
+        rows = slice(start, min(n, start + chunk))
+        scores = queries[rows] @ gallery.T
+        same = query_labels[rows][:, None] == gallery_labels[None, :]
+        genuine[rows] = np.max(scores, axis=1, where=same, initial=-np.inf)
+        np.logical_not(same, out=same)
+        impostor[rows] = np.max(scores, axis=1, where=same, initial=-np.inf)
+    correct = (genuine > impostor) & np.isfinite(genuine)
+    top1 = float(correct.mean()) if n else None
+    return LeaveOneOut(top1, np.arange(n), correct, genuine, impostor)
 
 
 def per_entity(entity_ids: Sequence[str], labels: np.ndarray, correct: np.ndarray) -> dict[str, dict[str, Any]]:

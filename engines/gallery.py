@@ -11,9 +11,10 @@ import numpy as np
 from engines.artifact import ArtifactRecognizer, CONTENT_TYPE, ArtifactMeta, Label, build_gallery_artifact
 from engines.backbone import BackboneSpec
 from engines.calibration import balanced_threshold
-from engines.evaluation import leave_one_out, per_entity
+from engines.evaluation import against_gallery, leave_one_out, per_entity
 from engines.interface import Artifact, ConfigOption, EngineInfo, IdentifierRef, TrainingContext
 from engines.options import PIPELINE_OPTIONS
+from engines.splits import check_split_config, split_options, split_rows
 from engines.training import Prepared, base_report, prepare
 
 __all__ = ["GalleryEngine"]
@@ -24,11 +25,13 @@ DEFAULT_THRESHOLD = 0.5  # used only when no entity has two identifiers to calib
 class GalleryEngine(ArtifactRecognizer):
     """Recognises an image as the entity owning the most similar gallery identifier (cosine).
 
-    Training keeps every identifier that passes the quality gates (at most ``maxGalleryPerEntity``
-    per entity, first in paging order) in the final model. Accuracy is leave-one-out top-1 nearest
-    neighbour over the gallery; the acceptance threshold is calibrated on the same leave-one-out
-    queries: best same-entity score (genuine) against best other-entity score (impostor, what an
-    unknown face would look like), maximising balanced accuracy (engines.calibration).
+    Training keeps every identifier of the training split (all of them unless ``validationFraction``,
+    ``testFraction`` or ``splitKey`` hold some out: engines.splits) that passes the quality gates (at most
+    ``maxGalleryPerEntity`` per entity, first in paging order) in the final model. Accuracy is top-1 nearest
+    neighbour of the test split against the gallery, or leave-one-out over the gallery without one; the
+    acceptance threshold is calibrated on the validation split (or the same leave-one-out queries): best
+    same-entity score (genuine) against best other-entity score (impostor, what an unknown face would look
+    like), maximising balanced accuracy (engines.calibration).
     """
 
     info = EngineInfo(
@@ -38,8 +41,13 @@ class GalleryEngine(ArtifactRecognizer):
         identifier_type_ids=("face", "image"),
         library_type_ids=("people", "objects"),
         version="1",
+        # "face" only until the face engine (which lists it first) is installed: see EngineInfo.default_for.
+        default_for=("image", "face"),
         config=PIPELINE_OPTIONS
-        + (ConfigOption("maxGalleryPerEntity", int, 1000, "Most identifiers kept per entity.", 1, 100_000),),
+        + (ConfigOption("maxGalleryPerEntity", int, 1000, "Most identifiers kept per entity.", 1, 100_000),)
+        + split_options(training=None, validation=0.0, test=0.0)
+        + (ConfigOption("seed", int, 0, "Seed of the split.", 0, 2**31 - 1),),
+        check=check_split_config,
     )
 
     def __init__(self, backbone: BackboneSpec | None = None) -> None:
@@ -47,20 +55,55 @@ class GalleryEngine(ArtifactRecognizer):
         self.backbone = backbone
 
     async def train(self, ctx: TrainingContext) -> Artifact:
-        """Embed the library, evaluate leave-one-out, calibrate, and build the ONNX artifact."""
+        """Embed the library, split it, evaluate, calibrate, and build the ONNX artifact.
+
+        The gallery holds the training split (everything by default). The threshold is calibrated on the
+        validation split against the gallery when there is one, else leave-one-out over the gallery. Accuracy
+        is measured on the test split against the gallery when there is one, else leave-one-out.
+        """
         prepared = await prepare(ctx, self.backbone)
+        config = ctx.config
         started = time.perf_counter()
-        keep = _cap_per_entity(prepared.labels, ctx.config["maxGalleryPerEntity"])
-        if keep.size == prepared.labels.size:  # nothing capped: no copy of the [R, D] rows
-            vectors, labels, refs = prepared.vectors, prepared.labels, prepared.embedded.refs
+        all_refs = prepared.embedded.refs
+        split = split_rows(prepared.labels, config, seed=config["seed"],
+                           filter_values=[r.split for r in all_refs] if config["splitKey"] else None)
+        keep = split.training[_cap_per_entity(prepared.labels[split.training], config["maxGalleryPerEntity"])]
+        if keep.size == prepared.labels.size:  # the whole library, nothing capped: no copy of the [R, D] rows
+            vectors, labels, refs = prepared.vectors, prepared.labels, all_refs
         else:
             vectors, labels = prepared.vectors[keep], prepared.labels[keep]
-            refs = [prepared.embedded.refs[i] for i in keep]
-        loo = await asyncio.to_thread(functools.partial(leave_one_out, vectors, labels, normalised=True))
-        evaluated = labels[loo.queries]
+            refs = [all_refs[i] for i in keep]
+        loo = None
+        if not (split.validation.size and split.test.size):
+            loo = await asyncio.to_thread(functools.partial(leave_one_out, vectors, labels, normalised=True))
+        if split.validation.size:
+            held = await asyncio.to_thread(
+                against_gallery, vectors, labels, prepared.vectors[split.validation], prepared.labels[split.validation])
+            genuine, impostor = held.genuine, held.impostor
+        else:
+            genuine, impostor = loo.genuine, loo.impostor
         calibration = balanced_threshold(
-            loo.genuine, loo.impostor[np.isfinite(loo.impostor)], default=DEFAULT_THRESHOLD
+            genuine[np.isfinite(genuine)], impostor[np.isfinite(impostor)], default=DEFAULT_THRESHOLD
         )
+        if split.test.size:
+            test = await asyncio.to_thread(
+                against_gallery, vectors, labels, prepared.vectors[split.test], prepared.labels[split.test])
+            accuracy = test.top1
+            evaluation = {
+                "method": "held-out test split, top-1 nearest neighbour (cosine) against the gallery",
+                "evaluated": int(split.test.size),
+                "top1": test.top1,
+                "perEntity": per_entity(prepared.entity_ids, prepared.labels[split.test], test.correct),
+            }
+        else:
+            accuracy = loo.top1
+            evaluation = {
+                "method": "leave-one-out top-1 nearest neighbour (cosine)",
+                "evaluated": int(loo.queries.size),
+                "top1": loo.top1,
+                "perEntity": per_entity(prepared.entity_ids, labels[loo.queries], loo.correct),
+            }
+        evaluation["splits"] = split.sizes()
         await ctx.progress(0.95, "evaluated")
         meta = ArtifactMeta(
             engine=self.info.id,
@@ -78,17 +121,12 @@ class GalleryEngine(ArtifactRecognizer):
         data = await asyncio.to_thread(build_gallery_artifact, prepared.spec, vectors, labels, meta)
         report = base_report(self.info, prepared, ctx)
         report["galleryRows"] = len(refs)
-        report["evaluation"] = {
-            "method": "leave-one-out top-1 nearest neighbour (cosine)",
-            "evaluated": int(loo.queries.size),
-            "top1": loo.top1,
-            "perEntity": per_entity(prepared.entity_ids, evaluated, loo.correct),
-        }
+        report["evaluation"] = evaluation
         report["threshold"] = calibration.threshold
         report["calibration"] = calibration.as_json()
         report["timings"]["fit"] = round(time.perf_counter() - started, 4)
         await ctx.progress(1.0, "artifact built")
-        return Artifact(data, CONTENT_TYPE, report, loo.top1)
+        return Artifact(data, CONTENT_TYPE, report, accuracy)
 
 
 def _cap_per_entity(labels: np.ndarray, cap: int) -> np.ndarray:

@@ -8,7 +8,7 @@ packages register the same way, through the ``engineshed.engines`` entry-point g
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -116,6 +116,13 @@ class EngineInfo:
     concurrency_limit: int = 2
     version: str = "1"
     config: tuple[ConfigOption, ...] = field(default=())
+    # Identifier type IDs this engine is the default for: a library of a type that takes one of them trains
+    # with it when no engine is named (REST /v1/trainings). Where several engines claim a type, the one that
+    # lists it first (earliest in its tuple) wins, then the engine ID.
+    default_for: tuple[str, ...] = field(default=())
+    # Checks across keys after each key was checked on its own (e.g. split fractions summing to at most 1);
+    # raises EngineConfigError.
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
     def validate_config(self, raw: Mapping[str, Any] | None) -> dict[str, Any]:
         """Return the configuration with defaults filled in.
@@ -131,10 +138,13 @@ class EngineInfo:
         if unknown:
             known = ", ".join(sorted(options)) or "none"
             raise EngineConfigError(f"unknown config key {unknown[0]!r} (known keys: {known})")
-        return {
+        config = {
             name: option.coerce(raw[name]) if name in raw else option.default
             for name, option in options.items()
         }
+        if self.check is not None:
+            self.check(config)
+        return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +157,7 @@ class IdentifierRef:
     identifier_type_id: str
     content_type: str | None
     content_sha256: str | None  # None when not known before fetch (stored by reference)
+    split: str | None = None  # jsondata[config.splitKey] when a filter split is asked for (engines.splits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,7 @@ class SpeakerEngine:
         identifier_type_ids=("audio-recording",),
         library_type_ids=("people", "speakers"),
         version="1",
+        default_for=("audio-recording",),
         config=(
             ConfigOption("pageSize", int, 30, "Identifiers read from the library per page.", 1, 1000),
             ConfigOption("fetchConcurrency", int, 8, "Recordings downloaded and decoded at once.", 1, 256),

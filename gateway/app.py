@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from gateway.events import EventHub
 from gateway.resources import open_resources
+from gateway.rest.routes import rest_routes
 from gateway.services import housekeeping
 from gateway.schema.root import build_schema
 from gateway.settings import Settings
@@ -56,7 +57,7 @@ def create_app(settings: Settings) -> Starlette:
     origins = settings.cors_allowed_origins
     middleware = [
         # Preflights are answered here; bearer tokens travel in a header, so no credentials mode.
-        Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["*"], max_age=600)
+        Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"], max_age=600)
     ] if origins else []
 
     return Starlette(
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Mount("/v3/static", app=static_app(), name="static"),
+            *rest_routes(),
         ],
         lifespan=lifespan,
     )

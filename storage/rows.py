@@ -174,6 +174,15 @@ class EngineModel(Row):
     created_at: datetime
     modified_at: datetime
     model_version_id: UUID | None  # the registered embedding model it was trained on; None: pixel-projection
+    name: str | None
+    description: str | None
+    changelog: str | None
+    labels: Any  # {key: value}, Vertex's label rules
+    parent_model_id: UUID | None  # the model it was retrained from
+    aliases: list[str]
+    is_default: bool  # what recognize and library-run use for its (library, engine) when no model is named
+    auto_promote: bool  # becomes the default when it completes even if it scores worse than the default
+    promotion: Any  # what was compared when it completed: {promoted, accuracy, previousAccuracy, ...}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +197,8 @@ class Job(Row):
     modified_at: datetime
     created_by: str | None
     modified_by: str | None
+    display_name: str | None
+    labels: Any  # {key: value}, Vertex's label rules
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
 from gateway.services import engine_models as model_service
 from gateway.services import engines as engine_service
+from gateway.schema.trainings import ModelVersionFields
 from storage import rows
 
 if TYPE_CHECKING:
@@ -193,7 +194,7 @@ class EngineList:
 
 
 @strawberry.type
-class LibraryEngineModel:
+class LibraryEngineModel(ModelVersionFields):
     id: strawberry.ID
     engine_id: strawberry.ID
     library_id: strawberry.ID
@@ -292,6 +293,12 @@ class UpdateLibraryEngineModel:
     content_type: Optional[str] = UNSET
     file: Optional[Upload] = UNSET
     accuracy: Optional[float] = UNSET
+    name: Optional[str] = UNSET
+    description: Optional[str] = UNSET
+    changelog: Optional[str] = UNSET
+    labels: Optional[JSONData] = UNSET
+    aliases: Optional[list[str]] = UNSET
+    auto_promote: Optional[bool] = UNSET
 
 
 @strawberry.input

@@ -103,6 +103,7 @@ class JobDateTimeField(Enum):
 class JobOrderField(Enum):
     createdDateTime = "createdDateTime"
     modifiedDateTime = "modifiedDateTime"
+    displayName = "displayName"  # Vertex's list(order_by="display_name")
 
 
 # ---- engines, as the reference schema spells them ----

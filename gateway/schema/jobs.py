@@ -13,6 +13,7 @@ from gateway.schema.enums import JobDateTimeField, JobOrderField, OrderDirection
 from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
 from gateway.schema.job_fields import NO_SUCH_TASK, TaskReferenceFields
+from gateway.schema.trainings import JobTrainingFields
 from gateway.services.ids import try_parse_ids
 from gateway.services.paging import check_page
 from storage import rows
@@ -107,7 +108,7 @@ class TaskList:
 
 
 @strawberry.type
-class Job:
+class Job(JobTrainingFields):
     id: strawberry.ID
     name: Optional[str]
     status: TaskStatus
@@ -260,6 +261,8 @@ class CreateJob:
     job_template_id: Optional[strawberry.ID] = None
     skip_decider: Optional[bool] = None
     job_config: Optional[JSONData] = None
+    display_name: Optional[str] = None
+    labels: Optional[JSONData] = strawberry.field(default=None, description="User labels, string to string (Vertex's rules).")
 
 
 @strawberry.input

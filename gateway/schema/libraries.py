@@ -8,6 +8,7 @@ import strawberry
 from strawberry import UNSET
 from strawberry.file_uploads import Upload
 
+from gateway.schema.trainings import LibraryInsightFields
 from gateway.schema.context import Info
 from gateway.schema.enums import EntityIdentifierDataType, SetEntityProfileImage, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
 from gateway.schema.paging import page_fields
@@ -264,7 +265,7 @@ class LibrarySummary:
 
 
 @strawberry.type
-class Library:
+class Library(LibraryInsightFields):
     id: strawberry.ID
     name: str
     description: Optional[str]

@@ -21,6 +21,8 @@ from storage.queries import identifiers as identifier_q
 from storage.queries import libraries as library_q
 from storage.queries import engines as engine_q
 from storage.queries import jobs as job_q
+from storage.queries import trainings as training_q
+from storage.rows import Identifier
 
 if TYPE_CHECKING:
     from gateway.schema.context import Context
@@ -142,6 +144,28 @@ class Loaders:
             async with res.pool.acquire() as conn:
                 return {r.id: r for r in await job_q.jobs_by_ids(conn, ctx.principal.org_id, ids)}
 
+        async def job_summaries(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return await training_q.job_summaries(conn, ctx.principal.org_id, ids)
+
+        async def job_output_models(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return await training_q.models_by_train_jobs(conn, ctx.principal.org_id, ids)
+
+        async def library_insights(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            from gateway.services import library_insights
+
+            return await library_insights.insights(res, ctx.principal, ids)
+
+        async def library_previews(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            from gateway.services.library_insights import PREVIEW_COUNT
+
+            found: dict[UUID, list[Any]] = {i: [] for i in ids}
+            async with res.pool.acquire() as conn:
+                for record in await training_q.preview_identifiers(conn, ctx.principal.org_id, ids, PREVIEW_COUNT):
+                    found[record["library_id"]].append(Identifier.of(record))
+            return found
+
         none = lambda _key: None  # noqa: E731 - single-group loaders
         same = lambda key: key  # noqa: E731
         self.identifier_page = DataLoader(_grouped(identifier_pages, lambda k: k[1:], lambda k: k[0]), cache_key_fn=same)
@@ -160,6 +184,10 @@ class Loaders:
         self.organization = DataLoader(_grouped(organizations, none, same))
         self.job = DataLoader(_grouped(jobs, none, same))
         self.identifier = DataLoader(_grouped(identifiers, none, same))
+        self.job_summary = DataLoader(_grouped(job_summaries, none, same))
+        self.job_output_model = DataLoader(_grouped(job_output_models, none, same))
+        self.library_insight = DataLoader(_grouped(library_insights, none, same))
+        self.library_preview = DataLoader(_grouped(library_previews, none, same))
         # The type catalogue a request sees (built-ins and the organization's own): one read per request.
         self.identifier_types = DataLoader(identifier_type_lists)
         self.library_types = DataLoader(library_type_lists)

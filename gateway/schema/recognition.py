@@ -80,11 +80,12 @@ def to_result(outcome: recognition.Outcome) -> RecognitionResult:
 
 async def recognize_file(
     info: Info, model_id: Optional[strawberry.ID], file: Any, url: Optional[str], top_k: Optional[int],
-    threshold: Optional[float], registered_ref: Optional[str] = None,
+    threshold: Optional[float], registered_ref: Optional[str] = None, *, library_id: Optional[strawberry.ID] = None,
+    engine_id: Optional[strawberry.ID] = None,
 ) -> RecognitionResult:
     upload = file or info.context.form_file
     outcome = await recognition.recognize(
         info.context.resources, info.context.principal, model_id, upload=upload, url=url, top_k=top_k,
-        threshold=threshold, registered_ref=registered_ref,
+        threshold=threshold, registered_ref=registered_ref, library_id=library_id, engine_id=engine_id,
     )
     return to_result(outcome)

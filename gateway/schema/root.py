@@ -68,6 +68,8 @@ from gateway.schema.paging import page_fields
 from gateway.schema.recognition import RecognitionResult, recognize_file
 from gateway.schema.scalars import JSONData
 from gateway.schema.tokens import TokenMutation, TokenQuery
+from gateway.schema.trainings import TrainingMutation
+from gateway.services import job_wait, model_versions
 from gateway.services import dispatch
 from gateway.services import engine_models as model_service
 from gateway.services import engines as engine_service
@@ -263,8 +265,15 @@ class Query(CallerQuery, ModelQuery, TokenQuery):
         return EngineResultList(**_typed_page(records, offset, limit, info.context.resources.settings.max_page_size))
 
     @strawberry.field
-    async def job(self, info: Info, id: strawberry.ID) -> Optional[Job]:
-        return Job.from_row(await job_service.get(info.context.resources, info.context.principal, id))
+    async def job(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        wait_seconds: Annotated[Optional[int], strawberry.argument(
+            description="Answer when the job is done or after this many seconds (0-60), whichever is first."
+        )] = 0,
+    ) -> Optional[Job]:
+        return Job.from_row(await job_wait.wait(info.context.resources, info.context.principal, id, wait_seconds))
 
     @strawberry.field
     async def jobs(
@@ -284,6 +293,7 @@ class Query(CallerQuery, ModelQuery, TokenQuery):
         application_ids: Optional[list[Optional[strawberry.ID]]] = None,
         scheduled_job_ids: Optional[list[strawberry.ID]] = None,
         has_scheduled_job_id: Optional[bool] = None,
+        labels: Annotated[Optional[JSONData], strawberry.argument(description="Jobs carrying every given label pair.")] = None,
     ) -> JobList:
         filter_field, from_time, to_time = "createdDateTime", None, None
         for f in date_time_filter or []:
@@ -307,6 +317,7 @@ class Query(CallerQuery, ModelQuery, TokenQuery):
             application_ids=None if application_id is None and application_ids is None else [application_id, *(application_ids or [])],
             scheduled=has_scheduled_job_id,
             scheduled_job_ids=scheduled_job_ids,
+            labels=labels,
         )
         if target_id is not None:  # jobs here have no targets (media objects)
             page = Page([], page.offset, page.limit, 0)
@@ -318,8 +329,9 @@ class Query(CallerQuery, ModelQuery, TokenQuery):
 
     @strawberry.field(
         description="Recognize an uploaded image (or the plain form's file part) with a trained model "
-        "(libraryEngineModelId), or with a registered auto_tagging model without training (modelId: name, name@3, "
-        "name@alias): give exactly one."
+        "(libraryEngineModelId), with a library's default model (libraryId, and engineId or the library's default "
+        "engine), or with a registered auto_tagging model without training (modelId: name, name@3, name@alias): give "
+        "exactly one of libraryEngineModelId, libraryId and modelId."
     )
     async def recognize(
         self,
@@ -330,12 +342,15 @@ class Query(CallerQuery, ModelQuery, TokenQuery):
         top_k: Optional[int] = 5,
         threshold: Optional[float] = None,
         model_id: Optional[str] = None,
+        library_id: Optional[strawberry.ID] = None,
+        engine_id: Optional[strawberry.ID] = None,
     ) -> RecognitionResult:
-        return await recognize_file(info, library_engine_model_id, file, url, top_k, threshold, model_id)
+        return await recognize_file(info, library_engine_model_id, file, url, top_k, threshold, model_id,
+                                    library_id=library_id, engine_id=engine_id)
 
 
 @strawberry.type
-class Mutation(CatalogueMutation, ModelMutation, TokenMutation):
+class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation):
     @strawberry.mutation
     async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
         if input is None:
@@ -411,8 +426,15 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation):
         changes = sent(input, "train_job_id", "train_status", "data_url", "jsondata", "content_type", "accuracy")
         if changes.get("train_status") is not None:
             changes["train_status"] = changes["train_status"].value
+        version = sent(input, "name", "description", "changelog", "labels", "aliases", "auto_promote")
         file = input.file if input.file else info.context.form_file
-        row = await model_service.update(info.context.resources, info.context.principal, input.id, changes, file=file)
+        row = None
+        if version:  # checked before anything is written, so a refusal changes nothing
+            model_versions.check_version(info.context.principal, version)
+        if changes or file or not version:
+            row = await model_service.update(info.context.resources, info.context.principal, input.id, changes, file=file)
+        if version:
+            row = await model_versions.update_version(info.context.resources, info.context.principal, input.id, version)
         return LibraryEngineModel.from_row(row)
 
     @strawberry.mutation
@@ -431,6 +453,8 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation):
             "target_url": input.target.url if input.target else None,
             "cluster_id": input.cluster_id,
             "retries": input.retries,
+            "display_name": input.display_name,
+            "labels": input.labels,
         }
         return Job.from_row(await job_service.create(info.context.resources, info.context.principal, data))
 

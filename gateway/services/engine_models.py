@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.errors import InvalidInput, NotFound
-from gateway.services import blob_cleanup, uploads
+from gateway.services import blob_cleanup, promotion, uploads
 from gateway.services.entities import check_jsondata
 from gateway.services.ids import parse_id
 from gateway.services.paging import Page, check_page
@@ -162,6 +162,7 @@ async def update(
                     await blob_cleanup.schedule(conn, [locked.storage_key], REPLACED_ARTIFACT_GRACE_SECONDS)
             if row.train_status == "complete" and locked.train_status != "complete":
                 await library_q.mark_trained(conn, principal.org_id, row.library_id, row.library_version)
+                row = await promotion.on_complete(conn, row)  # the default moves only to a completed model
         return row
     except _Declined:
         if key is not None:
@@ -185,9 +186,12 @@ async def delete(res: Any, principal: Principal, model_id: object) -> UUID:
     principal.require_write()
     mid = parse_id(model_id)
     async with res.pool.acquire() as conn, conn.transaction():
+        doomed = await q.by_id(conn, principal.org_id, mid, for_update=True)
         found, key = await q.delete(conn, principal.org_id, mid)
         if not found:
             raise NotFound()
+        if doomed is not None and doomed.is_default:
+            await promotion.after_default_deleted(conn, doomed)
         if key:
             await blob_cleanup.schedule(conn, [key])
     if key:

@@ -10,18 +10,21 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.errors import InvalidInput, NotAllowed, NotFound
-from gateway.services import engine_backbones
+from gateway.services import engine_backbones, promotion
 from gateway.services.ids import parse_id, try_parse_ids
+from gateway.services.labels import check_filter, check_labels
 from gateway.services.paging import Page, check_page
 from gateway.services.principal import Principal
 from storage.queries import engine_models as model_q
 from storage.queries import engines as engine_q
 from storage.queries import jobs as q
 from storage.queries import libraries as library_q
+from storage.queries import trainings as training_q
 from storage.rows import Engine, Job, Library, Task
 
 MAX_TASKS_PER_JOB = 100
 MAX_RETRIES = 10
+MAX_DISPLAY_NAME = 128  # Vertex's limit on a model's display name
 FINISHED = ("complete", "failed", "cancelled")
 
 
@@ -47,6 +50,8 @@ async def _validate_task(conn: asyncpg.Connection, principal: Principal, engine:
     if library is None:
         raise NotFound(data={"objectType": "library"})
     model_id = payload.get("libraryEngineModelId")
+    if "autoPromote" in payload and not isinstance(payload["autoPromote"], bool):
+        raise InvalidInput("payload.autoPromote must be true or false")
     if mode == "library-train" and not model_id:
         raise InvalidInput("libraryEngineModelId is required")
     if model_id:
@@ -93,8 +98,11 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
     retries = data.get("retries") or 0
     if not 0 <= retries <= MAX_RETRIES:
         raise InvalidInput(f"retries must be between 0 and {MAX_RETRIES}")
+    display_name = data.get("display_name")
+    if display_name is not None and len(display_name) > MAX_DISPLAY_NAME:
+        raise InvalidInput(f"displayName may be at most {MAX_DISPLAY_NAME} characters")
     data = {**data, "max_attempts": res.settings.max_attempts + retries, "actor": principal.actor,
-            "test_tasks": [bool(t.get("test_task")) for t in tasks]}
+            "test_tasks": [bool(t.get("test_task")) for t in tasks], "labels": check_labels(data.get("labels"))}
     async with res.pool.acquire() as conn, conn.transaction():
         prepared = []
         library_ids = set()
@@ -136,10 +144,14 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
         )
         for engine, payload in prepared:
             if payload.get("mode") == "library-train":
-                await model_q.set_fields(
-                    conn, principal.org_id, UUID(payload["libraryEngineModelId"]),
-                    {"train_job_id": job.id, "train_status": "queued"},
-                )
+                model_id = UUID(payload["libraryEngineModelId"])
+                model = await model_q.set_fields(conn, principal.org_id, model_id, {"train_job_id": job.id, "train_status": "queued"})
+                parent = await training_q.default_model(conn, principal.org_id, model.library_id, model.engine_id)
+                if model.parent_model_id is None and parent is not None and parent.id != model.id:
+                    # retrained from the model that answers today
+                    await training_q.set_version_fields(conn, principal.org_id, model_id, {"parent_model_id": parent.id})
+                if "autoPromote" in payload:
+                    await training_q.set_version_fields(conn, principal.org_id, model_id, {"auto_promote": payload["autoPromote"]})
     return job
 
 
@@ -148,7 +160,8 @@ async def _insert(
     library_id: UUID | None, model_version_id: UUID | None = None,
 ) -> Job:
     job = await q.insert_job(conn, id=uuid4(), org_id=org_id, name=data.get("name"), cluster_id=data.get("cluster_id"),
-                             library_id=library_id, actor=data.get("actor"), model_version_id=model_version_id)
+                             library_id=library_id, actor=data.get("actor"), model_version_id=model_version_id,
+                             display_name=data.get("display_name"), labels=data.get("labels"))
     max_attempts = int(data["max_attempts"])
     test_tasks = data.get("test_tasks") or []
     for position, (engine, payload) in enumerate(prepared):
@@ -176,6 +189,9 @@ async def publish_library(res: Any, principal: Principal, library_id: object) ->
                 conn, id=uuid4(), org_id=principal.org_id, library_id=lid, engine_id=engine.id,
                 library_version=library.version, train_status="pending",
             )
+            parent = await training_q.default_model(conn, principal.org_id, lid, engine.id)
+            if parent is not None:  # retrained from the model that answers today
+                await training_q.set_version_fields(conn, principal.org_id, model.id, {"parent_model_id": parent.id})
             payload = {"mode": "library-train", "libraryId": str(lid), "libraryEngineModelId": str(model.id)}
             job = await _insert(
                 conn, principal.org_id, [(engine, payload)],
@@ -233,10 +249,12 @@ async def list_page(
     application_ids: list[object] | None = None,
     scheduled: bool | None = None,
     scheduled_job_ids: list[object] | None = None,
+    labels: object | None = None,
 ) -> Page[Job]:
     """application_ids: each organization is its own application, so any other matches nothing; no job
     here belongs to a scheduled job, so asking for those matches nothing."""
     offset, limit = check_page(offset, limit, res.settings.max_page_size)
+    label_filter = check_filter(labels)
     if principal.is_task:
         raise NotAllowed("a task token may not list jobs")
     if application_ids is not None and principal.org_id not in try_parse_ids(a for a in application_ids if a is not None):
@@ -255,7 +273,7 @@ async def list_page(
         rows, total = await q.page_jobs(
             conn, principal.org_id, job_id=jid, statuses=statuses, engine_ids=engine_ids, library_id=lid,
             cluster_id=cluster_id, filter_field=filter_field, from_time=from_time, to_time=to_time,
-            order_field=order_field, descending=descending, offset=offset, limit=limit,
+            order_field=order_field, descending=descending, offset=offset, limit=limit, labels=label_filter,
         )
     return Page(rows, offset, limit, total)
 
@@ -270,7 +288,8 @@ async def cancel(res: Any, principal: Principal, job_id: object) -> Job:
             raise NotFound()
         tasks = await q.tasks_of_job(conn, jid)
         if all(t.status in FINISHED for t in tasks):
-            raise InvalidInput(f"job {jid} has already finished ({job.status}) and cannot be cancelled")
+            # Vertex's cancel raises unless the job is running: a finished job is not a bad ID, it is the wrong state.
+            raise NotAllowed(f"job {jid} has already finished ({job.status}) and cannot be cancelled")
         cancelled = await q.cancel_queued(conn, jid)
         for task in cancelled:
             await _model_after_task(conn, task, "failed", {"error": "the training job was cancelled"})
@@ -327,6 +346,8 @@ async def _model_after_task(conn: asyncpg.Connection, task: Task, status: str, j
 
 
 model_after_task = _model_after_task
+# A job of already validated tasks, inside the caller's transaction (REST trainings build theirs here).
+insert_prepared = _insert
 
 
 async def model_after_task_if_unfinished(conn: asyncpg.Connection, task: Task, status: str) -> None:
@@ -336,6 +357,7 @@ async def model_after_task_if_unfinished(conn: asyncpg.Connection, task: Task, s
         return
     model = await model_q.by_id(conn, task.org_id, UUID(payload["libraryEngineModelId"]))
     if model is not None and model.train_status not in ("complete", "failed"):
-        await model_q.set_fields(conn, task.org_id, model.id, {"train_status": status})
+        row = await model_q.set_fields(conn, task.org_id, model.id, {"train_status": status})
         if status == "complete":
             await library_q.mark_trained(conn, task.org_id, model.library_id, model.library_version)
+            await promotion.on_complete(conn, row)

@@ -79,16 +79,25 @@ async def run(res: Any, model: EngineModel, images: list[bytes], *, top_k: int, 
 
 async def recognize(
     res: Any, principal: Principal, model_id: object, *, upload: Any, url: str | None, top_k: int | None,
-    threshold: float | None, registered_ref: str | None = None,
+    threshold: float | None, registered_ref: str | None = None, library_id: object | None = None,
+    engine_id: object | None = None,
 ) -> Outcome:
-    """With a trained LibraryEngineModel (``model_id``), or a registered auto_tagging model (``registered_ref``)."""
+    """With a trained LibraryEngineModel (``model_id``), a library's default model (``library_id``, for
+    ``engine_id`` or the library's default engine), or a registered auto_tagging model (``registered_ref``)."""
     top_k = 5 if top_k is None else top_k
     if not 1 <= top_k <= 100:
         raise InvalidInput("topK must be between 1 and 100")
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise InvalidInput("threshold must be between -1 and 1")
-    if (model_id is None) == (registered_ref is None):
-        raise InvalidInput("give either libraryEngineModelId (a trained model) or modelId (a registered auto_tagging model)")
+    if engine_id is not None and library_id is None:
+        raise InvalidInput("engineId picks the default model of a library: give libraryId with it")
+    if sum(x is not None for x in (model_id, registered_ref, library_id)) != 1:
+        raise InvalidInput("give either libraryEngineModelId (a trained model), libraryId (its default model) or modelId "
+                           "(a registered auto_tagging model): exactly one")
+    if library_id is not None:
+        from gateway.services.trainings import default_model_of
+
+        model_id = (await default_model_of(res, principal, library_id, engine_id)).id
     if registered_ref is not None:
         return await _tag(res, principal, registered_ref, upload=upload, url=url, top_k=top_k, threshold=threshold)
     model = await engine_models.get(res, principal, model_id)

@@ -23,6 +23,14 @@ from storage.rows import Task
 _FIRST = (UUID(int=0), UUID(int=0))
 
 
+def _split_value(jsondata: Any, key: str | None) -> str | None:
+    """An identifier's filter-split mark (``jsondata[splitKey]``), when one is asked for and is a string."""
+    if not key or not isinstance(jsondata, dict):
+        return None
+    value = jsondata.get(key)
+    return value if isinstance(value, str) else None
+
+
 class WorkerTrainingContext:
     def __init__(
         self,
@@ -64,6 +72,7 @@ class WorkerTrainingContext:
             if not rows:
                 return
             refs = []
+            split_key = self.config.get("splitKey") or None
             for row, entity_name in rows:
                 self._sources[str(row.id)] = (row.storage_key, row.reference_url)
                 refs.append(
@@ -74,6 +83,7 @@ class WorkerTrainingContext:
                         identifier_type_id=row.identifier_type_id,
                         content_type=row.content_type,
                         content_sha256=row.content_sha256,
+                        split=_split_value(row.jsondata, split_key),
                     )
                 )
             after = (rows[-1][0].entity_id, rows[-1][0].id)

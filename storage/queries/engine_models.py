@@ -33,9 +33,10 @@ SELECT * FROM (
 WHERE position > $8 AND position <= $8 + $9
 ORDER BY library_id, position"""
 
-NEWEST_COMPLETE = """SELECT * FROM library_engine_models
+NEWEST_COMPLETE = """-- the model a library-run without a model uses: the default, else the newest complete one
+SELECT * FROM library_engine_models
 WHERE org_id = $1 AND library_id = $2 AND engine_id = $3 AND train_status = 'complete'
-ORDER BY created_at DESC, id DESC LIMIT 1"""
+ORDER BY is_default DESC, created_at DESC, id DESC LIMIT 1"""
 
 SET_FIELDS = """UPDATE library_engine_models SET
     train_job_id = CASE WHEN $3 THEN $4 ELSE train_job_id END,

@@ -15,8 +15,9 @@ WAKE_CHANNEL = "engineshed_wake"  # payload: engine id with newly claimable work
 EVENT_CHANNEL = "engineshed_event"  # payload: job id whose tasks changed
 CANCEL_CHANNEL = "engineshed_cancel"  # payload: task id whose cancellation was requested
 
-INSERT_JOB = """INSERT INTO jobs (id, org_id, name, cluster_id, status, library_id, created_by, modified_by, model_version_id)
-VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6, $7) RETURNING *"""
+INSERT_JOB = """INSERT INTO jobs (id, org_id, name, cluster_id, status, library_id, created_by, modified_by, model_version_id,
+    display_name, labels)
+VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6, $7, $8, $9) RETURNING *"""
 
 SET_MODIFIED_BY = "UPDATE jobs SET modified_by = $3 WHERE org_id = $1 AND id = $2"
 
@@ -30,7 +31,7 @@ TASK_BY_ID_ANY_ORG = "SELECT * FROM tasks WHERE id = $1"
 TASK_BY_ID_ANY_ORG_FOR_UPDATE = "SELECT * FROM tasks WHERE id = $1 FOR UPDATE"
 TASKS_OF_JOB = "SELECT * FROM tasks WHERE job_id = $1 ORDER BY position, id"
 
-JOB_COLUMNS = {"createdDateTime": "created_at", "modifiedDateTime": "modified_at"}
+JOB_COLUMNS = {"createdDateTime": "created_at", "modifiedDateTime": "modified_at", "displayName": "display_name"}
 
 LIST_JOBS = """-- one page of an organization's jobs, newest first unless asked otherwise
 SELECT j.*, count(*) OVER () AS total FROM jobs j
@@ -42,8 +43,9 @@ WHERE j.org_id = $1
   AND ($6::text IS NULL OR j.cluster_id = $6)
   AND ($7::timestamptz IS NULL OR j.{filter_column} >= $7)
   AND ($8::timestamptz IS NULL OR j.{filter_column} <= $8)
+  AND ($9::jsonb IS NULL OR j.labels @> $9)
 ORDER BY j.{order_column} {direction}, j.id {direction}
-OFFSET $9 LIMIT $10"""
+OFFSET $10 LIMIT $11"""
 
 TASK_PAGES = """-- the same page of tasks for many jobs at once (the DataLoader's one query)
 SELECT * FROM (
@@ -142,7 +144,7 @@ DELETE_JOB = "DELETE FROM jobs WHERE org_id = $1 AND id = $2"
 async def insert_job(conn: asyncpg.Connection, **v: Any) -> Job:
     return Job.of(await conn.fetchrow(
         INSERT_JOB, v["id"], v["org_id"], v.get("name"), v.get("cluster_id"), v.get("library_id"), v.get("actor"),
-        v.get("model_version_id"),
+        v.get("model_version_id"), v.get("display_name"), v.get("labels") or {},
     ))
 
 
@@ -193,13 +195,14 @@ async def page_jobs(
     descending: bool,
     offset: int,
     limit: int,
+    labels: dict[str, str] | None = None,
 ) -> tuple[list[Job], int]:
     sql = LIST_JOBS.format(
         filter_column=JOB_COLUMNS[filter_field],
         order_column=JOB_COLUMNS[order_field],
         direction="DESC" if descending else "ASC",
     )
-    args = (org_id, job_id, statuses, engine_ids, library_id, cluster_id, from_time, to_time)
+    args = (org_id, job_id, statuses, engine_ids, library_id, cluster_id, from_time, to_time, labels)
     records, total = await fetch_page(conn, sql, args, offset, limit)
     return [Job.of(r) for r in records], total
 

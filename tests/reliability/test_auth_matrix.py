@@ -69,7 +69,18 @@ MUTATIONS = {
     "deleteModelVersion": 'mutation { deleteModelVersion(name: "{N}", version: 1) { id } }',
     "createToken": "mutation { createToken(input: {scope: read}) { id token } }",
     "revokeToken": 'mutation { revokeToken(id: "{K}") { id } }',
+    "setDefaultModel": 'mutation { setDefaultModel(libraryEngineModelId: "{M}") { id } }',
 }
+# REST routes (gateway/rest/): method, path, JSON body; the same IDs filled in. What a read token may not do
+# answers 403 not_allowed; another organization's IDs answer 404 exactly like made-up ones.
+REST_ROUTES = {
+    "list trainings": ("GET", "/v1/trainings/", None),
+    "start training": ("POST", "/v1/trainings/", {"source_dataset_id": "{L}"}),
+    "get training": ("GET", "/v1/trainings/{J}", None),
+    "delete training": ("DELETE", "/v1/trainings/{J}", None),
+}
+REST_WRITES = {"start training", "delete training"}
+REST_NO_FOREIGN_ID = {"list trainings"}
 # Fields that take none of the first organization's IDs: no tenancy question to ask of them.
 NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
                  "engine", "engines", "engineCategories", "jobs", "createLibrary", "createEngine", "claimTasks",
@@ -199,3 +210,48 @@ def test_another_organization_gets_not_found_for_the_first_ones_ids_exactly_as_f
     # Nothing of the first organization changed.
     assert _counts(stack, org) == counts_before
     assert org.client.query(look).ok() == before
+
+
+def _rest(http: httpx.Client, url: str, route: tuple, ids: dict[str, str]) -> httpx.Response:
+    method, path, body = route
+    body = None if body is None else {k: _doc(v, ids) for k, v in body.items()}
+    return http.request(method, url + _doc(path, ids), json=body)
+
+
+@pytest.mark.parametrize("token", [None, "es_not-a-real-token", "es_" + "A" * 64])
+def test_every_rest_route_without_a_valid_token_is_401(gateway, first_org_ids, token):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(headers=headers, timeout=30) as http:
+        for name, route in REST_ROUTES.items():
+            response = _rest(http, gateway.url, route, first_org_ids)
+            assert response.status_code == 401, (name, response.text)
+            assert response.json()["error"]["code"] == "authentication_error", (name, response.text)
+            assert_clean(response.text)
+
+
+def test_a_read_token_may_read_every_rest_route_and_write_none(org, first_org_ids, stack):
+    counts_before = _counts(stack, org)
+    with httpx.Client(headers={"Authorization": f"Bearer {org.token_for('read')}"}, timeout=30) as http:
+        for name, route in REST_ROUTES.items():
+            response = _rest(http, org.gateway.url, route, first_org_ids)
+            assert_clean(response.text)
+            if name in REST_WRITES:
+                assert (response.status_code, response.json()["error"]["code"]) == (403, "not_allowed"), (name, response.text)
+            else:
+                assert response.status_code == 200, (name, response.text)
+    assert _counts(stack, org) == counts_before
+
+
+def test_another_organization_gets_404_on_rest_routes_exactly_as_for_made_up_ids(org, other_org, first_org_ids, stack):
+    made_up = {key: str(uuid.uuid4()) for key in first_org_ids}
+    counts_before = _counts(stack, org)
+    with httpx.Client(headers={"Authorization": f"Bearer {other_org.token}"}, timeout=30) as http:
+        for name, route in REST_ROUTES.items():
+            if name in REST_NO_FOREIGN_ID:
+                continue
+            real = _rest(http, org.gateway.url, route, first_org_ids)
+            fake = _rest(http, org.gateway.url, route, made_up)
+            assert_clean(real.text)
+            assert (real.status_code, real.json()) == (fake.status_code, fake.json()), (name, real.text, fake.text)
+            assert real.status_code == 404, (name, real.text)
+    assert _counts(stack, org) == counts_before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
@@ -139,9 +140,15 @@ def test_requests_while_postgresql_is_down_get_a_json_service_unavailable_error(
         replies = []
         for query in ("query { libraries { count } }", 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }'):
             replies.append(client.query(query))
+        with httpx.Client(base_url=private.gateway.url, headers={"Authorization": f"Bearer {org.token}"},
+                          timeout=CLIENT_TIMEOUT) as http:  # the REST façade too
+            rest = [http.get("/v1/trainings/"), http.post("/v1/trainings/", json={"source_dataset_id": str(uuid.uuid4())})]
     finally:
         private.stack.pg.start()
         client.close()
+    for response in rest:
+        assert_clean(response.text)
+        assert response.status_code == 503 and response.json()["error"]["code"] == "service_unavailable", response.text
     for reply in replies:
         assert_clean(reply.body)
         assert reply.errors, f"HTTP {reply.status}: {reply.body}"

@@ -1,0 +1,186 @@
+"""What every REST route shares: bearer authentication, JSON bodies under the body limit, and JSON errors.
+
+A route is a ``RestEndpoint`` mapping HTTP methods to handlers ``async (RestRequest) -> Any``. A handler
+returns a JSON-serialisable value (answered 200), a ``(status, value)`` pair, or a Starlette ``Response``;
+it raises ``gateway.errors.ApiError`` subclasses for refusals, which become::
+
+    {"error": {"code": "not_found", "message": "..."}}
+
+with the HTTP status ``HTTP_STATUS`` gives the code. Anything else is logged and answered as a masked 500.
+The services decide tenancy and scopes exactly as they do for GraphQL, so another organization's IDs answer
+404 like made-up ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.errors import ApiError, AuthenticationError, InvalidInput, PayloadTooLarge, ServiceUnavailable
+from gateway.services import tokens
+from gateway.services.principal import Principal
+from gateway.web.body_limit import BodyLimit
+from storage.db import CONNECTION_LOST
+
+log = logging.getLogger("engineshed.rest")
+
+# The HTTP status of each error code (gateway/errors.py); unknown codes are 500.
+HTTP_STATUS = {
+    "invalid_input": 400,
+    "authentication_error": 401,
+    "not_allowed": 403,
+    "not_found": 404,
+    "capacity_exceeded": 429,
+    "internal_error": 500,
+    "not_implemented": 501,
+    "service_failure": 502,
+    "service_unavailable": 503,
+}
+
+
+@dataclass(slots=True)
+class RestRequest:
+    """One authenticated request: the Starlette request, the gateway's resources and the caller."""
+
+    request: Request
+    resources: Any
+    principal: Principal
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        return self.request.path_params
+
+    @property
+    def query_params(self) -> Any:
+        return self.request.query_params
+
+    async def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object (an empty body is ``{}``); anything else is invalid_input."""
+        content_type = self.request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await self.request.body()
+        if not body.strip():
+            return {}
+        if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+            raise InvalidInput(f"unsupported Content-Type {content_type!r}; send application/json")
+        try:
+            value = json.loads(body, parse_constant=_no_constant)
+        except RecursionError as exc:
+            raise InvalidInput("the body is JSON nested too deeply") from exc
+        except ValueError as exc:
+            raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise InvalidInput("the body must be a JSON object")
+        return value
+
+    def query_int(self, name: str, default: int) -> int:
+        """An integer query parameter (invalid_input when it is not one)."""
+        raw = self.request.query_params.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise InvalidInput(f"query parameter {name} must be an integer") from None
+
+
+Handler = Callable[[RestRequest], Awaitable[Any]]
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (Python's parser accepts them); nothing could answer them back as JSON either.
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> JSONResponse:
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="engineshed"'}
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def api_error_response(exc: ApiError) -> JSONResponse:
+    status = 413 if isinstance(exc, PayloadTooLarge) else HTTP_STATUS.get(exc.code, 500)
+    return error_response(status, exc.code, exc.message)
+
+
+class RestEndpoint:
+    """An ASGI app serving one path: ``{"GET": handler, "POST": handler, ...}``.
+
+    Every method it does not list answers 405 as JSON with an ``Allow`` header. Bodies are read through the
+    same streaming limit as GraphQL's JSON bodies (``ENGINESHED_MAX_BODY_BYTES``), refused with 413.
+    """
+
+    def __init__(self, handlers: dict[str, Handler]) -> None:
+        self.handlers = {method.upper(): handler for method, handler in handlers.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resources = scope["app"].state.resources
+        limit = resources.settings.max_body_bytes
+        body = BodyLimit(receive, limit)
+        request = Request(scope, body)
+        try:
+            response = await self._handle(request, resources, limit)
+        except PayloadTooLarge as exc:
+            response = api_error_response(exc)
+            headers = Headers(scope=scope)
+            declared = headers.get("content-length", "")
+            if not await body.discard_rest(
+                resources.settings.max_discard_bytes,
+                content_length=int(declared) if declared.isdigit() else None,
+                expects_continue=headers.get("expect", "").lower() == "100-continue",
+            ):
+                response.headers["Connection"] = "close"
+        except ClientDisconnect:
+            return
+        await response(scope, receive, send)
+
+    async def _handle(self, request: Request, resources: Any, limit: int) -> Response:
+        handler = self.handlers.get(request.method.upper())
+        if handler is None:
+            allow = ", ".join(sorted(self.handlers))
+            return error_response(405, "not_allowed", f"{request.method} is not served here; use {allow}",
+                                  headers={"Allow": allow})
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return error_response(400, "invalid_input", "Content-Length must be a number")
+            if int(declared) > limit:
+                raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+        try:
+            principal = await tokens.authenticate(resources.pool, request.headers.get("authorization"))
+        except AuthenticationError as exc:
+            return api_error_response(exc)
+        except CONNECTION_LOST:
+            return error_response(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
+        try:
+            result = await handler(RestRequest(request, resources, principal))
+        except PayloadTooLarge:
+            raise
+        except ApiError as exc:
+            return api_error_response(exc)
+        except CONNECTION_LOST:
+            return error_response(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
+        except ClientDisconnect:
+            raise
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method, request.url.path)
+            return error_response(500, "internal_error", "An internal error occurred")
+        if isinstance(result, Response):
+            return result
+        status = 200
+        if isinstance(result, tuple):
+            status, result = result
+        if result is None and status == 204:
+            return Response(status_code=204)
+        return JSONResponse(result, status_code=status)

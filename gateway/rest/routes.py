@@ -1,0 +1,17 @@
+"""Every REST route, mounted by gateway/app.py beside /v3/graphql. Add a resource's routes here."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from gateway.rest import trainings
+
+
+def rest_routes() -> list[Route]:
+    return [
+        # With and without the trailing slash: seed 001 writes /v1/trainings/, clients often drop it.
+        Route("/v1/trainings/", trainings.collection),
+        Route("/v1/trainings", trainings.collection),
+        Route("/v1/trainings/{training_id}", trainings.item),
+        Route("/v1/trainings/{training_id}/", trainings.item),
+    ]

@@ -1,0 +1,164 @@
+"""Seed 001's Training resource over REST: ``/v1/trainings/`` (GET list, POST) and ``/v1/trainings/{id}``
+(GET, DELETE), over the same services as GraphQL's jobs and models.
+
+A training is a job whose task trains a library (a "dataset" here) into a LibraryEngineModel. States:
+queued/pending -> ``waiting``, running -> ``processing``, complete -> ``completed``, failed/cancelled ->
+``failed`` (with ``error``). Times are UTC in the seed's form (``2020-12-15 12:34:18.237000``).
+``source_dataset.evaluation_state`` is 0 until the training measured its model, then 1.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from gateway.rest.common import RestEndpoint, RestRequest
+from gateway.schema.trainings import evaluation_result
+from gateway.services import trainings as service
+
+STATES = {"pending": "waiting", "queued": "waiting", "running": "processing", "complete": "completed",
+          "failed": "failed", "cancelled": "failed"}
+
+
+def seed_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _evaluation(model: Any) -> dict[str, Any]:
+    result = evaluation_result(model)
+    if result is None:
+        return {}
+    return {
+        "method": result.method,
+        "top1": result.top1,
+        "evaluated": result.evaluated,
+        "split_sizes": {"training": result.split_sizes.training, "validation": result.split_sizes.validation,
+                        "test": result.split_sizes.test},
+        "per_entity": {str(e.entity_id): {"count": e.count, "correct": e.correct} for e in result.per_entity},
+        "calibration": None if result.calibration is None else {
+            "method": result.calibration.method, "threshold": result.calibration.threshold,
+            "genuine": result.calibration.genuine, "impostor": result.calibration.impostor,
+            "true_positive_rate": result.calibration.true_positive_rate,
+            "true_negative_rate": result.calibration.true_negative_rate,
+        },
+    }
+
+
+def _model(model: Any) -> dict[str, Any]:
+    return {
+        "id": str(model.id),
+        "name": model.name,
+        "description": model.description,
+        "changelog": model.changelog,
+        "engine_id": model.engine_id,
+        "version": model.library_version,
+        "accuracy": model.accuracy,
+        "is_default": model.is_default,
+        "aliases": (["default"] if model.is_default else []) + list(model.aliases or []),
+        "parent_model_id": str(model.parent_model_id) if model.parent_model_id else None,
+        "labels": model.labels or {},
+        "promotion": model.promotion,
+        "evaluation_result": _evaluation(model),
+        "time_created": seed_time(model.created_at),
+    }
+
+
+def training_json(res: Any, view: service.TrainingView) -> dict[str, Any]:
+    """One training with seed 001's attribute names."""
+    job, model, library, summary = view.job, view.model, view.library, view.summary
+    started = summary["started_at"] if summary else None
+    completed = summary["completed_at"] if summary else None
+    if started is None:
+        duration = 0.0
+    else:
+        duration = round(((completed or datetime.now(timezone.utc)) - started).total_seconds(), 3)
+    progress = 1.0 if job.status == "complete" else float(summary["progress"] or 0.0) if summary else 0.0
+    error = ""
+    if job.status == "failed":
+        error = (summary["error"] if summary else None) or "the training failed"
+    elif job.status == "cancelled":
+        error = "the training was cancelled"
+    training_type = (summary["training_type"] if summary else None) or _engine_type(res, model.engine_id)
+    insight = view.insight
+    engine_config = summary["config"] if summary and isinstance(summary["config"], dict) else {}
+    seed_names = {v: k for k, v in service.SEED_CONFIG_KEYS.items()}
+    config = {seed_names.get(k, k): v for k, v in engine_config.items()}
+    dataset = None
+    if library is not None:
+        dataset = {
+            "id": str(library.id),
+            "name": library.name,
+            "description": library.description or "",  # the seed's strings are never null
+            "version": float(library.version),
+            "type": training_type,
+            "time_created": seed_time(library.created_at),
+            "time_updated": seed_time(library.modified_at),
+            "number_of_classes": insight.entities,
+            "number_of_active_classes": insight.active_entities,
+            "number_of_images": insight.identifiers,
+            "number_of_active_images": insight.usable_identifiers,
+            "preview_images": view.preview_urls,
+            "evaluation_result": _evaluation(model),
+            "evaluation_state": 1 if evaluation_result(model) is not None else 0,
+            "issues": {"has_error": insight.has_error, "has_warning": insight.has_warning},
+        }
+    return {
+        "id": str(job.id),
+        "type": training_type,
+        "state": STATES.get(job.status, job.status),
+        "progress": round(progress, 6),
+        "duration": duration,
+        "error": error,
+        "time_created": seed_time(job.created_at),
+        "time_started": seed_time(started),
+        "time_completed": seed_time(completed),
+        "source_dataset": dataset,
+        "output_model_name": model.name or "",
+        "output_model": _model(model) if model.train_status == "complete" else None,
+        "config": config,
+        "output_model_description": model.description or "",
+        "output_model_changelog": model.changelog or "",
+        "labels": job.labels or {},
+    }
+
+
+def _engine_type(res: Any, engine_id: str) -> str | None:
+    engine = res.engines.get(engine_id)
+    return engine.info.identifier_type_ids[0] if engine is not None and engine.info.identifier_type_ids else None
+
+
+async def _one(req: RestRequest, job_id: str) -> dict[str, Any]:
+    job, _model = await service.get_training(req.resources, req.principal, job_id)
+    views = await service.views(req.resources, req.principal, [job])
+    return training_json(req.resources, views[0])
+
+
+async def list_trainings(req: RestRequest) -> Any:
+    page = await service.page(req.resources, req.principal, req.query_int("offset", 0), req.query_int("limit", 30))
+    views = await service.views(req.resources, req.principal, page.records)
+    results = [training_json(req.resources, v) for v in views]
+    return {"offset": page.offset, "limit": page.limit, "count": len(results), "total_count": page.total,
+            "results": results}
+
+
+async def create_training(req: RestRequest) -> Any:
+    job = await service.start(req.resources, req.principal, await req.json_object())
+    return 201, await _one(req, str(job.id))
+
+
+async def get_training(req: RestRequest) -> Any:
+    return await _one(req, req.path_params["training_id"])
+
+
+async def delete_training(req: RestRequest) -> Any:
+    training_id = req.path_params["training_id"]
+    outcome = await service.remove(req.resources, req.principal, training_id)
+    if outcome == "deleted":
+        return 204, None
+    return 202, await _one(req, training_id)
+
+
+collection = RestEndpoint({"GET": list_trainings, "POST": create_training})
+item = RestEndpoint({"GET": get_training, "DELETE": delete_training})

@@ -1,0 +1,81 @@
+"""Which model of a (library, engine) is the default: promotion when a training completes, and rollback.
+
+A model becomes the default only when it completes (never while it trains, so recognize keeps answering
+with the old one). It is promoted unless it scores worse than the current default: its accuracy is lower,
+or unknown while the default's is known. ``autoPromote`` (per training; default false, so a regression never
+replaces a better model unasked) promotes it anyway. Both accuracies are recorded in the model's
+``promotion``, promoted or not; ``setDefaultModel`` moves the default by hand (rolling back or forward).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import InvalidInput, NotFound
+from gateway.services.ids import parse_id
+from gateway.services.principal import Principal
+from storage.queries import engine_models as model_q
+from storage.queries import trainings as q
+from storage.rows import EngineModel
+
+DEFAULT_AUTO_PROMOTE = False
+
+
+async def on_complete(conn: asyncpg.Connection, model: EngineModel) -> EngineModel:
+    """Run in the transaction that marks ``model`` complete; returns the model as it is now."""
+    await q.lock_default(conn, model.library_id, model.engine_id)
+    current = await q.default_model(conn, model.org_id, model.library_id, model.engine_id)
+    if current is not None and current.id == model.id:
+        return model
+    previous = current.accuracy if current is not None else None
+    if current is None:
+        promoted, reason = True, "first complete model of this library and engine"
+    elif previous is not None and (model.accuracy is None or model.accuracy < previous):
+        promoted = model.auto_promote
+        reason = ("scores worse than the default; promoted because autoPromote is set" if promoted
+                  else "scores worse than the default (autoPromote is off); setDefaultModel promotes it")
+    else:
+        promoted, reason = True, "scores at least as well as the default"
+    if promoted:
+        await q.set_default(conn, model)
+    record: dict[str, Any] = {
+        "promoted": promoted,
+        "reason": reason,
+        "accuracy": model.accuracy,
+        "previousModelId": str(current.id) if current is not None else None,
+        "previousAccuracy": previous,
+        "autoPromote": model.auto_promote,
+        "decidedDateTime": datetime.now(timezone.utc).isoformat(),
+    }
+    return await q.set_promotion(conn, model.org_id, model.id, record)
+
+
+async def set_default(res: Any, principal: Principal, model_id: object) -> EngineModel:
+    """Make a complete model the default of its (library, engine): a rollback, or a worse model on purpose."""
+    principal.require_write()
+    mid = parse_id(model_id)
+    async with res.pool.acquire() as conn, conn.transaction():
+        # The row first, then the (library, engine) lock: the order a completing training takes them in.
+        model = await model_q.by_id(conn, principal.org_id, mid, for_update=True)
+        if model is None:
+            raise NotFound()
+        principal.check_library(model.library_id)
+        await q.lock_default(conn, model.library_id, model.engine_id)
+        if model.train_status != "complete":
+            raise InvalidInput(f"model {mid} is {model.train_status}; only a complete model can be the default")
+        return await q.set_default(conn, model)
+
+
+async def after_default_deleted(conn: asyncpg.Connection, deleted: EngineModel) -> None:
+    """The default model was deleted: the newest complete model of its (library, engine) takes over, so
+    recognize by library keeps answering (Vertex refuses to delete a default version; upstream's
+    deleteLibraryEngineModel has no such rule)."""
+    await q.lock_default(conn, deleted.library_id, deleted.engine_id)
+    if await q.default_model(conn, deleted.org_id, deleted.library_id, deleted.engine_id) is not None:
+        return
+    newest = await model_q.newest_complete(conn, deleted.org_id, deleted.library_id, deleted.engine_id)
+    if newest is not None:
+        await q.set_default(conn, newest)
