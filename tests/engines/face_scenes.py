@@ -47,9 +47,14 @@ class Head:
 @dataclass(frozen=True)
 class SceneSet:
     heads: dict[str, Head]
-    enrolled: dict[str, Scene]
+    enrolled: dict[str, list[Scene]]  # two scenes per person
     queries: dict[str, Scene]
     held_out: list[tuple[str, bytes]]  # (person, photo as shipped)
+    group: Scene  # three enrolled people in one photo
+    pair: Scene  # two people, the first one's face clearly larger
+    no_face: Scene  # clutter only
+    tiny: Scene  # one face whose box is about 40-50 px
+    blurred: Scene  # one face blurred by a Gaussian of 4 % of its width
 
 
 def jpeg(image: Image.Image, quality: int = 90) -> bytes:
@@ -104,7 +109,7 @@ def cut_heads(photos: dict[str, bytes], detector: Detector) -> dict[str, Head]:
 
 def compose(
     heads: list[Head], rng: np.random.Generator, *, size: tuple[int, int] = (960, 720), face_px: tuple[int, int] = (120, 220),
-    mirror: bool = False, grey: bool = False, rotate: float = 0.0, blur: float = 0.0,
+    mirror: bool = False, grey: bool = False, rotate: float = 0.0, blur: float = 0.0, sizes: list[float] | None = None,
 ) -> Scene:
     """``heads`` pasted side by side (each in its own column) at random scale and position on clutter."""
     w, h = size
@@ -113,7 +118,7 @@ def compose(
     placed = []
     for i, head in enumerate(heads):
         box_side = max(head.box[2] - head.box[0], head.box[3] - head.box[1])
-        target = float(rng.uniform(*face_px))
+        target = sizes[i] if sizes else float(rng.uniform(*face_px))
         scale = target / box_side
         side = round(head.image.width * scale)
         side = min(side, column - 4, h - 4)
@@ -142,14 +147,19 @@ def compose(
 def build(photos: dict[str, bytes], detector: Detector, seed: int = 12) -> SceneSet:
     rng = np.random.default_rng(seed)
     heads = cut_heads(photos, detector)
-    enrolled = {p: compose([h], rng) for p, h in heads.items()}
+    enrolled = {p: [compose([h], rng), compose([h], rng, size=(720, 960))] for p, h in heads.items()}
     queries = {}
     for n, (person, head) in enumerate(heads.items()):
         queries[person] = compose(
             [head], rng, size=(800, 800), mirror=True, grey=n % 3 == 1, rotate=(8.0 if n % 3 == 2 else 0.0),
         )
     held_out = [("obama", photos[f]) for f in ("obama.jpg", "obama3.jpg")]
-    return SceneSet(heads, enrolled, queries, held_out)
+    group = compose([heads["obama"], heads["biden"], heads["group2-0"]], rng, size=(1200, 700), face_px=(110, 160))
+    pair = compose([heads["group1-0"], heads["group3-1"]], rng, size=(1000, 700), sizes=[220.0, 110.0])
+    no_face = Scene(jpeg(clutter((900, 700), rng)), [], (900, 700))
+    tiny = compose([heads["group4-1"]], rng, face_px=(40, 50))
+    blurred = compose([heads["group5-1"]], rng, face_px=(180, 200), blur=0.04)
+    return SceneSet(heads, enrolled, queries, held_out, group, pair, no_face, tiny, blurred)
 
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
