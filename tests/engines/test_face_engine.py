@@ -165,11 +165,16 @@ async def test_the_downloaded_artifact_alone_gives_the_same_answers(trained: Any
     labels = json.loads(meta["engineshed.labels"])
     threshold = float(meta["engineshed.threshold"])
     max_side = int(meta["engineshed.face.maxSide"])
-    for photo in (scenes.group.data, scenes.queries["biden"].data, scenes.no_face.data):
-        image = ImageOps.exif_transpose(Image.open(io.BytesIO(photo))).convert("RGB")
-        scale = max(image.size) / max_side if max(image.size) > max_side else 1.0
-        if scale > 1.0:
-            image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    group = Image.open(io.BytesIO(scenes.group.data))
+    large = io.BytesIO()  # over twice maxSide: decoded at a reduced JPEG scale, then shrunk
+    group.resize((group.width * 2, group.height * 2), Image.Resampling.BICUBIC).save(large, "JPEG", quality=90)
+    for photo in (scenes.group.data, scenes.queries["biden"].data, scenes.no_face.data, large.getvalue()):
+        opened = Image.open(io.BytesIO(photo))
+        full = max(opened.size)
+        opened.draft("RGB", (max_side, max_side))
+        image = ImageOps.exif_transpose(opened).convert("RGB")
+        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        scale = full / max(image.size)
         pixels = np.asarray(image, np.uint8)
         assert np.array_equal(pixels, load_photo(photo)[0])
         out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": pixels}), strict=True))
@@ -180,6 +185,12 @@ async def test_the_downloaded_artifact_alone_gives_the_same_answers(trained: Any
         result = await one(trained, photo, top_k=len(labels))
         gateway = sorted((f.box[0], [m.entity_name for m in f.matches]) for f in result.faces)
         assert standalone == gateway
+    # the large photo's boxes come back in its own pixels
+    result = await one(trained, large.getvalue(), threshold=-1.0)
+    for placed in scenes.group.faces:
+        doubled = tuple(2 * v for v in placed.box)
+        face = max(result.faces, key=lambda f: iou(corners(f.box), doubled))
+        assert iou(corners(face.box), doubled) >= BOX_IOU and face.matches[0].entity_name == placed.person
 
 
 async def test_the_configuration_is_checked() -> None:
