@@ -148,7 +148,7 @@ async def face(client: Client, env: dict[str, str], cache: Path, per_person: int
     return {
         "registration": registration,
         "photos": photos, "people": len(people), "photo_size": "960×720 JPEG, one face each",
-        "trained": jsondata.get("identifiers"), "skipped": len(jsondata.get("skipped") or []),
+        "trained": jsondata.get("identifiers"), "skipped_identifiers": len(jsondata.get("skipped") or []),
         "provider": provider, "timings": jsondata.get("timings"),
         "train_create_to_complete_s": round(e2e, 3), "train_task_s": round(float(task["duration"]), 3),
         "train_photos_per_s": round(train_per_s, 2),
@@ -164,7 +164,7 @@ async def face(client: Client, env: dict[str, str], cache: Path, per_person: int
 
 def rows(s: dict[str, Any], fmt: Any) -> list[str]:
     return [
-        f"| 10 | face training e2e, {s['photos']} photos ({s['photo_size']}) of {s['people']} people, createJob → complete | {fmt(s['train_create_to_complete_s'], 2)} s = {fmt(s['train_photos_per_s'])} photos/s ({s['trained']} trained, {s['skipped']} skipped) |",
+        f"| 10 | face training e2e, {s['photos']} photos ({s['photo_size']}) of {s['people']} people, createJob → complete | {fmt(s['train_create_to_complete_s'], 2)} s = {fmt(s['train_photos_per_s'])} photos/s ({s['trained']} trained, {s['skipped_identifiers']} skipped) |",
         f"| 10 | raw ceiling: BlazeFace on prepared letterboxes + FaceRes on prepared aligned crops (batch {BATCH}), {s['raw_after']['provider']}, mean of before / after | {fmt(s['train_raw_photos_per_s'])} photos/s ({fmt(s['raw_before']['train_photos_per_s'])} / {fmt(s['raw_after']['train_photos_per_s'])}) |",
         f"| 10 | **face training e2e / raw** | **{fmt(s['train_over_raw'], 3)}** |",
         f"| 10 | recognize through the API, {s['recognize_calls']} photos, {s['recognize_concurrency']} in flight | {fmt(s['recognize_photos_per_s'])} photos/s ({s['recognize_with_a_face']} with a face found) |",

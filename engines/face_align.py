@@ -12,7 +12,8 @@ processes, so both see the same crops) takes one photo and does::
       -> per face, the least-squares similarity transform mapping the template's eyes, nose and
          mouth onto the detected ones (closed form, no solver)
       -> GridSample of the photo at 2× the crop's resolution, 2×2 average pooling: CROP×CROP crops,
-         rounded to uint8 (what an embedding backbone takes, engines.backbone)
+         rounded to uint8 (what an embedding backbone takes, engines.backbone); a photo without a face
+         gets one crop of the identity transform when ``pad_one`` (zero-row batches are refused)
 
 Outputs: ``boxes`` float32 [K, 4] (x1, y1, x2, y2 in the photo's pixels), ``detection_scores`` [K],
 ``landmarks`` [K, 6, 2] (right eye, left eye, nose, mouth, right ear, left ear; x, y in the photo's
@@ -45,6 +46,7 @@ __all__ = [
     "KEYPOINTS",
     "MAX_FACES",
     "MAX_SIDE",
+    "PhotoTooLarge",
     "TEMPLATE",
     "build_front",
     "crop_sharpness",
@@ -55,17 +57,20 @@ __all__ = [
 CROP = 224  # the aligned crop's side (the face-embedding model's input)
 SUPERSAMPLE = 2  # the crop is sampled at 2× and averaged down, so large faces do not alias
 MAX_SIDE = 1024  # photos are shrunk to at most this on their longer side before the graph
-POOL = MAX_SIDE // 256  # letterbox: upsample to POOL·D, average POOL×POOL (D = 256, BlazeFace's side)
 SHARPNESS_SIDE = 112  # the template scale sharpness is measured at
 MAX_FACES = 32  # most faces aligned per photo (best detection scores first)
 PHOTO = "image"
 KEYPOINTS = ("rightEye", "leftEye", "nose", "mouth", "rightEar", "leftEar")
-# The usual 112×112 five-point template (ArcFace), at twice the scale, mouth corners averaged to one
+# The usual 112×112 five-point template (ArcFace), scaled to the crop, its mouth corners averaged to one
 # mouth point because BlazeFace gives one; eyes in image order (the subject's right eye is on the left).
 TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [56.1396, 92.2848]], np.float64)
 TEMPLATE_SIDE = 112
 MIN_OPSET = 17
 _USED = (0, 1, 2, 3)  # which detector keypoints the template matches
+
+
+class PhotoTooLarge(ValueError):
+    """The photo has more pixels than allowed (read from its header; nothing was decoded)."""
 
 
 def load_photo(blob: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int = MAX_SIDE) -> tuple[np.ndarray, float]:
@@ -80,7 +85,7 @@ def load_photo(blob: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int 
             image = Image.open(io.BytesIO(blob))
             width, height = image.size
             if width * height > max_pixels:
-                raise ValueError(f"{width}×{height} is over {max_pixels} pixels")
+                raise PhotoTooLarge(f"{width}×{height} is over {max_pixels} pixels")
             image.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale when that still covers it
             image = ImageOps.exif_transpose(image).convert("RGB")
     except ValueError:
@@ -160,15 +165,18 @@ def build_front(
 ) -> onnx.ModelProto:
     """The detect-and-align graph (module docstring) around a registered detector.
 
-    ``pad_one`` appends one extra crop after the K faces (sampled with the identity transform) so
-    that what follows sees at least one row; the artifact uses it and slices its answers back to K
-    (a zero-row batch is not something every backbone operator accepts). Raises ValueError when the
+    ``pad_one`` keeps, for a photo without a face, one crop of the identity transform (``aligned`` has
+    max(K, 1) rows) so that what follows sees at least one row; the artifact uses it and slices its
+    answers back to K (a zero-row batch is not something every backbone operator accepts). Raises ValueError when the
     detector does not give what alignment needs.
     """
     det, side, det_out = _detector_parts(detector, manifest)
     det_input = next(i for i in det.graph.input if i.name not in {t.name for t in det.graph.initializer})
     g = _Graph()
-    photo = g.op("Cast", [PHOTO], "photo", to=TensorProto.FLOAT)  # [H, W, 3]
+    # One transpose, of the uint8 photo: it is the largest tensor here, and GridSample takes NCHW too.
+    photo_u8 = g.op("Transpose", [g.op("Unsqueeze", [PHOTO, g.const("ax0", [0], np.int64)], "photo4")], "photo_u8",
+                    perm=[0, 3, 1, 2])
+    photo_nchw = g.op("Cast", [photo_u8], "photo_nchw", to=TensorProto.FLOAT)  # [1, 3, H, W]
     shape = g.op("Shape", [PHOTO], "shape")
     hw = g.op("Slice", [shape, g.const("s0", [0], np.int64), g.const("s2", [2], np.int64)], "hw")
     # Elementwise forms rather than Reduce*: their axes moved from attribute to input at opset 18, and
@@ -176,10 +184,8 @@ def build_front(
     h = g.op("Slice", [hw, g.const("i0", [0], np.int64), g.const("i1", [1], np.int64)], "h")
     s = g.op("Max", [h, g.op("Slice", [hw, g.const("i1b", [1], np.int64), g.const("i2", [2], np.int64)], "w")], "side")
     extra = g.op("Sub", [g.op("Concat", [s, s], "ss", axis=0), hw], "extra")  # [2]: S-H, S-W
-    zeros3 = g.const("z3", [0, 0, 0], np.int64)
-    pads = g.op("Concat", [zeros3, extra, g.const("z1", [0], np.int64)], "pads", axis=0)
-    square = g.op("Pad", [photo, pads], "square", mode="constant")  # [S, S, 3]
-    nchw = g.op("Transpose", [g.op("Unsqueeze", [square, g.const("ax0", [0], np.int64)], "sq4")], "nchw", perm=[0, 3, 1, 2])
+    pads = g.op("Concat", [g.const("z6", [0, 0, 0, 0, 0, 0], np.int64), extra], "pads", axis=0)
+    nchw = g.op("Pad", [photo_nchw, pads], "square", mode="constant")  # [1, 3, S, S]
     pool = max(1, MAX_SIDE // side)
     big = pool * side
     up = g.op("Resize", [nchw, "", "", g.const("big", [1, 3, big, big], np.int64)], "up",
@@ -223,11 +229,16 @@ def build_front(
     t0 = template.mean(axis=0)
     cx = g.op("Sub", [mx, g.op("Sub", [g.op("Mul", [a, g.const("t0x", float(t0[0]))], "at0x"), g.op("Mul", [b, g.const("t0y", float(t0[1]))], "bt0y")], "rot_x")], "cx")
     cy = g.op("Sub", [my, g.op("Add", [g.op("Mul", [b, g.const("t0x2", float(t0[0]))], "bt0x"), g.op("Mul", [a, g.const("t0y2", float(t0[1]))], "at0y")], "rot_y")], "cy")
-    # One identity transform after the faces, always: GridSample and pooling refuse a zero-row grid.
-    a = g.op("Concat", [a, g.const("one11", [[1.0]])], "a_pad", axis=0)
-    b = g.op("Concat", [b, g.const("zero11", [[0.0]])], "b_pad", axis=0)
-    cx = g.op("Concat", [cx, g.const("zero11b", [[0.0]])], "cx_pad", axis=0)
-    cy = g.op("Concat", [cy, g.const("zero11c", [[0.0]])], "cy_pad", axis=0)
+    # max(K, 1) crops: GridSample and pooling refuse a zero-row grid, so a photo without a face gets one
+    # crop of the identity transform, which the caller drops (an extra crop per photo would double the cost).
+    rows = g.op("Max", [k, g.const("one_row", [1], np.int64)], "rows")
+    zero = g.const("row0", [0], np.int64)
+
+    def padded(x: str, fill: float, name: str) -> str:
+        joined = g.op("Concat", [x, g.const(name + "_fill", [[fill]])], name + "_joined", axis=0)
+        return g.op("Slice", [joined, zero, rows, g.const(name + "_axis", [0], np.int64)], name + "_rows")
+
+    a, b, cx, cy = padded(a, 1.0, "a"), padded(b, 0.0, "b"), padded(cx, 0.0, "cx"), padded(cy, 0.0, "cy")
 
     # Sampling grid: output pixel centres (at SUPERSAMPLE× resolution) in template coordinates.
     n = crop * SUPERSAMPLE
@@ -249,7 +260,6 @@ def build_front(
     last = g.const("ax3", [3], np.int64)
     grid = g.op("Concat", [g.op("Unsqueeze", [gxn, last], "gx4"), g.op("Unsqueeze", [gyn, last], "gy4")], "grid", axis=3)
     grid1 = g.op("Reshape", [grid, g.const("grid1", [1, -1, n, 2], np.int64)], "grid_stacked")  # faces stacked in height
-    photo_nchw = g.op("Transpose", [g.op("Unsqueeze", [photo, g.const("ax0b", [0], np.int64)], "photo4")], "photo_nchw", perm=[0, 3, 1, 2])
     sampled = g.op("GridSample", [photo_nchw, grid1], "sampled", mode="bilinear", padding_mode="zeros", align_corners=0)
     pooled = g.op("AveragePool", [sampled], "pooled", kernel_shape=[SUPERSAMPLE, SUPERSAMPLE], strides=[SUPERSAMPLE, SUPERSAMPLE])
     crops = g.op("Transpose", [g.op("Reshape", [pooled, g.const("crops", [3, -1, crop, crop], np.int64)], "crops_c")], "crops_nhwc", perm=[1, 2, 3, 0])

@@ -2,7 +2,7 @@
 
 ::
 
-    image uint8 [H, W, 3] RGB  ->  detect + align (engines.face_align, with one padding crop)
+    image uint8 [H, W, 3] RGB  ->  detect + align (engines.face_align: max(K, 1) crops)
       -> the embedding model (its preprocessing baked in, engines.model_backbone)
       -> the gallery head (engines.artifact: best cosine per entity, TopK)
       -> answers sliced back to the K detected faces
@@ -52,9 +52,9 @@ def _converted(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def front_and_backbone(
     detector: EmbeddingModel, embedder: EmbeddingModel, *, min_confidence: float
 ) -> tuple[onnx.ModelProto, int]:
-    """Photo -> embeddings of every face plus one padding row, with the detections as extra outputs.
+    """Photo -> embeddings of every face (one identity crop when none), with the detections as extra outputs.
 
-    Returns the graph (output 0 ``emb/embedding`` [K+1, D]) and the crop side. Raises ValueError when
+    Returns the graph (output 0 ``emb/embedding`` [max(K, 1), D]) and the crop side. Raises ValueError when
     the detector or the embedding model cannot be composed (named in the message).
     """
     crop = int(embedder.manifest["input"]["height"])
@@ -100,7 +100,7 @@ def build_face_artifact(
     g.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), "face/slice0"),
                           numpy_helper.from_array(np.array([0], np.int64), "face/slice_axis")])
     g.node.append(helper.make_node("Shape", ["detection_scores"], ["face/k_vec"], name="face/k_vec"))
-    for name in _HEAD_OUTPUTS:  # drop the padding row
+    for name in _HEAD_OUTPUTS:  # drop the identity crop's row of a photo without a face
         g.node.append(helper.make_node("Slice", [rename[name], "face/slice0", "face/k_vec", "face/slice_axis"], [name],
                                        name=f"face/answer_{name}"))
     k = min(meta.top_k, len(meta.labels))

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.face_align import crop_sharpness, load_photo
+from engines.face_align import PhotoTooLarge, crop_sharpness, load_photo
 from engines.runtime import get_runner
 
 __all__ = ["Face", "decode_faces", "faces_in", "largest"]
@@ -43,7 +43,7 @@ def decode_one(blob: bytes, front: bytes, min_face_size: int, sharpness_threshol
     try:
         photo, scale = load_photo(blob)
     except ValueError as exc:
-        reason = "too-large" if "pixels" in str(exc) else "corrupt"
+        reason = "too-large" if isinstance(exc, PhotoTooLarge) else "corrupt"
         return None, {"reason": reason, "detail": str(exc)}, None
     runner = get_runner(front, "cpu", threads=1)
     outputs = dict(zip(runner.output_names, runner.run_all(photo), strict=True))
