@@ -206,3 +206,11 @@ async def test_training_without_a_registered_detector_fails_with_what_to_do(mode
     ctx.detector_model = None  # type: ignore[attr-defined]
     with pytest.raises(EngineError, match="engineshed models pull face-detector"):
         await ENGINE.train(ctx)
+
+
+def test_the_face_entry_point_loads_the_engine() -> None:
+    from engines.registry import discover_engines
+
+    engine = discover_engines()["engineshed-face"]
+    assert isinstance(engine, FaceEngine) and engine.info.identifier_type_ids == ("face",)
+    assert engine.info.library_type_ids == ("people",)
