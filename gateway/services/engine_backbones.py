@@ -91,9 +91,15 @@ async def check_detector(res: Any, org_id: UUID, config: Mapping[str, Any] | Non
     if not ref:
         return None
     try:
-        return await models.resolve_model(res, org_id, ref, DETECTION)
+        version = await models.resolve_model(res, org_id, ref, DETECTION)
     except InvalidInput as exc:
         raise InvalidInput(f"config.{DETECTOR_KEY}: {exc.message}") from exc
+    if not (version.manifest.get("output") or {}).get("keypoints"):
+        raise InvalidInput(
+            f"config.{DETECTOR_KEY}: model {version.ref} gives no keypoints; the face engine aligns faces on "
+            "six keypoints per face (eyes, nose, mouth, ears: output.keypoints [K, 6, 2] in the manifest)"
+        )
+    return version
 
 
 async def detector_model(

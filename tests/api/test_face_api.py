@@ -206,3 +206,54 @@ def test_an_unknown_detector_model_is_refused_before_the_job_exists(org: Org, li
                    "config": {"detectorModelId": "face-embedding"}},
     )
     api.assert_error(reply, "invalid_input", "detectorModelId", "not auto_annotation")
+
+
+def test_a_detector_without_keypoints_is_refused_before_the_job_exists(
+    org: Org, library: dict[str, Any], system_models: dict[str, Any]
+) -> None:
+    # The real BlazeFace graph registered by the organization with a manifest that names no keypoints output.
+    manifest = {"input": {"name": "input", "layout": "NHWC", "height": 256, "width": 256, "channels": 3,
+                          "color_order": "RGB", "range": [-1, 1]},
+                "output": {"boxes": "boxes", "scores": "scores"}, "labels": ["face"]}
+    version = registered.register_org_model(org, "boxes-only", "auto_annotation", system_models["detector"], manifest)
+    assert version.status == "ready", version
+    model_id = api.create_model(org, FACE, library["id"])
+    reply = org.client.query(
+        "mutation($e: ID!, $p: JSONData) { createJob(input: {tasks: [{engineId: $e, payload: $p}]}) { id } }",
+        e=FACE, p={"mode": "library-train", "libraryId": library["id"], "libraryEngineModelId": model_id,
+                   "config": {"detectorModelId": "boxes-only"}},
+    )
+    api.assert_error(reply, "invalid_input", "boxes-only@1 gives no keypoints")
+
+
+def test_the_downloaded_artifact_run_standalone_answers_as_the_gateway(
+    org: Org, face_model: dict[str, Any], scenes: SceneSet
+) -> None:
+    import io
+    import json
+
+    import httpx
+    import numpy as np
+    import onnxruntime as ort
+    from PIL import Image, ImageOps
+
+    assert face_model["contentType"] == "application/onnx"
+    data = httpx.get(face_model["dataUrl"], timeout=60).content
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    labels, cut = json.loads(meta["engineshed.labels"]), float(meta["engineshed.threshold"])
+    side = int(meta["engineshed.face.maxSide"])
+    image = Image.open(io.BytesIO(scenes.group.data))  # 1200×700: shrunk to maxSide as the README says
+    full = max(image.size)
+    image.draft("RGB", (side, side))
+    photo = ImageOps.exif_transpose(image).convert("RGB")
+    photo.thumbnail((side, side), Image.Resampling.BILINEAR)
+    scale = full / max(photo.size)
+    out = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"image": np.asarray(photo)}), strict=True))
+    standalone = sorted(
+        (round(float(box[0]) * scale, 2), [labels[int(i)]["entityId"] for s, i in zip(scores, idx, strict=True) if s >= cut])
+        for box, scores, idx in zip(out["boxes"], out["scores"], out["indices"], strict=True)
+    )
+    gateway = sorted((f["box"]["left"], [m["entityId"] for m in f["matches"]])
+                     for f in recognize(org, face_model["id"], scenes.group.data)["faces"])
+    assert standalone == gateway and len(gateway) == 3
