@@ -34,6 +34,7 @@ import onnx
 from engines.artifact import CONTENT_TYPE, artifact_meta
 from engines.face_align import KEYPOINTS, build_front, load_photo
 from engines.face_artifact import build_face_artifact, face_settings, front_and_backbone
+from engines.embedded import EmbeddedLibrary
 from engines.face_decode import decode_faces, faces_in
 from engines.gallery import fit_gallery
 from engines.interface import (
@@ -42,6 +43,7 @@ from engines.interface import (
     EmbeddingModel,
     EngineError,
     EngineInfo,
+    IdentifierRef,
     Match,
     Recognition,
     RecognizedFace,
@@ -219,7 +221,9 @@ def _merged(faces: list[RecognizedFace], top_k: int) -> list[Match]:
     return sorted(best.values(), key=lambda m: -m.score)[:top_k]
 
 
-def _face_report(embedded: Any, refs: Sequence[Any], detector: EmbeddingModel, settings: dict[str, Any]) -> dict[str, Any]:
+def _face_report(
+    embedded: EmbeddedLibrary, refs: Sequence[IdentifierRef], detector: EmbeddingModel, settings: dict[str, Any]
+) -> dict[str, Any]:
     """The face keys of ``jsondata``: the face used per identifier, skips and warnings with their entity."""
     extras = embedded.extras
     faces = []
