@@ -53,11 +53,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--processes", type=int, default=None,
                    help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
-    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker"), default="all",
+    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker", "face"), default="all",
                    help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
                         "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
                         "the pulled-model figures (registration, face-model training e2e/raw); speaker = "
-                        "speaker-engine utterances/s against the GE2E raw ceiling")
+                        "speaker-engine utterances/s against the GE2E raw ceiling; face = face-engine photos/s "
+                        "for training and recognize against the detector-plus-embedder raw ceiling")
+    p.add_argument("--face-per-person", type=int, default=None,
+                   help="face scenario: training photos per person, 23 people (default 4; quick 1)")
     p.add_argument("--speakers", type=int, default=6, help="speaker scenario: espeak-ng voices (at most 6)")
     p.add_argument("--per-speaker", type=int, default=None, help="speaker scenario: recordings per voice (default 10; quick 3)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
@@ -238,6 +241,26 @@ async def measure_speaker(stack: Stack, args: argparse.Namespace) -> dict[str, A
         await client.aclose()
 
 
+async def measure_face(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Scenario 10 (bench/face.py); in a whole run it is skipped, saying why, when the registry is unreachable."""
+    from bench import face
+    from gateway.services.model_pull import PullError
+
+    per_person = args.face_per_person or (1 if args.quick else 4)
+    log(f"face engine: {per_person} photos per person")
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        return await face.face(client, stack.env, args.model_cache, per_person, args.concurrency, 4, timeout=900.0)
+    except (BenchError, PullError) as exc:
+        if args.only == "face":
+            raise
+        log(f"face scenario skipped: {exc}")
+        return {"skipped": str(exc)}
+    finally:
+        await client.aclose()
+
+
 async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
     """The scenarios `--only` names, or all of them. A whole run (not --quick, which the smoke test runs
     without the registries' downloads) ends with the pulled-model and speaker figures."""
@@ -245,6 +268,7 @@ async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSample
     if args.only == "all" and not args.quick:
         results["pulled_models"] = await measure_pulled(stack, args)
         results["speaker"] = await measure_speaker(stack, args)
+        results["face"] = await measure_face(stack, args)
     return results
 
 
@@ -514,6 +538,13 @@ def speaker_table(s: dict[str, Any]) -> str:
     return "\n".join(["| # | measurement | figure |", "|---|---|---|", *rows])
 
 
+def face_table(s: dict[str, Any]) -> str:
+    from bench import face
+
+    rows = [f"| 10 | face scenario skipped | {s['skipped']} |"] if "skipped" in s else face.rows(s, fmt)
+    return "\n".join(["| # | measurement | figure |", "|---|---|---|", *rows])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM cleans up like Ctrl-C: the finally blocks stop the processes and the embedded services.
@@ -533,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
                     work = measure_pulled(stack, args)
                 elif args.only == "speaker":
                     work = measure_speaker(stack, args)
+                elif args.only == "face":
+                    work = measure_face(stack, args)
                 else:
                     work = measure_all(stack, args, sampler)
                 results = asyncio.run(asyncio.wait_for(work, timeout=args.timeout))
@@ -574,12 +607,16 @@ def main(argv: list[str] | None = None) -> int:
         print(pulled_table(report))
     elif args.only == "speaker":
         print(speaker_table(results))
+    elif args.only == "face":
+        print(face_table(results))
     else:
         print(table(report))
         if "pulled_models" in results:
             print("\n" + pulled_table(report))
         if "speaker" in results:
             print("\n" + speaker_table(results["speaker"]))
+        if "face" in results:
+            print("\n" + face_table(results["face"]))
     print(f"\nwrote {args.out} in {report['total_seconds']} s")
     return 0
 

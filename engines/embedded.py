@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ class Skipped:
     """An identifier left out of training, and why."""
 
     ref: IdentifierRef
-    reason: str  # "fetch-failed" | "corrupt" | "too-large" | "too-small" | "blurry"
+    reason: str  # "fetch-failed" | "corrupt" | "too-large" | "too-small" | "blurry" | "no-face"
     detail: str
 
     def as_json(self) -> dict[str, str]:
@@ -34,6 +35,7 @@ class EmbeddedLibrary:
     timings: dict[str, float]  # fetch/decode/inference: busy seconds summed over concurrent calls; total: wall
     cached: int  # rows served by the embedding cache
     inferred: int  # images run through the backbone
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # a custom decoder's notes, by identifier ID
 
 
 class RowBuffer:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +19,7 @@ from engines.options import PIPELINE_OPTIONS
 from engines.splits import check_split_config, split_options, split_rows
 from engines.training import Prepared, base_report, prepare
 
-__all__ = ["GalleryEngine"]
+__all__ = ["GalleryEngine", "GalleryFit", "fit_gallery"]
 
 DEFAULT_THRESHOLD = 0.5  # used only when no entity has two identifiers to calibrate with
 
@@ -41,7 +43,8 @@ class GalleryEngine(ArtifactRecognizer):
         identifier_type_ids=("face", "image"),
         library_type_ids=("people", "objects"),
         version="1",
-        # "face" only until the face engine (which lists it first) is installed: see EngineInfo.default_for.
+        # "face" too, for an install without the face engine: the face engine lists "face" first, so it wins
+        # where both are installed (EngineInfo.default_for).
         default_for=("image", "face"),
         config=PIPELINE_OPTIONS
         + (ConfigOption("maxGalleryPerEntity", int, 1000, "Most identifiers kept per entity.", 1, 100_000),)
@@ -62,71 +65,90 @@ class GalleryEngine(ArtifactRecognizer):
         is measured on the test split against the gallery when there is one, else leave-one-out.
         """
         prepared = await prepare(ctx, self.backbone)
-        config = ctx.config
-        started = time.perf_counter()
-        all_refs = prepared.embedded.refs
-        split = split_rows(prepared.labels, config, seed=config["seed"],
-                           filter_values=[r.split for r in all_refs] if config["splitKey"] else None)
-        keep = split.training[_cap_per_entity(prepared.labels[split.training], config["maxGalleryPerEntity"])]
-        if keep.size == prepared.labels.size:  # the whole library, nothing capped: no copy of the [R, D] rows
-            vectors, labels, refs = prepared.vectors, prepared.labels, all_refs
-        else:
-            vectors, labels = prepared.vectors[keep], prepared.labels[keep]
-            refs = [all_refs[i] for i in keep]
-        loo = None
-        if not (split.validation.size and split.test.size):
-            loo = await asyncio.to_thread(functools.partial(leave_one_out, vectors, labels, normalised=True))
-        if split.validation.size:
-            held = await asyncio.to_thread(
-                against_gallery, vectors, labels, prepared.vectors[split.validation], prepared.labels[split.validation])
-            genuine, impostor = held.genuine, held.impostor
-        else:
-            genuine, impostor = loo.genuine, loo.impostor
-        calibration = balanced_threshold(
-            genuine[np.isfinite(genuine)], impostor[np.isfinite(impostor)], default=DEFAULT_THRESHOLD
-        )
-        if split.test.size:
-            test = await asyncio.to_thread(
-                against_gallery, vectors, labels, prepared.vectors[split.test], prepared.labels[split.test])
-            accuracy = test.top1
-            evaluation = {
-                "method": "held-out test split, top-1 nearest neighbour (cosine) against the gallery",
-                "evaluated": int(split.test.size),
-                "top1": test.top1,
-                "perEntity": per_entity(prepared.entity_ids, prepared.labels[split.test], test.correct),
-            }
-        else:
-            accuracy = loo.top1
-            evaluation = {
-                "method": "leave-one-out top-1 nearest neighbour (cosine)",
-                "evaluated": int(loo.queries.size),
-                "top1": loo.top1,
-                "perEntity": per_entity(prepared.entity_ids, labels[loo.queries], loo.correct),
-            }
-        evaluation["splits"] = split.sizes()
-        await ctx.progress(0.95, "evaluated")
-        meta = ArtifactMeta(
-            engine=self.info.id,
-            engine_version=self.info.version,
-            backbone=prepared.spec.name,
-            backbone_digest=prepared.spec.digest,
-            library_id=ctx.library_id,
-            image_size=prepared.spec.input_size,
-            channels=prepared.spec.channels,
-            top_k=ctx.config["topK"],
-            threshold=calibration.threshold,
-            score="cosine",
-            labels=_labels(prepared, labels, refs),
-        )
-        data = await asyncio.to_thread(build_gallery_artifact, prepared.spec, vectors, labels, meta)
-        report = base_report(self.info, prepared, ctx)
-        report["galleryRows"] = len(refs)
-        report["evaluation"] = evaluation
-        report["threshold"] = calibration.threshold
-        report["calibration"] = calibration.as_json()
-        report["timings"]["fit"] = round(time.perf_counter() - started, 4)
+        fit = await fit_gallery(self.info, prepared, ctx)
+        data = await asyncio.to_thread(build_gallery_artifact, prepared.spec, fit.vectors, fit.labels, fit.meta)
         await ctx.progress(1.0, "artifact built")
-        return Artifact(data, CONTENT_TYPE, report, accuracy)
+        return Artifact(data, CONTENT_TYPE, fit.report, fit.accuracy)
+
+
+@dataclass(slots=True)
+class GalleryFit:
+    """The gallery rows kept, their artifact metadata (threshold calibrated) and the training report."""
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    refs: list[IdentifierRef]
+    meta: ArtifactMeta
+    report: dict[str, Any]
+    accuracy: float | None
+
+
+async def fit_gallery(info: EngineInfo, prepared: Prepared, ctx: TrainingContext) -> GalleryFit:
+    """Split, cap rows per entity, evaluate, calibrate the threshold (GalleryEngine.train's docstring).
+    ``ctx.config`` carries the split options (engines.splits.split_options) and maxGalleryPerEntity."""
+    config = ctx.config
+    started = time.perf_counter()
+    all_refs = prepared.embedded.refs
+    split = split_rows(prepared.labels, config, seed=config["seed"],
+                       filter_values=[r.split for r in all_refs] if config["splitKey"] else None)
+    keep = split.training[_cap_per_entity(prepared.labels[split.training], config["maxGalleryPerEntity"])]
+    if keep.size == prepared.labels.size:  # the whole library, nothing capped: no copy of the [R, D] rows
+        vectors, labels, refs = prepared.vectors, prepared.labels, all_refs
+    else:
+        vectors, labels = prepared.vectors[keep], prepared.labels[keep]
+        refs = [all_refs[i] for i in keep]
+    loo = None
+    if not (split.validation.size and split.test.size):
+        loo = await asyncio.to_thread(functools.partial(leave_one_out, vectors, labels, normalised=True))
+    if split.validation.size:
+        held = await asyncio.to_thread(
+            against_gallery, vectors, labels, prepared.vectors[split.validation], prepared.labels[split.validation])
+        genuine, impostor = held.genuine, held.impostor
+    else:
+        genuine, impostor = loo.genuine, loo.impostor
+    calibration = balanced_threshold(
+        genuine[np.isfinite(genuine)], impostor[np.isfinite(impostor)], default=DEFAULT_THRESHOLD
+    )
+    if split.test.size:
+        test = await asyncio.to_thread(
+            against_gallery, vectors, labels, prepared.vectors[split.test], prepared.labels[split.test])
+        accuracy = test.top1
+        evaluation = {
+            "method": "held-out test split, top-1 nearest neighbour (cosine) against the gallery",
+            "evaluated": int(split.test.size),
+            "top1": test.top1,
+            "perEntity": per_entity(prepared.entity_ids, prepared.labels[split.test], test.correct),
+        }
+    else:
+        accuracy = loo.top1
+        evaluation = {
+            "method": "leave-one-out top-1 nearest neighbour (cosine)",
+            "evaluated": int(loo.queries.size),
+            "top1": loo.top1,
+            "perEntity": per_entity(prepared.entity_ids, labels[loo.queries], loo.correct),
+        }
+    evaluation["splits"] = split.sizes()
+    await ctx.progress(0.95, "evaluated")
+    meta = ArtifactMeta(
+        engine=info.id,
+        engine_version=info.version,
+        backbone=prepared.spec.name,
+        backbone_digest=prepared.spec.digest,
+        library_id=ctx.library_id,
+        image_size=prepared.spec.input_size,
+        channels=prepared.spec.channels,
+        top_k=config["topK"],
+        threshold=calibration.threshold,
+        score="cosine",
+        labels=_labels(prepared, labels, refs),
+    )
+    report = base_report(info, prepared, ctx)
+    report["galleryRows"] = len(refs)
+    report["evaluation"] = evaluation
+    report["threshold"] = calibration.threshold
+    report["calibration"] = calibration.as_json()
+    report["timings"]["fit"] = round(time.perf_counter() - started, 4)
+    return GalleryFit(vectors, labels, refs, meta, report, accuracy)
 
 
 def _cap_per_entity(labels: np.ndarray, cap: int) -> np.ndarray:

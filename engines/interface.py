@@ -27,6 +27,7 @@ __all__ = [
     "Match",
     "NothingToTrain",
     "Recognition",
+    "RecognizedFace",
     "TrainingContext",
 ]
 
@@ -200,6 +201,9 @@ class TrainingContext(Protocol):
     # Optional (read with getattr, default None): the registered embedding model the worker resolved
     # from config ``modelId`` or the identifier type's system default; None = the built-in backbone.
     # embedding_model: EmbeddingModel | None
+    # Optional likewise: the registered auto_annotation face detector from config ``detectorModelId`` or
+    # the system default, for engines that declare a ``detectorModelId`` option; None = none registered.
+    # detector_model: EmbeddingModel | None
 
     def pages(self, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
         """Identifiers of the library's entities whose identifier type the engine takes."""
@@ -247,12 +251,23 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True)
+class RecognizedFace:
+    """One face found in a photo: its box and landmarks in the photo's pixels, and its matches, best first."""
+
+    box: tuple[float, float, float, float]  # left, top, width, height
+    landmarks: tuple[tuple[float, float], ...]  # (x, y): right eye, left eye, nose, mouth, right ear, left ear
+    detection_score: float
+    matches: list[Match]
+
+
+@dataclass(frozen=True, slots=True)
 class Recognition:
     """The matches for the input image at ``index``, best first; empty when none passes the threshold."""
 
     index: int
     matches: list[Match]
     windows: tuple[tuple[float, float], ...] = ()  # audio: the voiced [start, end) seconds that were used
+    faces: tuple[RecognizedFace, ...] = ()  # face engines: every face found, largest first
 
 
 class Engine(Protocol):

@@ -21,7 +21,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,8 @@ DECODE_IN_FLIGHT = 8  # chunks submitted to the pool at once
 PAGES_AHEAD = 2  # library pages read before they are needed
 STORES_IN_FLIGHT = 2  # embedding-cache writes running beside inference
 _END = object()
+# A picklable function of a chunk of blobs, run in the decode pool (see embed_library).
+Decoder = Callable[[list[bytes]], tuple[list[tuple[Any, ...]], float]]
 
 
 @dataclass(slots=True, eq=False)
@@ -54,6 +56,7 @@ class _Item:
     late: bool = False  # sha256 learnt from the fetched bytes, so not yet looked up in the cache
     data: bytes | None = None
     array: np.ndarray | None = None
+    extra: dict[str, Any] | None = None  # what a custom decoder said about the item (e.g. the face used)
 
 
 class _Run:
@@ -70,8 +73,12 @@ class _Run:
         min_size: int,
         sharpness_threshold: float,
         progress_span: float,
+        decoder: Decoder | None = None,
+        use_cache: bool = True,
     ) -> None:
         self.ctx, self.spec, self.runner = ctx, spec, runner
+        self.decoder, self.use_cache = decoder, use_cache
+        self.extras: dict[str, dict[str, Any]] = {}
         self.page_size, self.batch_size = page_size, batch_size
         self.fetch_concurrency = fetch_concurrency
         self.limiter = AsyncLimiter(fetch_rate, 1.0) if fetch_rate else None
@@ -103,7 +110,7 @@ class _Run:
         vectors, refs = self.rows.in_paging_order()
         self.timings["total"] = time.perf_counter() - started
         skipped = [s for _, s in sorted(self.skipped, key=lambda pair: pair[0])]
-        return EmbeddedLibrary(vectors, refs, skipped, self.timings, self.cached, self.inferred)
+        return EmbeddedLibrary(vectors, refs, skipped, self.timings, self.cached, self.inferred, self.extras)
 
     # -- stages -----------------------------------------------------------------------------
 
@@ -152,7 +159,7 @@ class _Run:
                 seq += 1
             self.page_left[page_no] = len(items)
             lookup = sorted({i.sha for i in items if i.sha and i.sha not in self.pending})
-            hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup else {}
+            hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup and self.use_cache else {}
             for item in items:
                 if item.sha is not None and item.sha in self.pending:
                     self.pending[item.sha].append(item)
@@ -221,7 +228,7 @@ class _Run:
     async def _decode_chunk(self, chunk: list[_Item], slots: asyncio.Semaphore) -> None:
         try:
             late = [i.sha for i in chunk if i.late]
-            hits = await self.ctx.cached_embeddings(self.spec.digest, late) if late else {}
+            hits = await self.ctx.cached_embeddings(self.spec.digest, late) if late and self.use_cache else {}
             todo = []
             for item in chunk:
                 if item.late and item.sha in hits:
@@ -235,17 +242,22 @@ class _Run:
             for item in todo:
                 item.data = None
             loop = asyncio.get_running_loop()
-            results, seconds = await loop.run_in_executor(
-                self.ctx.decode_pool,
-                decode_batch_timed,
-                blobs,
-                self.spec.input_size,
-                self.spec.channels,
-                self.min_size,
-                self.sharpness_threshold,
-            )
+            if self.decoder is not None:
+                results, seconds = await loop.run_in_executor(self.ctx.decode_pool, self.decoder, blobs)
+            else:
+                results, seconds = await loop.run_in_executor(
+                    self.ctx.decode_pool,
+                    decode_batch_timed,
+                    blobs,
+                    self.spec.input_size,
+                    self.spec.channels,
+                    self.min_size,
+                    self.sharpness_threshold,
+                )
             self.timings["decode"] += seconds
-            for item, (array, skip) in zip(todo, results, strict=True):
+            for item, result in zip(todo, results, strict=True):
+                array, skip = result[0], result[1]
+                item.extra = result[2] if len(result) > 2 else None
                 if skip is not None:
                     await self._complete(item, skip=(skip["reason"], skip.get("detail", "")))
                 else:
@@ -278,8 +290,9 @@ class _Run:
         vectors = np.asarray(vectors, np.float32)
         self.inferred += len(batch)
         self.ctx.count_inference(len(batch))
-        await slots.acquire()
-        stores.create_task(self._store({i.sha: v for i, v in zip(batch, vectors) if i.sha}, slots))
+        if self.use_cache:
+            await slots.acquire()
+            stores.create_task(self._store({i.sha: v for i, v in zip(batch, vectors) if i.sha}, slots))
         for item, vector in zip(batch, vectors, strict=True):
             await self._complete(item, vector=vector)
 
@@ -302,6 +315,8 @@ class _Run:
             members = [item]
         finished_pages = 0
         for member in members:
+            if item.extra is not None:
+                self.extras[member.ref.identifier_id] = item.extra
             if vector is not None:
                 self.rows.add(member.seq, member.ref, np.asarray(vector, np.float32).reshape(-1))
             else:
@@ -345,6 +360,8 @@ async def embed_library(
     sharpness_threshold: float,
     fetch_rate: float | None = None,
     progress_span: float = 0.9,
+    decoder: Decoder | None = None,
+    use_cache: bool = True,
 ) -> EmbeddedLibrary:
     """Embed every identifier ``ctx.pages`` yields with the backbone ``spec`` run by ``runner``.
 
@@ -352,6 +369,11 @@ async def embed_library(
     pages complete, as a fraction of ``ctx.total_identifiers`` scaled to ``progress_span`` (the
     rest is left to the engine's fitting); when the total is unknown the fraction stays 0 and
     only the message moves.
+
+    ``decoder`` replaces the decode stage's function: called in the decode pool with a chunk of
+    blobs, it returns ``([(array | None, skip | None, extra | None), ...], seconds)``; each item's
+    ``extra`` ends in ``EmbeddedLibrary.extras`` by identifier ID. ``use_cache`` False neither reads
+    nor writes the embedding cache (for engines whose rows depend on more than the bytes).
     """
     run = _Run(
         ctx,
@@ -364,6 +386,8 @@ async def embed_library(
         min_size=min_size,
         sharpness_threshold=sharpness_threshold,
         progress_span=progress_span,
+        decoder=decoder,
+        use_cache=use_cache,
     )
     return await run.run()
 

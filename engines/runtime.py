@@ -87,12 +87,15 @@ def choose_providers(setting: str) -> list[Any]:
 class Runner:
     """One inference session and the provider it actually runs on."""
 
-    def __init__(self, model: bytes, setting: str) -> None:
+    def __init__(self, model: bytes, setting: str, threads: int = 0) -> None:
         providers = choose_providers(setting)
         if providers[0] != CPU:
             _preload_cuda_libraries()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:  # decode processes run one each, side by side: one thread apiece avoids oversubscription
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(model, sess_options=options, providers=providers)
         active = self._session.get_providers()[0]
         if setting == "cuda" and active != CUDA:
@@ -152,17 +155,20 @@ def _digest(model: bytes) -> str:
     return digest
 
 
-def get_runner(model: bytes, setting: str) -> Runner:
-    """A Runner for ``model`` under ``setting``, created once per (model digest, provider)."""
+def get_runner(model: bytes, setting: str, threads: int = 0) -> Runner:
+    """A Runner for ``model`` under ``setting``, created once per (model digest, provider, threads).
+
+    ``threads`` > 0 caps the session's intra-op threads (0: onnxruntime's default, every core).
+    """
     providers = choose_providers(setting)
     provider = providers[0] if isinstance(providers[0], str) else providers[0][0]
-    key = (_digest(model), provider)
+    key = (_digest(model), provider if not threads else f"{provider}/{threads}")
     with _cache_lock:
         runner = _cache.get(key)
         if runner is not None:
             _cache.move_to_end(key)
             return runner
-    runner = Runner(model, setting)
+    runner = Runner(model, setting, threads)
     with _cache_lock:
         # Two threads may have built the same session; keep the first so callers share one.
         runner = _cache.setdefault(key, runner)

@@ -17,7 +17,7 @@ from engines.model_backbone import PIXEL_PROJECTION, model_backbone
 from engines.pipeline import EmbeddedLibrary, embed_library, pipeline_kwargs
 from engines.runtime import CUDA, Runner, get_runner
 
-__all__ = ["Prepared", "base_report", "prepare"]
+__all__ = ["Prepared", "base_report", "group", "nothing_left", "prepare"]
 
 
 @dataclass(slots=True)
@@ -56,8 +56,13 @@ async def prepare(ctx: TrainingContext, backbone: BackboneSpec | None) -> Prepar
         embed_spec = default_backbone(config["imageSize"], 1, float16=True)
         runner = await asyncio.to_thread(get_runner, embed_spec.model, ctx.execution_provider)
     embedded = await embed_library(ctx, embed_spec, runner, **pipeline_kwargs(config))
+    return group(spec, runner, registered if not builtin else None, embedded)
+
+
+def group(spec: BackboneSpec, runner: Runner, model: EmbeddingModel | None, embedded: EmbeddedLibrary) -> Prepared:
+    """The embedded rows normalised and labelled by entity; raises NothingToTrain when there are none."""
     if not embedded.refs:
-        raise NothingToTrain(_nothing_left(embedded))
+        raise NothingToTrain(nothing_left(embedded))
     index: dict[str, int] = {}
     names: list[str] = []
     for ref in embedded.refs:
@@ -65,10 +70,10 @@ async def prepare(ctx: TrainingContext, backbone: BackboneSpec | None) -> Prepar
             index[ref.entity_id] = len(index)
             names.append(ref.entity_name)
     labels = np.fromiter((index[r.entity_id] for r in embedded.refs), np.int64, len(embedded.refs))
-    return Prepared(spec, runner, registered if not builtin else None, embedded, l2_normalise(embedded.embeddings), labels, list(index), names)
+    return Prepared(spec, runner, model, embedded, l2_normalise(embedded.embeddings), labels, list(index), names)
 
 
-def _nothing_left(embedded: EmbeddedLibrary) -> str:
+def nothing_left(embedded: EmbeddedLibrary) -> str:
     """Why nothing is left to train on: the skip count, then each reason's count and one example detail.
 
     The failed model's jsondata holds only this message, so it has to say what went wrong.

@@ -31,6 +31,30 @@ class RecognitionLabel:
     score: float
 
 
+@strawberry.type(description="A box in the input's pixels: left and top edges, width and height.")
+class BoundingBox:
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+@strawberry.type(description="A point in the input's pixels.")
+class Point:
+    x: float
+    y: float
+
+
+@strawberry.type(description="One face found in the input, with its matches (best first, under the threshold left out).")
+class RecognizedFace:
+    box: BoundingBox
+    landmarks: list[Point] = strawberry.field(
+        description="Right eye, left eye, nose, mouth, right ear, left ear (the subject's right and left)."
+    )
+    detection_score: float = strawberry.field(description="The detector's confidence that this is a face (0-1).")
+    matches: list[RecognitionMatch]
+
+
 @strawberry.type
 class RecognitionResult:
     library_engine_model_id: Optional[strawberry.ID] = strawberry.field(description="Null when modelId answered.")
@@ -47,6 +71,10 @@ class RecognitionResult:
     windows: list[RecognitionWindow] = strawberry.field(
         description="For audio: the voiced windows (seconds) the speaker engine embedded; empty for images."
     )
+    faces: list[RecognizedFace] = strawberry.field(
+        description="A face engine's answer: every face found, largest first, each with its box, landmarks and "
+        "matches (``matches`` then holds each entity once, at its best face's score); empty for other engines."
+    )
 
 
 def to_result(outcome: recognition.Outcome) -> RecognitionResult:
@@ -55,26 +83,37 @@ def to_result(outcome: recognition.Outcome) -> RecognitionResult:
         return RecognitionResult(
             library_engine_model_id=None, library_id=None, engine_id=None, model_id=outcome.registered.ref,
             threshold=outcome.threshold, matches=[],
-            labels=[RecognitionLabel(label=t.label, score=t.score) for t in outcome.tags], windows=[],
+            labels=[RecognitionLabel(label=t.label, score=t.score) for t in outcome.tags], windows=[], faces=[],
         )
+    library_id = strawberry.ID(str(outcome.model.library_id))
+
+    def match(m: Any) -> RecognitionMatch:
+        return RecognitionMatch(
+            library_id=library_id,
+            entity_id=strawberry.ID(m.entity_id),
+            entity_name=m.entity_name,
+            entity_identifier_id=strawberry.ID(m.entity_identifier_id) if m.entity_identifier_id else None,
+            score=m.score,
+        )
+
     return RecognitionResult(
         model_id=None,
         labels=[],
         library_engine_model_id=strawberry.ID(str(outcome.model.id)),
-        library_id=strawberry.ID(str(outcome.model.library_id)),
+        library_id=library_id,
         engine_id=strawberry.ID(outcome.model.engine_id),
         threshold=outcome.threshold,
-        matches=[
-            RecognitionMatch(
-                library_id=strawberry.ID(str(outcome.model.library_id)),
-                entity_id=strawberry.ID(m.entity_id),
-                entity_name=m.entity_name,
-                entity_identifier_id=strawberry.ID(m.entity_identifier_id) if m.entity_identifier_id else None,
-                score=m.score,
-            )
-            for m in outcome.matches
-        ],
+        matches=[match(m) for m in outcome.matches],
         windows=[RecognitionWindow(start_seconds=a, end_seconds=b) for a, b in outcome.windows],
+        faces=[
+            RecognizedFace(
+                box=BoundingBox(left=f.box[0], top=f.box[1], width=f.box[2], height=f.box[3]),
+                landmarks=[Point(x=x, y=y) for x, y in f.landmarks],
+                detection_score=f.detection_score,
+                matches=[match(m) for m in f.matches],
+            )
+            for f in outcome.faces
+        ],
     )
 
 

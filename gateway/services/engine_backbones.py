@@ -18,10 +18,15 @@ from gateway.errors import InvalidInput
 from gateway.services import models
 from storage.rows import ModelVersion
 
-__all__ = ["PIXEL_PROJECTION", "check_config", "embedding_model", "engine_model", "takes_model"]
+__all__ = [
+    "PIXEL_PROJECTION", "check_config", "check_detector", "detector_model", "embedding_model", "engine_model",
+    "takes_detector", "takes_model",
+]
 
 EMBEDDING = "embedding"
+DETECTION = "auto_annotation"
 CONFIG_KEY = "modelId"
+DETECTOR_KEY = "detectorModelId"
 # Model files by sha256: a worker trains many libraries on the same few models; S3 reads of 7-30 MB
 # each time would add seconds to every job. Bounded by count; model files are at most model_max_bytes.
 _FILES: OrderedDict[str, bytes] = OrderedDict()
@@ -72,6 +77,47 @@ async def embedding_model(
             raise EngineError(f"the model version this job was created with ({pinned}) was deleted or is not ready")
     else:
         version = await _resolve(res, org_id, config, identifier_types)
+    return None if version is None else await engine_model(res, version)
+
+
+def takes_detector(engine: Any) -> bool:
+    """Whether an installed engine detects with a registered model (``config.detectorModelId``: the face engine)."""
+    return engine is not None and any(o.name == DETECTOR_KEY for o in engine.info.config)
+
+
+async def check_detector(res: Any, org_id: UUID, config: Mapping[str, Any] | None) -> ModelVersion | None:
+    """The auto_annotation version ``config.detectorModelId`` names, or None; raises not_found / invalid_input."""
+    ref = (config or {}).get(DETECTOR_KEY) or ""
+    if not ref:
+        return None
+    try:
+        version = await models.resolve_model(res, org_id, ref, DETECTION)
+    except InvalidInput as exc:
+        raise InvalidInput(f"config.{DETECTOR_KEY}: {exc.message}") from exc
+    if not (version.manifest.get("output") or {}).get("keypoints"):
+        raise InvalidInput(
+            f"config.{DETECTOR_KEY}: model {version.ref} gives no keypoints; the face engine aligns faces on "
+            "six keypoints per face (eyes, nose, mouth, ears: output.keypoints [K, 6, 2] in the manifest)"
+        )
+    return version
+
+
+async def detector_model(
+    res: Any, org_id: UUID, config: Mapping[str, Any], pinned: str | None = None
+) -> EmbeddingModel | None:
+    """The face detector a training task uses: the version ``createJob`` pinned, ``config.detectorModelId``
+    now, or the system default (``face-detector``); None when none is registered."""
+    if pinned:
+        try:
+            version = await models.pinned_version(res, org_id, UUID(str(pinned)))
+        except ValueError:
+            version = None
+        if version is None or version.application != DETECTION:
+            raise EngineError(f"the detector version this job was created with ({pinned}) was deleted or is not ready")
+    else:
+        version = await check_detector(res, org_id, config)
+        if version is None:
+            version = await models.default_model(res, org_id, DETECTION, "face")
     return None if version is None else await engine_model(res, version)
 
 

@@ -134,6 +134,11 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
                 if version is not None:
                     model_versions.add(version.id)
                     payload["modelVersionId"] = str(version.id)  # what the worker trains on, whatever moves later
+            payload.pop("detectorVersionId", None)
+            if engine_backbones.takes_detector(res.engines.get(engine.id)):
+                detector = await engine_backbones.check_detector(res, principal.org_id, payload.get("config"))
+                if detector is not None:
+                    payload["detectorVersionId"] = str(detector.id)  # pinned like modelVersionId
             library_id = await _validate_task(conn, principal, engine, payload)
             if library_id:
                 library_ids.add(library_id)

@@ -25,6 +25,7 @@ class Outcome:
     registered: ModelVersion | None = None
     tags: list[Any] = field(default_factory=list)  # engines.tagging.Tag, for a registered model
     windows: tuple[tuple[float, float], ...] = ()  # audio: the voiced [start, end) seconds used
+    faces: tuple[Any, ...] = ()  # engines.interface.RecognizedFace: every face a face engine found
 
 
 async def artifact_bytes(res: Any, model: EngineModel) -> bytes:
@@ -107,7 +108,9 @@ async def recognize(
     if effective is None:
         effective = (model.jsondata or {}).get("threshold")
     windows = tuple(results[0].windows) if results else ()
-    return Outcome(model=model, threshold=effective, matches=list(results[0].matches) if results else [], windows=windows)
+    faces = tuple(results[0].faces) if results else ()
+    return Outcome(model=model, threshold=effective, matches=list(results[0].matches) if results else [],
+                   windows=windows, faces=faces)
 
 
 async def _tag(

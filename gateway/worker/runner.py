@@ -155,10 +155,15 @@ class TaskRun:
         if engine_backbones.takes_model(engine):
             embedding = await engine_backbones.embedding_model(
                 self.res, task.org_id, config, types, pinned=payload.get("modelVersionId"))
+        detector = None
+        if engine_backbones.takes_detector(engine):
+            detector = await engine_backbones.detector_model(
+                self.res, task.org_id, config, pinned=payload.get("detectorVersionId"))
         self.ctx = WorkerTrainingContext(
             self.res, task, library_type_ids=library_type.identifier_type_ids,
             engine_type_ids=engine.info.identifier_type_ids, library_version=model.library_version,
             config=config, decode_pool=self.worker.decode_pool, total_identifiers=total, embedding_model=embedding,
+            detector_model=detector,
         )
         started = time.perf_counter()
         artifact = await engine.train(self.ctx)
@@ -209,16 +214,23 @@ class TaskRun:
             "results": [
                 {
                     "url": urls[r.index],
-                    "matches": [
-                        {"libraryId": str(model.library_id), "entityId": m.entity_id, "entityName": m.entity_name,
-                         "entityIdentifierId": m.entity_identifier_id, "score": m.score}
-                        for m in r.matches
+                    "matches": [_match_json(model, m) for m in r.matches],
+                    "faces": [
+                        {"box": dict(zip(("left", "top", "width", "height"), f.box, strict=True)),
+                         "landmarks": [{"x": x, "y": y} for x, y in f.landmarks],
+                         "detectionScore": f.detection_score, "matches": [_match_json(model, m) for m in f.matches]}
+                        for f in r.faces
                     ],
                 }
                 for r in results
             ],
         }
         await dispatch.complete(self.res, task, owner=self.owner, output=output)
+
+
+def _match_json(model: Any, m: Any) -> dict[str, Any]:
+    return {"libraryId": str(model.library_id), "entityId": m.entity_id, "entityName": m.entity_name,
+            "entityIdentifierId": m.entity_identifier_id, "score": m.score}
 
 
 class _quiet:

@@ -44,6 +44,7 @@ class WorkerTrainingContext:
         decode_pool: concurrent.futures.Executor,
         total_identifiers: int | None,
         embedding_model: EmbeddingModel | None = None,
+        detector_model: EmbeddingModel | None = None,
     ) -> None:
         payload = task.payload
         self._res = res
@@ -56,6 +57,7 @@ class WorkerTrainingContext:
         self.decode_pool = decode_pool
         self.total_identifiers = total_identifiers
         self.embedding_model = embedding_model
+        self.detector_model = detector_model
         self._types = [t for t in engine_type_ids if t in library_type_ids]
         self._sources: dict[str, tuple[str | None, str | None]] = {}
         self.fraction = 0.0
