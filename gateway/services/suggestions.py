@@ -94,7 +94,8 @@ async def _locked_pending(conn: asyncpg.Connection, principal: Principal, ids: l
     found = {r.id for r in rows}
     missing = [str(i) for i in ids if i not in found]
     if missing:
-        raise NotFound(f"no suggestion {missing[0]}", data={"objectType": "suggestion", "id": missing[0]})
+        # The same answer for another organization's suggestion as for a made-up one.
+        raise NotFound(data={"objectType": "suggestion", "id": missing[0]})
     decided = [r for r in rows if r.status != "pending"]
     if decided:
         raise InvalidInput(f"suggestion {decided[0].id} is {decided[0].status} already; only pending ones can be decided")

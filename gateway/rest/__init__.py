@@ -1,0 +1,1 @@
+"""REST façades over the services, in the request shapes of the seeds."""
