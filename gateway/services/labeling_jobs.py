@@ -66,6 +66,8 @@ def parse_query(text: str | None) -> dict[str, str]:
         return {}
     if len(text) > MAX_QUERY_LENGTH:
         raise InvalidInput(f"query is longer than {MAX_QUERY_LENGTH} characters")
+    if any(ord(ch) < 32 for ch in text):
+        raise InvalidInput("query may not hold control characters")
     conditions: dict[str, str] = {}
     for clause in _split_clauses(text):
         match = _CLAUSE.match(clause)
