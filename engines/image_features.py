@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from engines.decode import DEFAULT_MAX_PIXELS, SHARPNESS_SIDE, sharpness
 
-__all__ = ["FEATURES", "features_batch", "fit_within_batch"]
+__all__ = ["FEATURES", "features_batch", "fit_within_batch", "larger_than"]
 
 FEATURES = ("blur", "brightness", "colorfulness")
 
@@ -62,6 +62,16 @@ def features_batch(blobs: list[bytes], feature: str) -> list[float | None]:
         image = _open(blob)
         out.append(None if image is None else feature_of(image, feature))
     return out
+
+
+def larger_than(blob: bytes, width: int, height: int) -> bool:
+    """Whether the image's header says it is larger than width×height (reads the header only; False when
+    it cannot be read, so the model's own path reports the bad image)."""
+    try:
+        with Image.open(io.BytesIO(blob)) as image:
+            return image.size[0] > width or image.size[1] > height
+    except Exception:
+        return False
 
 
 def fit_within_batch(blobs: list[bytes], width: int, height: int) -> list[bytes]:

@@ -19,7 +19,7 @@ from uuid import UUID, uuid4
 import numpy as np
 
 from engines.clustering import cluster
-from engines.image_features import features_batch, fit_within_batch
+from engines.image_features import features_batch, fit_within_batch, larger_than
 from engines.interface import EngineError
 from gateway.errors import ApiError
 from gateway.services import dispatch, engine_backbones, models, recognition
@@ -39,7 +39,7 @@ log = logging.getLogger("engineshed.worker")
 
 SELECTION_PAGE = 1000
 BATCH = 64  # images per model call
-FETCHES = 16  # identifier reads in flight
+FETCHES = 32  # identifier reads in flight
 
 
 def handles(task: Any) -> bool:
@@ -152,38 +152,62 @@ class LabelingTask:
         return by_tags
 
     async def _score(self, rows: list[Any]) -> tuple[list[Scored], int]:
-        """Every row the model could read, with its answers; and how many were skipped (unreadable)."""
+        """Every row the model could read, with its answers; and how many were skipped (unreadable).
+
+        The next batch's reads run while the current one is scored, so S3 round trips hide behind the model.
+        """
         scorer = await self._scorer()
-        width, height = self.payload.get("inputResolution") or (300, 300)
-        loop = asyncio.get_running_loop()
+        width, height = (int(v) for v in (self.payload.get("inputResolution") or (300, 300)))
         scored: list[Scored] = []
         skipped = 0
-        for start in range(0, len(rows), BATCH):
-            batch = rows[start : start + BATCH]
-            blobs = await self._read_batch(batch)
-            readable = [(r, b) for r, b in zip(batch, blobs, strict=True) if b is not None]
-            skipped += len(batch) - len(readable)
-            if readable:
-                images = await loop.run_in_executor(
-                    self.run_.worker.decode_pool, fit_within_batch, [b for _, b in readable], int(width), int(height)
-                )
-                try:
-                    answers = await scorer(images)
-                except (ApiError, EngineError):
-                    answers = []  # one bad image fails the batch: score one by one, skipping the bad ones
-                    for image in images:
-                        try:
-                            answers.extend(await scorer([image]))
-                        except (ApiError, EngineError):
-                            answers.append(None)  # type: ignore[arg-type]
-                for (row, _), top in zip(readable, answers, strict=True):
-                    if top is None:
-                        skipped += 1
-                    else:
-                        scored.append(Scored(row, top))
-            done = min(len(rows), start + BATCH)
-            await self._progress(0.95 * done / max(1, len(rows)), f"scored {done} of {len(rows)}")
+        batches = [rows[start : start + BATCH] for start in range(0, len(rows), BATCH)]
+        reading = asyncio.create_task(self._read_batch(batches[0])) if batches else None
+        try:
+            for index, batch in enumerate(batches):
+                assert reading is not None
+                blobs = await reading
+                reading = asyncio.create_task(self._read_batch(batches[index + 1])) if index + 1 < len(batches) else None
+                readable = [(r, b) for r, b in zip(batch, blobs, strict=True) if b is not None]
+                skipped += len(batch) - len(readable)
+                if readable:
+                    images = await self._fit([b for _, b in readable], width, height)
+                    for (row, _), top in zip(readable, await self._answers(scorer, images), strict=True):
+                        if top is None:
+                            skipped += 1
+                        else:
+                            scored.append(Scored(row, top))
+                done = min(len(rows), (index + 1) * BATCH)
+                await self._progress(0.95 * done / max(1, len(rows)), f"scored {done} of {len(rows)}")
+        finally:
+            if reading is not None:
+                reading.cancel()
         return scored, skipped
+
+    async def _fit(self, blobs: list[bytes], width: int, height: int) -> list[bytes]:
+        """inputResolution: images larger than it are downscaled to fit (in the decode pool); most are not."""
+        large = [i for i, b in enumerate(blobs) if larger_than(b, width, height)]
+        if not large:
+            return blobs
+        loop = asyncio.get_running_loop()
+        fitted = await loop.run_in_executor(self.run_.worker.decode_pool, fit_within_batch, [blobs[i] for i in large], width, height)
+        out = list(blobs)
+        for i, data in zip(large, fitted, strict=True):
+            out[i] = data
+        return out
+
+    @staticmethod
+    async def _answers(scorer: Any, images: list[bytes]) -> list[list[tuple[str | None, str, float]] | None]:
+        """The scorer's answers; one bad image fails a batch, so then each is scored alone and the bad ones are None."""
+        try:
+            return list(await scorer(images))
+        except (ApiError, EngineError):
+            answers: list[list[tuple[str | None, str, float]] | None] = []
+            for image in images:
+                try:
+                    answers.extend(await scorer([image]))
+                except (ApiError, EngineError):
+                    answers.append(None)
+            return answers
 
     async def _auto_tag(self) -> None:
         rows = await self._selection()
