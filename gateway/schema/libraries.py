@@ -132,10 +132,9 @@ class EntityIdentifier:
     @strawberry.field(description="The models' suggestions for it, the most confident first.")
     async def suggestions(self, info: Info) -> list[Annotated[Suggestion, strawberry.lazy("gateway.schema.labeling")]]:
         from gateway.schema.labeling import Suggestion as SuggestionType
-        from gateway.services import suggestions as suggestion_service
 
-        rows_ = await suggestion_service.of_identifier(info.context.resources, info.context.principal, self._row)
-        return [SuggestionType.from_row(r) for r in rows_]
+        rows_ = await info.context.loaders.identifier_suggestions.load(self._row.id)
+        return [SuggestionType.from_row(r) for r in rows_ or []]
 
     @strawberry.field(description="A URL that serves the content: a presigned S3 URL, or the reference URL.")
     async def url(self, info: Info) -> str:

@@ -21,6 +21,7 @@ from storage.queries import identifiers as identifier_q
 from storage.queries import libraries as library_q
 from storage.queries import engines as engine_q
 from storage.queries import jobs as job_q
+from storage.queries import suggestions as suggestion_q
 
 if TYPE_CHECKING:
     from gateway.schema.context import Context
@@ -142,6 +143,10 @@ class Loaders:
             async with res.pool.acquire() as conn:
                 return {r.id: r for r in await job_q.jobs_by_ids(conn, ctx.principal.org_id, ids)}
 
+        async def identifier_suggestions(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return await suggestion_q.for_identifiers(conn, ctx.principal.org_id, ids)
+
         none = lambda _key: None  # noqa: E731 - single-group loaders
         same = lambda key: key  # noqa: E731
         self.identifier_page = DataLoader(_grouped(identifier_pages, lambda k: k[1:], lambda k: k[0]), cache_key_fn=same)
@@ -160,6 +165,7 @@ class Loaders:
         self.organization = DataLoader(_grouped(organizations, none, same))
         self.job = DataLoader(_grouped(jobs, none, same))
         self.identifier = DataLoader(_grouped(identifiers, none, same))
+        self.identifier_suggestions = DataLoader(_grouped(identifier_suggestions, none, same))
         # The type catalogue a request sees (built-ins and the organization's own): one read per request.
         self.identifier_types = DataLoader(identifier_type_lists)
         self.library_types = DataLoader(library_type_lists)

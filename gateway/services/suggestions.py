@@ -76,11 +76,6 @@ async def list_page(
     return Page(rows, offset, limit, total)
 
 
-async def of_identifier(res: Any, principal: Principal, identifier: Identifier) -> list[Suggestion]:
-    async with res.pool.acquire() as conn:
-        return (await q.for_identifiers(conn, principal.org_id, [identifier.id]))[identifier.id]
-
-
 def _ids(ids: list[object]) -> list[UUID]:
     if not ids:
         raise InvalidInput("ids must name at least one suggestion")
