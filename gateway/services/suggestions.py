@@ -85,6 +85,10 @@ def _ids(ids: list[object]) -> list[UUID]:
 
 
 async def _locked_pending(conn: asyncpg.Connection, principal: Principal, ids: list[UUID]) -> list[Suggestion]:
+    """The suggestions, locked with their identifiers (identifiers first, as grouping's moves take them, so the
+    two never wait on each other in opposite orders); not_found or invalid_input unless all are pending."""
+    seen = await q.by_ids(conn, principal.org_id, ids)
+    await labeling_q.lock(conn, principal.org_id, sorted({r.identifier_id for r in seen}))
     rows = await q.lock_by_ids(conn, principal.org_id, ids)
     found = {r.id for r in rows}
     missing = [str(i) for i in ids if i not in found]

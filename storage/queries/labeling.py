@@ -57,6 +57,9 @@ UPDATE entity_identifiers i SET annotation_type = 'raw', modified_at = now()
 WHERE i.org_id = $1 AND i.id = ANY($2::uuid[]) AND i.entity_id IS NULL AND i.annotation_type = 'machine'
   AND NOT EXISTS (SELECT 1 FROM identifier_suggestions s WHERE s.identifier_id = i.id AND s.status = 'pending')"""
 
+LOCK = """-- identifiers before their suggestions, in id order: every path that changes both takes them in this order
+SELECT id FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR UPDATE"""
+
 ORDERS = {
     "created": "i.created_at, i.id",
     "hardness": "i.hard_coefficient DESC NULLS LAST, i.id",  # least margin (hardest) first
@@ -124,6 +127,10 @@ async def selection_count(
     extra, extra_args = conditions_at(8)
     sql = SELECTION_COUNT.format(conditions=extra)
     return await conn.fetchval(sql, *_selection_args(org_id, library_ids, type_ids, unassigned_only, query), *extra_args)
+
+
+async def lock(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> None:
+    await conn.execute(LOCK, org_id, ids)
 
 
 async def set_hard(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID], hard: list[bool], coefficients: list[float | None]) -> None:

@@ -35,6 +35,8 @@ OFFSET $6 LIMIT $7"""
 FOR_IDENTIFIERS = """SELECT * FROM identifier_suggestions WHERE org_id = $1 AND identifier_id = ANY($2::uuid[])
 ORDER BY identifier_id, confidence DESC, id"""
 
+BY_IDS = "SELECT * FROM identifier_suggestions WHERE org_id = $1 AND id = ANY($2::uuid[])"
+
 LOCK_BY_IDS = """SELECT * FROM identifier_suggestions WHERE org_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR UPDATE"""
 
 SET_STATUS = """UPDATE identifier_suggestions SET status = $3, decided_by = $4, modified_at = now()
@@ -134,6 +136,10 @@ async def for_identifiers(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID
     for r in await conn.fetch(FOR_IDENTIFIERS, org_id, ids):
         found[r["identifier_id"]].append(Suggestion.of(r))
     return found
+
+
+async def by_ids(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> list[Suggestion]:
+    return [Suggestion.of(r) for r in await conn.fetch(BY_IDS, org_id, ids)]
 
 
 async def lock_by_ids(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> list[Suggestion]:
