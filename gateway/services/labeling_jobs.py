@@ -49,6 +49,8 @@ MAX_QUERY_LENGTH = 1000
 # Agglomerative clustering keeps an n×n distance matrix: past this, ask for nClusters (KMeans) instead.
 MAX_THRESHOLD_ITEMS = 20_000
 MAX_GROUP_ITEMS = 200_000
+# A job's results are written in one transaction at its end: past this many items, narrow the selection.
+MAX_SCORE_ITEMS = 200_000
 
 _QUERY_FIELDS = {
     "entity.name": "entity_name",
@@ -108,6 +110,8 @@ def _split_clauses(text: str) -> list[str]:
 def parse_scope(text: str | None) -> tuple[float, float]:
     """confidenceScope "lo-hi" with 0 <= lo < hi <= 1."""
     text = DEFAULT_SCOPE if text is None else text
+    if not isinstance(text, str):
+        raise InvalidInput('confidenceScope must be a string "lo-hi", like "0.10-0.90"')
     match = _SCOPE.match(text)
     if match is None:
         raise InvalidInput(f'confidenceScope must be "lo-hi" with numbers in [0, 1], like "0.10-0.90"; got {text!r}')
@@ -207,6 +211,20 @@ async def _types_of(conn: asyncpg.Connection, library: Library, usable: tuple[st
     return types
 
 
+async def _check_size(
+    conn: asyncpg.Connection, principal: Principal, library_ids: list[UUID] | None, types: list[str], unassigned_only: bool,
+    query: dict[str, str], selection: IdentifierSelection,
+) -> None:
+    count = await q.selection_count(
+        conn, principal.org_id, library_ids=library_ids, type_ids=types, unassigned_only=unassigned_only, query=query,
+        conditions_at=lambda first: selection.conditions("i", first),
+    )
+    if count > MAX_SCORE_ITEMS:
+        raise CapacityExceeded(
+            f"the selection holds {count} identifiers; a labeling job takes at most {MAX_SCORE_ITEMS} (narrow it with filter or query)"
+        )
+
+
 async def _insert_job(conn: asyncpg.Connection, principal: Principal, name: str, payload: dict[str, Any], library_id: UUID | None, max_attempts: int) -> Job:
     job = await job_q.insert_job(conn, id=uuid4(), org_id=principal.org_id, name=name, library_id=library_id, actor=principal.actor)
     await job_q.insert_task(conn, id=uuid4(), org_id=principal.org_id, job_id=job.id, engine_id=ENGINE_ID, position=0,
@@ -238,6 +256,7 @@ async def auto_tag(res: Any, principal: Principal, data: dict[str, Any], selecti
             if type_id not in choice.identifier_types:
                 raise InvalidInput(f"{choice.label} reads {', '.join(choice.identifier_types)}, not {type_id}")
             types = [type_id]
+        await _check_size(conn, principal, [library.id] if library is not None else None, types, False, query, selection)
         payload = {
             "mode": AUTO_TAG, **choice.payload,
             "libraryIds": [str(library.id)] if library is not None else None,
@@ -257,6 +276,7 @@ async def find_hard_examples(res: Any, principal: Principal, data: dict[str, Any
         choice = await choose_model(res, conn, principal, library=library,
                                     library_engine_model_id=data.get("library_engine_model_id"), model_id=data.get("model_id"))
         types = await _types_of(conn, library, choice.identifier_types)
+        await _check_size(conn, principal, [library.id], types, True, {}, IdentifierSelection())
         payload = {
             "mode": HARD_EXAMPLES, **choice.payload, "libraryIds": [str(library.id)], "identifierTypeIds": types,
             "unassignedOnly": True, "query": {}, "filter": IdentifierSelection().as_json(),
