@@ -327,9 +327,11 @@ async def auto_group(res: Any, principal: Principal, data: dict[str, Any]) -> Jo
             )
         version_id = None
         if feature == "embedding":
-            # An unknown or unready modelId is refused now (not_found / invalid_input), like createJob does.
-            version = await engine_backbones.check_config(res, principal.org_id, {"modelId": model_ref})
-            version_id = str(version.id) if version is not None else None
+            # An unknown, unready or non-embedding modelId is refused now (not_found / invalid_input); the version
+            # is pinned, so an alias moved meanwhile does not change what the job embeds with.
+            if model_ref and model_ref != engine_backbones.PIXEL_PROJECTION:
+                version = await models.resolve_model(res, principal.org_id, model_ref, engine_backbones.EMBEDDING)
+                version_id = str(version.id)
         payload = {
             "mode": AUTO_GROUP, "libraryIds": [str(library.id)], "identifierTypeIds": types, "unassignedOnly": True,
             "query": {}, "filter": IdentifierSelection().as_json(), "feature": feature, "nClusters": n_clusters,

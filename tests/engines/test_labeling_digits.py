@@ -257,6 +257,9 @@ def test_auto_grouping_held_out_digits_into_ten_groups(
     ids = upload_unassigned(lab.client, library_id, digit_library.test_images, [""] * len(digit_library.test_images))
     truth = dict(zip(ids, digit_library.test_entity_ids, strict=True))
     registered.register_org_model(lab, "digits-lda", "embedding", digits_embedding_model(digit_library), {"input": {"range": [0, 1]}})
+    # The module's worker may have taken the trial inference itself: wait for it either way.
+    wait_for(lambda: lab.client.query('{ model(name: "digits-lda") { status } }').ok()["model"]["status"] == "ready",
+             timeout=120, interval=0.3, what="digits-lda to be ready")
 
     results = {}
     for model in ("digits-lda", None):
