@@ -10,7 +10,6 @@ request inside it (the task row is locked there) and writes nothing either.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,6 @@ from storage.queries import jobs as job_q
 from storage.queries import labeling as labeling_q
 from storage.queries import suggestions as suggestion_q
 
-log = logging.getLogger("engineshed.worker")
 
 SELECTION_PAGE = 1000
 BATCH = 64  # images per model call
