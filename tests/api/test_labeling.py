@@ -346,3 +346,27 @@ def test_rest_errors_are_json_with_the_right_status(lab: Org, other_org: Org, ga
     peek = rest(other_org, gateway, "GET", f"/v2/{other_org.id}/datasets/{loose}/tasks/{started}")
     made_up = rest(other_org, gateway, "GET", f"/v2/{other_org.id}/datasets/{loose}/tasks/{uuid.uuid4()}")
     assert peek.status_code == made_up.status_code == 404 and peek.json() == made_up.json()
+
+
+def test_two_people_accepting_the_same_suggestions_at_once_one_wins_whole(lab: Org, worker: Process, trained: dict[str, Any]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh = [add_unassigned(lab, trained["library"], 1200 + i)["id"] for i in range(4)]
+    job_id = lab.client.query(
+        'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, filter: {annotationTypes: [raw]}}) { id } }',
+        l=trained["library"],
+    ).ok()["autoTag"]["id"]
+    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    ids = [s["id"] for s in lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"] if s["identifierId"] in fresh]
+    assert len(ids) == 4
+    clients = [lab.client_for("admin"), lab.client_for("admin")]
+    with ThreadPoolExecutor(2) as pool:
+        # The same four in opposite orders: row locks taken in id order, so neither waits on the other forever.
+        replies = list(pool.map(lambda pair: pair[0].query("mutation($ids: [ID!]!) { acceptSuggestions(ids: $ids) { id } }", ids=pair[1]),
+                                [(clients[0], ids), (clients[1], ids[::-1])]))
+    won = [r for r in replies if not r.errors]
+    lost = [r for r in replies if r.errors]
+    assert len(won) == 1 and len(lost) == 1, [r.body for r in replies]
+    api.assert_error(lost[0], "invalid_input", "accepted already")
+    statuses = lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"]
+    assert sorted(s["status"] for s in statuses if s["id"] in ids) == ["accepted"] * 4
