@@ -1,4 +1,4 @@
-"""Scenario 10: the labeling loop. Auto-tag images/s through the API against the model's raw ceiling, and
+"""Scenario 11: the labeling loop. Auto-tag images/s through the API against the model's raw ceiling, and
 auto-grouping time at 10,000 items.
 
 * Auto-tag: the classifier is trained on the 1,437 training digits (scikit-learn's, as 32×32 PNGs), then
@@ -152,9 +152,9 @@ async def labeling(client: Client, group_n: int, concurrency: int, timeout: floa
 def rows(s: dict[str, Any], fmt: Any) -> list[str]:
     a, g = s["autotag"], s["grouping"]
     return [
-        f"| 10 | autoTag, {a['scored']} unassigned digits, trained classifier, task started → complete | {fmt(a['task_seconds'], 2)} s = {fmt(a['images_per_s'])} images/s ({a['suggested']} suggestions) |",
-        f"| 10 | raw ceiling: the same artifact on the same PNGs in one process, batches of {BATCH} | {fmt(a['raw']['images_per_s'])} images/s |",
-        f"| 10 | **autoTag / raw** | **{fmt(a['task_over_raw'], 3)}** |",
-        f"| 10 | autoGroup, {g['items']} unassigned 64×64 images into {g['groups']}, pixel projection, task started → complete | {fmt(g['task_seconds'], 2)} s |",
-        f"| 10 | (reference) KMeans alone on {g['clustering_alone']['items']} × 512 vectors | {fmt(g['clustering_alone']['seconds'], 2)} s |",
+        f"| 11 | autoTag, {a['scored']} unassigned digits, trained classifier, task started → complete | {fmt(a['task_seconds'], 2)} s = {fmt(a['images_per_s'])} images/s ({a['suggested']} suggestions) |",
+        f"| 11 | raw ceiling: the same artifact on the same PNGs in one process, batches of {BATCH} | {fmt(a['raw']['images_per_s'])} images/s |",
+        f"| 11 | **autoTag / raw** | **{fmt(a['task_over_raw'], 3)}** |",
+        f"| 11 | autoGroup, {g['items']} unassigned 64×64 images into {g['groups']}, pixel projection, task started → complete | {fmt(g['task_seconds'], 2)} s |",
+        f"| 11 | (reference) KMeans alone on {g['clustering_alone']['items']} × 512 vectors | {fmt(g['clustering_alone']['seconds'], 2)} s |",
     ]

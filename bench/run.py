@@ -241,7 +241,7 @@ async def measure_speaker(stack: Stack, args: argparse.Namespace) -> dict[str, A
 
 
 async def measure_labeling(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
-    """Scenario 10 (bench/labeling.py)."""
+    """Scenario 11 (bench/labeling.py)."""
     from bench import labeling
 
     group_n = args.group_n or (200 if args.quick else 10_000)
