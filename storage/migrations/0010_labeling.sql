@@ -61,3 +61,16 @@ CREATE TABLE identifier_group_members (
     PRIMARY KEY (group_id, identifier_id)
 );
 CREATE INDEX identifier_group_members_identifier ON identifier_group_members (identifier_id);
+
+-- A job's suggestions go with the job (deleteJob): an unassigned identifier they had made `machine` and that has
+-- no pending suggestion left is `raw` again, however the rows went (a cascade included).
+CREATE FUNCTION identifier_suggestions_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE entity_identifiers i SET annotation_type = 'raw', modified_at = now()
+    WHERE i.id IN (SELECT DISTINCT g.identifier_id FROM gone g)
+      AND i.entity_id IS NULL AND i.annotation_type = 'machine'
+      AND NOT EXISTS (SELECT 1 FROM identifier_suggestions s WHERE s.identifier_id = i.id AND s.status = 'pending');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER identifier_suggestions_gone AFTER DELETE ON identifier_suggestions
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION identifier_suggestions_gone();

@@ -370,3 +370,22 @@ def test_two_people_accepting_the_same_suggestions_at_once_one_wins_whole(lab: O
     api.assert_error(lost[0], "invalid_input", "accepted already")
     statuses = lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"]
     assert sorted(s["status"] for s in statuses if s["id"] in ids) == ["accepted"] * 4
+
+
+def test_deleting_a_finished_auto_tag_job_takes_its_suggestions_and_leaves_its_identifiers_raw(
+    lab: Org, worker: Process, trained: dict[str, Any]
+) -> None:
+    fresh = add_unassigned(lab, trained["library"], 1500)["id"]
+    job_id = lab.client.query(
+        'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, query: "identifier.contentType=image/png", '
+        'filter: {annotationTypes: [raw]}}) { id } }', l=trained["library"],
+    ).ok()["autoTag"]["id"]
+    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    look = "query($i: ID!) { entityIdentifier(id: $i) { annotationType suggestions { jobId } } }"
+    assert lab.client.query(look, i=fresh).ok()["entityIdentifier"]["annotationType"] == "machine"
+    lab.client.query("mutation($id: ID!) { deleteJob(id: $id) { id } }", id=job_id).ok()
+    after = lab.client.query(look, i=fresh).ok()["entityIdentifier"]
+    assert after["annotationType"] == "raw" and job_id not in [s["jobId"] for s in after["suggestions"]]
+    # Deleting the library takes its unassigned identifiers and everything hanging on them.
+    lab.client.query("mutation($id: ID!) { deleteLibrary(id: $id) { id } }", id=trained["library"]).ok()
+    assert lab.client.query("query($i: ID!) { entityIdentifier(id: $i) { id } }", i=fresh).error_code == "not_found"
