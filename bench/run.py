@@ -53,14 +53,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--processes", type=int, default=None,
                    help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
-    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker", "face"), default="all",
+    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker", "face", "labeling"),
+                   default="all",
                    help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
                         "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
                         "the pulled-model figures (registration, face-model training e2e/raw); speaker = "
                         "speaker-engine utterances/s against the GE2E raw ceiling; face = face-engine photos/s "
-                        "for training and recognize against the detector-plus-embedder raw ceiling")
+                        "for training and recognize against the detector-plus-embedder raw ceiling; labeling = "
+                        "autoTag images/s against the model's raw ceiling, and autoGroup time at --group-n items")
     p.add_argument("--face-per-person", type=int, default=None,
                    help="face scenario: training photos per person, 23 people (default 4; quick 1)")
+    p.add_argument("--group-n", type=int, default=None, help="labeling scenario: items to auto-group (default 10000; quick 200)")
     p.add_argument("--speakers", type=int, default=6, help="speaker scenario: espeak-ng voices (at most 6)")
     p.add_argument("--per-speaker", type=int, default=None, help="speaker scenario: recordings per voice (default 10; quick 3)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
@@ -261,6 +264,20 @@ async def measure_face(stack: Stack, args: argparse.Namespace) -> dict[str, Any]
         await client.aclose()
 
 
+async def measure_labeling(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Scenario 11 (bench/labeling.py)."""
+    from bench import labeling
+
+    group_n = args.group_n or (200 if args.quick else 10_000)
+    log(f"labeling: autoTag of the digits, autoGroup of {group_n} items")
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        return await labeling.labeling(client, group_n, args.concurrency, timeout=900.0)
+    finally:
+        await client.aclose()
+
+
 async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
     """The scenarios `--only` names, or all of them. A whole run (not --quick, which the smoke test runs
     without the registries' downloads) ends with the pulled-model and speaker figures."""
@@ -269,6 +286,7 @@ async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSample
         results["pulled_models"] = await measure_pulled(stack, args)
         results["speaker"] = await measure_speaker(stack, args)
         results["face"] = await measure_face(stack, args)
+        results["labeling"] = await measure_labeling(stack, args)
     return results
 
 
@@ -543,6 +561,10 @@ def face_table(s: dict[str, Any]) -> str:
 
     rows = [f"| 10 | face scenario skipped | {s['skipped']} |"] if "skipped" in s else face.rows(s, fmt)
     return "\n".join(["| # | measurement | figure |", "|---|---|---|", *rows])
+def labeling_table(s: dict[str, Any]) -> str:
+    from bench import labeling
+
+    return "\n".join(["| # | measurement | figure |", "|---|---|---|", *labeling.rows(s, fmt)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -566,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
                     work = measure_speaker(stack, args)
                 elif args.only == "face":
                     work = measure_face(stack, args)
+                elif args.only == "labeling":
+                    work = measure_labeling(stack, args)
                 else:
                     work = measure_all(stack, args, sampler)
                 results = asyncio.run(asyncio.wait_for(work, timeout=args.timeout))
@@ -609,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         print(speaker_table(results))
     elif args.only == "face":
         print(face_table(results))
+    elif args.only == "labeling":
+        print(labeling_table(results))
     else:
         print(table(report))
         if "pulled_models" in results:
@@ -617,6 +643,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n" + speaker_table(results["speaker"]))
         if "face" in results:
             print("\n" + face_table(results["face"]))
+        if "labeling" in results:
+            print("\n" + labeling_table(results["labeling"]))
     print(f"\nwrote {args.out} in {report['total_seconds']} s")
     return 0
 

@@ -122,7 +122,7 @@ class Identifier(Row):
     id: UUID
     org_id: UUID
     library_id: UUID
-    entity_id: UUID
+    entity_id: UUID | None  # None: unassigned (a library's identifier that belongs to no entity yet)
     identifier_type_id: str
     title: str | None
     is_priority: bool
@@ -134,6 +134,9 @@ class Identifier(Row):
     jsondata: Any
     created_at: datetime
     modified_at: datetime
+    annotation_type: str  # raw | machine | human
+    hard: bool  # flagged by active learning (findHardExamples)
+    hard_coefficient: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from strawberry.file_uploads import Upload
 
 from gateway.schema.trainings import LibraryInsightFields
 from gateway.schema.context import Info
+from gateway.schema.identifier_filter import AnnotationType
 from gateway.schema.enums import EntityIdentifierDataType, SetEntityProfileImage, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
 from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
@@ -18,6 +19,7 @@ from storage import rows
 
 if TYPE_CHECKING:
     from gateway.schema.engine_models import LibraryEngineModelList
+    from gateway.schema.labeling import Suggestion
 
 
 async def visible_identifier_types(info: Info) -> list[rows.IdentifierType]:
@@ -112,7 +114,8 @@ class LibraryTypeList:
 @strawberry.type
 class EntityIdentifier:
     id: strawberry.ID
-    entity_id: strawberry.ID
+    entity_id: Optional[strawberry.ID] = strawberry.field(description="None: unassigned (in its library, no entity yet).")
+    library_id: strawberry.ID
     identifier_type_id: strawberry.ID
     title: Optional[str]
     is_priority: bool
@@ -120,7 +123,19 @@ class EntityIdentifier:
     jsondata: JSONData
     created_date_time: DateTime
     modified_date_time: DateTime
+    annotation_type: AnnotationType = strawberry.field(
+        description="raw: no entity yet; machine: a model suggested one; human: a person placed or confirmed it."
+    )
+    hard: bool = strawberry.field(description="Flagged by findHardExamples: the model was unsure of it.")
+    hard_coefficient: Optional[float] = strawberry.field(description="1 - (top-1 - top-2 confidence) when hard: higher is harder.")
     _row: strawberry.Private[rows.Identifier]
+
+    @strawberry.field(description="The models' suggestions for it, the most confident first.")
+    async def suggestions(self, info: Info) -> list[Annotated[Suggestion, strawberry.lazy("gateway.schema.labeling")]]:
+        from gateway.schema.labeling import Suggestion as SuggestionType
+
+        rows_ = await info.context.loaders.identifier_suggestions.load(self._row.id)
+        return [SuggestionType.from_row(r) for r in rows_ or []]
 
     @strawberry.field(description="A URL that serves the content: a presigned S3 URL, or the reference URL.")
     async def url(self, info: Info) -> str:
@@ -128,6 +143,8 @@ class EntityIdentifier:
 
     @strawberry.field
     async def entity(self, info: Info) -> Optional[Entity]:
+        if self._row.entity_id is None:
+            return None
         row = await info.context.loaders.entity.load(self._row.entity_id)
         return Entity.from_row(row) if row else None
 
@@ -146,7 +163,8 @@ class EntityIdentifier:
     def from_row(cls, row: rows.Identifier) -> EntityIdentifier:
         return cls(
             id=strawberry.ID(str(row.id)),
-            entity_id=strawberry.ID(str(row.entity_id)),
+            entity_id=strawberry.ID(str(row.entity_id)) if row.entity_id is not None else None,
+            library_id=strawberry.ID(str(row.library_id)),
             identifier_type_id=strawberry.ID(row.identifier_type_id),
             title=row.title,
             is_priority=row.is_priority,
@@ -154,6 +172,9 @@ class EntityIdentifier:
             jsondata=row.jsondata,
             created_date_time=row.created_at,
             modified_date_time=row.modified_at,
+            annotation_type=AnnotationType(row.annotation_type),
+            hard=row.hard,
+            hard_coefficient=row.hard_coefficient,
             _row=row,
         )
 
@@ -448,8 +469,13 @@ class UpdateEntity:
 
 @strawberry.input
 class CreateEntityIdentifier:
-    entity_id: strawberry.ID
     identifier_type_id: strawberry.ID
+    entity_id: Optional[strawberry.ID] = strawberry.field(
+        default=None, description="Omitted with a libraryId: the identifier is unassigned (annotationType raw)."
+    )
+    library_id: Optional[strawberry.ID] = strawberry.field(
+        default=None, description="The library of an unassigned identifier (or, with entityId, its entity's library)."
+    )
     content_type: Optional[str] = None
     url: Optional[str] = None
     file: Optional[Upload] = None

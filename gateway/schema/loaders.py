@@ -23,6 +23,7 @@ from storage.queries import engines as engine_q
 from storage.queries import jobs as job_q
 from storage.queries import trainings as training_q
 from storage.rows import Identifier
+from storage.queries import suggestions as suggestion_q
 
 if TYPE_CHECKING:
     from gateway.schema.context import Context
@@ -165,6 +166,9 @@ class Loaders:
                 for record in await training_q.preview_identifiers(conn, ctx.principal.org_id, ids, PREVIEW_COUNT):
                     found[record["library_id"]].append(Identifier.of(record))
             return found
+        async def identifier_suggestions(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            async with res.pool.acquire() as conn:
+                return await suggestion_q.for_identifiers(conn, ctx.principal.org_id, ids)
 
         none = lambda _key: None  # noqa: E731 - single-group loaders
         same = lambda key: key  # noqa: E731
@@ -188,6 +192,7 @@ class Loaders:
         self.job_output_model = DataLoader(_grouped(job_output_models, none, same))
         self.library_insight = DataLoader(_grouped(library_insights, none, same))
         self.library_preview = DataLoader(_grouped(library_previews, none, same))
+        self.identifier_suggestions = DataLoader(_grouped(identifier_suggestions, none, same))
         # The type catalogue a request sees (built-ins and the organization's own): one read per request.
         self.identifier_types = DataLoader(identifier_type_lists)
         self.library_types = DataLoader(library_type_lists)

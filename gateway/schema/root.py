@@ -15,6 +15,7 @@ from gateway.errors import ApiError, InvalidInput
 from gateway.schema.caller import CallerQuery
 from gateway.schema.catalogue import CatalogueMutation
 from gateway.schema.context import Info
+from gateway.schema.labeling import LabelingMutation, LabelingQuery
 from gateway.schema.limits import QueryLimits
 from gateway.schema.operation_choice import OperationChoice
 from gateway.schema.validation_cache import ShapeValidationCache
@@ -89,7 +90,7 @@ def _typed_page(records: list, offset: int | None, limit: int | None, maximum: i
 
 
 @strawberry.type
-class Query(CallerQuery, ModelQuery, TokenQuery):
+class Query(CallerQuery, ModelQuery, TokenQuery, LabelingQuery):
     @strawberry.field
     async def library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
         return Library.from_row(await library_service.get(info.context.resources, info.context.principal, id))
@@ -350,7 +351,7 @@ class Query(CallerQuery, ModelQuery, TokenQuery):
 
 
 @strawberry.type
-class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation):
+class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation, LabelingMutation):
     @strawberry.mutation
     async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
         if input is None:
@@ -395,7 +396,7 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
     @strawberry.mutation
     async def create_entity_identifier(self, info: Info, input: CreateEntityIdentifier) -> EntityIdentifier:
         file = input.file or info.context.form_file
-        data = {"entity_id": input.entity_id, "identifier_type_id": input.identifier_type_id,
+        data = {"entity_id": input.entity_id, "library_id": input.library_id, "identifier_type_id": input.identifier_type_id,
                 "content_type": input.content_type, "url": input.url, "title": input.title,
                 "is_priority": input.is_priority, "jsondata": input.jsondata, "jsonstring": input.jsonstring,
                 "store_reference": input.store_reference,

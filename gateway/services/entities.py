@@ -67,6 +67,9 @@ async def _check_schema(res: Resources, principal: Principal, library_type_id: s
     entity_schema.check_jsondata(schema, jsondata, library_type_id)
 
 
+check_schema = _check_schema  # for the services that create entities themselves (suggestions, grouping)
+
+
 def _duplicate(exc: asyncpg.UniqueViolationError, name: str) -> InvalidInput:
     return InvalidInput(f"an entity named {name!r} already exists in this library")
 

@@ -26,19 +26,25 @@ async def get(res: Resources, principal: Principal, identifier_id: object) -> Id
     return row
 
 PROFILE_MODES = ("none", "ifNotSet", "always")
+UNASSIGNED = "unassigned"  # the key segment where an entity's ID goes for identifiers with none
 
 
 async def _profile(conn: Any, principal: Principal, row: Identifier, mode: str) -> None:
     """CreateEntityIdentifier.profileUpdateMode: make the new identifier the entity's profile image."""
-    if mode != "none":
+    if mode != "none" and row.entity_id is not None:
         await entity_q.set_profile_identifier(conn, principal.org_id, row.entity_id, row.id, principal.actor, always=mode == "always")
 
 
 async def create(res: Resources, principal: Principal, data: dict[str, Any], file: uploads.Uploaded | None) -> Identifier:
     principal.require_write()
-    if not data.get("entity_id"):
-        raise InvalidInput("entityId is required")
-    eid = parse_id(data["entity_id"])
+    # With an entity: the identifier is that entity's. With only a library: it is unassigned (annotation type
+    # raw) until a person or an accepted suggestion places it.
+    eid = parse_id(data["entity_id"]) if data.get("entity_id") else None
+    lid = parse_id(data["library_id"]) if data.get("library_id") else None
+    if eid is None and lid is None:
+        raise InvalidInput("entityId or libraryId is required (libraryId alone: an unassigned identifier)")
+    if lid is not None:
+        principal.check_library(lid)
     type_id = data.get("identifier_type_id")
     if not type_id:
         raise InvalidInput("identifierTypeId is required")
@@ -57,9 +63,16 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
 
     key = None
     async with res.pool.acquire() as conn:
-        target = await q.target(conn, principal.org_id, eid, type_id)
+        if eid is not None:
+            target = await q.target(conn, principal.org_id, eid, type_id)
+        else:
+            target = await q.target_library(conn, principal.org_id, lid, type_id)
         if target is None:
             raise NotFound()
+        if lid is not None and target["library_id"] != lid:
+            raise InvalidInput(f"entity {eid} is not in library {lid}")
+        if eid is None and profile_mode != "none":
+            raise InvalidInput(f"profileUpdateMode {profile_mode} needs an entity; an unassigned identifier has none")
         if not target["type_known"]:
             raise InvalidInput(f"unknown identifierTypeId {type_id!r}")
         allowed = target["identifier_type_ids"]
@@ -69,7 +82,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
         if profile_mode != "none" and target["data_type"] != "image":
             raise InvalidInput(f"profileUpdateMode {profile_mode} needs an image identifier type, not {type_id} ({target['data_type']})")
         if not store_reference:
-            key = uploads.object_key(principal.org_id, "identifiers", target["library_id"], eid)
+            key = uploads.object_key(principal.org_id, "identifiers", target["library_id"], eid or UNASSIGNED)
         if file is not None:
             # Recorded as an orphan-to-be before the upload, on the connection the checks used.
             await blob_cleanup.schedule(conn, [key], blob_cleanup.UPLOAD_GRACE_SECONDS)
@@ -154,7 +167,7 @@ async def _replace_content(res: Resources, principal: Principal, iid: UUID, chan
         if row is None:
             raise NotFound()
         return row
-    key = uploads.object_key(principal.org_id, "identifiers", current.library_id, current.entity_id)
+    key = uploads.object_key(principal.org_id, "identifiers", current.library_id, current.entity_id or UNASSIGNED)
     stored = await uploads.store_url(res, key, url, None)
     content = dict(storage_key=key, reference_url=None, content_type=stored.content_type, content_length=stored.size,
                    content_sha256=stored.sha256)

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.errors import InvalidInput, NotAllowed, NotFound
-from gateway.services import engine_backbones, promotion
+from gateway.services import engine_backbones, labeling_jobs, promotion
 from gateway.services.ids import parse_id, try_parse_ids
 from gateway.services.labels import check_filter, check_labels
 from gateway.services.paging import Page, check_page
@@ -114,6 +114,8 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
             engine = await engine_q.by_id(conn, principal.org_id, str(engine_id))
             if engine is None:
                 raise NotFound(data={"objectType": "engine", "id": str(engine_id)})
+            if engine.id == labeling_jobs.ENGINE_ID:
+                raise InvalidInput(f"engine {engine.id} runs the labeling mutations' jobs: use autoTag, findHardExamples or autoGroup")
             payload = task.get("payload")
             if payload is None and task.get("payload_string"):
                 try:

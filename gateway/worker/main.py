@@ -21,6 +21,7 @@ from typing import Any
 from gateway.resources import open_resources
 from gateway.services import dispatch, housekeeping, model_trials
 from gateway.settings import Settings
+from gateway.worker import labeling
 from gateway.worker.runner import TRANSIENT, TaskRun
 from storage.db import connection_name, listen
 from storage.queries.jobs import CANCEL_CHANNEL, WAKE_CHANNEL
@@ -52,7 +53,7 @@ class Worker:
     async def claim_round(self) -> int:
         free = self.res.settings.worker_concurrency - len(self.running)
         claimed = 0
-        for engine_id in list(self.res.engines):
+        for engine_id in [*self.res.engines, labeling.ENGINE_ID]:  # labeling jobs have no installed engine
             if free <= 0:
                 break
             tasks = await dispatch.claim(

@@ -17,6 +17,7 @@ from gateway.services import engine_models as model_service
 from gateway.services.dispatch import LeaseLost
 from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, fetch_bytes
+from gateway.worker import labeling
 from gateway.worker.training import WorkerTrainingContext
 from storage.blobs import BlobError
 from storage.db import CONNECTION_LOST
@@ -61,11 +62,14 @@ class TaskRun:
         engine = self.res.engines.get(self.task.engine_id)
         beat = asyncio.create_task(self._heartbeats())
         try:
-            if engine is None:
+            if engine is None and not labeling.handles(self.task):
                 await self._fail("system_dependency_missing", f"engine {self.task.engine_id} is not installed in this worker", False)
                 return
             mode = (self.task.payload or {}).get("mode")
-            work = self._train(engine) if mode == "library-train" else self._recognize(engine)
+            if labeling.handles(self.task):  # auto-tag, hard examples, auto-grouping (gateway/worker/labeling.py)
+                work = labeling.run_task(self)
+            else:
+                work = self._train(engine) if mode == "library-train" else self._recognize(engine)
             self._engine_task = asyncio.create_task(work)
             try:
                 await self._engine_task

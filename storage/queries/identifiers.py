@@ -10,8 +10,10 @@ import asyncpg
 from storage.rows import Identifier
 
 INSERT = """INSERT INTO entity_identifiers (id, org_id, library_id, entity_id, identifier_type_id, title, is_priority,
-    storage_key, reference_url, content_type, content_length, content_sha256, jsondata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING *"""
+    storage_key, reference_url, content_type, content_length, content_sha256, jsondata, annotation_type)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+        -- an identifier with no entity is unassigned: raw until a model or a person labels it
+        CASE WHEN $4::uuid IS NULL THEN 'raw' ELSE 'human' END) RETURNING *"""
 
 BY_ID = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = $2"
 BY_IDS = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uuid[])"
@@ -26,6 +28,14 @@ FROM entities e
 JOIN libraries l ON l.id = e.library_id AND l.org_id = e.org_id
 JOIN library_types lt ON lt.id = l.library_type_id
 WHERE e.org_id = $1 AND e.id = $2"""
+
+TARGET_LIBRARY = """-- where a new unassigned identifier of type $3 goes: the library $2 itself (same answer as TARGET)
+SELECT l.id AS library_id, l.library_type_id, lt.identifier_type_ids,
+       EXISTS (SELECT 1 FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS type_known,
+       (SELECT t.data_type FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS data_type
+FROM libraries l
+JOIN library_types lt ON lt.id = l.library_type_id
+WHERE l.org_id = $1 AND l.id = $2"""
 
 INSERT_KEEPING_BLOB = """-- the row and the cancelled deletion of its object commit together, as one statement
 WITH kept AS (DELETE FROM blob_deletions WHERE storage_key = $8)
@@ -50,14 +60,16 @@ WHERE org_id = $1 AND entity_id = ANY($2::uuid[]) AND ($3::text IS NULL OR ident
   AND ($4::uuid IS NULL OR id = $4)
 GROUP BY entity_id"""
 
-FOR_TRAINING = """-- keyset page of a library's identifiers of some types, with their entity's name (engines read these)
+FOR_TRAINING = """-- keyset page of a library's identifiers of some types, with their entity's name (engines read these);
+-- the inner join leaves unassigned identifiers (no entity) out, and the keyset starts above the nil UUID
 SELECT i.*, e.name AS entity_name FROM entity_identifiers i JOIN entities e ON e.id = i.entity_id
 WHERE i.org_id = $1 AND i.library_id = $2 AND i.identifier_type_id = ANY($3::text[])
   AND (i.entity_id, i.id) > ($4::uuid, $5::uuid)
 ORDER BY i.entity_id, i.id LIMIT $6"""
 
-COUNT_FOR_TRAINING = """SELECT count(*) FROM entity_identifiers
-WHERE org_id = $1 AND library_id = $2 AND identifier_type_id = ANY($3::text[])"""
+COUNT_FOR_TRAINING = """-- unassigned identifiers (no entity) are not trained on
+SELECT count(*) FROM entity_identifiers
+WHERE org_id = $1 AND library_id = $2 AND identifier_type_id = ANY($3::text[]) AND entity_id IS NOT NULL"""
 
 UPDATE = """UPDATE entity_identifiers SET
     title = CASE WHEN $3 THEN $4 ELSE title END,
@@ -89,6 +101,10 @@ async def insert(conn: asyncpg.Connection, **v: Any) -> Identifier:
 
 async def target(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, type_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(TARGET, org_id, entity_id, type_id)
+
+
+async def target_library(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, type_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(TARGET_LIBRARY, org_id, library_id, type_id)
 
 
 async def insert_keeping_blob(conn: asyncpg.Connection, **v: Any) -> Identifier:

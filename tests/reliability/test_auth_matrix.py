@@ -35,6 +35,9 @@ QUERIES = {
     "models": "query { models { count } }",
     "model": 'query { model(name: "{N}") { id } }',
     "tokens": "query { tokens { id } }",
+    "unassignedIdentifiers": 'query { unassignedIdentifiers(libraryId: "{L}") { count } }',
+    "suggestions": 'query { suggestions(jobId: "{J}") { count } }',
+    "identifierGroups": 'query { identifierGroups(jobId: "{J}") { count } }',
 }
 MUTATIONS = {
     "createLibrary": 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
@@ -70,6 +73,13 @@ MUTATIONS = {
     "createToken": "mutation { createToken(input: {scope: read}) { id token } }",
     "revokeToken": 'mutation { revokeToken(id: "{K}") { id } }',
     "setDefaultModel": 'mutation { setDefaultModel(libraryEngineModelId: "{M}") { id } }',
+    "autoTag": 'mutation { autoTag(input: {libraryId: "{L}", libraryEngineModelId: "{M}"}) { id } }',
+    "findHardExamples": 'mutation { findHardExamples(input: {libraryId: "{L}", libraryEngineModelId: "{M}"}) { id } }',
+    "autoGroup": 'mutation { autoGroup(input: {libraryId: "{L}", nClusters: 1}) { id } }',
+    "acceptSuggestions": 'mutation { acceptSuggestions(ids: ["{S}"]) { id } }',
+    "rejectSuggestions": 'mutation { rejectSuggestions(ids: ["{S}"]) { id } }',
+    "createEntityFromGroup": 'mutation { createEntityFromGroup(groupId: "{G}", name: "named") { id } }',
+    "mergeGroupIntoEntity": 'mutation { mergeGroupIntoEntity(groupId: "{G}", entityId: "{E}") { id } }',
 }
 # REST routes (gateway/rest/): method, path, JSON body; the same IDs filled in. What a read token may not do
 # answers 403 not_allowed; another organization's IDs answer 404 exactly like made-up ones.
@@ -92,7 +102,7 @@ ENGINE_ONLY = {"claimTasks", "heartbeatTask", "completeTask", "failTask"}
 # Queries a read token may not call either: managing the organization's tokens is for admin tokens.
 ADMIN_ONLY_QUERIES = {"tokens"}
 # List fields filtered by the first organization's IDs: an empty page, as for made-up IDs.
-EMPTY_LIST = {"entities"}
+EMPTY_LIST = {"entities", "suggestions"}
 
 
 def _doc(template: str, ids: dict[str, str]) -> str:
@@ -116,9 +126,28 @@ def first_org_ids(org, stack) -> dict[str, str]:
         'mutation($id: ID!, $t: ID!) { createLibraryType(input: {id: $id, label: "Marks", entityIdentifierTypeIds: [$t], '
         'entityType: {name: "mark", namePlural: "marks", schema: {}}}) { id } }', id=f"marks-{suffix}", t=identifier_type,
     ).ok()["createLibraryType"]["id"]
-    return {"L": library_id, "E": entity_id["id"], "I": entity_id["identifiers"]["records"][0]["id"], "M": model_id,
+    identifier_id = entity_id["identifiers"]["records"][0]["id"]
+    suggestion_id, group_id = _labeling_rows(stack, org, library_id, job_id, identifier_id, entity_id["id"])
+    return {"L": library_id, "E": entity_id["id"], "I": identifier_id, "M": model_id,
             "J": job_id, "T": task_id, "IT": identifier_type, "LT": library_type,
-            "N": _registered_model(org), "K": token_id}
+            "N": _registered_model(org), "K": token_id, "S": suggestion_id, "G": group_id}
+
+
+def _labeling_rows(stack, org, library_id: str, job_id: str, identifier_id: str, entity_id: str) -> tuple[str, str]:
+    """A suggestion and an auto-grouping group of the first organization, as a labeling job leaves them (written
+    directly: running a model here would only slow the matrix down)."""
+    suggestion, group = uuid.uuid4(), uuid.uuid4()
+    lid, jid, iid = uuid.UUID(library_id), uuid.UUID(job_id), uuid.UUID(identifier_id)
+    stack.db.execute(
+        "INSERT INTO identifier_suggestions (id, org_id, job_id, identifier_id, library_id, entity_id, label, confidence) "
+        "VALUES ($1, $2, $3, $4, $5, $6, 'person 0', 0.9)", suggestion, org.id, jid, iid, lid, uuid.UUID(entity_id),
+    )
+    stack.db.execute(
+        "INSERT INTO identifier_groups (id, org_id, job_id, library_id, position, representative_id) VALUES ($1, $2, $3, $4, 0, $5)",
+        group, org.id, jid, lid, iid,
+    )
+    stack.db.execute("INSERT INTO identifier_group_members (group_id, identifier_id, distance) VALUES ($1, $2, 0)", group, iid)
+    return str(suggestion), str(group)
 
 
 

@@ -86,6 +86,68 @@ def test_every_generated_operation_gets_a_clean_json_reply(fuzz_http, kind):
     print(f"\nfuzzed {kind} operations: {sum(seen.values())} requests, statuses {seen}")
 
 
+LABELING_FIELDS = {
+    "query": ["unassignedIdentifiers", "suggestions", "identifierGroups"],
+    "mutation": ["autoTag", "findHardExamples", "autoGroup", "acceptSuggestions", "rejectSuggestions",
+                 "createEntityFromGroup", "mergeGroupIntoEntity"],
+}
+
+
+@pytest.mark.parametrize("kind", ["query", "mutation"])
+def test_the_labeling_operations_fuzzed_on_their_own(fuzz_http, kind):
+    """The labeling loop's fields get their own examples (in the whole schema's run they are a few of many)."""
+    http, url = fuzz_http
+    seen: dict[str, int] = {}
+    strategy = from_schema(SCHEMA, fields=LABELING_FIELDS[kind], custom_scalars=CUSTOM_SCALARS, allow_x00=False)
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=False, suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(query: str) -> None:
+        _check(http, url, query, seen)
+
+    run()
+
+
+_json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=30)),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+_task_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "task_type": st.one_of(st.sampled_from(["auto-label", "pre-label", "auto-grouping"]), st.text(max_size=12), _json_values),
+        "type": st.one_of(st.just(2), _json_values),
+        "model_id": _json_values,
+        "collect_key_sample": _json_values,
+        "config": st.one_of(
+            st.fixed_dictionaries({}, optional={k: _json_values for k in (
+                "n_clusters", "ambiguity", "image_brightness", "image_colorfulness", "confidence_scope",
+                "confidence_threshold", "collect_sample")}),
+            _json_values,
+        ),
+    },
+)
+
+
+def test_the_intelligent_tasks_route_fuzzed(org):
+    """POST /v2/{project}/datasets/{dataset}/tasks with generated bodies: a JSON answer, never a 5xx."""
+    library_id = library_with_images(org, 1)
+    path = f"{org.gateway.url}/v2/{org.id}/datasets/{library_id}/tasks"
+    with httpx.Client(headers={"Authorization": f"Bearer {org.token}"}, timeout=30) as http:
+
+        @settings(max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(_task_bodies)
+        def run(body: dict) -> None:
+            response = http.post(path, json=body)
+            assert response.status_code in (200, 400, 404), (body, response.status_code, response.text[:300])
+            answer = response.json()
+            assert ("task_id" in answer) if response.status_code == 200 else answer["error_code"] != "internal_error", answer
+            assert not LEAK.search(response.text), response.text[:500]
+
+        run()
+
+
 NUL_CASES = {
     "engine id": 'query { engine(id: "\\u0000") { id } }',
     "engines name": 'query { engines(name: "a\\u0000b") { count } }',
@@ -93,6 +155,8 @@ NUL_CASES = {
     "library type id": 'query { libraryType(id: "\\u0000") { id } }',
     "createLibrary name": 'mutation { createLibrary(input: {name: "a\\u0000b", libraryTypeId: "people"}) { id } }',
     "createEngine id": 'mutation { createEngine(input: {id: "x\\u0000", identifierTypeIds: ["face"]}) { id } }',
+    "autoTag query": 'mutation { autoTag(input: {identifierTypeId: "image", query: "entity.name=a\\u0000b"}) { id } }',
+    "autoGroup model": 'mutation { autoGroup(input: {libraryId: "00000000-0000-0000-0000-000000000000", nClusters: 1, modelId: "a\\u0000"}) { id } }',
 }
 
 

@@ -1,0 +1,125 @@
+"""Embeddings for the labeling loop (auto-grouping), behind one function.
+
+Today the vectors come from the same path training uses: the registered embedding model (or the built-in
+pixel projection) run by engines.pipeline over the identifiers' bytes, with the per-organization embedding
+cache (storage/queries/embeddings.py) so a second grouping of the same images runs no inference. When
+stored per-identifier vectors exist (the embeddings branch), :func:`embeddings_for` is the one place to read
+them instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import onnx
+
+from engines.backbone import default_backbone
+from engines.evaluation import l2_normalise
+from engines.interface import EmbeddingModel, EngineError, FetchError, IdentifierRef
+from engines.model_backbone import model_backbone
+from engines.pipeline import embed_library
+from engines.runtime import get_runner
+from gateway.services.remote_files import FetchRefused, fetch_bytes
+from storage.queries import embeddings as embedding_q
+
+BUILTIN_IMAGE_SIZE = 32  # the built-in backbone's default side (engines.options imageSize)
+PAGE = 256
+
+
+class _SelectionContext:
+    """engines.interface.TrainingContext over a fixed list of identifier rows (no entities needed)."""
+
+    def __init__(self, res: Any, org_id: UUID, rows: Sequence[Any], decode_pool: concurrent.futures.Executor,
+                 on_progress: Callable[[float, str | None], Awaitable[None]] | None) -> None:
+        self._res = res
+        self._org_id = org_id
+        self._rows = list(rows)
+        self._sources = {str(r["id"]): (r["storage_key"], r["reference_url"]) for r in self._rows}
+        self._on_progress = on_progress
+        self.library_id = ""
+        self.library_version = 0
+        self.model_id = ""
+        self.config: Mapping[str, Any] = {}
+        self.execution_provider = res.settings.onnx_provider
+        self.decode_pool = decode_pool
+        self.total_identifiers = len(self._rows)
+        self.inferences = 0
+
+    async def pages(self, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
+        for start in range(0, len(self._rows), page_size):
+            yield [
+                IdentifierRef(str(r["id"]), "", "", r["identifier_type_id"], r["content_type"], r["content_sha256"])
+                for r in self._rows[start : start + page_size]
+            ]
+
+    async def fetch(self, ref: IdentifierRef) -> bytes:
+        storage_key, url = self._sources.get(ref.identifier_id, (None, None))
+        if storage_key:
+            return await self._res.blobs.get_bytes(storage_key, max_bytes=self._res.settings.fetch_max_bytes)
+        if url:
+            try:
+                async with self._res.fetch_limiter:
+                    data, _ = await fetch_bytes(self._res.http, url, self._res.fetch_policy)
+                return data
+            except FetchRefused as exc:
+                raise FetchError(str(exc)) from exc
+        raise FetchError(f"identifier {ref.identifier_id} has no content")
+
+    async def progress(self, fraction: float, message: str | None = None) -> None:
+        if self._on_progress is not None:
+            await self._on_progress(fraction, message)
+
+    async def cached_embeddings(self, backbone_digest: str, sha256s: Sequence[str]) -> dict[str, np.ndarray]:
+        if not sha256s:
+            return {}
+        async with self._res.pool.acquire() as conn:
+            found = await embedding_q.get_many(conn, self._org_id, backbone_digest, sha256s)
+        return {h: np.frombuffer(v, dtype=np.float32) for h, v in found.items()}
+
+    async def store_embeddings(self, backbone_digest: str, vectors: Mapping[str, np.ndarray]) -> None:
+        if not vectors:
+            return
+        packed = {h: np.asarray(v, dtype=np.float32).tobytes() for h, v in vectors.items()}
+        async with self._res.pool.acquire() as conn:
+            await embedding_q.put_many(conn, self._org_id, backbone_digest, packed)
+
+    def count_inference(self, n: int) -> None:
+        self.inferences += int(n)
+
+
+async def embeddings_for(
+    res: Any,
+    org_id: UUID,
+    identifiers: Sequence[Any],
+    model: EmbeddingModel | None,
+    decode_pool: concurrent.futures.Executor,
+    *,
+    on_progress: Callable[[float, str | None], Awaitable[None]] | None = None,
+) -> tuple[list[UUID], np.ndarray]:
+    """L2-normalised embeddings [N, D] of the identifiers (rows with id, identifier_type_id, storage_key,
+    reference_url, content_type, content_sha256), and the ids they belong to, in that order.
+
+    ``model`` None: the built-in pixel projection. Identifiers that cannot be fetched or decoded are left
+    out (their ids are missing from the answer).
+    """
+    if model is not None:
+        try:
+            spec = await asyncio.to_thread(model_backbone, model)
+        except (ValueError, onnx.checker.ValidationError) as exc:
+            raise EngineError(f"model {model.ref} cannot be used as a backbone: {exc}") from None
+    else:
+        spec = default_backbone(BUILTIN_IMAGE_SIZE, 1)
+    runner = await asyncio.to_thread(get_runner, spec.model, res.settings.onnx_provider)
+    ctx = _SelectionContext(res, org_id, identifiers, decode_pool, on_progress)
+    embedded = await embed_library(
+        ctx, spec, runner, page_size=PAGE, fetch_concurrency=32, batch_size=256, min_size=0, sharpness_threshold=0.0,
+    )
+    ids = [UUID(ref.identifier_id) for ref in embedded.refs]
+    if not ids:
+        return [], np.zeros((0, 0), np.float32)
+    return ids, l2_normalise(embedded.embeddings)

@@ -1,0 +1,341 @@
+"""Starting the labeling loop's jobs: autoTag (also pre-labeling), findHardExamples (active learning) and
+autoGroup. Everything a caller can get wrong is refused here, before a job exists; the worker
+(gateway/worker/labeling.py) runs what the payload says.
+
+The jobs queue on the built-in ``engineshed-labeling`` engine (migration 0010), whose concurrency limit
+bounds how many run at once across every worker.
+
+The ``query`` of autoTag (the seed's MetaLake query) is a small, closed form: one or more ``field=value``
+clauses joined by `` AND ``, where field is one of
+
+* ``entity.name`` (alias ``annotation.label``, the seed's example): the identifier's entity is named exactly value;
+* ``identifier.title``: the identifier's title is exactly value;
+* ``identifier.contentType``: its content type is exactly value.
+
+A value may be wrapped in double quotes (to hold `` AND `` itself). Anything else is invalid_input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from gateway.errors import CapacityExceeded, InvalidInput, NotFound
+from gateway.services import engine_backbones, models
+from gateway.services.identifier_filter import IdentifierSelection
+from gateway.services.ids import parse_id
+from gateway.services.principal import Principal
+from storage.queries import engine_models as model_q
+from storage.queries import jobs as job_q
+from storage.queries import labeling as q
+from storage.queries import libraries as library_q
+from storage.queries import types as type_q
+from storage.rows import Job, Library
+
+ENGINE_ID = "engineshed-labeling"
+AUTO_TAG, HARD_EXAMPLES, AUTO_GROUP = "auto-tag", "hard-examples", "auto-group"
+MODES = (AUTO_TAG, HARD_EXAMPLES, AUTO_GROUP)
+AUTO_TAGGING = "auto_tagging"
+FEATURES = ("embedding", "blur", "brightness", "colorfulness")
+
+DEFAULT_RESOLUTION = (300, 300)
+RESOLUTION_RANGE = (8, 4096)
+DEFAULT_SCOPE = "0.10-0.90"
+MAX_QUERY_LENGTH = 1000
+# Agglomerative clustering keeps an n×n distance matrix: past this, ask for nClusters (KMeans) instead.
+MAX_THRESHOLD_ITEMS = 20_000
+MAX_GROUP_ITEMS = 200_000
+# A job's results are written in one transaction at its end: past this many items, narrow the selection.
+MAX_SCORE_ITEMS = 200_000
+
+_QUERY_FIELDS = {
+    "entity.name": "entity_name",
+    "annotation.label": "entity_name",
+    "identifier.title": "title",
+    "identifier.contentType": "content_type",
+}
+_CLAUSE = re.compile(r'^\s*([A-Za-z.]+)\s*=\s*(?:"([^"]*)"|([^"]*?))\s*$')
+_SCOPE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def parse_query(text: str | None) -> dict[str, str]:
+    """The query's conditions by column (see the module docstring); {} for none."""
+    if text is None or not text.strip():
+        return {}
+    if len(text) > MAX_QUERY_LENGTH:
+        raise InvalidInput(f"query is longer than {MAX_QUERY_LENGTH} characters")
+    if any(ord(ch) < 32 for ch in text):
+        raise InvalidInput("query may not hold control characters")
+    conditions: dict[str, str] = {}
+    for clause in _split_clauses(text):
+        match = _CLAUSE.match(clause)
+        if match is None:
+            raise InvalidInput(f"query: {clause.strip()!r} is not field=value (fields: {', '.join(_QUERY_FIELDS)})")
+        field, quoted, bare = match.groups()
+        column = _QUERY_FIELDS.get(field)
+        if column is None:
+            raise InvalidInput(f"query: unknown field {field!r}; use one of {', '.join(_QUERY_FIELDS)}")
+        value = quoted if quoted is not None else bare
+        if not value:
+            raise InvalidInput(f"query: {field} needs a value")
+        if column in conditions and conditions[column] != value:
+            raise InvalidInput(f"query: {field} is given twice with different values; nothing could match")
+        conditions[column] = value
+    return conditions
+
+
+def _split_clauses(text: str) -> list[str]:
+    """Split on `` AND `` (any case) outside double quotes."""
+    parts, current, quoted, i = [], [], False, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            quoted = not quoted
+        if not quoted and text[i : i + 5].upper() == " AND ":
+            parts.append("".join(current))
+            current, i = [], i + 5
+            continue
+        current.append(ch)
+        i += 1
+    if quoted:
+        raise InvalidInput("query: a double quote is not closed")
+    parts.append("".join(current))
+    return parts
+
+
+def parse_scope(text: str | None) -> tuple[float, float]:
+    """confidenceScope "lo-hi" with 0 <= lo < hi <= 1."""
+    text = DEFAULT_SCOPE if text is None else text
+    if not isinstance(text, str):
+        raise InvalidInput('confidenceScope must be a string "lo-hi", like "0.10-0.90"')
+    match = _SCOPE.match(text)
+    if match is None:
+        raise InvalidInput(f'confidenceScope must be "lo-hi" with numbers in [0, 1], like "0.10-0.90"; got {text!r}')
+    lo, hi = float(match.group(1)), float(match.group(2))
+    if not (0.0 <= lo < hi <= 1.0):
+        raise InvalidInput(f"confidenceScope {text!r}: need 0 <= lo < hi <= 1")
+    return lo, hi
+
+
+def check_resolution(value: list[int] | tuple[int, ...] | None) -> tuple[int, int]:
+    if value is None:
+        return DEFAULT_RESOLUTION
+    if len(value) != 2:
+        raise InvalidInput("inputResolution is [width, height]: two integers")
+    lo, hi = RESOLUTION_RANGE
+    if not all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in value):
+        raise InvalidInput(f"inputResolution: each side must be an integer from {lo} to {hi}")
+    return int(value[0]), int(value[1])
+
+
+def check_threshold(value: float | None, name: str = "confidenceThreshold", default: float = 0.5) -> float:
+    value = default if value is None else float(value)
+    if not 0.0 <= value <= 1.0:
+        raise InvalidInput(f"{name} must be between 0 and 1")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """What scores the identifiers: a trained LibraryEngineModel, or a registered auto_tagging version."""
+
+    payload: dict[str, Any]
+    identifier_types: tuple[str, ...]  # what it can read
+    label: str  # for messages and job names
+
+
+async def _library(conn: asyncpg.Connection, principal: Principal, library_id: object) -> Library:
+    lid = parse_id(library_id)
+    principal.check_library(lid)
+    library = await library_q.by_id(conn, principal.org_id, lid)
+    if library is None:
+        raise NotFound(data={"objectType": "library"})
+    return library
+
+
+async def _image_types(conn: asyncpg.Connection, org_id: UUID) -> set[str]:
+    return {t.id for t in await type_q.identifier_types(conn, org_id) if t.data_type == "image"}
+
+
+async def choose_model(
+    res: Any, conn: asyncpg.Connection, principal: Principal, *, library: Library | None,
+    library_engine_model_id: object | None, model_id: str | None,
+) -> ModelChoice:
+    """libraryEngineModelId, or modelId (a registered auto_tagging model), or else the library's newest
+    trained model, or else the system default auto_tagging model."""
+    if library_engine_model_id is not None and model_id:
+        raise InvalidInput("give libraryEngineModelId (a trained model) or modelId (a registered auto_tagging model), not both")
+    if model_id:
+        version = await models.resolve_model(res, principal.org_id, model_id)
+        if version.application != AUTO_TAGGING:
+            raise InvalidInput(f"model {version.ref} is an {version.application} model; this needs an auto_tagging model")
+        types = await _image_types(conn, principal.org_id)
+        return ModelChoice({"modelVersionId": str(version.id), "model": version.ref}, tuple(sorted(types)), version.ref)
+    model = None
+    if library_engine_model_id is not None:
+        model = await model_q.by_id(conn, principal.org_id, parse_id(library_engine_model_id))
+        if model is None:
+            raise NotFound(data={"objectType": "libraryEngineModel"})
+        principal.check_library(model.library_id)
+    elif library is not None:
+        model = await q.newest_model(conn, principal.org_id, library.id)
+    if model is None:
+        version = await models.default_model(res, principal.org_id, AUTO_TAGGING, None)
+        if version is None:
+            raise InvalidInput(
+                "no model to label with: give libraryEngineModelId (a trained model) or modelId (a registered "
+                "auto_tagging model); the library has no trained model and no system auto_tagging model is registered"
+            )
+        types = await _image_types(conn, principal.org_id)
+        return ModelChoice({"modelVersionId": str(version.id), "model": version.ref}, tuple(sorted(types)), version.ref)
+    if model.train_status != "complete" or model.storage_key is None:
+        raise InvalidInput(f"libraryEngineModel {model.id} is {model.train_status}, not a complete trained model")
+    engine = res.engines.get(model.engine_id)
+    if engine is None:
+        raise InvalidInput(f"libraryEngineModel {model.id} was trained by engine {model.engine_id}, which is not installed here")
+    return ModelChoice(
+        {"libraryEngineModelId": str(model.id), "model": f"{model.engine_id}:{model.id}"},
+        tuple(engine.info.identifier_type_ids), f"model {model.id}",
+    )
+
+
+async def _types_of(conn: asyncpg.Connection, library: Library, usable: tuple[str, ...]) -> list[str]:
+    library_type = await type_q.library_type_by_id(conn, library.library_type_id)
+    types = [t for t in (library_type.identifier_type_ids if library_type else []) if t in usable]
+    if not types:
+        raise InvalidInput(f"the model reads {', '.join(usable) or 'nothing'}; library {library.id} holds none of those types")
+    return types
+
+
+async def _check_size(
+    conn: asyncpg.Connection, principal: Principal, library_ids: list[UUID] | None, types: list[str], unassigned_only: bool,
+    query: dict[str, str], selection: IdentifierSelection,
+) -> None:
+    count = await q.selection_count(
+        conn, principal.org_id, library_ids=library_ids, type_ids=types, unassigned_only=unassigned_only, query=query,
+        conditions_at=lambda first: selection.conditions("i", first),
+    )
+    if count > MAX_SCORE_ITEMS:
+        raise CapacityExceeded(
+            f"the selection holds {count} identifiers; a labeling job takes at most {MAX_SCORE_ITEMS} (narrow it with filter or query)"
+        )
+
+
+async def _insert_job(conn: asyncpg.Connection, principal: Principal, name: str, payload: dict[str, Any], library_id: UUID | None, max_attempts: int) -> Job:
+    job = await job_q.insert_job(conn, id=uuid4(), org_id=principal.org_id, name=name, library_id=library_id, actor=principal.actor)
+    await job_q.insert_task(conn, id=uuid4(), org_id=principal.org_id, job_id=job.id, engine_id=ENGINE_ID, position=0,
+                            payload=payload, max_attempts=max_attempts)
+    await job_q.notify(conn, job_q.WAKE_CHANNEL, ENGINE_ID)
+    await job_q.notify(conn, job_q.EVENT_CHANNEL, str(job.id))
+    return job
+
+
+async def auto_tag(res: Any, principal: Principal, data: dict[str, Any], selection: IdentifierSelection) -> Job:
+    """Suggest an entity (or label) for every selected identifier the model is at least confidenceThreshold sure of."""
+    principal.require_write()
+    if (data.get("library_id") is None) == (data.get("identifier_type_id") is None):
+        raise InvalidInput("give exactly one of libraryId (one library) or identifierTypeId (every library of the organization)")
+    threshold = check_threshold(data.get("confidence_threshold"))
+    resolution = check_resolution(data.get("input_resolution"))
+    query = parse_query(data.get("query"))
+    async with res.pool.acquire() as conn, conn.transaction():
+        library = await _library(conn, principal, data["library_id"]) if data.get("library_id") is not None else None
+        choice = await choose_model(res, conn, principal, library=library,
+                                    library_engine_model_id=data.get("library_engine_model_id"), model_id=data.get("model_id"))
+        if library is not None:
+            types = await _types_of(conn, library, choice.identifier_types)
+        else:
+            type_id = str(data["identifier_type_id"])
+            known = {t.id for t in await type_q.identifier_types(conn, principal.org_id)}
+            if type_id not in known:
+                raise InvalidInput(f"unknown identifierTypeId {type_id!r}")
+            if type_id not in choice.identifier_types:
+                raise InvalidInput(f"{choice.label} reads {', '.join(choice.identifier_types)}, not {type_id}")
+            types = [type_id]
+        await _check_size(conn, principal, [library.id] if library is not None else None, types, False, query, selection)
+        payload = {
+            "mode": AUTO_TAG, **choice.payload,
+            "libraryIds": [str(library.id)] if library is not None else None,
+            "identifierTypeIds": types, "unassignedOnly": False, "query": query, "filter": selection.as_json(),
+            "threshold": threshold, "inputResolution": list(resolution),
+        }
+        name = f"autoTag {library.name}" if library is not None else f"autoTag every {types[0]} library"
+        return await _insert_job(conn, principal, name, payload, library.id if library else None, res.settings.max_attempts)
+
+
+async def find_hard_examples(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
+    """Score the library's unassigned identifiers; flag those whose confidence falls in the scope as hard."""
+    principal.require_write()
+    lo, hi = parse_scope(data.get("confidence_scope"))
+    async with res.pool.acquire() as conn, conn.transaction():
+        library = await _library(conn, principal, data.get("library_id"))
+        choice = await choose_model(res, conn, principal, library=library,
+                                    library_engine_model_id=data.get("library_engine_model_id"), model_id=data.get("model_id"))
+        types = await _types_of(conn, library, choice.identifier_types)
+        await _check_size(conn, principal, [library.id], types, True, {}, IdentifierSelection())
+        payload = {
+            "mode": HARD_EXAMPLES, **choice.payload, "libraryIds": [str(library.id)], "identifierTypeIds": types,
+            "unassignedOnly": True, "query": {}, "filter": IdentifierSelection().as_json(),
+            "scope": [lo, hi], "collectKeySample": bool(data.get("collect_key_sample")),
+            "inputResolution": list(DEFAULT_RESOLUTION),
+        }
+        return await _insert_job(conn, principal, f"findHardExamples {library.name}", payload, library.id, res.settings.max_attempts)
+
+
+async def auto_group(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
+    """Cluster the library's unassigned identifiers into groups a person can name."""
+    principal.require_write()
+    feature = data.get("feature") or "embedding"
+    if feature not in FEATURES:
+        raise InvalidInput(f"feature must be one of {', '.join(FEATURES)}")
+    n_clusters, similarity = data.get("n_clusters"), data.get("similarity_threshold")
+    if n_clusters is not None and similarity is not None:
+        raise InvalidInput("give nClusters or similarityThreshold, not both")
+    if n_clusters is None and similarity is None:
+        raise InvalidInput("give nClusters (that many groups) or similarityThreshold (groups of members at least that similar)")
+    if similarity is not None:
+        if feature != "embedding":
+            raise InvalidInput(f"similarityThreshold groups embeddings; with feature {feature} give nClusters")
+        if not 0.0 < float(similarity) < 1.0:
+            raise InvalidInput("similarityThreshold is a cosine similarity strictly between 0 and 1")
+    if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 1):
+        raise InvalidInput("nClusters must be at least 1")
+    model_ref = data.get("model_id") or ""
+    if model_ref and feature != "embedding":
+        raise InvalidInput(f"modelId names an embedding model; feature {feature} uses none")
+    async with res.pool.acquire() as conn, conn.transaction():
+        library = await _library(conn, principal, data.get("library_id"))
+        images = await _image_types(conn, principal.org_id)
+        types = await _types_of(conn, library, tuple(sorted(images)))
+        count = await q.selection_count(
+            conn, principal.org_id, library_ids=[library.id], type_ids=types, unassigned_only=True, query={},
+            conditions_at=lambda first: IdentifierSelection().conditions("i", first),
+        )
+        if count == 0:
+            raise InvalidInput(f"library {library.id} has no unassigned image identifiers to group")
+        if n_clusters is not None and n_clusters > count:
+            raise InvalidInput(f"nClusters ({n_clusters}) is more than the {count} unassigned identifiers to group")
+        if count > MAX_GROUP_ITEMS:
+            raise CapacityExceeded(f"auto-grouping takes at most {MAX_GROUP_ITEMS} identifiers; the library has {count} unassigned")
+        if similarity is not None and count > MAX_THRESHOLD_ITEMS:
+            raise InvalidInput(
+                f"grouping by similarityThreshold takes at most {MAX_THRESHOLD_ITEMS} identifiers ({count} here); give nClusters"
+            )
+        version_id = None
+        if feature == "embedding":
+            # An unknown, unready or non-embedding modelId is refused now (not_found / invalid_input); the version
+            # is pinned, so an alias moved meanwhile does not change what the job embeds with.
+            if model_ref and model_ref != engine_backbones.PIXEL_PROJECTION:
+                version = await models.resolve_model(res, principal.org_id, model_ref, engine_backbones.EMBEDDING)
+                version_id = str(version.id)
+        payload = {
+            "mode": AUTO_GROUP, "libraryIds": [str(library.id)], "identifierTypeIds": types, "unassignedOnly": True,
+            "query": {}, "filter": IdentifierSelection().as_json(), "feature": feature, "nClusters": n_clusters,
+            "similarityThreshold": float(similarity) if similarity is not None else None,
+            "modelId": model_ref, "modelVersionId": version_id,
+        }
+        return await _insert_job(conn, principal, f"autoGroup {library.name}", payload, library.id, res.settings.max_attempts)
