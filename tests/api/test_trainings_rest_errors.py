@@ -181,7 +181,7 @@ def test_fuzzed_post_bodies_get_a_clean_json_reply(org, body):
 
 
 @pytest.mark.parametrize(("library_type", "engine_id", "training_type"), [
-    ("people", "engineshed-gallery", "face"),  # until a face engine that lists "face" first is installed
+    ("people", "engineshed-face", "face"),  # the face engine lists "face" first; the gallery lists it second
     ("objects", "engineshed-gallery", "image"),
     ("speakers", "engineshed-speaker", "audio-recording"),
 ])
