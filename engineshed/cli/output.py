@@ -23,8 +23,18 @@ AUTH = 3  # the server refused the token
 UNREACHABLE = 4  # the server could not be reached or answered an error
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
-stdout = Console(soft_wrap=False)
-stderr = Console(stderr=True)
+
+
+def _console(stderr: bool) -> Console:
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal:
+        # Piped or captured: no terminal width to fit, and a reader (or grep) wants whole lines and paths.
+        console = Console(stderr=stderr, soft_wrap=True, width=max(console.width, 200))
+    return console
+
+
+stdout = _console(False)
+stderr = _console(True)
 
 
 def emit_json(value: Any) -> None:

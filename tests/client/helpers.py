@@ -70,13 +70,13 @@ def library_identifiers(org: Org, library_id: str) -> list[dict[str, Any]]:
     offset = 0
     while True:
         page = org.client.query(
-            "query($l: [ID!], $o: Int) { entities(libraryIds: $l, offset: $o, limit: 100) { count records { name "
-            "identifiers(limit: 1000) { records { id contentSha256 contentLength contentType } } } } }",
+            "query($l: [ID!], $o: Int) { entities(libraryIds: $l, offset: $o, limit: 50) { count records { name "
+            "identifiers(limit: 500) { records { id contentSha256 contentLength contentType } } } } }",
             l=[library_id], o=offset,
         ).ok()["entities"]
         for entity in page["records"]:
             out += [dict(r, entity=entity["name"]) for r in entity["identifiers"]["records"]]
-        if page["count"] < 100:
+        if page["count"] < 50:
             return out
         offset += page["count"]
 
