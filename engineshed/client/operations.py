@@ -110,10 +110,14 @@ def identifier_filter(filter: Mapping[str, Any] | None) -> dict[str, Any] | None
         out["annotationTypes"] = [str(t) for t in types]
     start = filter.get("from_date", filter.get("fromDateTime"))
     end = filter.get("to_date", filter.get("toDateTime"))
-    if start is not None:
-        out["fromDateTime"] = _epoch(start)
-    if end is not None:
-        out["toDateTime"] = _epoch(end, end_of_day=True)
+    for key, value, end_of_day in (("fromDateTime", start, False), ("toDateTime", end, True)):
+        if value is None:
+            continue
+        try:
+            out[key] = _epoch(value, end_of_day=end_of_day)
+        except InvalidInputError as exc:
+            seed_name = "from_date" if key == "fromDateTime" else "to_date"
+            raise InvalidInputError(f"filter {seed_name}: {exc.message}") from None
     return out or None
 
 
@@ -286,31 +290,32 @@ class Operations:
         return data["createEntity"]
 
     @op
-    def create_entity_identifier(self, entity_id: str, file: str | Path | bytes | Upload | None = None, *,
+    def create_entity_identifier(self, entity_id: str | None, file: str | Path | bytes | Upload | None = None, *,
                                  identifier_type_id: str = "face", url: str | None = None, filename: str | None = None,
                                  content_type: str | None = None, title: str | None = None,
-                                 jsondata: Mapping[str, Any] | None = None, profile_update_mode: str = "none") -> Operation[Identifier]:
+                                 jsondata: Mapping[str, Any] | None = None, profile_update_mode: str = "none",
+                                 library_id: str | None = None, unique_name: str | None = None) -> Operation[Identifier]:
         """``createEntityIdentifier``: a file (streamed from disk as a multipart part) or a URL to copy.
 
-        The file's name is sent as the part's filename (the identifier's ``uniqueName`` once the server has it,
-        unique in the library: ``engineshed import`` sends the path relative to the imported folder).
+        The file's name is sent as the part's filename (the identifier's ``uniqueName`` by default, unique in the
+        library: ``engineshed import`` sends the path relative to the imported folder); ``unique_name`` sets it.
+        ``entity_id`` None with ``library_id``: an unassigned identifier of the library (to label later).
         """
         if (file is None) == (url is None):
             raise InvalidInputError("give exactly one of file or url")
-        if url is not None:
-            data = yield _q(f"mutation($i: CreateEntityIdentifier!) {{ createEntityIdentifier(input: $i) {{ {IDENTIFIER_FIELDS} }} }}",
-                            idempotent=False, i={"entityId": entity_id, "identifierTypeId": identifier_type_id, "url": url,
-                                                 "contentType": content_type, "title": title, "jsondata": dict(jsondata) if jsondata else None,
-                                                 "profileUpdateMode": profile_update_mode})
-        else:
-            assert file is not None
-            data = yield _q(
-                "mutation($e: ID!, $t: ID!, $c: String, $ti: String, $j: JSONData, $p: SetEntityProfileImage, $f: Upload) "
-                "{ createEntityIdentifier(input: {entityId: $e, identifierTypeId: $t, contentType: $c, title: $ti, jsondata: $j, "
-                f"profileUpdateMode: $p, file: $f}}) {{ {IDENTIFIER_FIELDS} }} }}",
-                idempotent=False, uploads={"f": Upload.of(file, filename=filename, content_type=content_type)},
-                e=entity_id, t=identifier_type_id, c=content_type, ti=title, j=dict(jsondata) if jsondata else None, p=profile_update_mode,
-            )
+        if entity_id is None and library_id is None:
+            raise InvalidInputError("give entity_id, or library_id for an unassigned identifier")
+        given = {"entityId": entity_id, "libraryId": library_id, "identifierTypeId": identifier_type_id, "url": url,
+                 "contentType": content_type, "title": title, "jsondata": dict(jsondata) if jsondata else None,
+                 "uniqueName": unique_name, "profileUpdateMode": None if profile_update_mode == "none" else profile_update_mode}
+        # Only what was given: a field the server does not know yet (libraryId, uniqueName) is sent only when used.
+        fields = {key: value for key, value in given.items() if value is not None}
+        uploads = {}
+        if file is not None:
+            fields["file"] = None
+            uploads["i.file"] = Upload.of(file, filename=filename, content_type=content_type)
+        data = yield _q(f"mutation($i: CreateEntityIdentifier!) {{ createEntityIdentifier(input: $i) {{ {IDENTIFIER_FIELDS} }} }}",
+                        idempotent=False, uploads=uploads, i=fields)
         return data["createEntityIdentifier"]
 
     @op

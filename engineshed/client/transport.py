@@ -83,7 +83,7 @@ class Call:
 
     query: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
-    uploads: dict[str, Upload] = field(default_factory=dict)  # variable name -> file (GraphQL multipart spec)
+    uploads: dict[str, Upload] = field(default_factory=dict)  # variable path ("f", "i.file") -> file (multipart spec)
     idempotent: bool = False
     method: str | None = None  # REST: GET / POST / DELETE on `path`
     path: str | None = None
@@ -199,12 +199,16 @@ def _json_request(call: Call) -> dict[str, Any]:
 
 def _multipart(call: Call, stack: list[Any]) -> tuple[dict[str, str], dict[str, Any]]:
     """The GraphQL multipart request spec: ``operations`` (file variables null), ``map``, then the file parts."""
-    variables = dict(call.variables)
+    variables = json.loads(json.dumps(call.variables))  # a copy the placeholders can be written into
     mapping: dict[str, list[str]] = {}
     files: dict[str, Any] = {}
-    for index, (name, upload) in enumerate(call.uploads.items()):
-        variables[name] = None
-        mapping[str(index)] = [f"variables.{name}"]
+    for index, (path, upload) in enumerate(call.uploads.items()):
+        node = variables
+        keys = path.split(".")  # "f", or "i.file" for a file inside an input object
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = None
+        mapping[str(index)] = [f"variables.{path}"]
         context = upload.opened()
         stack.append(context)
         files[str(index)] = (upload.filename, context.__enter__(), upload.content_type)
