@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -175,7 +176,7 @@ def train_command(args: argparse.Namespace, client: Client) -> int:
     try:
         with Progress(*columns, console=output.stderr, disable=args.json) as progress:
             bar = progress.add_task("train", total=1.0, status="queued")
-            for update in client.watch_job(job["id"]):
+            for update in follow(client, job["id"]):
                 last = update
                 tasks = update["tasks"]["records"]
                 done = sum(t["progress"] for t in tasks) / len(tasks) if tasks else 0.0
@@ -194,6 +195,22 @@ def train_command(args: argparse.Namespace, client: Client) -> int:
         reasons = [f"{t.get('failureReason') or ''} {t.get('failureMessage') or ''}".strip() for t in last["tasks"]["records"]]
         output.fail(f"job {job['id']} {last['status']}: {'; '.join(r for r in reasons if r) or 'no reason given'}")
     return output.OK if last["status"] == "complete" else output.FAILED
+
+
+def follow(client: Client, job_id: str) -> Iterator[dict[str, Any]]:
+    """The job's updates from the jobUpdated subscription; if WebSocket is not reachable (a proxy that passes only
+    plain HTTP), the same updates by polling the job once a second."""
+    try:
+        yield from client.watch_job(job_id)
+        return
+    except ConnectionFailed as exc:
+        output.note(f"no subscription ({exc}); polling the job instead")
+    while True:
+        job = client.job(job_id)
+        yield job
+        if job["status"] in ("complete", "failed", "cancelled"):
+            return
+        time.sleep(1.0)
 
 
 # -- recognize ---------------------------------------------------------------------------------------------------------
