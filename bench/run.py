@@ -242,7 +242,7 @@ async def measure_speaker(stack: Stack, args: argparse.Namespace) -> dict[str, A
 
 
 async def measure_import(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
-    """Scenario 10 (bench/import_cli.py): the command line's import against the API's upload ceiling."""
+    """Scenario 16 (bench/import_cli.py): the command line's import against the API's upload ceiling."""
     from bench import import_cli
 
     token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
