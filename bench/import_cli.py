@@ -1,4 +1,4 @@
-"""Scenario 16 (numbered for its issue, so parallel branches do not collide): ``engineshed import`` throughput against the API's upload ceiling, in the same run.
+"""Scenario 16 (numbered for its issue): ``engineshed import`` throughput against the API's upload ceiling, same run.
 
 A folder of N images (64×64, PNG and JPEG alternating, 5 per entity folder) is imported by the real command line,
 as a user runs it (``python -m gateway.cli import DIR --library … --entity-per-folder --concurrency C --json``, a
