@@ -103,6 +103,14 @@ def import_command(args: argparse.Namespace, client: Client) -> int:
             return output.USAGE
         library = client.create_library(args.library, library_type)
         created = True
+    if not created:
+        takes = client.query("query($id: ID!) { library(id: $id) { libraryTypeId libraryType { entityIdentifierTypes { id } } } }",
+                             {"id": library["id"]}, idempotent=True)["library"]
+        allowed = [t["id"] for t in takes["libraryType"]["entityIdentifierTypes"]]
+        if args.identifier_type not in allowed:
+            output.fail(f"library {library['name']} ({takes['libraryTypeId']}) takes identifiers of type "
+                        f"{', '.join(allowed) or 'none'}, not {args.identifier_type}; pass --type")
+            return output.USAGE
     known = {} if created else client.library_contents(library["id"])
     importer = Importer(client, library["id"], args.identifier_type, concurrency=args.concurrency, known=known)
     importer.outcome.library_created = created

@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from engineshed.client import packing
 from engineshed.client.errors import InvalidInputError, NotFoundError
@@ -24,6 +24,7 @@ from engineshed.client.transport import Call, Operation, Upload
 from engineshed.client.types import Identifier, Job, Library, LibraryEngineModel, Model, Page, RecognitionResult
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 MODEL_FIELDS = ("id name version ref application system status error description labels classLabels dimension aliases "
                 "sha256 sizeBytes throughput provider createdDateTime modifiedDateTime")
@@ -48,14 +49,18 @@ INFERENCE_PLATFORMS = ("use_env", "aws", "local")
 CONTENT_TYPES = {"image": "image", "video": "video"}  # LayerNext's content_type -> our identifierTypeId
 
 
-def op(fn: Callable[..., Operation[T]]) -> Callable[..., T]:
-    """Turn an operation (a generator method) into a method the client runs with its transport."""
+def op(fn: Callable[P, Operation[T]]) -> Callable[P, T]:
+    """Turn an operation (a generator method) into a method the client runs with its transport.
+
+    Typed as the sync client sees it (the parameters kept, the operation's result returned); the async client's
+    methods return an awaitable of that result.
+    """
 
     @functools.wraps(fn)
     def method(self: Operations, *args: Any, **kwargs: Any) -> Any:
-        return self._run(fn(self, *args, **kwargs))
+        return self._run(fn(self, *args, **kwargs))  # type: ignore[arg-type]
 
-    return cast(Callable[..., T], method)
+    return cast(Callable[P, T], method)
 
 
 def _q(query: str, *, idempotent: bool, uploads: Mapping[str, Upload] | None = None, **variables: Any) -> Call:

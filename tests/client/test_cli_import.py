@@ -128,3 +128,8 @@ def test_an_unreachable_server_and_bad_arguments_have_their_own_exit_statuses(or
     assert missing.returncode == 2 and "not a directory" in missing.stderr
     no_type = cli(org, "import", str(tmp_path / "faces"), "--library", "y", "--type", "video")
     assert no_type.returncode == 2 and "--library-type" in no_type.stderr
+    cli_json(org, "import", str(tmp_path / "faces"), "--library", "objects-lib", "--type", "image", "--entity-per-folder")
+    wrong_type = cli(org, "import", str(tmp_path / "faces"), "--library", "objects-lib", "--type", "audio-recording")
+    assert wrong_type.returncode == 2 and "takes identifiers of type image, not audio-recording" in wrong_type.stderr
+    zero = cli(org, "import", str(tmp_path / "faces"), "--library", "objects-lib", "--concurrency", "0")
+    assert zero.returncode == 2 and "--concurrency" in zero.stderr
