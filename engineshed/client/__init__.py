@@ -15,7 +15,6 @@ from engineshed.client.errors import (
     EngineshedError,
     InternalError,
     InvalidInputError,
-    JobFailed,
     NotAllowedError,
     NotFoundError,
     NotImplementedApiError,
@@ -29,6 +28,6 @@ from engineshed.client.transport import RetryPolicy, Upload
 __all__ = [
     "Client", "AsyncClient", "Connection", "resolve", "RetryPolicy", "Upload", "TrainingJob", "PipelineState",
     "ApiError", "AuthenticationError", "CapacityExceededError", "ConnectionFailed", "EngineshedError", "InternalError",
-    "InvalidInputError", "JobFailed", "NotAllowedError", "NotFoundError", "NotImplementedApiError", "ServiceFailureError",
+    "InvalidInputError", "NotAllowedError", "NotFoundError", "NotImplementedApiError", "ServiceFailureError",
     "ServiceUnavailableError", "JobNotRunning", "NoModel", "identifier_filter",
 ]

@@ -92,14 +92,6 @@ class ConnectionFailed(EngineshedError):
     """The server could not be reached (after the retries idempotent calls get)."""
 
 
-class JobFailed(EngineshedError):
-    """A job the client waited for ended failed or cancelled; ``job`` holds its last state."""
-
-    def __init__(self, message: str, job: Any = None) -> None:
-        super().__init__(message)
-        self.job = job
-
-
 ERROR_CLASSES: dict[str, type[ApiError]] = {
     cls.code: cls
     for cls in (NotFoundError, NotAllowedError, InvalidInputError, AuthenticationError, CapacityExceededError,

@@ -13,7 +13,7 @@ and the GraphQL operation they map onto is named in each docstring.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast
@@ -700,6 +700,3 @@ class Operations:
         reply = yield Call(method="GET", path=f"/v2/{project_id}/datasets/{dataset_id}/tasks/{task_id}", idempotent=True)
         return reply
 
-
-def collect(pages: Iterable[Page[T]]) -> list[T]:
-    return [record for page in pages for record in page["records"]]

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from engineshed.client.errors import EngineshedError, InvalidInputError, JobFailed, NotAllowedError, NotFoundError
+from engineshed.client.errors import EngineshedError, InvalidInputError, NotAllowedError, NotFoundError
 from engineshed.client.transport import Call, Operation
 
 if TYPE_CHECKING:
@@ -329,4 +329,4 @@ class TrainingJob:
         return [cls(client, resource=r) for r in found]
 
 
-__all__ = ["TrainingJob", "PipelineState", "JobNotRunning", "NoModel", "JobFailed", "parse_filter", "parse_order"]
+__all__ = ["TrainingJob", "PipelineState", "JobNotRunning", "NoModel", "parse_filter", "parse_order"]
