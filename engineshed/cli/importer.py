@@ -79,23 +79,31 @@ def scan(root: Path, entity_per_folder: bool) -> tuple[list[Item], list[tuple[st
     return items, refused
 
 
-def check(item: Item, identifier_type: str) -> tuple[str | None, str, str | None]:
-    """(sha256, content type, reason refused): reads the file once for its digest, and checks it is what the type holds."""
-    suffix = item.path.suffix.lower()
-    digest = hashlib.sha256()
-    with open(item.path, "rb") as fh:
-        head = fh.read(CHUNK)
-        digest.update(head)
+def digest(path: Path) -> tuple[str, int]:
+    """The file's SHA-256 (hex) and size, read in chunks."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
-            digest.update(chunk)
+            sha.update(chunk)
+            size += len(chunk)
+    return sha.hexdigest(), size
+
+
+def inspect(item: Item, identifier_type: str, size: int) -> tuple[str, str | None]:
+    """(content type, reason refused): whether the file is what the identifier type holds.
+
+    Run only for files about to be uploaded: a resumed import skips what the library holds on the digest alone.
+    """
+    suffix = item.path.suffix.lower()
     if identifier_type in AUDIO_TYPES:
         if suffix not in AUDIO_SUFFIXES:
-            return None, "", f"not an audio file ({suffix or 'no extension'}; expected {', '.join(sorted(AUDIO_SUFFIXES))})"
+            return "", f"not an audio file ({suffix or 'no extension'}; expected {', '.join(sorted(AUDIO_SUFFIXES))})"
         import mimetypes
 
-        return digest.hexdigest(), mimetypes.guess_type(item.path.name)[0] or "audio/wav", None
-    if not head:
-        return None, "", "empty file"
+        return mimetypes.guess_type(item.path.name)[0] or "audio/wav", None
+    if size == 0:
+        return "", "empty file"
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -103,11 +111,10 @@ def check(item: Item, identifier_type: str) -> tuple[str | None, str, str | None
             image_format = image.format or ""
             image.verify()  # structure and checksums, without decoding every pixel
     except UnidentifiedImageError:
-        return None, "", "not an image" + (f" ({suffix})" if suffix else "")
+        return "", "not an image" + (f" ({suffix})" if suffix else "")
     except Exception as exc:  # Pillow raises many kinds (SyntaxError, OSError, struct.error) for a damaged file
-        return None, "", f"corrupt image: {exc}".rstrip(": ") or "corrupt image"
-    content_type = Image.MIME.get(image_format.upper(), "application/octet-stream")
-    return digest.hexdigest(), content_type, None
+        return "", f"corrupt image: {exc}".rstrip(": ") or "corrupt image"
+    return Image.MIME.get(image_format.upper(), "application/octet-stream"), None
 
 
 class Importer:
@@ -144,11 +151,9 @@ class Importer:
         if self.stop.is_set():
             return "not_started", None
         try:
-            sha, content_type, refused = check(item, self.identifier_type)
+            sha, size = digest(item.path)
         except OSError as exc:
             return "failed", f"cannot read: {exc.strerror or exc}"
-        if refused:
-            return "failed", refused
         key = (item.entity, sha)
         with self._lock:
             entry = self.known.get(item.entity)
@@ -156,12 +161,15 @@ class Importer:
                 return "skipped", None  # already in the library, or a copy of a file being uploaded now
             self._in_flight.add(key)
         try:
+            content_type, refused = inspect(item, self.identifier_type, size)
+            if refused:
+                return "failed", refused
             entity_id = self._entity_id(item.entity)
             self.client.create_entity_identifier(entity_id, item.path, identifier_type_id=self.identifier_type,
                                                  filename=item.relative, content_type=content_type)
             with self._lock:
                 self.known[item.entity]["sha256"].add(sha)
-                self.outcome.bytes_uploaded += item.path.stat().st_size
+                self.outcome.bytes_uploaded += size
             return "uploaded", None
         except (AuthenticationError, ConnectionFailed):
             raise  # the whole import cannot go on: stop and say so once
