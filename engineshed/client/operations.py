@@ -13,8 +13,10 @@ and the GraphQL operation they map onto is named in each docstring.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
@@ -456,8 +458,6 @@ class Operations:
     @op
     def wait_for_job(self, job_id: str, timeout: float | None = None, poll: float = 1.0) -> Operation[Job]:
         """Poll ``job`` until it is complete, failed or cancelled (or ``timeout`` seconds pass: TimeoutError)."""
-        import time
-
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = min(poll, 0.25)
         while True:

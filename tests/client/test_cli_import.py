@@ -80,7 +80,7 @@ def test_non_images_and_corrupt_files_are_reported_not_fatal(org, tmp_path):
 
 
 def test_ctrl_c_stops_an_import_and_the_same_command_resumes_it_without_sending_anything_twice(org, tmp_path):
-    total = 160
+    total = 300  # enough that the import is still running when the first uploads are seen, on a fast machine too
     made = image_folder(tmp_path / "big", {"dora": total}, seed=5)
     args = [sys.executable, "-m", "gateway.cli", "import", str(tmp_path / "big"), "--library", "big",
             "--entity-per-folder", "--concurrency", "2", "--json"]
