@@ -1,5 +1,5 @@
 """Where the server is and which token to send: arguments, then ENGINESHED_URL / ENGINESHED_TOKEN (read through
-the project's typed settings), then the local ``make run`` stack (``engineshed dev``) and its admin token file."""
+the project's typed settings), then the local ``make run`` stack (``engineshed dev``) and its admin token file (sent only to a gateway on loopback)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engineshed.client.errors import EngineshedError
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _is_loopback(url: str) -> bool:
+    from ipaddress import ip_address
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +52,8 @@ def resolve(url: str | None = None, token: str | None = None, *, data_dir: Path 
         except dev_connection.NoDevStack:
             url = f"http://{settings.host}:{settings.port}/v3/graphql"
             source = f"the default local gateway (no `engineshed dev` found in {directory})"
-    if token is None:
+    # The dev admin token is sent only to a gateway on this machine: never to a remote --url / ENGINESHED_URL.
+    if token is None and _is_loopback(url):
         token_file = directory / "admin-token"
         try:
             token = token_file.read_text().strip() or None

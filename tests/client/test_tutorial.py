@@ -80,6 +80,11 @@ def test_without_url_or_token_the_cli_finds_the_local_gateway_and_its_admin_toke
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+    # The local admin token never goes to a remote server named by ENGINESHED_URL.
+    remote = dict(env, ENGINESHED_URL="http://engineshed.example.invalid:8000")
+    refused_remote = subprocess.run([sys.executable, "-m", "gateway.cli", "jobs", "list"], env=remote, cwd=ROOT,
+                                    capture_output=True, text=True, timeout=120)
+    assert refused_remote.returncode == 3 and "no token" in refused_remote.stderr
     (data_dir / "admin-token").unlink()
     refused = subprocess.run([sys.executable, "-m", "gateway.cli", "jobs", "list"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
