@@ -190,7 +190,7 @@ def test_recognize_without_a_trained_model_says_so(client, tmp_path):
         client.recognize(png(3))
 
 
-async def test_the_async_client_runs_the_same_operations_concurrently(org):
+async def test_the_async_client_runs_the_same_operations_concurrently(org, tmp_path):
     async with AsyncClient(org.gateway.url, org.token) as client:
         me = await client.me()
         assert me["organizationId"] == str(org.id)
@@ -199,8 +199,12 @@ async def test_the_async_client_runs_the_same_operations_concurrently(org):
         uploaded = await asyncio.gather(*(client.create_entity_identifier(entity["id"], png(10 + n), filename=f"{n}.png")
                                           for n in range(6)))
         assert {u["contentSha256"] for u in uploaded} == {hashlib.sha256(png(10 + n)).hexdigest() for n in range(6)}
+        photo = tmp_path / "bob.png"
+        photo.write_bytes(png(20))
+        from_disk = await client.create_entity_identifier(entity["id"], photo)  # streamed from the file
+        assert from_disk["contentSha256"] == hashlib.sha256(png(20)).hexdigest()
         contents = await client.library_contents(library["id"])
-        assert len(contents["bob"]["sha256"]) == 6
+        assert len(contents["bob"]["sha256"]) == 7
         with pytest.raises(NotFoundError):
             await client.job("00000000-0000-0000-0000-000000000003")
         job = await client.train(library["id"], engine_id=SLEEPER, config={"seconds": 30})
