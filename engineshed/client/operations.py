@@ -496,22 +496,34 @@ class Operations:
                   url: str | None = None, top_k: int = 5, threshold: float | None = None) -> Operation[RecognitionResult]:
         """``recognize``: a file (streamed) or URL against a trained model, a registered auto_tagging model, or a library.
 
-        With ``library_id`` and neither model argument, the library's newest complete model (of ``engine_id``) is
-        used; :class:`NotFoundError` says when it has none yet.
+        With ``library_id`` and neither model argument, the library's default model for ``engine_id`` (else for the
+        engine of its newest complete model) answers; a server older than that (no ``recognize(libraryId)``) gets the library's
+        newest complete model instead. :class:`NotFoundError` says when the library has no trained model yet.
         """
+        uploads = {"f": Upload.of(file)} if file is not None else {}
+        fields = f"{{ {RECOGNITION_FIELDS} }} }}"
+        common = dict(u=url, k=top_k, t=threshold, f=None)
         if library_engine_model_id is None and model_id is None:
             if library_id is None:
                 raise InvalidInputError("give library_engine_model_id, model_id or library_id")
             latest = yield from Operations.latest_model.__wrapped__(self, library_id, engine_id)  # type: ignore[attr-defined]
             if latest is None:
-                raise NotFoundError(f"library {library_id} has no trained model yet; train it first")
+                raise NotFoundError(f"library {library_id} has no trained model yet: train it first")
+            try:
+                data = yield _q("query($l: ID, $e: ID, $u: String, $k: Int, $t: Float, $f: Upload) { recognize(libraryId: $l, "
+                                "engineId: $e, url: $u, topK: $k, threshold: $t, file: $f) " + fields,
+                                # the engine last trained (unless named): the library's default engine may be
+                                # one it was never trained with
+                                idempotent=True, uploads=uploads, l=library_id, e=engine_id or latest["engineId"], **common)
+                return data["recognize"]
+            except InvalidInputError as exc:
+                if "Unknown argument" not in exc.message:
+                    raise
             library_engine_model_id = latest["id"]
-        uploads = {"f": Upload.of(file)} if file is not None else {}
         data = yield _q(
             "query($m: ID, $mid: String, $u: String, $k: Int, $t: Float, $f: Upload) { recognize(libraryEngineModelId: $m, "
-            f"modelId: $mid, url: $u, topK: $k, threshold: $t, file: $f) {{ {RECOGNITION_FIELDS} }} }}",
-            idempotent=True, uploads=uploads, m=library_engine_model_id, mid=model_id, u=url, k=top_k, t=threshold,
-            f=None,
+            "modelId: $mid, url: $u, topK: $k, threshold: $t, file: $f) " + fields,
+            idempotent=True, uploads=uploads, m=library_engine_model_id, mid=model_id, **common,
         )
         return data["recognize"]
 
