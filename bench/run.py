@@ -53,17 +53,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--processes", type=int, default=None,
                    help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
-    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker", "face", "labeling"),
+    p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker", "face", "labeling",
+                                      "import"),
                    default="all",
                    help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
                         "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
                         "the pulled-model figures (registration, face-model training e2e/raw); speaker = "
                         "speaker-engine utterances/s against the GE2E raw ceiling; face = face-engine photos/s "
                         "for training and recognize against the detector-plus-embedder raw ceiling; labeling = "
-                        "autoTag images/s against the model's raw ceiling, and autoGroup time at --group-n items")
+                        "autoTag images/s against the model's raw ceiling, and autoGroup time at --group-n items; "
+                        "import = `engineshed import` files/s against the API's upload ceiling")
     p.add_argument("--face-per-person", type=int, default=None,
                    help="face scenario: training photos per person, 23 people (default 4; quick 1)")
     p.add_argument("--group-n", type=int, default=None, help="labeling scenario: items to auto-group (default 10000; quick 200)")
+    p.add_argument("--import-n", type=int, default=None, help="import scenario: files in the folder (default 1000; quick 40)")
     p.add_argument("--speakers", type=int, default=6, help="speaker scenario: espeak-ng voices (at most 6)")
     p.add_argument("--per-speaker", type=int, default=None, help="speaker scenario: recordings per voice (default 10; quick 3)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
@@ -82,6 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "dispatch_jobs": 5 if quick else 100,
         "recognize_calls": 10 if quick else 100,
         "face_n": 32 if quick else 480,
+        "import_n": 40 if quick else 1000,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -278,6 +282,18 @@ async def measure_labeling(stack: Stack, args: argparse.Namespace) -> dict[str, 
         await client.aclose()
 
 
+async def measure_import(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Scenario 16 (bench/import_cli.py): the command line's import against the API's upload ceiling."""
+    from bench import import_cli
+
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        return await import_cli.import_throughput(client, token, stack.url, args.import_n, args.concurrency, log)
+    finally:
+        await client.aclose()
+
+
 async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
     """The scenarios `--only` names, or all of them. A whole run (not --quick, which the smoke test runs
     without the registries' downloads) ends with the pulled-model and speaker figures."""
@@ -287,6 +303,7 @@ async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSample
         results["speaker"] = await measure_speaker(stack, args)
         results["face"] = await measure_face(stack, args)
         results["labeling"] = await measure_labeling(stack, args)
+        results["import"] = await measure_import(stack, args)
     return results
 
 
@@ -567,6 +584,12 @@ def labeling_table(s: dict[str, Any]) -> str:
     return "\n".join(["| # | measurement | figure |", "|---|---|---|", *labeling.rows(s, fmt)])
 
 
+def import_table(r: dict[str, Any]) -> str:
+    from bench import import_cli
+
+    return "\n".join(["| # | measurement | figure |", "|---|---|---|", *import_cli.rows(r, fmt)])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM cleans up like Ctrl-C: the finally blocks stop the processes and the embedded services.
@@ -590,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
                     work = measure_face(stack, args)
                 elif args.only == "labeling":
                     work = measure_labeling(stack, args)
+                elif args.only == "import":
+                    work = measure_import(stack, args)
                 else:
                     work = measure_all(stack, args, sampler)
                 results = asyncio.run(asyncio.wait_for(work, timeout=args.timeout))
@@ -612,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "quick": args.quick,
             "only": args.only,
+            "import_n": args.import_n,
             "image": "64×64 RGB, PNG and JPEG alternating",
             "engine": scenarios.ENGINE,
             "engine_config": engine_defaults(),
@@ -635,6 +661,8 @@ def main(argv: list[str] | None = None) -> int:
         print(face_table(results))
     elif args.only == "labeling":
         print(labeling_table(results))
+    elif args.only == "import":
+        print(import_table(results))
     else:
         print(table(report))
         if "pulled_models" in results:
@@ -645,6 +673,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n" + face_table(results["face"]))
         if "labeling" in results:
             print("\n" + labeling_table(results["labeling"]))
+        if "import" in results:
+            print("\n" + import_table(results["import"]))
     print(f"\nwrote {args.out} in {report['total_seconds']} s")
     return 0
 

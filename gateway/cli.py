@@ -1,4 +1,5 @@
-"""engineshed dev | serve | worker | migrate | token create | list | revoke | engines | models pull"""
+"""engineshed dev | serve | worker | migrate | token create | list | revoke | engines | models pull, and the client's
+commands (import | train | recognize | models list | show | jobs), which live in engineshed/cli."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import engineshed.cli as client_cli
 from gateway import dev_connection, gc_tuning
 from gateway.settings import Settings, SettingsError
 
@@ -360,7 +362,11 @@ def main(argv: list[str] | None = None) -> None:
     p_pull = models_sub.add_parser("pull", help="download, verify, convert and register pinned pretrained models")
     p_pull.add_argument("names", nargs="*", metavar="NAME", help="catalogue names (default: all)")
     p_pull.add_argument("--missing", action="store_true", help="only those not registered yet (used by `dev`)")
+    client_cli.add_commands(sub, models_sub)
     args = parser.parse_args(argv)
+
+    if client_cli.wants(args):
+        sys.exit(client_cli.run(args))
 
     if args.command == "dev":
         settings = _settings(port=args.port, data_dir=args.data_dir, gateway_processes=_workers(args.workers))

@@ -86,6 +86,11 @@ class Settings:
     pypi_index: str = "https://pypi.org/simple/"  # a PEP 503/691 simple index (a mirror's URL works)
     pull_models: bool = True  # `engineshed dev` pulls missing system models in the background at start
 
+    # The client and its command line (engineshed/): the API to call and the token to call it with. Unset:
+    # the local `engineshed dev` (http://host:port/v3/graphql) and the admin token it keeps in the data dir.
+    client_url: str | None = None
+    client_token: str | None = None
+
     # Diagnostics
     expose_sql_count: bool = False  # adds extensions.sqlStatements to responses (tests, benchmarks)
     log_level: str = "INFO"
@@ -158,6 +163,8 @@ _ENV_NAMES = {
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
     "port": "PORT",
+    "client_url": "ENGINESHED_URL",
+    "client_token": "ENGINESHED_TOKEN",
 }
 
 

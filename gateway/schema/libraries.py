@@ -141,6 +141,17 @@ class EntityIdentifier:
     async def url(self, info: Info) -> str:
         return await identifier_service.url_for(info.context.resources, self._row)
 
+    @strawberry.field(
+        name="contentSha256",
+        description="The hex SHA-256 of the stored content, as uploaded (clients skip files already uploaded by it); null for a reference.",
+    )
+    def content_sha256(self) -> Optional[str]:
+        return self._row.content_sha256
+
+    @strawberry.field(description="The stored content's size in bytes (a Float: it may pass 2^31); null for a reference.")
+    def content_length(self) -> Optional[float]:
+        return None if self._row.content_length is None else float(self._row.content_length)
+
     @strawberry.field
     async def entity(self, info: Info) -> Optional[Entity]:
         if self._row.entity_id is None:

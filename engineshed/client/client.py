@@ -1,0 +1,126 @@
+"""The sync and async clients: the operations of :mod:`engineshed.client.operations` over one HTTP connection pool.
+
+>>> from engineshed.client import Client
+>>> with Client("http://127.0.0.1:8000", token) as client:          # doctest: +SKIP
+...     library = client.create_library("staff", "people")
+...     job = client.train(library["id"])
+...     for update in client.watch_job(job["id"]):
+...         print(update["status"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engineshed.client import subscriptions
+from engineshed.client.connection import resolve
+from engineshed.client.operations import JOB_FIELDS, Operations
+from engineshed.client.training import TrainingJob
+from engineshed.client.transport import AsyncTransport, Operation, RetryPolicy, SyncTransport
+
+JOB_UPDATED = f"subscription($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
+TASK_UPDATED = ("subscription($id: ID!) { taskUpdated(jobId: $id) { id jobId engineId status progress progressMessage "
+                "failureReason failureMessage } }")
+DEFAULT_TIMEOUT = 300.0  # a large upload or a slow recognition on a busy worker takes a while
+
+
+class Client(Operations):
+    """The blocking client. Thread-safe: one client may serve a thread pool (``engineshed import`` does).
+
+    ``url``: the gateway (``http://host:port`` or its ``/v3/graphql``); ``token``: an API token. Either None:
+    ENGINESHED_URL / ENGINESHED_TOKEN, else the local ``engineshed dev`` and its admin token file.
+    ``retry``: how ``service_unavailable`` (and connection failures of idempotent calls) are retried.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
+                 retry: RetryPolicy | None = None, data_dir: Path | None = None, http: httpx.Client | None = None) -> None:
+        found = resolve(url, token, data_dir=data_dir) if url is None or token is None else None
+        self.url = url or (found.url if found else "")
+        self.token = token if token is not None else (found.token if found else None)
+        self._transport = SyncTransport(self.url, self.token, timeout=timeout, retry=retry or RetryPolicy(), http=http)
+        self.graphql_url = self._transport.url
+
+    def _run(self, operation: Operation[Any]) -> Any:
+        return self._transport.run(operation)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def query(self, query: str, variables: dict[str, Any] | None = None, *, idempotent: bool = False) -> Any:
+        """Any GraphQL document; its ``data``, or the API error raised. ``idempotent``: retry connection failures too."""
+        from engineshed.client.transport import Call
+
+        def one() -> Operation[Any]:
+            return (yield Call(query=query, variables=variables or {}, idempotent=idempotent))
+
+        return self._run(one())
+
+    def watch_job(self, job_id: str, idle_timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """``jobUpdated``: the job now, then each change of it or its tasks, until it is complete, failed or cancelled."""
+        return subscriptions.subscribe_sync(self.graphql_url, self.token, JOB_UPDATED, {"id": job_id}, "jobUpdated", idle_timeout)
+
+    def watch_tasks(self, job_id: str, idle_timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """``taskUpdated``: the job's tasks now, then each task whose status or progress changes."""
+        return subscriptions.subscribe_sync(self.graphql_url, self.token, TASK_UPDATED, {"id": job_id}, "taskUpdated", idle_timeout)
+
+    def training_job(self, display_name: str | None = None, labels: dict[str, str] | None = None) -> TrainingJob:
+        """A Vertex-style training job, not yet run (:meth:`TrainingJob.run` starts it)."""
+        return TrainingJob(self, display_name=display_name, labels=labels)
+
+
+class AsyncClient(Operations):
+    """The asyncio client: the same operations as :class:`Client`, each returning an awaitable.
+
+    Use ``async with AsyncClient(...) as client:`` or ``await client.aclose()``.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT,
+                 retry: RetryPolicy | None = None, data_dir: Path | None = None, http: httpx.AsyncClient | None = None) -> None:
+        found = resolve(url, token, data_dir=data_dir) if url is None or token is None else None
+        self.url = url or (found.url if found else "")
+        self.token = token if token is not None else (found.token if found else None)
+        self._transport = AsyncTransport(self.url, self.token, timeout=timeout, retry=retry or RetryPolicy(), http=http)
+        self.graphql_url = self._transport.url
+
+    def _run(self, operation: Operation[Any]) -> Any:
+        return self._transport.run(operation)
+
+    async def aclose(self) -> None:
+        await self._transport.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def query(self, query: str, variables: dict[str, Any] | None = None, *, idempotent: bool = False) -> Any:
+        """Any GraphQL document; its ``data``, or the API error raised."""
+        from engineshed.client.transport import Call
+
+        def one() -> Operation[Any]:
+            return (yield Call(query=query, variables=variables or {}, idempotent=idempotent))
+
+        return await self._run(one())
+
+    def watch_job(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """``jobUpdated`` as an async iterator (``async for update in client.watch_job(id)``)."""
+        return subscriptions.subscribe_async(self.graphql_url, self.token, JOB_UPDATED, {"id": job_id}, "jobUpdated")
+
+    def watch_tasks(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """``taskUpdated`` as an async iterator."""
+        return subscriptions.subscribe_async(self.graphql_url, self.token, TASK_UPDATED, {"id": job_id}, "taskUpdated")
+
+    def training_job(self, display_name: str | None = None, labels: dict[str, str] | None = None) -> TrainingJob:
+        """A Vertex-style training job whose I/O methods return awaitables."""
+        return TrainingJob(self, display_name=display_name, labels=labels)

@@ -1,0 +1,116 @@
+"""The shapes of the records the client returns: plain dicts as the API sends them, typed for editors and checkers."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypedDict, TypeVar
+
+T = TypeVar("T")
+
+
+class Page(TypedDict, Generic[T]):
+    """A list in the API's ``{offset limit count totalCount records}`` shape."""
+
+    offset: int
+    limit: int
+    count: int
+    totalCount: int
+    records: list[T]
+
+
+class Model(TypedDict, total=False):
+    """A registered model version (``RegisteredModel``)."""
+
+    id: str
+    name: str
+    version: int
+    ref: str
+    application: str
+    system: bool
+    status: str
+    error: str | None
+    description: str
+    labels: dict[str, str]
+    classLabels: list[str] | None
+    dimension: int | None
+    aliases: list[str]
+    sha256: str
+    sizeBytes: float
+    createdDateTime: str
+
+
+class Library(TypedDict, total=False):
+    id: str
+    name: str
+    description: str | None
+    libraryTypeId: str
+    version: int
+    organizationId: str
+    createdDateTime: str
+
+
+class Identifier(TypedDict, total=False):
+    """An entity identifier; ``contentSha256`` is the stored content's digest."""
+
+    id: str
+    entityId: str
+    identifierTypeId: str
+    title: str | None
+    contentType: str
+    contentSha256: str | None
+    contentLength: float | None
+    createdDateTime: str
+
+
+class Task(TypedDict, total=False):
+    id: str
+    engineId: str
+    status: str
+    progress: float
+    progressMessage: str | None
+    failureReason: str | None
+    failureMessage: str | None
+    startedDateTime: str | None
+    completedDateTime: str | None
+
+
+class Job(TypedDict, total=False):
+    """A job; ``tasks.records`` its tasks. ``libraryEngineModelId`` is added by ``train``."""
+
+    id: str
+    name: str | None
+    status: str
+    libraryId: str | None
+    createdDateTime: str
+    modifiedDateTime: str
+    tasks: dict[str, list[Task]]
+    libraryEngineModelId: str
+
+
+class LibraryEngineModel(TypedDict, total=False):
+    id: str
+    engineId: str
+    libraryId: str
+    libraryVersion: int
+    trainJobId: str | None
+    trainStatus: str
+    accuracy: float | None
+    embeddingModel: str | None
+
+
+class RecognitionMatch(TypedDict):
+    libraryId: str
+    entityId: str
+    entityName: str
+    entityIdentifierId: str | None
+    score: float
+
+
+class RecognitionResult(TypedDict, total=False):
+    libraryEngineModelId: str | None
+    libraryId: str | None
+    engineId: str | None
+    modelId: str | None
+    threshold: float | None
+    matches: list[RecognitionMatch]
+    labels: list[dict[str, Any]]
+    windows: list[dict[str, float]]

@@ -1,0 +1,80 @@
+"""#13 through the client, with LayerNext's names (seed 002, 7.4 - 7.8).
+
+NEEDS the `embeddings` branch (generateEmbeddings, insertEmbeddings, embeddingVectors, uniqueName): it passes once the
+lead has merged it; before that the first embeddings call answers invalid_input (unknown field).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engineshed.client import Client, InvalidInputError
+from tests.client.future import EMBEDDER, EMBEDDING_DIMENSION, image_library, register_embedder
+from tests.client.loopback import Flaky, flaky_server
+
+
+@pytest.fixture
+def client(org):
+    with Client(org.gateway.url, org.token) as c:
+        yield c
+
+
+def test_generate_embeddings_for_collection_then_read_the_vectors_back(client, start_worker, tmp_path):
+    start_worker()
+    register_embedder(client, tmp_path)
+    library, made = image_library(client, "shelf", 3)
+    job = client.generate_embeddings_for_collection(library["id"], EMBEDDER, None, None, "aws")
+    assert client.wait_for_job(job["id"], timeout=120)["status"] == "complete"
+    vectors = client.get_embedding_vector(["000.png", "001.png", "002.png"], EMBEDDER)
+    assert {v["uniqueName"] for v in vectors} == {"000.png", "001.png", "002.png"}
+    assert {v["identifierId"] for v in vectors} == {i["id"] for i in made}
+    for vector in vectors:
+        assert vector["dimension"] == EMBEDDING_DIMENSION == len(vector["embeddings"])
+        assert vector["model"].startswith(f"{EMBEDDER}@") and vector["libraryId"] == library["id"]
+    # Different pictures, different embeddings.
+    assert len({tuple(v["embeddings"]) for v in vectors}) == 3
+
+
+def test_a_filter_that_matches_nothing_embeds_nothing(client, start_worker, tmp_path):
+    start_worker()
+    register_embedder(client, tmp_path)
+    library, _ = image_library(client, "future", 2, seed=1)
+    job = client.generate_embeddings_for_collection(library["id"], EMBEDDER, filter={"from_date": "2999-01-01"})
+    assert client.wait_for_job(job["id"], timeout=120)["status"] == "complete"
+    assert client.get_embedding_vector(["000.png", "001.png"], EMBEDDER, library_id=library["id"]) == []
+
+
+def test_generate_embeddings_to_metalake_covers_every_image_library(client, start_worker, tmp_path):
+    start_worker()
+    register_embedder(client, tmp_path)
+    first, _ = image_library(client, "first", 1, seed=2)
+    second, _ = image_library(client, "second", 1, seed=3)
+    job = client.generate_embeddings_to_metalake("image", EMBEDDER)
+    assert client.wait_for_job(job["id"], timeout=120)["status"] == "complete"
+    for library in (first, second):
+        (vector,) = client.get_embedding_vector(["000.png"], EMBEDDER, library_id=library["id"])
+        assert vector["libraryId"] == library["id"]
+
+
+def test_insert_image_embeddings_sends_batches_under_100_and_they_read_back(client, org, start_worker, tmp_path):
+    start_worker()
+    register_embedder(client, tmp_path)
+    library, _ = image_library(client, "inserted", 120, seed=4)
+    rng = np.random.default_rng(0)
+    records = [{"uniqueName": f"{n:03d}.png", "embeddings": rng.standard_normal(EMBEDDING_DIMENSION).tolist()} for n in range(120)]
+    recorder = Flaky(org.gateway.url)
+    with flaky_server(recorder) as url, Client(url, org.token) as through:
+        assert through.insert_image_embeddings(records, EMBEDDER, [EMBEDDING_DIMENSION], library_id=library["id"]) == 120
+    sizes = [len(json.loads(body)["variables"]["e"]) for body in recorder.requests]
+    assert sizes == [99, 21]
+    back = {v["uniqueName"]: v["embeddings"] for v in client.get_embedding_vector(["000.png", "119.png"], EMBEDDER, library_id=library["id"])}
+    assert np.allclose(back["000.png"], records[0]["embeddings"], atol=1e-5)
+    assert np.allclose(back["119.png"], records[119]["embeddings"], atol=1e-5)
+    # One batch, the seed's way (session_id accepted and unused); a vector of the wrong size is refused by the server.
+    assert client.insert_image_embeddings_batch(records[:2], EMBEDDER, [EMBEDDING_DIMENSION], "", library_id=library["id"]) == 2
+    with pytest.raises(InvalidInputError):
+        client.insert_image_embeddings_batch([{"uniqueName": "000.png", "embeddings": [0.5] * 3}], EMBEDDER, [EMBEDDING_DIMENSION],
+                                             library_id=library["id"])
