@@ -34,6 +34,7 @@ class EmbeddedLibrary:
     timings: dict[str, float]  # fetch/decode/inference: busy seconds summed over concurrent calls; total: wall
     cached: int  # rows served by the embedding cache
     inferred: int  # images run through the backbone
+    stored: int = 0  # rows read from the identifiers' stored vectors (part of ``cached``)
 
 
 class RowBuffer:

@@ -5,6 +5,9 @@ Four stages connected by bounded queues, so memory stays flat for any library si
 
     pages ──(cache hits resolved)──▶ fetch ×fetchConcurrency ──▶ decode (process pool) ──▶ backbone
 
+* refs with a stored vector of this backbone (``ctx.stored_embedding``, the worker's identifier_embeddings
+  read in bulk with the pages) are neither looked up, fetched nor embedded; vectors the run computes or
+  finds in the cache are handed back (``ctx.store_identifier_embeddings``) so the next run reads them;
 * refs whose sha256 is known are looked up in the embedding cache per page and never fetched
   on a hit; refs stored by reference get their sha256 from the fetched bytes and are looked up
   then, per decode chunk;
@@ -42,6 +45,7 @@ DECODE_CHUNK = 16  # blobs per process-pool call: amortises pickling without sta
 DECODE_IN_FLIGHT = 8  # chunks submitted to the pool at once
 PAGES_AHEAD = 2  # library pages read before they are needed
 STORES_IN_FLIGHT = 2  # embedding-cache writes running beside inference
+PERSIST_BATCH = 512  # vectors handed to ctx.store_identifier_embeddings at once
 _END = object()
 
 
@@ -70,8 +74,16 @@ class _Run:
         min_size: int,
         sharpness_threshold: float,
         progress_span: float,
+        stored: bool = True,
     ) -> None:
         self.ctx, self.spec, self.runner = ctx, spec, runner
+        # Stored vectors are whole-image vectors of a registered model: used only when this run's backbone is
+        # that model's (same digest) and the engine embeds whole images (``stored``).
+        same = stored and getattr(ctx, "stored_digest", None) == spec.digest
+        self.stored_lookup = getattr(ctx, "stored_embedding", None) if same else None
+        self.persist = getattr(ctx, "store_identifier_embeddings", None) if same else None
+        self.to_persist: dict[str, np.ndarray] = {}
+        self.stored = 0
         self.page_size, self.batch_size = page_size, batch_size
         self.fetch_concurrency = fetch_concurrency
         self.limiter = AsyncLimiter(fetch_rate, 1.0) if fetch_rate else None
@@ -100,10 +112,11 @@ class _Run:
                 tg.create_task(self._infer_stage())
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+        await self._flush_persist()
         vectors, refs = self.rows.in_paging_order()
         self.timings["total"] = time.perf_counter() - started
         skipped = [s for _, s in sorted(self.skipped, key=lambda pair: pair[0])]
-        return EmbeddedLibrary(vectors, refs, skipped, self.timings, self.cached, self.inferred)
+        return EmbeddedLibrary(vectors, refs, skipped, self.timings, self.cached, self.inferred, self.stored)
 
     # -- stages -----------------------------------------------------------------------------
 
@@ -154,7 +167,12 @@ class _Run:
             lookup = sorted({i.sha for i in items if i.sha and i.sha not in self.pending})
             hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup else {}
             for item in items:
-                if item.sha is not None and item.sha in self.pending:
+                vector = self.stored_lookup(item.ref) if self.stored_lookup is not None else None
+                if vector is not None:
+                    self.cached += 1
+                    self.stored += 1
+                    await self._complete(item, vector=vector, persist=False)
+                elif item.sha is not None and item.sha in self.pending:
                     self.pending[item.sha].append(item)
                 elif item.sha is not None and item.sha in hits:
                     self.cached += 1
@@ -292,7 +310,8 @@ class _Run:
     # -- bookkeeping --------------------------------------------------------------------------
 
     async def _complete(
-        self, item: _Item, *, vector: np.ndarray | None = None, skip: tuple[str, str] | None = None
+        self, item: _Item, *, vector: np.ndarray | None = None, skip: tuple[str, str] | None = None,
+        persist: bool = True,
     ) -> None:
         group = self.pending.get(item.sha) if item.sha is not None else None
         if group and group[0] is item:
@@ -304,6 +323,8 @@ class _Run:
         for member in members:
             if vector is not None:
                 self.rows.add(member.seq, member.ref, np.asarray(vector, np.float32).reshape(-1))
+                if persist and self.persist is not None:
+                    self.to_persist[member.ref.identifier_id] = vector
             else:
                 assert skip is not None
                 self.skipped.append((member.seq, Skipped(member.ref, skip[0], skip[1])))
@@ -312,8 +333,15 @@ class _Run:
             if self.page_left[member.page] == 0:
                 del self.page_left[member.page]
                 finished_pages += 1
+        if len(self.to_persist) >= PERSIST_BATCH:
+            await self._flush_persist()
         if finished_pages:
             await self._report()
+
+    async def _flush_persist(self) -> None:
+        if self.to_persist and self.persist is not None:
+            batch, self.to_persist = self.to_persist, {}
+            await self.persist(self.spec.digest, batch)
 
     async def _report(self) -> None:
         message = f"{self.done} identifiers processed ({len(self.skipped)} skipped)"
@@ -345,6 +373,7 @@ async def embed_library(
     sharpness_threshold: float,
     fetch_rate: float | None = None,
     progress_span: float = 0.9,
+    stored: bool = True,
 ) -> EmbeddedLibrary:
     """Embed every identifier ``ctx.pages`` yields with the backbone ``spec`` run by ``runner``.
 
@@ -352,6 +381,10 @@ async def embed_library(
     pages complete, as a fraction of ``ctx.total_identifiers`` scaled to ``progress_span`` (the
     rest is left to the engine's fitting); when the total is unknown the fraction stays 0 and
     only the message moves.
+
+    ``stored``: whether the context's stored whole-image vectors may stand in for embedding (they are used
+    only when ``spec`` is the backbone that made them); an engine that embeds something other than the whole
+    image (face crops) passes False.
     """
     run = _Run(
         ctx,
@@ -364,6 +397,7 @@ async def embed_library(
         min_size=min_size,
         sharpness_threshold=sharpness_threshold,
         progress_span=progress_span,
+        stored=stored,
     )
     return await run.run()
 

@@ -134,6 +134,7 @@ class Identifier(Row):
     jsondata: Any
     created_at: datetime
     modified_at: datetime
+    unique_name: str | None = None  # the seed's uniqueName (migration 0009), unique within the library
 
 
 @dataclass(frozen=True, slots=True)

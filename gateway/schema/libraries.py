@@ -12,6 +12,7 @@ from gateway.schema.context import Info
 from gateway.schema.enums import EntityIdentifierDataType, SetEntityProfileImage, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
 from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
+from gateway.services import embeddings as embedding_service
 from gateway.services import identifiers as identifier_service
 from storage import rows
 
@@ -113,6 +114,8 @@ class EntityIdentifier:
     id: strawberry.ID
     entity_id: strawberry.ID
     identifier_type_id: strawberry.ID
+    unique_name: Optional[str] = strawberry.field(
+        description="The seed's uniqueName: unique within the library; set at upload, the file name by default.")
     title: Optional[str]
     is_priority: bool
     content_type: str
@@ -141,12 +144,18 @@ class EntityIdentifier:
     def jsonstring(self) -> Optional[str]:
         return _json_text(self._row.jsondata)
 
+    @strawberry.field(description="The stored embeddings of this identifier, one per model version (oldest first).")
+    async def embeddings(self, info: Info) -> list[IdentifierEmbedding]:
+        found = await info.context.loaders.identifier_embeddings.load(self._row.id)
+        return [IdentifierEmbedding.of(e) for e in found or []]
+
     @classmethod
     def from_row(cls, row: rows.Identifier) -> EntityIdentifier:
         return cls(
             id=strawberry.ID(str(row.id)),
             entity_id=strawberry.ID(str(row.entity_id)),
             identifier_type_id=strawberry.ID(row.identifier_type_id),
+            unique_name=row.unique_name,
             title=row.title,
             is_priority=row.is_priority,
             content_type=row.content_type,
@@ -155,6 +164,28 @@ class EntityIdentifier:
             modified_date_time=row.modified_at,
             _row=row,
         )
+
+
+@strawberry.type(description="One stored embedding of an identifier.")
+class IdentifierEmbedding:
+    model: str = strawberry.field(description="The model version, as name@version.")
+    model_version_id: strawberry.ID
+    dimension: int
+    created_date_time: DateTime
+    source: str = strawberry.field(description="computed (by a worker or a training) or inserted (insertEmbeddings).")
+
+    @classmethod
+    def of(cls, e: embedding_service.StoredEmbedding) -> IdentifierEmbedding:
+        return cls(model=e.model, model_version_id=strawberry.ID(str(e.model_version_id)), dimension=e.dimension,
+                   created_date_time=e.created_at, source=e.source)
+
+
+@strawberry.type(description="Two identifiers under different entities of a library that hold the same picture.")
+class DuplicateIdentifierPair:
+    first: EntityIdentifier
+    second: EntityIdentifier
+    score: float = strawberry.field(description="Cosine similarity of their embeddings (1 for identical bytes).")
+    reason: str = strawberry.field(description="same-content (identical bytes) or near-identical (embeddings).")
 
 
 @strawberry.type
@@ -292,6 +323,19 @@ class Library:
     @strawberry.field
     def security(self) -> Security:
         return Security(global_=False)
+
+    @strawberry.field(description=(
+        "Identifiers under different entities holding the same picture (identical bytes, or embeddings at cosine "
+        "≥ threshold): labeling errors. modelId: whose embeddings compare (default: the one the library has most of)."))
+    async def duplicate_identifiers(
+        self, info: Info, model_id: Optional[str] = None, threshold: Optional[float] = 0.97, limit: Optional[int] = 100,
+    ) -> list[DuplicateIdentifierPair]:
+        pairs = await embedding_service.duplicates(
+            info.context.resources, info.context.principal, self._row.id, model_ref=model_id,
+            threshold=0.97 if threshold is None else threshold, limit=100 if limit is None else limit,
+        )
+        return [DuplicateIdentifierPair(first=EntityIdentifier.from_row(p.first), second=EntityIdentifier.from_row(p.second),
+                                        score=p.score, reason=p.reason) for p in pairs]
 
     @strawberry.field
     async def summary(self, info: Info) -> LibrarySummary:
@@ -449,6 +493,8 @@ class UpdateEntity:
 class CreateEntityIdentifier:
     entity_id: strawberry.ID
     identifier_type_id: strawberry.ID
+    unique_name: Optional[str] = strawberry.field(
+        default=None, description="Unique within the library (a clash is invalid_input); default: the file name.")
     content_type: Optional[str] = None
     url: Optional[str] = None
     file: Optional[Upload] = None
@@ -500,7 +546,9 @@ __all__ = [
     "CreateLibrary",
     "DeletePayload",
     "Entity",
+    "DuplicateIdentifierPair",
     "EntityIdentifier",
+    "IdentifierEmbedding",
     "EntityIdentifierList",
     "EntityIdentifierType",
     "EntityIdentifierTypeList",
