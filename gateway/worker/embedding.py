@@ -35,6 +35,7 @@ log = logging.getLogger("engineshed.worker")
 
 MAX_ATTEMPTS = 5  # claims of one pair before it is marked failed (a batch that kills its worker each time)
 FETCH_CONCURRENCY = 16
+PROGRESS_SECONDS = 0.5  # how often a generateEmbeddings task recounts its selection
 
 
 class EmbeddingIngest:
@@ -68,11 +69,16 @@ class EmbeddingIngest:
                 log.exception("embedding batch failed")
                 claimed = 0
                 await asyncio.sleep(1.0)
-            if claimed:
-                continue
+            if claimed >= self.res.settings.embed_batch_size:
+                continue  # a full batch: more is probably waiting
+            woken = False
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=self.res.settings.poll_seconds)
+                woken = True
             self.wake.clear()
+            if woken and self.res.settings.embed_linger_seconds > 0:
+                # Uploads arrive one by one: let a few more land, so one claim embeds many (one backbone call).
+                await asyncio.sleep(self.res.settings.embed_linger_seconds)
 
     async def build_indexes(self) -> None:
         """Build the HNSW indexes asked for since (one per round, CONCURRENTLY, outside a transaction)."""
@@ -260,9 +266,10 @@ async def run_generate(ingest: EmbeddingIngest, task: Any, progress: Progress) -
         progress.message = f"{embedded} of {total} identifiers embedded ({failed} failed)"
         if embedded + failed >= total:
             break
-        claimed = await ingest.run_batch(version_id, task.org_id)
-        if not claimed:  # the rest is leased to other workers: wait for them (or their leases to run out)
-            await asyncio.sleep(min(1.0, res.settings.poll_seconds))
+        # The queue consumers (this worker's and others') embed the selection in full batches; this task only
+        # watches. Embedding here as well would split the batches between two claimants.
+        ingest.wake.set()
+        await asyncio.sleep(PROGRESS_SECONDS)
     return {"model": payload.get("model"), "modelVersionId": str(version_id), "total": total, "embedded": embedded,
             "failed": failed, "seconds": round(time.monotonic() - started, 3)}
 
