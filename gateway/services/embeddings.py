@@ -114,6 +114,16 @@ async def ingest_versions(res: Any, org_id: UUID, library_id: UUID, type_id: str
     return wanted
 
 
+async def _existing_library(res: Any, principal: Principal, library_id: object | None) -> UUID | None:
+    """:func:`_scoped_library`, and not_found for a library the organization does not have."""
+    lid = _scoped_library(principal, library_id)
+    if lid is not None and library_id is not None:
+        async with res.pool.acquire() as conn:
+            if await library_q.by_id(conn, principal.org_id, lid) is None:
+                raise NotFound()
+    return lid
+
+
 def _scoped_library(principal: Principal, library_id: object | None) -> UUID | None:
     """The library a call is limited to: the one given, or a task token's own."""
     lid = parse_id(library_id) if library_id is not None else None
@@ -158,7 +168,7 @@ async def insert(
             f"insertEmbeddings takes fewer than {MAX_INSERT} embeddings per call (got {len(records)}); split the batch",
             data={"limit": MAX_INSERT - 1},
         )
-    lid = _scoped_library(principal, library_id)
+    lid = await _existing_library(res, principal, library_id)
     version = await resolve_version(res, principal.org_id, model_ref)
     dimension = dims[0]
     if dimension != version.dimension:
@@ -205,9 +215,9 @@ async def vectors(
     names = list(dict.fromkeys(unique_names))
     if len(names) > MAX_UNIQUE_NAMES:
         raise InvalidInput(f"embeddingVectors takes at most {MAX_UNIQUE_NAMES} uniqueNames per call")
+    lid = await _existing_library(res, principal, library_id)
     if not names:
         return []
-    lid = _scoped_library(principal, library_id)
     async with res.pool.acquire() as conn:
         found = await identifier_q.by_unique_names(conn, principal.org_id, names, lid)
     versions: dict[str | None, ModelVersion] = {}
@@ -352,7 +362,7 @@ async def similar(
         raise InvalidInput(f"limit must be between 1 and {MAX_SIMILAR}")
     if threshold is not None and not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
         raise InvalidInput("threshold is a cosine similarity between -1 and 1")
-    lid = _scoped_library(principal, library_id)
+    lid = await _existing_library(res, principal, library_id)
     identifier = None
     if identifier_id is not None:
         async with res.pool.acquire() as conn:
@@ -360,10 +370,6 @@ async def similar(
         if identifier is None:
             raise NotFound()
         principal.check_library(identifier.library_id)
-    if lid is not None:
-        async with res.pool.acquire() as conn:
-            if await library_q.by_id(conn, principal.org_id, lid) is None:
-                raise NotFound()
     version = await resolve_version(res, principal.org_id, model_ref, identifier.identifier_type_id if identifier else None)
     values = (await _query_vector(res, principal, version, identifier, file, vector)).astype(np.float32).tolist()
     exclude = identifier.id if identifier is not None else None

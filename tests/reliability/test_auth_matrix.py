@@ -35,6 +35,8 @@ QUERIES = {
     "models": "query { models { count } }",
     "model": 'query { model(name: "{N}") { id } }',
     "tokens": "query { tokens { id } }",
+    "embeddingVectors": 'query { embeddingVectors(uniqueNames: ["matrix-none.png"], libraryId: "{L}") { uniqueName } }',
+    "similarIdentifiers": 'query { similarIdentifiers(identifierId: "{I}", modelId: "{N}") { score } }',
 }
 MUTATIONS = {
     "createLibrary": 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
@@ -69,6 +71,8 @@ MUTATIONS = {
     "deleteModelVersion": 'mutation { deleteModelVersion(name: "{N}", version: 1) { id } }',
     "createToken": "mutation { createToken(input: {scope: read}) { id token } }",
     "revokeToken": 'mutation { revokeToken(id: "{K}") { id } }',
+    "generateEmbeddings": 'mutation { generateEmbeddings(libraryId: "{L}", modelId: "{N}") { id } }',
+    "insertEmbeddings": 'mutation { insertEmbeddings(modelId: "{N}", vectorDimension: [2], embeddings: [{uniqueName: "x.png", embeddings: [1, 2]}], libraryId: "{L}") { inserted } }',
 }
 # Fields that take none of the first organization's IDs: no tenancy question to ask of them.
 NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
@@ -153,6 +157,8 @@ def test_a_read_token_may_call_every_query_and_no_mutation(org, first_org_ids, s
         assert_clean(reply.body)
         if name == "recognize":  # runs, and refuses the URL (a documentation address, never fetched)
             assert reply.error_code in ("invalid_input", "not_found"), reply.body
+        elif name == "similarIdentifiers":  # runs, and refuses the model: no worker has run its trial yet
+            assert reply.error_code == "invalid_input" and "only ready versions" in reply.error_message, reply.body
         elif name in ADMIN_ONLY_QUERIES:
             assert reply.error_code == "not_allowed" and not (reply.data or {}).get(name), (name, reply.body)
         else:
