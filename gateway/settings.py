@@ -78,6 +78,7 @@ class Settings:
     embed_on_ingest: bool = True  # new image identifiers are queued for their models' embeddings
     embed_batch_size: int = 64  # identifiers one ingest claim embeds (one backbone call)
     embed_linger_seconds: float = 0.2  # after a wake-up, wait this long so a claim gathers more than one upload
+    search_exact_below: int = 20_000  # similarIdentifiers scans exactly up to this many candidates, else the index
     # The model registry (gateway/services/models.py, model_packages.py)
     model_max_bytes: int = 512 * MiB  # an unpacked package, or the ONNX file it yields
     model_max_members: int = 1000  # archive members a package may have

@@ -34,7 +34,6 @@ ENGINE_ID = "engineshed-embeddings"  # the internal engine generateEmbeddings ta
 MAX_INSERT = 100  # insertEmbeddings takes fewer than this many per call (the seed's limit)
 MAX_UNIQUE_NAMES = 1000  # embeddingVectors per call: each answer carries a whole vector
 MAX_SIMILAR = 100  # similarIdentifiers' largest limit
-EXACT_BELOW = 20_000  # candidate vectors up to which search is an exact scan (cheap, and recall 1)
 EF_SEARCH_MIN = 64  # hnsw.ef_search floor; raised with the limit (pgvector filters after the index scan)
 MAX_DUPLICATE_SCAN = 50_000  # vectors a duplicate scan compares pairwise, in blocks
 DUPLICATE_THRESHOLD = 0.97  # cosine at which two images count as the same picture
@@ -386,7 +385,8 @@ async def search(
     """Nearest vectors by cosine: an exact scan over few candidates, the HNSW index over many."""
     async with res.pool.acquire() as conn:
         count = await q.candidates(conn, org_id, version.id, library_id)
-        if count <= EXACT_BELOW or not await q.index_built(conn, org_id, version.id):
+        # Up to ENGINESHED_SEARCH_EXACT_BELOW candidates an exact scan is cheap and has recall 1.
+        if count <= res.settings.search_exact_below or not await q.index_built(conn, org_id, version.id):
             return await q.exact_search(conn, org_id, version.id, library_id, query, exclude, limit, threshold)
         # The index yields ef_search candidates before the library filter applies: widen it with the share of
         # the organization's vectors the library holds, so a library's neighbours are still found.

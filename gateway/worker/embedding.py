@@ -23,7 +23,7 @@ import numpy as np
 
 from engines.embedding import Embedder, embedder
 from engines.interface import EngineError
-from gateway.services import engine_backbones
+from gateway.services import engine_backbones, models
 from gateway.services.identifier_filter import IdentifierSelection
 from gateway.services.remote_files import FetchRefused, fetch_bytes
 from storage.blobs import BlobTooLarge
@@ -47,17 +47,25 @@ class EmbeddingIngest:
         self.owner = owner
         self.wake = asyncio.Event()
         self.embedded = 0  # vectors this worker wrote (tests and the bench read the log line)
+        self._building: asyncio.Task[Any] | None = None
 
     @property
     def lease_seconds(self) -> float:
         return self.res.settings.lease_seconds
 
     async def loop(self, stopping: asyncio.Event) -> None:
+        try:
+            await self._loop(stopping)
+        finally:
+            if self._building is not None:  # a build cut short leaves an invalid index, rebuilt later
+                self._building.cancel()
+
+    async def _loop(self, stopping: asyncio.Event) -> None:
         from gateway.worker.runner import TRANSIENT
 
         while not stopping.is_set():
             try:
-                await self.build_indexes()
+                self._start_index_build()
                 claimed = await self.run_batch()
             except TRANSIENT as exc:
                 log.warning("embedding queue: database or S3 unavailable, retrying: %r", exc)
@@ -80,12 +88,29 @@ class EmbeddingIngest:
                 # Uploads arrive one by one: let a few more land, so one claim embeds many (one backbone call).
                 await asyncio.sleep(self.res.settings.embed_linger_seconds)
 
+    def _start_index_build(self) -> None:
+        # Beside the batches, not before them: CREATE INDEX CONCURRENTLY waits for older transactions (a
+        # training's cursor), and the queue must not stall behind it.
+        if self._building is None or self._building.done():
+            self._building = asyncio.create_task(self.build_indexes())
+
     async def build_indexes(self) -> None:
-        """Build the HNSW indexes asked for since (one per round, CONCURRENTLY, outside a transaction)."""
-        async with self.res.pool.acquire() as conn:
-            name = await q.build_next_index(conn)
-        if name:
-            log.info("built embedding index %s", name)
+        """Build the HNSW indexes asked for since (CONCURRENTLY, outside a transaction), one after another."""
+        from gateway.worker.runner import TRANSIENT
+
+        try:
+            while True:
+                async with self.res.pool.acquire() as conn:
+                    name = await q.build_next_index(conn)
+                if not name:
+                    return
+                log.info("built embedding index %s", name)
+        except TRANSIENT as exc:
+            log.warning("embedding index build: database unavailable, retried later: %r", exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("embedding index build failed; retried on a later round")
 
     async def run_batch(self, version_id: UUID | None = None, org_id: UUID | None = None) -> int:
         """Claim and embed one batch; returns how many pairs it claimed (0: nothing due)."""
@@ -253,6 +278,10 @@ async def run_generate(ingest: EmbeddingIngest, task: Any, progress: Progress) -
         raise EngineError(f"this task's payload is not a generateEmbeddings payload: {exc}") from None
     except Exception as exc:  # an InvalidInput from the filter: the payload was not made by generateEmbeddings
         raise EngineError(f"this task's filter is not valid: {exc}") from None
+    # A task made through createJob (not generateEmbeddings) could name any version: only the organization's
+    # own models and the system ones may embed its images.
+    if await models.pinned_version(res, task.org_id, version_id) is None:
+        raise EngineError("the model version of this task is gone, not ready, or not this organization's")
     conditions = selection.conditions("i", 5)
     async with res.pool.acquire() as conn:
         await q.enqueue_selection(conn, task.org_id, version_id, library_ids, type_ids, conditions)

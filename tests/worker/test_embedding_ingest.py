@@ -148,3 +148,63 @@ def test_an_undecodable_identifier_fails_alone_with_its_reason(ingest_org: Org, 
     assert [str(r["identifier_id"]) for r in vectors_of(ingest_org, library)] == [good]
     failure = ingest_org.stack.db.fetchval("SELECT failure FROM embedding_queue WHERE identifier_id = $1::uuid", bad)
     assert failure.startswith("corrupt")
+
+
+def test_a_hand_made_task_cannot_embed_with_another_organizations_model(
+    ingest_org: Org, worker: Process, stack: Stack, gateway: Gateway,
+) -> None:
+    owner = make_org(stack, gateway, "model-owner")
+    private = registered.register_org_model(owner, "private-net", "embedding", conv_net(dimension=DIM, seed=8), normalised_manifest())
+    library, _ = api.small_library(ingest_org, "hand-made", entities=1, per_entity=2, seed=4)
+    payload = {"mode": "batch", "modelVersionId": str(private.id), "libraryIds": [library], "identifierTypeIds": ["image"]}
+    job_id = ingest_org.client.query(
+        "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id } }",
+        t=[{"engineId": "engineshed-embeddings", "payload": payload}],
+    ).ok()["createJob"]["id"]
+    done = wait_for(lambda: (lambda j: j if j["status"] in ("complete", "failed") else None)(ingest_org.client.query(
+        "query($id: ID!) { job(id: $id) { status tasks { records { failureMessage } } } }", id=job_id).ok()["job"]),
+        timeout=60, what="the hand-made task to finish")
+    # createJob never takes a client's modelVersionId (it is dropped), so the task has no model to embed with;
+    # the worker also refuses a version that is not the organization's or a system one.
+    assert done["status"] == "failed" and "not a generateEmbeddings payload" in done["tasks"]["records"][0]["failureMessage"]
+    assert vectors_of(ingest_org, library) == [] and queued(ingest_org, library) == 0
+    owner.client.close()
+
+
+def test_the_hnsw_index_answers_like_the_exact_ranking_on_small_data(
+    ingest_org: Org, worker: Process, stack: Stack, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A gateway told to use the index from the first vector (ENGINESHED_SEARCH_EXACT_BELOW=0): the worker builds
+    the organization's HNSW index for the model, and its answers on 60 vectors equal the exact cosine ranking."""
+    import numpy as np
+
+    from tests.conftest import start_gateway
+    from tests.graphql_client import GraphQLClient
+
+    names = [f"hnsw-{i}.png" for i in range(60)]
+    library = api.create_library(ingest_org, "hnsw")
+    entity = ingest_org.create_entity(library, "e")
+    for n, name in enumerate(names):
+        ingest_org.client.upload_form(
+            'mutation($e: ID!) { createEntityIdentifier(input: {entityId: $e, identifierTypeId: "image"}) { id } }',
+            api.png(16, 70_000 + n), "image/png", filename=name, variables={"e": entity}).ok()
+    vectors = np.random.default_rng(4).normal(size=(60, DIM)).astype(np.float32)
+    ingest_org.client.query(
+        "mutation($e: [EmbeddingRecord!]!) { insertEmbeddings(modelId: \"ingest-net\", vectorDimension: [16], embeddings: $e) { inserted } }",
+        e=[{"uniqueName": n, "embeddings": v.tolist()} for n, v in zip(names, vectors, strict=True)]).ok()
+    wait_for(lambda: ingest_org.stack.db.fetchval(
+        "SELECT built FROM embedding_indexes WHERE org_id = $1", ingest_org.id), timeout=60, what="the HNSW index")
+    gw = start_gateway(dict(stack.env, ENGINESHED_SEARCH_EXACT_BELOW="0"), tmp_path_factory.mktemp("hnsw"), "hnsw-gateway")
+    try:
+        client = GraphQLClient(gw.url, ingest_org.token)
+        query = np.random.default_rng(5).normal(size=DIM).astype(np.float32)
+        got = client.query(
+            'query($l: ID, $v: [Float!]) { similarIdentifiers(libraryId: $l, vector: $v, modelId: "ingest-net", limit: 10) '
+            "{ score identifier { uniqueName } } }", l=library, v=query.tolist()).ok()["similarIdentifiers"]
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        exact = unit @ (query / np.linalg.norm(query))
+        assert [g["identifier"]["uniqueName"] for g in got] == [names[i] for i in np.argsort(-exact)[:10]]
+        np.testing.assert_allclose([g["score"] for g in got], np.sort(exact)[::-1][:10], atol=1e-5)
+        client.close()
+    finally:
+        gw.process.stop()
