@@ -141,11 +141,6 @@ async def _bulk_library(pool: asyncpg.Pool, org_id: uuid.UUID, version_id: uuid.
     return str(library_id), ids, vectors
 
 
-async def _train_memory(client: Client, sampler: RssSampler, library_id: str, config: dict[str, Any], timeout: float) -> dict[str, Any]:
-    run = await train(client, library_id, timeout=timeout, sampler=sampler, config=config)
-    return run
-
-
 async def embeddings(stack: Stack, client: Client, sampler: RssSampler, *, n: int, memory_scale: int, search_n: int,
                      concurrency: int, timeout: float) -> dict[str, Any]:
     from bench.run import log

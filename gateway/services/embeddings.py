@@ -14,11 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 from uuid import UUID, uuid4
 
 import numpy as np
 
-from gateway.errors import CapacityExceeded, InvalidInput, NotFound
+from engines.embedding import embedder
+from engines.interface import EngineError
+from gateway.errors import CapacityExceeded, InvalidInput, NotFound, PayloadTooLarge
 from gateway.services import engine_backbones, models
 from gateway.services.identifier_filter import IdentifierSelection
 from gateway.services.ids import parse_id
@@ -322,9 +325,6 @@ async def _query_vector(
         return got[identifier.id]
     if vector is not None:
         return _check_vector(vector, version.dimension, "vector")
-    from engines.embedding import embedder
-    from engines.interface import EngineError
-
     data = await _read_upload(res, file)
     model = await engine_backbones.engine_model(res, version)
     try:
@@ -342,8 +342,6 @@ async def _read_upload(res: Any, upload: Any) -> bytes:
     while chunk := await upload.read(256 * 1024):
         data += chunk
         if len(data) > res.settings.max_upload_bytes:
-            from gateway.errors import PayloadTooLarge
-
             raise PayloadTooLarge()
     return bytes(data)
 
@@ -469,8 +467,6 @@ def _near_pairs(matrix: np.ndarray, entities: list[UUID], threshold: float, limi
 
 def default_unique_name(filename: str | None, url: str | None) -> str | None:
     """What uniqueName defaults to: the uploaded file's name, else the last segment of the URL's path."""
-    from urllib.parse import unquote, urlsplit
-
     name = filename or (unquote(urlsplit(url).path.rsplit("/", 1)[-1]) if url else None)
     name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ord(ch) >= 32 and ord(ch) != 127).strip()[:255]
