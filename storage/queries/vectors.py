@@ -122,6 +122,11 @@ DROP_INDEX = "DROP INDEX CONCURRENTLY IF EXISTS {name}"
 
 MARK_BUILT = "UPDATE embedding_indexes SET built = true WHERE model_version_id = $1 AND org_id = $2"
 
+# An index build at millions of rows takes far longer than the pool's 60 s command timeout, which would cancel
+# it (and leave an invalid index to rebuild, forever).
+INDEX_BUILD_TIMEOUT = 12 * 3600.0
+
+
 def index_name(version_id: UUID, org_id: UUID) -> str:
     """The partial index of one (model version, organization); a valid identifier of at most 63 bytes."""
     return f"ie_hnsw_{version_id.hex[:24]}_{org_id.hex[:24]}"
@@ -236,9 +241,10 @@ async def build_next_index(conn: asyncpg.Connection) -> str | None:
         return None
     try:
         if await conn.fetchval(INDEX_VALID, name) is False:
-            await conn.execute(DROP_INDEX.format(name=name))
+            await conn.execute(DROP_INDEX.format(name=name), timeout=INDEX_BUILD_TIMEOUT)
         await conn.execute(CREATE_INDEX.format(
-            name=name, dim=int(row["dimension"]), version=UUID(str(row["model_version_id"])), org=UUID(str(row["org_id"]))))
+            name=name, dim=int(row["dimension"]), version=UUID(str(row["model_version_id"])), org=UUID(str(row["org_id"]))),
+            timeout=INDEX_BUILD_TIMEOUT)
         await conn.execute(MARK_BUILT, row["model_version_id"], row["org_id"])
     finally:
         await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
