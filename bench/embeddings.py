@@ -67,13 +67,17 @@ async def _register(env: dict[str, str], org_id: uuid.UUID, name: str, seed: int
             await asyncio.sleep(0.2)
 
 
-async def _count_vectors(pool: asyncpg.Pool, library_id: str) -> int:
-    return await pool.fetchval("SELECT count(*) FROM identifier_embeddings WHERE library_id = $1::uuid", library_id)
+async def _count_vectors(pool: asyncpg.Pool, library_id: str, model: str) -> int:
+    # Of one model: once a training with model B has run, new uploads are embedded by A and by B.
+    return await pool.fetchval(
+        "SELECT count(*) FROM identifier_embeddings e JOIN model_versions v ON v.id = e.model_version_id "
+        "JOIN models m ON m.id = v.model_id WHERE e.library_id = $1::uuid AND m.name || '@' || v.version = $2",
+        library_id, model)
 
 
-async def _wait_vectors(pool: asyncpg.Pool, library_id: str, wanted: int, timeout: float) -> float:
+async def _wait_vectors(pool: asyncpg.Pool, library_id: str, model: str, wanted: int, timeout: float) -> float:
     deadline = time.perf_counter() + timeout
-    while (have := await _count_vectors(pool, library_id)) < wanted:
+    while (have := await _count_vectors(pool, library_id, model)) < wanted:
         if time.perf_counter() > deadline:
             raise BenchError(f"ingest: {have} of {wanted} vectors after {timeout:.0f} s")
         await asyncio.sleep(0.1)
@@ -182,7 +186,7 @@ async def embeddings(stack: Stack, client: Client, sampler: RssSampler, *, n: in
         t0 = time.perf_counter()
         await bounded(list(range(seed_count, n)), concurrency, upload)
         uploaded = time.perf_counter()
-        done = await _wait_vectors(pool, library_id, n, timeout)
+        done = await _wait_vectors(pool, library_id, ref_a, n, timeout)
         ingest_n = n - seed_count
         ingest = {"identifiers": ingest_n, "upload_seconds": round(uploaded - t0, 3), "upload_to_last_vector_seconds": round(done - t0, 3),
                   "identifiers_per_s": round(ingest_n / (done - t0), 1), "uploads_per_s": round(ingest_n / (uploaded - t0), 1)}
@@ -203,7 +207,7 @@ async def embeddings(stack: Stack, client: Client, sampler: RssSampler, *, n: in
         work.extend(extra)
         blobs.extend(more)
         await bounded(list(range(n, n + len(extra))), concurrency, upload)
-        await _wait_vectors(pool, library_id, n + len(extra), timeout)
+        await _wait_vectors(pool, library_id, ref_a, n + len(extra), timeout)
         incremental = await train(client, library_id, timeout=timeout, config={"modelId": ref_a})
 
         # The k×N library and the search corpus go to a second organization with its own copy of model A: bulk
