@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
     p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker", "face", "labeling",
-                                      "import"),
+                                      "import", "embeddings"),
                    default="all",
                    help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
                         "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
@@ -62,11 +62,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "speaker-engine utterances/s against the GE2E raw ceiling; face = face-engine photos/s "
                         "for training and recognize against the detector-plus-embedder raw ceiling; labeling = "
                         "autoTag images/s against the model's raw ceiling, and autoGroup time at --group-n items; "
-                        "import = `engineshed import` files/s against the API's upload ceiling")
+                        "import = `engineshed import` files/s against the API's upload ceiling; embeddings = stored vectors "
+                        "(bench/embeddings.py: ingest, training from vectors vs images, incremental, memory, search)")
     p.add_argument("--face-per-person", type=int, default=None,
                    help="face scenario: training photos per person, 23 people (default 4; quick 1)")
     p.add_argument("--group-n", type=int, default=None, help="labeling scenario: items to auto-group (default 10000; quick 200)")
     p.add_argument("--import-n", type=int, default=None, help="import scenario: files in the folder (default 1000; quick 40)")
+    p.add_argument("--emb-n", type=int, default=None, help="embeddings scenario: N (default 10000; quick 100)")
+    p.add_argument("--emb-memory-scale", type=int, default=None,
+                   help="embeddings scenario: the memory figure also trains this many × N vectors (default 10; quick 2)")
+    p.add_argument("--emb-search-n", type=int, default=None,
+                   help="embeddings scenario: vectors searched (default 100000; quick 2000)")
     p.add_argument("--speakers", type=int, default=6, help="speaker scenario: espeak-ng voices (at most 6)")
     p.add_argument("--per-speaker", type=int, default=None, help="speaker scenario: recordings per voice (default 10; quick 3)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON results go")
@@ -86,6 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "recognize_calls": 10 if quick else 100,
         "face_n": 32 if quick else 480,
         "import_n": 40 if quick else 1000,
+        "emb_n": 100 if quick else 10_000,
+        "emb_memory_scale": 2 if quick else 10,
+        "emb_search_n": 2000 if quick else 100_000,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -290,6 +299,21 @@ async def measure_import(stack: Stack, args: argparse.Namespace) -> dict[str, An
     client = Client(stack.url, token, connections=max(64, args.concurrency))
     try:
         return await import_cli.import_throughput(client, token, stack.url, args.import_n, args.concurrency, log)
+    finally:
+        await client.aclose()
+
+
+async def measure_embeddings(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
+    """`--only embeddings` (bench/embeddings.py)."""
+    from bench import embeddings
+
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        return await embeddings.embeddings(
+            stack, client, sampler, n=args.emb_n, memory_scale=args.emb_memory_scale, search_n=args.emb_search_n,
+            concurrency=args.concurrency, timeout=args.timeout,
+        )
     finally:
         await client.aclose()
 
@@ -615,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
                     work = measure_labeling(stack, args)
                 elif args.only == "import":
                     work = measure_import(stack, args)
+                elif args.only == "embeddings":
+                    work = measure_embeddings(stack, args, sampler)
                 else:
                     work = measure_all(stack, args, sampler)
                 results = asyncio.run(asyncio.wait_for(work, timeout=args.timeout))
@@ -663,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
         print(labeling_table(results))
     elif args.only == "import":
         print(import_table(results))
+    elif args.only == "embeddings":
+        from bench import embeddings
+
+        print("\n".join(["| # | measurement | figure |", "|---|---|---|", *embeddings.rows(results)]))
     else:
         print(table(report))
         if "pulled_models" in results:

@@ -36,6 +36,7 @@ class EmbeddedLibrary:
     cached: int  # rows served by the embedding cache
     inferred: int  # images run through the backbone
     extras: dict[str, dict[str, Any]] = field(default_factory=dict)  # a custom decoder's notes, by identifier ID
+    stored: int = 0  # rows read from the identifiers' stored vectors (part of ``cached``)
 
 
 class RowBuffer:

@@ -131,7 +131,7 @@ class FaceEngine:
         embedded = await embed_library(
             ctx, spec, runner, page_size=config["pageSize"], fetch_concurrency=config["fetchConcurrency"],
             fetch_rate=config["fetchRate"] or None, batch_size=config["batchSize"], min_size=0,
-            sharpness_threshold=0.0, decoder=decoder, use_cache=False,
+            sharpness_threshold=0.0, decoder=decoder, use_cache=False, stored=False,
         )
         prepared = group(spec, runner, embedder, embedded)
         fit = await fit_gallery(self.info, prepared, ctx)

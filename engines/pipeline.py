@@ -5,6 +5,9 @@ Four stages connected by bounded queues, so memory stays flat for any library si
 
     pages ──(cache hits resolved)──▶ fetch ×fetchConcurrency ──▶ decode (process pool) ──▶ backbone
 
+* refs with a stored vector of this backbone (``ctx.stored_embedding``, the worker's identifier_embeddings
+  read in bulk with the pages) are neither looked up, fetched nor embedded; vectors the run computes or
+  finds in the cache are handed back (``ctx.store_identifier_embeddings``) so the next run reads them;
 * refs whose sha256 is known are looked up in the embedding cache per page and never fetched
   on a hit; refs stored by reference get their sha256 from the fetched bytes and are looked up
   then, per decode chunk;
@@ -42,6 +45,7 @@ DECODE_CHUNK = 16  # blobs per process-pool call: amortises pickling without sta
 DECODE_IN_FLIGHT = 8  # chunks submitted to the pool at once
 PAGES_AHEAD = 2  # library pages read before they are needed
 STORES_IN_FLIGHT = 2  # embedding-cache writes running beside inference
+PERSIST_BATCH = 512  # vectors handed to ctx.store_identifier_embeddings at once
 _END = object()
 # A picklable function of a chunk of blobs, run in the decode pool (see embed_library).
 Decoder = Callable[[list[bytes]], tuple[list[tuple[Any, ...]], float]]
@@ -75,10 +79,19 @@ class _Run:
         progress_span: float,
         decoder: Decoder | None = None,
         use_cache: bool = True,
+        stored: bool = True,
     ) -> None:
         self.ctx, self.spec, self.runner = ctx, spec, runner
         self.decoder, self.use_cache = decoder, use_cache
         self.extras: dict[str, dict[str, Any]] = {}
+        # Stored vectors are whole-image vectors of a registered model: used only when this run's backbone is
+        # that model's (same digest) and the engine embeds whole images (``stored``, and no custom decoder, whose
+        # rows are something else: aligned face crops).
+        same = stored and decoder is None and getattr(ctx, "stored_digest", None) == spec.digest
+        self.stored_lookup = getattr(ctx, "stored_embedding", None) if same else None
+        self.persist = getattr(ctx, "store_identifier_embeddings", None) if same else None
+        self.to_persist: dict[str, np.ndarray] = {}
+        self.stored = 0
         self.page_size, self.batch_size = page_size, batch_size
         self.fetch_concurrency = fetch_concurrency
         self.limiter = AsyncLimiter(fetch_rate, 1.0) if fetch_rate else None
@@ -107,10 +120,13 @@ class _Run:
                 tg.create_task(self._infer_stage())
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
+        await self._flush_persist()
         vectors, refs = self.rows.in_paging_order()
         self.timings["total"] = time.perf_counter() - started
         skipped = [s for _, s in sorted(self.skipped, key=lambda pair: pair[0])]
-        return EmbeddedLibrary(vectors, refs, skipped, self.timings, self.cached, self.inferred, self.extras)
+        return EmbeddedLibrary(
+            vectors, refs, skipped, self.timings, self.cached, self.inferred, extras=self.extras, stored=self.stored
+        )
 
     # -- stages -----------------------------------------------------------------------------
 
@@ -161,7 +177,12 @@ class _Run:
             lookup = sorted({i.sha for i in items if i.sha and i.sha not in self.pending})
             hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup and self.use_cache else {}
             for item in items:
-                if item.sha is not None and item.sha in self.pending:
+                vector = self.stored_lookup(item.ref) if self.stored_lookup is not None else None
+                if vector is not None:
+                    self.cached += 1
+                    self.stored += 1
+                    await self._complete(item, vector=vector, persist=False)
+                elif item.sha is not None and item.sha in self.pending:
                     self.pending[item.sha].append(item)
                 elif item.sha is not None and item.sha in hits:
                     self.cached += 1
@@ -305,7 +326,8 @@ class _Run:
     # -- bookkeeping --------------------------------------------------------------------------
 
     async def _complete(
-        self, item: _Item, *, vector: np.ndarray | None = None, skip: tuple[str, str] | None = None
+        self, item: _Item, *, vector: np.ndarray | None = None, skip: tuple[str, str] | None = None,
+        persist: bool = True,
     ) -> None:
         group = self.pending.get(item.sha) if item.sha is not None else None
         if group and group[0] is item:
@@ -319,6 +341,8 @@ class _Run:
                 self.extras[member.ref.identifier_id] = item.extra
             if vector is not None:
                 self.rows.add(member.seq, member.ref, np.asarray(vector, np.float32).reshape(-1))
+                if persist and self.persist is not None:
+                    self.to_persist[member.ref.identifier_id] = vector
             else:
                 assert skip is not None
                 self.skipped.append((member.seq, Skipped(member.ref, skip[0], skip[1])))
@@ -327,8 +351,15 @@ class _Run:
             if self.page_left[member.page] == 0:
                 del self.page_left[member.page]
                 finished_pages += 1
+        if len(self.to_persist) >= PERSIST_BATCH:
+            await self._flush_persist()
         if finished_pages:
             await self._report()
+
+    async def _flush_persist(self) -> None:
+        if self.to_persist and self.persist is not None:
+            batch, self.to_persist = self.to_persist, {}
+            await self.persist(self.spec.digest, batch)
 
     async def _report(self) -> None:
         message = f"{self.done} identifiers processed ({len(self.skipped)} skipped)"
@@ -362,6 +393,7 @@ async def embed_library(
     progress_span: float = 0.9,
     decoder: Decoder | None = None,
     use_cache: bool = True,
+    stored: bool = True,
 ) -> EmbeddedLibrary:
     """Embed every identifier ``ctx.pages`` yields with the backbone ``spec`` run by ``runner``.
 
@@ -374,6 +406,9 @@ async def embed_library(
     blobs, it returns ``([(array | None, skip | None, extra | None), ...], seconds)``; each item's
     ``extra`` ends in ``EmbeddedLibrary.extras`` by identifier ID. ``use_cache`` False neither reads
     nor writes the embedding cache (for engines whose rows depend on more than the bytes).
+    ``stored``: whether the context's stored whole-image vectors may stand in for embedding (they are used
+    only when ``spec`` is the backbone that made them); an engine that embeds something other than the whole
+    image (face crops) passes False.
     """
     run = _Run(
         ctx,
@@ -388,6 +423,7 @@ async def embed_library(
         progress_span=progress_span,
         decoder=decoder,
         use_cache=use_cache,
+        stored=stored,
     )
     return await run.run()
 

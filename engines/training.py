@@ -104,6 +104,7 @@ def base_report(info: EngineInfo, prepared: Prepared, ctx: TrainingContext) -> d
         "identifiers": len(embedded.refs),
         "entities": len(prepared.entity_ids),
         "embeddings": {"cached": embedded.cached, "computed": embedded.inferred},
+        "storedEmbeddings": embedded.stored,  # of the cached ones, read with the pages from identifier_embeddings
         "skipped": [s.as_json() for s in embedded.skipped],
         "timings": {k: round(v, 4) for k, v in embedded.timings.items()},
     }

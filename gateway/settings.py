@@ -74,6 +74,11 @@ class Settings:
     decode_processes: int = 0  # 0: the number of CPUs
     onnx_provider: Literal["auto", "cuda", "cpu"] = "auto"
     extra_engines: tuple[str, ...] = ()  # "module:attr" engines loaded beside the entry points
+    # Embeddings (gateway/services/embeddings.py, gateway/worker/embedding.py)
+    embed_on_ingest: bool = True  # new image identifiers are queued for their models' embeddings
+    embed_batch_size: int = 64  # identifiers one ingest claim embeds (one backbone call)
+    embed_linger_seconds: float = 0.2  # after a wake-up, wait this long so a claim gathers more than one upload
+    search_exact_below: int = 20_000  # similarIdentifiers scans exactly up to this many candidates, else the index
     # The model registry (gateway/services/models.py, model_packages.py)
     model_max_bytes: int = 512 * MiB  # an unpacked package, or the ONNX file it yields
     model_max_members: int = 1000  # archive members a package may have
@@ -149,7 +154,7 @@ class Settings:
             raise SettingsError("ENGINESHED_MAX_DISCARD_BYTES must be 0 or more")
         for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts",
                      "model_max_bytes", "model_max_members", "model_max_ratio", "model_trial_seconds",
-                     "model_trial_memory_bytes"):
+                     "model_trial_memory_bytes", "embed_batch_size"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"ENGINESHED_{name.upper()} must be positive")
 

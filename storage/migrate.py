@@ -19,10 +19,35 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x656E6773  # "engs": one advisory lock id for the whole schema
+# A migration's first lines may say `-- requires-extension: NAME`: checked before it runs (see _check_extensions).
+_REQUIRES = re.compile(r"^--\s*requires-extension:\s*([a-z0-9_]+)\s*$", re.MULTILINE)
+INSTALL_HINTS = {
+    "vector": (
+        "install pgvector on the PostgreSQL server (https://github.com/pgvector/pgvector#installation: e.g. the "
+        "postgresql-NN-pgvector package, or `make install` from its source), or use a managed PostgreSQL that "
+        "offers it; the embedded development database ships it"
+    ),
+}
 
 
 class MigrationError(RuntimeError):
-    """The database's migration history does not match the files."""
+    """The database's migration history does not match the files, or the server lacks what a migration needs."""
+
+
+async def _check_extensions(conn: asyncpg.Connection, migration: Migration) -> None:
+    """Fail with what to install when the server cannot provide an extension the migration needs.
+
+    CREATE EXTENSION on a server without the extension's files fails with a path to a .control file; an
+    operator upgrading engineshed should instead read which extension is missing and how to get it.
+    """
+    for name in migration.required_extensions:
+        available = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1)", name)
+        if not available:
+            hint = INSTALL_HINTS.get(name, f"install the {name} extension on the PostgreSQL server")
+            raise MigrationError(
+                f"migration {migration.name} needs the PostgreSQL extension {name!r}, which this server does not "
+                f"have: {hint}; then start engineshed again"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +55,10 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def required_extensions(self) -> list[str]:
+        return _REQUIRES.findall(self.sql)
 
     @property
     def checksum(self) -> str:
@@ -72,6 +101,7 @@ async def migrate(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) ->
                         f"migration {m.name} was applied and has been edited since; add a new migration instead"
                     )
                 continue
+            await _check_extensions(conn, m)
             async with conn.transaction():
                 await conn.execute(m.sql)
                 await conn.execute(

@@ -137,6 +137,7 @@ class Identifier(Row):
     annotation_type: str  # raw | machine | human
     hard: bool  # flagged by active learning (findHardExamples)
     hard_coefficient: float | None
+    unique_name: str | None = None  # the seed's uniqueName (migration 0009), unique within the library
 
 
 @dataclass(frozen=True, slots=True)

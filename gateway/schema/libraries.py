@@ -14,6 +14,7 @@ from gateway.schema.identifier_filter import AnnotationType
 from gateway.schema.enums import EntityIdentifierDataType, SetEntityProfileImage, LibraryEngineModelTrainStatus, LibraryEntityOrderBy, OrderDirection
 from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
+from gateway.services import embeddings as embedding_service
 from gateway.services import identifiers as identifier_service
 from storage import rows
 
@@ -117,6 +118,8 @@ class EntityIdentifier:
     entity_id: Optional[strawberry.ID] = strawberry.field(description="None: unassigned (in its library, no entity yet).")
     library_id: strawberry.ID
     identifier_type_id: strawberry.ID
+    unique_name: Optional[str] = strawberry.field(
+        description="The seed's uniqueName: unique within the library; set at upload, the file name by default.")
     title: Optional[str]
     is_priority: bool
     content_type: str
@@ -170,6 +173,11 @@ class EntityIdentifier:
     def jsonstring(self) -> Optional[str]:
         return _json_text(self._row.jsondata)
 
+    @strawberry.field(description="The stored embeddings of this identifier, one per model version (oldest first).")
+    async def embeddings(self, info: Info) -> list[IdentifierEmbedding]:
+        found = await info.context.loaders.identifier_embeddings.load(self._row.id)
+        return [IdentifierEmbedding.of(e) for e in found or []]
+
     @classmethod
     def from_row(cls, row: rows.Identifier) -> EntityIdentifier:
         return cls(
@@ -177,6 +185,7 @@ class EntityIdentifier:
             entity_id=strawberry.ID(str(row.entity_id)) if row.entity_id is not None else None,
             library_id=strawberry.ID(str(row.library_id)),
             identifier_type_id=strawberry.ID(row.identifier_type_id),
+            unique_name=row.unique_name,
             title=row.title,
             is_priority=row.is_priority,
             content_type=row.content_type,
@@ -188,6 +197,28 @@ class EntityIdentifier:
             hard_coefficient=row.hard_coefficient,
             _row=row,
         )
+
+
+@strawberry.type(description="One stored embedding of an identifier.")
+class IdentifierEmbedding:
+    model: str = strawberry.field(description="The model version, as name@version.")
+    model_version_id: strawberry.ID
+    dimension: int
+    created_date_time: DateTime
+    source: str = strawberry.field(description="computed (by a worker or a training) or inserted (insertEmbeddings).")
+
+    @classmethod
+    def of(cls, e: embedding_service.StoredEmbedding) -> IdentifierEmbedding:
+        return cls(model=e.model, model_version_id=strawberry.ID(str(e.model_version_id)), dimension=e.dimension,
+                   created_date_time=e.created_at, source=e.source)
+
+
+@strawberry.type(description="Two identifiers under different entities of a library that hold the same picture.")
+class DuplicateIdentifierPair:
+    first: EntityIdentifier
+    second: EntityIdentifier
+    score: float = strawberry.field(description="Cosine similarity of their embeddings (1 for identical bytes).")
+    reason: str = strawberry.field(description="same-content (identical bytes) or near-identical (embeddings).")
 
 
 @strawberry.type
@@ -325,6 +356,19 @@ class Library(LibraryInsightFields):
     @strawberry.field
     def security(self) -> Security:
         return Security(global_=False)
+
+    @strawberry.field(description=(
+        "Identifiers under different entities holding the same picture (identical bytes, or embeddings at cosine "
+        "≥ threshold): labeling errors. modelId: whose embeddings compare (default: the one the library has most of)."))
+    async def duplicate_identifiers(
+        self, info: Info, model_id: Optional[str] = None, threshold: Optional[float] = 0.97, limit: Optional[int] = 100,
+    ) -> list[DuplicateIdentifierPair]:
+        pairs = await embedding_service.duplicates(
+            info.context.resources, info.context.principal, self._row.id, model_ref=model_id,
+            threshold=0.97 if threshold is None else threshold, limit=100 if limit is None else limit,
+        )
+        return [DuplicateIdentifierPair(first=EntityIdentifier.from_row(p.first), second=EntityIdentifier.from_row(p.second),
+                                        score=p.score, reason=p.reason) for p in pairs]
 
     @strawberry.field
     async def summary(self, info: Info) -> LibrarySummary:
@@ -487,6 +531,8 @@ class CreateEntityIdentifier:
     library_id: Optional[strawberry.ID] = strawberry.field(
         default=None, description="The library of an unassigned identifier (or, with entityId, its entity's library)."
     )
+    unique_name: Optional[str] = strawberry.field(
+        default=None, description="Unique within the library (a clash is invalid_input); default: the file name.")
     content_type: Optional[str] = None
     url: Optional[str] = None
     file: Optional[Upload] = None
@@ -538,7 +584,9 @@ __all__ = [
     "CreateLibrary",
     "DeletePayload",
     "Entity",
+    "DuplicateIdentifierPair",
     "EntityIdentifier",
+    "IdentifierEmbedding",
     "EntityIdentifierList",
     "EntityIdentifierType",
     "EntityIdentifierTypeList",

@@ -10,6 +10,7 @@ from uuid import UUID
 from strawberry.dataloader import DataLoader
 
 from gateway.services import caller as caller_service
+from gateway.services import embeddings as embedding_service
 from gateway.services import catalogue
 from gateway.services import engines as engine_service
 from gateway.services import engine_models as model_service
@@ -141,6 +142,9 @@ class Loaders:
             async with res.pool.acquire() as conn:
                 return {r.id: r for r in await identifier_q.by_ids(conn, ctx.principal.org_id, ids)}
 
+        async def identifier_embeddings(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            return await embedding_service.of_identifiers(res, ctx.principal.org_id, ids)
+
         async def jobs(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
             async with res.pool.acquire() as conn:
                 return {r.id: r for r in await job_q.jobs_by_ids(conn, ctx.principal.org_id, ids)}
@@ -193,6 +197,7 @@ class Loaders:
         self.library_insight = DataLoader(_grouped(library_insights, none, same))
         self.library_preview = DataLoader(_grouped(library_previews, none, same))
         self.identifier_suggestions = DataLoader(_grouped(identifier_suggestions, none, same))
+        self.identifier_embeddings = DataLoader(_grouped(identifier_embeddings, none, same))
         # The type catalogue a request sees (built-ins and the organization's own): one read per request.
         self.identifier_types = DataLoader(identifier_type_lists)
         self.library_types = DataLoader(library_type_lists)

@@ -65,6 +65,7 @@ from gateway.schema.libraries import (
     visible_library_types,
 )
 from gateway.schema.models import ModelMutation, ModelQuery
+from gateway.schema.embeddings import EmbeddingMutation, EmbeddingQuery
 from gateway.schema.paging import page_fields
 from gateway.schema.recognition import RecognitionResult, recognize_file
 from gateway.schema.scalars import JSONData
@@ -90,7 +91,7 @@ def _typed_page(records: list, offset: int | None, limit: int | None, maximum: i
 
 
 @strawberry.type
-class Query(CallerQuery, ModelQuery, TokenQuery, LabelingQuery):
+class Query(CallerQuery, ModelQuery, TokenQuery, LabelingQuery, EmbeddingQuery):
     @strawberry.field
     async def library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
         return Library.from_row(await library_service.get(info.context.resources, info.context.principal, id))
@@ -351,7 +352,7 @@ class Query(CallerQuery, ModelQuery, TokenQuery, LabelingQuery):
 
 
 @strawberry.type
-class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation, LabelingMutation):
+class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation, LabelingMutation, EmbeddingMutation):
     @strawberry.mutation
     async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
         if input is None:
@@ -399,7 +400,7 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
         data = {"entity_id": input.entity_id, "library_id": input.library_id, "identifier_type_id": input.identifier_type_id,
                 "content_type": input.content_type, "url": input.url, "title": input.title,
                 "is_priority": input.is_priority, "jsondata": input.jsondata, "jsonstring": input.jsonstring,
-                "store_reference": input.store_reference,
+                "store_reference": input.store_reference, "unique_name": input.unique_name,
                 "profile_update_mode": input.profile_update_mode.value if input.profile_update_mode else None}
         row = await identifier_service.create(info.context.resources, info.context.principal, data, file)
         return EntityIdentifier.from_row(row)

@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
+
 from gateway.errors import InvalidInput, NotFound
 from gateway.resources import Resources
-from gateway.services import blob_cleanup, uploads
+from gateway.services import blob_cleanup, embeddings, uploads
 from gateway.services.entities import jsondata_of
 from gateway.services.ids import parse_id
 from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, check_url_syntax
 from storage.queries import entities as entity_q
 from storage.queries import identifiers as q
+from storage.queries import vectors as vector_q
 from storage.rows import Identifier
 
 async def get(res: Resources, principal: Principal, identifier_id: object) -> Identifier:
@@ -61,6 +64,9 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     if profile_mode not in PROFILE_MODES:
         raise InvalidInput(f"profileUpdateMode must be one of {', '.join(PROFILE_MODES)}")
 
+    explicit_name = data.get("unique_name")
+    if explicit_name is not None:
+        explicit_name = embeddings.check_unique_name(explicit_name)
     key = None
     async with res.pool.acquire() as conn:
         if eid is not None:
@@ -81,6 +87,8 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
             raise InvalidInput(f"a {target['library_type_id']} library takes {takes}, not {type_id}")
         if profile_mode != "none" and target["data_type"] != "image":
             raise InvalidInput(f"profileUpdateMode {profile_mode} needs an image identifier type, not {type_id} ({target['data_type']})")
+        if explicit_name is not None and await q.unique_name_taken(conn, target["library_id"], explicit_name):
+            raise InvalidInput(_name_taken(explicit_name))
         if not store_reference:
             key = uploads.object_key(principal.org_id, "identifiers", target["library_id"], eid or UNASSIGNED)
         if file is not None:
@@ -101,17 +109,21 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
         reference_url=None,
         content_length=None,
         content_sha256=None,
+        unique_name=explicit_name,
     )
+    default_name = None
+    if explicit_name is None:
+        default_name = embeddings.default_unique_name(getattr(file, "filename", None) if file is not None else None, url)
+    versions = await embeddings.ingest_versions(
+        res, principal.org_id, target["library_id"], type_id, target["data_type"])
     if store_reference:
         try:
             check_url_syntax(url)
         except FetchRefused as exc:
             raise InvalidInput(str(exc)) from exc
         values["reference_url"] = url
-        async with res.pool.acquire() as conn, conn.transaction():
-            row = await q.insert(conn, **values)
-            await _profile(conn, principal, row, profile_mode)
-            return row
+        async with res.pool.acquire() as conn:
+            return await _insert_named(conn, q.insert, values, default_name, versions, principal, profile_mode)
 
     if file is not None:
         stored = await uploads.store_upload(res, key, file, content_type, scheduled=True)
@@ -120,15 +132,41 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     values.update(storage_key=key, content_type=stored.content_type, content_length=stored.size, content_sha256=stored.sha256)
     try:
         async with res.pool.acquire() as conn:
-            if profile_mode == "none":
-                return await q.insert_keeping_blob(conn, **values)
-            async with conn.transaction():
-                row = await q.insert_keeping_blob(conn, **values)
-                await _profile(conn, principal, row, profile_mode)
-            return row
+            return await _insert_named(conn, q.insert_keeping_blob, values, default_name, versions, principal, profile_mode)
     except BaseException:
         await blob_cleanup.delete_now(res, [key])
         raise
+
+def _name_taken(name: str) -> str:
+    return f"uniqueName {name!r} is already used in this library; unique names are unique within a library"
+
+
+async def _insert_named(
+    conn: Any, insert: Any, values: dict[str, Any], default_name: str | None, versions: list[UUID],
+    principal: Principal, profile_mode: str,
+) -> Identifier:
+    """Insert the row with its uniqueName and queue its embeddings, in one transaction.
+
+    An explicit uniqueName that another upload took meanwhile is invalid_input. The default (the file name)
+    must not turn a second photo called IMG_0001.jpg into an error, so a taken default is made unique by
+    prefixing the identifier's id.
+    """
+    candidates = [values["unique_name"]] if values["unique_name"] is not None else (
+        [default_name, f"{values['id']}-{default_name}"] if default_name else [str(values["id"])])
+    for attempt, name in enumerate(candidates):
+        try:
+            async with conn.transaction():
+                row = await insert(conn, **{**values, "unique_name": name})
+                await _profile(conn, principal, row, profile_mode)
+                await vector_q.enqueue_identifier(conn, row.id, row.org_id, row.library_id, versions)
+            return row
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "entity_identifiers_unique_name" or attempt == len(candidates) - 1:
+                if values["unique_name"] is not None:
+                    raise InvalidInput(_name_taken(name)) from None
+                raise
+    raise AssertionError("unreachable")
+
 
 async def update(res: Resources, principal: Principal, identifier_id: object, changes: dict[str, Any]) -> Identifier:
     principal.require_write()

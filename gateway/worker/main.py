@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -20,11 +21,14 @@ from typing import Any
 
 from gateway.resources import open_resources
 from gateway.services import dispatch, housekeeping, model_trials
+from gateway.services.embeddings import ENGINE_ID as EMBEDDINGS_ENGINE
 from gateway.settings import Settings
 from gateway.worker import labeling
+from gateway.worker.embedding import EmbeddingIngest
 from gateway.worker.runner import TRANSIENT, TaskRun
 from storage.db import connection_name, listen
 from storage.queries.jobs import CANCEL_CHANNEL, WAKE_CHANNEL
+from storage.queries.vectors import EMBED_CHANNEL
 
 log = logging.getLogger("engineshed.worker")
 
@@ -41,9 +45,12 @@ class Worker:
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.trials: set[asyncio.Task[Any]] = set()  # model trial inferences, one at a time
+        self.ingest = EmbeddingIngest(res, decode_pool, owner)  # the embedding queue, beside the tasks
 
     def on_notify(self, channel: str, payload: str) -> None:
-        if channel == CANCEL_CHANNEL:
+        if channel == EMBED_CHANNEL:
+            self.ingest.wake.set()
+        elif channel == CANCEL_CHANNEL:
             for task_id, run in self.running.items():
                 if str(task_id) == payload:
                     run.wake.set()
@@ -53,7 +60,9 @@ class Worker:
     async def claim_round(self) -> int:
         free = self.res.settings.worker_concurrency - len(self.running)
         claimed = 0
-        for engine_id in [*self.res.engines, labeling.ENGINE_ID]:  # labeling jobs have no installed engine
+        # Labeling jobs and generateEmbeddings tasks run under internal engines every worker serves
+        # (gateway/worker/labeling.py, gateway/worker/embedding.py).
+        for engine_id in [*self.res.engines, labeling.ENGINE_ID, EMBEDDINGS_ENGINE]:
             if free <= 0:
                 break
             tasks = await dispatch.claim(
@@ -144,15 +153,21 @@ async def run_worker(settings: Settings, *, worker_id: str | None = None) -> Non
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stopping.set)
             async with listen(
-                settings.database_url, [WAKE_CHANNEL, CANCEL_CHANNEL], worker.on_notify, application_name=connection_name("worker")
+                settings.database_url, [WAKE_CHANNEL, CANCEL_CHANNEL, EMBED_CHANNEL], worker.on_notify,
+                application_name=connection_name("worker"),
             ):
                 log.info("worker %s ready with engines: %s", owner, ", ".join(sorted(res.engines)) or "none")
+                ingest = asyncio.create_task(worker.ingest.loop(worker.stopping))
                 main = asyncio.create_task(worker.loop())
                 stop = asyncio.create_task(worker.stopping.wait())
                 await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
                 worker.stopping.set()
                 worker.wake.set()
                 await main
+                # A batch cut short here is claimed again once its leases run out.
+                ingest.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ingest
                 await worker.shutdown()
             log.info("worker %s stopped", owner)
     finally:

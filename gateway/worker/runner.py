@@ -13,6 +13,7 @@ import asyncpg
 from engines.interface import EngineConfigError, EngineError, NothingToTrain
 from gateway.errors import ApiError, ServiceUnavailable
 from gateway.services import dispatch, engine_backbones, recognition
+from gateway.services.embeddings import ENGINE_ID as EMBEDDINGS_ENGINE
 from gateway.services import engine_models as model_service
 from gateway.services.dispatch import LeaseLost
 from gateway.services.principal import Principal
@@ -49,7 +50,7 @@ class TaskRun:
         self.owner = worker.owner
         self.stop_reason: str | None = None
         self.wake = asyncio.Event()  # set by a cancel NOTIFY: heartbeat now
-        self.ctx: WorkerTrainingContext | None = None
+        self.ctx: Any = None  # WorkerTrainingContext, or a generateEmbeddings task's Progress
         self._engine_task: asyncio.Task[Any] | None = None
 
     def interrupt(self, why: str) -> None:
@@ -62,12 +63,15 @@ class TaskRun:
         engine = self.res.engines.get(self.task.engine_id)
         beat = asyncio.create_task(self._heartbeats())
         try:
-            if engine is None and not labeling.handles(self.task):
+            internal = labeling.handles(self.task) or self.task.engine_id == EMBEDDINGS_ENGINE
+            if engine is None and not internal:
                 await self._fail("system_dependency_missing", f"engine {self.task.engine_id} is not installed in this worker", False)
                 return
             mode = (self.task.payload or {}).get("mode")
             if labeling.handles(self.task):  # auto-tag, hard examples, auto-grouping (gateway/worker/labeling.py)
                 work = labeling.run_task(self)
+            elif self.task.engine_id == EMBEDDINGS_ENGINE:  # generateEmbeddings (gateway/worker/embedding.py)
+                work = self._generate_embeddings()
             else:
                 work = self._train(engine) if mode == "library-train" else self._recognize(engine)
             self._engine_task = asyncio.create_task(work)
@@ -177,6 +181,8 @@ class TaskRun:
             "libraryEngineModelId": str(model_id),
             "identifiers": (artifact.jsondata or {}).get("identifiers"),
             "inferences": self.ctx.inferences,
+            "fetches": self.ctx.fetches,
+            "storedEmbeddings": self.ctx.stored_read,
             "trainSeconds": round(seconds, 3),
         }
         jsondata = dict(artifact.jsondata or {})
@@ -194,6 +200,13 @@ class TaskRun:
         )
         if saved is None:
             raise LeaseLost(f"task {task.id}: lease lost before the artifact could be recorded")
+
+    async def _generate_embeddings(self) -> None:
+        from gateway.worker.embedding import Progress, run_generate
+
+        self.ctx = Progress()
+        output = await run_generate(self.worker.ingest, self.task, self.ctx)
+        await dispatch.complete(self.res, self.task, owner=self.owner, output=output)
 
     async def _recognize(self, engine: Any) -> None:
         task = self.task

@@ -15,12 +15,15 @@ from uuid import UUID
 import numpy as np
 
 from engines.interface import EmbeddingModel, FetchError, IdentifierRef
+from engines.model_backbone import backbone_digest
 from gateway.services.remote_files import FetchRefused, fetch_bytes
 from storage.queries import embeddings as embedding_q
 from storage.queries import identifiers as identifier_q
-from storage.rows import Task
+from storage.queries import vectors as vector_q
+from storage.rows import Identifier, Task
 
 _FIRST = (UUID(int=0), UUID(int=0))
+CURSOR_PREFETCH = 2000  # rows (with their vectors) per round trip of the training cursor
 
 
 def _split_value(jsondata: Any, key: str | None) -> str | None:
@@ -63,9 +66,36 @@ class WorkerTrainingContext:
         self.fraction = 0.0
         self.message: str | None = None
         self.inferences = 0
+        self.fetches = 0  # identifier contents read (S3 GETs or URL fetches): the task output reports it
         self.last_progress_at = time.monotonic()
+        # The registered model's stored vectors (identifier_embeddings) stand in for fetching and embedding:
+        # the pipeline takes them when its backbone's digest is this one (engines.pipeline).
+        self._stored: dict[str, np.ndarray] = {}
+        self.stored_digest: str | None = None
+        if embedding_model is not None:
+            self.stored_digest = backbone_digest(embedding_model.model, embedding_model.manifest)
+        self.stored_read = 0
+
+    def stored_embedding(self, ref: IdentifierRef) -> np.ndarray | None:
+        """The stored vector of ``ref`` for the registered model (once; None when it has none)."""
+        return self._stored.pop(ref.identifier_id, None)
+
+    async def store_identifier_embeddings(self, digest: str, vectors: Mapping[str, np.ndarray]) -> None:
+        """Keep vectors this training computed (or found in the content cache) as the identifiers' own."""
+        if not vectors or digest != self.stored_digest or self.embedding_model is None:
+            return
+        version_id = UUID(self.embedding_model.version_id)
+        ids = [UUID(i) for i in vectors]
+        matrix = np.stack([np.asarray(v, np.float32).reshape(-1) for v in vectors.values()])
+        async with self._res.pool.acquire() as conn, conn.transaction():
+            await vector_q.store_computed(conn, self._org_id, version_id, matrix.shape[1], ids, matrix)
+            await vector_q.want_index(conn, self._org_id, version_id, matrix.shape[1])
 
     async def pages(self, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
+        if self.embedding_model is not None:
+            async for page in self._pages_with_vectors(page_size):
+                yield page
+            return
         after = _FIRST
         library_id = UUID(self.library_id)
         while True:
@@ -93,9 +123,39 @@ class WorkerTrainingContext:
             if len(rows) < page_size:
                 return
 
+    async def _pages_with_vectors(self, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
+        """The library in one server-side cursor, stored vectors alongside (binary, ``CURSOR_PREFETCH`` rows a
+        round trip); only the current page's rows are held here, so memory stays flat. The read-only
+        REPEATABLE READ transaction also gives the whole training one consistent view of the library."""
+        assert self.embedding_model is not None
+        version_id = UUID(self.embedding_model.version_id)
+        library_id = UUID(self.library_id)
+        async with self._res.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            cursor = identifier_q.for_training_with_vectors(
+                conn, self._org_id, library_id, self._types, version_id, max(page_size, CURSOR_PREFETCH))
+            refs: list[IdentifierRef] = []
+            async for r in cursor:
+                row = Identifier.of(r)
+                iid = str(row.id)
+                if r["stored_embedding"] is not None:
+                    self._stored[iid] = vector_q.decode(r["stored_embedding"])
+                    self.stored_read += 1
+                self._sources[iid] = (row.storage_key, row.reference_url)
+                refs.append(IdentifierRef(
+                    identifier_id=iid, entity_id=str(row.entity_id), entity_name=r["entity_name"],
+                    identifier_type_id=row.identifier_type_id, content_type=row.content_type,
+                    content_sha256=row.content_sha256,
+                ))
+                if len(refs) == page_size:
+                    yield refs
+                    refs = []
+            if refs:
+                yield refs
+
     async def fetch(self, ref: IdentifierRef) -> bytes:
         # S3 errors are not FetchError: they mean "try the task again later", not "skip this image".
         storage_key, url = self._sources.pop(ref.identifier_id, (None, None))
+        self.fetches += 1
         if storage_key:
             return await self._res.blobs.get_bytes(storage_key, max_bytes=self._res.settings.fetch_max_bytes)
         if url:

@@ -10,8 +10,8 @@ import asyncpg
 from storage.rows import Identifier
 
 INSERT = """INSERT INTO entity_identifiers (id, org_id, library_id, entity_id, identifier_type_id, title, is_priority,
-    storage_key, reference_url, content_type, content_length, content_sha256, jsondata, annotation_type)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+    storage_key, reference_url, content_type, content_length, content_sha256, jsondata, unique_name, annotation_type)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
         -- an identifier with no entity is unassigned: raw until a model or a person labels it
         CASE WHEN $4::uuid IS NULL THEN 'raw' ELSE 'human' END) RETURNING *"""
 
@@ -67,6 +67,14 @@ WHERE i.org_id = $1 AND i.library_id = $2 AND i.identifier_type_id = ANY($3::tex
   AND (i.entity_id, i.id) > ($4::uuid, $5::uuid)
 ORDER BY i.entity_id, i.id LIMIT $6"""
 
+FOR_TRAINING_WITH_VECTORS = """-- a library's identifiers of some types in training order, each with its stored vector of model version $4
+-- (NULL where it has none yet), read through a server-side cursor
+SELECT i.*, e.name AS entity_name, vector_send(v.embedding) AS stored_embedding
+FROM entity_identifiers i JOIN entities e ON e.id = i.entity_id
+LEFT JOIN identifier_embeddings v ON v.identifier_id = i.id AND v.model_version_id = $4
+WHERE i.org_id = $1 AND i.library_id = $2 AND i.identifier_type_id = ANY($3::text[])
+ORDER BY i.entity_id, i.id"""
+
 COUNT_FOR_TRAINING = """-- unassigned identifiers (no entity) are not trained on
 SELECT count(*) FROM entity_identifiers
 WHERE org_id = $1 AND library_id = $2 AND identifier_type_id = ANY($3::text[]) AND entity_id IS NOT NULL"""
@@ -84,11 +92,17 @@ UPDATE entity_identifiers SET
     modified_at = now()
 WHERE org_id = $1 AND id = $2 AND storage_key IS NOT DISTINCT FROM $3 RETURNING *"""
 
+BY_UNIQUE_NAMES = """-- the identifiers some unique names name, in one library or across the organization
+SELECT id, library_id, unique_name, identifier_type_id FROM entity_identifiers
+WHERE org_id = $1 AND unique_name = ANY($2::text[]) AND ($3::uuid IS NULL OR library_id = $3)"""
+
+UNIQUE_NAME_TAKEN = """SELECT EXISTS (SELECT 1 FROM entity_identifiers WHERE library_id = $1 AND unique_name = $2)"""
+
 DELETE = "DELETE FROM entity_identifiers WHERE org_id = $1 AND id = $2 RETURNING storage_key"
 
 
 _COLUMNS = ("id", "org_id", "library_id", "entity_id", "identifier_type_id", "title", "is_priority", "storage_key",
-            "reference_url", "content_type", "content_length", "content_sha256", "jsondata")
+            "reference_url", "content_type", "content_length", "content_sha256", "jsondata", "unique_name")
 
 
 def _values(v: dict[str, Any]) -> list[Any]:
@@ -110,6 +124,16 @@ async def target_library(conn: asyncpg.Connection, org_id: UUID, library_id: UUI
 async def insert_keeping_blob(conn: asyncpg.Connection, **v: Any) -> Identifier:
     """Insert a row whose object ``storage_key`` was recorded as an orphan-to-be; the record goes with it."""
     return Identifier.of(await conn.fetchrow(INSERT_KEEPING_BLOB, *_values(v)))
+
+
+async def by_unique_names(
+    conn: asyncpg.Connection, org_id: UUID, names: list[str], library_id: UUID | None
+) -> list[asyncpg.Record]:
+    return await conn.fetch(BY_UNIQUE_NAMES, org_id, names, library_id)
+
+
+async def unique_name_taken(conn: asyncpg.Connection, library_id: UUID, name: str) -> bool:
+    return await conn.fetchval(UNIQUE_NAME_TAKEN, library_id, name)
 
 
 async def by_ids(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> list[Identifier]:
@@ -153,6 +177,13 @@ async def for_training(
 ) -> list[tuple[Identifier, str]]:
     records = await conn.fetch(FOR_TRAINING, org_id, library_id, type_ids, after[0], after[1], limit)
     return [(Identifier.of(r), r["entity_name"]) for r in records]
+
+
+def for_training_with_vectors(
+    conn: asyncpg.Connection, org_id: UUID, library_id: UUID, type_ids: list[str], version_id: UUID, prefetch: int,
+) -> Any:
+    """A cursor (iterate it inside a transaction) over the library with stored vectors in vector_send form."""
+    return conn.cursor(FOR_TRAINING_WITH_VECTORS, org_id, library_id, type_ids, version_id, prefetch=prefetch)
 
 
 async def count_for_training(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, type_ids: list[str]) -> int:

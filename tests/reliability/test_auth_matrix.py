@@ -38,6 +38,8 @@ QUERIES = {
     "unassignedIdentifiers": 'query { unassignedIdentifiers(libraryId: "{L}") { count } }',
     "suggestions": 'query { suggestions(jobId: "{J}") { count } }',
     "identifierGroups": 'query { identifierGroups(jobId: "{J}") { count } }',
+    "embeddingVectors": 'query { embeddingVectors(uniqueNames: ["matrix-none.png"], libraryId: "{L}") { uniqueName } }',
+    "similarIdentifiers": 'query { similarIdentifiers(identifierId: "{I}", modelId: "{N}") { score } }',
 }
 MUTATIONS = {
     "createLibrary": 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
@@ -80,6 +82,8 @@ MUTATIONS = {
     "rejectSuggestions": 'mutation { rejectSuggestions(ids: ["{S}"]) { id } }',
     "createEntityFromGroup": 'mutation { createEntityFromGroup(groupId: "{G}", name: "named") { id } }',
     "mergeGroupIntoEntity": 'mutation { mergeGroupIntoEntity(groupId: "{G}", entityId: "{E}") { id } }',
+    "generateEmbeddings": 'mutation { generateEmbeddings(libraryId: "{L}", modelId: "{N}") { id } }',
+    "insertEmbeddings": 'mutation { insertEmbeddings(modelId: "{N}", vectorDimension: [2], embeddings: [{uniqueName: "x.png", embeddings: [1, 2]}], libraryId: "{L}") { inserted } }',
 }
 # REST routes (gateway/rest/): method, path, JSON body; the same IDs filled in. What a read token may not do
 # answers 403 not_allowed; another organization's IDs answer 404 exactly like made-up ones.
@@ -193,6 +197,8 @@ def test_a_read_token_may_call_every_query_and_no_mutation(org, first_org_ids, s
         assert_clean(reply.body)
         if name == "recognize":  # runs, and refuses the URL (a documentation address, never fetched)
             assert reply.error_code in ("invalid_input", "not_found"), reply.body
+        elif name == "similarIdentifiers":  # runs, and refuses the model: no worker has run its trial yet
+            assert reply.error_code == "invalid_input" and "only ready versions" in reply.error_message, reply.body
         elif name in ADMIN_ONLY_QUERIES:
             assert reply.error_code == "not_allowed" and not (reply.data or {}).get(name), (name, reply.body)
         else:

@@ -1,0 +1,73 @@
+"""The shared training pipeline takes an identifier's stored vector instead of fetching and embedding it, when
+the vector was made by the run's own backbone, and hands back what it computed; engines embedding something
+other than the whole image (``stored=False``) are unaffected."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from engines.backbone import default_backbone
+from engines.gallery import GalleryEngine
+from engines.pipeline import embed_library, pipeline_kwargs
+from engines.runtime import get_runner
+from tests.engines.memory_context import MemoryContext
+
+ENGINE = GalleryEngine()
+CONFIG = ENGINE.info.validate_config({"pageSize": 20, "batchSize": 32})
+
+
+class StoredContext(MemoryContext):
+    """A MemoryContext whose identifiers may have stored vectors of one backbone (``stored_digest``)."""
+
+    def __init__(self, *args, stored: dict[str, np.ndarray], digest: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stored_vectors = dict(stored)
+        self.stored_digest = digest
+        self.handed_back: dict[str, np.ndarray] = {}
+
+    def stored_embedding(self, ref):
+        return self.stored_vectors.get(ref.identifier_id)
+
+    async def store_identifier_embeddings(self, digest: str, vectors: Mapping[str, np.ndarray]) -> None:
+        assert digest == self.stored_digest
+        self.handed_back.update(vectors)
+
+
+async def _embedded(ctx, spec, stored=True):
+    runner = get_runner(spec.model, "cpu")
+    return await embed_library(ctx, spec, runner, stored=stored, **pipeline_kwargs(CONFIG))
+
+
+async def test_stored_vectors_stand_in_and_only_the_missing_are_fetched(decode_pool, digit_library):
+    entries = digit_library.train[:60]
+    spec = default_backbone(CONFIG["imageSize"], 1)
+    first = StoredContext(entries, config=CONFIG, decode_pool=decode_pool, stored={}, digest=spec.digest)
+    full = await _embedded(first, spec)
+    assert first.fetched == 60 and first.inferred == 60
+    assert set(first.handed_back) == {e.identifier_id for e in entries}  # the next run can read them
+    by_id = {r.identifier_id: v for r, v in zip(full.refs, full.embeddings, strict=True)}
+
+    # 54 stored, 6 new: the 6 alone are fetched and embedded, and the rows equal a full run's.
+    stored = {i: v for n, (i, v) in enumerate(by_id.items()) if n % 10}
+    again = StoredContext(entries, config=CONFIG, decode_pool=decode_pool, stored=stored, digest=spec.digest,
+                          store=None)
+    partial = await _embedded(again, spec)
+    assert again.fetched == 6 and again.inferred == 6 and partial.stored == 54
+    assert set(again.handed_back) == set(by_id) - set(stored)
+    assert [r.identifier_id for r in partial.refs] == [r.identifier_id for r in full.refs]
+    np.testing.assert_allclose(partial.embeddings, full.embeddings, rtol=1e-5, atol=1e-6)
+
+
+async def test_vectors_of_another_backbone_or_a_crop_engine_are_not_used(decode_pool, digit_library):
+    entries = digit_library.train[:20]
+    spec = default_backbone(CONFIG["imageSize"], 1)
+    wrong = {e.identifier_id: np.ones(spec.dim, np.float32) for e in entries}
+    other = StoredContext(entries, config=CONFIG, decode_pool=decode_pool, stored=wrong, digest="another-backbone")
+    out = await _embedded(other, spec)
+    assert other.fetched == 20 and out.stored == 0 and other.handed_back == {}
+    crops = StoredContext(entries, config=CONFIG, decode_pool=decode_pool, stored=wrong, digest=spec.digest)
+    out = await _embedded(crops, spec, stored=False)
+    assert crops.fetched == 20 and out.stored == 0 and crops.handed_back == {}
+    assert not np.allclose(out.embeddings, 1.0)
