@@ -5,14 +5,15 @@ A labeling task writes everything it found in one transaction with its completio
 * a worker SIGKILLed in the middle of that write (the test holds a lock that stops it there, after part of
   the set is inserted) leaves nothing; another worker finishes the task once the lease (6 s here) expires,
   and the job's suggestions or groups exist exactly once;
-* PostgreSQL cutting the worker's connections in the middle of the write is a transient failure: retried,
-  the job completes, nothing written twice, and the engine is not blamed;
+* PostgreSQL cutting the worker's connections, or restarting, in the middle of the write is a transient
+  failure: retried, the job completes, nothing written twice, and the engine is not blamed;
 * S3 away when an autoTag job reads its identifiers is retried and the job completes once S3 is back, or it
   fails with a clear reason when S3 stays away, having written nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -21,6 +22,7 @@ from tests.engines import api_helpers as api
 from tests.graphql_client import wait_for
 from tests.reliability.conftest import (
     HeldLock,
+    _try,
     assert_clean,
     cut_connections,
     task_row,
@@ -192,6 +194,35 @@ def test_worker_connections_cut_mid_write_of_a_labeling_job_are_retried_and_it_c
     assert worker.alive()
     # A dropped connection is the database's doing: retried as a system error, never logged as an engine bug.
     assert " raised" not in worker.output(), worker.output()[-3000:]
+    assert_nothing_running(db, org)
+
+
+def test_a_postgresql_restart_mid_write_of_an_auto_group_job_completes_it_once(private, private_workers):
+    db = private.db
+    org = private.org("lab-pg-restart")
+    library_id, unassigned = labeling_library(org, seed=46)
+    worker = private_workers("lab-pg-restart-worker")
+    wait_worker_ready(worker)
+    lock = HeldLock(db, "LOCK TABLE identifier_group_members IN EXCLUSIVE MODE")
+    try:
+        job_id, task_id = start_job(org, AUTO_GROUP, l=library_id)
+        wait_for(lambda: lock.waiters("identifier_group_members") >= 1, timeout=90, interval=0.05,
+                 what="the worker to be in its write")
+        private.stack.pg.restart()
+    finally:
+        with contextlib.suppress(Exception):  # the restart ended the lock's session too
+            lock.release()
+        lock.tr = None
+    wait_for(lambda: _try(lambda: db.fetchval("SELECT 1")), timeout=60, what="PostgreSQL to answer again")
+
+    assert wait_job_finished(db, job_id, timeout=120) == "complete", (dict(task_row(db, task_id)), worker.output()[-3000:])
+    assert task_row(db, task_id)["attempts"] >= 2
+    assert_grouped_once(db, job_id, unassigned)
+    assert worker.alive()
+    assert " raised" not in worker.output(), worker.output()[-3000:]
+    # The attempt's failure could not be recorded while PostgreSQL was down: the worker says so and leaves
+    # the task to its lease, rather than dropping an error on the floor.
+    assert "exception was never retrieved" not in worker.output(), worker.output()[-6000:]
     assert_nothing_running(db, org)
 
 
