@@ -17,6 +17,8 @@ import contextlib
 import uuid
 from typing import Any
 
+import pytest
+
 from tests.conftest import Org, Process
 from tests.engines import api_helpers as api
 from tests.graphql_client import wait_for
@@ -278,3 +280,48 @@ def test_an_auto_tag_job_fails_clearly_when_s3_stays_away_and_writes_nothing(pri
     types = db.fetch("SELECT annotation_type FROM entity_identifiers WHERE id = ANY($1::uuid[])", [uuid.UUID(i) for i in unassigned])
     assert [r["annotation_type"] for r in types] == ["raw"] * len(unassigned)
     assert " raised" not in worker.output(), worker.output()[-3000:]
+
+
+# Where each job waits, after reading its selection and before reading any identifier: autoTag looks up its
+# model (library_engine_models), autoGroup by embeddings the system's default embedding model (model_aliases).
+DELETE_POINTS = {
+    "autoTag": ("library_engine_models", "FROM library_engine_models"),
+    "autoGroup": ("model_aliases", "a.alias = $3"),
+}
+
+
+@pytest.mark.parametrize("job", list(DELETE_POINTS))
+def test_an_identifier_deleted_while_a_job_runs_is_skipped_not_taken_for_an_s3_outage(job, org, stack, start_worker, session_bucket):
+    """Deleting an identifier removes its object at once; a job that selected it before then finds no object.
+    That is not S3 being away: the job skips the identifier and completes in its first attempt."""
+    db = stack.db
+    library_id, unassigned = labeling_library(org, seed=47 if job == "autoTag" else 48)
+    if job == "autoTag":
+        trainer = start_worker("lab-delete-trainer")
+        model_id = trained_model(org, library_id, trainer)
+        trainer.stop()
+        job_id, task_id = start_job(org, AUTO_TAG, l=library_id, m=model_id)
+    else:
+        job_id, task_id = start_job(org, "mutation($l: ID!) { autoGroup(input: {libraryId: $l, nClusters: 2}) { id } }", l=library_id)
+    table, waiting_on = DELETE_POINTS[job]
+    lock = HeldLock(db, f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    try:
+        worker = start_worker(f"lab-delete-{job}")
+        wait_for(lambda: lock.waiters(waiting_on) >= 1, timeout=90, interval=0.05, what="the worker to have read its selection")
+        gone = unassigned[0]
+        key = db.fetchval("SELECT storage_key FROM entity_identifiers WHERE id = $1", uuid.UUID(gone))
+        org.client.query("mutation($i: ID!) { deleteEntityIdentifier(id: $i) { id } }", i=gone).ok()
+        assert not session_bucket.exists(key)
+    finally:
+        lock.release()
+
+    assert wait_job_finished(db, job_id, timeout=120) == "complete", (dict(task_row(db, task_id)), worker.output()[-3000:])
+    task = task_row(db, task_id)
+    assert task["attempts"] == 1 and task["failure_message"] is None, (dict(task), worker.output()[-3000:])
+    assert task["output"]["skipped"] == 1, task["output"]
+    if job == "autoTag":
+        assert task["output"]["suggested"] == UNASSIGNED_COUNT - 1, task["output"]
+        assert sorted(str(r["identifier_id"]) for r in suggestions_of(db, job_id)) == sorted(unassigned[1:])
+    else:
+        assert task["output"]["grouped"] == UNASSIGNED_COUNT - 1, task["output"]
+        assert sorted(str(m["identifier_id"]) for m in members_of(db, job_id)) == sorted(unassigned[1:])
