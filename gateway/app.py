@@ -18,7 +18,6 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from gateway.events import EventHub
 from gateway.resources import open_resources
 from gateway.rest.routes import rest_routes
-from gateway.rest import intelligent_tasks
 from gateway.services import housekeeping
 from gateway.schema.root import build_schema
 from gateway.settings import Settings
@@ -71,7 +70,6 @@ def create_app(settings: Settings) -> Starlette:
             Route("/readyz", readyz),
             Mount("/v3/static", app=static_app(), name="static"),
             *rest_routes(),
-            *intelligent_tasks.routes(),  # seed 004's REST shape over the labeling services
         ],
         lifespan=lifespan,
     )

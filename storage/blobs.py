@@ -42,6 +42,10 @@ class BlobTooLarge(BlobError):
     """A stream ran past the size it was allowed."""
 
 
+class BlobMissing(BlobError):
+    """S3 answered that the object does not exist (HTTP 404): it was deleted, S3 itself is fine."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredBlob:
     key: str
@@ -141,7 +145,8 @@ class BlobStore:
         return await self.put_stream(key, one(), content_type)
 
     async def get_bytes(self, key: str, *, max_bytes: int | None = None) -> bytes:
-        """The object's bytes; BlobTooLarge past ``max_bytes``, BlobError when S3 refuses or stays unreachable.
+        """The object's bytes; BlobTooLarge past ``max_bytes``, BlobMissing when there is no such object,
+        BlobError when S3 refuses or stays unreachable.
 
         Reads go through a presigned URL on a plain aiohttp session rather than ``get_object``: botocore's
         request pipeline costs about 1 ms of CPU per GET, signing a URL and a bare GET about 0.45 ms
@@ -158,7 +163,9 @@ class BlobStore:
                 async with self._http.get(url) as reply:
                     if reply.status == 200:
                         return await _read_capped(reply, key, max_bytes)
-                    detail = f"HTTP {reply.status}" + (" (no such key)" if reply.status == 404 else "")
+                    if reply.status == 404:
+                        raise BlobMissing(f"S3 read of {key} failed: HTTP 404 (no such key)")
+                    detail = f"HTTP {reply.status}"
                     transient = reply.status in RETRY_STATUSES
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 detail, transient = str(exc) or type(exc).__name__, True

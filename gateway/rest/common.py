@@ -6,7 +6,9 @@ it raises ``gateway.errors.ApiError`` subclasses for refusals, which become::
 
     {"error": {"code": "not_found", "message": "..."}}
 
-with the HTTP status ``HTTP_STATUS`` gives the code. Anything else is logged and answered as a masked 500.
+with the HTTP status ``HTTP_STATUS`` gives the code (a route that mirrors an upstream with another error shape,
+such as seed 004's ``{"error_code", "error_msg"}``, passes its own ``ErrorShape``). Anything else is logged and
+answered as a masked 500.
 The services decide tenancy and scopes exactly as they do for GraphQL, so another organization's IDs answer
 404 like made-up ones.
 """
@@ -24,7 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import ApiError, AuthenticationError, InvalidInput, PayloadTooLarge, ServiceUnavailable
+from gateway.errors import ApiError, AuthenticationError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
 from gateway.services import tokens
 from gateway.services.principal import Principal
 from gateway.web.body_limit import BodyLimit
@@ -80,6 +82,11 @@ class RestRequest:
             raise InvalidInput("the body must be a JSON object")
         return value
 
+    def require_project(self, name: str = "project_id") -> None:
+        """Seed 004's ``/v2/{project_id}/...``: the project is the caller's organization; any other is not found."""
+        if self.request.path_params.get(name) != str(self.principal.org_id):
+            raise NotFound("no such project: the project is your organization's id (me { organizationId })")
+
     def query_int(self, name: str, default: int) -> int:
         """An integer query parameter (invalid_input when it is not one)."""
         raw = self.request.query_params.get(name)
@@ -92,6 +99,7 @@ class RestRequest:
 
 
 Handler = Callable[[RestRequest], Awaitable[Any]]
+ErrorShape = Callable[[str, str], dict[str, Any]]
 
 
 def _no_constant(name: str) -> Any:
@@ -100,39 +108,47 @@ def _no_constant(name: str) -> Any:
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
+    """The gateway's own error shape: ``{"error": {"code", "message"}}``."""
     return {"error": {"code": code, "message": message}}
 
 
-def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+                   shape: ErrorShape = error_body) -> JSONResponse:
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="engineshed"'}
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    return JSONResponse(shape(code, message), status_code=status, headers=headers)
 
 
-def api_error_response(exc: ApiError) -> JSONResponse:
+def api_error_response(exc: ApiError, shape: ErrorShape = error_body) -> JSONResponse:
     status = 413 if isinstance(exc, PayloadTooLarge) else HTTP_STATUS.get(exc.code, 500)
-    return error_response(status, exc.code, exc.message)
+    return error_response(status, exc.code, exc.message, shape=shape)
 
 
 class RestEndpoint:
     """An ASGI app serving one path: ``{"GET": handler, "POST": handler, ...}``.
 
     Every method it does not list answers 405 as JSON with an ``Allow`` header. Bodies are read through the
-    same streaming limit as GraphQL's JSON bodies (``ENGINESHED_MAX_BODY_BYTES``), refused with 413.
+    same streaming limit as GraphQL's JSON bodies (``ENGINESHED_MAX_BODY_BYTES``), refused with 413; a route
+    whose bodies are always small passes a lower ``body_limit``. ``error_shape`` writes each error's body.
     """
 
-    def __init__(self, handlers: dict[str, Handler]) -> None:
+    def __init__(self, handlers: dict[str, Handler], *, body_limit: int | None = None,
+                 error_shape: ErrorShape = error_body) -> None:
         self.handlers = {method.upper(): handler for method, handler in handlers.items()}
+        self.body_limit = body_limit
+        self.error_shape = error_shape
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources = scope["app"].state.resources
         limit = resources.settings.max_body_bytes
+        if self.body_limit is not None:
+            limit = min(limit, self.body_limit)
         body = BodyLimit(receive, limit)
         request = Request(scope, body)
         try:
             response = await self._handle(request, resources, limit)
         except PayloadTooLarge as exc:
-            response = api_error_response(exc)
+            response = api_error_response(exc, self.error_shape)
             headers = Headers(scope=scope)
             declared = headers.get("content-length", "")
             if not await body.discard_rest(
@@ -149,33 +165,33 @@ class RestEndpoint:
         handler = self.handlers.get(request.method.upper())
         if handler is None:
             allow = ", ".join(sorted(self.handlers))
-            return error_response(405, "not_allowed", f"{request.method} is not served here; use {allow}",
-                                  headers={"Allow": allow})
+            return self._error(405, "not_allowed", f"{request.method} is not served here; use {allow}",
+                               headers={"Allow": allow})
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                return error_response(400, "invalid_input", "Content-Length must be a number")
+                return self._error(400, "invalid_input", "Content-Length must be a number")
             if int(declared) > limit:
                 raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
         try:
             principal = await tokens.authenticate(resources.pool, request.headers.get("authorization"))
         except AuthenticationError as exc:
-            return api_error_response(exc)
+            return api_error_response(exc, self.error_shape)
         except CONNECTION_LOST:
-            return error_response(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
+            return self._error(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
         try:
             result = await handler(RestRequest(request, resources, principal))
         except PayloadTooLarge:
             raise
         except ApiError as exc:
-            return api_error_response(exc)
+            return api_error_response(exc, self.error_shape)
         except CONNECTION_LOST:
-            return error_response(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
+            return self._error(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
         except ClientDisconnect:
             raise
         except Exception:
             log.exception("unexpected error serving %s %s", request.method, request.url.path)
-            return error_response(500, "internal_error", "An internal error occurred")
+            return self._error(500, "internal_error", "An internal error occurred")
         if isinstance(result, Response):
             return result
         status = 200
@@ -184,3 +200,6 @@ class RestEndpoint:
         if result is None and status == 204:
             return Response(status_code=204)
         return JSONResponse(result, status_code=status)
+
+    def _error(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> JSONResponse:
+        return error_response(status, code, message, headers=headers, shape=self.error_shape)

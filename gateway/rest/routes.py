@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from gateway.rest import trainings
+from gateway.rest import intelligent_tasks, trainings
 
 
 def rest_routes() -> list[Route]:
@@ -14,4 +14,7 @@ def rest_routes() -> list[Route]:
         Route("/v1/trainings", trainings.collection),
         Route("/v1/trainings/{training_id}", trainings.item),
         Route("/v1/trainings/{training_id}/", trainings.item),
+        # Seed 004's intelligent tasks: the project is the caller's organization, the dataset a library.
+        Route("/v2/{project_id}/datasets/{dataset_id}/tasks", intelligent_tasks.tasks),
+        Route("/v2/{project_id}/datasets/{dataset_id}/tasks/{task_id}", intelligent_tasks.task),
     ]

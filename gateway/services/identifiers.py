@@ -237,6 +237,17 @@ async def delete(res: Resources, principal: Principal, identifier_id: object) ->
         await blob_cleanup.delete_now(res, [row.storage_key])
     return iid
 
+async def deleted_since(res: Resources, org_id: UUID, identifier_id: UUID) -> bool:
+    """Whether an identifier a job selected, and whose object S3 no longer has, was deleted meanwhile.
+
+    ``delete`` removes the object right after the row, so a long job meets this whenever people curate the
+    library while it runs, and skips the identifier. An object missing under a row that still exists is not
+    that: the caller fails the attempt as for any S3 error.
+    """
+    async with res.pool.acquire() as conn:
+        return await q.by_id(conn, org_id, identifier_id) is None
+
+
 async def url_for(res: Resources, row: Identifier) -> str:
     if row.reference_url:
         return row.reference_url

@@ -24,7 +24,9 @@ from engines.interface import EmbeddingModel, EngineError, FetchError, Identifie
 from engines.model_backbone import model_backbone
 from engines.pipeline import embed_library
 from engines.runtime import get_runner
+from gateway.services import identifiers
 from gateway.services.remote_files import FetchRefused, fetch_bytes
+from storage.blobs import BlobMissing
 from storage.queries import embeddings as embedding_q
 
 BUILTIN_IMAGE_SIZE = 32  # the built-in backbone's default side (engines.options imageSize)
@@ -60,7 +62,12 @@ class _SelectionContext:
     async def fetch(self, ref: IdentifierRef) -> bytes:
         storage_key, url = self._sources.get(ref.identifier_id, (None, None))
         if storage_key:
-            return await self._res.blobs.get_bytes(storage_key, max_bytes=self._res.settings.fetch_max_bytes)
+            try:
+                return await self._res.blobs.get_bytes(storage_key, max_bytes=self._res.settings.fetch_max_bytes)
+            except BlobMissing:
+                if await identifiers.deleted_since(self._res, self._org_id, UUID(ref.identifier_id)):
+                    raise FetchError(f"identifier {ref.identifier_id} was deleted while the job ran") from None
+                raise
         if url:
             try:
                 async with self._res.fetch_limiter:

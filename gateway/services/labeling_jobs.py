@@ -34,7 +34,7 @@ from storage.queries import jobs as job_q
 from storage.queries import labeling as q
 from storage.queries import libraries as library_q
 from storage.queries import types as type_q
-from storage.rows import Job, Library
+from storage.rows import Job, Library, Task
 
 ENGINE_ID = "engineshed-labeling"
 AUTO_TAG, HARD_EXAMPLES, AUTO_GROUP = "auto-tag", "hard-examples", "auto-group"
@@ -339,3 +339,18 @@ async def auto_group(res: Any, principal: Principal, data: dict[str, Any]) -> Jo
             "modelId": model_ref, "modelVersionId": version_id,
         }
         return await _insert_job(conn, principal, f"autoGroup {library.name}", payload, library.id, res.settings.max_attempts)
+
+
+async def labeling_task(res: Any, principal: Principal, job_id: object, library_id: str) -> tuple[Job, Task]:
+    """A labeling job of the caller's organization started on ``library_id``, with its one task.
+
+    Anything else (another organization's job, another library's, a job that is not a labeling job, an id that
+    is not one) is the same not_found, so nothing about other tenants' jobs can be told apart.
+    """
+    job_uuid = parse_id(job_id)
+    async with res.pool.acquire() as conn:
+        job = await job_q.job_by_id(conn, principal.org_id, job_uuid)
+        tasks = await job_q.tasks_of_job(conn, job_uuid) if job is not None else []
+    if job is None or str(job.library_id) != library_id or not tasks or tasks[0].engine_id != ENGINE_ID:
+        raise NotFound("no such task in this dataset")
+    return job, tasks[0]

@@ -21,7 +21,7 @@ from engines.clustering import cluster
 from engines.image_features import features_batch, fit_within_batch, larger_than
 from engines.interface import EngineError
 from gateway.errors import ApiError
-from gateway.services import dispatch, engine_backbones, models, recognition
+from gateway.services import dispatch, engine_backbones, identifiers, models, recognition
 from gateway.services import engine_models as model_service
 from gateway.services.dispatch import LeaseLost
 from gateway.services.identifier_filter import IdentifierSelection
@@ -29,7 +29,7 @@ from gateway.services.labeling_embeddings import embeddings_for
 from gateway.services.labeling_jobs import AUTO_GROUP, AUTO_TAG, ENGINE_ID, HARD_EXAMPLES
 from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, fetch_bytes
-from storage.blobs import BlobTooLarge
+from storage.blobs import BlobMissing, BlobTooLarge
 from storage.queries import jobs as job_q
 from storage.queries import labeling as labeling_q
 from storage.queries import suggestions as suggestion_q
@@ -96,7 +96,8 @@ class LabelingTask:
             after = page[-1]["id"]
 
     async def _read(self, row: Any) -> bytes | None:
-        """The identifier's bytes; None when they are gone or its URL refuses (it is skipped, not retried)."""
+        """The identifier's bytes; None when it was deleted since the selection was read, is too large, or its
+        URL refuses (it is skipped, not retried)."""
         try:
             if row["storage_key"]:
                 return await self.res.blobs.get_bytes(row["storage_key"], max_bytes=self.res.settings.fetch_max_bytes)
@@ -105,6 +106,10 @@ class LabelingTask:
             return data
         except (FetchRefused, BlobTooLarge):
             return None
+        except BlobMissing:
+            if await identifiers.deleted_since(self.res, self.task.org_id, row["id"]):
+                return None
+            raise
 
     async def _read_batch(self, rows: list[Any]) -> list[bytes | None]:
         gate = asyncio.Semaphore(FETCHES)

@@ -99,6 +99,10 @@ class TaskRun:
                 await self._fail("internal_error", "the engine failed with an internal error; see the worker log", True)
         except LeaseLost:
             log.warning("task %s: lease lost; another worker owns it now", self.task.id)
+        except TRANSIENT as exc:
+            # Recording the outcome failed too (the database is away): the lease runs out and a worker claims
+            # the task again, so there is nothing more to do here than say so.
+            log.warning("task %s: its outcome could not be recorded (%r); it runs again once its lease expires", self.task.id, exc)
         finally:
             beat.cancel()
             try:

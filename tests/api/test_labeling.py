@@ -329,6 +329,8 @@ def test_rest_errors_are_json_with_the_right_status(lab: Org, other_org: Org, ga
         (rest(lab, gateway, "POST", path, {"type": 2, "config": {"n_clusters": 2, "ambiguity": True, "image_brightness": True}}), 400, "invalid_input"),
         (rest(lab, gateway, "GET", f"{path}/{uuid.uuid4()}"), 404, "not_found"),
         (rest(lab, gateway, "GET", f"{path}/not-an-id"), 404, "not_found"),
+        (rest(lab, gateway, "GET", path), 405, "not_allowed"),  # a method the route does not serve: JSON too
+        (rest(lab, gateway, "DELETE", f"{path}/{uuid.uuid4()}"), 405, "not_allowed"),
     ]
     for response, status, code in cases:
         assert response.status_code == status, (status, response.status_code, response.text[:300])

@@ -121,6 +121,49 @@ def pending_deletions(db: Database, prefix: str) -> set[str]:
     return {r["storage_key"] for r in rows}
 
 
+class HeldLock:
+    """A transaction of the test's own that holds a lock until released."""
+
+    def __init__(self, db: Any, sql: str, *args: Any) -> None:
+        self.db = db
+
+        async def take() -> Any:
+            conn = await db.pool.acquire()
+            tr = conn.transaction()
+            await tr.start()
+            await conn.execute(sql, *args)
+            return conn, tr, await conn.fetchval("SELECT pg_backend_pid()")
+
+        self.conn, self.tr, self.pid = db.run(take())
+
+    def waiters(self, table: str) -> int:
+        """Other sessions blocked behind a lock while running a statement on ``table``."""
+        return self.db.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE $1 AND pid <> $2",
+            f"%{table}%", self.pid,
+        )
+
+    def release(self) -> None:
+        if self.tr is None:
+            return
+
+        async def give_back() -> None:
+            try:
+                await self.tr.rollback()
+            finally:
+                await self.db.pool.release(self.conn)
+
+        self.db.run(give_back())
+        self.tr = None
+
+
+def cut_connections(private: Any, application_name: str) -> int:
+    """End every connection the named processes hold, as the server side would; returns how many."""
+    return private.db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", application_name
+    )
+
+
 class Bucket:
     """The bucket read directly over S3 (not through the gateway)."""
 

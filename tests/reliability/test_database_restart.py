@@ -16,6 +16,7 @@ from tests.graphql_client import GraphQLClient, Reply, wait_for
 from tests.reliability.conftest import (
     assert_clean,
     create_model,
+    cut_connections,
     library_with_images,
     train,
     wait_job_finished,
@@ -52,13 +53,6 @@ class Tally:
         else:
             self.outcomes[f"HTTP {reply.status} without errors"] += 1
             self.problems.append(f"a reply without data or errors: {reply.status} {reply.body}")
-
-
-def cut_connections(private, application_name: str) -> int:
-    """End every connection the named processes hold, as the server side would; returns how many."""
-    return private.db.fetchval(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", application_name
-    )
 
 
 def test_a_postgresql_restart_loses_no_accepted_job_and_both_processes_recover(private, private_workers):

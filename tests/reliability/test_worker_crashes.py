@@ -10,7 +10,6 @@ worker has uploaded its artifact and waits to record it)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from tests.reliability.conftest import (
     GALLERY,
     SLEEPER,
     Bucket,
+    HeldLock,
     library_with_images,
     model_row,
     pending_deletions,
@@ -27,42 +27,6 @@ from tests.reliability.conftest import (
     wait_job_finished,
     wait_task,
 )
-
-
-class HeldLock:
-    """A transaction of the test's own that holds a lock until released."""
-
-    def __init__(self, db: Any, sql: str, *args: Any) -> None:
-        self.db = db
-
-        async def take() -> Any:
-            conn = await db.pool.acquire()
-            tr = conn.transaction()
-            await tr.start()
-            await conn.execute(sql, *args)
-            return conn, tr, await conn.fetchval("SELECT pg_backend_pid()")
-
-        self.conn, self.tr, self.pid = db.run(take())
-
-    def waiters(self, table: str) -> int:
-        """Other sessions blocked behind a lock while running a statement on ``table``."""
-        return self.db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE $1 AND pid <> $2",
-            f"%{table}%", self.pid,
-        )
-
-    def release(self) -> None:
-        if self.tr is None:
-            return
-
-        async def give_back() -> None:
-            try:
-                await self.tr.rollback()
-            finally:
-                await self.db.pool.release(self.conn)
-
-        self.db.run(give_back())
-        self.tr = None
 
 
 POINTS = {
