@@ -26,6 +26,7 @@ from engines.model_backbone import backbone_digest, model_backbone
 from engines.pipeline import embed_library
 from engines.runtime import get_runner
 from gateway.services.remote_files import FetchRefused, fetch_bytes
+from storage.queries import content_measures as measures_q
 from storage.queries import embeddings as embedding_q
 from storage.queries import vectors as vector_q
 
@@ -118,6 +119,11 @@ class _SelectionContext:
         packed = {h: np.asarray(v, dtype=np.float32).tobytes() for h, v in vectors.items()}
         async with self._res.pool.acquire() as conn:
             await embedding_q.put_many(conn, self._org_id, backbone_digest, packed)
+
+    async def store_content_measures(self, measures: Mapping[str, tuple[int, int, float | None]]) -> None:
+        """Record what the decode measured, so a training's quality gates can read it instead of the bytes."""
+        async with self._res.pool.acquire() as conn:
+            await measures_q.put_many(conn, self._org_id, measures)
 
     def count_inference(self, n: int) -> None:
         self.inferences += int(n)
