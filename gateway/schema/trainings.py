@@ -207,8 +207,10 @@ class JobTrainingFields:
 class LibraryCounts:
     entities: int
     active_entities: int = strawberry.field(description="Entities with at least one identifier.")
-    identifiers: int
-    usable_identifiers: int = strawberry.field(description="Identifiers the last complete training did not skip.")
+    identifiers: int = strawberry.field(description="Every identifier of the library, unassigned ones (no entity) included.")
+    usable_identifiers: int = strawberry.field(description=(
+        "Identifiers a training uses: those with an entity (unassigned ones are never trained on), less those the "
+        "last complete training skipped."))
 
 
 @strawberry.type

@@ -17,6 +17,10 @@ PREVIEW_COUNT = 5
 
 @dataclass(slots=True)
 class LibraryInsight:
+    """Counts: ``identifiers`` is every identifier of the library, unassigned ones (no entity, #14) included;
+    ``active_entities`` the entities with at least one; ``usable_identifiers`` the assigned identifiers a training
+    uses, less those the last complete training skipped (unassigned ones are never trained on)."""
+
     entities: int = 0
     active_entities: int = 0
     identifiers: int = 0
@@ -56,7 +60,8 @@ async def insights(
             insight.entities = int(record["entities"])
             insight.active_entities = int(record["active_entities"])
             insight.identifiers = int(record["identifiers"])
-        insight.usable_identifiers = insight.identifiers
+            insight.usable_identifiers = int(record["assigned"])
+        assigned = insight.usable_identifiers
         model = last.get(lid)
         insight.last_training = model
         if model is not None:
@@ -68,7 +73,7 @@ async def insights(
             skipped = [s for s in data.get("skipped") or [] if isinstance(s, dict)]
             warnings = [w for w in data.get("warnings") or [] if isinstance(w, dict)]
             if model.train_status == "complete":
-                insight.usable_identifiers = max(0, insight.identifiers - len(skipped))
+                insight.usable_identifiers = max(0, assigned - len(skipped))
             for item, severity in [(s, "warning") for s in skipped] + [(w, "warning") for w in warnings]:
                 insight.reasons.append(_reason(
                     str(item.get("reason") or "skipped"), severity,
@@ -85,7 +90,8 @@ async def insights(
     for record in duplicates:
         out[record["library_id"]].reasons.append(_reason(
             "duplicate", "warning", f"identifier {record['id']} has the same content as another identifier of the library",
-            identifierId=str(record["id"]), entityId=str(record["entity_id"]), detail=record["content_sha256"],
+            identifierId=str(record["id"]), entityId=str(record["entity_id"]) if record["entity_id"] else None,
+            detail=record["content_sha256"],
         ))
     if near_duplicates:
         reported = {(r["library_id"], str(r["id"])) for r in duplicates}

@@ -334,6 +334,39 @@ def test_a_library_over_the_scan_limit_still_answers_its_issues_and_says_why(
     assert found.has_warning is True
 
 
+def test_unassigned_identifiers_in_counts_duplicates_and_issues(vec_org: Org) -> None:
+    library = create_library(vec_org, "with-unassigned")
+    alice, bob = vec_org.create_entity(library, "alice"), vec_org.create_entity(library, "bob")
+    names = ["w-a1.png", "w-a2.png", "w-b1.png", "w-b2.png"]
+    assigned = [upload(vec_org, entity, png(60 + n), name).ok()["createEntityIdentifier"]["id"]
+                for n, (entity, name) in enumerate(zip([alice, alice, bob, bob], names, strict=True))]
+    loose = [vec_org.client.upload_form(
+        'mutation($l: ID!, $u: String) { createEntityIdentifier(input: {libraryId: $l, identifierTypeId: "image", '
+        "uniqueName: $u}) { id entityId } }", data, "image/png", filename=name, variables={"l": library, "u": name},
+    ).ok()["createEntityIdentifier"] for data, name in [(png(60), "w-u1.png"), (png(70), "w-u2.png")]]
+    assert [u["entityId"] for u in loose] == [None, None]
+    rng = np.random.default_rng(12)
+    vectors = rng.normal(size=(6, DIM))
+    vectors[5] = vectors[2] + 0.001 * rng.normal(size=DIM)  # the second unassigned one looks just like b1
+    vec_org.client.query(INSERT, m="vec-net", d=[DIM], e=records(names + ["w-u1.png", "w-u2.png"], vectors.astype(np.float32)),
+                         l=library).ok()
+
+    # No entity, no labelling error: neither the byte copy (u1 = a1) nor the near copy (u2 ≈ b1) is a pair.
+    found = vec_org.client.query(
+        "query($l: ID!) { library(id: $l) { duplicateIdentifiers { reason first { id } second { id } } } }", l=library,
+    ).ok()["library"]["duplicateIdentifiers"]
+    assert found == []
+    shown = vec_org.client.query(
+        "query($l: ID!) { library(id: $l) { counts { entities activeEntities identifiers usableIdentifiers } "
+        "issues { hasWarning reasons { kind identifierId entityId } } } }", l=library,
+    ).ok()["library"]
+    # identifiers counts every one; usable ones are those a training would take (assigned, none skipped yet).
+    assert shown["counts"] == {"entities": 2, "activeEntities": 2, "identifiers": 6, "usableIdentifiers": 4}
+    # The same bytes twice in one library is still worth a look; the unassigned copy has no entity (not "None").
+    copies = {r["identifierId"]: r["entityId"] for r in shown["issues"]["reasons"] if r["kind"] == "duplicate"}
+    assert copies == {assigned[0]: alice, loose[0]["id"]: None}, shown["issues"]
+
+
 # -- tenancy ---------------------------------------------------------------------------------------
 
 
