@@ -93,3 +93,19 @@ def test_grouping_stores_what_it_computes_and_the_next_one_reads_it(org: Org, wo
     assert again["fetches"] == 0 and again["inferences"] == 0 and again["storedEmbeddings"] == 6, again
     assert again_groups == first_groups
     assert set().union(*again_groups) == set(ids)
+
+
+def test_generate_embeddings_embeds_unassigned_identifiers_and_grouping_then_reads_them(org: Org, worker: Process) -> None:
+    library, ids = unassigned_library(org, "generated", 5, seed=90_000)
+    job_id = org.client.query(
+        "mutation($l: ID, $m: String) { generateEmbeddings(libraryId: $l, modelId: $m) { id } }", l=library, m=MODEL,
+    ).ok()["generateEmbeddings"]["id"]
+    job = wait_for(lambda: (lambda j: j if j["status"] in ("complete", "failed") else None)(
+        org.client.query(JOB, id=job_id).ok()["job"]), timeout=120, interval=0.2, what="generateEmbeddings")
+    assert job["status"] == "complete", (job, worker.output()[-3000:])
+    output = job["tasks"]["records"][0]["output"]
+    assert output["total"] == 5 and output["embedded"] == 5 and output["failed"] == 0, output  # no entity needed
+    assert stored(org, library) == 5
+    grouping, groups = grouped(org, worker, library)
+    assert grouping["fetches"] == 0 and grouping["storedEmbeddings"] == 5, grouping
+    assert set().union(*groups) == set(ids)
