@@ -80,3 +80,16 @@ def test_a_stricter_retrain_skips_small_and_blurry_images_it_did_not_fetch(
     again, task = api.trained(gate_org, api.GALLERY, library, {**config, "minSize": 24, "sharpnessThreshold": 5.0}, worker=worker)
     assert skipped(again) == skipped(sharp) and task["output"]["fetches"] == 0
     assert again["jsondata"]["identifiers"] == 6
+
+
+def test_vectors_made_at_ingest_carry_the_sizes_a_gated_training_reads(gate_org: Org, worker: Process) -> None:
+    library, small, _ = mixed_library(gate_org, "gates-ingest", seed=7000)
+    job_id = gate_org.client.query(
+        "mutation($l: ID, $m: String) { generateEmbeddings(libraryId: $l, modelId: $m) { id } }", l=library, m="gate-net",
+    ).ok()["generateEmbeddings"]["id"]
+    job = api.wait_task(gate_org, job_id, timeout=120)
+    assert job["output"]["embedded"] == 10, job
+    trained, task = api.trained(gate_org, api.GALLERY, library, {"modelId": "gate-net", "minSize": 24}, worker=worker)
+    assert trained["trainStatus"] == "complete", trained["jsondata"]
+    assert skipped(trained) == {i: "too-small" for i in small}
+    assert task["output"]["fetches"] == 0 and task["output"]["storedEmbeddings"] == 10
