@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["DEFAULT_MAX_PIXELS", "SHARPNESS_SIDE", "decode_batch", "decode_batch_timed", "decode_one", "sharpness"]
+__all__ = ["DEFAULT_MAX_PIXELS", "SHARPNESS_SIDE", "decode_batch", "decode_batch_timed", "decode_one", "gate", "sharpness"]
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000×8000: bigger images are refused, not decoded
 SHARPNESS_SIDE = 256  # sharpness is measured with the longer side at most this, so it is scale-stable
@@ -27,6 +27,32 @@ SHARPNESS_SIDE = 256  # sharpness is measured with the longer side at most this,
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 Skip = dict[str, Any]
+# What the gates read of an image, kept per content so a cached or stored vector can be gated without the bytes:
+# {"width", "height"} (from the header) and "sharpness" (None when the run had no sharpness gate to measure for).
+Measures = dict[str, Any]
+
+
+def gate(width: int, height: int, sharpness_value: float | None, min_size: int, sharpness_threshold: float) -> Skip | None:
+    """The quality gates on an image's measures: ``too-small`` or ``blurry`` with their detail, or None (it passes).
+
+    ``sharpness_value`` None is only allowed when the sharpness gate is off (0).
+    """
+    if min(width, height) < min_size:
+        return {
+            "reason": "too-small",
+            "detail": f"shorter side {min(width, height)} px is under minSize {min_size}",
+            "width": width,
+            "height": height,
+        }
+    if sharpness_threshold > 0:
+        assert sharpness_value is not None
+        if sharpness_value < sharpness_threshold:
+            return {
+                "reason": "blurry",
+                "detail": f"sharpness {sharpness_value:.1f} is under sharpnessThreshold {sharpness_threshold:g}",
+                "sharpness": sharpness_value,
+            }
+    return None
 
 
 def decode_batch(
@@ -36,14 +62,16 @@ def decode_batch(
     min_size: int,
     sharpness_threshold: float,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> list[tuple[np.ndarray | None, Skip | None]]:
+    measure: bool = False,
+) -> list[tuple[Any, ...]]:
     """Decode each blob to a uint8 ``[size, size, channels]`` array, or give the reason it was skipped.
 
     Skip reasons: ``corrupt`` (not a readable image), ``too-large`` (over ``max_pixels``),
     ``too-small`` (shorter side below ``min_size`` px before resizing), ``blurry`` (variance of the
     Laplacian below ``sharpness_threshold``; 0 disables the gate). Every reason has a ``detail``.
+    With ``measure``, each result has a third item: the image's :data:`Measures` (None when it could not be read).
     """
-    return [decode_one(blob, size, channels, min_size, sharpness_threshold, max_pixels) for blob in blobs]
+    return [decode_one(blob, size, channels, min_size, sharpness_threshold, max_pixels, measure) for blob in blobs]
 
 
 def decode_one(
@@ -53,8 +81,16 @@ def decode_one(
     min_size: int = 0,
     sharpness_threshold: float = 0.0,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> tuple[np.ndarray | None, Skip | None]:
+    measure: bool = False,
+) -> tuple[Any, ...]:
     """One blob of :func:`decode_batch`."""
+    array, skip, measures = _decode_one(blob, size, channels, min_size, sharpness_threshold, max_pixels)
+    return (array, skip, measures) if measure else (array, skip)
+
+
+def _decode_one(
+    blob: bytes, size: int, channels: int, min_size: int, sharpness_threshold: float, max_pixels: int,
+) -> tuple[np.ndarray | None, Skip | None, Measures | None]:
     mode = "L" if channels == 1 else "RGB"
     try:
         with warnings.catch_warnings():
@@ -62,37 +98,29 @@ def decode_one(
             image = Image.open(io.BytesIO(blob))
             width, height = image.size  # from the header; nothing decoded yet
             if width * height > max_pixels:
-                return None, {"reason": "too-large", "detail": f"{width}×{height} is over {max_pixels} pixels"}
-            if min(width, height) < min_size:
-                return None, {
-                    "reason": "too-small",
-                    "detail": f"shorter side {min(width, height)} px is under minSize {min_size}",
-                    "width": width,
-                    "height": height,
-                }
+                return None, {"reason": "too-large", "detail": f"{width}×{height} is over {max_pixels} pixels"}, None
+            measures: Measures = {"width": width, "height": height, "sharpness": None}
+            if (small := gate(width, height, None, min_size, 0.0)) is not None:
+                return None, small, measures
             # JPEG only: decode at a reduced scale that still covers what we need (much faster).
             wanted = max(size, SHARPNESS_SIDE if sharpness_threshold > 0 else size)
             image.draft(mode, (wanted, wanted))
             image = ImageOps.exif_transpose(image)
             image = image.convert(mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        return None, {"reason": "too-large", "detail": str(exc)}
+        return None, {"reason": "too-large", "detail": str(exc)}, None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad data
-        return None, {"reason": "corrupt", "detail": str(exc)[:200] or type(exc).__name__}
+        return None, {"reason": "corrupt", "detail": str(exc)[:200] or type(exc).__name__}, None
     if sharpness_threshold > 0:
-        value = sharpness(image)
-        if value < sharpness_threshold:
-            return None, {
-                "reason": "blurry",
-                "detail": f"sharpness {value:.1f} is under sharpnessThreshold {sharpness_threshold:g}",
-                "sharpness": value,
-            }
+        measures["sharpness"] = value = sharpness(image)
+        if (blurry := gate(width, height, value, 0, sharpness_threshold)) is not None:
+            return None, blurry, measures
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     if array.ndim == 2:
         array = array[:, :, None]
-    return np.ascontiguousarray(array), None
+    return np.ascontiguousarray(array), None, measures
 
 
 def sharpness(image: Image.Image) -> float:
@@ -115,8 +143,9 @@ def decode_batch_timed(
     min_size: int,
     sharpness_threshold: float,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> tuple[list[tuple[np.ndarray | None, Skip | None]], float]:
+    measure: bool = False,
+) -> tuple[list[tuple[Any, ...]], float]:
     """:func:`decode_batch` and the seconds it took inside the worker process (for stage timings)."""
     started = time.perf_counter()
-    results = decode_batch(blobs, size, channels, min_size, sharpness_threshold, max_pixels)
+    results = decode_batch(blobs, size, channels, min_size, sharpness_threshold, max_pixels, measure)
     return results, time.perf_counter() - started

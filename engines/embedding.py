@@ -13,10 +13,12 @@ import concurrent.futures
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
 
 from engines.backbone import BackboneSpec
-from engines.decode import decode_batch, decode_batch_timed
+from engines.decode import DEFAULT_MAX_PIXELS, decode_batch, decode_batch_timed
 from engines.interface import EmbeddingModel
 from engines.model_backbone import model_backbone
 from engines.runtime import Runner, get_runner
@@ -36,18 +38,21 @@ class Embedder:
         return self.spec.dim
 
     async def decode(
-        self, blobs: Sequence[bytes], pool: concurrent.futures.Executor | None
-    ) -> list[tuple[np.ndarray | None, dict | None]]:
+        self, blobs: Sequence[bytes], pool: concurrent.futures.Executor | None, measure: bool = False,
+    ) -> list[tuple[Any, ...]]:
         """Each blob as the backbone's input, or why it cannot be (``{"reason", "detail"}``).
 
         ``pool``: the worker's process pool (decoding is CPU- and GIL-bound); None decodes in a thread,
-        for the one image of a search request.
+        for the one image of a search request. ``measure``: each result also has the image's size
+        (engines.decode Measures), which the quality gates of a later training read instead of the bytes.
         """
         loop = asyncio.get_running_loop()
         if pool is None:
-            return await asyncio.to_thread(decode_batch, list(blobs), self.spec.input_size, self.spec.channels, 0, 0.0)
+            return await asyncio.to_thread(
+                decode_batch, list(blobs), self.spec.input_size, self.spec.channels, 0, 0.0, DEFAULT_MAX_PIXELS, measure)
         results, _ = await loop.run_in_executor(
-            pool, decode_batch_timed, list(blobs), self.spec.input_size, self.spec.channels, 0, 0.0
+            pool, decode_batch_timed, list(blobs), self.spec.input_size, self.spec.channels, 0, 0.0, DEFAULT_MAX_PIXELS,
+            measure,
         )
         return results
 

@@ -12,7 +12,10 @@ Four stages connected by bounded queues, so memory stays flat for any library si
   on a hit; refs stored by reference get their sha256 from the fetched bytes and are looked up
   then, per decode chunk;
 * identical content (same sha256) in flight is fetched, decoded and embedded once;
-* fetch failures and quality-gate failures skip the identifier with a reason;
+* fetch failures and quality-gate failures skip the identifier with a reason; the gates also hold for vectors
+  that come from the cache or from storage: they read the content's measures (``ctx.content_measures``, what a
+  decode recorded through ``ctx.store_content_measures``), and an identifier whose measures are not known is
+  fetched and decoded as if it had no vector;
 * cancelling the coroutine cancels every stage; decode work not yet started in the pool is
   cancelled with it (the asyncio future chained to it cancels the pool future).
 """
@@ -32,7 +35,7 @@ import numpy as np
 from aiolimiter import AsyncLimiter
 
 from engines.backbone import BackboneSpec
-from engines.decode import decode_batch_timed
+from engines.decode import DEFAULT_MAX_PIXELS, decode_batch_timed, gate
 from engines.embedded import EmbeddedLibrary, RowBuffer, Skipped
 from engines.interface import FetchError, IdentifierRef, TrainingContext
 from engines.runtime import Runner
@@ -46,6 +49,7 @@ DECODE_IN_FLIGHT = 8  # chunks submitted to the pool at once
 PAGES_AHEAD = 2  # library pages read before they are needed
 STORES_IN_FLIGHT = 2  # embedding-cache writes running beside inference
 PERSIST_BATCH = 512  # vectors handed to ctx.store_identifier_embeddings at once
+MEASURES_BATCH = 512  # content measures handed to ctx.store_content_measures at once
 _END = object()
 # A picklable function of a chunk of blobs, run in the decode pool (see embed_library).
 Decoder = Callable[[list[bytes]], tuple[list[tuple[Any, ...]], float]]
@@ -91,6 +95,12 @@ class _Run:
         self.stored_lookup = getattr(ctx, "stored_embedding", None) if same else None
         self.persist = getattr(ctx, "store_identifier_embeddings", None) if same else None
         self.to_persist: dict[str, np.ndarray] = {}
+        # The quality gates on vectors not decoded here (cache or stored): only the plain decoder's gates, whose
+        # measures are recorded per content; a custom decoder gates (and embeds) something else.
+        self.gated = decoder is None and (min_size > 0 or sharpness_threshold > 0)
+        self.measures_of = getattr(ctx, "content_measures", None)
+        self.keep_measures = getattr(ctx, "store_content_measures", None) if decoder is None else None
+        self.to_measure: dict[str, tuple[int, int, float | None]] = {}
         self.stored = 0
         self.page_size, self.batch_size = page_size, batch_size
         self.fetch_concurrency = fetch_concurrency
@@ -121,6 +131,7 @@ class _Run:
         except BaseExceptionGroup as group:
             raise _first_error(group) from None
         await self._flush_persist()
+        await self._flush_measures()
         vectors, refs = self.rows.in_paging_order()
         self.timings["total"] = time.perf_counter() - started
         skipped = [s for _, s in sorted(self.skipped, key=lambda pair: pair[0])]
@@ -176,17 +187,19 @@ class _Run:
             self.page_left[page_no] = len(items)
             lookup = sorted({i.sha for i in items if i.sha and i.sha not in self.pending})
             hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup and self.use_cache else {}
+            measures = await self._measures([i.sha for i in items if i.sha])
             for item in items:
                 vector = self.stored_lookup(item.ref) if self.stored_lookup is not None else None
-                if vector is not None:
-                    self.cached += 1
-                    self.stored += 1
-                    await self._complete(item, vector=vector, persist=False)
+                known, skip = self._gate(item.sha, measures)
+                if vector is not None and known:
+                    self.cached += skip is None
+                    self.stored += skip is None
+                    await self._complete(item, vector=vector, skip=skip, persist=False)
                 elif item.sha is not None and item.sha in self.pending:
                     self.pending[item.sha].append(item)
-                elif item.sha is not None and item.sha in hits:
-                    self.cached += 1
-                    await self._complete(item, vector=hits[item.sha])
+                elif item.sha is not None and item.sha in hits and known:
+                    self.cached += skip is None
+                    await self._complete(item, vector=hits[item.sha], skip=skip)
                 else:
                     if item.sha is not None:
                         self.pending[item.sha] = [item]
@@ -250,11 +263,13 @@ class _Run:
         try:
             late = [i.sha for i in chunk if i.late]
             hits = await self.ctx.cached_embeddings(self.spec.digest, late) if late and self.use_cache else {}
+            measures = await self._measures([i.sha for i in chunk if i.late and i.sha in hits])
             todo = []
             for item in chunk:
-                if item.late and item.sha in hits:
-                    self.cached += 1
-                    await self._complete(item, vector=hits[item.sha])
+                known, skip = self._gate(item.sha, measures)
+                if item.late and item.sha in hits and known:
+                    self.cached += skip is None
+                    await self._complete(item, vector=hits[item.sha], skip=skip)
                 else:
                     todo.append(item)
             if not todo:
@@ -274,16 +289,24 @@ class _Run:
                     self.spec.channels,
                     self.min_size,
                     self.sharpness_threshold,
+                    DEFAULT_MAX_PIXELS,
+                    True,  # measure: the sizes and sharpness are kept per content (see _gate)
                 )
             self.timings["decode"] += seconds
             for item, result in zip(todo, results, strict=True):
                 array, skip = result[0], result[1]
-                item.extra = result[2] if len(result) > 2 else None
+                if self.decoder is not None:
+                    item.extra = result[2] if len(result) > 2 else None
+                elif result[2] is not None and item.sha is not None:
+                    m = result[2]
+                    self.to_measure[item.sha] = (m["width"], m["height"], m["sharpness"])
                 if skip is not None:
                     await self._complete(item, skip=(skip["reason"], skip.get("detail", "")))
                 else:
                     item.array = array
                     await self.infer_q.put(item)
+            if len(self.to_measure) >= MEASURES_BATCH:
+                await self._flush_measures()
         finally:
             slots.release()
 
@@ -339,12 +362,12 @@ class _Run:
         for member in members:
             if item.extra is not None:
                 self.extras[member.ref.identifier_id] = item.extra
-            if vector is not None:
+            if vector is not None and skip is None:
                 self.rows.add(member.seq, member.ref, np.asarray(vector, np.float32).reshape(-1))
                 if persist and self.persist is not None:
                     self.to_persist[member.ref.identifier_id] = vector
             else:
-                assert skip is not None
+                assert skip is not None  # a vector from the cache or storage that the gates now refuse
                 self.skipped.append((member.seq, Skipped(member.ref, skip[0], skip[1])))
             self.done += 1
             self.page_left[member.page] -= 1
@@ -355,6 +378,32 @@ class _Run:
             await self._flush_persist()
         if finished_pages:
             await self._report()
+
+    async def _measures(self, shas: list[str]) -> dict[str, tuple[int, int, float | None]]:
+        """The recorded measures of some contents, when the gates need them."""
+        if not self.gated or self.measures_of is None or not shas:
+            return {}
+        return await self.measures_of(sorted(set(shas)))
+
+    def _gate(self, sha: str | None, measures: Mapping[str, tuple[int, int, float | None]]) -> tuple[bool, tuple[str, str] | None]:
+        """(whether the gates can be decided without the bytes, the skip they give): with no gate, trivially."""
+        if not self.gated:
+            return True, None
+        found = measures.get(sha) if sha is not None else None
+        if found is None:
+            return False, None
+        width, height, sharp = found
+        skip = gate(width, height, None, self.min_size, 0.0)  # the size decides alone when it is too small
+        if skip is None and self.sharpness_threshold > 0:
+            if sharp is None:
+                return False, None  # measured by a run without a sharpness gate
+            skip = gate(width, height, sharp, self.min_size, self.sharpness_threshold)
+        return True, (skip["reason"], skip["detail"]) if skip is not None else None
+
+    async def _flush_measures(self) -> None:
+        if self.to_measure and self.keep_measures is not None:
+            batch, self.to_measure = self.to_measure, {}
+            await self.keep_measures(batch)
 
     async def _flush_persist(self) -> None:
         if self.to_persist and self.persist is not None:

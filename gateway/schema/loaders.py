@@ -162,6 +162,12 @@ class Loaders:
 
             return await library_insights.insights(res, ctx.principal, ids)
 
+        async def library_issues(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
+            from gateway.services import library_insights
+
+            # Apart from library_insight: only Library.issues pays for the near-duplicate scan, not counts.
+            return await library_insights.insights(res, ctx.principal, ids, near_duplicates=True)
+
         async def library_previews(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
             from gateway.services.library_insights import PREVIEW_COUNT
 
@@ -195,6 +201,7 @@ class Loaders:
         self.job_summary = DataLoader(_grouped(job_summaries, none, same))
         self.job_output_model = DataLoader(_grouped(job_output_models, none, same))
         self.library_insight = DataLoader(_grouped(library_insights, none, same))
+        self.library_issues = DataLoader(_grouped(library_issues, none, same))
         self.library_preview = DataLoader(_grouped(library_previews, none, same))
         self.identifier_suggestions = DataLoader(_grouped(identifier_suggestions, none, same))
         self.identifier_embeddings = DataLoader(_grouped(identifier_embeddings, none, same))

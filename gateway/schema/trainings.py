@@ -207,14 +207,20 @@ class JobTrainingFields:
 class LibraryCounts:
     entities: int
     active_entities: int = strawberry.field(description="Entities with at least one identifier.")
-    identifiers: int
-    usable_identifiers: int = strawberry.field(description="Identifiers the last complete training did not skip.")
+    identifiers: int = strawberry.field(description="Every identifier of the library, unassigned ones (no entity) included.")
+    usable_identifiers: int = strawberry.field(description=(
+        "Identifiers a training uses: those with an entity (unassigned ones are never trained on), less those the "
+        "last complete training skipped."))
 
 
 @strawberry.type
 class LibraryIssueReason:
-    kind: str = strawberry.field(description="training-failed, too-few-identifiers, duplicate, or a quality gate's reason.")
-    severity: str = strawberry.field(description="error or warning")
+    kind: str = strawberry.field(description=(
+        "training-failed, too-few-identifiers, duplicate (identical bytes, or a stored vector near-identical to one "
+        "under another entity), duplicate-check-skipped, or a quality gate's reason."))
+    severity: str = strawberry.field(description=(
+        "error, warning, or info (a check that could not run, e.g. the near-duplicate scan of a library over its "
+        "vector limit; info sets neither hasError nor hasWarning)"))
     message: str
     identifier_id: Optional[strawberry.ID]
     entity_id: Optional[strawberry.ID]
@@ -250,7 +256,7 @@ class LibraryInsightFields:
 
     @strawberry.field
     async def issues(self, info: Info) -> LibraryIssues:
-        insight = await info.context.loaders.library_insight.load(self._row.id)
+        insight = await info.context.loaders.library_issues.load(self._row.id)
         return LibraryIssues(
             has_error=insight.has_error,
             has_warning=insight.has_warning,

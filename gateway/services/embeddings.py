@@ -443,10 +443,22 @@ async def duplicates(
     return [DuplicatePair(rows[a], rows[b], score, reason) for (a, b), (score, reason) in ordered if a in rows and b in rows]
 
 
-def _near_pairs(matrix: np.ndarray, entities: list[UUID], threshold: float, limit: int) -> list[tuple[int, int, float]]:
-    """(i, j, cosine) with i < j, different entities, cosine ≥ threshold; blockwise, so memory is [B, N]."""
-    if matrix.shape[0] < 2:
+def _near_pairs(
+    matrix: np.ndarray, entities: list[UUID | None], threshold: float, limit: int,
+) -> list[tuple[int, int, float]]:
+    """(i, j, cosine) with i < j, different entities, cosine ≥ threshold; blockwise, so memory is [B, N].
+
+    Unassigned identifiers (no entity, #14) are left out: a picture not labelled yet is no labelling error (as
+    for identical bytes, whose SQL compares entities and so never pairs a NULL one).
+    """
+    keep = np.flatnonzero(np.asarray([e is not None for e in entities], dtype=bool))
+    if keep.size < 2:
         return []
+    found = _assigned_pairs(matrix[keep], [entities[i] for i in keep], threshold, limit)
+    return [(int(keep[i]), int(keep[j]), score) for i, j, score in found]
+
+
+def _assigned_pairs(matrix: np.ndarray, entities: list[Any], threshold: float, limit: int) -> list[tuple[int, int, float]]:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     unit = matrix / np.maximum(norms, 1e-12)
     labels = np.unique(np.asarray([e.int for e in entities], dtype=object), return_inverse=True)[1]

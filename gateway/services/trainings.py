@@ -210,7 +210,7 @@ async def views(res: Any, principal: Principal, jobs: list[Job]) -> list[Trainin
         previews: dict[UUID, list[Any]] = {lid: [] for lid in library_ids}
         for record in await q.preview_identifiers(conn, principal.org_id, library_ids, PREVIEW_COUNT):
             previews[record["library_id"]].append(Identifier.of(record))
-    found = await insights(res, principal, library_ids) if library_ids else {}
+    found = await insights(res, principal, library_ids, near_duplicates=True) if library_ids else {}
     out = []
     for job in jobs:
         model = models.get(job.id)

@@ -27,6 +27,7 @@ from gateway.services import engine_backbones, models
 from gateway.services.identifier_filter import IdentifierSelection
 from gateway.services.remote_files import FetchRefused, fetch_bytes
 from storage.blobs import BlobTooLarge
+from storage.queries import content_measures as measures_q
 from storage.queries import embeddings as cache_q
 from storage.queries import models as model_q
 from storage.queries import vectors as q
@@ -167,9 +168,10 @@ class EmbeddingIngest:
             todo = [r for r in live if r["identifier_id"] not in cached]
             blobs = await self._fetch_all(todo, failures)
             fetched = [r for r in todo if r["identifier_id"] in blobs]
-            decoded = await emb.decode([blobs[r["identifier_id"]] for r in fetched], self.decode_pool)
+            decoded = await emb.decode([blobs[r["identifier_id"]] for r in fetched], self.decode_pool, measure=True)
+            await self._store_measures(fetched, [m for _, _, m in decoded])
             ready, images = [], []
-            for r, (array, skip) in zip(fetched, decoded, strict=True):
+            for r, (array, skip, _) in zip(fetched, decoded, strict=True):
                 if skip is not None:
                     failures[r["identifier_id"]] = f"{skip['reason']}: {skip.get('detail', '')}"[:500]
                 else:
@@ -200,6 +202,16 @@ class EmbeddingIngest:
                     if r["content_sha256"] in hits:
                         found[r["identifier_id"]] = np.frombuffer(hits[r["content_sha256"]], dtype=np.float32)
         return {i: v for i, v in found.items() if v.size == emb.dimension}
+
+    async def _store_measures(self, rows: list[Any], measures: list[Any]) -> None:
+        """Each decoded content's size, so a training's minSize gate can judge its stored vector without the bytes."""
+        by_org: dict[UUID, dict[str, tuple[int, int, float | None]]] = {}
+        for r, m in zip(rows, measures, strict=True):
+            if m is not None and r["content_sha256"]:
+                by_org.setdefault(r["org_id"], {})[r["content_sha256"]] = (m["width"], m["height"], m["sharpness"])
+        async with self.res.pool.acquire() as conn:
+            for org, found in by_org.items():
+                await measures_q.put_many(conn, org, found)
 
     async def _store_cache(self, emb: Embedder, rows: list[Any], vectors: np.ndarray) -> None:
         by_org: dict[UUID, dict[str, bytes]] = {}

@@ -260,6 +260,7 @@ class LabelingTask:
         rows = await self._selection()
         n_clusters = p.get("nClusters")
         feature = p.get("feature") or "embedding"
+        counts: dict[str, int] = {}
         if feature == "embedding":
             model = await engine_backbones.embedding_model(
                 self.res, self.task.org_id, {"modelId": p.get("modelId") or ""}, p["identifierTypeIds"],
@@ -267,7 +268,7 @@ class LabelingTask:
             )
             ids, x = await embeddings_for(
                 self.res, self.task.org_id, rows, model, self.run_.worker.decode_pool,
-                on_progress=lambda f, m: self._progress(0.8 * f, m),
+                on_progress=lambda f, m: self._progress(0.8 * f, m), counts=counts,
             )
             model_name = model.ref if model is not None else engine_backbones.PIXEL_PROJECTION
         else:
@@ -287,7 +288,7 @@ class LabelingTask:
         async def write(conn: Any) -> dict[str, Any]:
             await suggestion_q.insert_groups(conn, self.task.org_id, self.task.job_id, library_id, groups, members)
             return {"selected": len(rows), "grouped": len(ids), "skipped": len(rows) - len(ids), "groups": len(groups),
-                    "feature": feature, "model": model_name}
+                    "feature": feature, "model": model_name, **counts}
 
         await self._commit(write)
 

@@ -17,6 +17,7 @@ import numpy as np
 from engines.interface import EmbeddingModel, FetchError, IdentifierRef
 from engines.model_backbone import backbone_digest
 from gateway.services.remote_files import FetchRefused, fetch_bytes
+from storage.queries import content_measures as measures_q
 from storage.queries import embeddings as embedding_q
 from storage.queries import identifiers as identifier_q
 from storage.queries import vectors as vector_q
@@ -186,6 +187,15 @@ class WorkerTrainingContext:
         packed = {h: np.asarray(v, dtype=np.float32).tobytes() for h, v in vectors.items()}
         async with self._res.pool.acquire() as conn:
             await embedding_q.put_many(conn, self._org_id, backbone_digest, packed)
+
+    async def content_measures(self, sha256s: Sequence[str]) -> dict[str, tuple[int, int, float | None]]:
+        """The quality gates' measures of contents decoded before (engines.pipeline gates cached vectors with them)."""
+        async with self._res.pool.acquire() as conn:
+            return await measures_q.get_many(conn, self._org_id, sha256s)
+
+    async def store_content_measures(self, measures: Mapping[str, tuple[int, int, float | None]]) -> None:
+        async with self._res.pool.acquire() as conn:
+            await measures_q.put_many(conn, self._org_id, measures)
 
     def count_inference(self, n: int) -> None:
         self.inferences += int(n)

@@ -61,11 +61,12 @@ WHERE org_id = $1 AND id = $2 RETURNING *"""
 BY_ALIAS = """SELECT * FROM library_engine_models
 WHERE org_id = $1 AND library_id = $2 AND engine_id = $3 AND $4 = ANY(aliases)"""
 
-LIBRARY_COUNTS = """-- entities, entities with identifiers, identifiers, per library
+LIBRARY_COUNTS = """-- entities, entities with identifiers, identifiers (assigned or not), assigned identifiers, per library
 SELECT l.id,
        (SELECT count(*) FROM entities e WHERE e.library_id = l.id) AS entities,
        (SELECT count(DISTINCT i.entity_id) FROM entity_identifiers i WHERE i.library_id = l.id) AS active_entities,
-       (SELECT count(*) FROM entity_identifiers i WHERE i.library_id = l.id) AS identifiers
+       (SELECT count(*) FROM entity_identifiers i WHERE i.library_id = l.id) AS identifiers,
+       (SELECT count(*) FROM entity_identifiers i WHERE i.library_id = l.id AND i.entity_id IS NOT NULL) AS assigned
 FROM libraries l WHERE l.org_id = $1 AND l.id = ANY($2::uuid[])"""
 
 LAST_TRAININGS = """-- each library's last finished training: the newest model that completed or failed (by creation: a

@@ -5,6 +5,7 @@ tests/worker/test_embedding_ingest.py."""
 from __future__ import annotations
 
 import io
+import uuid
 from typing import Any
 
 import numpy as np
@@ -275,6 +276,95 @@ def test_duplicates_are_identical_bytes_or_near_identical_vectors_under_differen
     pairs = {frozenset((d["first"]["id"], d["second"]["id"])): d["reason"] for d in found}
     assert pairs == {frozenset((a1, b1)): "same-content", frozenset((a2, b2)): "near-identical"}, found
     assert a3 not in {i for p in pairs for i in p}
+
+
+ISSUES = "query($l: ID!) { library(id: $l) { issues { hasError hasWarning reasons { kind severity identifierId detail } } } }"
+
+
+def test_near_identical_images_under_two_entities_are_a_library_issue(vec_org: Org) -> None:
+    library = create_library(vec_org, "near-dups")
+    alice, bob = vec_org.create_entity(library, "alice"), vec_org.create_entity(library, "bob")
+    original = png(40)
+    touched = Image.open(io.BytesIO(original)).copy()
+    touched.putpixel((0, 0), (0, 0, 0))  # one pixel apart: not byte-identical
+    out = io.BytesIO()
+    touched.save(out, "PNG")
+    assert out.getvalue() != original
+    names = ["n-a1.png", "n-a2.png", "n-b1.png", "n-b2.png"]
+    datas = [original, png(41), out.getvalue(), png(42)]
+    ids = [upload(vec_org, entity, data, name).ok()["createEntityIdentifier"]["id"]
+           for entity, data, name in zip([alice, alice, bob, bob], datas, names, strict=True)]
+    before = vec_org.client.query(ISSUES, l=library).ok()["library"]["issues"]
+    assert before["hasWarning"] is False and before["reasons"] == [], before  # two per entity, nothing alike yet
+
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=DIM)
+    vectors = np.stack([base, rng.normal(size=DIM), base + 0.01 * rng.normal(size=DIM), rng.normal(size=DIM)])
+    vec_org.client.query(INSERT, m="vec-net", d=[DIM], e=records(names, vectors.astype(np.float32)), l=library).ok()
+    issues = vec_org.client.query(ISSUES, l=library).ok()["library"]["issues"]
+    assert issues["hasWarning"] is True and issues["hasError"] is False
+    duplicates = {r["identifierId"]: r for r in issues["reasons"] if r["kind"] == "duplicate"}
+    assert set(duplicates) == {ids[0], ids[2]}, issues
+    assert "near-identical" in duplicates[ids[0]]["detail"] and ids[2] in duplicates[ids[0]]["detail"]
+
+
+def test_a_library_over_the_scan_limit_still_answers_its_issues_and_says_why(
+    vec_org: Org, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.services import embeddings, library_insights
+    from gateway.services.principal import Principal
+    from tests.engines.registered import with_resources
+
+    library = create_library(vec_org, "too-many")
+    alice, bob = vec_org.create_entity(library, "alice"), vec_org.create_entity(library, "bob")
+    names = ["t-a1.png", "t-a2.png", "t-b1.png", "t-b2.png"]
+    ids = [upload(vec_org, entity, data, name).ok()["createEntityIdentifier"]["id"]
+           for entity, data, name in zip([alice, alice, bob, bob], [png(50), png(51), png(50), png(52)], names, strict=True)]
+    vec_org.client.query(INSERT, m="vec-net", d=[DIM], e=records(names, np.random.default_rng(9).normal(size=(4, DIM)).astype(np.float32)),
+                         l=library).ok()
+    monkeypatch.setattr(embeddings, "MAX_DUPLICATE_SCAN", 3)  # this process's services, below the library's 4 vectors
+    principal = Principal(org_id=vec_org.id, scope="read")
+    found = with_resources(vec_org.stack, lambda res: library_insights.insights(
+        res, principal, [uuid.UUID(library)], near_duplicates=True))[uuid.UUID(library)]
+    kinds = {(r["kind"], r["severity"], r["identifierId"]) for r in found.reasons}
+    # The byte copy (a1 = b1) is still reported; the near-duplicate scan says it was skipped, and why.
+    assert {("duplicate", "warning", ids[0]), ("duplicate", "warning", ids[2])} <= kinds
+    (skipped,) = [r for r in found.reasons if r["kind"] == "duplicate-check-skipped"]
+    assert skipped["severity"] == "info" and "at most 3 vectors" in skipped["message"] and "has 4" in skipped["message"]
+    assert found.has_warning is True
+
+
+def test_unassigned_identifiers_in_counts_duplicates_and_issues(vec_org: Org) -> None:
+    library = create_library(vec_org, "with-unassigned")
+    alice, bob = vec_org.create_entity(library, "alice"), vec_org.create_entity(library, "bob")
+    names = ["w-a1.png", "w-a2.png", "w-b1.png", "w-b2.png"]
+    assigned = [upload(vec_org, entity, png(60 + n), name).ok()["createEntityIdentifier"]["id"]
+                for n, (entity, name) in enumerate(zip([alice, alice, bob, bob], names, strict=True))]
+    loose = [vec_org.client.upload_form(
+        'mutation($l: ID!, $u: String) { createEntityIdentifier(input: {libraryId: $l, identifierTypeId: "image", '
+        "uniqueName: $u}) { id entityId } }", data, "image/png", filename=name, variables={"l": library, "u": name},
+    ).ok()["createEntityIdentifier"] for data, name in [(png(60), "w-u1.png"), (png(70), "w-u2.png")]]
+    assert [u["entityId"] for u in loose] == [None, None]
+    rng = np.random.default_rng(12)
+    vectors = rng.normal(size=(6, DIM))
+    vectors[5] = vectors[2] + 0.001 * rng.normal(size=DIM)  # the second unassigned one looks just like b1
+    vec_org.client.query(INSERT, m="vec-net", d=[DIM], e=records(names + ["w-u1.png", "w-u2.png"], vectors.astype(np.float32)),
+                         l=library).ok()
+
+    # No entity, no labelling error: neither the byte copy (u1 = a1) nor the near copy (u2 ≈ b1) is a pair.
+    found = vec_org.client.query(
+        "query($l: ID!) { library(id: $l) { duplicateIdentifiers { reason first { id } second { id } } } }", l=library,
+    ).ok()["library"]["duplicateIdentifiers"]
+    assert found == []
+    shown = vec_org.client.query(
+        "query($l: ID!) { library(id: $l) { counts { entities activeEntities identifiers usableIdentifiers } "
+        "issues { hasWarning reasons { kind identifierId entityId } } } }", l=library,
+    ).ok()["library"]
+    # identifiers counts every one; usable ones are those a training would take (assigned, none skipped yet).
+    assert shown["counts"] == {"entities": 2, "activeEntities": 2, "identifiers": 6, "usableIdentifiers": 4}
+    # The same bytes twice in one library is still worth a look; the unassigned copy has no entity (not "None").
+    copies = {r["identifierId"]: r["entityId"] for r in shown["issues"]["reasons"] if r["kind"] == "duplicate"}
+    assert copies == {assigned[0]: alice, loose[0]["id"]: None}, shown["issues"]
 
 
 # -- tenancy ---------------------------------------------------------------------------------------

@@ -71,6 +71,10 @@ def test_a_rest_training_runs_to_completion_in_the_seeds_shape(rest_org: Org, wo
     entities = [org.create_entity(library_id, f"digit-{d}") for d in (3, 4)]
     images = {d: [e.data for e in digit_library.train if e.entity_id == f"digit-{d}"][:6] for d in (3, 4)}
     api.add_identifiers(org, [(entities[i], x) for i, d in enumerate((3, 4)) for x in images[d]] + [(entities[0], images[3][0])])
+    # One unassigned identifier (#14): an image of the dataset, not one a training uses.
+    org.client.upload_form('mutation($l: ID!) { createEntityIdentifier(input: {libraryId: $l, identifierTypeId: "image"}) { id } }',
+                           api.png(28, 4242), "image/png", filename="u.png",
+                           variables={"l": library_id}).ok()
     body = {"source_dataset_id": library_id, "output_model_name": "My Model",
             "output_model_description": "This is a model which training was started via Postman",
             "output_model_changelog": "initial training", "config": {"min_face_size": 80, "sharpness_threshold": 40}}
@@ -113,7 +117,8 @@ def test_a_rest_training_runs_to_completion_in_the_seeds_shape(rest_org: Org, wo
         dataset = done["source_dataset"]
         assert (dataset["id"], dataset["name"], dataset["type"], dataset["version"]) == (library_id, "Test", "image", 0.0)  # never published
         assert (dataset["number_of_classes"], dataset["number_of_active_classes"]) == (2, 2)
-        assert (dataset["number_of_images"], dataset["number_of_active_images"]) == (13, 13)
+        # number_of_images counts every image, the unassigned one too; active ones are those trained on.
+        assert (dataset["number_of_images"], dataset["number_of_active_images"]) == (14, 13)
         assert len(dataset["preview_images"]) == 5 and all(u.startswith("http") for u in dataset["preview_images"])
         assert dataset["issues"] == {"has_error": False, "has_warning": True}  # the duplicate
         assert dataset["evaluation_state"] == 1
