@@ -92,8 +92,12 @@ REST_ROUTES = {
     "start training": ("POST", "/v1/trainings/", {"source_dataset_id": "{L}"}),
     "get training": ("GET", "/v1/trainings/{J}", None),
     "delete training": ("DELETE", "/v1/trainings/{J}", None),
+    # Seed 004's intelligent tasks: {P} is the caller's own project (organization) id, so another organization
+    # asks with its own project for the first one's dataset and task.
+    "start labeling task": ("POST", "/v2/{P}/datasets/{L}/tasks", {"task_type": "pre-label", "model_id": "{M}"}),
+    "get labeling task": ("GET", "/v2/{P}/datasets/{L}/tasks/{LJ}", None),
 }
-REST_WRITES = {"start training", "delete training"}
+REST_WRITES = {"start training", "delete training", "start labeling task"}
 REST_NO_FOREIGN_ID = {"list trainings"}
 # Fields that take none of the first organization's IDs: no tenancy question to ask of them.
 NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
@@ -132,9 +136,11 @@ def first_org_ids(org, stack) -> dict[str, str]:
     ).ok()["createLibraryType"]["id"]
     identifier_id = entity_id["identifiers"]["records"][0]["id"]
     suggestion_id, group_id = _labeling_rows(stack, org, library_id, job_id, identifier_id, entity_id["id"])
+    labeling_job = _labeling_job(stack, org, library_id)
     return {"L": library_id, "E": entity_id["id"], "I": identifier_id, "M": model_id,
             "J": job_id, "T": task_id, "IT": identifier_type, "LT": library_type,
-            "N": _registered_model(org), "K": token_id, "S": suggestion_id, "G": group_id}
+            "N": _registered_model(org), "K": token_id, "S": suggestion_id, "G": group_id,
+            "LJ": labeling_job, "P": str(org.id)}
 
 
 def _labeling_rows(stack, org, library_id: str, job_id: str, identifier_id: str, entity_id: str) -> tuple[str, str]:
@@ -153,6 +159,18 @@ def _labeling_rows(stack, org, library_id: str, job_id: str, identifier_id: str,
     stack.db.execute("INSERT INTO identifier_group_members (group_id, identifier_id, distance) VALUES ($1, $2, 0)", group, iid)
     return str(suggestion), str(group)
 
+
+
+def _labeling_job(stack, org, library_id: str) -> str:
+    """A queued auto-grouping job with its one task, as autoGroup leaves it (written directly, like the rows above)."""
+    job, task = uuid.uuid4(), uuid.uuid4()
+    stack.db.execute("INSERT INTO jobs (id, org_id, status, library_id) VALUES ($1, $2, 'queued', $3)",
+                     job, org.id, uuid.UUID(library_id))
+    stack.db.execute(
+        "INSERT INTO tasks (id, org_id, job_id, engine_id, status, payload) "
+        "VALUES ($1, $2, $3, 'engineshed-labeling', 'queued', '{\"mode\": \"auto-group\"}'::jsonb)", task, org.id, job,
+    )
+    return str(job)
 
 
 def _registered_model(org) -> str:
@@ -247,6 +265,12 @@ def test_another_organization_gets_not_found_for_the_first_ones_ids_exactly_as_f
     assert org.client.query(look).ok() == before
 
 
+def _code(response: httpx.Response) -> str:
+    """The error code in either REST error shape: /v1's {"error": {"code"}} or seed 004's {"error_code"}."""
+    body = response.json()
+    return body["error"]["code"] if "error" in body else body["error_code"]
+
+
 def _rest(http: httpx.Client, url: str, route: tuple, ids: dict[str, str]) -> httpx.Response:
     method, path, body = route
     body = None if body is None else {k: _doc(v, ids) for k, v in body.items()}
@@ -260,7 +284,7 @@ def test_every_rest_route_without_a_valid_token_is_401(gateway, first_org_ids, t
         for name, route in REST_ROUTES.items():
             response = _rest(http, gateway.url, route, first_org_ids)
             assert response.status_code == 401, (name, response.text)
-            assert response.json()["error"]["code"] == "authentication_error", (name, response.text)
+            assert _code(response) == "authentication_error", (name, response.text)
             assert_clean(response.text)
 
 
@@ -271,7 +295,7 @@ def test_a_read_token_may_read_every_rest_route_and_write_none(org, first_org_id
             response = _rest(http, org.gateway.url, route, first_org_ids)
             assert_clean(response.text)
             if name in REST_WRITES:
-                assert (response.status_code, response.json()["error"]["code"]) == (403, "not_allowed"), (name, response.text)
+                assert (response.status_code, _code(response)) == (403, "not_allowed"), (name, response.text)
             else:
                 assert response.status_code == 200, (name, response.text)
     assert _counts(stack, org) == counts_before
@@ -279,12 +303,15 @@ def test_a_read_token_may_read_every_rest_route_and_write_none(org, first_org_id
 
 def test_another_organization_gets_404_on_rest_routes_exactly_as_for_made_up_ids(org, other_org, first_org_ids, stack):
     made_up = {key: str(uuid.uuid4()) for key in first_org_ids}
+    # The other organization names its own project (the first one's would be refused before any ID is read).
+    theirs = {**first_org_ids, "P": str(other_org.id)}
+    made_up["P"] = str(other_org.id)
     counts_before = _counts(stack, org)
     with httpx.Client(headers={"Authorization": f"Bearer {other_org.token}"}, timeout=30) as http:
         for name, route in REST_ROUTES.items():
             if name in REST_NO_FOREIGN_ID:
                 continue
-            real = _rest(http, org.gateway.url, route, first_org_ids)
+            real = _rest(http, org.gateway.url, route, theirs)
             fake = _rest(http, org.gateway.url, route, made_up)
             assert_clean(real.text)
             assert (real.status_code, real.json()) == (fake.status_code, fake.json()), (name, real.text, fake.text)
