@@ -146,13 +146,18 @@ async def register_system_model(
     """Register a model every organization sees (``engineshed models pull``). The same checks as an upload,
     then the trial inference inline (in a bounded child process of the caller: a CLI or a worker, never
     the gateway); nothing is stored unless both pass. The same bytes under the same name return the
-    version that holds them."""
+    version that holds them, with any of ``aliases`` the model lacks pointed at it."""
     name = check_name(name)
     application = check_application(application)
     aliases = [check_alias(a) for a in aliases]
     package = await _checked(model_bytes, f"{name}.onnx", application, manifest, _limits(res))
     async with res.pool.acquire() as conn:
         existing = await q.version_with_bytes(conn, None, name, package.sha256)
+        if existing is not None and aliases:
+            # A pull of bytes already registered gives back any catalogue alias the model has lost (its
+            # `default` deleted, say), so a system model always has one; an alias moved elsewhere stays there.
+            await q.add_missing_aliases(conn, existing.id, aliases)
+            existing = await q.version_with_bytes(conn, None, name, package.sha256)
     if existing is not None:
         return existing
     trial = await model_trials.run_trial(res.settings, package.onnx_bytes, package.manifest, application)

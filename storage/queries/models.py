@@ -75,6 +75,10 @@ ORDERS = {
 SET_ALIAS = """INSERT INTO model_aliases (model_id, alias, version_id) VALUES ($1, $2, $3)
 ON CONFLICT (model_id, alias) DO UPDATE SET version_id = EXCLUDED.version_id"""
 ALIASES_OF_MODEL = "SELECT alias, version_id FROM model_aliases WHERE model_id = $1"
+ADD_MISSING_ALIASES = """-- each alias the version's model does not have yet points at the version; an alias the model has stays
+INSERT INTO model_aliases (model_id, alias, version_id)
+SELECT v.model_id, a, v.id FROM model_versions v, unnest($2::text[]) AS a WHERE v.id = $1
+ON CONFLICT (model_id, alias) DO NOTHING"""
 
 BLOB_BY_SHA = "SELECT * FROM model_blobs WHERE sha256 = $1"
 INSERT_BLOB = """INSERT INTO model_blobs (sha256, blob_key, size_bytes) VALUES ($1, $2, $3)
@@ -164,6 +168,10 @@ async def version_page(
 
 async def set_alias(conn: asyncpg.Connection, model_id: UUID, alias: str, version_id: UUID) -> None:
     await conn.execute(SET_ALIAS, model_id, alias, version_id)
+
+
+async def add_missing_aliases(conn: asyncpg.Connection, version_id: UUID, aliases: list[str]) -> None:
+    await conn.execute(ADD_MISSING_ALIASES, version_id, aliases)
 
 
 async def aliases_of_model(conn: asyncpg.Connection, model_id: UUID) -> dict[str, UUID]:

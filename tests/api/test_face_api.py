@@ -41,10 +41,7 @@ def cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def system_models(stack: Stack, cache: Path) -> Iterator[dict[str, Any]]:
     pulled = {name: face_fixtures.pulled(cache, name) for name in ("face-detector", "face-embedding")}
-    versions = {
-        name: registered.register_system(stack, name, application, pulled[name].model_bytes, pulled[name].manifest)
-        for name, application in (("face-detector", "auto_annotation"), ("face-embedding", "embedding"))
-    }
+    versions = {name: registered.register_pulled(stack, model) for name, model in pulled.items()}
     yield {"versions": versions, "detector": pulled["face-detector"].model_bytes}
     for name in versions:  # later modules of the session expect no face defaults
         registered.drop_system_default(stack, name)

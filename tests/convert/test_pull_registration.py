@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,29 @@ def test_each_pulled_model_registers_once_and_becomes_the_default(stack, model_c
     assert got["missing"] == []
     assert got["face"].name == "face-embedding" and got["image"].name == "image-embedding"
     assert got["speaker"].name == "speaker-embedding" and got["speaker-embedding"].dimension == 256
+
+
+def test_a_pull_gives_back_a_lost_default_and_leaves_a_moved_alias_alone(stack, model_cache: Path, package_files) -> None:
+    pulled = asyncio.run(model_pull.prepare(model_pull.CATALOGUE["image-embedding"], model_cache))
+    first = with_resources(stack, lambda res: model_pull.register(res, pulled))
+    stack.db.fetch("DELETE FROM model_aliases WHERE version_id = $1 AND alias = 'default'", first.id)
+    again = with_resources(stack, lambda res: model_pull.register(res, pulled))
+    assert again.id == first.id and "default" in again.aliases  # a system model always has a default
+
+    # An alias that points at another version of the model is not taken back by a pull.
+    other = uuid.uuid4()
+    stack.db.execute(
+        "INSERT INTO model_versions (id, model_id, org_id, version, status, sha256, size_bytes, manifest) "
+        "SELECT $1, model_id, NULL, 99, 'ready', sha256, size_bytes, manifest FROM model_versions WHERE id = $2",
+        other, first.id,
+    )
+    stack.db.execute("UPDATE model_aliases SET version_id = $1 WHERE version_id = $2 AND alias = 'default'", other, first.id)
+    try:
+        third = with_resources(stack, lambda res: model_pull.register(res, pulled))
+        assert third.id == first.id and "default" not in third.aliases
+    finally:
+        stack.db.execute("UPDATE model_aliases SET version_id = $1 WHERE version_id = $2", first.id, other)
+        stack.db.execute("DELETE FROM model_versions WHERE id = $1", other)
 
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -61,6 +61,16 @@ def register_org_model(
     return with_resources(org.stack, go)
 
 
+def register_pulled(stack: Stack, pulled: Any) -> ModelVersion:
+    """A pulled catalogue model registered exactly as ``engineshed models pull`` registers it (its package as the
+    source), made its ``default``: a later test of the pull itself then finds the same version with the same
+    source, whichever module registered those bytes first."""
+    from gateway.services import model_pull
+
+    version = with_resources(stack, lambda res: model_pull.register(res, pulled))
+    return _make_default(stack, pulled.entry.name, version)
+
+
 def register_system(stack: Stack, name: str, application: str, onnx_bytes: bytes, manifest: dict[str, Any]) -> ModelVersion:
     """A system model (every organization sees it), as ``engineshed models pull`` registers one, made that
     model's ``default``: a new version of a system model that exists already takes no alias by itself, and
@@ -72,6 +82,10 @@ def register_system(stack: Stack, name: str, application: str, onnx_bytes: bytes
             source={"package": "tests", "licence": "test"},
         ),
     )
+    return _make_default(stack, name, version)
+
+
+def _make_default(stack: Stack, name: str, version: ModelVersion) -> ModelVersion:
     stack.db.fetch(
         "INSERT INTO model_aliases (model_id, alias, version_id) SELECT model_id, 'default', id FROM model_versions"
         " WHERE id = $1 ON CONFLICT (model_id, alias) DO UPDATE SET version_id = EXCLUDED.version_id",

@@ -44,7 +44,7 @@ def _pulled(cache: Path, name: str) -> model_pull.PulledModel:
 @pytest.fixture(scope="module")
 def face_model(stack: Stack, package_cache: Path) -> Iterator[Any]:
     pulled = _pulled(package_cache, "face-embedding")
-    version = registered.register_system(stack, "face-embedding", "embedding", pulled.model_bytes, pulled.manifest)
+    version = registered.register_pulled(stack, pulled)
     yield version
     registered.drop_system_default(stack, "face-embedding")  # later tests of the session expect no face default
 
