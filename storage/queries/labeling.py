@@ -149,10 +149,16 @@ async def back_to_raw(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -
     await conn.execute(BACK_TO_RAW, org_id, ids)
 
 
-NEWEST_MODEL = """-- the library's newest complete trained model, of any engine (a labeling job's default model)
+DEFAULT_MODEL = """-- a labeling job's model when none is named: the default model of the library's default engine, else
+-- any engine's default model, else the newest complete one; only models of the engines installed here
 SELECT * FROM library_engine_models WHERE org_id = $1 AND library_id = $2 AND train_status = 'complete'
-  AND storage_key IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1"""
+  AND storage_key IS NOT NULL AND engine_id = ANY($4::text[])
+ORDER BY (is_default AND engine_id IS NOT DISTINCT FROM $3::text) DESC, is_default DESC, created_at DESC, id DESC LIMIT 1"""
 
 
-async def newest_model(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> EngineModel | None:
-    return EngineModel.maybe(await conn.fetchrow(NEWEST_MODEL, org_id, library_id))
+async def default_model(
+    conn: asyncpg.Connection, org_id: UUID, library_id: UUID, default_engine_id: str | None, installed: list[str]
+) -> EngineModel | None:
+    """The model a labeling job runs when it names none: a rolled-back or unpromoted newer model is not it."""
+    return EngineModel.maybe(await conn.fetchrow(DEFAULT_MODEL, org_id, library_id, default_engine_id, installed))
+

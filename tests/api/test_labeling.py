@@ -389,3 +389,34 @@ def test_deleting_a_finished_auto_tag_job_takes_its_suggestions_and_leaves_its_i
     # Deleting the library takes its unassigned identifiers and everything hanging on them.
     lab.client.query("mutation($id: ID!) { deleteLibrary(id: $id) { id } }", id=trained["library"]).ok()
     assert lab.client.query("query($i: ID!) { entityIdentifier(id: $i) { id } }", i=fresh).error_code == "not_found"
+
+
+# -- which model a labeling job runs, and what it holds -------------------------------------------------------
+
+PAYLOAD = "query($id: ID!) { job(id: $id) { tasks { records { payload } } } }"
+
+
+def test_a_job_naming_no_model_runs_the_default_model_not_the_newest(lab: Org, worker: Process) -> None:
+    library_id, entity_ids = api.small_library(lab, "rolled-back", entities=2, per_entity=5, seed=31)
+    fresh = add_unassigned(lab, library_id, 3100)["id"]
+    first, _ = api.trained(lab, api.CLASSIFIER, library_id, worker=worker)
+    newer, _ = api.trained(lab, api.CLASSIFIER, library_id, worker=worker)
+    assert first["trainStatus"] == newer["trainStatus"] == "complete"
+    # Roll back: the older model is the default again, the newer one stays the newest complete model.
+    lab.client.query("mutation($m: ID!) { setDefaultModel(libraryEngineModelId: $m) { id } }", m=first["id"]).ok()
+    job_id = lab.client.query(
+        'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, filter: {annotationTypes: [raw]}}) { id } }',
+        l=library_id,
+    ).ok()["autoTag"]["id"]
+    payload = lab.client.query(PAYLOAD, id=job_id).ok()["job"]["tasks"]["records"][0]["payload"]
+    assert payload["libraryEngineModelId"] == first["id"]
+    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    suggestions = lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"]
+    assert [(s["identifierId"], s["modelVersion"]) for s in suggestions] == [(fresh, f"{api.CLASSIFIER}:{first['id']}")]
+    # Active learning chooses the same way.
+    hard = lab.client.query(
+        'mutation($l: ID!) { findHardExamples(input: {libraryId: $l}) { id } }', l=library_id,
+    ).ok()["findHardExamples"]["id"]
+    assert lab.client.query(PAYLOAD, id=hard).ok()["job"]["tasks"]["records"][0]["payload"]["libraryEngineModelId"] == first["id"]
+    assert wait_job(lab, hard, worker)["status"] == "complete"
+
