@@ -235,7 +235,12 @@ async def _check_size(
 
 
 async def _insert_job(conn: asyncpg.Connection, principal: Principal, name: str, payload: dict[str, Any], library_id: UUID | None, max_attempts: int) -> Job:
-    job = await job_q.insert_job(conn, id=uuid4(), org_id=principal.org_id, name=name, library_id=library_id, actor=principal.actor)
+    # The job records the registered version its payload pins, so deleteModelVersion refuses while it exists.
+    version_id = UUID(payload["modelVersionId"]) if payload.get("modelVersionId") else None
+    if version_id is not None and not await q.keep_model_version(conn, version_id):
+        raise NotFound(f"model {payload.get('model') or payload.get('modelId')} was deleted meanwhile", data={"objectType": "model"})
+    job = await job_q.insert_job(conn, id=uuid4(), org_id=principal.org_id, name=name, library_id=library_id,
+                                 actor=principal.actor, model_version_id=version_id)
     await job_q.insert_task(conn, id=uuid4(), org_id=principal.org_id, job_id=job.id, engine_id=ENGINE_ID, position=0,
                             payload=payload, max_attempts=max_attempts)
     await job_q.notify(conn, job_q.WAKE_CHANNEL, ENGINE_ID)

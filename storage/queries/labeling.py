@@ -162,3 +162,11 @@ async def default_model(
     """The model a labeling job runs when it names none: a rolled-back or unpromoted newer model is not it."""
     return EngineModel.maybe(await conn.fetchrow(DEFAULT_MODEL, org_id, library_id, default_engine_id, installed))
 
+
+KEEP_MODEL_VERSION = """-- a job about to pin this version: deleteModelVersion waits for it, or it is gone already
+SELECT id FROM model_versions WHERE id = $1 FOR KEY SHARE"""
+
+
+async def keep_model_version(conn: asyncpg.Connection, version_id: UUID) -> bool:
+    """Holds the version until the transaction ends; False when it no longer exists."""
+    return await conn.fetchval(KEEP_MODEL_VERSION, version_id) is not None

@@ -420,3 +420,27 @@ def test_a_job_naming_no_model_runs_the_default_model_not_the_newest(lab: Org, w
     assert lab.client.query(PAYLOAD, id=hard).ok()["job"]["tasks"]["records"][0]["payload"]["libraryEngineModelId"] == first["id"]
     assert wait_job(lab, hard, worker)["status"] == "complete"
 
+
+def test_a_labeling_job_holds_the_registered_version_it_pinned(lab: Org, worker: Process) -> None:
+    from tests.engines import registered
+    from tests.support import onnx_models as m
+
+    registered.register_org_model(lab, "pinned-embedder", "embedding", m.conv_net(dimension=8), m.normalised_manifest())
+    # The module's worker may have claimed the trial inference: wait for it either way.
+    status = 'query { model(name: "pinned-embedder", version: 1) { status error } }'
+    ready = wait_for(lambda: (lambda v: v if v["status"] != "validating" else None)(lab.client.query(status).ok()["model"]),
+                     timeout=60, interval=0.2, what="the trial inference")
+    assert ready["status"] == "ready", ready
+    library_id = lab.create_library("pinned", "objects")
+    for i in range(3):
+        add_unassigned(lab, library_id, 3300 + i)
+    job_id = lab.client.query(
+        'mutation($l: ID!) { autoGroup(input: {libraryId: $l, nClusters: 2, modelId: "pinned-embedder"}) { id } }', l=library_id,
+    ).ok()["autoGroup"]["id"]
+    delete = 'mutation { deleteModelVersion(name: "pinned-embedder", version: 1) { id } }'
+    api.assert_error(lab.client.query(delete), "not_allowed", "1 job(s)")
+    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    assert lab.client.query('query { model(name: "pinned-embedder", version: 1) { status } }').ok()["model"]["status"] == "ready"
+    # Once the job is gone, so is the hold.
+    lab.client.query("mutation($id: ID!) { deleteJob(id: $id) { id } }", id=job_id).ok()
+    lab.client.query(delete).ok()
