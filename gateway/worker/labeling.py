@@ -214,6 +214,7 @@ class LabelingTask:
         suggestions = [_suggestion(s) for s in scored if s.top and s.top[0][2] >= threshold]
 
         async def write(conn: Any) -> dict[str, Any]:
+            await labeling_q.lock(conn, self.task.org_id, sorted({row[1] for row in suggestions}))
             written = await suggestion_q.insert_many(conn, self.task.org_id, self.task.job_id, self.payload.get("model"), suggestions)
             await labeling_q.mark_machine(conn, self.task.org_id, written)
             return {"selected": len(rows), "scored": len(scored), "skipped": skipped, "suggested": len(written),
@@ -240,6 +241,7 @@ class LabelingTask:
                 suggestions.append(_suggestion(s))
 
         async def write(conn: Any) -> dict[str, Any]:
+            await labeling_q.lock(conn, self.task.org_id, sorted(set(ids)))
             await labeling_q.set_hard(conn, self.task.org_id, ids, flags, coefficients)
             written = await suggestion_q.insert_many(conn, self.task.org_id, self.task.job_id, self.payload.get("model"), suggestions)
             await labeling_q.mark_machine(conn, self.task.org_id, written)

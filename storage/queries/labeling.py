@@ -60,6 +60,12 @@ WHERE i.org_id = $1 AND i.id = ANY($2::uuid[]) AND i.entity_id IS NULL AND i.ann
 LOCK = """-- identifiers before their suggestions, in id order: every path that changes both takes them in this order
 SELECT id FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR UPDATE"""
 
+LOCK_OF_JOB = """-- a job's suggestions' identifiers, in id order, before the job (and with it its suggestions) is deleted:
+-- the trigger identifier_suggestions_gone then updates identifiers already held, the order LOCK sets
+SELECT i.id FROM entity_identifiers i
+WHERE i.org_id = $1 AND i.id IN (SELECT s.identifier_id FROM identifier_suggestions s WHERE s.org_id = $1 AND s.job_id = $2)
+ORDER BY i.id FOR UPDATE OF i"""
+
 ORDERS = {
     "created": "i.created_at, i.id",
     "hardness": "i.hard_coefficient DESC NULLS LAST, i.id",  # least margin (hardest) first
@@ -131,6 +137,11 @@ async def selection_count(
 
 async def lock(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> None:
     await conn.execute(LOCK, org_id, ids)
+
+
+async def lock_of_job(conn: asyncpg.Connection, org_id: UUID, job_id: UUID) -> None:
+    """Lock the identifiers a job's suggestions name, in id order (see LOCK)."""
+    await conn.execute(LOCK_OF_JOB, org_id, job_id)
 
 
 async def set_hard(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID], hard: list[bool], coefficients: list[float | None]) -> None:

@@ -372,6 +372,60 @@ def test_two_people_accepting_the_same_suggestions_at_once_one_wins_whole(lab: O
     assert sorted(s["status"] for s in statuses if s["id"] in ids) == ["accepted"] * 4
 
 
+def test_deleting_a_job_takes_identifier_locks_before_suggestion_locks_as_accepting_does(
+    lab: Org, stack: Stack, worker: Process, trained: dict[str, Any]
+) -> None:
+    """acceptSuggestions locks identifiers, then suggestions. deleteJob must not hold a suggestion while it waits
+    for an identifier (its trigger updates identifiers): the opposite order would deadlock."""
+    import asyncio
+
+    import asyncpg
+
+    fresh = add_unassigned(lab, trained["library"], 1400)["id"]
+    job_id = lab.client.query(
+        'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, query: "identifier.contentType=image/png", '
+        'filter: {annotationTypes: [raw]}}) { id } }', l=trained["library"],
+    ).ok()["autoTag"]["id"]
+    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    mine = [s for s in lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"] if s["identifierId"] == fresh]
+    assert len(mine) == 1
+
+    async def race() -> tuple[bool, Any]:
+        accepting, watching = await asyncpg.connect(stack.env["DATABASE_URL"]), await asyncpg.connect(stack.env["DATABASE_URL"])
+        try:
+            # An accept's first step, held: the identifier.
+            tx = accepting.transaction()
+            await tx.start()
+            await accepting.execute("SELECT id FROM entity_identifiers WHERE id = $1 FOR UPDATE", uuid.UUID(fresh))
+            pid = accepting.get_server_pid()
+            loop = asyncio.get_running_loop()
+            deleting = loop.run_in_executor(
+                None, lambda: lab.client.query("mutation($id: ID!) { deleteJob(id: $id) { id } }", id=job_id))
+            for _ in range(600):  # until deleteJob waits on the accept (bounded: 60 s)
+                if await watching.fetchval("SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("deleteJob never waited for the held identifier")
+            # The accept's second step: the suggestion. Free, so the accept can finish and deleteJob after it.
+            try:
+                await accepting.execute("SELECT id FROM identifier_suggestions WHERE id = $1 FOR UPDATE NOWAIT", uuid.UUID(mine[0]["id"]))
+                free = True
+            except asyncpg.LockNotAvailableError:
+                free = False
+            await tx.rollback()
+            return free, await deleting
+        finally:
+            await accepting.close()
+            await watching.close()
+
+    free, deleted = asyncio.run(race())
+    assert free, "deleteJob held the suggestion while waiting for its identifier"
+    assert deleted.ok()["deleteJob"]["id"] == job_id
+    row = lab.client.query("query($i: ID!) { entityIdentifier(id: $i) { annotationType } }", i=fresh).ok()["entityIdentifier"]
+    assert row["annotationType"] == "raw"
+
+
 def test_deleting_a_finished_auto_tag_job_takes_its_suggestions_and_leaves_its_identifiers_raw(
     lab: Org, worker: Process, trained: dict[str, Any]
 ) -> None:
