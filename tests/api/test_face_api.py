@@ -257,3 +257,33 @@ def test_the_downloaded_artifact_run_standalone_answers_as_the_gateway(
     gateway = sorted((f["box"]["left"], [m["entityId"] for m in f["matches"]])
                      for f in recognize(org, face_model["id"], scenes.group.data)["faces"])
     assert standalone == gateway and len(gateway) == 3
+
+
+def test_the_client_and_the_cli_answer_every_face_of_a_group_photo(
+    org: Org, face_model: dict[str, Any], library: dict[str, Any], scenes: SceneSet, tmp_path: Path
+) -> None:
+    from engineshed.client import Client
+    from tests.client.helpers import cli, cli_json
+
+    photo = tmp_path / "group.jpg"
+    photo.write_bytes(scenes.group.data)
+    with Client(org.gateway.url, org.token) as client:
+        result = client.recognize(photo, library_engine_model_id=face_model["id"], threshold=-1.0)
+    assert len(result["faces"]) == 3
+    for placed in scenes.group.faces:
+        face = max(result["faces"], key=lambda f: iou(corners(f["box"]), placed.box))
+        assert iou(corners(face["box"]), placed.box) >= 0.5
+        assert face["matches"][0]["entityId"] == library["entity"][placed.person]
+        assert len(face["landmarks"]) == 6 and 0.6 <= face["detectionScore"] <= 1.0
+    answered = cli_json(org, "recognize", str(photo), "--model", face_model["id"], "--threshold=-1")
+    assert [f["matches"][0]["entityId"] for f in answered["faces"]] == [f["matches"][0]["entityId"] for f in result["faces"]]
+    table = cli(org, "recognize", str(photo), "--model", face_model["id"], "--threshold=-1")
+    assert table.returncode == 0, table.stderr
+    # One row per face, largest first: its box and its best match.
+    rows = [line for line in table.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 3, table.stdout
+    for row, face in zip(rows, result["faces"], strict=True):
+        box = face["box"]
+        assert f"{box['left']:.0f},{box['top']:.0f} {box['width']:.0f}x{box['height']:.0f}" in row
+        assert face["matches"][0]["entityName"] in row and face["matches"][0]["entityId"] in row
+
