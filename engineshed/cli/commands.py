@@ -247,12 +247,25 @@ def recognize_command(args: argparse.Namespace, client: Client) -> int:
     if result.get("labels"):
         output.table(f"{args.file.name}: {result.get('modelId')}", ["label", "score"],
                      [(item["label"], f"{item['score']:.3f}") for item in result["labels"]])
+    elif result.get("faces"):
+        output.table(f"{args.file.name}: {len(result['faces'])} face(s)", ["face", "box", "entity", "score", "entity id"],
+                     [_face_row(n, face) for n, face in enumerate(result["faces"], 1)])
     elif result["matches"]:
         output.table(f"{args.file.name}", ["entity", "score", "entity id"],
                      [(m["entityName"], f"{m['score']:.3f}", m["entityId"]) for m in result["matches"]])
     else:
         output.note(f"{args.file.name}: no match" + (f" above {result.get('threshold')}" if result.get("threshold") is not None else ""))
     return output.OK
+
+
+def _face_row(number: int, face: dict[str, Any]) -> tuple[Any, ...]:
+    """One face: its box (left,top widthxheight, in pixels) and its best match, if any passed the threshold."""
+    box = face["box"]
+    where = f"{box['left']:.0f},{box['top']:.0f} {box['width']:.0f}x{box['height']:.0f}"
+    if not face["matches"]:
+        return number, where, "(no match)", "", ""
+    best = face["matches"][0]
+    return number, where, best["entityName"], f"{best['score']:.3f}", best["entityId"]
 
 
 # -- models and jobs ---------------------------------------------------------------------------------------------------

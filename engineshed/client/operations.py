@@ -40,7 +40,8 @@ ENGINE_MODEL_FIELDS = ("id engineId libraryId libraryVersion trainJobId trainSta
                        "createdDateTime modifiedDateTime")
 MATCH_FIELDS = "libraryId entityId entityName entityIdentifierId score"
 RECOGNITION_FIELDS = (f"libraryEngineModelId libraryId engineId modelId threshold matches {{ {MATCH_FIELDS} }} "
-                      "labels { label score } windows { startSeconds endSeconds }")
+                      "labels { label score } windows { startSeconds endSeconds } "
+                      f"faces {{ box {{ left top width height }} landmarks {{ x y }} detectionScore matches {{ {MATCH_FIELDS} }} }}")
 
 # The largest page the API serves by default (ENGINESHED_MAX_PAGE_SIZE), and the largest batch the seed allows.
 PAGE = 1000

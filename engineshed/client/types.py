@@ -105,6 +105,22 @@ class RecognitionMatch(TypedDict):
     score: float
 
 
+class BoundingBox(TypedDict):
+    left: float
+    top: float
+    width: float
+    height: float
+
+
+class RecognizedFace(TypedDict):
+    """One face a face engine found: its box and landmarks in the photo's pixels, and its matches, best first."""
+
+    box: BoundingBox
+    landmarks: list[dict[str, float]]
+    detectionScore: float
+    matches: list[RecognitionMatch]
+
+
 class RecognitionResult(TypedDict, total=False):
     libraryEngineModelId: str | None
     libraryId: str | None
@@ -114,3 +130,4 @@ class RecognitionResult(TypedDict, total=False):
     matches: list[RecognitionMatch]
     labels: list[dict[str, Any]]
     windows: list[dict[str, float]]
+    faces: list[RecognizedFace]  # a face engine's answer, largest face first; empty for other engines

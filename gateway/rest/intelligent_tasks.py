@@ -8,7 +8,7 @@ What the body's fields mean here:
 
 * ``task_type`` ``"auto-label"`` (active learning) → findHardExamples: ``config.confidence_scope`` (default
   "0.10-0.90"), ``collect_key_sample`` (or ``config.collect_sample``), ``model_id`` (a LibraryEngineModel id, or a
-  registered auto_tagging model's name; default the library's newest trained model);
+  registered auto_tagging model's name; default the library's default model, as autoTag chooses it);
 * ``task_type`` ``"pre-label"`` → autoTag of the library with ``model_id`` (as above) at ``config.confidence_threshold``
   (default 0.5);
 * ``task_type`` ``"auto-grouping"``, or the seed's ``"type": 2`` → autoGroup with ``config.n_clusters`` (a number or a

@@ -109,7 +109,7 @@ class AutoTag:
     model_id: Optional[str] = strawberry.field(default=None, description="A registered auto_tagging model: name, name@3, name@alias.")
     library_engine_model_id: Optional[strawberry.ID] = strawberry.field(default=None, description="A trained model.")
     input_resolution: Optional[list[int]] = strawberry.field(
-        default_factory=lambda: [300, 300], description="[width, height]: larger images are downscaled to fit first."
+        default_factory=lambda: [300, 300], description="[width, height]: larger images are downscaled to fit first (not for a face engine, which finds the faces in the photo as stored)."
     )
     confidence_threshold: Optional[float] = strawberry.field(default=0.5, description="Suggestions at or above this (0-1) are stored.")
     query: Optional[str] = strawberry.field(

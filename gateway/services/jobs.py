@@ -18,6 +18,7 @@ from gateway.services.principal import Principal
 from storage.queries import engine_models as model_q
 from storage.queries import engines as engine_q
 from storage.queries import jobs as q
+from storage.queries import labeling as labeling_q
 from storage.queries import libraries as library_q
 from storage.queries import trainings as training_q
 from storage.rows import Engine, Job, Library, Task
@@ -334,6 +335,7 @@ async def delete(res: Any, principal: Principal, job_id: object) -> UUID:
         tasks = await q.tasks_of_job(conn, jid)
         if any(t.status not in FINISHED for t in tasks):
             raise InvalidInput(f"job {jid} is {job.status}; only finished jobs can be deleted (cancel it first)")
+        await labeling_q.lock_of_job(conn, principal.org_id, jid)  # identifiers before suggestions, as accepting does
         await q.delete_job(conn, principal.org_id, jid)
     return jid
 

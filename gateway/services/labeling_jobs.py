@@ -25,7 +25,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.errors import CapacityExceeded, InvalidInput, NotFound
-from gateway.services import engine_backbones, models
+from gateway.services import engine_backbones, models, trainings
 from gateway.services.identifier_filter import IdentifierSelection
 from gateway.services.ids import parse_id
 from gateway.services.principal import Principal
@@ -161,12 +161,20 @@ async def _image_types(conn: asyncpg.Connection, org_id: UUID) -> set[str]:
     return {t.id for t in await type_q.identifier_types(conn, org_id) if t.data_type == "image"}
 
 
+async def _default_engine_id(res: Any, conn: asyncpg.Connection, principal: Principal, library: Library) -> str | None:
+    try:
+        return (await trainings.default_engine(res, conn, principal.org_id, library)).engine.info.id
+    except InvalidInput:  # no installed engine claims the library's types: any default model will do
+        return None
+
+
 async def choose_model(
     res: Any, conn: asyncpg.Connection, principal: Principal, *, library: Library | None,
     library_engine_model_id: object | None, model_id: str | None,
 ) -> ModelChoice:
-    """libraryEngineModelId, or modelId (a registered auto_tagging model), or else the library's newest
-    trained model, or else the system default auto_tagging model."""
+    """libraryEngineModelId, or modelId (a registered auto_tagging model), or else the library's default model
+    (that of the library's default engine, else any engine's, else the newest complete one), or else the system
+    default auto_tagging model."""
     if library_engine_model_id is not None and model_id:
         raise InvalidInput("give libraryEngineModelId (a trained model) or modelId (a registered auto_tagging model), not both")
     if model_id:
@@ -182,7 +190,8 @@ async def choose_model(
             raise NotFound(data={"objectType": "libraryEngineModel"})
         principal.check_library(model.library_id)
     elif library is not None:
-        model = await q.newest_model(conn, principal.org_id, library.id)
+        model = await q.default_model(conn, principal.org_id, library.id, await _default_engine_id(res, conn, principal, library),
+                                      sorted(res.engines))
     if model is None:
         version = await models.default_model(res, principal.org_id, AUTO_TAGGING, None)
         if version is None:
@@ -226,7 +235,12 @@ async def _check_size(
 
 
 async def _insert_job(conn: asyncpg.Connection, principal: Principal, name: str, payload: dict[str, Any], library_id: UUID | None, max_attempts: int) -> Job:
-    job = await job_q.insert_job(conn, id=uuid4(), org_id=principal.org_id, name=name, library_id=library_id, actor=principal.actor)
+    # The job records the registered version its payload pins, so deleteModelVersion refuses while it exists.
+    version_id = UUID(payload["modelVersionId"]) if payload.get("modelVersionId") else None
+    if version_id is not None and not await q.keep_model_version(conn, version_id):
+        raise NotFound(f"model {payload.get('model') or payload.get('modelId')} was deleted meanwhile", data={"objectType": "model"})
+    job = await job_q.insert_job(conn, id=uuid4(), org_id=principal.org_id, name=name, library_id=library_id,
+                                 actor=principal.actor, model_version_id=version_id)
     await job_q.insert_task(conn, id=uuid4(), org_id=principal.org_id, job_id=job.id, engine_id=ENGINE_ID, position=0,
                             payload=payload, max_attempts=max_attempts)
     await job_q.notify(conn, job_q.WAKE_CHANNEL, ENGINE_ID)

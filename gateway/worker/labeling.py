@@ -63,6 +63,9 @@ class LabelingTask:
         self.payload = dict(run.task.payload or {})
         self.fraction = 0.0
         self.message: str | None = None
+        # inputResolution shrinks photos for whole-image models; an engine that detects faces itself gets the
+        # photo as stored, or a face small in a large photo falls under its minimum face size (set by _scorer).
+        self.full_size = False
 
     async def run(self) -> None:
         mode = self.payload.get("mode")
@@ -132,6 +135,7 @@ class LabelingTask:
         if self.payload.get("libraryEngineModelId"):
             system = Principal(org_id=org, scope="admin")
             model = await model_service.get(self.res, system, self.payload["libraryEngineModelId"])
+            self.full_size = engine_backbones.takes_detector(self.res.engines.get(model.engine_id))
 
             async def by_model(images: list[bytes]) -> list[list[tuple[str | None, str, float]]]:
                 # threshold -1: every match, whatever its score, so the margin to the second is known
@@ -173,7 +177,9 @@ class LabelingTask:
                 readable = [(r, b) for r, b in zip(batch, blobs, strict=True) if b is not None]
                 skipped += len(batch) - len(readable)
                 if readable:
-                    images = await self._fit([b for _, b in readable], width, height)
+                    images = [b for _, b in readable]
+                    if not self.full_size:
+                        images = await self._fit(images, width, height)
                     for (row, _), top in zip(readable, await self._answers(scorer, images), strict=True):
                         if top is None:
                             skipped += 1
@@ -219,6 +225,7 @@ class LabelingTask:
         suggestions = [_suggestion(s) for s in scored if s.top and s.top[0][2] >= threshold]
 
         async def write(conn: Any) -> dict[str, Any]:
+            await labeling_q.lock(conn, self.task.org_id, sorted({row[1] for row in suggestions}))
             written = await suggestion_q.insert_many(conn, self.task.org_id, self.task.job_id, self.payload.get("model"), suggestions)
             await labeling_q.mark_machine(conn, self.task.org_id, written)
             return {"selected": len(rows), "scored": len(scored), "skipped": skipped, "suggested": len(written),
@@ -245,6 +252,7 @@ class LabelingTask:
                 suggestions.append(_suggestion(s))
 
         async def write(conn: Any) -> dict[str, Any]:
+            await labeling_q.lock(conn, self.task.org_id, sorted(set(ids)))
             await labeling_q.set_hard(conn, self.task.org_id, ids, flags, coefficients)
             written = await suggestion_q.insert_many(conn, self.task.org_id, self.task.job_id, self.payload.get("model"), suggestions)
             await labeling_q.mark_machine(conn, self.task.org_id, written)

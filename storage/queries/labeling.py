@@ -60,6 +60,12 @@ WHERE i.org_id = $1 AND i.id = ANY($2::uuid[]) AND i.entity_id IS NULL AND i.ann
 LOCK = """-- identifiers before their suggestions, in id order: every path that changes both takes them in this order
 SELECT id FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR UPDATE"""
 
+LOCK_OF_JOB = """-- a job's suggestions' identifiers, in id order, before the job (and with it its suggestions) is deleted:
+-- the trigger identifier_suggestions_gone then updates identifiers already held, the order LOCK sets
+SELECT i.id FROM entity_identifiers i
+WHERE i.org_id = $1 AND i.id IN (SELECT s.identifier_id FROM identifier_suggestions s WHERE s.org_id = $1 AND s.job_id = $2)
+ORDER BY i.id FOR UPDATE OF i"""
+
 ORDERS = {
     "created": "i.created_at, i.id",
     "hardness": "i.hard_coefficient DESC NULLS LAST, i.id",  # least margin (hardest) first
@@ -133,6 +139,11 @@ async def lock(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -> None:
     await conn.execute(LOCK, org_id, ids)
 
 
+async def lock_of_job(conn: asyncpg.Connection, org_id: UUID, job_id: UUID) -> None:
+    """Lock the identifiers a job's suggestions name, in id order (see LOCK)."""
+    await conn.execute(LOCK_OF_JOB, org_id, job_id)
+
+
 async def set_hard(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID], hard: list[bool], coefficients: list[float | None]) -> None:
     await conn.execute(SET_HARD, org_id, ids, hard, coefficients)
 
@@ -149,10 +160,24 @@ async def back_to_raw(conn: asyncpg.Connection, org_id: UUID, ids: list[UUID]) -
     await conn.execute(BACK_TO_RAW, org_id, ids)
 
 
-NEWEST_MODEL = """-- the library's newest complete trained model, of any engine (a labeling job's default model)
+DEFAULT_MODEL = """-- a labeling job's model when none is named: the default model of the library's default engine, else
+-- any engine's default model, else the newest complete one; only models of the engines installed here
 SELECT * FROM library_engine_models WHERE org_id = $1 AND library_id = $2 AND train_status = 'complete'
-  AND storage_key IS NOT NULL ORDER BY created_at DESC, id DESC LIMIT 1"""
+  AND storage_key IS NOT NULL AND engine_id = ANY($4::text[])
+ORDER BY (is_default AND engine_id IS NOT DISTINCT FROM $3::text) DESC, is_default DESC, created_at DESC, id DESC LIMIT 1"""
 
 
-async def newest_model(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> EngineModel | None:
-    return EngineModel.maybe(await conn.fetchrow(NEWEST_MODEL, org_id, library_id))
+async def default_model(
+    conn: asyncpg.Connection, org_id: UUID, library_id: UUID, default_engine_id: str | None, installed: list[str]
+) -> EngineModel | None:
+    """The model a labeling job runs when it names none: a rolled-back or unpromoted newer model is not it."""
+    return EngineModel.maybe(await conn.fetchrow(DEFAULT_MODEL, org_id, library_id, default_engine_id, installed))
+
+
+KEEP_MODEL_VERSION = """-- a job about to pin this version: deleteModelVersion waits for it, or it is gone already
+SELECT id FROM model_versions WHERE id = $1 FOR KEY SHARE"""
+
+
+async def keep_model_version(conn: asyncpg.Connection, version_id: UUID) -> bool:
+    """Holds the version until the transaction ends; False when it no longer exists."""
+    return await conn.fetchval(KEEP_MODEL_VERSION, version_id) is not None

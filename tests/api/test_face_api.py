@@ -254,3 +254,64 @@ def test_the_downloaded_artifact_run_standalone_answers_as_the_gateway(
     gateway = sorted((f["box"]["left"], [m["entityId"] for m in f["matches"]])
                      for f in recognize(org, face_model["id"], scenes.group.data)["faces"])
     assert standalone == gateway and len(gateway) == 3
+
+
+def test_the_client_and_the_cli_answer_every_face_of_a_group_photo(
+    org: Org, face_model: dict[str, Any], library: dict[str, Any], scenes: SceneSet, tmp_path: Path
+) -> None:
+    from engineshed.client import Client
+    from tests.client.helpers import cli, cli_json
+
+    photo = tmp_path / "group.jpg"
+    photo.write_bytes(scenes.group.data)
+    with Client(org.gateway.url, org.token) as client:
+        result = client.recognize(photo, library_engine_model_id=face_model["id"], threshold=-1.0)
+    assert len(result["faces"]) == 3
+    for placed in scenes.group.faces:
+        face = max(result["faces"], key=lambda f: iou(corners(f["box"]), placed.box))
+        assert iou(corners(face["box"]), placed.box) >= 0.5
+        assert face["matches"][0]["entityId"] == library["entity"][placed.person]
+        assert len(face["landmarks"]) == 6 and 0.6 <= face["detectionScore"] <= 1.0
+    answered = cli_json(org, "recognize", str(photo), "--model", face_model["id"], "--threshold=-1")
+    assert [f["matches"][0]["entityId"] for f in answered["faces"]] == [f["matches"][0]["entityId"] for f in result["faces"]]
+    table = cli(org, "recognize", str(photo), "--model", face_model["id"], "--threshold=-1")
+    assert table.returncode == 0, table.stderr
+    # One row per face, largest first: its box and its best match.
+    rows = [line for line in table.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 3, table.stdout
+    for row, face in zip(rows, result["faces"], strict=True):
+        box = face["box"]
+        assert f"{box['left']:.0f},{box['top']:.0f} {box['width']:.0f}x{box['height']:.0f}" in row
+        assert face["matches"][0]["entityName"] in row and face["matches"][0]["entityId"] in row
+
+
+def test_auto_tag_with_the_face_model_finds_a_face_small_in_a_large_photo(
+    org: Org, face_model: dict[str, Any], library: dict[str, Any], scenes: SceneSet, worker: Process
+) -> None:
+    import numpy as np
+
+    from tests.engines.face_scenes import compose
+
+    person = sorted(scenes.enrolled)[0]
+    # 4000x3000 with a face of about 175 px: the face engine shrinks the photo to 1024 px itself (a face of about
+    # 45 px), where autoTag's default inputResolution (300 px) would leave it about 13 px.
+    large = compose([scenes.heads[person]], np.random.default_rng(21), size=(4000, 3000), face_px=(170, 180))
+    reply = org.client.upload_form(
+        'mutation($l: ID!) { createEntityIdentifier(input: {libraryId: $l, identifierTypeId: "face"}) { id } }',
+        large.data, "image/jpeg", filename="large.jpg", variables={"l": library["id"]},
+    )
+    identifier = reply.ok()["createEntityIdentifier"]["id"]
+    # inputResolution (default 300x300) is for whole-image models; a face engine gets the photo as stored, so even
+    # a 64x64 inputResolution, which would leave the face 3 px wide, must not lose it.
+    for resolution in (None, [64, 64]):
+        job_id = org.client.query(
+            'mutation($l: ID!, $m: ID, $r: [Int!]) { autoTag(input: {libraryId: $l, libraryEngineModelId: $m, '
+            'confidenceThreshold: 0, inputResolution: $r, filter: {annotationTypes: [raw, machine]}}) { id } }',
+            l=library["id"], m=face_model["id"], r=resolution,
+        ).ok()["autoTag"]["id"]
+        task = api.wait_task(org, job_id, timeout=180)
+        assert task["status"] == "complete", task
+        suggestions = org.client.query(
+            "query($j: ID!) { suggestions(jobId: $j, limit: 100) { records { identifierId entityId } } }", j=job_id,
+        ).ok()["suggestions"]["records"]
+        assert [s["entityId"] for s in suggestions if s["identifierId"] == identifier] == [library["entity"][person]], resolution

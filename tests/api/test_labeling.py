@@ -374,6 +374,60 @@ def test_two_people_accepting_the_same_suggestions_at_once_one_wins_whole(lab: O
     assert sorted(s["status"] for s in statuses if s["id"] in ids) == ["accepted"] * 4
 
 
+def test_deleting_a_job_takes_identifier_locks_before_suggestion_locks_as_accepting_does(
+    lab: Org, stack: Stack, worker: Process, trained: dict[str, Any]
+) -> None:
+    """acceptSuggestions locks identifiers, then suggestions. deleteJob must not hold a suggestion while it waits
+    for an identifier (its trigger updates identifiers): the opposite order would deadlock."""
+    import asyncio
+
+    import asyncpg
+
+    fresh = add_unassigned(lab, trained["library"], 1400)["id"]
+    job_id = lab.client.query(
+        'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, query: "identifier.contentType=image/png", '
+        'filter: {annotationTypes: [raw]}}) { id } }', l=trained["library"],
+    ).ok()["autoTag"]["id"]
+    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    mine = [s for s in lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"] if s["identifierId"] == fresh]
+    assert len(mine) == 1
+
+    async def race() -> tuple[bool, Any]:
+        accepting, watching = await asyncpg.connect(stack.env["DATABASE_URL"]), await asyncpg.connect(stack.env["DATABASE_URL"])
+        try:
+            # An accept's first step, held: the identifier.
+            tx = accepting.transaction()
+            await tx.start()
+            await accepting.execute("SELECT id FROM entity_identifiers WHERE id = $1 FOR UPDATE", uuid.UUID(fresh))
+            pid = accepting.get_server_pid()
+            loop = asyncio.get_running_loop()
+            deleting = loop.run_in_executor(
+                None, lambda: lab.client.query("mutation($id: ID!) { deleteJob(id: $id) { id } }", id=job_id))
+            for _ in range(600):  # until deleteJob waits on the accept (bounded: 60 s)
+                if await watching.fetchval("SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", pid):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("deleteJob never waited for the held identifier")
+            # The accept's second step: the suggestion. Free, so the accept can finish and deleteJob after it.
+            try:
+                await accepting.execute("SELECT id FROM identifier_suggestions WHERE id = $1 FOR UPDATE NOWAIT", uuid.UUID(mine[0]["id"]))
+                free = True
+            except asyncpg.LockNotAvailableError:
+                free = False
+            await tx.rollback()
+            return free, await deleting
+        finally:
+            await accepting.close()
+            await watching.close()
+
+    free, deleted = asyncio.run(race())
+    assert free, "deleteJob held the suggestion while waiting for its identifier"
+    assert deleted.ok()["deleteJob"]["id"] == job_id
+    row = lab.client.query("query($i: ID!) { entityIdentifier(id: $i) { annotationType } }", i=fresh).ok()["entityIdentifier"]
+    assert row["annotationType"] == "raw"
+
+
 def test_deleting_a_finished_auto_tag_job_takes_its_suggestions_and_leaves_its_identifiers_raw(
     lab: Org, worker: Process, trained: dict[str, Any]
 ) -> None:
@@ -391,3 +445,58 @@ def test_deleting_a_finished_auto_tag_job_takes_its_suggestions_and_leaves_its_i
     # Deleting the library takes its unassigned identifiers and everything hanging on them.
     lab.client.query("mutation($id: ID!) { deleteLibrary(id: $id) { id } }", id=trained["library"]).ok()
     assert lab.client.query("query($i: ID!) { entityIdentifier(id: $i) { id } }", i=fresh).error_code == "not_found"
+
+
+# -- which model a labeling job runs, and what it holds -------------------------------------------------------
+
+PAYLOAD = "query($id: ID!) { job(id: $id) { tasks { records { payload } } } }"
+
+
+def test_a_job_naming_no_model_runs_the_default_model_not_the_newest(lab: Org, worker: Process) -> None:
+    library_id, entity_ids = api.small_library(lab, "rolled-back", entities=2, per_entity=5, seed=31)
+    fresh = add_unassigned(lab, library_id, 3100)["id"]
+    first, _ = api.trained(lab, api.CLASSIFIER, library_id, worker=worker)
+    newer, _ = api.trained(lab, api.CLASSIFIER, library_id, worker=worker)
+    assert first["trainStatus"] == newer["trainStatus"] == "complete"
+    # Roll back: the older model is the default again, the newer one stays the newest complete model.
+    lab.client.query("mutation($m: ID!) { setDefaultModel(libraryEngineModelId: $m) { id } }", m=first["id"]).ok()
+    job_id = lab.client.query(
+        'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, filter: {annotationTypes: [raw]}}) { id } }',
+        l=library_id,
+    ).ok()["autoTag"]["id"]
+    payload = lab.client.query(PAYLOAD, id=job_id).ok()["job"]["tasks"]["records"][0]["payload"]
+    assert payload["libraryEngineModelId"] == first["id"]
+    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    suggestions = lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"]
+    assert [(s["identifierId"], s["modelVersion"]) for s in suggestions] == [(fresh, f"{api.CLASSIFIER}:{first['id']}")]
+    # Active learning chooses the same way.
+    hard = lab.client.query(
+        'mutation($l: ID!) { findHardExamples(input: {libraryId: $l}) { id } }', l=library_id,
+    ).ok()["findHardExamples"]["id"]
+    assert lab.client.query(PAYLOAD, id=hard).ok()["job"]["tasks"]["records"][0]["payload"]["libraryEngineModelId"] == first["id"]
+    assert wait_job(lab, hard, worker)["status"] == "complete"
+
+
+def test_a_labeling_job_holds_the_registered_version_it_pinned(lab: Org, worker: Process) -> None:
+    from tests.engines import registered
+    from tests.support import onnx_models as m
+
+    registered.register_org_model(lab, "pinned-embedder", "embedding", m.conv_net(dimension=8), m.normalised_manifest())
+    # The module's worker may have claimed the trial inference: wait for it either way.
+    status = 'query { model(name: "pinned-embedder", version: 1) { status error } }'
+    ready = wait_for(lambda: (lambda v: v if v["status"] != "validating" else None)(lab.client.query(status).ok()["model"]),
+                     timeout=60, interval=0.2, what="the trial inference")
+    assert ready["status"] == "ready", ready
+    library_id = lab.create_library("pinned", "objects")
+    for i in range(3):
+        add_unassigned(lab, library_id, 3300 + i)
+    job_id = lab.client.query(
+        'mutation($l: ID!) { autoGroup(input: {libraryId: $l, nClusters: 2, modelId: "pinned-embedder"}) { id } }', l=library_id,
+    ).ok()["autoGroup"]["id"]
+    delete = 'mutation { deleteModelVersion(name: "pinned-embedder", version: 1) { id } }'
+    api.assert_error(lab.client.query(delete), "not_allowed", "1 job(s)")
+    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    assert lab.client.query('query { model(name: "pinned-embedder", version: 1) { status } }').ok()["model"]["status"] == "ready"
+    # Once the job is gone, so is the hold.
+    lab.client.query("mutation($id: ID!) { deleteJob(id: $id) { id } }", id=job_id).ok()
+    lab.client.query(delete).ok()
