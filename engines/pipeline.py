@@ -174,15 +174,21 @@ class _Run:
                 items.append(_Item(seq, ref, page_no, ref.content_sha256))
                 seq += 1
             self.page_left[page_no] = len(items)
-            lookup = sorted({i.sha for i in items if i.sha and i.sha not in self.pending})
-            hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup and self.use_cache else {}
+            # Rows with a stored vector first: only the others are looked up in the content cache, so a retrain
+            # of a library whose every row has its vector makes no cache round trip at all (one per page before).
+            rest = []
             for item in items:
                 vector = self.stored_lookup(item.ref) if self.stored_lookup is not None else None
                 if vector is not None:
                     self.cached += 1
                     self.stored += 1
                     await self._complete(item, vector=vector, persist=False)
-                elif item.sha is not None and item.sha in self.pending:
+                else:
+                    rest.append(item)
+            lookup = sorted({i.sha for i in rest if i.sha and i.sha not in self.pending})
+            hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup and self.use_cache else {}
+            for item in rest:
+                if item.sha is not None and item.sha in self.pending:
                     self.pending[item.sha].append(item)
                 elif item.sha is not None and item.sha in hits:
                     self.cached += 1
