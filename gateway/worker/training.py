@@ -134,6 +134,7 @@ class WorkerTrainingContext:
             cursor = identifier_q.for_training_with_vectors(
                 conn, self._org_id, library_id, self._types, version_id, max(page_size, CURSOR_PREFETCH))
             refs: list[IdentifierRef] = []
+            split_key = self.config.get("splitKey") or None
             async for r in cursor:
                 # Straight from the record: a whole Identifier row per identifier was a third of this loop.
                 iid = str(r["id"])
@@ -144,7 +145,7 @@ class WorkerTrainingContext:
                 refs.append(IdentifierRef(
                     identifier_id=iid, entity_id=str(r["entity_id"]), entity_name=r["entity_name"],
                     identifier_type_id=r["identifier_type_id"], content_type=r["content_type"],
-                    content_sha256=r["content_sha256"],
+                    content_sha256=r["content_sha256"], split=_split_value(r["jsondata"], split_key),
                 ))
                 if len(refs) == page_size:
                     yield refs
