@@ -14,7 +14,7 @@ from engines.artifact import ArtifactRecognizer, CONTENT_TYPE, ArtifactMeta, Lab
 from engines.backbone import BackboneSpec
 from engines.calibration import balanced_threshold
 from engines.evaluation import against_gallery, leave_one_out, per_entity
-from engines.interface import Artifact, ConfigOption, EngineInfo, IdentifierRef, TrainingContext
+from engines.interface import Artifact, ConfigOption, EngineError, EngineInfo, IdentifierRef, TrainingContext
 from engines.options import PIPELINE_OPTIONS
 from engines.splits import check_split_config, split_options, split_rows
 from engines.training import Prepared, base_report, prepare
@@ -22,6 +22,7 @@ from engines.training import Prepared, base_report, prepare
 __all__ = ["GalleryEngine", "GalleryFit", "fit_gallery"]
 
 DEFAULT_THRESHOLD = 0.5  # used only when no entity has two identifiers to calibrate with
+ARTIFACT, INDEX = "artifact", "index"  # recognizeFrom
 
 
 class GalleryEngine(ArtifactRecognizer):
@@ -49,7 +50,13 @@ class GalleryEngine(ArtifactRecognizer):
         config=PIPELINE_OPTIONS
         + (ConfigOption("maxGalleryPerEntity", int, 1000, "Most identifiers kept per entity.", 1, 100_000),)
         + split_options(training=None, validation=0.0, test=0.0)
-        + (ConfigOption("seed", int, 0, "Seed of the split.", 0, 2**31 - 1),),
+        + (ConfigOption("seed", int, 0, "Seed of the split.", 0, 2**31 - 1),
+           ConfigOption(
+               "recognizeFrom", str, ARTIFACT,
+               "What recognize answers from: 'artifact' (the trained ONNX gallery, self-contained) or 'index' (the "
+               "library's stored vectors of the registered modelId, searched in pgvector: identifiers added after "
+               "training count as soon as they are embedded).",
+               choices=(ARTIFACT, INDEX))),
         check=check_split_config,
     )
 
@@ -64,8 +71,16 @@ class GalleryEngine(ArtifactRecognizer):
         validation split against the gallery when there is one, else leave-one-out over the gallery. Accuracy
         is measured on the test split against the gallery when there is one, else leave-one-out.
         """
+        serve_from = ctx.config["recognizeFrom"]
+        if serve_from == INDEX and (self.backbone is not None or getattr(ctx, "embedding_model", None) is None):
+            # Only a registered model's vectors are stored per identifier (the built-in projection has none).
+            raise EngineError("recognizeFrom 'index' searches the library's stored vectors of a registered embedding "
+                              "model: give config.modelId (or register a default embedding model)")
         prepared = await prepare(ctx, self.backbone)
         fit = await fit_gallery(self.info, prepared, ctx)
+        # The artifact is built either way: it stays the downloadable, self-contained model.
+        fit.report["recognizeFrom"] = serve_from
+        fit.report["topK"] = ctx.config["topK"]
         data = await asyncio.to_thread(build_gallery_artifact, prepared.spec, fit.vectors, fit.labels, fit.meta)
         await ctx.progress(1.0, "artifact built")
         return Artifact(data, CONTENT_TYPE, fit.report, fit.accuracy)

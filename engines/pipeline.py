@@ -185,9 +185,11 @@ class _Run:
                 items.append(_Item(seq, ref, page_no, ref.content_sha256))
                 seq += 1
             self.page_left[page_no] = len(items)
-            lookup = sorted({i.sha for i in items if i.sha and i.sha not in self.pending})
-            hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup and self.use_cache else {}
             measures = await self._measures([i.sha for i in items if i.sha])
+            # Rows with a stored vector first (gated on their recorded measures): only the others are looked up in
+            # the content cache, so a retrain of a library whose every row has its vector makes no cache round trip
+            # at all (one per page before).
+            rest = []
             for item in items:
                 vector = self.stored_lookup(item.ref) if self.stored_lookup is not None else None
                 known, skip = self._gate(item.sha, measures)
@@ -195,7 +197,12 @@ class _Run:
                     self.cached += skip is None
                     self.stored += skip is None
                     await self._complete(item, vector=vector, skip=skip, persist=False)
-                elif item.sha is not None and item.sha in self.pending:
+                else:
+                    rest.append((item, known, skip))
+            lookup = sorted({i.sha for i, _, _ in rest if i.sha and i.sha not in self.pending})
+            hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup and self.use_cache else {}
+            for item, known, skip in rest:
+                if item.sha is not None and item.sha in self.pending:
                     self.pending[item.sha].append(item)
                 elif item.sha is not None and item.sha in hits and known:
                     self.cached += skip is None

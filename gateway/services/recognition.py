@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import InvalidInput, NotImplementedApi, PayloadTooLarge
-from gateway.services import engine_backbones, engine_models, models
+from gateway.services import engine_backbones, engine_models, index_recognition, models
 from gateway.services.principal import Principal
 from gateway.services.remote_files import FetchRefused, fetch_bytes
 from storage.rows import EngineModel, ModelVersion
@@ -67,6 +67,8 @@ async def run(res: Any, model: EngineModel, images: list[bytes], *, top_k: int, 
         raise NotImplementedApi(f"engine {model.engine_id} is not installed in this gateway; it recognizes elsewhere")
     if model.train_status != "complete":
         raise InvalidInput(f"the model is {model.train_status}, not complete: engine has not been trained")
+    if index_recognition.serves_from_index(model):
+        return await index_recognition.recognize(res, model, images, top_k=top_k, threshold=threshold)
     artifact = await artifact_bytes(res, model)
     from engines.interface import EngineError
 

@@ -397,3 +397,31 @@ async def fail(conn: asyncpg.Connection, owner: str, version_id: UUID, failures:
 async def release(conn: asyncpg.Connection, owner: str, version_id: UUID, ids: Sequence[UUID]) -> None:
     if ids:
         await conn.execute(RELEASE, owner, list(ids), version_id)
+
+
+# ------------------------------------------------------------------ recognition from the index
+
+BEST_PER_ENTITY = """-- a gallery answering from its library's vectors: each entity's best identifier (exact cosine), best first
+SELECT best.entity_id, n.name AS entity_name, best.identifier_id, best.score FROM (
+    SELECT DISTINCT ON (i.entity_id) i.entity_id, e.identifier_id, 1 - (e.embedding <=> $4::float4[]::vector) AS score
+    FROM identifier_embeddings e JOIN entity_identifiers i ON i.id = e.identifier_id AND i.org_id = e.org_id
+    WHERE e.org_id = $1 AND e.library_id = $2 AND e.model_version_id = $3
+    ORDER BY i.entity_id, e.embedding <=> $4::float4[]::vector, e.identifier_id
+) best JOIN entities n ON n.id = best.entity_id
+ORDER BY best.score DESC, best.entity_id
+LIMIT $5"""
+
+ENTITIES_OF_IDENTIFIERS = """SELECT i.id AS identifier_id, i.entity_id, n.name AS entity_name
+FROM entity_identifiers i JOIN entities n ON n.id = i.entity_id
+WHERE i.org_id = $1 AND i.id = ANY($2::uuid[])"""
+
+
+async def best_per_entity(
+    conn: asyncpg.Connection, org_id: UUID, library_id: UUID, version_id: UUID, query: list[float], limit: int,
+) -> list[asyncpg.Record]:
+    """(entity_id, entity_name, identifier_id, score) of the ``limit`` entities nearest to ``query``."""
+    return await conn.fetch(BEST_PER_ENTITY, org_id, library_id, version_id, query, limit)
+
+
+async def entities_of_identifiers(conn: asyncpg.Connection, org_id: UUID, ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(ENTITIES_OF_IDENTIFIERS, org_id, list(ids))

@@ -26,6 +26,11 @@ class StoredContext(MemoryContext):
         self.stored_vectors = dict(stored)
         self.stored_digest = digest
         self.handed_back: dict[str, np.ndarray] = {}
+        self.cache_lookups = 0
+
+    async def cached_embeddings(self, backbone_digest, sha256s):
+        self.cache_lookups += 1
+        return await super().cached_embeddings(backbone_digest, sha256s)
 
     def stored_embedding(self, ref):
         return self.stored_vectors.get(ref.identifier_id)
@@ -58,6 +63,14 @@ async def test_stored_vectors_stand_in_and_only_the_missing_are_fetched(decode_p
     assert set(again.handed_back) == set(by_id) - set(stored)
     assert [r.identifier_id for r in partial.refs] == [r.identifier_id for r in full.refs]
     np.testing.assert_allclose(partial.embeddings, full.embeddings, rtol=1e-5, atol=1e-6)
+    assert 0 < again.cache_lookups <= 3  # only the pages holding one of the 6 ask the content cache
+
+    # Everything stored: the content cache is not asked at all (it was one round trip per page).
+    unchanged = StoredContext(entries, config=CONFIG, decode_pool=decode_pool, stored=by_id, digest=spec.digest,
+                              store=None)
+    whole = await _embedded(unchanged, spec)
+    assert unchanged.cache_lookups == 0 and unchanged.fetched == 0 and whole.stored == 60
+    np.testing.assert_allclose(whole.embeddings, full.embeddings, rtol=1e-5, atol=1e-6)
 
 
 async def test_vectors_of_another_backbone_or_a_crop_engine_are_not_used(decode_pool, digit_library):

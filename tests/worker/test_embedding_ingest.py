@@ -208,3 +208,24 @@ def test_the_hnsw_index_answers_like_the_exact_ranking_on_small_data(
         client.close()
     finally:
         gw.process.stop()
+
+
+def test_a_filter_split_holds_when_training_reads_stored_vectors(ingest_org: Org, worker: Process) -> None:
+    """Training with a registered model reads the library through the stored-vector cursor; the identifiers'
+    jsondata[splitKey] marks reach the split there as they do on the plain path."""
+    library = api.create_library(ingest_org, "split-vectors")
+    entities = [ingest_org.create_entity(library, f"s{e}") for e in range(2)]
+    for e, entity in enumerate(entities):
+        for n in range(5):
+            ingest_org.client.upload_form(
+                'mutation($e: ID!, $j: JSONData) { createEntityIdentifier(input: {entityId: $e, identifierTypeId: "image", '
+                "jsondata: $j}) { id } }", api.png(32, 90_000 + 10 * e + n), "image/png", filename="s.png",
+                variables={"e": entity, "j": {"split": "test" if n == 0 else "train"}}).ok()
+    for _ in range(2):  # the first training computes and stores the vectors, the second reads them all
+        model, task = api.trained(ingest_org, api.GALLERY, library, {"modelId": "ingest-net", "splitKey": "split"},
+                                  worker=worker)
+        assert model["trainStatus"] == "complete", (model, task)
+        evaluation = model["jsondata"]["evaluation"]
+        assert evaluation["splits"]["training"] == 8 and evaluation["splits"]["test"] == 2, evaluation
+        assert evaluation["method"].startswith("held-out test split") and evaluation["evaluated"] == 2
+    assert task["output"]["fetches"] == 0 and task["output"]["storedEmbeddings"] == 10
