@@ -23,6 +23,7 @@ from storage.blobs import StoredBlob
 from storage.queries import engine_models as q
 from storage.queries import engines as engine_q
 from storage.queries import libraries as library_q
+from storage.queries import trainings as training_q
 from storage.rows import EngineModel
 
 TRAIN_STATUSES = ("pending", "queued", "complete", "failed", "running")
@@ -152,6 +153,8 @@ async def update(
             # never model -> task: a claim takes task -> model and the two cannot deadlock.
             if in_transaction is not None and not await in_transaction(conn):
                 raise _Declined()
+            # Then the (library, engine) default lock before the row: the order promotion's callers share.
+            await training_q.lock_default(conn, current.library_id, current.engine_id)
             locked = await q.by_id(conn, principal.org_id, mid, for_update=True)
             if locked is None:
                 raise NotFound()
@@ -186,6 +189,11 @@ async def delete(res: Any, principal: Principal, model_id: object) -> UUID:
     principal.require_write()
     mid = parse_id(model_id)
     async with res.pool.acquire() as conn, conn.transaction():
+        seen = await q.by_id(conn, principal.org_id, mid)
+        if seen is None:
+            raise NotFound()
+        # The (library, engine) default lock before the row (see promotion.on_complete); then re-read.
+        await training_q.lock_default(conn, seen.library_id, seen.engine_id)
         doomed = await q.by_id(conn, principal.org_id, mid, for_update=True)
         found, key = await q.delete(conn, principal.org_id, mid)
         if not found:

@@ -364,6 +364,11 @@ async def model_after_task_if_unfinished(conn: asyncpg.Connection, task: Task, s
         return
     model = await model_q.by_id(conn, task.org_id, UUID(payload["libraryEngineModelId"]))
     if model is not None and model.train_status not in ("complete", "failed"):
+        # The default lock before the row's write (promotion.on_complete's order), then re-read.
+        await training_q.lock_default(conn, model.library_id, model.engine_id)
+        model = await model_q.by_id(conn, task.org_id, model.id, for_update=True)
+        if model is None or model.train_status in ("complete", "failed"):
+            return
         row = await model_q.set_fields(conn, task.org_id, model.id, {"train_status": status})
         if status == "complete":
             await library_q.mark_trained(conn, task.org_id, model.library_id, model.library_version)

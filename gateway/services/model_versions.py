@@ -79,7 +79,8 @@ async def update_version(res: Any, principal: Principal, model_id: object, chang
         if model is None:
             raise NotFound()
         principal.check_library(model.library_id)
-        await q.lock_aliases(conn, model.library_id, model.engine_id)
+        # Aliases move under the (library, engine) default lock, taken before any row (promotion.on_complete).
+        await q.lock_default(conn, model.library_id, model.engine_id)
         if fields:
             model = await q.set_version_fields(conn, principal.org_id, mid, fields)
         if aliases is not None:

@@ -25,7 +25,12 @@ DEFAULT_AUTO_PROMOTE = False
 
 
 async def on_complete(conn: asyncpg.Connection, model: EngineModel) -> EngineModel:
-    """Run in the transaction that marks ``model`` complete; returns the model as it is now."""
+    """Run in the transaction that marks ``model`` complete; returns the model as it is now.
+
+    The caller takes ``lock_default`` of the model's (library, engine) before it locks or writes the model's
+    row: every path that changes models of one (library, engine) takes that lock first, then rows, so a
+    training that completes, ``setDefaultModel``, a delete and an alias move never wait on each other in a
+    cycle. (Taking it again here is harmless: advisory locks are re-entrant within a transaction.)"""
     await q.lock_default(conn, model.library_id, model.engine_id)
     current = await q.default_model(conn, model.org_id, model.library_id, model.engine_id)
     if current is not None and current.id == model.id:
@@ -58,12 +63,15 @@ async def set_default(res: Any, principal: Principal, model_id: object) -> Engin
     principal.require_write()
     mid = parse_id(model_id)
     async with res.pool.acquire() as conn, conn.transaction():
-        # The row first, then the (library, engine) lock: the order a completing training takes them in.
-        model = await model_q.by_id(conn, principal.org_id, mid, for_update=True)
+        # The (library, engine) lock first, then the row (re-read under it): the one order every path takes.
+        model = await model_q.by_id(conn, principal.org_id, mid)
         if model is None:
             raise NotFound()
         principal.check_library(model.library_id)
         await q.lock_default(conn, model.library_id, model.engine_id)
+        model = await model_q.by_id(conn, principal.org_id, mid, for_update=True)
+        if model is None:
+            raise NotFound()  # deleted while we waited
         if model.train_status != "complete":
             raise InvalidInput(f"model {mid} is {model.train_status}; only a complete model can be the default")
         return await q.set_default(conn, model)
@@ -72,7 +80,7 @@ async def set_default(res: Any, principal: Principal, model_id: object) -> Engin
 async def after_default_deleted(conn: asyncpg.Connection, deleted: EngineModel) -> None:
     """The default model was deleted: the newest complete model of its (library, engine) takes over, so
     recognize by library keeps answering (Vertex refuses to delete a default version; upstream's
-    deleteLibraryEngineModel has no such rule)."""
+    deleteLibraryEngineModel has no such rule). The caller holds ``lock_default`` since before the delete."""
     await q.lock_default(conn, deleted.library_id, deleted.engine_id)
     if await q.default_model(conn, deleted.org_id, deleted.library_id, deleted.engine_id) is not None:
         return

@@ -159,7 +159,8 @@ DEFAULT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('engineshed-default-model'
 
 
 async def lock_default(conn: asyncpg.Connection, library_id: UUID, engine_id: str) -> None:
-    """Serialise default changes of one (library, engine) until the transaction ends (two completions at once)."""
+    """Serialise changes to the models of one (library, engine) until the transaction ends: completions,
+    default moves, deletes and alias moves. Take it before any of those models' row locks."""
     await conn.execute(DEFAULT_LOCK, f"{library_id}/{engine_id}")
 
 
@@ -173,12 +174,3 @@ ORDER BY e.library_id, e.created_at, e.id LIMIT $3"""
 
 async def thin_entities(conn: asyncpg.Connection, org_id: UUID, library_ids: list[UUID], limit: int) -> list[asyncpg.Record]:
     return list(await conn.fetch(THIN_ENTITIES, org_id, library_ids, limit))
-
-
-ALIAS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('engineshed-model-aliases'), hashtext($1))"
-
-
-async def lock_aliases(conn: asyncpg.Connection, library_id: UUID, engine_id: str) -> None:
-    """Serialise alias moves of one (library, engine). Apart from lock_default: a completing training holds
-    its model row while it waits for that one, and an alias move may have to update that row."""
-    await conn.execute(ALIAS_LOCK, f"{library_id}/{engine_id}")
