@@ -192,6 +192,11 @@ async def publish_library(res: Any, principal: Principal, library_id: object) ->
             raise NotFound()
         library = await library_q.publish(conn, principal.org_id, lid, principal.actor)
         for engine in await engine_q.compatible(conn, principal.org_id, library.library_type_id):
+            if await engine_backbones.missing_models(res, principal.org_id, res.engines.get(engine.id)):
+                # An engine installed here that cannot train with what is registered (the face engine offline,
+                # without face models) gets no job: it would only fail. The others (the gallery) still train,
+                # and POST /v1/trainings passes it over the same way; a pull of the models brings it back.
+                continue
             model = await model_q.insert(
                 conn, id=uuid4(), org_id=principal.org_id, library_id=lid, engine_id=engine.id,
                 library_version=library.version, train_status="pending",

@@ -30,6 +30,10 @@ ORDER BY train_job_id, created_at, id"""
 DEFAULT_MODEL = """SELECT * FROM library_engine_models
 WHERE org_id = $1 AND library_id = $2 AND engine_id = $3 AND is_default"""
 
+NEWEST_DEFAULT_MODEL = """-- the library's newest default model, whatever its engine
+SELECT * FROM library_engine_models WHERE org_id = $1 AND library_id = $2 AND is_default
+ORDER BY created_at DESC, id DESC LIMIT 1"""
+
 # Clear the old default first: the partial unique index allows one default per (library, engine).
 CLEAR_DEFAULT = """UPDATE library_engine_models SET is_default = false, modified_at = now()
 WHERE org_id = $1 AND library_id = $2 AND engine_id = $3 AND is_default AND id <> $4"""
@@ -104,6 +108,10 @@ async def models_by_train_jobs(conn: asyncpg.Connection, org_id: UUID, job_ids: 
 
 async def default_model(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, engine_id: str) -> EngineModel | None:
     return EngineModel.maybe(await conn.fetchrow(DEFAULT_MODEL, org_id, library_id, engine_id))
+
+
+async def newest_default_model(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> EngineModel | None:
+    return EngineModel.maybe(await conn.fetchrow(NEWEST_DEFAULT_MODEL, org_id, library_id))
 
 
 async def set_default(conn: asyncpg.Connection, model: EngineModel) -> EngineModel:
