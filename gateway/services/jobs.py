@@ -88,6 +88,27 @@ def _validate_config(res: Any, engine: Engine, payload: dict[str, Any], position
         raise InvalidInput(f"tasks[{position}].payload.config: {exc}") from exc
 
 
+async def pin_models(res: Any, org_id: UUID, engine_id: str, payload: dict[str, Any]) -> UUID | None:
+    """Check the registered models a task's ``config`` names and pin them in ``payload`` (``modelVersionId``,
+    ``detectorVersionId``: what the worker uses, whatever alias moves later; never taken from the client).
+    An unknown, unready or wrong-kind model is refused here, before anything is written. Returns the pinned
+    embedding version's ID (the job's ``modelVersionId``), or None. createJob and REST trainings share it."""
+    installed = res.engines.get(engine_id)
+    pinned: UUID | None = None
+    payload.pop("modelVersionId", None)
+    if engine_backbones.takes_model(installed):
+        version = await engine_backbones.check_config(res, org_id, payload.get("config"))
+        if version is not None:
+            pinned = version.id
+            payload["modelVersionId"] = str(version.id)
+    payload.pop("detectorVersionId", None)
+    if engine_backbones.takes_detector(installed):
+        detector = await engine_backbones.check_detector(res, org_id, payload.get("config"))
+        if detector is not None:
+            payload["detectorVersionId"] = str(detector.id)
+    return pinned
+
+
 async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
     principal.require_write()
     tasks = data.get("tasks") or []
@@ -129,18 +150,9 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
             if data.get("target_url") and "url" not in payload:
                 payload["url"] = data["target_url"]  # upstream's target: the media a library-run task reads
             _validate_config(res, engine, payload, position)
-            payload.pop("modelVersionId", None)  # set below from config.modelId, never taken from the client
-            if engine_backbones.takes_model(res.engines.get(engine.id)):
-                # An unknown, unready or non-embedding modelId fails here, before the job exists.
-                version = await engine_backbones.check_config(res, principal.org_id, payload.get("config"))
-                if version is not None:
-                    model_versions.add(version.id)
-                    payload["modelVersionId"] = str(version.id)  # what the worker trains on, whatever moves later
-            payload.pop("detectorVersionId", None)
-            if engine_backbones.takes_detector(res.engines.get(engine.id)):
-                detector = await engine_backbones.check_detector(res, principal.org_id, payload.get("config"))
-                if detector is not None:
-                    payload["detectorVersionId"] = str(detector.id)  # pinned like modelVersionId
+            version_id = await pin_models(res, principal.org_id, engine.id, payload)
+            if version_id is not None:
+                model_versions.add(version_id)
             library_id = await _validate_task(conn, principal, engine, payload)
             if library_id:
                 library_ids.add(library_id)

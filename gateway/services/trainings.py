@@ -118,6 +118,10 @@ async def start(res: Any, principal: Principal, body: dict[str, Any]) -> Job:
         engine_row = await engine_q.by_id(conn, principal.org_id, engine.info.id)
         if engine_row is None:
             raise InvalidInput(f"engine {engine.info.id} is not registered")
+        payload: dict[str, Any] = {"mode": "library-train", "libraryId": str(library.id), "config": config,
+                                   "trainingType": chosen.identifier_type_id}
+        # createJob's model checks and pinning, before anything is written: an unknown modelId is not_found.
+        version_id = await job_service.pin_models(res, principal.org_id, engine.info.id, payload)
         model = await model_q.insert(
             conn, id=uuid4(), org_id=principal.org_id, library_id=library.id, engine_id=engine.info.id,
             library_version=library.version, train_status="queued",
@@ -127,14 +131,12 @@ async def start(res: Any, principal: Principal, body: dict[str, Any]) -> Job:
             "name": name, "description": description, "changelog": changelog, "labels": labels,
             "parent_model_id": parent.id if parent else None, "auto_promote": auto_promote,
         })
-        payload: dict[str, Any] = {"mode": "library-train", "libraryId": str(library.id),
-                                   "libraryEngineModelId": str(model.id), "config": config,
-                                   "trainingType": chosen.identifier_type_id}
+        payload["libraryEngineModelId"] = str(model.id)
         job = await job_service.insert_prepared(
             conn, principal.org_id, [(engine_row, payload)],
             {"name": f"train {library.name} v{library.version}", "display_name": name, "labels": labels,
              "max_attempts": res.settings.max_attempts, "actor": principal.actor},
-            library.id,
+            library.id, version_id,
         )
         await model_q.set_fields(conn, principal.org_id, model.id, {"train_job_id": job.id})
     return job
