@@ -68,6 +68,23 @@ async def default_engine(res: Any, conn: asyncpg.Connection, org_id: UUID, libra
     )
 
 
+async def default_engine_ids(res: Any, org_id: UUID, library_ids: list[UUID]) -> dict[UUID, str]:
+    """Each library's default engine ID (libraries without one are left out): what a library's "last training"
+    is taken from (storage.queries.trainings.last_trainings' ``default_engines``)."""
+    out: dict[UUID, str] = {}
+    by_type: dict[str, str | None] = {}  # the default engine depends on the library's type only
+    async with res.pool.acquire() as conn:
+        for library in await library_q.by_ids(conn, org_id, library_ids):
+            if library.library_type_id not in by_type:
+                try:
+                    by_type[library.library_type_id] = (await default_engine(res, conn, org_id, library)).engine.info.id
+                except InvalidInput:
+                    by_type[library.library_type_id] = None
+            if by_type[library.library_type_id] is not None:
+                out[library.id] = by_type[library.library_type_id]
+    return out
+
+
 def engine_config(engine: Any, config: Any) -> dict[str, Any]:
     """Seed 001's ``config`` for ``engine``: seed keys mapped to the engine's own option names (and passed
     only when the engine declares that option), the engine's own options as they are; checked by the engine."""

@@ -72,11 +72,17 @@ SELECT l.id,
        (SELECT count(*) FROM entity_identifiers i WHERE i.library_id = l.id) AS identifiers
 FROM libraries l WHERE l.org_id = $1 AND l.id = ANY($2::uuid[])"""
 
-LAST_TRAININGS = """-- each library's last finished training: the newest model that completed or failed (by creation: a
--- model's modified_at also moves when it is promoted, aliased or renamed)
-SELECT DISTINCT ON (library_id) * FROM library_engine_models
-WHERE org_id = $1 AND library_id = ANY($2::uuid[]) AND train_status IN ('complete', 'failed')
-ORDER BY library_id, created_at DESC, id DESC"""
+LAST_TRAININGS = """-- each library's last finished training: a model that completed or failed, of the library's default engine
+-- ($3 / $4: library IDs and their default engine, where known) before any other engine's, then the newest
+-- by completion (its training task's end; a model's modified_at also moves when it is promoted, aliased or
+-- renamed), then by creation and engine, so the models one publish creates never tie at random
+SELECT DISTINCT ON (m.library_id) m.* FROM library_engine_models m
+LEFT JOIN LATERAL (SELECT max(t.completed_at) AS completed_at FROM tasks t
+                   WHERE t.job_id = m.train_job_id AND t.org_id = m.org_id) done ON true
+LEFT JOIN unnest($3::uuid[], $4::text[]) AS d(library_id, engine_id) ON d.library_id = m.library_id
+WHERE m.org_id = $1 AND m.library_id = ANY($2::uuid[]) AND m.train_status IN ('complete', 'failed')
+ORDER BY m.library_id, (m.engine_id = d.engine_id) IS TRUE DESC,
+         coalesce(done.completed_at, m.created_at) DESC, m.created_at DESC, m.engine_id, m.id"""
 
 DUPLICATES = """-- identifiers whose content another identifier of the same library has too (same sha256)
 SELECT library_id, id, entity_id, content_sha256 FROM (
@@ -146,8 +152,14 @@ async def library_counts(conn: asyncpg.Connection, org_id: UUID, library_ids: li
     return {r["id"]: r for r in await conn.fetch(LIBRARY_COUNTS, org_id, library_ids)}
 
 
-async def last_trainings(conn: asyncpg.Connection, org_id: UUID, library_ids: list[UUID]) -> dict[UUID, EngineModel]:
-    return {r["library_id"]: EngineModel.of(r) for r in await conn.fetch(LAST_TRAININGS, org_id, library_ids)}
+async def last_trainings(
+    conn: asyncpg.Connection, org_id: UUID, library_ids: list[UUID], default_engines: dict[UUID, str] | None = None,
+) -> dict[UUID, EngineModel]:
+    """Each library's last finished training; ``default_engines`` (library -> its default engine) prefers that
+    engine's models. Without it the newest by completion wins, ties broken by engine ID (never at random)."""
+    engines = default_engines or {}
+    return {r["library_id"]: EngineModel.of(r) for r in await conn.fetch(
+        LAST_TRAININGS, org_id, library_ids, list(engines), list(engines.values()))}
 
 
 async def duplicates(conn: asyncpg.Connection, org_id: UUID, library_ids: list[UUID], limit: int) -> list[asyncpg.Record]:
