@@ -1,8 +1,10 @@
 """Which model of a (library, engine) is the default: promotion when a training completes, and rollback.
 
 A model becomes the default only when it completes (never while it trains, so recognize keeps answering
-with the old one). It is promoted unless it scores worse than the current default: its accuracy is lower,
-or unknown while the default's is known. ``autoPromote`` (per training; default false, so a regression never
+with the old one). A model of a newer library version than the default's is always promoted (its accuracy
+is measured on another test set, and only it knows the new entities); one of an older version is not.
+Within one library version it is promoted unless it scores worse than the current default: its accuracy
+is lower, or unknown while the default's is known. ``autoPromote`` (per training; default false, so a regression never
 replaces a better model unasked) promotes it anyway. Both accuracies are recorded in the model's
 ``promotion``, promoted or not; ``setDefaultModel`` moves the default by hand (rolling back or forward).
 """
@@ -38,6 +40,15 @@ async def on_complete(conn: asyncpg.Connection, model: EngineModel) -> EngineMod
     previous = current.accuracy if current is not None else None
     if current is None:
         promoted, reason = True, "first complete model of this library and engine"
+    elif model.library_version > current.library_version:
+        # Accuracies of two library versions are measured on different test sets (and the old model does not
+        # know the new entities): the newer library always wins.
+        promoted, reason = True, (f"trained on a newer library version ({model.library_version} > "
+                                  f"{current.library_version}); accuracies of different versions are not compared")
+    elif model.library_version < current.library_version:
+        promoted = model.auto_promote
+        reason = (f"trained on an older library version ({model.library_version} < {current.library_version}); "
+                  + ("promoted because autoPromote is set" if promoted else "setDefaultModel promotes it"))
     elif previous is not None and (model.accuracy is None or model.accuracy < previous):
         promoted = model.auto_promote
         reason = ("scores worse than the default; promoted because autoPromote is set" if promoted
