@@ -81,6 +81,8 @@ LEFT JOIN LATERAL (SELECT max(t.completed_at) AS completed_at FROM tasks t
                    WHERE t.job_id = m.train_job_id AND t.org_id = m.org_id) done ON true
 LEFT JOIN unnest($3::uuid[], $4::text[]) AS d(library_id, engine_id) ON d.library_id = m.library_id
 WHERE m.org_id = $1 AND m.library_id = ANY($2::uuid[]) AND m.train_status IN ('complete', 'failed')
+  -- a training the user cancelled (its model is marked failed) is no outcome of the library: not an error
+  AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.job_id = m.train_job_id AND c.org_id = m.org_id AND c.status = 'cancelled')
 ORDER BY m.library_id, (m.engine_id = d.engine_id) IS TRUE DESC,
          coalesce(done.completed_at, m.created_at) DESC, m.created_at DESC, m.engine_id, m.id"""
 

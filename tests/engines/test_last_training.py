@@ -56,3 +56,28 @@ def test_the_default_engines_model_is_the_last_training(stack: Stack, org: Org) 
     assert set(defaults.values()) == {GALLERY} and set(defaults) == set(libraries)
     assert preferred == [GALLERY] * len(libraries)
     assert len(set(unranked)) == 1  # without a default engine known: the same rule for every library
+
+
+ISSUES = 'query($id: ID!) { library(id: $id) { issues { hasError reasons { kind message } } } }'
+
+
+def test_a_cancelled_training_is_not_a_library_error(stack: Stack, org: Org) -> None:
+    import httpx
+
+    from tests.reliability.conftest import png
+
+    library_id = org.create_library("cancelled", "objects")
+    for name, first in (("a", 1), ("b", 3)):
+        entity = org.create_entity(library_id, name)
+        for index in (first, first + 1):
+            org.add_identifier(entity, png(index), type_id="image")
+    with httpx.Client(base_url=org.gateway.url, headers={"Authorization": f"Bearer {org.token}"}, timeout=30) as http:
+        created = http.post("/v1/trainings", json={"source_dataset_id": library_id})
+        assert created.status_code == 201, created.text
+        removed = http.delete(f"/v1/trainings/{created.json()['id']}")
+        assert removed.status_code < 300, removed.text
+    status = stack.db.fetchval("SELECT train_status FROM library_engine_models WHERE library_id = $1", uuid.UUID(library_id))
+    assert status == "failed"  # the model says what happened to it
+    issues = org.client.query(ISSUES, id=library_id).ok()["library"]["issues"]
+    assert not issues["hasError"], issues
+    assert "training-failed" not in [r["kind"] for r in issues["reasons"]]
