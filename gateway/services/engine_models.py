@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.errors import InvalidInput, NotFound
-from gateway.services import blob_cleanup, promotion, uploads
+from gateway.services import blob_cleanup, model_versions, promotion, uploads
 from gateway.services.entities import check_jsondata
 from gateway.services.ids import parse_id
 from gateway.services.paging import Page, check_page
@@ -87,8 +87,11 @@ async def update(
     file: uploads.Uploaded | None = None,
     artifact: tuple[bytes, str] | None = None,
     in_transaction: TxHook | None = None,
+    version: tuple[dict[str, Any], list[str] | None] | None = None,
 ) -> EngineModel | None:
-    """Apply `updateLibraryEngineModel`'s semantics. Returns None when ``in_transaction`` declined."""
+    """Apply `updateLibraryEngineModel`'s semantics. Returns None when ``in_transaction`` declined.
+
+    ``version``: ``model_versions.check_version``'s result, written in the same transaction (all or nothing)."""
     mid = parse_id(model_id)
     principal.check_model_write(mid)
     current = await get(res, principal, mid)
@@ -166,6 +169,8 @@ async def update(
             if row.train_status == "complete" and locked.train_status != "complete":
                 await library_q.mark_trained(conn, principal.org_id, row.library_id, row.library_version)
                 row = await promotion.on_complete(conn, row)  # the default moves only to a completed model
+            if version is not None:
+                row = await model_versions.apply_version(conn, principal, row, *version)
         return row
     except _Declined:
         if key is not None:
