@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 from gateway.errors import InvalidInput
+from gateway.resources import open_resources
 from gateway.services import trainings
 from gateway.services.principal import Principal
+from gateway.settings import Settings
 from storage.queries import engine_models as model_q
 from tests.conftest import Org, Stack
-from gateway.resources import open_resources
-from gateway.settings import Settings
 from tests.engines.registered import drop_system_default
 from tests.reliability.conftest import png
 
