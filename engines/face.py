@@ -107,6 +107,7 @@ class FaceEngine:
         library_type_ids=("people",),
         version="1",
         default_for=("face",),
+        requires_models=(("auto_annotation", "face"), ("embedding", "face")),
         config=FACE_OPTIONS,
         check=check_split_config,
     )

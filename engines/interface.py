@@ -121,6 +121,10 @@ class EngineInfo:
     # with it when no engine is named (REST /v1/trainings). Where several engines claim a type, the one that
     # lists it first (earliest in its tuple) wins, then the engine ID.
     default_for: tuple[str, ...] = field(default=())
+    # (application, identifier type) of the registered system models the engine cannot train without when its
+    # config names no others (the face engine: a face detector and a face embedding). Where one is missing (an
+    # offline install that pulled none), the engine is not the default and publishLibrary starts no job for it.
+    requires_models: tuple[tuple[str, str], ...] = field(default=())
     # Checks across keys after each key was checked on its own (e.g. split fractions summing to at most 1);
     # raises EngineConfigError.
     check: Callable[[Mapping[str, Any]], None] | None = None

@@ -430,12 +430,12 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
             changes["train_status"] = changes["train_status"].value
         version = sent(input, "name", "description", "changelog", "labels", "aliases", "auto_promote")
         file = input.file if input.file else info.context.form_file
-        row = None
-        if version:  # checked before anything is written, so a refusal changes nothing
-            model_versions.check_version(info.context.principal, version)
         if changes or file or not version:
-            row = await model_service.update(info.context.resources, info.context.principal, input.id, changes, file=file)
-        if version:
+            # checked before anything is written, then written with the other fields in one transaction
+            checked = model_versions.check_version(info.context.principal, version) if version else None
+            row = await model_service.update(info.context.resources, info.context.principal, input.id, changes, file=file,
+                                             version=checked)
+        else:
             row = await model_versions.update_version(info.context.resources, info.context.principal, input.id, version)
         return LibraryEngineModel.from_row(row)
 

@@ -20,7 +20,7 @@ from storage.rows import ModelVersion
 
 __all__ = [
     "PIXEL_PROJECTION", "check_config", "check_detector", "detector_model", "embedding_model", "engine_model",
-    "takes_detector", "takes_model",
+    "missing_models", "takes_detector", "takes_model",
 ]
 
 EMBEDDING = "embedding"
@@ -78,6 +78,16 @@ async def embedding_model(
     else:
         version = await _resolve(res, org_id, config, identifier_types)
     return None if version is None else await engine_model(res, version)
+
+
+async def missing_models(res: Any, org_id: UUID, engine: Any) -> list[str]:
+    """The registered models an installed engine requires (``EngineInfo.requires_models``) that have no ready
+    system default here, as ``application/type``; empty when it can train with its defaults."""
+    missing = []
+    for application, kind in getattr(engine.info, "requires_models", ()) if engine is not None else ():
+        if await models.default_model(res, org_id, application, kind) is None:
+            missing.append(f"{application}/{kind}")
+    return missing
 
 
 def takes_detector(engine: Any) -> bool:

@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.errors import InvalidInput, NotFound
-from gateway.services import blob_cleanup, promotion, uploads
+from gateway.services import blob_cleanup, model_versions, promotion, uploads
 from gateway.services.entities import check_jsondata
 from gateway.services.ids import parse_id
 from gateway.services.paging import Page, check_page
@@ -23,6 +23,7 @@ from storage.blobs import StoredBlob
 from storage.queries import engine_models as q
 from storage.queries import engines as engine_q
 from storage.queries import libraries as library_q
+from storage.queries import trainings as training_q
 from storage.rows import EngineModel
 
 TRAIN_STATUSES = ("pending", "queued", "complete", "failed", "running")
@@ -86,8 +87,11 @@ async def update(
     file: uploads.Uploaded | None = None,
     artifact: tuple[bytes, str] | None = None,
     in_transaction: TxHook | None = None,
+    version: tuple[dict[str, Any], list[str] | None] | None = None,
 ) -> EngineModel | None:
-    """Apply `updateLibraryEngineModel`'s semantics. Returns None when ``in_transaction`` declined."""
+    """Apply `updateLibraryEngineModel`'s semantics. Returns None when ``in_transaction`` declined.
+
+    ``version``: ``model_versions.check_version``'s result, written in the same transaction (all or nothing)."""
     mid = parse_id(model_id)
     principal.check_model_write(mid)
     current = await get(res, principal, mid)
@@ -152,6 +156,8 @@ async def update(
             # never model -> task: a claim takes task -> model and the two cannot deadlock.
             if in_transaction is not None and not await in_transaction(conn):
                 raise _Declined()
+            # Then the (library, engine) default lock before the row: the order promotion's callers share.
+            await training_q.lock_default(conn, current.library_id, current.engine_id)
             locked = await q.by_id(conn, principal.org_id, mid, for_update=True)
             if locked is None:
                 raise NotFound()
@@ -163,6 +169,8 @@ async def update(
             if row.train_status == "complete" and locked.train_status != "complete":
                 await library_q.mark_trained(conn, principal.org_id, row.library_id, row.library_version)
                 row = await promotion.on_complete(conn, row)  # the default moves only to a completed model
+            if version is not None:
+                row = await model_versions.apply_version(conn, principal, row, *version)
         return row
     except _Declined:
         if key is not None:
@@ -186,6 +194,11 @@ async def delete(res: Any, principal: Principal, model_id: object) -> UUID:
     principal.require_write()
     mid = parse_id(model_id)
     async with res.pool.acquire() as conn, conn.transaction():
+        seen = await q.by_id(conn, principal.org_id, mid)
+        if seen is None:
+            raise NotFound()
+        # The (library, engine) default lock before the row (see promotion.on_complete); then re-read.
+        await training_q.lock_default(conn, seen.library_id, seen.engine_id)
         doomed = await q.by_id(conn, principal.org_id, mid, for_update=True)
         found, key = await q.delete(conn, principal.org_id, mid)
         if not found:

@@ -89,6 +89,27 @@ def _validate_config(res: Any, engine: Engine, payload: dict[str, Any], position
         raise InvalidInput(f"tasks[{position}].payload.config: {exc}") from exc
 
 
+async def pin_models(res: Any, org_id: UUID, engine_id: str, payload: dict[str, Any]) -> UUID | None:
+    """Check the registered models a task's ``config`` names and pin them in ``payload`` (``modelVersionId``,
+    ``detectorVersionId``: what the worker uses, whatever alias moves later; never taken from the client).
+    An unknown, unready or wrong-kind model is refused here, before anything is written. Returns the pinned
+    embedding version's ID (the job's ``modelVersionId``), or None. createJob and REST trainings share it."""
+    installed = res.engines.get(engine_id)
+    pinned: UUID | None = None
+    payload.pop("modelVersionId", None)
+    if engine_backbones.takes_model(installed):
+        version = await engine_backbones.check_config(res, org_id, payload.get("config"))
+        if version is not None:
+            pinned = version.id
+            payload["modelVersionId"] = str(version.id)
+    payload.pop("detectorVersionId", None)
+    if engine_backbones.takes_detector(installed):
+        detector = await engine_backbones.check_detector(res, org_id, payload.get("config"))
+        if detector is not None:
+            payload["detectorVersionId"] = str(detector.id)
+    return pinned
+
+
 async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
     principal.require_write()
     tasks = data.get("tasks") or []
@@ -130,18 +151,9 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
             if data.get("target_url") and "url" not in payload:
                 payload["url"] = data["target_url"]  # upstream's target: the media a library-run task reads
             _validate_config(res, engine, payload, position)
-            payload.pop("modelVersionId", None)  # set below from config.modelId, never taken from the client
-            if engine_backbones.takes_model(res.engines.get(engine.id)):
-                # An unknown, unready or non-embedding modelId fails here, before the job exists.
-                version = await engine_backbones.check_config(res, principal.org_id, payload.get("config"))
-                if version is not None:
-                    model_versions.add(version.id)
-                    payload["modelVersionId"] = str(version.id)  # what the worker trains on, whatever moves later
-            payload.pop("detectorVersionId", None)
-            if engine_backbones.takes_detector(res.engines.get(engine.id)):
-                detector = await engine_backbones.check_detector(res, principal.org_id, payload.get("config"))
-                if detector is not None:
-                    payload["detectorVersionId"] = str(detector.id)  # pinned like modelVersionId
+            version_id = await pin_models(res, principal.org_id, engine.id, payload)
+            if version_id is not None:
+                model_versions.add(version_id)
             library_id = await _validate_task(conn, principal, engine, payload)
             if library_id:
                 library_ids.add(library_id)
@@ -193,6 +205,11 @@ async def publish_library(res: Any, principal: Principal, library_id: object) ->
             raise NotFound()
         library = await library_q.publish(conn, principal.org_id, lid, principal.actor)
         for engine in await engine_q.compatible(conn, principal.org_id, library.library_type_id):
+            if await engine_backbones.missing_models(res, principal.org_id, res.engines.get(engine.id)):
+                # An engine installed here that cannot train with what is registered (the face engine offline,
+                # without face models) gets no job: it would only fail. The others (the gallery) still train,
+                # and POST /v1/trainings passes it over the same way; a pull of the models brings it back.
+                continue
             model = await model_q.insert(
                 conn, id=uuid4(), org_id=principal.org_id, library_id=lid, engine_id=engine.id,
                 library_version=library.version, train_status="pending",
@@ -366,6 +383,11 @@ async def model_after_task_if_unfinished(conn: asyncpg.Connection, task: Task, s
         return
     model = await model_q.by_id(conn, task.org_id, UUID(payload["libraryEngineModelId"]))
     if model is not None and model.train_status not in ("complete", "failed"):
+        # The default lock before the row's write (promotion.on_complete's order), then re-read.
+        await training_q.lock_default(conn, model.library_id, model.engine_id)
+        model = await model_q.by_id(conn, task.org_id, model.id, for_update=True)
+        if model is None or model.train_status in ("complete", "failed"):
+            return
         row = await model_q.set_fields(conn, task.org_id, model.id, {"train_status": status})
         if status == "complete":
             await library_q.mark_trained(conn, task.org_id, model.library_id, model.library_version)

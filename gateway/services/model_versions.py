@@ -79,9 +79,18 @@ async def update_version(res: Any, principal: Principal, model_id: object, chang
         if model is None:
             raise NotFound()
         principal.check_library(model.library_id)
-        await q.lock_aliases(conn, model.library_id, model.engine_id)
-        if fields:
-            model = await q.set_version_fields(conn, principal.org_id, mid, fields)
-        if aliases is not None:
-            model = await q.set_aliases(conn, model, aliases)
+        return await apply_version(conn, principal, model, fields, aliases)
+
+
+async def apply_version(
+    conn: Any, principal: Principal, model: EngineModel, fields: dict[str, Any], aliases: list[str] | None,
+) -> EngineModel:
+    """Write ``check_version``'s result inside the caller's transaction (updateLibraryEngineModel writes the
+    model's other fields and these in one)."""
+    # Aliases move under the (library, engine) default lock, taken before any row (promotion.on_complete).
+    await q.lock_default(conn, model.library_id, model.engine_id)
+    if fields:
+        model = await q.set_version_fields(conn, principal.org_id, model.id, fields)
+    if aliases is not None:
+        model = await q.set_aliases(conn, model, aliases)
     return model

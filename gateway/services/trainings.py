@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from gateway.errors import InvalidInput, NotAllowed, NotFound
+from gateway.services import engine_backbones
 from gateway.services import jobs as job_service
 from gateway.services.ids import parse_id
 from gateway.services.labels import check_labels
@@ -39,22 +40,49 @@ class DefaultEngine:
 
 async def default_engine(res: Any, conn: asyncpg.Connection, org_id: UUID, library: Library) -> DefaultEngine:
     """The engine that declares itself default (``EngineInfo.default_for``) for the first of the library
-    type's identifier types that has one; invalid_input when none is installed."""
+    type's identifier types that has one; invalid_input when none is installed.
+
+    An engine whose required registered models are missing (``EngineInfo.requires_models``: the face engine
+    on an install that pulled no face models) is passed over for the next claim (the gallery), so an offline
+    install still trains people libraries instead of accepting a training that fails in the worker."""
     library_type = await type_q.library_type_by_id(conn, library.library_type_id)
     compatible = {e.id for e in await engine_q.compatible(conn, org_id, library.library_type_id)}
     type_ids = list(library_type.identifier_type_ids) if library_type else []
+    unusable: list[str] = []
     for type_id in type_ids:
-        claims = [
-            (engine.info.default_for.index(type_id), engine.info.id, engine)
-            for engine_id, engine in res.engines.items()
-            if engine_id in compatible and type_id in getattr(engine.info, "default_for", ())
-        ]
-        if claims:
-            return DefaultEngine(min(claims, key=lambda c: (c[0], c[1]))[2], type_id)
+        claims = sorted(
+            ((engine.info.default_for.index(type_id), engine.info.id, engine)
+             for engine_id, engine in res.engines.items()
+             if engine_id in compatible and type_id in getattr(engine.info, "default_for", ())),
+            key=lambda c: (c[0], c[1]),
+        )
+        for _rank, engine_id, engine in claims:
+            missing = await engine_backbones.missing_models(res, org_id, engine)
+            if not missing:
+                return DefaultEngine(engine, type_id)
+            unusable.append(f"{engine_id} (no registered {', '.join(missing)} model)")
     raise InvalidInput(
         f"no installed engine is the default for library type {library.library_type_id} "
         f"(identifier types {', '.join(type_ids) or 'none'})"
+        + (f"; passed over: {'; '.join(unusable)}" if unusable else "")
     )
+
+
+async def default_engine_ids(res: Any, org_id: UUID, library_ids: list[UUID]) -> dict[UUID, str]:
+    """Each library's default engine ID (libraries without one are left out): what a library's "last training"
+    is taken from (storage.queries.trainings.last_trainings' ``default_engines``)."""
+    out: dict[UUID, str] = {}
+    by_type: dict[str, str | None] = {}  # the default engine depends on the library's type only
+    async with res.pool.acquire() as conn:
+        for library in await library_q.by_ids(conn, org_id, library_ids):
+            if library.library_type_id not in by_type:
+                try:
+                    by_type[library.library_type_id] = (await default_engine(res, conn, org_id, library)).engine.info.id
+                except InvalidInput:
+                    by_type[library.library_type_id] = None
+            if by_type[library.library_type_id] is not None:
+                out[library.id] = by_type[library.library_type_id]
+    return out
 
 
 def engine_config(engine: Any, config: Any) -> dict[str, Any]:
@@ -107,6 +135,10 @@ async def start(res: Any, principal: Principal, body: dict[str, Any]) -> Job:
         engine_row = await engine_q.by_id(conn, principal.org_id, engine.info.id)
         if engine_row is None:
             raise InvalidInput(f"engine {engine.info.id} is not registered")
+        payload: dict[str, Any] = {"mode": "library-train", "libraryId": str(library.id), "config": config,
+                                   "trainingType": chosen.identifier_type_id}
+        # createJob's model checks and pinning, before anything is written: an unknown modelId is not_found.
+        version_id = await job_service.pin_models(res, principal.org_id, engine.info.id, payload)
         model = await model_q.insert(
             conn, id=uuid4(), org_id=principal.org_id, library_id=library.id, engine_id=engine.info.id,
             library_version=library.version, train_status="queued",
@@ -116,14 +148,12 @@ async def start(res: Any, principal: Principal, body: dict[str, Any]) -> Job:
             "name": name, "description": description, "changelog": changelog, "labels": labels,
             "parent_model_id": parent.id if parent else None, "auto_promote": auto_promote,
         })
-        payload: dict[str, Any] = {"mode": "library-train", "libraryId": str(library.id),
-                                   "libraryEngineModelId": str(model.id), "config": config,
-                                   "trainingType": chosen.identifier_type_id}
+        payload["libraryEngineModelId"] = str(model.id)
         job = await job_service.insert_prepared(
             conn, principal.org_id, [(engine_row, payload)],
             {"name": f"train {library.name} v{library.version}", "display_name": name, "labels": labels,
              "max_attempts": res.settings.max_attempts, "actor": principal.actor},
-            library.id,
+            library.id, version_id,
         )
         await model_q.set_fields(conn, principal.org_id, model.id, {"train_job_id": job.id})
     return job
@@ -166,20 +196,29 @@ async def remove(res: Any, principal: Principal, job_id: object) -> str:
 
 
 async def default_model_of(res: Any, principal: Principal, library_id: object, engine_id: object | None) -> EngineModel:
-    """The default model of a library for ``engine_id`` (or the library's default engine)."""
+    """The default model of a library for ``engine_id``; without one, the default model of the library's
+    default engine, else the newest default model of any engine (a library trained only by the gallery while
+    the face engine could not run still answers)."""
     lid = parse_id(library_id)
     principal.check_library(lid)
     async with res.pool.acquire() as conn:
         library = await library_q.by_id(conn, principal.org_id, lid)
         if library is None:
             raise NotFound()
-        if engine_id is None:
-            engine = (await default_engine(res, conn, principal.org_id, library)).engine.info.id
-        else:
-            engine = str(engine_id)
-        model = await q.default_model(conn, principal.org_id, lid, engine)
+        if engine_id is not None:
+            model = await q.default_model(conn, principal.org_id, lid, str(engine_id))
+            if model is None:
+                raise InvalidInput(f"library {lid} has no default model for engine {engine_id}: train it first")
+            return model
+        try:
+            engine: str | None = (await default_engine(res, conn, principal.org_id, library)).engine.info.id
+        except InvalidInput:
+            engine = None
+        model = await q.default_model(conn, principal.org_id, lid, engine) if engine is not None else None
+        if model is None:
+            model = await q.newest_default_model(conn, principal.org_id, lid)
     if model is None:
-        raise InvalidInput(f"library {lid} has no default model for engine {engine}: train it first")
+        raise InvalidInput(f"library {lid} has no default model: train it first")
     return model
 
 

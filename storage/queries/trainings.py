@@ -30,6 +30,10 @@ ORDER BY train_job_id, created_at, id"""
 DEFAULT_MODEL = """SELECT * FROM library_engine_models
 WHERE org_id = $1 AND library_id = $2 AND engine_id = $3 AND is_default"""
 
+NEWEST_DEFAULT_MODEL = """-- the library's newest default model, whatever its engine
+SELECT * FROM library_engine_models WHERE org_id = $1 AND library_id = $2 AND is_default
+ORDER BY created_at DESC, id DESC LIMIT 1"""
+
 # Clear the old default first: the partial unique index allows one default per (library, engine).
 CLEAR_DEFAULT = """UPDATE library_engine_models SET is_default = false, modified_at = now()
 WHERE org_id = $1 AND library_id = $2 AND engine_id = $3 AND is_default AND id <> $4"""
@@ -69,11 +73,19 @@ SELECT l.id,
        (SELECT count(*) FROM entity_identifiers i WHERE i.library_id = l.id AND i.entity_id IS NOT NULL) AS assigned
 FROM libraries l WHERE l.org_id = $1 AND l.id = ANY($2::uuid[])"""
 
-LAST_TRAININGS = """-- each library's last finished training: the newest model that completed or failed (by creation: a
--- model's modified_at also moves when it is promoted, aliased or renamed)
-SELECT DISTINCT ON (library_id) * FROM library_engine_models
-WHERE org_id = $1 AND library_id = ANY($2::uuid[]) AND train_status IN ('complete', 'failed')
-ORDER BY library_id, created_at DESC, id DESC"""
+LAST_TRAININGS = """-- each library's last finished training: a model that completed or failed, of the library's default engine
+-- ($3 / $4: library IDs and their default engine, where known) before any other engine's, then the newest
+-- by completion (its training task's end; a model's modified_at also moves when it is promoted, aliased or
+-- renamed), then by creation and engine, so the models one publish creates never tie at random
+SELECT DISTINCT ON (m.library_id) m.* FROM library_engine_models m
+LEFT JOIN LATERAL (SELECT max(t.completed_at) AS completed_at FROM tasks t
+                   WHERE t.job_id = m.train_job_id AND t.org_id = m.org_id) done ON true
+LEFT JOIN unnest($3::uuid[], $4::text[]) AS d(library_id, engine_id) ON d.library_id = m.library_id
+WHERE m.org_id = $1 AND m.library_id = ANY($2::uuid[]) AND m.train_status IN ('complete', 'failed')
+  -- a training the user cancelled (its model is marked failed) is no outcome of the library: not an error
+  AND NOT EXISTS (SELECT 1 FROM tasks c WHERE c.job_id = m.train_job_id AND c.org_id = m.org_id AND c.status = 'cancelled')
+ORDER BY m.library_id, (m.engine_id = d.engine_id) IS TRUE DESC,
+         coalesce(done.completed_at, m.created_at) DESC, m.created_at DESC, m.engine_id, m.id"""
 
 DUPLICATES = """-- identifiers whose content another identifier of the same library has too (same sha256)
 SELECT library_id, id, entity_id, content_sha256 FROM (
@@ -105,6 +117,10 @@ async def models_by_train_jobs(conn: asyncpg.Connection, org_id: UUID, job_ids: 
 
 async def default_model(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, engine_id: str) -> EngineModel | None:
     return EngineModel.maybe(await conn.fetchrow(DEFAULT_MODEL, org_id, library_id, engine_id))
+
+
+async def newest_default_model(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> EngineModel | None:
+    return EngineModel.maybe(await conn.fetchrow(NEWEST_DEFAULT_MODEL, org_id, library_id))
 
 
 async def set_default(conn: asyncpg.Connection, model: EngineModel) -> EngineModel:
@@ -139,8 +155,14 @@ async def library_counts(conn: asyncpg.Connection, org_id: UUID, library_ids: li
     return {r["id"]: r for r in await conn.fetch(LIBRARY_COUNTS, org_id, library_ids)}
 
 
-async def last_trainings(conn: asyncpg.Connection, org_id: UUID, library_ids: list[UUID]) -> dict[UUID, EngineModel]:
-    return {r["library_id"]: EngineModel.of(r) for r in await conn.fetch(LAST_TRAININGS, org_id, library_ids)}
+async def last_trainings(
+    conn: asyncpg.Connection, org_id: UUID, library_ids: list[UUID], default_engines: dict[UUID, str] | None = None,
+) -> dict[UUID, EngineModel]:
+    """Each library's last finished training; ``default_engines`` (library -> its default engine) prefers that
+    engine's models. Without it the newest by completion wins, ties broken by engine ID (never at random)."""
+    engines = default_engines or {}
+    return {r["library_id"]: EngineModel.of(r) for r in await conn.fetch(
+        LAST_TRAININGS, org_id, library_ids, list(engines), list(engines.values()))}
 
 
 async def duplicates(conn: asyncpg.Connection, org_id: UUID, library_ids: list[UUID], limit: int) -> list[asyncpg.Record]:
@@ -160,7 +182,8 @@ DEFAULT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('engineshed-default-model'
 
 
 async def lock_default(conn: asyncpg.Connection, library_id: UUID, engine_id: str) -> None:
-    """Serialise default changes of one (library, engine) until the transaction ends (two completions at once)."""
+    """Serialise changes to the models of one (library, engine) until the transaction ends: completions,
+    default moves, deletes and alias moves. Take it before any of those models' row locks."""
     await conn.execute(DEFAULT_LOCK, f"{library_id}/{engine_id}")
 
 
@@ -174,12 +197,3 @@ ORDER BY e.library_id, e.created_at, e.id LIMIT $3"""
 
 async def thin_entities(conn: asyncpg.Connection, org_id: UUID, library_ids: list[UUID], limit: int) -> list[asyncpg.Record]:
     return list(await conn.fetch(THIN_ENTITIES, org_id, library_ids, limit))
-
-
-ALIAS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('engineshed-model-aliases'), hashtext($1))"
-
-
-async def lock_aliases(conn: asyncpg.Connection, library_id: UUID, engine_id: str) -> None:
-    """Serialise alias moves of one (library, engine). Apart from lock_default: a completing training holds
-    its model row while it waits for that one, and an alias move may have to update that row."""
-    await conn.execute(ALIAS_LOCK, f"{library_id}/{engine_id}")
