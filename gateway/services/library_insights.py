@@ -48,10 +48,14 @@ async def insights(
     vector is near-identical to one under another entity (gateway.services.embeddings.duplicates); a library
     too large for that scan gets an ``info`` reason saying the check was skipped and why.
     """
+    from gateway.services import trainings  # trainings imports this module
+
     out = {lid: LibraryInsight() for lid in library_ids}
+    # The "last training" is the library's default engine's (a publish trains every compatible engine at once).
+    default_engines = await trainings.default_engine_ids(res, principal.org_id, library_ids)
     async with res.pool.acquire() as conn:
         counts = await q.library_counts(conn, principal.org_id, library_ids)
-        last = await q.last_trainings(conn, principal.org_id, library_ids)
+        last = await q.last_trainings(conn, principal.org_id, library_ids, default_engines)
         duplicates = await q.duplicates(conn, principal.org_id, library_ids, MAX_ISSUE_REASONS * len(library_ids))
         thin = await q.thin_entities(conn, principal.org_id, library_ids, MAX_ISSUE_REASONS * len(library_ids))
     for lid, insight in out.items():
