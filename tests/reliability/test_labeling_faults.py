@@ -40,6 +40,13 @@ AUTO_TAG = """mutation($l: ID!, $m: ID!) { autoTag(input: {libraryId: $l, librar
 AUTO_GROUP = "mutation($l: ID!) { autoGroup(input: {libraryId: $l, nClusters: 2, feature: brightness}) { id } }"
 # What the worker runs, inside its results transaction, once the suggestions are inserted.
 MARK_MACHINE = "SET annotation_type = 'machine'"
+# The write's first statement: the identifiers it touches, locked in id order (storage/queries/labeling.py LOCK).
+LOCK_IN_ORDER = "identifiers before their suggestions, in id order"
+
+
+def in_write(lock: HeldLock) -> bool:
+    """The worker is blocked inside its results transaction, at the identifier locks or at marking them."""
+    return lock.waiters(LOCK_IN_ORDER) + lock.waiters(MARK_MACHINE) >= 1
 UNASSIGNED_COUNT = 6
 # Backoff 2 s, doubling: the attempts after an S3 failure come 2 s and 4 s later, time for S3 to come back.
 RETRY_ENV = {"ENGINESHED_RETRY_BACKOFF_SECONDS": "2", "ENGINESHED_MAX_ATTEMPTS": "3"}
@@ -117,11 +124,11 @@ def test_a_worker_killed_mid_write_of_an_auto_tag_job_is_finished_once_by_anothe
     library_id, unassigned = labeling_library(org, seed=41)
     victim = start_worker("lab-tag-victim")
     model_id = trained_model(org, library_id, victim)
-    # The victim inserts its suggestions, then waits here to mark the identifiers machine-annotated.
+    # The victim opens its results transaction, then waits here for the identifiers it marks machine-annotated.
     lock = HeldLock(db, "SELECT 1 FROM entity_identifiers WHERE id = $1 FOR NO KEY UPDATE", uuid.UUID(unassigned[0]))
     try:
         job_id, task_id = start_job(org, AUTO_TAG, l=library_id, m=model_id)
-        wait_for(lambda: lock.waiters(MARK_MACHINE) >= 1, timeout=90, interval=0.05, what="the victim to be in its write")
+        wait_for(lambda: in_write(lock), timeout=90, interval=0.05, what="the victim to be in its write")
         assert task_row(db, task_id)["lease_owner"] == "lab-tag-victim"
         assert suggestions_of(db, job_id) == [], "nothing is visible before the write commits"
         rescuer = start_worker("lab-tag-rescuer")
@@ -179,7 +186,7 @@ def test_worker_connections_cut_mid_write_of_a_labeling_job_are_retried_and_it_c
     lock = HeldLock(db, "SELECT 1 FROM entity_identifiers WHERE id = $1 FOR NO KEY UPDATE", uuid.UUID(unassigned[0]))
     try:
         job_id, task_id = start_job(org, AUTO_TAG, l=library_id, m=model_id)
-        wait_for(lambda: lock.waiters(MARK_MACHINE) >= 1, timeout=90, interval=0.05, what="the worker to be in its write")
+        wait_for(lambda: in_write(lock), timeout=90, interval=0.05, what="the worker to be in its write")
         assert cut_connections(private, "engineshed-worker") >= 1
         failed_once = wait_task(db, task_id, lambda r: r["failure_message"] is not None or r["status"] != "running",
                                 "the cut write to fail the attempt", timeout=60)
