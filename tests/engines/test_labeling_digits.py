@@ -15,6 +15,7 @@ them, and their true digit is known only to the test. Measured here:
 from __future__ import annotations
 
 import io
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -150,30 +151,29 @@ def test_hard_examples_are_wrong_far_more_often_than_the_rest(
     assert unflagged == len(digits_lab.truth) - len(hard)
 
 
-def test_a_job_cancelled_mid_run_leaves_no_suggestions(lab: Org, worker: Process, digits_lab: Lab) -> None:
-    # Every identifier of the library (about 1,800): long enough to cancel while it scores.
-    for _ in range(3):
+def test_a_job_cancelled_mid_run_leaves_no_suggestions(lab: Org, worker: Process, digits_lab: Lab, stack: Stack) -> None:
+    # The worker is held inside its results transaction by a lock on one identifier it writes, so the cancel
+    # lands after everything is scored and before anything is committed, however fast the scoring was.
+    from tests.reliability.conftest import HeldLock
+
+    in_write = "identifiers before their suggestions, in id order"  # storage/queries/labeling.py LOCK
+    lock = HeldLock(stack.db, "SELECT 1 FROM entity_identifiers WHERE id = $1 FOR NO KEY UPDATE",
+                    uuid.UUID(next(iter(digits_lab.truth))))
+    try:
         job_id = lab.client.query(
             "mutation($l: ID!, $m: ID) { autoTag(input: {libraryId: $l, libraryEngineModelId: $m, confidenceThreshold: 0}) { id } }",
             l=digits_lab.library_id, m=digits_lab.model_id,
         ).ok()["autoTag"]["id"]
-
-        def scoring() -> bool:
-            task = lab.client.query(JOB, id=job_id).ok()["job"]["tasks"]["records"][0]
-            return task["status"] != "queued" and (task["status"] != "running" or task["progress"] > 0)
-
-        wait_for(scoring, timeout=120, interval=0.05, what="the auto-tag task to start scoring")
-        reply = lab.client.query("mutation($id: ID!) { cancelJob(id: $id) { id } }", id=job_id)
-        if reply.errors:  # it outran the cancel; try again
-            continue
-        done = wait_job(lab, job_id, worker)
-        if done["status"] == "complete":
-            continue
-        assert done["status"] == "cancelled", done
-        page = lab.client.query(SUGGESTIONS, j=job_id, o=0).ok()["suggestions"]
-        assert page["totalCount"] == 0
-        return
-    pytest.fail("the auto-tag job finished before a cancel could land, three times")
+        wait_for(lambda: lock.waiters(in_write) >= 1, timeout=180, interval=0.05, what="the auto-tag job to be in its write")
+        lab.client.query("mutation($id: ID!) { cancelJob(id: $id) { id } }", id=job_id).ok()
+        # The cancel interrupts the blocked write (its statement is cancelled, its transaction rolled back).
+        wait_for(lambda: lock.waiters(in_write) == 0, timeout=60, interval=0.05, what="the cancel to stop the write")
+    finally:
+        lock.release()
+    done = wait_job(lab, job_id, worker)
+    assert done["status"] == "cancelled", done
+    page = lab.client.query(SUGGESTIONS, j=job_id, o=0).ok()["suggestions"]
+    assert page["totalCount"] == 0
 
 
 def test_pre_label_suggestions_accepted_at_the_default_threshold_are_right(
