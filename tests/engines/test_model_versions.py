@@ -193,13 +193,20 @@ def test_library_counts_previews_and_issues_from_the_last_training(versions_org:
     assert [(r["kind"], r["severity"]) for r in skipped] == [("too-small", "warning")] and skipped[0]["detail"]
     assert after["issues"]["hasError"] is False
 
-    failing = api.create_model(org, "test-sleeper", library_id)
-    api.create_train_job(org, "test-sleeper", library_id, failing, {"fail": "engine"})
+    # Issues come from the library's default engine's last training (a publish trains every compatible engine
+    # at once): another engine's failure is not the library's error...
+    other = api.create_model(org, "test-sleeper", library_id)
+    api.create_train_job(org, "test-sleeper", library_id, other, {"fail": "engine"})
+    assert api.wait_model(org, other, worker=worker, timeout=180)["trainStatus"] == "failed"
+    assert org.client.query(INSIGHT, l=library_id).ok()["library"]["issues"]["hasError"] is False
+    # ...the default engine's is: a split key no identifier carries leaves nothing to train on.
+    failing = api.create_model(org, GALLERY, library_id)
+    api.create_train_job(org, GALLERY, library_id, failing, {"splitKey": "no-such-key"})
     assert api.wait_model(org, failing, worker=worker, timeout=180)["trainStatus"] == "failed"
     failed = org.client.query(INSIGHT, l=library_id).ok()["library"]["issues"]
     assert failed["hasError"] is True
     [error] = [r for r in failed["reasons"] if r["severity"] == "error"]
-    assert error["kind"] == "training-failed" and "the sleeper was asked to fail" in error["message"]
+    assert error["kind"] == "training-failed" and "marks no usable identifier" in error["message"]
 
 
 def test_splits_through_the_api(versions_org: Org, worker: Process, digit_library: Digits) -> None:
