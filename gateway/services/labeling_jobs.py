@@ -365,6 +365,8 @@ async def labeling_task(res: Any, principal: Principal, job_id: object, library_
     async with res.pool.acquire() as conn:
         job = await job_q.job_by_id(conn, principal.org_id, job_uuid)
         tasks = await job_q.tasks_of_job(conn, job_uuid) if job is not None else []
-    if job is None or str(job.library_id) != library_id or not tasks or tasks[0].engine_id != ENGINE_ID:
+    # A task token sees only its own job, as jobs.get has it.
+    own = not principal.is_task or (job is not None and job.id == principal.job_id)
+    if job is None or not own or str(job.library_id) != library_id or not tasks or tasks[0].engine_id != ENGINE_ID:
         raise NotFound("no such task in this dataset")
     return job, tasks[0]
