@@ -188,14 +188,19 @@ def test_worker_connections_cut_mid_write_of_a_labeling_job_are_retried_and_it_c
         job_id, task_id = start_job(org, AUTO_TAG, l=library_id, m=model_id)
         wait_for(lambda: in_write(lock), timeout=90, interval=0.05, what="the worker to be in its write")
         assert cut_connections(private, "engineshed-worker") >= 1
-        failed_once = wait_task(db, task_id, lambda r: r["failure_message"] is not None or r["status"] != "running",
-                                "the cut write to fail the attempt", timeout=60)
+        # The failed attempt is seen either as its failure record or, when the retry (0.5 s backoff here) has
+        # already claimed the task again and cleared that record, as the second attempt.
+        failed_once = wait_task(
+            db, task_id,
+            lambda r: r["failure_message"] is not None or r["status"] != "running" or r["attempts"] >= 2,
+            "the cut write to fail the attempt", timeout=60)
         assert suggestions_of(db, job_id) == [], "the cut transaction wrote nothing"
     finally:
         lock.release()
     assert failed_once["status"] in ("queued", "running"), f"the task was not retried: {dict(failed_once)}"
-    assert failed_once["failure_reason"] == "system_error", dict(failed_once)
-    assert_clean(failed_once["failure_message"])
+    if failed_once["failure_message"] is not None:
+        assert failed_once["failure_reason"] == "system_error", dict(failed_once)
+        assert_clean(failed_once["failure_message"])
 
     assert wait_job_finished(db, job_id, timeout=120) == "complete", (dict(task_row(db, task_id)), worker.output()[-3000:])
     assert task_row(db, task_id)["attempts"] >= 2
