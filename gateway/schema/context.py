@@ -25,10 +25,19 @@ class Context:
     # Whether the request named its operation. Strawberry runs the first operation of a document when
     # none is named; the GraphQL spec makes that an error once there are several (see OperationChoice).
     operation_name_sent: bool = True
-    loaders: Loaders = field(init=False)
+    # Made on first use: most requests (an upload, a mutation) touch no loader, and building the
+    # thirty-odd DataLoaders was a twentieth of an upload's gateway CPU (py-spy, bench scenario 0).
+    _loaders: Loaders | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.loaders = Loaders(self)
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders(self)
+        return self._loaders
+
+    @loaders.setter
+    def loaders(self, value: Loaders) -> None:
+        self._loaders = value
 
     @property
     def principal(self) -> Principal:

@@ -101,19 +101,21 @@ async def resolve_version(res: Any, org_id: UUID, ref: str | None, identifier_ty
     return version
 
 
-async def ingest_versions(res: Any, org_id: UUID, library_id: UUID, type_id: str, data_type: str | None) -> list[UUID]:
-    """The model versions a new identifier is embedded by: the type's default and the library's models' own."""
+def ingest_default_name(type_id: str) -> str | None:
+    """The system embedding model that embeds new identifiers of a type by default (see ingest_versions)."""
+    return models.default_model_name(EMBEDDING, type_id)
+
+
+def ingest_versions(res: Any, data_type: str | None, candidates: Sequence[UUID]) -> list[UUID]:
+    """The model versions a new identifier is embedded by: the type's default and the library's models' own.
+
+    ``candidates`` come with the upload's checks, in one query (storage/queries/identifiers.py TARGET):
+    the default named by :func:`ingest_default_name` when it is ready, then the library's models' versions.
+    Only image identifiers are embedded on ingest, and only while ENGINESHED_EMBED_ON_INGEST is on.
+    """
     if data_type != "image" or not res.settings.embed_on_ingest:
         return []
-    wanted: list[UUID] = []
-    default = await models.default_model(res, org_id, EMBEDDING, type_id)
-    if default is not None and default.dimension:
-        wanted.append(default.id)
-    async with res.pool.acquire() as conn:
-        for version_id in await q.library_versions_in_use(conn, org_id, library_id):
-            if version_id not in wanted:
-                wanted.append(version_id)
-    return wanted
+    return list(dict.fromkeys(candidates))
 
 
 async def _existing_library(res: Any, principal: Principal, library_id: object | None) -> UUID | None:

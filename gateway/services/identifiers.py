@@ -68,11 +68,12 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     if explicit_name is not None:
         explicit_name = embeddings.check_unique_name(explicit_name)
     key = None
+    default_embedder = embeddings.ingest_default_name(type_id)
     async with res.pool.acquire() as conn:
         if eid is not None:
-            target = await q.target(conn, principal.org_id, eid, type_id)
+            target = await q.target(conn, principal.org_id, eid, type_id, default_embedder)
         else:
-            target = await q.target_library(conn, principal.org_id, lid, type_id)
+            target = await q.target_library(conn, principal.org_id, lid, type_id, default_embedder)
         if target is None:
             raise NotFound()
         if lid is not None and target["library_id"] != lid:
@@ -114,8 +115,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     default_name = None
     if explicit_name is None:
         default_name = embeddings.default_unique_name(getattr(file, "filename", None) if file is not None else None, url)
-    versions = await embeddings.ingest_versions(
-        res, principal.org_id, target["library_id"], type_id, target["data_type"])
+    versions = embeddings.ingest_versions(res, target["data_type"], target["ingest_versions"])
     if store_reference:
         try:
             check_url_syntax(url)
@@ -123,7 +123,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
             raise InvalidInput(str(exc)) from exc
         values["reference_url"] = url
         async with res.pool.acquire() as conn:
-            return await _insert_named(conn, q.insert, values, default_name, versions, principal, profile_mode)
+            return await _insert_named(conn, False, values, default_name, versions, principal, profile_mode)
 
     if file is not None:
         stored = await uploads.store_upload(res, key, file, content_type, scheduled=True)
@@ -132,7 +132,7 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
     values.update(storage_key=key, content_type=stored.content_type, content_length=stored.size, content_sha256=stored.sha256)
     try:
         async with res.pool.acquire() as conn:
-            return await _insert_named(conn, q.insert_keeping_blob, values, default_name, versions, principal, profile_mode)
+            return await _insert_named(conn, True, values, default_name, versions, principal, profile_mode)
     except BaseException:
         await blob_cleanup.delete_now(res, [key])
         raise
@@ -142,10 +142,12 @@ def _name_taken(name: str) -> str:
 
 
 async def _insert_named(
-    conn: Any, insert: Any, values: dict[str, Any], default_name: str | None, versions: list[UUID],
+    conn: Any, keep_blob: bool, values: dict[str, Any], default_name: str | None, versions: list[UUID],
     principal: Principal, profile_mode: str,
 ) -> Identifier:
-    """Insert the row with its uniqueName and queue its embeddings, in one transaction.
+    """Insert the row with its uniqueName and queue its embeddings, atomically (one statement, or one
+    transaction when the entity's profile image changes too); ``keep_blob``: its object was recorded as an
+    orphan-to-be before the upload, and that record goes with the insert.
 
     An explicit uniqueName that another upload took meanwhile is invalid_input. The default (the file name)
     must not turn a second photo called IMG_0001.jpg into an error, so a taken default is made unique by
@@ -155,10 +157,13 @@ async def _insert_named(
         [default_name, f"{values['id']}-{default_name}"] if default_name else [str(values["id"])])
     for attempt, name in enumerate(candidates):
         try:
+            insert = dict(values, unique_name=name, keep_blob=keep_blob, embed_versions=versions,
+                          channel=vector_q.EMBED_CHANNEL)
+            if profile_mode == "none" or values["entity_id"] is None:
+                return await q.insert_new(conn, **insert)
             async with conn.transaction():
-                row = await insert(conn, **{**values, "unique_name": name})
+                row = await q.insert_new(conn, **insert)
                 await _profile(conn, principal, row, profile_mode)
-                await vector_q.enqueue_identifier(conn, row.id, row.org_id, row.library_id, versions)
             return row
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "entity_identifiers_unique_name" or attempt == len(candidates) - 1:

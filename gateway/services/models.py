@@ -326,10 +326,15 @@ async def resolve_model(res: Any, organization_id: UUID | None, ref: str, applic
     return row
 
 
+def default_model_name(application: str, identifier_type: str | None) -> str | None:
+    """The name of the system model that is the default for an application and identifier type."""
+    kind = identifier_type if identifier_type in ("face", "audio-recording") else None
+    return SYSTEM_DEFAULTS.get((application, kind))
+
+
 async def default_model(res: Any, organization_id: UUID | None, application: str, identifier_type: str | None) -> ModelVersion | None:
     """The system default for an application and identifier type, or None when none is registered (ready)."""
-    kind = identifier_type if identifier_type in ("face", "audio-recording") else None
-    name = SYSTEM_DEFAULTS.get((application, kind))
+    name = default_model_name(application, identifier_type)
     if name is None:
         return None
     async with res.pool.acquire() as conn:

@@ -18,12 +18,27 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
 BY_ID = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = $2"
 BY_IDS = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uuid[])"
 
+# The model versions a new identifier is embedded by on ingest, in the same round trip as the checks: the
+# system embedding default named $4 (its `default` alias, ready, with a dimension) and the versions the
+# library's engine models use. Whether any apply at all (image types, ENGINESHED_EMBED_ON_INGEST) the service
+# decides (gateway/services/embeddings.py ingest_versions).
+_INGEST_VERSIONS = """ARRAY(
+           SELECT v.id FROM model_versions v JOIN models m ON m.id = v.model_id
+           JOIN model_aliases a ON a.version_id = v.id AND a.alias = 'default'
+           WHERE m.org_id IS NULL AND m.name = $4 AND v.status = 'ready' AND coalesce(v.dimension, 0) > 0
+           UNION ALL
+           SELECT DISTINCT lm.model_version_id FROM library_engine_models lm
+           JOIN model_versions v ON v.id = lm.model_version_id AND v.status = 'ready'
+           WHERE lm.org_id = $1 AND lm.library_id = l.id AND lm.model_version_id IS NOT NULL
+       ) AS ingest_versions"""
+
 TARGET = """-- where a new identifier of type $3 goes: its entity's library, and whether that type exists for the
--- organization (built-in or its own), its data type, and whether the library's type takes it (one round
--- trip where an upload made four)
+-- organization (built-in or its own), its data type, whether the library's type takes it, and the model
+-- versions that embed it (one round trip where an upload made six)
 SELECT e.library_id, l.library_type_id, lt.identifier_type_ids,
        EXISTS (SELECT 1 FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS type_known,
-       (SELECT t.data_type FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS data_type
+       (SELECT t.data_type FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS data_type,
+       """ + _INGEST_VERSIONS + """
 FROM entities e
 JOIN libraries l ON l.id = e.library_id AND l.org_id = e.org_id
 JOIN library_types lt ON lt.id = l.library_type_id
@@ -32,14 +47,24 @@ WHERE e.org_id = $1 AND e.id = $2"""
 TARGET_LIBRARY = """-- where a new unassigned identifier of type $3 goes: the library $2 itself (same answer as TARGET)
 SELECT l.id AS library_id, l.library_type_id, lt.identifier_type_ids,
        EXISTS (SELECT 1 FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS type_known,
-       (SELECT t.data_type FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS data_type
+       (SELECT t.data_type FROM entity_identifier_types t WHERE t.id = $3 AND (t.org_id IS NULL OR t.org_id = $1)) AS data_type,
+       """ + _INGEST_VERSIONS + """
 FROM libraries l
 JOIN library_types lt ON lt.id = l.library_type_id
 WHERE l.org_id = $1 AND l.id = $2"""
 
-INSERT_KEEPING_BLOB = """-- the row and the cancelled deletion of its object commit together, as one statement
-WITH kept AS (DELETE FROM blob_deletions WHERE storage_key = $8)
-""" + INSERT
+INSERT_NEW = """-- a new identifier in one statement, so one round trip and atomic without a transaction block: the row;
+-- when $15 (keep) the cancelled deletion of its object recorded before the upload; its embedding queue
+-- entries for the model versions $16, with the notification the ingest workers listen for (sent on commit)
+WITH kept AS (DELETE FROM blob_deletions WHERE $15 AND storage_key = $8),
+new_row AS (""" + INSERT + """),
+queued AS (
+    INSERT INTO embedding_queue (identifier_id, model_version_id, org_id, library_id)
+    SELECT r.id, v, r.org_id, r.library_id FROM new_row r, unnest($16::uuid[]) AS v
+    ON CONFLICT DO NOTHING
+)
+SELECT r.*, (SELECT count(*) FROM (SELECT pg_notify($17, '') WHERE cardinality($16::uuid[]) > 0) n) AS notified
+FROM new_row r"""
 
 PAGES_FOR_ENTITIES = """-- the same page of identifiers for many entities at once (the DataLoader's one query)
 SELECT * FROM (
@@ -109,21 +134,23 @@ def _values(v: dict[str, Any]) -> list[Any]:
     return [v[name] for name in _COLUMNS]
 
 
-async def insert(conn: asyncpg.Connection, **v: Any) -> Identifier:
-    return Identifier.of(await conn.fetchrow(INSERT, *_values(v)))
+async def target(
+    conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, type_id: str, default_embedder: str | None
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(TARGET, org_id, entity_id, type_id, default_embedder)
 
 
-async def target(conn: asyncpg.Connection, org_id: UUID, entity_id: UUID, type_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(TARGET, org_id, entity_id, type_id)
+async def target_library(
+    conn: asyncpg.Connection, org_id: UUID, library_id: UUID, type_id: str, default_embedder: str | None
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(TARGET_LIBRARY, org_id, library_id, type_id, default_embedder)
 
 
-async def target_library(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, type_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(TARGET_LIBRARY, org_id, library_id, type_id)
-
-
-async def insert_keeping_blob(conn: asyncpg.Connection, **v: Any) -> Identifier:
-    """Insert a row whose object ``storage_key`` was recorded as an orphan-to-be; the record goes with it."""
-    return Identifier.of(await conn.fetchrow(INSERT_KEEPING_BLOB, *_values(v)))
+async def insert_new(
+    conn: asyncpg.Connection, *, keep_blob: bool, embed_versions: list[UUID], channel: str, **v: Any
+) -> Identifier:
+    """INSERT_NEW: the row, its kept object and its embedding queue entries, atomically in one statement."""
+    return Identifier.of(await conn.fetchrow(INSERT_NEW, *_values(v), keep_blob, list(embed_versions), channel))
 
 
 async def by_unique_names(

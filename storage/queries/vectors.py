@@ -253,17 +253,6 @@ async def build_next_index(conn: asyncpg.Connection) -> str | None:
 
 # ------------------------------------------------------------------ the ingest queue
 
-ENQUEUE_IDENTIFIER = """-- a new identifier, for each model version named (those it has a vector of already are skipped)
-INSERT INTO embedding_queue (identifier_id, model_version_id, org_id, library_id)
-SELECT $1, v, $2, $3 FROM unnest($4::uuid[]) AS v
-WHERE NOT EXISTS (SELECT 1 FROM identifier_embeddings e WHERE e.identifier_id = $1 AND e.model_version_id = v)
-ON CONFLICT DO NOTHING"""
-
-LIBRARY_MODEL_VERSIONS_IN_USE = """-- the embedding model versions the library's engine models use
-SELECT DISTINCT m.model_version_id FROM library_engine_models m
-JOIN model_versions v ON v.id = m.model_version_id AND v.status = 'ready'
-WHERE m.org_id = $1 AND m.library_id = $2 AND m.model_version_id IS NOT NULL"""
-
 ENQUEUE_SELECTION = """-- generateEmbeddings: the selection's identifiers without a vector of the version, queued again if they failed
 INSERT INTO embedding_queue AS q (identifier_id, model_version_id, org_id, library_id)
 SELECT i.id, $2, i.org_id, i.library_id FROM entity_identifiers i
@@ -347,18 +336,6 @@ async def identifier_type_data(conn: asyncpg.Connection, org_id: UUID, type_id: 
 
 async def same_content(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, limit: int) -> list[tuple[UUID, UUID]]:
     return [(r["first_id"], r["second_id"]) for r in await conn.fetch(SAME_CONTENT, org_id, library_id, limit)]
-
-
-async def library_versions_in_use(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> list[UUID]:
-    return [r["model_version_id"] for r in await conn.fetch(LIBRARY_MODEL_VERSIONS_IN_USE, org_id, library_id)]
-
-
-async def enqueue_identifier(
-    conn: asyncpg.Connection, identifier_id: UUID, org_id: UUID, library_id: UUID, versions: Sequence[UUID]
-) -> None:
-    if versions:
-        await conn.execute(ENQUEUE_IDENTIFIER, identifier_id, org_id, library_id, list(versions))
-        await conn.execute("SELECT pg_notify($1, '')", EMBED_CHANNEL)
 
 
 async def enqueue_selection(
