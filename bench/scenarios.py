@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bench.client import Client
-from bench.images import make_image
+from bench.images import SIZE, make_image
 from bench.memory import RssSampler
 from bench.stack import BenchError
 from bench.stats import ratio, summary_ms
@@ -530,7 +530,8 @@ def _plain_form(query: str, data: bytes, content_type: str) -> bytes:
 
 
 async def upload_vs_s3_put(client: Client, library: Library, env: dict[str, str], per_entity: int, concurrency: int,
-                           repeats: int = 3, gateway_pid: int | None = None) -> dict[str, Any]:
+                           repeats: int = 3, gateway_pid: int | None = None, image_size: int = SIZE,
+                           seed_offset: int = 50_000) -> dict[str, Any]:
     """createEntityIdentifier uploads through the API against bare S3 PUTs of the same bytes, same concurrency.
 
     The images are made beforehand (not timed), so both sides send ready bytes. The API side is the
@@ -540,6 +541,7 @@ async def upload_vs_s3_put(client: Client, library: Library, env: dict[str, str]
     identifiers and fresh keys each time); the medians are compared.
     The gateway's own CPU time per upload (user + system, from the kernel's accounting) is reported too:
     unlike the rates, it hardly moves when other work shares the machine.
+    ``image_size``: the side of the square images (PNG and JPEG alternating; at 512, 146 KB and 697 KB).
     """
     import aiohttp
     import psutil
@@ -554,7 +556,8 @@ async def upload_vs_s3_put(client: Client, library: Library, env: dict[str, str]
         return times.user + times.system
 
     work = [(e, k) for k in range(per_entity) for e in range(len(library.entity_ids))]
-    blobs = [make_image(library.entity_seeds[e], 50_000 + k) for e, k in work]
+    blobs = [make_image(library.entity_seeds[e], seed_offset + k, size=image_size, jpeg=i % 2 == 1)
+             for i, (e, k) in enumerate(work)]
     queries = [
         f'mutation {{ createEntityIdentifier(input: {{entityId: "{library.entity_ids[e]}", identifierTypeId: "face"}}) {{ id }} }}'
         for e, _ in work
@@ -615,6 +618,7 @@ async def upload_vs_s3_put(client: Client, library: Library, env: dict[str, str]
         "uploads": len(work),
         "passes": repeats,
         "concurrency": concurrency,
+        "image_size": image_size,
         "bytes": sum(len(b) for b, _ in blobs),
         "api_seconds": [round(t, 3) for t in api_times],
         "s3_put_seconds": [round(t, 3) for t in s3_times],

@@ -59,6 +59,11 @@ def test_quick_bench_writes_every_section(tmp_path: Path) -> None:
     for key in ("api_uploads_per_s", "s3_puts_per_s", "api_over_s3_put", "gateway_cpu_ms_per_upload"):
         _positive(up[key], f"upload_vs_s3_put.{key}")
     assert up["uploads"] == t["identifiers"] and len(up["api_seconds"]) == up["passes"] == 3
+    photos = r["upload_vs_s3_put_photos"]  # the same at photo size: one per entity, 512 px
+    for key in ("api_uploads_per_s", "s3_puts_per_s", "api_over_s3_put", "gateway_cpu_ms_per_upload"):
+        _positive(photos[key], f"upload_vs_s3_put_photos.{key}")
+    assert photos["image_size"] == 512 and photos["uploads"] == t["identifiers"] // 5
+    assert photos["bytes"] / photos["uploads"] > 20 * up["bytes"] / up["uploads"]
 
     reads = r["reads"]
     for level in ("1", "32"):
