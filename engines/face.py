@@ -52,7 +52,7 @@ from engines.interface import (
 )
 from engines.model_backbone import model_backbone
 from engines.pipeline import embed_library
-from engines.runtime import get_runner
+from engines.runtime import get_runner, throughput_runner
 from engines.training import group
 
 __all__ = ["FACE_OPTIONS", "FaceEngine", "SHARPNESS_MEASURE"]
@@ -124,7 +124,7 @@ class FaceEngine:
             front = await asyncio.to_thread(_front_bytes, detector, config["minDetectionConfidence"], crop)
         except (ValueError, onnx.checker.ValidationError) as exc:
             raise EngineError(f"the face engine cannot use {detector.ref} with {embedder.ref}: {exc}") from None
-        runner = await asyncio.to_thread(get_runner, spec.model, ctx.execution_provider)
+        runner, parallel = await asyncio.to_thread(throughput_runner, spec.model, ctx.execution_provider)
         decoder = functools.partial(
             decode_faces, front=front, min_face_size=config["minFaceSize"],
             sharpness_threshold=config["sharpnessThreshold"],
@@ -132,7 +132,7 @@ class FaceEngine:
         embedded = await embed_library(
             ctx, spec, runner, page_size=config["pageSize"], fetch_concurrency=config["fetchConcurrency"],
             fetch_rate=config["fetchRate"] or None, batch_size=config["batchSize"], min_size=0,
-            sharpness_threshold=0.0, decoder=decoder, use_cache=False, stored=False,
+            sharpness_threshold=0.0, decoder=decoder, use_cache=False, stored=False, parallel=parallel,
         )
         prepared = group(spec, runner, embedder, embedded)
         fit = await fit_gallery(self.info, prepared, ctx)

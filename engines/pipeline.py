@@ -23,6 +23,7 @@ Four stages connected by bounded queues, so memory stays flat for any library si
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -84,8 +85,10 @@ class _Run:
         decoder: Decoder | None = None,
         use_cache: bool = True,
         stored: bool = True,
+        parallel: int = 1,
     ) -> None:
         self.ctx, self.spec, self.runner = ctx, spec, runner
+        self.parallel = max(1, parallel)
         self.decoder, self.use_cache = decoder, use_cache
         self.extras: dict[str, dict[str, Any]] = {}
         # Stored vectors are whole-image vectors of a registered model: used only when this run's backbone is
@@ -319,25 +322,42 @@ class _Run:
 
     async def _infer_stage(self) -> None:
         # Cache writes run beside the next batch's inference: with a heavy backbone the model is the
-        # bottleneck, and a database round trip between batches would leave it idle each time.
-        async with asyncio.TaskGroup() as stores:
-            slots = asyncio.Semaphore(STORES_IN_FLIGHT)
-            batch: list[_Item] = []
-            while (item := await self.infer_q.get()) is not None:
-                batch.append(item)
-                if len(batch) >= self.batch_size:
-                    await self._infer(batch, stores, slots)
-                    batch = []
-            if batch:
-                await self._infer(batch, stores, slots)
+        # bottleneck, and a database round trip between batches would leave it idle each time. Up to
+        # ``parallel`` batches run at once (runtime.throughput_runner), each on a thread of this run's own, and
+        # the next batch is gathered while they run.
+        executor = concurrent.futures.ThreadPoolExecutor(self.parallel, thread_name_prefix="infer")
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                slots = asyncio.Semaphore(STORES_IN_FLIGHT)
+                running = asyncio.Semaphore(self.parallel)
+                batch: list[_Item] = []
+                while (item := await self.infer_q.get()) is not None:
+                    batch.append(item)
+                    if len(batch) >= self.batch_size:
+                        await running.acquire()
+                        tasks.create_task(self._infer(batch, tasks, slots, executor, running))
+                        batch = []
+                if batch:
+                    await running.acquire()
+                    tasks.create_task(self._infer(batch, tasks, slots, executor, running))
+        finally:
+            # Not waited for: a cancelled run's batch in progress finishes on its thread, off the event loop.
+            executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _infer(self, batch: list[_Item], stores: asyncio.TaskGroup, slots: asyncio.Semaphore) -> None:
-        images = np.stack([i.array for i in batch])
-        for item in batch:
-            item.array = None
-        started = time.perf_counter()
-        vectors = await asyncio.to_thread(self.runner.run, images)
-        self.timings["inference"] += time.perf_counter() - started
+    async def _infer(
+        self, batch: list[_Item], stores: asyncio.TaskGroup, slots: asyncio.Semaphore,
+        executor: concurrent.futures.Executor, running: asyncio.Semaphore,
+    ) -> None:
+        try:
+            images = np.stack([i.array for i in batch])
+            for item in batch:
+                item.array = None
+            started = time.perf_counter()
+            vectors = await asyncio.get_running_loop().run_in_executor(executor, self.runner.run, images)
+            # busy time: batches that run at once each count their own wall
+            self.timings["inference"] += time.perf_counter() - started
+        finally:
+            running.release()
         vectors = np.asarray(vectors, np.float32)
         self.inferred += len(batch)
         self.ctx.count_inference(len(batch))
@@ -450,6 +470,7 @@ async def embed_library(
     decoder: Decoder | None = None,
     use_cache: bool = True,
     stored: bool = True,
+    parallel: int = 1,
 ) -> EmbeddedLibrary:
     """Embed every identifier ``ctx.pages`` yields with the backbone ``spec`` run by ``runner``.
 
@@ -464,7 +485,7 @@ async def embed_library(
     nor writes the embedding cache (for engines whose rows depend on more than the bytes).
     ``stored``: whether the context's stored whole-image vectors may stand in for embedding (they are used
     only when ``spec`` is the backbone that made them); an engine that embeds something other than the whole
-    image (face crops) passes False.
+    image (face crops) passes False. ``parallel``: batches run at once (see runtime.throughput_runner).
     """
     run = _Run(
         ctx,
@@ -480,6 +501,7 @@ async def embed_library(
         decoder=decoder,
         use_cache=use_cache,
         stored=stored,
+        parallel=parallel,
     )
     return await run.run()
 

@@ -15,7 +15,7 @@ from engines.evaluation import l2_normalise
 from engines.interface import EmbeddingModel, EngineError, EngineInfo, NothingToTrain, TrainingContext
 from engines.model_backbone import PIXEL_PROJECTION, model_backbone
 from engines.pipeline import EmbeddedLibrary, embed_library, pipeline_kwargs
-from engines.runtime import CUDA, Runner, get_runner
+from engines.runtime import CUDA, Runner, throughput_runner
 
 __all__ = ["Prepared", "base_report", "group", "nothing_left", "prepare"]
 
@@ -48,14 +48,14 @@ async def prepare(ctx: TrainingContext, backbone: BackboneSpec | None) -> Prepar
             raise EngineError(f"model {registered.ref} cannot be used as a backbone: {exc}") from None
     builtin = backbone is None
     spec = backbone or default_backbone(config["imageSize"], 1)
-    runner = await asyncio.to_thread(get_runner, spec.model, ctx.execution_provider)
+    runner, parallel = await asyncio.to_thread(throughput_runner, spec.model, ctx.execution_provider)
     embed_spec = spec
     if builtin and runner.provider == CUDA:
         # On the GPU the library is embedded in half precision (the heavy part); the artifact keeps
         # the float32 backbone so it runs anywhere, CPUs included.
         embed_spec = default_backbone(config["imageSize"], 1, float16=True)
-        runner = await asyncio.to_thread(get_runner, embed_spec.model, ctx.execution_provider)
-    embedded = await embed_library(ctx, embed_spec, runner, **pipeline_kwargs(config))
+        runner, parallel = await asyncio.to_thread(throughput_runner, embed_spec.model, ctx.execution_provider)
+    embedded = await embed_library(ctx, embed_spec, runner, parallel=parallel, **pipeline_kwargs(config))
     return group(spec, runner, registered if not builtin else None, embedded)
 
 
