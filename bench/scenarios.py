@@ -155,14 +155,20 @@ async def wait_task(client: Client, task_id: str, *, interval: float, timeout: f
 
 
 async def train(
-    client: Client, library_id: str, *, timeout: float, sampler: RssSampler | None = None, config: dict[str, Any] | None = None
+    client: Client, library_id: str, *, timeout: float, sampler: RssSampler | None = None, config: dict[str, Any] | None = None,
+    poll_interval: float = 0.05,
 ) -> dict[str, Any]:
-    """Train the library end to end through the API; every figure the product and the client report."""
+    """Train the library end to end through the API; every figure the product and the client report.
+
+    ``poll_interval``: how often the client asks for the task's status. Each poll costs the client, the
+    gateway and PostgreSQL CPU on the machine the training runs on (at 0.05 s, about 1 core-second in 7 s:
+    bench/run.py cpu_seconds_during_training); where that matters, poll slowly and read the task's own
+    timestamps (``task_created_to_completed_s``), which do not depend on the polling."""
     if sampler is not None:
         baseline = sampler.sample()
         sampler.window()
     model_id, task_id, t0 = await start_training(client, library_id, config)
-    status, t_done = await wait_task(client, task_id, interval=0.05, timeout=timeout)
+    status, t_done = await wait_task(client, task_id, interval=poll_interval, timeout=timeout)
     memory = sampler.result() if sampler is not None else None
     task = (await client.data(TASK_FULL, id=task_id))["task"]
     if status != "complete":
@@ -629,6 +635,54 @@ async def upload_vs_s3_put(client: Client, library: Library, env: dict[str, str]
     }
 
 
+# --------------------------------------------------------------------------- where the CPU goes
+
+
+def _process_kind(p: Any) -> str:
+    cmd = " ".join(p.info["cmdline"] or [])
+    name = p.info["name"] or ""
+    if "gateway.cli worker" in cmd:
+        return "worker (fetch, pipeline, inference)"
+    if "multiprocessing" in cmd and ("spawn_main" in cmd or "forkserver" in cmd):
+        return "worker decode processes"
+    if "gateway.cli serve" in cmd:
+        return "gateways"
+    if name == "weed" or "weed" in cmd.split(" ")[0]:
+        return "S3 (weed)"
+    if name.startswith("postgres") or "postgres" in cmd.split(" ")[0]:
+        return "PostgreSQL"
+    if "bench.run" in cmd:
+        return "bench client"
+    return "other"
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's CPU seconds (user + system) so far, by pid, with the kind it is."""
+    import psutil
+
+    out = {}
+    for p in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        times = p.info["cpu_times"]
+        if times is not None:
+            out[p.pid] = (_process_kind(p), times.user + times.system)
+    out[-1] = ("wall", time.perf_counter())
+    return out
+
+
+def cpu_spent_since(before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds by kind of process since ``before`` (processes that ended meanwhile are not counted;
+    PostgreSQL backends live as long as their pooled connections, so they are)."""
+    now = cpu_by_process()
+    spent: dict[str, float] = {}
+    for pid, (kind, seconds) in now.items():
+        if pid == -1:
+            continue
+        spent[kind] = spent.get(kind, 0.0) + seconds - (before[pid][1] if pid in before else 0.0)
+    result = {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.005}
+    result["wall_s"] = round(now[-1][1] - before[-1][1], 3)
+    return result
+
+
 # --------------------------------------------------------------------------- pulled models
 
 
@@ -684,28 +738,42 @@ def model_raw_ceiling(
     repeats: int = 2,
 ) -> dict[str, Any]:
     """The registered model's composed backbone (preprocessing inside, as training runs it) on decoded
-    uint8 batches: the ceiling training with that model can reach on this machine."""
+    uint8 batches: the ceiling training with that model can reach on this machine.
+
+    Both ways of running it are measured and the better one is the ceiling: one session using every core, a
+    batch at a time, and the layout training uses on the CPU (runtime.throughput_runner: single-threaded runs,
+    as many at once as there are cores)."""
+    import concurrent.futures
+
     from engines.decode import decode_one
     from engines.model_backbone import compose_backbone
-    from engines.runtime import CUDA, get_runner
+    from engines.runtime import CUDA, get_runner, throughput_runner
 
     spec = compose_backbone(model, manifest, name=ref)
     setting = "cuda" if provider == CUDA else "cpu"
     runner = get_runner(spec.model, setting)
+    lanes_runner, lanes = throughput_runner(spec.model, setting)
     t = time.perf_counter()
     arrays = [decode_one(blob, spec.input_size, spec.channels)[0] for blob in blobs]
     decode_seconds = time.perf_counter() - t
     tensor = np.ascontiguousarray(np.stack([a for a in arrays if a is not None]))
     del arrays
     n = len(tensor)
+    batches = [tensor[i : i + batch_size] for i in range(0, n, batch_size)]
     runner.run(tensor[: min(batch_size, 8)])  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for i in range(0, n, batch_size):
-            runner.run(tensor[i : i + batch_size])
-        times.append(time.perf_counter() - t)
-    best = min(times)
+    lanes_runner.run(tensor[: min(batch_size, 8)])
+    times, lane_times = [], []
+    with concurrent.futures.ThreadPoolExecutor(lanes) as pool:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for batch in batches:
+                runner.run(batch)
+            times.append(time.perf_counter() - t)
+            if lanes > 1:
+                t = time.perf_counter()
+                list(pool.map(lanes_runner.run, batches))
+                lane_times.append(time.perf_counter() - t)
+    best = min(times + lane_times)
     return {
         "identifiers": n,
         "batch_size": batch_size,
@@ -713,6 +781,8 @@ def model_raw_ceiling(
         "provider": runner.provider,
         "seconds": round(best, 3),
         "runs_s": [round(x, 3) for x in times],
+        "parallel": lanes,
+        "parallel_runs_s": [round(x, 3) for x in lane_times],
         "identifiers_per_s": round(n / best, 2),
         "decode_single_process_per_s": round(len(blobs) / decode_seconds, 1),
     }

@@ -190,10 +190,12 @@ def bench_stack(extra_env: dict[str, str] | None = None, keep_dir: Path | None =
         yield Stack(env=env, url=url, gateway=gateway, worker=worker, database_url=pg.url, log_dir=log_dir, procs=procs)
 
 
-def start_gateway(stack: Stack, workers: int, name: str) -> tuple[str, Proc]:
-    """Another `engineshed serve --workers N` on the same PostgreSQL and S3; stopped with the stack."""
+def start_gateway(stack: Stack, workers: int, name: str, env: dict[str, str] | None = None) -> tuple[str, Proc]:
+    """Another `engineshed serve --workers N` on the same PostgreSQL and S3 (``env``: settings of its own);
+    stopped with the stack."""
     port = find_free_port()
-    proc = Proc(name, [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)], stack.env, stack.log_dir)
+    proc = Proc(name, [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)],
+                {**stack.env, **(env or {})}, stack.log_dir)
     stack.procs.append(proc)
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, proc)
