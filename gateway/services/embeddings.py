@@ -38,6 +38,7 @@ MAX_INSERT = 100  # insertEmbeddings takes fewer than this many per call (the se
 MAX_UNIQUE_NAMES = 1000  # embeddingVectors per call: each answer carries a whole vector
 MAX_SIMILAR = 100  # similarIdentifiers' largest limit
 EF_SEARCH_MIN = 64  # hnsw.ef_search floor; raised with the limit (pgvector filters after the index scan)
+EF_SEARCH_MAX = 1000  # pgvector's own ceiling for hnsw.ef_search; a library search past it scans the library
 MAX_DUPLICATE_SCAN = 50_000  # vectors a duplicate scan compares pairwise, in blocks
 DUPLICATE_THRESHOLD = 0.97  # cosine at which two images count as the same picture
 MAX_DUPLICATES = 1000
@@ -382,20 +383,27 @@ async def search(
     res: Any, org_id: UUID, version: ModelVersion, library_id: UUID | None, query: list[float],
     exclude: UUID | None, limit: int, threshold: float | None,
 ) -> list[tuple[UUID, float]]:
-    """Nearest vectors by cosine: an exact scan over few candidates, the HNSW index over many."""
+    """Nearest vectors by cosine: an exact scan over few candidates, the HNSW index over many.
+
+    pgvector applies the library filter after the index scan, which yields ``hnsw.ef_search`` candidates: a
+    library holding a small share of the organization's vectors can leave fewer than ``limit`` of them. The
+    search then asks again with a wider ef_search, and past EF_SEARCH_MAX scans the library exactly (its
+    btree index finds its rows). Nothing is counted first: a count at a million rows is a scan of a million.
+    """
     async with res.pool.acquire() as conn:
-        count = await q.candidates(conn, org_id, version.id, library_id)
+        many = await q.more_candidates_than(conn, org_id, version.id, library_id, res.settings.search_exact_below)
         # Up to ENGINESHED_SEARCH_EXACT_BELOW candidates an exact scan is cheap and has recall 1.
-        if count <= res.settings.search_exact_below or not await q.index_built(conn, org_id, version.id):
+        if not many or not await q.index_built(conn, org_id, version.id):
             return await q.exact_search(conn, org_id, version.id, library_id, query, exclude, limit, threshold)
-        # The index yields ef_search candidates before the library filter applies: widen it with the share of
-        # the organization's vectors the library holds, so a library's neighbours are still found.
-        share = 1.0
-        if library_id is not None:
-            total = await q.candidates(conn, org_id, version.id, None)
-            share = max(count / max(total, 1), 1e-3)
-        ef = int(min(1000, max(EF_SEARCH_MIN, 2 * (limit + 1) / share)))
-        hits = await q.indexed_search(conn, org_id, version.id, version.dimension, library_id, query, exclude, limit, ef)
+        ef = min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, 2 * (limit + 1)))
+        while True:
+            hits = await q.indexed_search(conn, org_id, version.id, version.dimension, library_id, query, exclude,
+                                          limit, ef)
+            if len(hits) >= limit or library_id is None:
+                break
+            if ef >= EF_SEARCH_MAX:
+                return await q.exact_search(conn, org_id, version.id, library_id, query, exclude, limit, threshold)
+            ef = min(EF_SEARCH_MAX, ef * 4)
     if threshold is not None:
         hits = [(i, s) for i, s in hits if s >= threshold]
     return hits
@@ -430,10 +438,9 @@ async def duplicates(
             in_library = await q.library_model_versions(conn, org, lid)
             version_id = in_library[0] if in_library else None
         if version_id is not None:
-            count = await q.candidates(conn, org, version_id, lid)
-            if count > MAX_DUPLICATE_SCAN:
+            if await q.more_candidates_than(conn, org, version_id, lid, MAX_DUPLICATE_SCAN):
                 raise CapacityExceeded(
-                    f"a duplicate scan compares at most {MAX_DUPLICATE_SCAN} vectors; this library has {count}")
+                    f"a duplicate scan compares at most {MAX_DUPLICATE_SCAN} vectors; this library has more than that")
             ids, entities, matrix = await q.library_vectors(conn, org, lid, version_id)
             near = await asyncio.to_thread(_near_pairs, matrix, entities, threshold, limit)
             for a, b, score in near:

@@ -66,7 +66,7 @@ async def _best_entities(res: Any, model: EngineModel, version: ModelVersion, ve
     query = np.asarray(vector, np.float32).tolist()
     org, library, version_id = model.org_id, model.library_id, version.id
     async with res.pool.acquire() as conn:
-        exact = await q.candidates(conn, org, version_id, library) <= res.settings.search_exact_below \
+        exact = not await q.more_candidates_than(conn, org, version_id, library, res.settings.search_exact_below) \
             or not await q.index_built(conn, org, version_id)
         if exact:
             rows = await q.best_per_entity(conn, org, library, version_id, query, k)

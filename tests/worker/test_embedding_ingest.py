@@ -210,6 +210,56 @@ def test_the_hnsw_index_answers_like_the_exact_ranking_on_small_data(
         gw.process.stop()
 
 
+def test_a_small_library_among_many_vectors_is_searched_whole_through_the_index(
+    ingest_org: Org, worker: Process, stack: Stack, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """pgvector filters by library after the index scan: a library holding a few percent of the organization's
+    vectors gets fewer than `limit` of them at the first ef_search. The search widens ef_search, and past its
+    ceiling scans the library exactly: either way the answer is the library's exact ranking."""
+    import numpy as np
+
+    from tests.conftest import start_gateway
+    from tests.graphql_client import GraphQLClient
+
+    rng = np.random.default_rng(21)
+    sizes = {"crowd": 300, "twelve": 12, "four": 4}
+    libraries, vectors = {}, {}
+    for name, size in sizes.items():
+        library = api.create_library(ingest_org, f"share-{name}")
+        entity = ingest_org.create_entity(library, "e")
+        names = [f"share-{name}-{i}.png" for i in range(size)]
+        for n, unique in enumerate(names):
+            ingest_org.client.upload_form(
+                'mutation($e: ID!) { createEntityIdentifier(input: {entityId: $e, identifierTypeId: "image"}) { id } }',
+                api.png(16, 80_000 + 1000 * len(libraries) + n), "image/png", filename=unique, variables={"e": entity}).ok()
+        vectors[name] = rng.normal(size=(size, DIM)).astype(np.float32)
+        for start in range(0, size, 90):  # fewer than 100 per call
+            ingest_org.client.query(
+                "mutation($e: [EmbeddingRecord!]!) { insertEmbeddings(modelId: \"ingest-net\", vectorDimension: [16], "
+                "embeddings: $e) { inserted } }",
+                e=[{"uniqueName": u, "embeddings": v.tolist()}
+                   for u, v in zip(names[start:start + 90], vectors[name][start:start + 90], strict=True)]).ok()
+        libraries[name] = (library, names)
+    wait_for(lambda: ingest_org.stack.db.fetchval(
+        "SELECT built FROM embedding_indexes WHERE org_id = $1", ingest_org.id), timeout=60, what="the HNSW index")
+    gw = start_gateway(dict(stack.env, ENGINESHED_SEARCH_EXACT_BELOW="0"), tmp_path_factory.mktemp("share"), "share-gateway")
+    try:
+        client = GraphQLClient(gw.url, ingest_org.token)
+        query = rng.normal(size=DIM).astype(np.float32)
+        for name, limit in (("twelve", 5), ("four", 10)):
+            library, names = libraries[name]
+            got = client.query(
+                'query($l: ID, $v: [Float!], $k: Int) { similarIdentifiers(libraryId: $l, vector: $v, modelId: "ingest-net", '
+                "limit: $k) { score identifier { uniqueName } } }", l=library, v=query.tolist(), k=limit).ok()["similarIdentifiers"]
+            unit = vectors[name] / np.linalg.norm(vectors[name], axis=1, keepdims=True)
+            exact = unit @ (query / np.linalg.norm(query))
+            want = [names[i] for i in np.argsort(-exact)[:limit]]
+            assert [g["identifier"]["uniqueName"] for g in got] == want, name
+        client.close()
+    finally:
+        gw.process.stop()
+
+
 def test_a_filter_split_holds_when_training_reads_stored_vectors(ingest_org: Org, worker: Process) -> None:
     """Training with a registered model reads the library through the stored-vector cursor; the identifiers'
     jsondata[splitKey] marks reach the split there as they do on the plain path."""
