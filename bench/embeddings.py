@@ -32,6 +32,7 @@ from bench.stack import BenchError, Stack
 
 DIM = 64
 PER_ENTITY = 5
+INCREMENTAL_ROUNDS = 3  # +1 % rounds, the median incremental training reported
 SEARCH_QUERIES = 200
 SIMILAR = "query($l: ID, $v: [Float!], $m: String) { similarIdentifiers(libraryId: $l, vector: $v, modelId: $m, limit: 10) { score identifier { id } } }"
 
@@ -201,14 +202,20 @@ async def embeddings(stack: Stack, client: Client, sampler: RssSampler, *, n: in
         from_vectors = await train(client, library_id, timeout=timeout, sampler=sampler, config={"modelId": ref_a})
         from_images = await train(client, library_id, timeout=timeout, config={"modelId": ref_b})
 
-        log("embeddings: +1 % and an incremental training")
-        extra = [(e, PER_ENTITY + 1) for e in range(max(1, n // 100))]
-        more = [make_image(seeds[e], k) for e, k in extra]
-        work.extend(extra)
-        blobs.extend(more)
-        await bounded(list(range(n, n + len(extra))), concurrency, upload)
-        await _wait_vectors(pool, library_id, ref_a, n + len(extra), timeout)
-        incremental = await train(client, library_id, timeout=timeout, config={"modelId": ref_a})
+        # Three rounds of +1 % and a training, the median reported: a run of half a second moves with whatever
+        # else the two cores do at that moment (an autovacuum, an index build), and one sample misled before.
+        incrementals = []
+        for round_ in range(INCREMENTAL_ROUNDS):
+            log(f"embeddings: +1 % and an incremental training ({round_ + 1}/{INCREMENTAL_ROUNDS})")
+            extra = [(e, PER_ENTITY + 1 + round_) for e in range(max(1, n // 100))]
+            more = [make_image(seeds[e], k) for e, k in extra]
+            first = len(work)
+            work.extend(extra)
+            blobs.extend(more)
+            await bounded(list(range(first, first + len(extra))), concurrency, upload)
+            await _wait_vectors(pool, library_id, ref_a, first + len(extra), timeout)
+            incrementals.append(await train(client, library_id, timeout=timeout, config={"modelId": ref_a}))
+        incremental = sorted(incrementals, key=lambda run: run["task_start_to_complete_s"])[len(incrementals) // 2]
 
         # The k×N library and the search corpus go to a second organization with its own copy of model A: bulk
         # loads come before that (version, organization)'s HNSW index exists, which a worker then builds
@@ -260,6 +267,7 @@ async def embeddings(stack: Stack, client: Client, sampler: RssSampler, *, n: in
         "n": n, "dimension": DIM, "model": ref_a, "ingest": ingest,
         "full_from_vectors": brief(from_vectors), "full_from_images": brief(from_images),
         "incremental": brief(incremental),
+        "incremental_rounds_s": [run["task_start_to_complete_s"] for run in incrementals],
         "incremental_over_full_from_images": round(inc / full_images, 4),
         "incremental_over_full_from_vectors": round(inc / full_vectors, 4),
         "full_from_vectors_over_from_images": round(full_vectors / full_images, 4),
@@ -302,8 +310,9 @@ def rows(r: dict[str, Any]) -> list[str]:
         f"| E4 | full training at N={r['n']} from stored vectors | {fv['task_start_to_complete_s']} s "
         f"({fv.get('inferences')} inferences) |",
         f"| E5 | full training at N={r['n']} from images | {fi['task_start_to_complete_s']} s ({fi.get('inferences')} inferences) |",
-        f"| E6 | incremental (+1 %) / full from images | {r['incremental_over_full_from_images']} "
-        f"({inc['task_start_to_complete_s']} s; / full from vectors {r['incremental_over_full_from_vectors']}) |",
+        f"| E6 | incremental (+1 %) / full from images, median of {len(r['incremental_rounds_s'])} rounds | "
+        f"{r['incremental_over_full_from_images']} ({inc['task_start_to_complete_s']} s of {r['incremental_rounds_s']}; "
+        f"/ full from vectors {r['incremental_over_full_from_vectors']}) |",
         f"| E7 | worker peak RSS training from vectors: N={mem['n']} / {mem['scaled_n']} | {at_n} MiB / {at_big} MiB |",
         f"| E8 | similarIdentifiers at {s['vectors']} vectors (dim {s['dimension']}) | p50 {s['p50_ms']} ms, "
         f"p95 {s['p95_ms']} ms, recall@10 {s['recall_at_10']} |",
