@@ -132,10 +132,10 @@ class WorkerTrainingContext:
         version_id = UUID(self.embedding_model.version_id)
         library_id = UUID(self.library_id)
         async with self._res.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            cursor = identifier_q.for_training_with_vectors(
-                conn, self._org_id, library_id, self._types, version_id, max(page_size, CURSOR_PREFETCH))
-            refs: list[IdentifierRef] = []
             split_key = self.config.get("splitKey") or None
+            cursor = identifier_q.for_training_with_vectors(
+                conn, self._org_id, library_id, self._types, version_id, max(page_size, CURSOR_PREFETCH), split_key)
+            refs: list[IdentifierRef] = []
             async for r in cursor:
                 # Straight from the record: a whole Identifier row per identifier was a third of this loop.
                 iid = str(r["id"])
@@ -146,7 +146,7 @@ class WorkerTrainingContext:
                 refs.append(IdentifierRef(
                     identifier_id=iid, entity_id=str(r["entity_id"]), entity_name=r["entity_name"],
                     identifier_type_id=r["identifier_type_id"], content_type=r["content_type"],
-                    content_sha256=r["content_sha256"], split=_split_value(r["jsondata"], split_key),
+                    content_sha256=r["content_sha256"], split=r["split_mark"] if isinstance(r["split_mark"], str) else None,
                 ))
                 if len(refs) == page_size:
                     yield refs

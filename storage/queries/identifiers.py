@@ -93,8 +93,11 @@ WHERE i.org_id = $1 AND i.library_id = $2 AND i.identifier_type_id = ANY($3::tex
 ORDER BY i.entity_id, i.id LIMIT $6"""
 
 FOR_TRAINING_WITH_VECTORS = """-- a library's identifiers of some types in training order, each with its stored vector of model version $4
--- (NULL where it has none yet), read through a server-side cursor
-SELECT i.*, e.name AS entity_name, vector_send(v.embedding) AS stored_embedding
+-- (NULL where it has none yet), read through a server-side cursor; only what training reads, and of jsondata only
+-- the split mark under key $5 (a library's whole jsondata, decoded per row, was a tenth of an incremental training)
+SELECT i.id, i.entity_id, i.identifier_type_id, i.content_type, i.content_sha256, i.storage_key, i.reference_url,
+       CASE WHEN $5::text IS NOT NULL THEN i.jsondata -> $5::text END AS split_mark,
+       e.name AS entity_name, vector_send(v.embedding) AS stored_embedding
 FROM entity_identifiers i JOIN entities e ON e.id = i.entity_id
 LEFT JOIN identifier_embeddings v ON v.identifier_id = i.id AND v.model_version_id = $4
 WHERE i.org_id = $1 AND i.library_id = $2 AND i.identifier_type_id = ANY($3::text[])
@@ -208,9 +211,11 @@ async def for_training(
 
 def for_training_with_vectors(
     conn: asyncpg.Connection, org_id: UUID, library_id: UUID, type_ids: list[str], version_id: UUID, prefetch: int,
+    split_key: str | None = None,
 ) -> Any:
-    """A cursor (iterate it inside a transaction) over the library with stored vectors in vector_send form."""
-    return conn.cursor(FOR_TRAINING_WITH_VECTORS, org_id, library_id, type_ids, version_id, prefetch=prefetch)
+    """A cursor (iterate it inside a transaction) over the library with stored vectors in vector_send form, and
+    each identifier's ``jsondata[split_key]`` as ``split_mark`` (decoded JSON; NULL without a key)."""
+    return conn.cursor(FOR_TRAINING_WITH_VECTORS, org_id, library_id, type_ids, version_id, split_key, prefetch=prefetch)
 
 
 async def count_for_training(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, type_ids: list[str]) -> int:
