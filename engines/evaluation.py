@@ -16,11 +16,15 @@ MAX_QUERIES = 4096  # leave-one-out over more rows samples this many queries (co
 CHUNK_ELEMENTS = 2_000_000
 
 
-def l2_normalise(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), as the artifact heads do."""
+def l2_normalise(vectors: np.ndarray, *, in_place: bool = False) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as the artifact heads do; ``in_place`` scales a float32
+    array the caller owns instead of making another [R, D] copy."""
     vectors = np.asarray(vectors, np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-6)
+    norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-6)
+    if in_place:
+        vectors /= norms
+        return vectors
+    return vectors / norms
 
 
 @dataclass(frozen=True, slots=True)

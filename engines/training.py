@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ class Prepared:
     spec: BackboneSpec
     runner: Runner
     model: EmbeddingModel | None  # the registered model the backbone came from; None: built in
-    embedded: EmbeddedLibrary
+    embedded: EmbeddedLibrary  # in training order (see group); its embeddings are ``vectors``, normalised
     vectors: np.ndarray  # [R, D] L2-normalised, as the artifact heads see them
     labels: np.ndarray  # [R] entity index
     entity_ids: list[str]  # by index, in order of first appearance
@@ -63,6 +63,16 @@ def group(spec: BackboneSpec, runner: Runner, model: EmbeddingModel | None, embe
     """The embedded rows normalised and labelled by entity; raises NothingToTrain when there are none."""
     if not embedded.refs:
         raise NothingToTrain(nothing_left(embedded))
+    # Rows in an order that follows the library's content, not its IDs: entities by name, an entity's rows by
+    # content digest. Paging order follows entity and identifier UUIDs, new with every upload, so the seeded
+    # split and mini-batch order gave copies of one library different models (a classifier's held-out
+    # pre-labeling precision moved between 0.90 and 0.98 over identical test runs). Same rows, same seed: same model.
+    refs = embedded.refs
+    order = sorted(range(len(refs)), key=lambda i: (
+        refs[i].entity_name or "", refs[i].entity_id, refs[i].content_sha256 or "", refs[i].identifier_id))
+    # One [R, D] copy, normalised in place; the rows stand in for the raw ones (nothing reads those after this).
+    vectors = l2_normalise(np.asarray(embedded.embeddings, np.float32)[order], in_place=True)
+    embedded = replace(embedded, embeddings=vectors, refs=[refs[i] for i in order])
     index: dict[str, int] = {}
     names: list[str] = []
     for ref in embedded.refs:
@@ -70,7 +80,7 @@ def group(spec: BackboneSpec, runner: Runner, model: EmbeddingModel | None, embe
             index[ref.entity_id] = len(index)
             names.append(ref.entity_name)
     labels = np.fromiter((index[r.entity_id] for r in embedded.refs), np.int64, len(embedded.refs))
-    return Prepared(spec, runner, model, embedded, l2_normalise(embedded.embeddings), labels, list(index), names)
+    return Prepared(spec, runner, model, embedded, vectors, labels, list(index), names)
 
 
 def nothing_left(embedded: EmbeddedLibrary) -> str:
