@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from engineshed.client import packing
-from engineshed.client.errors import InvalidInputError, NotFoundError
+from engineshed.client.errors import ApiError, InvalidInputError, NotFoundError
 from engineshed.client.transport import Call, Operation, Upload
 from engineshed.client.types import Identifier, Job, Library, LibraryEngineModel, Model, Page, RecognitionResult
 
@@ -68,6 +68,26 @@ def op(fn: Callable[P, Operation[T]]) -> Callable[P, T]:
 
 def _q(query: str, *, idempotent: bool, uploads: Mapping[str, Upload] | None = None, **variables: Any) -> Call:
     return Call(query=query, variables={k: v for k, v in variables.items()}, uploads=dict(uploads or {}), idempotent=idempotent)
+
+
+def with_new_model(engine_id: str, library_id: str, start: Callable[[str], Operation[T]]) -> Operation[T]:
+    """``createLibraryEngineModel``, then ``start(model_id)`` (the ``createJob`` that trains it).
+
+    Upstream needs the model before the job, so the two cannot be one request. When the server refuses the job
+    (bad config, unknown model, a name too long...), the model just made would stay behind as a pending model
+    no job trains: it is deleted again before the refusal is raised, so a refused training leaves nothing.
+    """
+    data = yield _q("mutation($i: CreateLibraryEngineModel!) { createLibraryEngineModel(input: $i) { id } }",
+                    idempotent=False, i={"engineId": engine_id, "libraryId": library_id})
+    model_id = data["createLibraryEngineModel"]["id"]
+    try:
+        return (yield from start(model_id))
+    except ApiError:
+        try:
+            yield _q("mutation($id: ID!) { deleteLibraryEngineModel(id: $id) { id } }", idempotent=True, id=model_id)
+        except ApiError:
+            pass  # the refusal is what the caller needs to see; the model is visible as pending
+        raise
 
 
 def _epoch(value: Any, *, end_of_day: bool = False) -> int | None:
@@ -446,15 +466,17 @@ class Operations:
         """
         if engine_id is None:
             engine_id = yield from Operations.default_engine.__wrapped__(self, library_id)  # type: ignore[attr-defined]
-        data = yield _q("mutation($i: CreateLibraryEngineModel!) { createLibraryEngineModel(input: $i) { id } }",
-                        idempotent=False, i={"engineId": engine_id, "libraryId": library_id})
-        model_id = data["createLibraryEngineModel"]["id"]
-        payload: dict[str, Any] = {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id}
-        if config:
-            payload["config"] = dict(config)
-        job = yield from Operations.create_job.__wrapped__(self, [{"engineId": engine_id, "payload": payload}], name)  # type: ignore[attr-defined]
-        job["libraryEngineModelId"] = model_id
-        return job
+        assert engine_id is not None
+
+        def start(model_id: str) -> Operation[Job]:
+            payload: dict[str, Any] = {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id}
+            if config:
+                payload["config"] = dict(config)
+            job = yield from Operations.create_job.__wrapped__(self, [{"engineId": engine_id, "payload": payload}], name)  # type: ignore[attr-defined]
+            job["libraryEngineModelId"] = model_id
+            return job
+
+        return (yield from with_new_model(engine_id, library_id, start))
 
     @op
     def wait_for_job(self, job_id: str, timeout: float | None = None, poll: float = 1.0) -> Operation[Job]:

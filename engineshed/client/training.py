@@ -245,22 +245,24 @@ class TrainingJob:
         return self._resource
 
     def _run_op(self, dataset: str, engine_id: str | None, config: dict[str, Any] | None, sync: bool) -> Operation[Any]:
-        from engineshed.client.operations import Operations
+        from engineshed.client.operations import Operations, with_new_model
 
         if self._resource is not None:
             raise RuntimeError(f"training job {self.resource_name} has already been run")
         if engine_id is None:
             engine_id = yield from Operations.default_engine.__wrapped__(self._client, dataset)  # type: ignore[attr-defined]
-        data = yield Call(query="mutation($i: CreateLibraryEngineModel!) { createLibraryEngineModel(input: $i) { id } }",
-                          variables={"i": {"engineId": engine_id, "libraryId": dataset}})
-        payload: dict[str, Any] = {"mode": "library-train", "libraryId": dataset,
-                                   "libraryEngineModelId": data["createLibraryEngineModel"]["id"]}
-        if config:
-            payload["config"] = dict(config)
-        job = yield Call(query=f"mutation($i: CreateJob) {{ createJob(input: $i) {{ {TRAINING_JOB_FIELDS} }} }}", variables={"i": {
-            "tasks": [{"engineId": engine_id, "payload": payload}], "displayName": self._display_name,
-            "labels": self._labels or None}})
-        self._resource = job["createJob"]
+        assert engine_id is not None
+
+        def start(model_id: str) -> Operation[dict[str, Any]]:
+            payload: dict[str, Any] = {"mode": "library-train", "libraryId": dataset, "libraryEngineModelId": model_id}
+            if config:
+                payload["config"] = dict(config)
+            job = yield Call(query=f"mutation($i: CreateJob) {{ createJob(input: $i) {{ {TRAINING_JOB_FIELDS} }} }}", variables={"i": {
+                "tasks": [{"engineId": engine_id, "payload": payload}], "displayName": self._display_name,
+                "labels": self._labels or None}})
+            return job["createJob"]
+
+        self._resource = yield from with_new_model(engine_id, dataset, start)
         if not sync:
             return None
         yield from self._wait_op()

@@ -96,3 +96,28 @@ async def test_the_training_job_works_with_the_async_client(org):
         assert job.state == PipelineState.PIPELINE_STATE_CANCELLED
         listed = await TrainingJob.list(filter='labels.k="v"', client=client)
         assert [j.resource_name for j in listed] == [job.resource_name]
+
+
+def _engine_models(client, library_id):
+    data = client.query("query($id: ID!) { library(id: $id) { engineModels { records { id trainStatus } } } }", {"id": library_id})
+    return data["library"]["engineModels"]["records"]
+
+
+def test_a_refused_training_leaves_no_model_behind(client):
+    """The model is made before the job (upstream needs it first); when the server refuses the job, the client
+    takes the model away again, so a refusal writes nothing."""
+    library = client.create_library("refused", "objects")
+    refusals = [
+        lambda: client.training_job("bad labels", {"Team": "Vision"}).run(library["id"], engine_id=SLEEPER, sync=False),
+        lambda: client.training_job("x" * 10_000).run(library["id"], engine_id=SLEEPER, sync=False),
+        lambda: client.training_job("bad config").run(library["id"], engine_id=SLEEPER, config={"bogusKey": 1}, sync=False),
+        lambda: client.train(library["id"], engine_id=SLEEPER, config={"bogusKey": 1}),
+    ]
+    for refused in refusals:
+        with pytest.raises(InvalidInputError):
+            refused()
+        assert _engine_models(client, library["id"]) == []
+    # ...and an accepted one still keeps its model.
+    job = client.train(library["id"], engine_id=SLEEPER, config={"seconds": 60})
+    assert [m["id"] for m in _engine_models(client, library["id"])] == [job["libraryEngineModelId"]]
+    client.query("mutation($id: ID!) { cancelJob(id: $id) { id } }", {"id": job["id"]})
