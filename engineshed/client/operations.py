@@ -13,6 +13,8 @@ and the GraphQL operation they map onto is named in each docstring.
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
@@ -46,6 +48,7 @@ RECOGNITION_FIELDS = (f"libraryEngineModelId libraryId engineId modelId threshol
 # The largest page the API serves by default (ENGINESHED_MAX_PAGE_SIZE), and the largest batch the seed allows.
 PAGE = 1000
 EMBEDDING_BATCH = 99  # insert_image_embeddings_batch: "length of embedding_list must be less than 100"
+NAMES_PER_LOOKUP = 1000  # embeddingVectors' limit on names per call
 
 # The Vertex / LayerNext seeds accept these for compatibility; engineshed runs everything on its own workers.
 INFERENCE_PLATFORMS = ("use_env", "aws", "local")
@@ -68,6 +71,48 @@ def op(fn: Callable[P, Operation[T]]) -> Callable[P, T]:
 
 def _q(query: str, *, idempotent: bool, uploads: Mapping[str, Upload] | None = None, **variables: Any) -> Call:
     return Call(query=query, variables={k: v for k, v in variables.items()}, uploads=dict(uploads or {}), idempotent=idempotent)
+
+
+def _embedding_records(embedding_list: Any, vector_dimension: Any) -> tuple[list[dict[str, Any]], list[int]]:
+    """The seed's ``[{"uniqueName", "embeddings"}]`` records checked and made plain (InvalidInputError naming the
+    record otherwise), and ``vector_dimension`` (``[2048]`` or ``2048``) as a list."""
+    if isinstance(vector_dimension, bool):
+        raise InvalidInputError("vector_dimension must be a number or a list of one number, such as [2048]")
+    if isinstance(vector_dimension, int):
+        dims = [vector_dimension]
+    elif isinstance(vector_dimension, Sequence) and not isinstance(vector_dimension, str) and all(
+            isinstance(d, int) and not isinstance(d, bool) for d in vector_dimension):
+        dims = list(vector_dimension)
+    else:
+        raise InvalidInputError(f"vector_dimension must be a number or a list of one number, such as [2048], not {vector_dimension!r}")
+    if isinstance(embedding_list, (str, bytes, Mapping)) or not isinstance(embedding_list, Sequence):
+        raise InvalidInputError('embedding_list must be a list of {"uniqueName": ..., "embeddings": [...]} records')
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for position, record in enumerate(embedding_list):
+        where = f"embedding_list[{position}]"
+        if not isinstance(record, Mapping):
+            raise InvalidInputError(f'{where} must be a {{"uniqueName": ..., "embeddings": [...]}} record')
+        name, values = record.get("uniqueName"), record.get("embeddings")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError(f"{where} needs a uniqueName (a non-empty string)")
+        if name in seen:
+            raise InvalidInputError(f"{where}: uniqueName {name!r} is given more than once")
+        seen.add(name)
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) and not hasattr(values, "tolist"):
+            raise InvalidInputError(f"{where} ({name}): embeddings must be a list of numbers")
+        vector = values.tolist() if hasattr(values, "tolist") else list(values)
+        if not all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in vector):
+            raise InvalidInputError(f"{where} ({name}): embeddings must be finite numbers (no NaN, infinity or text)")
+        records.append({"uniqueName": name, "embeddings": [float(x) for x in vector]})
+    return records, dims
+
+
+def _insert_embeddings(records: list[dict[str, Any]], model_name: str, dims: list[int], library_id: str | None) -> Operation[int]:
+    data = yield _q("mutation($m: String!, $d: [Int!]!, $e: [EmbeddingRecord!]!, $l: ID) { insertEmbeddings(modelId: $m, "
+                    "vectorDimension: $d, embeddings: $e, libraryId: $l) { inserted } }",
+                    idempotent=True, m=model_name, d=dims, e=records, l=library_id)
+    return data["insertEmbeddings"]["inserted"]
 
 
 def with_new_model(engine_id: str, library_id: str, start: Callable[[str], Operation[T]]) -> Operation[T]:
@@ -584,7 +629,8 @@ class Operations:
     def insert_image_embeddings_batch(self, embedding_list: Sequence[Mapping[str, Any]], model_name: str,
                                       vector_dimension: Sequence[int] | int, session_id: str = "",
                                       library_id: str | None = None) -> Operation[int]:
-        """``insertEmbeddings``: fewer than 100 ``{"uniqueName", "embeddings"}`` records in one request; how many went in.
+        """``insertEmbeddings``: fewer than 100 ``{"uniqueName", "embeddings"}`` records in one request, all or
+        none; how many went in.
 
         ``session_id`` is accepted for the seed's signature; there are no MetaLake sessions here, so it must be a
         string and is otherwise unused.
@@ -593,32 +639,48 @@ class Operations:
             raise InvalidInputError("session_id must be a string (it is accepted for compatibility and unused)")
         if len(embedding_list) >= 100:
             raise InvalidInputError(f"embedding_list must hold fewer than 100 records, not {len(embedding_list)}; use insert_image_embeddings")
-        records = [{"uniqueName": r["uniqueName"], "embeddings": [float(x) for x in r["embeddings"]]} for r in embedding_list]
-        dims = [int(vector_dimension)] if isinstance(vector_dimension, int) else [int(d) for d in vector_dimension]
-        data = yield _q("mutation($m: String!, $d: [Int!]!, $e: [EmbeddingRecord!]!, $l: ID) { insertEmbeddings(modelId: $m, "
-                        "vectorDimension: $d, embeddings: $e, libraryId: $l) { inserted } }",
-                        idempotent=True, m=model_name, d=dims, e=records, l=library_id)
-        return data["insertEmbeddings"]["inserted"]
+        records, dims = _embedding_records(embedding_list, vector_dimension)
+        return (yield from _insert_embeddings(records, model_name, dims, library_id))
 
     @op
     def insert_image_embeddings(self, embedding_list: Sequence[Mapping[str, Any]], model_name: str,
                                 vector_dimension: Sequence[int] | int, library_id: str | None = None) -> Operation[int]:
-        """Any number of records, sent in batches under 100 (``insertEmbeddings`` each); how many went in."""
+        """Any number of records, sent in batches under 100 (``insertEmbeddings`` each); how many went in.
+
+        Every record is checked here before the first batch is sent, so a malformed one sends nothing. Each batch
+        is all or nothing on the server; when the server refuses a later batch (an unknown uniqueName, say), the
+        batches before it are stored: the error's ``data["inserted"]`` says how many, and sending the whole list
+        again once it is fixed is safe (an insert replaces the name's vector for that model).
+        """
+        records, dims = _embedding_records(embedding_list, vector_dimension)
         total = 0
-        for start in range(0, len(embedding_list), EMBEDDING_BATCH):
-            batch = embedding_list[start:start + EMBEDDING_BATCH]
-            total += yield from Operations.insert_image_embeddings_batch.__wrapped__(  # type: ignore[attr-defined]
-                self, batch, model_name, vector_dimension, "", library_id)
+        for start in range(0, len(records), EMBEDDING_BATCH):
+            try:
+                total += yield from _insert_embeddings(records[start:start + EMBEDDING_BATCH], model_name, dims, library_id)
+            except ApiError as exc:
+                if total:
+                    exc.data = {**exc.data, "inserted": total}
+                    exc.message = (f"{exc.message} (in records {start}-{min(start + EMBEDDING_BATCH, len(records)) - 1}; "
+                                   f"the {total} records before them were stored)")
+                    exc.args = (exc.message,)
+                raise
         return total
 
     @op
     def get_embedding_vector(self, unique_names: Sequence[str], model_name: str | None = None,
                              library_id: str | None = None) -> Operation[list[dict[str, Any]]]:
-        """``embeddingVectors``: ``[{"uniqueName", "embeddings", "model", "dimension", …}]`` for the names given."""
-        data = yield _q("query($n: [String!]!, $m: String, $l: ID) { embeddingVectors(uniqueNames: $n, modelId: $m, libraryId: $l) "
-                        "{ uniqueName identifierId libraryId model dimension embeddings } }",
-                        idempotent=True, n=list(unique_names), m=model_name, l=library_id)
-        return data["embeddingVectors"]
+        """``embeddingVectors``: ``[{"uniqueName", "embeddings", "model", "dimension", …}]`` for the names given
+        (a name with no vector for the model is left out); any number of names, asked 1,000 at a time."""
+        if isinstance(unique_names, (str, bytes)) or not all(isinstance(n, str) for n in unique_names):
+            raise InvalidInputError("unique_names must be a list of strings, such as ['photo.jpg']")
+        found: list[dict[str, Any]] = []
+        names = list(unique_names)
+        for start in range(0, len(names), NAMES_PER_LOOKUP):
+            data = yield _q("query($n: [String!]!, $m: String, $l: ID) { embeddingVectors(uniqueNames: $n, modelId: $m, libraryId: $l) "
+                            "{ uniqueName identifierId libraryId model dimension embeddings } }",
+                            idempotent=True, n=names[start:start + NAMES_PER_LOOKUP], m=model_name, l=library_id)
+            found += data["embeddingVectors"]
+        return found
 
     @op
     def similar_identifiers(self, *, library_id: str | None = None, identifier_id: str | None = None,

@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from engineshed.client import Client, InvalidInputError
+from engineshed.client import Client, InvalidInputError, NotFoundError
 from tests.client.future import EMBEDDER, EMBEDDING_DIMENSION, image_library, register_embedder
 from tests.client.loopback import Flaky, flaky_server
 
@@ -78,3 +78,45 @@ def test_insert_image_embeddings_sends_batches_under_100_and_they_read_back(clie
     with pytest.raises(InvalidInputError):
         client.insert_image_embeddings_batch([{"uniqueName": "000.png", "embeddings": [0.5] * 3}], EMBEDDER, [EMBEDDING_DIMENSION],
                                              library_id=library["id"])
+
+
+@pytest.mark.parametrize("records, dims, complaint", [
+    ([{"uniqueName": "a.png", "embeddings": [float("nan")] * 4}], [4], "finite numbers"),
+    ([{"uniqueName": "a.png", "embeddings": [1.0, float("inf"), 0, 0]}], [4], "finite numbers"),
+    ([{"embeddings": [0.1] * 4}], [4], "needs a uniqueName"),
+    ([{"uniqueName": "a.png", "embeddings": "abc"}], [4], "list of numbers"),
+    ([{"uniqueName": "a.png", "embeddings": [0.1, "x", 0, 0]}], [4], "finite numbers"),
+    ([{"uniqueName": "a.png", "embeddings": [0.1] * 4}, {"uniqueName": "a.png", "embeddings": [0.2] * 4}], [4], "more than once"),
+    ("a.png", [4], "must be a list"),
+    ([{"uniqueName": "a.png", "embeddings": [0.1] * 4}], "four", "vector_dimension"),
+])
+def test_malformed_embedding_records_are_refused_before_anything_is_sent(client, org, records, dims, complaint):
+    recorder = Flaky(org.gateway.url)
+    with flaky_server(recorder) as url, Client(url, org.token) as through:
+        for call in (through.insert_image_embeddings, through.insert_image_embeddings_batch):
+            with pytest.raises(InvalidInputError, match=complaint):
+                call(records, EMBEDDER, dims)
+    assert recorder.requests == []
+
+
+def test_a_later_batch_refused_says_how_many_went_in(client, start_worker, tmp_path):
+    start_worker()
+    register_embedder(client, tmp_path)
+    library, _ = image_library(client, "partly", 100, seed=5)
+    rng = np.random.default_rng(1)
+    records = [{"uniqueName": f"{n:03d}.png", "embeddings": rng.standard_normal(EMBEDDING_DIMENSION).astype(np.float32)}
+               for n in range(100)]
+    records.append({"uniqueName": "nobody.png", "embeddings": rng.standard_normal(EMBEDDING_DIMENSION).tolist()})
+    with pytest.raises(NotFoundError) as refused:
+        client.insert_image_embeddings(records, EMBEDDER, EMBEDDING_DIMENSION, library_id=library["id"])
+    assert refused.value.data["inserted"] == 99 and refused.value.data["uniqueNames"] == ["nobody.png"]
+    assert "the 99 records before them were stored" in str(refused.value)
+    stored = client.get_embedding_vector([r["uniqueName"] for r in records], EMBEDDER, library_id=library["id"])
+    assert sorted(v["uniqueName"] for v in stored) == [f"{n:03d}.png" for n in range(99)]
+    # Fixed and sent again whole: every record is in, the stored ones replaced by the same vectors.
+    assert client.insert_image_embeddings(records[:100], EMBEDDER, EMBEDDING_DIMENSION, library_id=library["id"]) == 100
+    with pytest.raises(InvalidInputError, match="list of strings"):
+        client.get_embedding_vector("000.png", EMBEDDER)
+    # Past embeddingVectors' 1,000 names per call, the client asks in parts.
+    many = [f"missing-{n}.png" for n in range(1400)] + [r["uniqueName"] for r in records[:100]]
+    assert len(client.get_embedding_vector(many, EMBEDDER, library_id=library["id"])) == 100
