@@ -268,7 +268,7 @@ async def _insert(
             raise InvalidInput(f"model {name} is a {model['application']} model; a new version must be one too")
         if not created and (description is not None or tags):
             await q.update_model(conn, model["id"], description=description, tags=tags or None)
-        number = await q.next_version(conn, model["id"])
+        number = await q.next_version(conn, org_id, model["name"], model["id"])
         validation = dict(package.checks)
         if trial is not None:
             validation.update(trial.details)

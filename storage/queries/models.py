@@ -34,7 +34,13 @@ UPDATE_MODEL = """UPDATE models SET
     modified_at = now()
 WHERE id = $1 RETURNING *"""
 
-NEXT_VERSION = "SELECT coalesce(max(version), 0) + 1 FROM model_versions WHERE model_id = $1"
+# The next number under the name: past every number it ever gave out, deleted versions' included (the
+# counter), and past every version the model holds (the model's row is locked by the caller).
+NEXT_VERSION = """INSERT INTO model_version_counters AS c (owner, name, last_version)
+VALUES (coalesce($1::uuid, '00000000-0000-0000-0000-000000000000'::uuid), $2,
+        (SELECT coalesce(max(version), 0) + 1 FROM model_versions WHERE model_id = $3))
+ON CONFLICT (owner, name) DO UPDATE SET last_version = greatest(c.last_version + 1, EXCLUDED.last_version)
+RETURNING last_version"""
 
 INSERT_VERSION = """INSERT INTO model_versions (id, model_id, org_id, version, status, error, sha256, size_bytes,
     manifest, dimension, labels, source, validation, throughput, throughput_batch, provider)
@@ -127,8 +133,8 @@ async def update_model(conn: asyncpg.Connection, model_id: UUID, *, description:
     await conn.execute(UPDATE_MODEL, model_id, description, tags)
 
 
-async def next_version(conn: asyncpg.Connection, model_id: UUID) -> int:
-    return await conn.fetchval(NEXT_VERSION, model_id)
+async def next_version(conn: asyncpg.Connection, org_id: UUID | None, name: str, model_id: UUID) -> int:
+    return await conn.fetchval(NEXT_VERSION, org_id, name, model_id)
 
 
 async def insert_version(conn: asyncpg.Connection, **v: Any) -> ModelVersion:

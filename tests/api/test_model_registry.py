@@ -165,6 +165,27 @@ def test_registering_a_name_again_makes_the_next_version_and_default_moves_only_
     assert sum("default" in org.client.query(MODEL, n="emb", v=v).ok()["model"]["aliases"] for v in (1, 2, 3)) == 1
 
 
+def test_a_deleted_version_number_is_never_given_out_again(org, other_org):
+    """A script that pinned `name@2` must not silently get other bytes: numbers only grow, also after the
+    newest version, or the whole model, is deleted."""
+    for seed in (11, 12):
+        register_form(org, "renumbered", m.conv_net(seed=seed), "x.onnx", manifest=m.normalised_manifest()).ok()
+    org.client.query('mutation { deleteModelVersion(name: "renumbered", version: 2) { id } }').ok()
+    third = register_form(org, "renumbered", m.conv_net(seed=13), "y.onnx", manifest=m.normalised_manifest()).ok()["registerModel"]
+    assert third["version"] == 3
+    assert org.client.query(MODEL, n="renumbered", v=2).error_code == "not_found"
+    # The last versions gone, the model goes; the name taken again continues the numbering.
+    org.client.query('mutation { setModelAlias(name: "renumbered", version: 3, alias: "default") { version } }').ok()
+    for v in (1, 3):
+        org.client.query(f'mutation {{ deleteModelVersion(name: "renumbered", version: {v}) {{ id }} }}').ok()
+    assert org.client.query(MODEL, n="renumbered").error_code == "not_found"
+    again = register_form(org, "renumbered", m.conv_net(seed=14), "z.onnx", manifest=m.normalised_manifest()).ok()["registerModel"]
+    assert (again["version"], again["aliases"]) == (4, ["default"])
+    # Each organization counts its own names.
+    theirs = register_form(other_org, "renumbered", m.conv_net(seed=15), "w.onnx", manifest=m.normalised_manifest()).ok()
+    assert theirs["registerModel"]["version"] == 1
+
+
 def test_another_application_under_the_same_name_is_refused(org, stack, bucket):
     register_form(org, "one-kind", m.conv_net(), "a.onnx", manifest=m.normalised_manifest()).ok()
     before = registry_state(stack, bucket)
