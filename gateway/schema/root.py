@@ -68,7 +68,7 @@ from gateway.schema.models import ModelMutation, ModelQuery
 from gateway.schema.embeddings import EmbeddingMutation, EmbeddingQuery
 from gateway.schema.paging import page_fields
 from gateway.schema.recognition import RecognitionResult, recognize_file
-from gateway.schema.scalars import JSONData
+from gateway.schema.scalars import JSONData, UploadScalar
 from gateway.schema.tokens import TokenMutation, TokenQuery
 from gateway.schema.trainings import TrainingMutation
 from gateway.services import job_wait, model_versions
@@ -558,6 +558,7 @@ def build_schema(settings: object) -> strawberry.Schema:
         # Upstream declares JobStatus beside TaskStatus (Job.status is a TaskStatus there too): published for
         # clients whose generated code names it, though no field takes or returns it.
         types=[JobStatus],
+        scalar_overrides={Upload: UploadScalar},
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             # Engines and dashboards send the same few query texts again and again: parse and validate

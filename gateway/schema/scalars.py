@@ -69,3 +69,41 @@ DateTime = strawberry.scalar(
     parse_value=parse_datetime,
     parse_literal=_parse_datetime_literal,
 )
+
+
+_NOT_A_FILE = ("an Upload is a file part of a multipart request (the GraphQL multipart request spec's map, or the "
+               "plain form's `file` part), not {what}")
+
+
+def parse_upload(value: Any) -> Any:
+    """Only what the HTTP layer put there for a file part: a string, number or object in JSON variables would
+    otherwise reach the services as if it were a file."""
+    if callable(getattr(value, "read", None)) and hasattr(value, "filename"):
+        return value
+    raise InvalidInput(_NOT_A_FILE.format(what=f"a JSON {_json_kind(value)}"))
+
+
+def _parse_upload_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> Any:
+    raise InvalidInput(_NOT_A_FILE.format(what="a value written in the query"))
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+# Strawberry's own Upload takes any value; this one is installed in its place (scalar_overrides).
+UploadScalar = strawberry.scalar(
+    name="Upload",
+    description="Represents a file upload.",
+    serialize=lambda value: value,
+    parse_value=parse_upload,
+    parse_literal=_parse_upload_literal,
+)

@@ -209,3 +209,26 @@ def test_file_names_that_look_like_paths_are_stored_only_under_our_own_keys(org,
     # Nothing landed outside the organization's prefix either.
     stray = [k for k in bucket.keys("") if ".." in k or k.startswith(("etc/", "/")) or k.endswith(("/x", "passwd", "b.png", "evil.png"))]
     assert stray == []
+
+
+@pytest.mark.parametrize("value", ["hello", 5, {"a": 1}, [1, 2], True])
+def test_an_upload_variable_that_is_not_a_file_is_invalid_input(org, entity, stack, bucket, value):
+    """JSON variables can say anything; only a multipart file part is a file."""
+    reply = org.client.query(
+        "mutation($f: Upload!, $e: ID!) { createEntityIdentifier(input: {entityId: $e, identifierTypeId: \"face\", file: $f}) { id } }",
+        f=value, e=entity)
+    assert reply.error_code == "invalid_input" and "file part of a multipart request" in reply.error_message
+    assert_clean_error_text(reply.error_message)
+    assert_nothing_stored(org, stack, bucket)
+
+
+@pytest.mark.parametrize("operation", [
+    'mutation {{ createEntityIdentifier(input: {{entityId: "{entity}", identifierTypeId: "face", file: "hello"}}) {{ id }} }}',
+    'mutation {{ createEntityIdentifier(input: {{entityId: "{entity}", identifierTypeId: "face", file: {{a: 1}}}}) {{ id }} }}',
+    'query {{ similarIdentifiers(file: "x") {{ score }} }}',
+    'mutation {{ registerModel(input: {{name: "m", application: embedding, file: "x"}}) {{ id }} }}',
+])
+def test_a_file_written_into_the_query_is_invalid_input(org, entity, stack, bucket, operation):
+    reply = org.client.query(operation.format(entity=entity))
+    assert reply.error_code == "invalid_input" and "file part of a multipart request" in reply.error_message
+    assert_nothing_stored(org, stack, bucket)
