@@ -75,14 +75,14 @@ def _entity_type(value: CreateEntityType | UpdateEntityType | None) -> dict | No
 @strawberry.type
 class CatalogueMutation:
     @strawberry.mutation(description="Create one of the organization's own entity identifier types.")
-    async def create_entity_identifier_type(self, info: Info, input: CreateEntityIdentifierType) -> EntityIdentifierType:
+    async def create_entity_identifier_type(self, info: Info, input: CreateEntityIdentifierType) -> Optional[EntityIdentifierType]:
         data = {"id": input.id, "label": input.label, "label_plural": input.label_plural, "icon_class": input.icon_class,
                 "description": input.description, "data_type": input.data_type.value}
         row = await catalogue.create_identifier_type(info.context.resources, info.context.principal, data)
         return EntityIdentifierType.from_row(row)
 
     @strawberry.mutation(description="Change one of the organization's own entity identifier types (built-ins are read-only).")
-    async def update_entity_identifier_type(self, info: Info, input: UpdateEntityIdentifierType) -> EntityIdentifierType:
+    async def update_entity_identifier_type(self, info: Info, input: UpdateEntityIdentifierType) -> Optional[EntityIdentifierType]:
         changes = sent(input, "label", "label_plural", "icon_class", "description", "data_type")
         if changes.get("data_type") is not None:
             changes["data_type"] = changes["data_type"].value
@@ -90,13 +90,13 @@ class CatalogueMutation:
         return EntityIdentifierType.from_row(row)
 
     @strawberry.mutation(description="Create one of the organization's own library types.")
-    async def create_library_type(self, info: Info, input: CreateLibraryType) -> LibraryType:
+    async def create_library_type(self, info: Info, input: CreateLibraryType) -> Optional[LibraryType]:
         data = {"id": input.id, "label": input.label, "icon_class": input.icon_class,
                 "identifier_type_ids": input.entity_identifier_type_ids, "entity_type": _entity_type(input.entity_type)}
         return LibraryType.from_row(await catalogue.create_library_type(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation(description="Change one of the organization's own library types (built-ins are read-only).")
-    async def update_library_type(self, info: Info, input: UpdateLibraryType) -> LibraryType:
+    async def update_library_type(self, info: Info, input: UpdateLibraryType) -> Optional[LibraryType]:
         changes = sent(input, "label", "icon_class")
         changes["identifier_type_ids"] = input.entity_identifier_type_ids
         changes["entity_type"] = _entity_type(input.entity_type)

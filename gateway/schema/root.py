@@ -354,7 +354,7 @@ class Query(CallerQuery, ModelQuery, TokenQuery, LabelingQuery, EmbeddingQuery):
 @strawberry.type
 class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation, LabelingMutation, EmbeddingMutation):
     @strawberry.mutation
-    async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Library:
+    async def create_library(self, info: Info, input: Optional[CreateLibrary] = None) -> Optional[Library]:
         if input is None:
             raise InvalidInput("input is required")
         data = {"name": input.name, "library_type_id": input.library_type_id, "description": input.description,
@@ -363,39 +363,39 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
         return Library.from_row(await library_service.create(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation
-    async def update_library(self, info: Info, input: UpdateLibrary) -> Library:
+    async def update_library(self, info: Info, input: UpdateLibrary) -> Optional[Library]:
         changes = sent(input, "name", "description", "cover_image_url", "library_type_id")
         row = await library_service.update(info.context.resources, info.context.principal, input.id, changes)
         return Library.from_row(row)
 
     @strawberry.mutation
-    async def delete_library(self, info: Info, id: strawberry.ID) -> DeletePayload:
+    async def delete_library(self, info: Info, id: strawberry.ID) -> Optional[DeletePayload]:
         deleted = await library_service.delete(info.context.resources, info.context.principal, id)
         return DeletePayload(id=strawberry.ID(str(deleted)), message=f"library {deleted} deleted")
 
     @strawberry.mutation
-    async def publish_library(self, info: Info, id: strawberry.ID) -> Library:
+    async def publish_library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
         return Library.from_row(await job_service.publish_library(info.context.resources, info.context.principal, id))
 
     @strawberry.mutation
-    async def create_entity(self, info: Info, input: CreateEntity) -> Entity:
+    async def create_entity(self, info: Info, input: CreateEntity) -> Optional[Entity]:
         data = {"name": input.name, "library_id": input.library_id, "description": input.description,
                 "jsondata": input.jsondata, "jsonstring": input.jsonstring, "profile_image_url": input.profile_image_url,
                 "is_published": input.is_published}
         return Entity.from_row(await entity_service.create(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation
-    async def update_entity(self, info: Info, input: UpdateEntity) -> Entity:
+    async def update_entity(self, info: Info, input: UpdateEntity) -> Optional[Entity]:
         changes = sent(input, "name", "description", "jsondata", "jsonstring", "profile_image_url", "is_published")
         return Entity.from_row(await entity_service.update(info.context.resources, info.context.principal, input.id, changes))
 
     @strawberry.mutation
-    async def delete_entity(self, info: Info, id: strawberry.ID) -> DeletePayload:
+    async def delete_entity(self, info: Info, id: strawberry.ID) -> Optional[DeletePayload]:
         deleted = await entity_service.delete(info.context.resources, info.context.principal, id)
         return DeletePayload(id=strawberry.ID(str(deleted)), message=f"entity {deleted} deleted")
 
     @strawberry.mutation
-    async def create_entity_identifier(self, info: Info, input: CreateEntityIdentifier) -> EntityIdentifier:
+    async def create_entity_identifier(self, info: Info, input: CreateEntityIdentifier) -> Optional[EntityIdentifier]:
         file = input.file or info.context.form_file
         data = {"entity_id": input.entity_id, "library_id": input.library_id, "identifier_type_id": input.identifier_type_id,
                 "content_type": input.content_type, "url": input.url, "title": input.title,
@@ -406,25 +406,25 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
         return EntityIdentifier.from_row(row)
 
     @strawberry.mutation
-    async def update_entity_identifier(self, info: Info, input: UpdateEntityIdentifier) -> EntityIdentifier:
+    async def update_entity_identifier(self, info: Info, input: UpdateEntityIdentifier) -> Optional[EntityIdentifier]:
         changes = sent(input, "title", "is_priority", "url", "jsondata", "jsonstring")
         row = await identifier_service.update(info.context.resources, info.context.principal, input.id, changes)
         return EntityIdentifier.from_row(row)
 
     @strawberry.mutation
-    async def delete_entity_identifier(self, info: Info, id: strawberry.ID) -> DeletePayload:
+    async def delete_entity_identifier(self, info: Info, id: strawberry.ID) -> Optional[DeletePayload]:
         deleted = await identifier_service.delete(info.context.resources, info.context.principal, id)
         return DeletePayload(id=strawberry.ID(str(deleted)), message=f"entity identifier {deleted} deleted")
 
     @strawberry.mutation
-    async def create_library_engine_model(self, info: Info, input: CreateLibraryEngineModel) -> LibraryEngineModel:
+    async def create_library_engine_model(self, info: Info, input: CreateLibraryEngineModel) -> Optional[LibraryEngineModel]:
         data = {"engine_id": input.engine_id, "library_id": input.library_id, "train_job_id": input.train_job_id,
                 "train_status": input.train_status.value if input.train_status else None, "data_url": input.data_url,
                 "jsondata": input.jsondata, "accuracy": input.accuracy}
         return LibraryEngineModel.from_row(await model_service.create(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation
-    async def update_library_engine_model(self, info: Info, input: UpdateLibraryEngineModel) -> LibraryEngineModel:
+    async def update_library_engine_model(self, info: Info, input: UpdateLibraryEngineModel) -> Optional[LibraryEngineModel]:
         changes = sent(input, "train_job_id", "train_status", "data_url", "jsondata", "content_type", "accuracy")
         if changes.get("train_status") is not None:
             changes["train_status"] = changes["train_status"].value
@@ -440,12 +440,12 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
         return LibraryEngineModel.from_row(row)
 
     @strawberry.mutation
-    async def delete_library_engine_model(self, info: Info, id: strawberry.ID) -> DeletePayload:
+    async def delete_library_engine_model(self, info: Info, id: strawberry.ID) -> Optional[DeletePayload]:
         deleted = await model_service.delete(info.context.resources, info.context.principal, id)
         return DeletePayload(id=strawberry.ID(str(deleted)), message=f"library engine model {deleted} deleted")
 
     @strawberry.mutation
-    async def create_job(self, info: Info, input: Optional[CreateJob] = None) -> Job:
+    async def create_job(self, info: Info, input: Optional[CreateJob] = None) -> Optional[Job]:
         if input is None:
             raise InvalidInput("input is required")
         data = {
@@ -461,12 +461,12 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
         return Job.from_row(await job_service.create(info.context.resources, info.context.principal, data))
 
     @strawberry.mutation
-    async def cancel_job(self, info: Info, id: strawberry.ID) -> DeletePayload:
+    async def cancel_job(self, info: Info, id: strawberry.ID) -> Optional[DeletePayload]:
         job = await job_service.cancel(info.context.resources, info.context.principal, id)
         return DeletePayload(id=strawberry.ID(str(job.id)), message=f"job {job.id} cancellation requested; status {job.status}")
 
     @strawberry.mutation
-    async def retry_job(self, info: Info, id: strawberry.ID) -> Job:
+    async def retry_job(self, info: Info, id: strawberry.ID) -> Optional[Job]:
         return Job.from_row(await job_service.retry(info.context.resources, info.context.principal, id))
 
     @strawberry.mutation
@@ -475,7 +475,7 @@ class Mutation(CatalogueMutation, ModelMutation, TokenMutation, TrainingMutation
         return DeletePayload(id=strawberry.ID(str(deleted)), message=f"job {deleted} deleted")
 
     @strawberry.mutation(description="Register an engine that runs elsewhere and claims its tasks through this API.")
-    async def create_engine(self, info: Info, input: CreateEngine) -> Engine:
+    async def create_engine(self, info: Info, input: CreateEngine) -> Optional[Engine]:
         data = {"id": input.id, "name": input.name, "category_id": input.category_id,
                 "identifier_type_ids": [str(t) for t in input.identifier_type_ids],
                 "library_type_ids": [str(t) for t in input.library_type_ids or []], "modes": input.modes,
