@@ -126,9 +126,9 @@ async def create(res: Resources, principal: Principal, data: dict[str, Any], fil
             return await _insert_named(conn, False, values, default_name, versions, principal, profile_mode)
 
     if file is not None:
-        stored = await uploads.store_upload(res, key, file, content_type, scheduled=True)
+        stored = await uploads.store_upload(res, key, file, content_type, scheduled=True, data_type=target["data_type"])
     else:
-        stored = await uploads.store_url(res, key, url, content_type)
+        stored = await uploads.store_url(res, key, url, content_type, data_type=target["data_type"])
     values.update(storage_key=key, content_type=stored.content_type, content_length=stored.size, content_sha256=stored.sha256)
     try:
         async with res.pool.acquire() as conn:
@@ -195,6 +195,7 @@ async def _replace_content(res: Resources, principal: Principal, iid: UUID, chan
     (its content type is the one the answer declares). The old object goes only once the row has the new one."""
     async with res.pool.acquire() as conn:
         current = await q.by_id(conn, principal.org_id, iid)
+        data_type = await vector_q.identifier_type_data(conn, principal.org_id, current.identifier_type_id) if current else None
     if current is None:
         raise NotFound()
     if current.reference_url:
@@ -211,7 +212,7 @@ async def _replace_content(res: Resources, principal: Principal, iid: UUID, chan
             raise NotFound()
         return row
     key = uploads.object_key(principal.org_id, "identifiers", current.library_id, current.entity_id or UNASSIGNED)
-    stored = await uploads.store_url(res, key, url, None)
+    stored = await uploads.store_url(res, key, url, None, data_type=data_type)
     content = dict(storage_key=key, reference_url=None, content_type=stored.content_type, content_length=stored.size,
                    content_sha256=stored.sha256)
     try:

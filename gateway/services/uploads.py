@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 from gateway.errors import InvalidInput, PayloadTooLarge, ServiceUnavailable
-from gateway.services import blob_cleanup
+from gateway.services import blob_cleanup, content_sniff
 from gateway.services.remote_files import FetchRefused, open_url
 from storage.blobs import BlobError, BlobTooLarge, StoredBlob
 
@@ -50,16 +50,22 @@ def object_key(org_id: UUID, *parts: object) -> str:
 
 
 async def store(
-    res: Any, key: str, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int, *, scheduled: bool = False
+    res: Any, key: str, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int, *, scheduled: bool = False,
+    data_type: str | None = None,
 ) -> StoredBlob:
     """Record the key as an orphan-to-be (unless the caller has: ``scheduled``), then upload.
 
-    The caller's transaction must call ``keep``; on any failure here the object and its record are gone.
+    ``data_type``: what the identifier type holds; the stream's first bytes must be that kind of data
+    (content_sniff), checked before anything is stored. The caller's transaction must call ``keep``; on any
+    failure here the object and its record are gone.
     """
     if not scheduled:
         async with res.pool.acquire() as conn:
             await blob_cleanup.schedule(conn, [key], blob_cleanup.UPLOAD_GRACE_SECONDS)
     try:
+        if data_type is not None:
+            head, chunks = await content_sniff.with_head(chunks)
+            content_type = content_sniff.content_type_for(data_type, head, content_type)
         return await res.blobs.put_stream(key, chunks, content_type, max_bytes=max_bytes)
     except BlobTooLarge as exc:
         await blob_cleanup.delete_now(res, [key])
@@ -72,18 +78,21 @@ async def store(
         raise
 
 
-async def store_upload(res: Any, key: str, upload: Uploaded, content_type: str, *, scheduled: bool = False) -> StoredBlob:
-    return await store(res, key, _file_chunks(upload), content_type, res.settings.max_upload_bytes, scheduled=scheduled)
+async def store_upload(res: Any, key: str, upload: Uploaded, content_type: str, *, scheduled: bool = False,
+                       data_type: str | None = None) -> StoredBlob:
+    return await store(res, key, _file_chunks(upload), content_type, res.settings.max_upload_bytes, scheduled=scheduled,
+                       data_type=data_type)
 
 
-async def store_url(res: Any, key: str, url: str, content_type: str | None) -> StoredBlob:
+async def store_url(res: Any, key: str, url: str, content_type: str | None, *, data_type: str | None = None) -> StoredBlob:
     try:
         async with res.fetch_limiter:
             remote = await open_url(res.http, url, res.fetch_policy)
     except FetchRefused as exc:
         raise InvalidInput(str(exc), data={"reason": exc.reason}) from exc
     try:
-        return await store(res, key, remote.chunks(), content_type or check_mime(remote.content_type), res.settings.fetch_max_bytes)
+        return await store(res, key, remote.chunks(), content_type or check_mime(remote.content_type), res.settings.fetch_max_bytes,
+                           data_type=data_type)
     except FetchRefused as exc:
         raise InvalidInput(str(exc), data={"reason": exc.reason}) from exc
     finally:

@@ -117,8 +117,13 @@ def private_fetch_gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory
         gw.process.stop()
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def random_bytes(size: int = 2048) -> bytes:
-    return os.urandom(size)
+    """Random bytes behind a PNG signature: what the API takes as an image (it reads the signature, not the
+    pixels), for tests that store and move files without decoding them."""
+    return PNG_SIGNATURE + os.urandom(max(0, size - len(PNG_SIGNATURE)))
 
 
 def assert_clean_error_text(body: Any) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.api.conftest import assert_clean_error_text, identifier_rows, org_keys
+from tests.api.conftest import assert_clean_error_text, identifier_rows, org_keys, random_bytes
 from tests.conftest import ROOT, TEST_UPLOAD_LIMIT
 from tests.worker.conftest import create_model, download
 
@@ -94,11 +94,11 @@ def test_a_typed_identifier_upload_keeps_its_bytes_exactly(org, stack, bucket, b
 
 def test_a_crlf_body_without_the_blank_lines_works_too(org, stack, bucket):
     entity_id = org.create_entity(org.create_library(), "Ada")
-    body = typed_form(identifier_query(entity_id).replace("\n", " "), b"PNGDATA").replace(b"\n", b"\r\n")
+    body = typed_form(identifier_query(entity_id).replace("\n", " "), b"\xff\xd8\xffJPEGDATA").replace(b"\n", b"\r\n")
     response = post(org, body)
     assert response.status_code == 200, response.text
     (row,) = identifier_rows(stack, org)
-    assert bucket.read(row["storage_key"]) == b"PNGDATA"
+    assert bucket.read(row["storage_key"]) == b"\xff\xd8\xffJPEGDATA"
 
 
 # --------------------------------------------------------------------------- the limits hold
@@ -136,7 +136,7 @@ def test_a_typed_body_with_a_huge_header_line_is_refused(org, stack, bucket, ent
 
 
 def test_a_typed_file_over_the_upload_limit_is_413(org, stack, bucket, entity):
-    assert_refused(org, stack, bucket, post(org, typed_form(identifier_query(entity), b"\0" * (TEST_UPLOAD_LIMIT + 1))), (413,))
+    assert_refused(org, stack, bucket, post(org, typed_form(identifier_query(entity), random_bytes(TEST_UPLOAD_LIMIT + 1))), (413,))
     assert stack.db.fetchval("SELECT count(*) FROM blob_deletions WHERE storage_key LIKE $1", f"{org.id}/%") == 0
 
 

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from tests.api.conftest import assert_clean_error_text, identifier_rows, org_keys
+from tests.api.conftest import PNG_SIGNATURE, assert_clean_error_text, identifier_rows, org_keys, random_bytes
 from tests.conftest import TEST_UPLOAD_LIMIT
 
 BOUNDARY = "engineshed-test-boundary"
@@ -64,21 +64,21 @@ def assert_bad_request(response: httpx.Response, status: int = 400) -> dict:
 
 class TestSizeLimit:
     def test_a_file_just_over_the_upload_limit_is_413_and_leaves_no_row_or_object(self, org, entity, stack, bucket):
-        reply = org.client.upload_form(plain_query(entity).decode(), b"\0" * (TEST_UPLOAD_LIMIT + 1), "image/png")
+        reply = org.client.upload_form(plain_query(entity).decode(), random_bytes(TEST_UPLOAD_LIMIT + 1), "image/png")
         assert reply.status == 413
         assert reply.error_code == "invalid_input"
         assert_nothing_stored(org, stack, bucket)
         assert stack.db.fetchval("SELECT count(*) FROM blob_deletions WHERE storage_key LIKE $1", f"{org.id}/%") == 0
 
     def test_a_file_of_exactly_the_limit_is_accepted(self, org, entity, stack, bucket):
-        reply = org.client.upload_form(plain_query(entity).decode(), b"\1" * TEST_UPLOAD_LIMIT, "image/png")
+        reply = org.client.upload_form(plain_query(entity).decode(), random_bytes(TEST_UPLOAD_LIMIT), "image/png")
         reply.ok()
         (row,) = identifier_rows(stack, org)
         assert row["content_length"] == TEST_UPLOAD_LIMIT
         assert org_keys(bucket, org) == [row["storage_key"]]
 
     def test_a_body_far_over_the_limit_is_413_whether_its_length_is_declared_or_streamed(self, org, entity, stack, bucket):
-        body = multipart([("query", None, None, plain_query(entity)), ("file", "big.png", "image/png", b"\0" * (TEST_UPLOAD_LIMIT * 2))])
+        body = multipart([("query", None, None, plain_query(entity)), ("file", "big.png", "image/png", random_bytes(TEST_UPLOAD_LIMIT * 2))])
         declared = post_raw(org, body)
         assert_bad_request(declared, 413)
 
@@ -97,7 +97,7 @@ class TestSizeLimit:
         reply = org.client.upload_spec(
             "mutation($input: CreateEntityIdentifier!) { createEntityIdentifier(input: $input) { id } }",
             {"input": {"entityId": entity, "identifierTypeId": "face", "file": None}},
-            {"input.file": (b"\0" * (TEST_UPLOAD_LIMIT + 10), "image/png")},
+            {"input.file": (random_bytes(TEST_UPLOAD_LIMIT + 10), "image/png")},
         )
         assert reply.status == 413
         assert reply.error_code == "invalid_input"
@@ -193,11 +193,11 @@ class TestMalformedMultipart:
 @pytest.mark.parametrize("filename", ["../../x", "/etc/passwd", "..\\..\\evil.png", "a/../../b.png", "%2e%2e%2fx"])
 def test_file_names_that_look_like_paths_are_stored_only_under_our_own_keys(org, entity, stack, bucket, filename):
     library_id = org.client.query(f'query {{ entity(id: "{entity}") {{ libraryId }} }}').ok()["entity"]["libraryId"]
-    plain = org.client.upload_form(plain_query(entity).decode(), b"plain", "image/png", filename=filename).ok()
+    plain = org.client.upload_form(plain_query(entity).decode(), PNG_SIGNATURE + b"plain", "image/png", filename=filename).ok()
     spec = org.client.upload_spec(
         "mutation($input: CreateEntityIdentifier!) { createEntityIdentifier(input: $input) { id } }",
         {"input": {"entityId": entity, "identifierTypeId": "face", "file": None}},
-        {"input.file": (b"spec", "image/png")},
+        {"input.file": (PNG_SIGNATURE + b"spec", "image/png")},
         filename=filename,
     ).ok()
     assert plain and spec

@@ -197,7 +197,7 @@ def test_retraining_an_unchanged_library_embeds_nothing_and_new_identifiers_are_
 
 def test_a_corrupt_and_a_too_small_identifier_are_skipped_with_reasons_and_the_model_still_completes(api_org: Org, worker: Process) -> None:
     library_id, entity_ids = api.small_library(api_org, "bad-data", seed=2)
-    corrupt = api.add_identifier(api_org.client, entity_ids[0], b"this is not a PNG at all")
+    corrupt = api.add_identifier(api_org.client, entity_ids[0], b"\x89PNG\r\n\x1a\n but not a PNG after its signature")
     tiny = api.add_identifier(api_org.client, entity_ids[1], api.png(8, 2_000_001))
 
     model, task = api.trained(api_org, api.GALLERY, library_id, {"minSize": 16}, worker=worker)

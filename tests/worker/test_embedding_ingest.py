@@ -141,7 +141,7 @@ def test_an_undecodable_identifier_fails_alone_with_its_reason(ingest_org: Org, 
     library = api.create_library(ingest_org, "broken")
     entity = ingest_org.create_entity(library, "e")
     good = api.add_identifier(ingest_org.client, entity, api.png(32, 77))
-    bad = api.add_identifier(ingest_org.client, entity, b"\x89PNG not really")
+    bad = api.add_identifier(ingest_org.client, entity, b"\x89PNG\r\n\x1a\n not really")
     job = finished_job(ingest_org, ingest_org.client.query(GENERATE, l=library, m="ingest-net").ok()["generateEmbeddings"]["id"])
     output = job["tasks"]["records"][0]["output"]
     assert (output["embedded"], output["failed"]) == (1, 1)
