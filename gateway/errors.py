@@ -66,3 +66,32 @@ class ServiceFailure(ApiError):
 class NotImplementedApi(ApiError):
     code = "not_implemented"
     default_message = "This operation is not implemented"
+
+
+def unstorable(exc: BaseException) -> InvalidInput | None:
+    """The client's fault behind a PostgreSQL ``DataError`` (a NUL character, a number past int64), as the
+    invalid_input it should have been; None for any other exception. Inputs are checked before they reach SQL
+    where that is cheap; this is the net for what a check missed, so it never becomes an internal error."""
+    import asyncpg
+    from asyncpg.exceptions import _base
+
+    # PostgreSQL's own refusal (asyncpg.DataError), or asyncpg's while encoding an argument (_base.DataError).
+    if not isinstance(exc, (asyncpg.DataError, _base.DataError)):
+        return None
+    text = str(exc)
+    if isinstance(exc, (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)) or "codec" in text:
+        return InvalidInput("a value contains characters that cannot be stored (such as NUL)")
+    if isinstance(exc, asyncpg.NumericValueOutOfRangeError) or "out of range" in text or "out of int" in text:
+        return InvalidInput("a number is out of range")
+    return InvalidInput("a value cannot be stored as given")
+
+
+def unstorable_text(value: str) -> str | None:
+    """Why PostgreSQL cannot store the text (a NUL, or a lone UTF-16 surrogate from a JSON ``\\ud800``), or None."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (not a Unicode character)"
+    return None

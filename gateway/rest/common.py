@@ -26,7 +26,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import ApiError, AuthenticationError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
+from gateway.errors import (
+    ApiError, AuthenticationError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable, unstorable, unstorable_text,
+)
 from gateway.services import tokens
 from gateway.services.principal import Principal
 from gateway.web.body_limit import BodyLimit
@@ -80,11 +82,12 @@ class RestRequest:
             raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise InvalidInput("the body must be a JSON object")
+        _check_storable(value, "")
         return value
 
     def require_project(self, name: str = "project_id") -> None:
         """Seed 004's ``/v2/{project_id}/...``: the project is the caller's organization; any other is not found."""
-        if self.request.path_params.get(name) != str(self.principal.org_id):
+        if str(self.request.path_params.get(name, "")).strip().lower() != str(self.principal.org_id):  # UUIDs ignore case
             raise NotFound("no such project: the project is your organization's id (me { organizationId })")
 
     def query_int(self, name: str, default: int) -> int:
@@ -93,13 +96,38 @@ class RestRequest:
         if raw is None or raw == "":
             return default
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
             raise InvalidInput(f"query parameter {name} must be an integer") from None
+        if not -QUERY_INT_MAX <= value <= QUERY_INT_MAX:
+            raise InvalidInput(f"query parameter {name} is out of range (at most {QUERY_INT_MAX})")
+        return value
 
 
 Handler = Callable[[RestRequest], Awaitable[Any]]
 ErrorShape = Callable[[str, str], dict[str, Any]]
+
+
+QUERY_INT_MAX = 2**31 - 1  # offsets and limits past this are no page anyone has; int64 columns never see them
+
+
+def _check_storable(value: Any, where: str) -> None:
+    """Every string (and key) of a JSON body must be text PostgreSQL can store: JSON may carry NUL (\\u0000) and
+    lone surrogates (\\ud800), which would otherwise fail deep in a service as an internal error."""
+    if isinstance(value, str):
+        reason = unstorable_text(value)
+        if reason:
+            raise InvalidInput(f"{where or 'a value'} {reason}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            reason = unstorable_text(key)
+            if reason:
+                raise InvalidInput(f"a key in {where or 'the body'} {reason}")
+            _check_storable(item, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{where}[{index}]")
 
 
 def _no_constant(name: str) -> Any:
@@ -189,7 +217,10 @@ class RestEndpoint:
             return self._error(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
         except ClientDisconnect:
             raise
-        except Exception:
+        except Exception as exc:
+            refusal = unstorable(exc)
+            if refusal is not None:  # a value PostgreSQL cannot store that no check caught: still the input's fault
+                return api_error_response(refusal, self.error_shape)
             log.exception("unexpected error serving %s %s", request.method, request.url.path)
             return self._error(500, "internal_error", "An internal error occurred")
         if isinstance(result, Response):

@@ -9,10 +9,11 @@ What the body's fields mean here:
 * ``task_type`` ``"auto-label"`` (active learning) → findHardExamples: ``config.confidence_scope`` (default
   "0.10-0.90"), ``collect_key_sample`` (or ``config.collect_sample``), ``model_id`` (a LibraryEngineModel id, or a
   registered auto_tagging model's name; default the library's default model, as autoTag chooses it);
-* ``task_type`` ``"pre-label"`` → autoTag of the library with ``model_id`` (as above) at ``config.confidence_threshold``
-  (default 0.5);
+* ``task_type`` ``"pre-label"`` → autoTag of the library's unassigned identifiers (the ones no person has placed)
+  with ``model_id`` (as above) at ``config.confidence_threshold`` (default 0.5);
 * ``task_type`` ``"auto-grouping"``, or the seed's ``"type": 2`` → autoGroup with ``config.n_clusters`` (a number or a
-  numeric string), clustering on blur (``ambiguity``), ``image_brightness`` or ``image_colorfulness`` when one of
+  numeric string) or ``config.similarity_threshold`` (groups of members at least that similar), or without either
+  sqrt(n/2) groups of the n unassigned identifiers (labeling_jobs.default_cluster_count); clustering on blur (``ambiguity``), ``image_brightness`` or ``image_colorfulness`` when one of
   them is true (at most one), else on embeddings.
 
 Fields about where the upstream service runs or writes (``config.algorithm_type``, ``inf_config_list``, ``flavor``,
@@ -84,14 +85,45 @@ def _task_type(data: dict[str, Any]) -> str:
 def _n_clusters(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only: str.isdigit() also takes "²" and "٣", which int() then refuses or reads unexpectedly.
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value.strip()):
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise InvalidInput("config.n_clusters must be a whole number (or a string of one)")
 
 
+def _similarity(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput("config.similarity_threshold must be a number between 0 and 1")
+    return float(value)
+
+
+# The services' messages name GraphQL's fields; a REST caller sends seed 004's names.
+_REST_NAMES = (
+    ("libraryEngineModelId", "model_id"), ("modelId", "model_id"), ("nClusters", "config.n_clusters"),
+    ("similarityThreshold", "config.similarity_threshold"), ("confidenceScope", "config.confidence_scope"),
+    ("confidenceThreshold", "config.confidence_threshold"), ("collectKeySample", "collect_key_sample"),
+)
+
+
+def _rest_message(message: str) -> str:
+    for graphql_name, rest_name in _REST_NAMES:
+        message = re.sub(rf"\b{graphql_name}\b", rest_name, message)
+    return message
+
+
 async def start_task(req: RestRequest) -> Any:
+    try:
+        return await _start_task(req)
+    except InvalidInput as exc:
+        exc.message = _rest_message(exc.message)
+        raise
+
+
+async def _start_task(req: RestRequest) -> Any:
     req.require_project()
     data = await req.json_object()
     res, principal = req.resources, req.principal
@@ -107,8 +139,9 @@ async def start_task(req: RestRequest) -> Any:
         threshold = config.get("confidence_threshold")
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise InvalidInput("config.confidence_threshold must be a number")
+        # Seed 004 pre-labels "the remaining images": the ones no person has placed in an entity yet.
         job = await labeling_jobs.auto_tag(res, principal, {
-            "library_id": library_id, **_model(data), "confidence_threshold": threshold,
+            "library_id": library_id, **_model(data), "confidence_threshold": threshold, "unassigned_only": True,
         }, IdentifierSelection())
     else:
         chosen = [name for key, name in (("ambiguity", "blur"), ("image_brightness", "brightness"),
@@ -117,6 +150,8 @@ async def start_task(req: RestRequest) -> Any:
             raise InvalidInput("set at most one of ambiguity, image_brightness and image_colorfulness")
         job = await labeling_jobs.auto_group(res, principal, {
             "library_id": library_id, "n_clusters": _n_clusters(config.get("n_clusters")),
+            "similarity_threshold": _similarity(config.get("similarity_threshold")),
+            "default_clusters": True,  # the seed's n_clusters is optional: without either, a count from the data
             "feature": chosen[0] if chosen else "embedding",
         })
     return {"task_id": str(job.id)}

@@ -11,7 +11,7 @@ from strawberry.file_uploads import Upload
 
 import logging
 
-from gateway.errors import ApiError, InvalidInput
+from gateway.errors import ApiError, InvalidInput, unstorable
 from gateway.schema.caller import CallerQuery
 from gateway.schema.catalogue import CatalogueMutation
 from gateway.schema.context import Info
@@ -543,6 +543,9 @@ class _Schema(strawberry.Schema):
         for error in errors:
             original = getattr(error, "original_error", None)
             if original is not None and error.path is not None and not isinstance(original, ApiError):
+                if unstorable(original) is not None:  # answered invalid_input: the client's value, not our fault
+                    _log.info("refused a value PostgreSQL cannot store in %s (%s)", error.path, type(original).__name__)
+                    continue
                 _log.error("unexpected error in %s", error.path, exc_info=original)
 
 

@@ -17,6 +17,7 @@ A value may be wrapped in double quotes (to hold `` AND `` itself). Anything els
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -249,7 +250,8 @@ async def _insert_job(conn: asyncpg.Connection, principal: Principal, name: str,
 
 
 async def auto_tag(res: Any, principal: Principal, data: dict[str, Any], selection: IdentifierSelection) -> Job:
-    """Suggest an entity (or label) for every selected identifier the model is at least confidenceThreshold sure of."""
+    """Suggest an entity (or label) for every selected identifier the model is at least confidenceThreshold sure of
+    (``unassigned_only``: only the identifiers no person has placed yet, as seed 004's pre-labeling means)."""
     principal.require_write()
     if (data.get("library_id") is None) == (data.get("identifier_type_id") is None):
         raise InvalidInput("give exactly one of libraryId (one library) or identifierTypeId (every library of the organization)")
@@ -270,11 +272,12 @@ async def auto_tag(res: Any, principal: Principal, data: dict[str, Any], selecti
             if type_id not in choice.identifier_types:
                 raise InvalidInput(f"{choice.label} reads {', '.join(choice.identifier_types)}, not {type_id}")
             types = [type_id]
-        await _check_size(conn, principal, [library.id] if library is not None else None, types, False, query, selection)
+        unassigned_only = bool(data.get("unassigned_only"))
+        await _check_size(conn, principal, [library.id] if library is not None else None, types, unassigned_only, query, selection)
         payload = {
             "mode": AUTO_TAG, **choice.payload,
             "libraryIds": [str(library.id)] if library is not None else None,
-            "identifierTypeIds": types, "unassignedOnly": False, "query": query, "filter": selection.as_json(),
+            "identifierTypeIds": types, "unassignedOnly": unassigned_only, "query": query, "filter": selection.as_json(),
             "threshold": threshold, "inputResolution": list(resolution),
         }
         name = f"autoTag {library.name}" if library is not None else f"autoTag every {types[0]} library"
@@ -300,6 +303,12 @@ async def find_hard_examples(res: Any, principal: Principal, data: dict[str, Any
         return await _insert_job(conn, principal, f"findHardExamples {library.name}", payload, library.id, res.settings.max_attempts)
 
 
+def default_cluster_count(items: int) -> int:
+    """How many groups when the caller names none (seed 004's n_clusters is optional): the common rule of thumb
+    sqrt(n / 2), at least 2 groups when there are 2 items to split, at most 100 (a person names each group)."""
+    return max(min(items, 2), min(100, round(math.sqrt(items / 2))))
+
+
 async def auto_group(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
     """Cluster the library's unassigned identifiers into groups a person can name."""
     principal.require_write()
@@ -307,9 +316,10 @@ async def auto_group(res: Any, principal: Principal, data: dict[str, Any]) -> Jo
     if feature not in FEATURES:
         raise InvalidInput(f"feature must be one of {', '.join(FEATURES)}")
     n_clusters, similarity = data.get("n_clusters"), data.get("similarity_threshold")
+    choose_count = n_clusters is None and similarity is None and bool(data.get("default_clusters"))
     if n_clusters is not None and similarity is not None:
         raise InvalidInput("give nClusters or similarityThreshold, not both")
-    if n_clusters is None and similarity is None:
+    if n_clusters is None and similarity is None and not choose_count:
         raise InvalidInput("give nClusters (that many groups) or similarityThreshold (groups of members at least that similar)")
     if similarity is not None:
         if feature != "embedding":
@@ -331,6 +341,8 @@ async def auto_group(res: Any, principal: Principal, data: dict[str, Any]) -> Jo
         )
         if count == 0:
             raise InvalidInput(f"library {library.id} has no unassigned image identifiers to group")
+        if choose_count:
+            n_clusters = default_cluster_count(count)
         if n_clusters is not None and n_clusters > count:
             raise InvalidInput(f"nClusters ({n_clusters}) is more than the {count} unassigned identifiers to group")
         if count > MAX_GROUP_ITEMS:

@@ -17,7 +17,6 @@ import json
 import logging
 from typing import Any
 
-import asyncpg
 from graphql import GraphQLError, parse, print_ast
 from graphql.language import ListTypeNode, NamedTypeNode, NonNullTypeNode, OperationDefinitionNode, TypeNode
 from starlette.datastructures import Headers, UploadFile
@@ -27,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
-from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge, ServiceUnavailable
+from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge, ServiceUnavailable, unstorable
 from gateway.schema.context import Context
 from gateway.services import tokens
 from gateway.web.body_limit import BodyLimit
@@ -265,9 +264,9 @@ class GraphQLEndpoint:
             # Parse, validation and variable-coercion errors come before execution (no path): the
             # request is wrong, and graphql-core's message says how.
             return error_entry("invalid_input", error.message, **extra)
-        if isinstance(original, asyncpg.DataError):
-            # A value PostgreSQL cannot store (a NUL character, say): the input's fault, not ours.
-            return error_entry("invalid_input", "a value contains characters that cannot be stored (such as NUL)", **extra)
+        refusal = unstorable(original)
+        if refusal is not None:  # a value PostgreSQL cannot store (a NUL character, say): the input's fault
+            return error_entry(refusal.code, refusal.message, **extra)
         return error_entry("internal_error", "An internal error occurred", **extra)
 
 

@@ -226,6 +226,7 @@ class LabelingTask:
 
         async def write(conn: Any) -> dict[str, Any]:
             await labeling_q.lock(conn, self.task.org_id, sorted({row[1] for row in suggestions}))
+            await suggestion_q.replace_pending(conn, self.task.org_id, self.task.job_id, [row[1] for row in suggestions])
             written = await suggestion_q.insert_many(conn, self.task.org_id, self.task.job_id, self.payload.get("model"), suggestions)
             await labeling_q.mark_machine(conn, self.task.org_id, written)
             return {"selected": len(rows), "scored": len(scored), "skipped": skipped, "suggested": len(written),
@@ -254,6 +255,7 @@ class LabelingTask:
         async def write(conn: Any) -> dict[str, Any]:
             await labeling_q.lock(conn, self.task.org_id, sorted(set(ids)))
             await labeling_q.set_hard(conn, self.task.org_id, ids, flags, coefficients)
+            await suggestion_q.replace_pending(conn, self.task.org_id, self.task.job_id, [row[1] for row in suggestions])
             written = await suggestion_q.insert_many(conn, self.task.org_id, self.task.job_id, self.payload.get("model"), suggestions)
             await labeling_q.mark_machine(conn, self.task.org_id, written)
             return {"selected": len(rows), "scored": len(scored), "skipped": skipped, "hard": hard_count,

@@ -106,6 +106,18 @@ class Group(Row):
     created_at: datetime
 
 
+REPLACE_PENDING = """-- the pending suggestions other jobs made for these identifiers: a newer one takes their place
+DELETE FROM identifier_suggestions
+WHERE org_id = $1 AND identifier_id = ANY($3::uuid[]) AND status = 'pending' AND job_id <> $2"""
+
+
+async def replace_pending(conn: asyncpg.Connection, org_id: UUID, job_id: UUID, identifier_ids: list[UUID]) -> None:
+    """Each identifier keeps at most one pending suggestion: the newest job's. Without this, every pre-label or
+    active-learning run over the same identifiers would stack another copy for a person to review."""
+    if identifier_ids:
+        await conn.execute(REPLACE_PENDING, org_id, job_id, identifier_ids)
+
+
 async def insert_many(
     conn: asyncpg.Connection, org_id: UUID, job_id: UUID, model_version: str | None, rows: list[tuple[UUID, UUID, UUID | None, str, float]]
 ) -> list[UUID]:

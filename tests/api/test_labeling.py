@@ -350,6 +350,61 @@ def test_rest_errors_are_json_with_the_right_status(lab: Org, other_org: Org, ga
     assert peek.status_code == made_up.status_code == 404 and peek.json() == made_up.json()
 
 
+def test_rest_bad_values_are_400_in_the_seeds_own_names(lab: Org, gateway: Gateway, loose: str) -> None:
+    path = f"/v2/{lab.id}/datasets/{loose}/tasks"
+    cases = [
+        ({"type": 2, "config": {"n_clusters": "\u00b2"}}, "config.n_clusters must be a whole number"),  # "²": isdigit() but no int
+        ({"type": 2, "config": {"n_clusters": "\u0663"}}, "config.n_clusters must be a whole number"),  # an Arabic-Indic 3
+        ({"type": 2, "config": {"n_clusters": 0}}, "config.n_clusters must be at least 1"),
+        ({"type": 2, "config": {"n_clusters": 2, "similarity_threshold": 0.5}}, "config.n_clusters or config.similarity_threshold"),
+        ({"type": 2, "config": {"similarity_threshold": "close"}}, "config.similarity_threshold must be a number"),
+        ({"task_type": "auto-label", "model_id": "no\u0000model"}, "NUL"),
+        ({"task_type": "pre-label", "model_id": "\ud800"}, "surrogate"),
+    ]
+    for body, fragment in cases:
+        response = rest(lab, gateway, "POST", path, raw=json.dumps(body).encode())
+        assert response.status_code == 400, (body, response.text)
+        assert fragment in response.json()["error_msg"], (body, response.text)
+        assert "nClusters" not in response.text and "similarityThreshold" not in response.text
+
+
+def test_rest_grouping_without_a_count_chooses_one_and_the_project_id_ignores_case(
+    lab: Org, gateway: Gateway, worker: Process, loose: str,
+) -> None:
+    started = rest(lab, gateway, "POST", f"/v2/{str(lab.id).upper()}/datasets/{loose}/tasks", {"type": 2})
+    assert started.status_code == 200, started.text
+    job_id = started.json()["task_id"]
+    done = wait_job(lab, job_id, worker)
+    assert done["status"] == "complete", done
+    groups = lab.client.query("query($j: ID!) { identifierGroups(jobId: $j) { totalCount } }", j=job_id).ok()
+    assert groups["identifierGroups"]["totalCount"] == 2  # sqrt(4 / 2) groups of the four loose images
+    by_similarity = rest(lab, gateway, "POST", f"/v2/{lab.id}/datasets/{loose}/tasks", {"type": 2, "config": {"similarity_threshold": 0.9}})
+    assert by_similarity.status_code == 200, by_similarity.text
+
+
+def test_rest_pre_label_suggests_only_for_unassigned_identifiers_and_a_rerun_replaces_its_suggestions(
+    lab: Org, gateway: Gateway, worker: Process, trained: dict[str, Any],
+) -> None:
+    path = f"/v2/{lab.id}/datasets/{trained['library']}/tasks"
+    body = {"task_type": "pre-label", "model_id": trained["model"]["id"], "config": {"confidence_threshold": 0}}
+    jobs = []
+    for _ in range(2):
+        started = rest(lab, gateway, "POST", path, body)
+        assert started.status_code == 200, started.text
+        assert wait_job(lab, started.json()["task_id"], worker)["status"] == "complete"
+        jobs.append(started.json()["task_id"])
+    first, second = ([s["identifierId"] for s in lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"]] for job_id in jobs)
+    assert second and first == []  # the rerun's suggestions took the place of the first run's
+    pending = lab.client.query(
+        "query($l: ID!) { suggestions(libraryId: $l, status: pending, limit: 1000) { records { identifierId } } }", l=trained["library"],
+    ).ok()["suggestions"]["records"]
+    ids = [p["identifierId"] for p in pending]
+    assert len(ids) == len(set(ids))  # one pending suggestion per identifier
+    for identifier_id in second:
+        row = lab.client.query("query($i: ID!) { entityIdentifier(id: $i) { entityId } }", i=identifier_id).ok()["entityIdentifier"]
+        assert row["entityId"] is None  # nothing a person placed is pre-labeled
+
+
 def test_two_people_accepting_the_same_suggestions_at_once_one_wins_whole(lab: Org, worker: Process, trained: dict[str, Any]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 

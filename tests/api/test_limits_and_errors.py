@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -152,6 +154,18 @@ class TestMalformedRequests:
         )
         assert reply.error_code == "invalid_input"
         assert_clean_error_text(reply.body)
+
+    @pytest.mark.parametrize("name", ["a\u0000b", "\ud800"])
+    def test_text_postgresql_cannot_store_is_invalid_input_and_nothing_is_created(self, org, name):
+        raw = json.dumps({"query": "mutation($n: String!) { createLibrary(input: {name: $n, libraryTypeId: \"people\"}) { id } }",
+                          "variables": {"n": name}}).encode()  # json.dumps writes \u0000 and the lone \ud800 as escapes
+        before = org.client.query("query { libraries { count } }").ok()["libraries"]["count"]
+        response = raw_post(org, content=raw, headers={"Content-Type": "application/json"})
+        assert response.status_code == 200
+        (error,) = response.json()["errors"]
+        assert error["extensions"]["code"] == "invalid_input" and "cannot be stored" in error["message"]
+        assert_clean_error_text(response.json())
+        assert org.client.query("query { libraries { count } }").ok()["libraries"]["count"] == before
 
     def test_an_unknown_operation_name_is_invalid_input(self, org):
         response = raw_post(org, json={"query": "query A { libraries { count } }", "operationName": "B"})

@@ -81,13 +81,18 @@ def test_a_waiting_training_reads_back_and_delete_cancels_it(org, stack):
     ({"source_dataset_id": "{L}", "output_model_name": "n" * 129}, "invalid_input", "at most 128"),
     ({"source_dataset_id": "{L}", "output_model_changelog": 3}, "invalid_input", "must be a string"),
     ({"source_dataset_id": "{L}", "auto_promote": "yes"}, "invalid_input", "auto_promote"),
+    # JSON can carry what PostgreSQL cannot store: refused up front, never a 500.
+    ({"source_dataset_id": "{L}", "output_model_name": "\u0000x"}, "invalid_input", "output_model_name contains a NUL"),
+    ({"source_dataset_id": "{L}", "output_model_description": "\u0000"}, "invalid_input", "NUL"),
+    ({"source_dataset_id": "{L}", "output_model_changelog": "\ud800"}, "invalid_input", "lone surrogate"),
+    ({"source_dataset_id": "{L}", "labels": {"team\u0000": "x"}}, "invalid_input", "a key in labels contains a NUL"),
 ])
 def test_bad_bodies_are_400_with_the_reason_and_write_nothing(org, stack, body, code, fragment):
     library_id = _library(org)
     before = _trainings(stack, org)
-    body = json.loads(json.dumps(body).replace("{L}", library_id))
+    raw = json.dumps(body).replace("{L}", library_id).encode()  # json.dumps escapes NUL and lone surrogates
     with _http(org) as http:
-        _error(http.post("/v1/trainings/", json=body), 400, code, fragment)
+        _error(http.post("/v1/trainings/", content=raw, headers={"content-type": "application/json"}), 400, code, fragment)
     assert _trainings(stack, org) == before
 
 
@@ -108,6 +113,8 @@ def test_malformed_requests_get_json_errors_with_the_right_status(org, stack):
         _error(http.patch(f"/v1/trainings/{MADE_UP}", json={}), 405, "not_allowed")
         _error(http.get("/v1/trainings", params={"limit": "ten"}), 400, "invalid_input", "limit")
         _error(http.get("/v1/trainings", params={"limit": 100_000}), 400, "invalid_input")
+        for huge in ("9223372036854775808", "7168785019258537875827347947520", "-9223372036854775809"):
+            _error(http.get("/v1/trainings", params={"offset": huge}), 400, "invalid_input", "offset")
         _error(http.post("/v1/trainings", json={"source_dataset_id": MADE_UP}), 404, "not_found")
         _error(http.post("/v1/trainings", json={"source_dataset_id": "not-an-id"}), 404, "not_found")  # names no object
         _error(http.get("/v1/trainings/not-an-id"), 404, "not_found")
