@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -24,6 +25,7 @@ from gateway.settings import Settings
 from gateway.web.graphiql import static_app
 from gateway.web.graphql_view import GraphQLEndpoint
 from gateway.web.health import healthz, readyz
+from gateway.web.http_errors import http_error
 from gateway.web.subscriptions import SubscriptionView
 from storage.db import connection_name, listen
 from storage.queries.jobs import EVENT_CHANNEL
@@ -71,5 +73,6 @@ def create_app(settings: Settings) -> Starlette:
             Mount("/v3/static", app=static_app(), name="static"),
             *rest_routes(),
         ],
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )

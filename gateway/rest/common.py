@@ -190,9 +190,10 @@ class RestEndpoint:
         await response(scope, receive, send)
 
     async def _handle(self, request: Request, resources: Any, limit: int) -> Response:
-        handler = self.handlers.get(request.method.upper())
+        method = request.method.upper()
+        handler = self.handlers.get("GET" if method == "HEAD" else method)  # HEAD: GET's headers (the server drops the body)
         if handler is None:
-            allow = ", ".join(sorted(self.handlers))
+            allow = ", ".join(sorted({*self.handlers, *(("HEAD",) if "GET" in self.handlers else ())}))
             return self._error(405, "not_allowed", f"{request.method} is not served here; use {allow}",
                                headers={"Allow": allow})
         declared = request.headers.get("content-length")
