@@ -11,6 +11,7 @@ converted to grey ("L") or RGB, resized to size×size (aspect not kept) with bil
 from __future__ import annotations
 
 import io
+import re
 import time
 import warnings
 from typing import Any
@@ -88,6 +89,15 @@ def decode_one(
     return (array, skip, measures) if measure else (array, skip)
 
 
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def error_text(exc: BaseException) -> str:
+    """A decoder's complaint fit for a client: Pillow names the in-memory file by its repr ("cannot identify image
+    file <_io.BytesIO object at 0x7f...>"), a memory address that means nothing to anyone reading it."""
+    return " ".join(_OBJECT_REPR.sub("", str(exc)).split())[:200] or type(exc).__name__
+
+
 def _decode_one(
     blob: bytes, size: int, channels: int, min_size: int, sharpness_threshold: float, max_pixels: int,
 ) -> tuple[np.ndarray | None, Skip | None, Measures | None]:
@@ -110,7 +120,7 @@ def _decode_one(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return None, {"reason": "too-large", "detail": str(exc)}, None
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... for bad data
-        return None, {"reason": "corrupt", "detail": str(exc)[:200] or type(exc).__name__}, None
+        return None, {"reason": "corrupt", "detail": error_text(exc)}, None
     if sharpness_threshold > 0:
         measures["sharpness"] = value = sharpness(image)
         if (blurry := gate(width, height, value, 0, sharpness_threshold)) is not None:

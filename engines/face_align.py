@@ -38,7 +38,7 @@ from onnx.compose import add_prefix
 from PIL import Image, ImageOps
 
 from engines.backbone import INPUT, IR_VERSION
-from engines.decode import DEFAULT_MAX_PIXELS
+from engines.decode import DEFAULT_MAX_PIXELS, error_text
 from engines.model_backbone import _preprocess
 
 __all__ = [
@@ -91,7 +91,7 @@ def load_photo(blob: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int 
     except ValueError:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, DecompressionBomb... for bad data
-        raise ValueError(str(exc)[:200] or type(exc).__name__) from None
+        raise ValueError(error_text(exc)) from None
     # draft() may have decoded at a reduced scale; orientation does not change the longer side.
     full = max(width, height)
     if max(image.size) > max_side:

@@ -49,3 +49,9 @@ def test_truncated_data_is_corrupt():
     data = _encoded(Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)))
     array, skip = decode_one(data[: len(data) // 2], 32, 1)
     assert array is None and skip["reason"] == "corrupt" and skip["detail"]
+
+
+def test_bytes_that_are_no_image_are_corrupt_with_a_reason_a_person_can_read():
+    array, skip = decode_one(b"\x89PNG\r\n\x1a\n and then nothing an image holds", 32, 1)
+    assert array is None and skip["reason"] == "corrupt"
+    assert skip["detail"] == "cannot identify image file"  # Pillow's message names a BytesIO repr: the address goes
