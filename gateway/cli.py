@@ -158,9 +158,15 @@ def migrate_command(settings: Settings) -> None:
 
 
 def create_token(settings: Settings, org: str, scope: str, engine_id: str | None) -> str:
+    """A new token of organization ``org``. Only an admin token may bring a new organization into being (that is
+    how organizations are made); a read or engine token for a name that does not exist is refused, so a typo
+    in ``--org`` cannot quietly start an empty organization. An engine token is checked as ``createToken``
+    checks it: the engine must be one of the organization's external engines."""
     import asyncpg
 
-    from gateway.services.tokens import create_token as make
+    from gateway.errors import ApiError
+    from gateway.services import tokens
+    from gateway.token_cli import TokenResources
     from storage.db import connect_pool
     from storage.migrate import migrate
 
@@ -171,10 +177,22 @@ def create_token(settings: Settings, org: str, scope: str, engine_id: str | None
         finally:
             await conn.close()
         async with connect_pool(settings.database_url, min_size=1, max_size=2) as pool:
-            token, _ = await make(pool, org_name=org, scope=scope, engine_id=engine_id)
+            try:
+                principal = await tokens.operator(pool, org)
+            except ApiError:
+                if scope != "admin":
+                    raise
+                token, _ = await tokens.create_token(pool, org_name=org, scope=scope)
+                print(f"engineshed: created organization {org!r}", file=sys.stderr)
+                return token
+            token, _ = await tokens.create_for_org(TokenResources(pool, settings), principal, scope=scope,
+                                                   engine_id=engine_id, label=None)
             return token
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except ApiError as exc:
+        sys.exit(f"engineshed: {exc.message}")
 
 
 def token_valid(settings: Settings, token: str) -> bool:

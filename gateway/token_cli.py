@@ -13,7 +13,7 @@ from gateway.settings import Settings
 
 
 @dataclass(frozen=True)
-class _Resources:
+class TokenResources:
     """What the token services use of the gateway's resources."""
 
     pool: Any
@@ -26,7 +26,7 @@ def _run(settings: Settings, org: str, action: Any) -> Any:
 
     async def go() -> Any:
         async with connect_pool(settings.database_url, min_size=1, max_size=2) as pool:
-            res = _Resources(pool, settings)
+            res = TokenResources(pool, settings)
             return await action(res, await tokens.operator(pool, org))
 
     try:
@@ -45,7 +45,7 @@ def _line(row: Any) -> str:
 def list_tokens(settings: Settings, org: str) -> None:
     from gateway.services import tokens
 
-    async def action(res: _Resources, principal: Any) -> list[Any]:
+    async def action(res: TokenResources, principal: Any) -> list[Any]:
         found, offset = [], 0
         while page := await tokens.list_for_org(res, principal, offset=offset, limit=settings.max_page_size):
             found += page

@@ -169,6 +169,29 @@ def test_migrate_and_token_create_take_the_data_dir_from_anywhere(dev: Dev, tmp_
     assert reply.errors == []
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--org", "default", "--scope", "engine", "--engine", "no-such-engine"], "not found"),
+    (["--org", "default", "--scope", "engine", "--engine", "engineshed-gallery"], "is a built-in engine"),
+    (["--org", "defualt", "--scope", "read"], "there is no organization named 'defualt'"),
+    (["--org", "defualt", "--scope", "engine", "--engine", "x"], "there is no organization named 'defualt'"),
+])
+def test_token_create_checks_the_engine_and_the_organization_as_the_api_does(dev: Dev, args: list[str], message: str) -> None:
+    done = cli("token", "create", *args, cwd=dev.home)
+    assert done.returncode != 0 and done.stdout == ""
+    assert message in done.stderr and "Traceback" not in done.stderr
+    # Nothing was made: no organization from the typo.
+    assert "there is no organization named 'defualt'" in cli("token", "list", "--org", "defualt", cwd=dev.home).stderr
+
+
+def test_only_an_admin_token_starts_a_new_organization_and_says_so(dev: Dev) -> None:
+    done = cli("token", "create", "--org", "brand-new", "--scope", "admin", cwd=dev.home)
+    assert done.returncode == 0 and "created organization 'brand-new'" in done.stderr
+    me = GraphQLClient(dev.url, done.stdout.strip()).query("{ me { organization { name } } }").ok()
+    assert me["me"]["organization"]["name"] == "brand-new"
+    again = cli("token", "create", "--org", "brand-new", "--scope", "read", cwd=dev.home)
+    assert again.returncode == 0 and again.stderr == ""
+
+
 def test_token_list_and_revoke_reach_the_running_dev(dev: Dev) -> None:
     made = cli("token", "create", "--org", "default", "--scope", "read", cwd=dev.home)
     secret = made.stdout.strip()
