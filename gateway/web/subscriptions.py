@@ -1,7 +1,9 @@
 """graphql-transport-ws on /v3/graphql through Strawberry's view, with our context and authentication.
 
 The client authenticates in ``connection_init`` (``{"Authorization": "Bearer …"}``) or with the upgrade
-request's Authorization header; the subscription resolvers check it before sending anything.
+request's Authorization header. A connection whose token is missing or unknown is refused right there, as the
+protocol expects: the socket closes with 4403 Forbidden instead of being acknowledged (graphql-ws, the legacy
+protocol, answers ``connection_error`` and closes). The resolvers still check the token's scope and tenancy.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.types.unset import UNSET, UnsetType
 
+from gateway.errors import AuthenticationError
 from gateway.schema.context import Context
 
 
@@ -25,3 +30,10 @@ class SubscriptionView(GraphQL):
 
     async def get_context(self, request: Any, response: Any) -> Context:
         return Context(resources=request.app.state.resources, request=request, response=response)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        try:
+            await context.authenticate_connection()
+        except AuthenticationError as exc:
+            raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from None
+        return UNSET

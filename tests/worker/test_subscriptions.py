@@ -26,7 +26,11 @@ def subscribe(org, query: str, variables: dict[str, Any], token: str | None, *, 
         if token is not None:
             init["payload"] = {"Authorization": f"Bearer {token}"}
         ws.send(json.dumps(init))
-        ack = json.loads(ws.recv(timeout=30))
+        try:
+            ack = json.loads(ws.recv(timeout=30))
+        except ConnectionClosed as closed:  # refused at connection_init
+            return [{"type": "closed", "code": closed.rcvd.code if closed.rcvd else None,
+                     "reason": closed.rcvd.reason if closed.rcvd else None}]
         if ack["type"] != "connection_ack":
             return [ack]
         ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}))
@@ -74,14 +78,12 @@ def test_task_updated_follows_each_task_of_the_job(org, start_worker):
     assert updates[-1]["status"] == "complete" and updates[-1]["progress"] == 1.0
 
 
-def test_a_subscription_without_a_token_is_refused(org):
+def test_a_connection_without_a_valid_token_is_closed_4403_at_connection_init(org):
     library_id = org.create_library()
     job_id, _, _ = sleeper_job(org, library_id)
-    messages = subscribe(org, JOB_UPDATED, {"id": job_id}, None)
-    [refused] = messages
-    assert refused["type"] == "next"
-    assert refused["payload"]["data"] is None
-    assert refused["payload"]["errors"][0]["extensions"]["code"] == "authentication_error"
+    for token in (None, "es_not-a-token"):
+        [refused] = subscribe(org, JOB_UPDATED, {"id": job_id}, token)
+        assert refused == {"type": "closed", "code": 4403, "reason": "Forbidden"}
 
 
 def test_another_organizations_job_cannot_be_followed(org, other_org):
@@ -91,3 +93,19 @@ def test_another_organizations_job_cannot_be_followed(org, other_org):
     [refused] = messages
     assert refused["type"] == "next" and refused["payload"]["data"] is None
     assert refused["payload"]["errors"][0]["extensions"]["code"] == "not_found"
+
+
+def test_the_legacy_graphql_ws_protocol_refuses_a_bad_token_at_connection_init_too(org):
+    with connect(ws_url(org), subprotocols=["graphql-ws"], open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": "Bearer es_not-a-token"}}))
+        refused = json.loads(ws.recv(timeout=30))
+        assert refused["type"] == "connection_error" and refused["payload"]["code"] == "authentication_error"
+        try:
+            ws.recv(timeout=30)
+            raise AssertionError("the socket stayed open")
+        except ConnectionClosed:
+            pass
+    # With a valid token the same protocol is acknowledged.
+    with connect(ws_url(org), subprotocols=["graphql-ws"], open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {org.token}"}}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "connection_ack"
