@@ -188,6 +188,14 @@ async def _external_task(res: Any, principal: Principal, task_id: object) -> Tas
     return task
 
 
+def _lease_refusal(task: Task, consequence: str) -> NotAllowed:
+    """Why a report on ``task`` is refused: it is already over (the state read just before the report), or the
+    claim it was made under is gone (another claim took it, or it went back to the queue)."""
+    if task.status in ("complete", "failed", "cancelled"):
+        return NotAllowed(f"task {task.id} is already {task.status}; {consequence}")
+    return NotAllowed(f"the lease on task {task.id} was lost (it was claimed again or went back to the queue); {consequence}")
+
+
 def _external_owner(principal: Principal, task: Task) -> str:
     """The claim a report acts for: the task token's own, or the engine token's current claim of the task."""
     if principal.scope == "task":
@@ -207,7 +215,7 @@ async def heartbeat_external(res: Any, principal: Principal, task_id: object, pr
             progress=progress, message=message,
         )
     except LeaseLost as exc:
-        raise InvalidInput(f"the lease on task {task.id} was lost; stop working on it") from exc
+        raise _lease_refusal(task, "stop working on it") from exc
     return task, cancel
 
 
@@ -216,7 +224,7 @@ async def complete_external(res: Any, principal: Principal, task_id: object, out
     try:
         await complete(res, task, owner=_external_owner(principal, task), output=output)
     except LeaseLost as exc:
-        raise InvalidInput(f"the lease on task {task.id} was lost; its result was not recorded") from exc
+        raise _lease_refusal(task, "this result was not recorded") from exc
 
 
 async def fail_external(res: Any, principal: Principal, task_id: object, reason: str | None, message: str | None, retry: bool) -> Task:
@@ -227,7 +235,7 @@ async def fail_external(res: Any, principal: Principal, task_id: object, reason:
             retryable=retry, backoff_seconds=res.settings.retry_backoff_seconds,
         )
     except LeaseLost as exc:
-        raise InvalidInput(f"the lease on task {task.id} was lost") from exc
+        raise _lease_refusal(task, "this failure was not recorded") from exc
 
 
 

@@ -35,7 +35,7 @@ class Principal:
     def require_write(self) -> None:
         """Mutations of library data: admin tokens (task tokens only through the checks below)."""
         if self.scope not in ("admin",):
-            raise NotAllowed(f"a {self.scope} token may not change data")
+            raise NotAllowed(f"{_article(self.scope)} {self.scope} token may not change data")
 
     def require_admin(self) -> None:
         if self.scope != "admin":
@@ -53,7 +53,11 @@ class Principal:
             return
         if self.scope == "task":
             raise NotFound()
-        raise NotAllowed(f"a {self.scope} token may not change library engine models")
+        raise NotAllowed(f"{_article(self.scope)} {self.scope} token may not change library engine models")
 
     def can_list_everything(self) -> bool:
         return self.scope in ("admin", "read")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

@@ -118,6 +118,11 @@ def test_claims_respect_the_engines_concurrency_limit(org):
     ).ok()["failTask"]
     assert failed == {"status": "failed", "failureMessage": "no faces"}
     assert sorted(job(org, j)["status"] for j in job_ids) == ["complete", "failed", "running"]
+    # Reporting on a task that is over is refused for what it is: the task's state, not the input.
+    for report in ("completeTask(id: $id) { status }", "heartbeatTask(id: $id, progress: 0.5) { cancelRequested }",
+                   'failTask(id: $id, failureReason: "other") { status }'):
+        again = engine.query(f"mutation($id: ID!) {{ {report} }}", id=first[0]["task"]["id"])
+        assert again.error_code == "not_allowed" and "is already complete" in again.error_message, again.errors
 
 
 def test_an_engine_token_for_a_built_in_engine_claims_no_other_organizations_work(org, other_org):
