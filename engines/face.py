@@ -175,7 +175,7 @@ class FaceEngine:
             raw = await asyncio.to_thread(runner.run_all, photo)
             outputs = dict(zip(runner.output_names, raw, strict=True))
             found = []
-            for row, face in enumerate(faces_in(outputs, scale)):
+            for row, face in enumerate(faces_in(outputs, scale, photo.shape)):
                 matches = []
                 for j in range(min(top_k, outputs["scores"].shape[1])):
                     score = float(outputs["scores"][row, j])

@@ -20,11 +20,19 @@ __all__ = ["Face", "decode_faces", "faces_in", "largest"]
 Face = dict[str, Any]  # box {left, top, width, height}, landmarks [{x, y}] , detectionScore
 
 
-def faces_in(outputs: dict[str, np.ndarray], scale: float) -> list[Face]:
-    """The graph's detections as JSON-ready faces in the photo's own pixels (``scale``: fed → own)."""
+def faces_in(outputs: dict[str, np.ndarray], scale: float, fed_shape: tuple[int, ...] | None = None) -> list[Face]:
+    """The graph's detections as JSON-ready faces in the photo's own pixels (``scale``: fed → own).
+
+    ``fed_shape``: the fed photo's [H, W, ...]; boxes are clipped to the photo (a face cut by the edge is
+    predicted as reaching past it, and a box with a negative left is no use to anyone drawing it). The
+    landmarks are left as predicted."""
     faces = []
     for box, score, points in zip(outputs["boxes"], outputs["detection_scores"], outputs["landmarks"], strict=True):
         x1, y1, x2, y2 = (float(v) * scale for v in box)
+        if fed_shape is not None:
+            width, height = fed_shape[1] * scale, fed_shape[0] * scale
+            x1, x2 = min(max(x1, 0.0), width), min(max(x2, 0.0), width)
+            y1, y2 = min(max(y1, 0.0), height), min(max(y2, 0.0), height)
         faces.append({
             "box": {"left": round(x1, 2), "top": round(y1, 2), "width": round(x2 - x1, 2), "height": round(y2 - y1, 2)},
             "landmarks": [{"x": round(float(x) * scale, 2), "y": round(float(y) * scale, 2)} for x, y in points],
@@ -47,7 +55,7 @@ def decode_one(blob: bytes, front: bytes, min_face_size: int, sharpness_threshol
         return None, {"reason": reason, "detail": str(exc)}, None
     runner = get_runner(front, "cpu", threads=1)
     outputs = dict(zip(runner.output_names, runner.run_all(photo), strict=True))
-    faces = faces_in(outputs, scale)
+    faces = faces_in(outputs, scale, photo.shape)
     if not faces:
         return None, {"reason": "no-face", "detail": "no face was found in the photo"}, {"facesFound": 0}
     chosen = largest(faces)

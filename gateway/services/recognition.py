@@ -44,6 +44,8 @@ async def artifact_bytes(res: Any, model: EngineModel) -> bytes:
 
 
 async def media_bytes(res: Any, upload: Any, url: str | None) -> bytes:
+    if upload is not None and url:
+        raise InvalidInput("send the media as a file or as a url, not both")
     if upload is not None:
         data = bytearray()
         while chunk := await upload.read(256 * 1024):

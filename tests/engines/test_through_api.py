@@ -327,5 +327,9 @@ def test_recognize_refuses_unknown_foreign_and_untrained_models_corrupt_images_a
     for top_k in (0, 101, -3):
         api.assert_error(api.recognize(api_org.client, model_id, image, top_k=top_k), "invalid_input", "topK")
 
+    both = api_org.client.upload_form(api.RECOGNIZE, image, "image/png", filename="q.png",
+                                      variables={"m": model_id, "u": "https://example.com/other.png"})
+    api.assert_error(both, "invalid_input", "not both")
+
     # The same model still answers afterwards.
     assert api.recognize(api_org.client, model_id, image).ok()["recognize"]["matches"]
