@@ -207,9 +207,22 @@ def _content_type(content_type: str) -> str:
         raise InvalidInputError(f"content_type must be 'image' or 'video', not {content_type!r}") from None
 
 
-def _no_query(query: str | None, what: str) -> None:
-    if query:
-        raise InvalidInputError(f"{what} takes no MetaLake query here; select identifiers with filter (annotation_types, from_date, to_date)")
+def _model_name(model_id: str | None, model_name: str | None, *, required: bool = False) -> str | None:
+    """The model the call names: ``model_id`` (the seeds' parameter tables) or ``model_name`` (their signature
+    lines), not two different ones."""
+    if model_id is not None and model_name is not None and model_id != model_name:
+        raise InvalidInputError(f"model_id {model_id!r} and model_name {model_name!r} name different models; give one")
+    name = model_id if model_id is not None else model_name
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InvalidInputError(f"the model name must be a non-empty string, not {name!r}")
+    if required and name is None:
+        raise InvalidInputError("name the model: model_id (or model_name)")
+    return name
+
+
+def _model(model_id: str | None) -> str | None:
+    """The seeds give ``model_id`` the default value ``'default'``: the system default model, as no model at all."""
+    return None if model_id is None or model_id.strip().lower() == "default" else model_id
 
 
 class Operations:
@@ -250,10 +263,12 @@ class Operations:
     # -- the model registry (LayerNext 7.1) ------------------------------------------------------------------------
 
     @op
-    def register_model(self, path: str | Path, model_id: str, application: str, *, description: str | None = None,
-                       labels: Mapping[str, str] | None = None, aliases: Sequence[str] | None = None,
-                       manifest: Mapping[str, Any] | None = None) -> Operation[Model]:
-        """``registerModel``: register a model package as the next version of ``model_id`` (the seed's name).
+    def register_model(self, path: str | Path, model_id: str | None = None, application: str | None = None, *,
+                       description: str | None = None, labels: Mapping[str, str] | None = None,
+                       aliases: Sequence[str] | None = None, manifest: Mapping[str, Any] | None = None,
+                       model_name: str | None = None) -> Operation[Model]:
+        """``registerModel``: register a model package as the next version of ``model_id`` (the seed's name; its
+        signature line calls it ``model_name``, which is taken too).
 
         ``path`` is a package file (.onnx, .tar.gz, .zip …) streamed as it is, or a directory, packed here as a
         .tar.gz first. ``application``: ``embedding``, ``auto_tagging`` or ``auto_annotation`` (the seed's
@@ -261,13 +276,18 @@ class Operations:
         answers why it refuses one (e.g. the seed's ``code/inference.py`` + ``.pt`` layout: uploads are data,
         never code); that message arrives as :class:`InvalidInputError`.
         """
+        name = _model_name(model_id, model_name, required=True)
+        if application is None:
+            raise InvalidInputError("application is required: embedding, auto_tagging or auto_annotation")
         app = packing.application(application)
-        with packing.package(Path(path)) as upload:
+        if manifest is not None and not isinstance(manifest, Mapping):
+            raise InvalidInputError("manifest must be a mapping (a dict of the manifest's fields)")
+        with packing.package(path) as upload:
             data = yield _q(
                 "mutation($n: String!, $a: ModelApplication!, $d: String, $lb: JSONData, $al: [String!], $m: JSONData, $f: Upload) "
                 "{ registerModel(input: {name: $n, application: $a, description: $d, labels: $lb, aliases: $al, manifest: $m, file: $f}) "
                 f"{{ {MODEL_FIELDS} }} }}",
-                idempotent=False, uploads={"f": upload}, n=model_id, a=app, d=description, lb=dict(labels) if labels else None,
+                idempotent=False, uploads={"f": upload}, n=name, a=app, d=description, lb=dict(labels) if labels else None,
                 al=list(aliases) if aliases else None, m=dict(manifest) if manifest else None,
             )
         return data["registerModel"]
@@ -600,7 +620,7 @@ class Operations:
     @op
     def generate_embeddings_for_collection(self, collection_id: str, model_id: str | None = None, query: str | None = None,
                                            filter: Mapping[str, Any] | None = None,
-                                           inference_platform: str = "use_env") -> Operation[Job]:
+                                           inference_platform: str = "use_env", *, model_name: str | None = None) -> Operation[Job]:
         """``generateEmbeddings(libraryId)``: embed a library's (the seed's collection's) identifiers.
 
         ``model_id``: a registered embedding model (``name``, ``name@3``, ``name@alias``); None: the system default.
@@ -608,21 +628,22 @@ class Operations:
         for the seed's signature and ignored (engineshed's workers run it). Returns the job.
         """
         _platform(inference_platform)
-        _no_query(query, "generate_embeddings_for_collection")
-        data = yield _q("mutation($l: ID, $m: String, $f: IdentifierFilter) { generateEmbeddings(libraryId: $l, modelId: $m, filter: $f) "
-                        f"{{ {JOB_FIELDS} }} }}", idempotent=False, l=collection_id, m=model_id, f=identifier_filter(filter))
+        data = yield _q("mutation($l: ID, $m: String, $f: IdentifierFilter, $q: String) { generateEmbeddings(libraryId: $l, modelId: $m, "
+                        f"filter: $f, query: $q) {{ {JOB_FIELDS} }} }}", idempotent=False, l=collection_id,
+                        m=_model(_model_name(model_id, model_name)),
+                        f=identifier_filter(filter), q=query or None)
         return data["generateEmbeddings"]
 
     @op
     def generate_embeddings_to_metalake(self, content_type: str, model_id: str | None = None, query: str | None = None,
                                         filter: Mapping[str, Any] | None = None,
-                                        inference_platform: str = "use_env") -> Operation[Job]:
+                                        inference_platform: str = "use_env", *, model_name: str | None = None) -> Operation[Job]:
         """``generateEmbeddings(identifierTypeId)``: every library of the organization holding ``content_type``
         (``'image'`` or ``'video'``, the identifier type of that id)."""
         _platform(inference_platform)
-        _no_query(query, "generate_embeddings_to_metalake")
-        data = yield _q("mutation($t: ID, $m: String, $f: IdentifierFilter) { generateEmbeddings(identifierTypeId: $t, modelId: $m, filter: $f) "
-                        f"{{ {JOB_FIELDS} }} }}", idempotent=False, t=_content_type(content_type), m=model_id, f=identifier_filter(filter))
+        data = yield _q("mutation($t: ID, $m: String, $f: IdentifierFilter, $q: String) { generateEmbeddings(identifierTypeId: $t, "
+                        f"modelId: $m, filter: $f, query: $q) {{ {JOB_FIELDS} }} }}", idempotent=False, t=_content_type(content_type),
+                        m=_model(_model_name(model_id, model_name)), f=identifier_filter(filter), q=query or None)
         return data["generateEmbeddings"]
 
     @op
@@ -700,32 +721,38 @@ class Operations:
                   confidence_threshold: float, query: str | None, filter: Mapping[str, Any] | None,
                   inference_platform: str) -> Operation[Job]:
         _platform(inference_platform)
-        if len(tuple(input_resolution)) != 2:
-            raise InvalidInputError("input_resolution must be (width, height)")
+        if (isinstance(input_resolution, (str, bytes)) or not isinstance(input_resolution, Sequence) or len(input_resolution) != 2
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in input_resolution)):
+            raise InvalidInputError(f"input_resolution must be (width, height) in whole pixels, such as (300, 300), not {input_resolution!r}")
+        if isinstance(confidence_threshold, bool) or not isinstance(confidence_threshold, numbers.Real):
+            raise InvalidInputError(f"confidence_threshold must be a number between 0 and 1, not {confidence_threshold!r}")
+        if query is not None and not isinstance(query, str):
+            raise InvalidInputError(f"query must be a string such as 'annotation.label=Bird', not {query!r}")
         data = yield _q(f"mutation($i: AutoTag!) {{ autoTag(input: $i) {{ {JOB_FIELDS} }} }}", idempotent=False, i={
-            **target, "modelId": model_id, "inputResolution": [int(v) for v in input_resolution],
+            **target, "modelId": _model(model_id), "inputResolution": [int(v) for v in input_resolution],
             "confidenceThreshold": float(confidence_threshold), "query": query, "filter": identifier_filter(filter)})
         return data["autoTag"]
 
     @op
     def auto_tag_collection(self, collection_id: str, model_id: str | None = None, input_resolution: Sequence[int] = (300, 300),
                             confidence_threshold: float = 0.5, query: str | None = None, filter: Mapping[str, Any] | None = None,
-                            inference_platform: str = "use_env") -> Operation[Job]:
+                            inference_platform: str = "use_env", *, model_name: str | None = None) -> Operation[Job]:
         """``autoTag(libraryId)``: tag a library's identifiers with a registered auto_tagging model (None: the default).
 
         The tags arrive as suggestions (:meth:`suggestions`) to accept or reject. ``inference_platform`` is accepted
         for the seed's signature and ignored.
         """
-        return (yield from self._auto_tag({"libraryId": collection_id}, model_id, input_resolution, confidence_threshold,
-                                          query, filter, inference_platform))
+        return (yield from self._auto_tag({"libraryId": collection_id}, _model_name(model_id, model_name), input_resolution,
+                                          confidence_threshold, query, filter, inference_platform))
 
     @op
     def generate_auto_tags_to_metalake(self, content_type: str, model_id: str | None = None, input_resolution: Sequence[int] = (300, 300),
                                        confidence_threshold: float = 0.5, query: str | None = None,
-                                       filter: Mapping[str, Any] | None = None, inference_platform: str = "use_env") -> Operation[Job]:
+                                       filter: Mapping[str, Any] | None = None, inference_platform: str = "use_env", *,
+                                       model_name: str | None = None) -> Operation[Job]:
         """``autoTag(identifierTypeId)``: tag every library of the organization holding ``content_type`` ('image' / 'video')."""
-        return (yield from self._auto_tag({"identifierTypeId": _content_type(content_type)}, model_id, input_resolution,
-                                          confidence_threshold, query, filter, inference_platform))
+        return (yield from self._auto_tag({"identifierTypeId": _content_type(content_type)}, _model_name(model_id, model_name),
+                                          input_resolution, confidence_threshold, query, filter, inference_platform))
 
     @op
     def find_hard_examples(self, library_id: str, library_engine_model_id: str | None = None, model_id: str | None = None,

@@ -26,6 +26,8 @@ APPLICATIONS = {
 
 
 def application(value: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"application must be embedding, auto_tagging or auto_annotation, not {value!r}")
     try:
         return APPLICATIONS[value.strip().lower()]
     except KeyError:
@@ -35,6 +37,9 @@ def application(value: str) -> str:
 @contextmanager
 def package(path: Path) -> Iterator[Upload]:
     """The Upload for ``path``: the file itself, or a temporary .tar.gz of the directory (removed afterwards)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidInputError(f"path must be a file or directory path, not {type(path).__name__}")
+    path = Path(path)
     if path.is_file():
         yield Upload.of(path)
         return

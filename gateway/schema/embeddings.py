@@ -81,7 +81,9 @@ class EmbeddingQuery:
 class EmbeddingMutation:
     @strawberry.mutation(description=(
         "Embed identifiers that have no vector of the model yet: one library, or (identifierTypeId) every library "
-        "of the organization holding that type. Without modelId, each type's default model."))
+        "of the organization holding that type. Without modelId, each type's default model. query narrows the "
+        "selection as autoTag's does (entity.name=…, annotation.label=…, identifier.title=…, "
+        "identifier.contentType=…, joined by AND)."))
     async def generate_embeddings(
         self,
         info: Info,
@@ -89,11 +91,12 @@ class EmbeddingMutation:
         identifier_type_id: Optional[strawberry.ID] = None,
         model_id: Optional[str] = None,
         filter: Optional[IdentifierFilter] = None,
+        query: Optional[str] = None,
     ) -> Job:
         job = await embedding_service.generate(
             info.context.resources, info.context.principal, library_id=library_id,
             identifier_type_id=str(identifier_type_id) if identifier_type_id is not None else None,
-            model_ref=model_id, selection=to_selection(filter),
+            model_ref=model_id, selection=to_selection(filter), query=query,
         )
         return Job.from_row(job)
 

@@ -257,11 +257,15 @@ async def of_identifiers(res: Any, org_id: UUID, ids: Sequence[UUID]) -> dict[UU
 
 async def generate(
     res: Any, principal: Principal, *, library_id: object | None, identifier_type_id: str | None,
-    model_ref: str | None, selection: IdentifierSelection,
+    model_ref: str | None, selection: IdentifierSelection, query: str | None = None,
 ) -> Job:
     """generateEmbeddings: a job whose tasks embed the selection's identifiers that lack a vector (one task
-    per model version: without modelId a people library's faces take the face default, its images the image one)."""
+    per model version: without modelId a people library's faces take the face default, its images the image one).
+    ``query``: autoTag's query language (labeling_jobs.parse_query), checked here."""
+    from gateway.services.labeling_jobs import parse_query  # labeling_jobs reaches embeddings through models
+
     principal.require_write()
+    conditions = parse_query(query)
     if (library_id is None) == (identifier_type_id is None):
         raise InvalidInput("give exactly one of libraryId (one library) or identifierTypeId (every library holding it)")
     org = principal.org_id
@@ -300,7 +304,7 @@ async def generate(
             payload = {
                 "mode": "embed", "modelVersionId": str(version.id), "model": version.ref,
                 "libraryIds": [str(lid) for lid in libraries], "identifierTypeIds": type_ids,
-                "filter": selection.as_json(),
+                "filter": selection.as_json(), "query": conditions,
             }
             await job_q.insert_task(
                 conn, id=uuid4(), org_id=org, job_id=job.id, engine_id=ENGINE_ID, position=position,

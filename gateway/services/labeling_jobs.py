@@ -60,6 +60,7 @@ _QUERY_FIELDS = {
     "identifier.contentType": "content_type",
 }
 _CLAUSE = re.compile(r'^\s*([A-Za-z.]+)\s*=\s*(?:"([^"]*)"|([^"]*?))\s*$')
+_OR = re.compile(r"\s(?:or|\|\|)\s", re.IGNORECASE)
 _SCOPE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
 
 
@@ -77,6 +78,9 @@ def parse_query(text: str | None) -> dict[str, str]:
         if match is None:
             raise InvalidInput(f"query: {clause.strip()!r} is not field=value (fields: {', '.join(_QUERY_FIELDS)})")
         field, quoted, bare = match.groups()
+        if bare is not None and ("=" in bare or _OR.search(bare)):
+            # "a=x OR b=y" would otherwise read as one value "x OR b=y" and quietly match nothing.
+            raise InvalidInput(f"query: {clause.strip()!r}: only AND joins clauses; put a value that holds '=' or ' OR ' in double quotes")
         column = _QUERY_FIELDS.get(field)
         if column is None:
             raise InvalidInput(f"query: unknown field {field!r}; use one of {', '.join(_QUERY_FIELDS)}")

@@ -31,6 +31,7 @@ from storage.queries import content_measures as measures_q
 from storage.queries import embeddings as cache_q
 from storage.queries import models as model_q
 from storage.queries import vectors as q
+from storage.queries.identifier_filter import query_conditions
 
 log = logging.getLogger("engineshed.worker")
 
@@ -294,7 +295,12 @@ async def run_generate(ingest: EmbeddingIngest, task: Any, progress: Progress) -
     # own models and the system ones may embed its images.
     if await models.pinned_version(res, task.org_id, version_id) is None:
         raise EngineError("the model version of this task is gone, not ready, or not this organization's")
-    conditions = selection.conditions("i", 5)
+    filter_sql, filter_args = selection.conditions("i", 5)
+    try:
+        query_sql, query_args = query_conditions("i", 5 + len(filter_args), payload.get("query"))
+    except (ValueError, AttributeError) as exc:
+        raise EngineError(f"this task's query is not valid: {exc}") from None
+    conditions = (filter_sql + query_sql, filter_args + query_args)
     async with res.pool.acquire() as conn:
         await q.enqueue_selection(conn, task.org_id, version_id, library_ids, type_ids, conditions)
     ingest.wake.set()

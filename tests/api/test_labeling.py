@@ -144,6 +144,7 @@ def test_training_ignores_unassigned_identifiers(trained: dict[str, Any]) -> Non
         ('autoTag(input: {libraryId: "{L}", query: "annotation.colour=red"})', "invalid_input", "unknown field"),
         ('autoTag(input: {libraryId: "{L}", query: "entity.name"})', "invalid_input", "field=value"),
         ('autoTag(input: {libraryId: "{L}", query: "entity.name=\\"open"})', "invalid_input", "not closed"),
+        ('autoTag(input: {libraryId: "{L}", query: "annotation.label=a OR annotation.label=b"})', "invalid_input", "only AND"),
         ('autoTag(input: {libraryId: "{L}", filter: {fromDateTime: 2000000000, toDateTime: 1000000000}})', "invalid_input", "fromDateTime"),
         ('autoTag(input: {libraryId: "{L}", filter: {annotationTypes: []}})', "invalid_input", "at least one"),
         ('autoTag(input: {identifierTypeId: "no-such-type", libraryEngineModelId: "{M}"})', "invalid_input", "unknown identifierTypeId"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engineshed.client import Client, InvalidInputError, NotFoundError
-from tests.client.future import EMBEDDER, EMBEDDING_DIMENSION, image_library, register_embedder
+from tests.client.future import EMBEDDER, EMBEDDING_DIMENSION, image_library, png, register_embedder
 from tests.client.loopback import Flaky, flaky_server
 
 
@@ -120,3 +120,30 @@ def test_a_later_batch_refused_says_how_many_went_in(client, start_worker, tmp_p
     # Past embeddingVectors' 1,000 names per call, the client asks in parts.
     many = [f"missing-{n}.png" for n in range(1400)] + [r["uniqueName"] for r in records[:100]]
     assert len(client.get_embedding_vector(many, EMBEDDER, library_id=library["id"])) == 100
+
+
+def test_the_seeds_query_narrows_what_is_embedded_and_model_default_means_the_default(client, start_worker, tmp_path):
+    """Seed 7.4's example passes "annotation.label=Bird"; its model_id defaults to the literal 'default'."""
+    start_worker()
+    register_embedder(client, tmp_path)
+    library = client.create_library("birds-and-fish", "objects")
+    names = {}
+    for k, label in enumerate(("Bird", "Fish")):
+        entity = client.create_entity(library["id"], label)
+        names[label] = [f"{label}-{n}.png" for n in range(2)]
+        for n, name in enumerate(names[label]):
+            client.create_entity_identifier(entity["id"], png(70_000 + 10 * k + n), filename=name, identifier_type_id="image")
+    job = client.generate_embeddings_for_collection(library["id"], EMBEDDER, "annotation.label=Bird", None, "aws")
+    assert client.wait_for_job(job["id"], timeout=120)["status"] == "complete"
+    embedded = client.get_embedding_vector(names["Bird"] + names["Fish"], EMBEDDER, library_id=library["id"])
+    assert sorted(v["uniqueName"] for v in embedded) == names["Bird"]
+    # model_id="default" (the seed's default value) and model_name= (its signature's name) are understood.
+    job = client.generate_embeddings_for_collection(library["id"], model_name=EMBEDDER, query='entity.name="Fish"')
+    assert client.wait_for_job(job["id"], timeout=120)["status"] == "complete"
+    assert len(client.get_embedding_vector(names["Fish"], EMBEDDER, library_id=library["id"])) == 2
+    with pytest.raises(InvalidInputError, match="no modelId was given and no default embedding model"):
+        client.generate_embeddings_for_collection(library["id"], "default")  # this stack has pulled no default
+    with pytest.raises(InvalidInputError, match="only AND"):
+        client.generate_embeddings_for_collection(library["id"], EMBEDDER, "annotation.label=Bird OR annotation.label=Fish")
+    with pytest.raises(InvalidInputError, match="name different models"):
+        client.generate_embeddings_for_collection(library["id"], EMBEDDER, model_name="other")

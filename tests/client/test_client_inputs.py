@@ -54,10 +54,20 @@ def test_what_the_client_refuses_never_reaches_the_server(org, tmp_path):
             lambda: client.insert_image_embeddings_batch([{"uniqueName": f"{n}", "embeddings": [0.0]} for n in range(100)], "m", [1]),
             lambda: client.insert_image_embeddings_batch([], "m", [1], session_id=7),  # type: ignore[arg-type]
             lambda: client.generate_embeddings_for_collection("lib", inference_platform="gcp"),
-            lambda: client.generate_embeddings_for_collection("lib", query="annotation.label=Bird"),
+            lambda: client.generate_embeddings_for_collection("lib", "m", model_name="n"),
             lambda: client.generate_embeddings_to_metalake("audio"),
             lambda: client.generate_auto_tags_to_metalake("text"),
             lambda: client.auto_tag_collection("lib", input_resolution=(300,)),
+            lambda: client.auto_tag_collection("lib", input_resolution=300),  # type: ignore[arg-type]
+            lambda: client.auto_tag_collection("lib", input_resolution=("a", "b")),  # type: ignore[arg-type]
+            lambda: client.auto_tag_collection("lib", input_resolution=(300.7, 300.2)),  # type: ignore[arg-type]
+            lambda: client.auto_tag_collection("lib", confidence_threshold="high"),  # type: ignore[arg-type]
+            lambda: client.auto_tag_collection("lib", query=5),  # type: ignore[arg-type]
+            lambda: client.register_model(tmp_path, "m", None),
+            lambda: client.register_model(tmp_path, None, "embedding"),
+            lambda: client.register_model(123, "m", "embedding"),  # type: ignore[arg-type]
+            lambda: client.register_model(tmp_path, "m", "embedding", manifest="abc"),  # type: ignore[arg-type]
+            lambda: client.register_model(tmp_path, "m", "embedding", model_name="other"),
             lambda: client.register_model(tmp_path / "missing", "m", "embedding"),
             lambda: client.register_model(tmp_path, "m", "segmentation"),
             lambda: client.create_entity_identifier("e"),
