@@ -266,9 +266,14 @@ class Operations:
     def register_model(self, path: str | Path, model_id: str | None = None, application: str | None = None, *,
                        description: str | None = None, labels: Mapping[str, str] | None = None,
                        aliases: Sequence[str] | None = None, manifest: Mapping[str, Any] | None = None,
-                       model_name: str | None = None) -> Operation[Model]:
+                       model_name: str | None = None, wait: bool = True, timeout: float = 600.0) -> Operation[Model]:
         """``registerModel``: register a model package as the next version of ``model_id`` (the seed's name; its
         signature line calls it ``model_name``, which is taken too).
+
+        The server checks the package at once and then runs it on a worker (the trial) before it may be used;
+        with ``wait`` (the default) this returns once the trial is over, so the model is usable as the seed says,
+        and a failed trial raises :class:`InvalidInputError` with its reason. ``wait=False`` returns the version
+        while it is still ``validating``. TimeoutError after ``timeout`` seconds (no worker running, say).
 
         ``path`` is a package file (.onnx, .tar.gz, .zip …) streamed as it is, or a directory, packed here as a
         .tar.gz first. ``application``: ``embedding``, ``auto_tagging`` or ``auto_annotation`` (the seed's
@@ -290,7 +295,21 @@ class Operations:
                 idempotent=False, uploads={"f": upload}, n=name, a=app, d=description, lb=dict(labels) if labels else None,
                 al=list(aliases) if aliases else None, m=dict(manifest) if manifest else None,
             )
-        return data["registerModel"]
+        model = data["registerModel"]
+        if not wait:
+            return model
+        deadline = time.monotonic() + timeout
+        interval = 0.25
+        while model["status"] == "validating":
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"model {model['ref']} is still validating after {timeout}s (is a worker running?)")
+            yield Call(sleep=interval)
+            interval = min(2.0, interval * 2)
+            model = yield from Operations.model.__wrapped__(self, model["name"], model["version"])  # type: ignore[attr-defined]
+        if model["status"] == "failed":
+            raise InvalidInputError(f"model {model['ref']} failed its trial run: {model.get('error') or 'no reason given'}",
+                                    data={"reason": "trial", "model": model["ref"]})
+        return model
 
     @op
     def models(self, application: str | None = None, name: str | None = None, labels: Mapping[str, str] | None = None,

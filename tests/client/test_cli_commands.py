@@ -68,7 +68,7 @@ def test_models_list_and_show(org, tmp_path):
     (package / "manifest.json").write_text(json.dumps(m.normalised_manifest(kind="logits")))
     (package / "label_list.yaml").write_text("- cat\n- dog\n")
     with Client(org.gateway.url, org.token) as client:
-        client.register_model(package, "pets", "auto_tagging")
+        client.register_model(package, "pets", "auto_tagging", wait=False)  # listing needs no trial
     listed = cli_json(org, "models", "list", "--name", "pets")
     assert [r["ref"] for r in listed] == ["pets@1"]
     table = cli(org, "models", "list", "--application", "auto_tagging")

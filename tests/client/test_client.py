@@ -141,13 +141,13 @@ def test_register_model_packs_a_directory_and_streams_it(client, tmp_path):
     (package / "model.onnx").write_bytes(m.conv_net(classes=3))
     (package / "manifest.json").write_text(json.dumps(m.normalised_manifest(kind="logits")))
     (package / "label_list.yaml").write_text("- cat\n- dog\n- bird\n")
-    model = client.register_model(package, "pets", "autotagging", labels={"team": "vision"})
+    model = client.register_model(package, "pets", "autotagging", labels={"team": "vision"}, wait=False)  # no worker here
     assert (model["name"], model["version"], model["application"]) == ("pets", 1, "auto_tagging")
     assert model["classLabels"] == ["cat", "dog", "bird"] and model["labels"] == {"team": "vision"}
     # A file goes as it is: the next version.
     single = tmp_path / "embedder.onnx"
     single.write_bytes(m.conv_net(dimension=8))
-    again = client.register_model(single, "embedder", "embedding", manifest=m.normalised_manifest())
+    again = client.register_model(single, "embedder", "embedding", manifest=m.normalised_manifest(), wait=False)
     assert again["dimension"] == 8
     listed = client.models(name="pets", system=False)
     assert [r["ref"] for r in listed["records"]] == ["pets@1"]
@@ -222,3 +222,17 @@ async def test_the_async_client_follows_a_job_over_its_subscription(org, start_w
         start_worker()
         statuses = [update["status"] async for update in client.watch_job(job["id"])]
     assert statuses[-1] == "complete"
+
+
+def test_register_model_waits_for_the_trial_so_the_model_is_usable_at_once(client, start_worker, tmp_path):
+    """Seed 7.1: once registered, a model is available to what follows; a failed trial says why."""
+    start_worker()
+    single = tmp_path / "ready.onnx"
+    single.write_bytes(m.conv_net(dimension=8, seed=31))
+    model = client.register_model(single, "usable-at-once", "embedding", manifest=m.normalised_manifest())
+    assert model["status"] == "ready" and model["ref"] == "usable-at-once@1"
+    nan = tmp_path / "nan.onnx"
+    nan.write_bytes(m.conv_net(nan=True))
+    with pytest.raises(InvalidInputError, match="failed its trial run") as failed:
+        client.register_model(nan, "never-usable", "embedding", manifest=m.normalised_manifest())
+    assert failed.value.data["model"] == "never-usable@1"
