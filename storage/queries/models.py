@@ -117,6 +117,12 @@ FINISH_TRIAL = """UPDATE model_versions SET status = $3, error = $4, throughput 
     modified_at = now()
 WHERE id = $1 AND status = 'validating' AND trial_owner IS NOT DISTINCT FROM $2 RETURNING id"""
 
+DEFAULT_OFF_FAILED = """-- a version that failed its trial gives up `default` to the newest ready version of its model, if any
+UPDATE model_aliases a SET version_id = (
+    SELECT v.id FROM model_versions v WHERE v.model_id = a.model_id AND v.status = 'ready' ORDER BY v.version DESC LIMIT 1)
+WHERE a.version_id = $1 AND a.alias = 'default'
+  AND EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = a.model_id AND v.status = 'ready')"""
+
 
 async def model_by_name(conn: asyncpg.Connection, org_id: UUID | None, name: str, *, for_update: bool = False) -> asyncpg.Record | None:
     return await conn.fetchrow(MODEL_BY_NAME_FOR_UPDATE if for_update else MODEL_BY_NAME, org_id, name)
@@ -224,4 +230,8 @@ async def finish_trial(
     conn: asyncpg.Connection, version_id: UUID, owner: str | None, *, status: str, error: str | None,
     throughput: float | None, batch: int | None, provider: str | None, validation: dict,
 ) -> bool:
-    return await conn.fetchval(FINISH_TRIAL, version_id, owner, status, error, throughput, batch, provider, validation) is not None
+    async with conn.transaction():
+        finished = await conn.fetchval(FINISH_TRIAL, version_id, owner, status, error, throughput, batch, provider, validation) is not None
+        if finished and status == "failed":
+            await conn.execute(DEFAULT_OFF_FAILED, version_id)
+    return finished

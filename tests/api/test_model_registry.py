@@ -146,6 +146,43 @@ def test_a_model_that_passes_the_checks_but_not_its_trial_is_failed_with_the_rea
 # ------------------------------------------------------------------ versions, aliases, storage
 
 
+def test_a_default_that_failed_its_trial_gives_way_and_no_alias_points_at_a_failed_version(org, trial_worker):
+    register_form(org, "shaky", m.conv_net(nan=True), "nan.onnx", manifest=m.normalised_manifest()).ok()
+    assert ready(org.client, "shaky", 1)["status"] == "failed"
+    second = register_form(org, "shaky", m.conv_net(seed=8), "good.onnx", manifest=m.normalised_manifest()).ok()["registerModel"]
+    assert second["aliases"] == ["default"]  # the failed first version held it; a version that can run takes it
+    assert ready(org.client, "shaky", 2)["status"] == "ready"
+    assert org.client.query(MODEL, n="shaky").ok()["model"]["version"] == 2
+    refused = org.client.query('mutation { setModelAlias(name: "shaky", version: 1, alias: "stable") { version } }')
+    assert refused.error_code == "not_allowed" and "failed its trial" in refused.error_message
+    # Nothing holds the failed version now: it can go.
+    org.client.query('mutation { deleteModelVersion(name: "shaky", version: 1) { id } }').ok()
+
+
+def test_a_default_whose_trial_fails_after_a_later_version_is_ready_moves_to_it(org, stack, trial_worker):
+    """The other order: v1 (default) still validating when v2 is registered and passes; v1 then fails. The
+    timing is made by hand: v1 is put back to validating under a trial lease no worker can take."""
+    from storage.queries import models as model_q
+
+    for seed in (21, 22):
+        register_form(org, "late-fail", m.conv_net(seed=seed), f"{seed}.onnx", manifest=m.normalised_manifest()).ok()
+        assert ready(org.client, "late-fail", seed - 20)["status"] == "ready"
+    ids = {r["version"]: r["id"] for r in stack.db.fetch(
+        "SELECT v.version, v.id FROM model_versions v JOIN models mo ON mo.id = v.model_id WHERE mo.org_id = $1 AND mo.name = 'late-fail'",
+        org.id)}
+    stack.db.execute("UPDATE model_versions SET status = 'validating', trial_owner = 'test-hold', "
+                     "trial_expires_at = now() + interval '1 hour' WHERE id = $1", ids[1])
+    assert org.client.query(MODEL, n="late-fail").ok()["model"]["version"] == 1
+
+    async def fail_first() -> bool:
+        async with stack.db.pool.acquire() as conn:
+            return await model_q.finish_trial(conn, ids[1], "test-hold", status="failed", error="not finite", throughput=None,
+                                              batch=None, provider=None, validation={})
+
+    assert stack.db.run(fail_first()) is True
+    assert org.client.query(MODEL, n="late-fail").ok()["model"]["version"] == 2
+
+
 def test_registering_a_name_again_makes_the_next_version_and_default_moves_only_when_asked(org, trial_worker):
     register_form(org, "emb", m.conv_net(seed=1), "a.onnx", manifest=m.normalised_manifest()).ok()
     second = register_form(org, "emb", m.conv_net(seed=2), "b.onnx", manifest=m.normalised_manifest()).ok()["registerModel"]
