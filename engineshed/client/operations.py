@@ -501,7 +501,7 @@ class Operations:
 
     @op
     def retry_job(self, job_id: str) -> Operation[Job]:
-        """``retryJob``: run a failed or cancelled job's unfinished tasks again."""
+        """``retryJob``: run a failed job's failed tasks again (:class:`NotAllowedError` for a job in any other state)."""
         data = yield _q(f"mutation($id: ID!) {{ retryJob(id: $id) {{ {JOB_FIELDS} }} }}", idempotent=False, id=job_id)
         return data["retryJob"]
 

@@ -333,7 +333,7 @@ async def retry(res: Any, principal: Principal, job_id: object) -> Job:
         if job is None:
             raise NotFound()
         if job.status != "failed":
-            raise InvalidInput(f"only failed jobs can be retried; job {jid} is {job.status}")
+            raise NotAllowed(f"only failed jobs can be retried; job {jid} is {job.status}")
         for task in await q.retry_job(conn, jid):
             await _model_after_task(conn, task, "queued", None)
             await q.notify(conn, q.WAKE_CHANNEL, task.engine_id)
@@ -351,7 +351,7 @@ async def delete(res: Any, principal: Principal, job_id: object) -> UUID:
             raise NotFound()
         tasks = await q.tasks_of_job(conn, jid)
         if any(t.status not in FINISHED for t in tasks):
-            raise InvalidInput(f"job {jid} is {job.status}; only finished jobs can be deleted (cancel it first)")
+            raise NotAllowed(f"job {jid} is {job.status}; only finished jobs can be deleted (cancel it first)")
         await labeling_q.lock_of_job(conn, principal.org_id, jid)  # identifiers before suggestions, as accepting does
         await q.delete_job(conn, principal.org_id, jid)
     return jid

@@ -200,9 +200,12 @@ async def choose_model(
     if model is None:
         version = await models.default_model(res, principal.org_id, AUTO_TAGGING, None)
         if version is None:
+            # Across the organization there is no one library whose trained model could be the default.
+            why = ("the library has no trained model" if library is not None
+                   else "a library's trained model is a default only for that library (tag it by libraryId)")
             raise InvalidInput(
                 "no model to label with: give libraryEngineModelId (a trained model) or modelId (a registered "
-                "auto_tagging model); the library has no trained model and no system auto_tagging model is registered"
+                f"auto_tagging model); {why}, and no system auto_tagging model is registered"
             )
         types = await _image_types(conn, principal.org_id)
         return ModelChoice({"modelVersionId": str(version.id), "model": version.ref}, tuple(sorted(types)), version.ref)

@@ -58,7 +58,7 @@ def test_cancel_and_delete_in_the_wrong_state_say_why(org, start_worker):
     queued_job, _, _ = sleeper_job(org, library_id)
 
     refused = org.client.query(DELETE, id=queued_job)
-    assert refused.error_code == "invalid_input"
+    assert refused.error_code == "not_allowed"  # the job's state does not allow it, as for cancel
     assert "only finished jobs can be deleted" in refused.error_message
     assert job(org, queued_job)["status"] == "queued"
 
@@ -68,7 +68,7 @@ def test_cancel_and_delete_in_the_wrong_state_say_why(org, start_worker):
     assert refused.error_code == "not_allowed"  # Vertex: cancel raises unless the job is running
     assert "cannot be cancelled" in refused.error_message
     refused = org.client.query(RETRY, id=queued_job)
-    assert refused.error_code == "invalid_input"
+    assert refused.error_code == "not_allowed"
     assert "only failed jobs can be retried" in refused.error_message
     assert job(org, queued_job)["status"] == "complete"
 
