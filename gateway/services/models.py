@@ -115,7 +115,7 @@ async def _read_file(res: Any, upload: Any) -> tuple[bytes, str | None]:
         if len(body) > limit:
             raise PayloadTooLarge(f"the file is larger than the limit of {limit} bytes")
     if not body:
-        raise InvalidInput("the model file is empty")
+        raise PackageError("the model file is empty", "empty_file")
     return bytes(body), getattr(upload, "filename", None)
 
 

@@ -33,6 +33,7 @@ CASES = {
                        "compression_ratio", ["expands more than 100 times"]),
     "tar.gz bomb ratio": (lambda: m.tar_gz_of({"model.onnx": b"\0" * (50 << 20)}), "p.tar.gz", "embedding", None,
                           "compression_ratio", ["expands more than 100 times"]),
+    "empty file": (lambda: b"", "x.onnx", "embedding", m.normalised_manifest(), "empty_file", ["empty"]),
     "not onnx": (lambda: b"not an onnx model at all", "x.onnx", "embedding", m.normalised_manifest(), "bad_onnx",
                  ["not an ONNX model"]),
     "checker refuses": (lambda: m.broken_graph(), "x.onnx", "embedding", m.normalised_manifest(), "onnx_checker",
