@@ -80,7 +80,7 @@ def training_json(res: Any, view: service.TrainingView) -> dict[str, Any]:
         error = (summary["error"] if summary else None) or "the training failed"
     elif job.status == "cancelled":
         error = "the training was cancelled"
-    training_type = (summary["training_type"] if summary else None) or _engine_type(res, model.engine_id)
+    training_type = (summary["training_type"] if summary else None) or _engine_type(res, model.engine_id) or view.engine_type
     insight = view.insight
     engine_config = summary["config"] if summary and isinstance(summary["config"], dict) else {}
     seed_names = {v: k for k, v in service.SEED_CONFIG_KEYS.items()}

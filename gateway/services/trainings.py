@@ -232,6 +232,7 @@ class TrainingView:
     summary: Any  # JOB_SUMMARIES record or None
     insight: LibraryInsight
     preview_urls: list[str]
+    engine_type: str | None = None  # the first identifier type the training's engine reads (external engines too)
 
 
 async def views(res: Any, principal: Principal, jobs: list[Job]) -> list[TrainingView]:
@@ -249,6 +250,8 @@ async def views(res: Any, principal: Principal, jobs: list[Job]) -> list[Trainin
         previews: dict[UUID, list[Any]] = {lid: [] for lid in library_ids}
         for record in await q.preview_identifiers(conn, principal.org_id, library_ids, PREVIEW_COUNT):
             previews[record["library_id"]].append(Identifier.of(record))
+        engine_ids = sorted({m.engine_id for m in models.values()})
+        engine_types = {e.id: (e.identifier_type_ids or [None])[0] for e in await engine_q.by_ids(conn, principal.org_id, engine_ids)}
     found = await insights(res, principal, library_ids, near_duplicates=True) if library_ids else {}
     out = []
     for job in jobs:
@@ -257,5 +260,5 @@ async def views(res: Any, principal: Principal, jobs: list[Job]) -> list[Trainin
             continue
         urls = [await url_for(res, row) for row in previews.get(model.library_id, [])]
         out.append(TrainingView(job, model, libraries.get(model.library_id), summaries.get(job.id),
-                                found.get(model.library_id, LibraryInsight()), urls))
+                                found.get(model.library_id, LibraryInsight()), urls, engine_types.get(model.engine_id)))
     return out

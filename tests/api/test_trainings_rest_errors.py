@@ -202,3 +202,19 @@ def test_a_training_uses_the_default_engine_of_the_librarys_first_identifier_typ
     assert created.json()["type"] == training_type and created.json()["source_dataset"]["type"] == training_type
     job = org.client.query('query($id: ID!) { job(id: $id) { tasks { records { engineId } } } }', id=created.json()["id"]).ok()
     assert job["job"]["tasks"]["records"][0]["engineId"] == engine_id
+
+
+def test_an_external_engines_training_has_the_type_its_engine_reads(org):
+    engine_id = f"ext-{uuid.uuid4().hex[:8]}"
+    org.client.query('mutation($id: ID!) { createEngine(input: {id: $id, identifierTypeIds: ["image"], modes: ["library-train"]}) { id } }',
+                     id=engine_id).ok()
+    library_id = _library(org)
+    model_id = org.client.query("mutation($e: ID!, $l: ID!) { createLibraryEngineModel(input: {engineId: $e, libraryId: $l}) { id } }",
+                                e=engine_id, l=library_id).ok()["createLibraryEngineModel"]["id"]
+    job_id = org.client.query(
+        "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id } }",
+        t=[{"engineId": engine_id, "payload": {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id}}],
+    ).ok()["createJob"]["id"]
+    with _http(org) as http:
+        training = http.get(f"/v1/trainings/{job_id}").json()
+    assert training["type"] == "image" and training["source_dataset"]["type"] == "image", training
