@@ -50,8 +50,8 @@ def _model(model: Any) -> dict[str, Any]:
     return {
         "id": str(model.id),
         "name": model.name,
-        "description": model.description,
-        "changelog": model.changelog,
+        "description": model.description or "",  # as output_model_description: never null
+        "changelog": model.changelog or "",
         "engine_id": model.engine_id,
         "version": model.library_version,
         "accuracy": model.accuracy,

@@ -127,6 +127,7 @@ def test_a_rest_training_runs_to_completion_in_the_seeds_shape(rest_org: Org, wo
         graphql = api.get_model(org, model["id"])
         assert graphql["trainStatus"] == "complete" and graphql["trainJobId"] == done["id"]
         assert (model["name"], model["changelog"], model["is_default"], model["aliases"]) == ("My Model", "initial training", True, ["default"])
+        assert model["description"] == done["output_model_description"]  # the same string, never null
         assert model["accuracy"] == graphql["accuracy"] == dataset["evaluation_result"]["top1"] == model["evaluation_result"]["top1"]
         assert dataset["evaluation_result"]["split_sizes"] == {"training": 13, "validation": 0, "test": 0}
 
