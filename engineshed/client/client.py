@@ -47,6 +47,9 @@ class Client(Operations):
     def _run(self, operation: Operation[Any]) -> Any:
         return self._transport.run(operation)
 
+    def __repr__(self) -> str:  # never the token
+        return f"Client({self.graphql_url!r}, token={'set' if self.token else 'none'})"
+
     def close(self) -> None:
         self._transport.close()
 
@@ -94,6 +97,9 @@ class AsyncClient(Operations):
 
     def _run(self, operation: Operation[Any]) -> Any:
         return self._transport.run(operation)
+
+    def __repr__(self) -> str:  # never the token
+        return f"AsyncClient({self.graphql_url!r}, token={'set' if self.token else 'none'})"
 
     async def aclose(self) -> None:
         await self._transport.close()

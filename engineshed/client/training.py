@@ -12,6 +12,7 @@ properties never do (they read the state last fetched; ``done()`` fetches it afr
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,11 @@ class TrainingJob:
         self._labels = dict(labels or {})
         self._resource: dict[str, Any] | None = resource
 
+    def __repr__(self) -> str:
+        if self._resource is None:
+            return f"TrainingJob(display_name={self._display_name!r}, not run)"
+        return f"TrainingJob({self._resource['id']!r}, display_name={self.display_name!r}, state={self.state.value})"
+
     # -- properties (the last state fetched) --------------------------------------------------------------------
 
     @property
@@ -198,14 +204,39 @@ class TrainingJob:
 
     # -- methods --------------------------------------------------------------------------------------------------
 
-    def run(self, dataset: str, engine_id: str | None = None, config: dict[str, Any] | None = None, sync: bool = True) -> Any:
+    def run(self, dataset: str, engine_id: str | None = None, config: dict[str, Any] | None = None, sync: bool = True, *,
+            training_fraction_split: float | None = None, test_fraction_split: float | None = None,
+            model_display_name: str | None = None, model_labels: dict[str, str] | None = None,
+            model_version_aliases: list[str] | None = None, model_version_description: str | None = None,
+            is_default_version: bool | None = None) -> Any:
         """Start training library ``dataset`` (the library id); with ``sync`` wait and return the trained model
-        (``outputModel``), else return None at once. RuntimeError when this job was already run."""
-        return self._client._run(self._run_op(dataset, engine_id, config, sync))
+        (``outputModel``), else return None at once. RuntimeError when this job was already run.
 
-    def wait(self) -> Any:
-        """Block until the job is complete, failed or cancelled (``job(id, waitSeconds)``, repeated)."""
-        return self._client._run(self._wait_op())
+        Vertex's options map onto the model and its engine config: ``training_fraction_split`` /
+        ``test_fraction_split`` → ``config.trainingFraction`` / ``testFraction``; ``model_display_name``,
+        ``model_labels``, ``model_version_aliases`` and ``model_version_description`` → the LibraryEngineModel's
+        ``name``, ``labels``, ``aliases`` and ``description``; ``is_default_version=True`` → ``autoPromote`` (the
+        model becomes the default when it completes, whatever it scores). Without it a model becomes the
+        default by the promotion rule (README "Training"); ``False`` cannot promise more than that rule, so it
+        is refused rather than half-honoured."""
+        if is_default_version is False:
+            raise InvalidInputError("is_default_version=False is not offered: a completed model becomes the default by the "
+                                    "promotion rule (newer library version, or at least as accurate); setDefaultModel moves it back")
+        config = dict(config or {})
+        for key, value in (("trainingFraction", training_fraction_split), ("testFraction", test_fraction_split)):
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise InvalidInputError(f"{key} must be a number between 0 and 1, not {value!r}")
+                config[key] = float(value)
+        model = {"name": model_display_name, "labels": model_labels, "aliases": model_version_aliases,
+                 "description": model_version_description}
+        model = {k: v for k, v in model.items() if v is not None}
+        return self._client._run(self._run_op(dataset, engine_id, config or None, sync, model, bool(is_default_version)))
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the job is complete, failed or cancelled (``job(id, waitSeconds)``, repeated);
+        TimeoutError after ``timeout`` seconds."""
+        return self._client._run(self._wait_op(timeout))
 
     def done(self) -> Any:
         """Whether the job has finished (fetched afresh)."""
@@ -224,14 +255,19 @@ class TrainingJob:
         return self._client._run(self._model_op())
 
     @classmethod
-    def get(cls, resource_name: str, *, client: Operations) -> Any:
-        """The training job with id ``resource_name``; :class:`NotFoundError` when there is none."""
+    def get(cls, resource_name: str, *, client: Operations | None = None) -> Any:
+        """The training job with id ``resource_name``; :class:`NotFoundError` when there is none. Without
+        ``client``, a :class:`Client` from the environment (ENGINESHED_URL / ENGINESHED_TOKEN, else the local
+        ``engineshed dev``), as Vertex's calls use the project ``aiplatform.init`` set."""
+        client = client if client is not None else _default_client()
         return client._run(cls._get_op(client, resource_name))
 
     @classmethod
-    def list(cls, filter: str | None = None, order_by: str | None = None, *, client: Operations) -> Any:
+    def list(cls, filter: str | None = None, order_by: str | None = None, *, client: Operations | None = None) -> Any:
         """Training jobs matching ``filter`` (``labels.team="vision" AND state="PIPELINE_STATE_SUCCEEDED"``,
-        ``display_name="x"``) ordered by ``order_by`` (``"create_time desc"``, ``"display_name"``; ascending default)."""
+        ``display_name="x"``) ordered by ``order_by`` (``"create_time desc"``, ``"display_name"``; ascending default).
+        ``client`` as for :meth:`get`."""
+        client = client if client is not None else _default_client()
         return client._run(cls._list_op(client, filter, order_by))
 
     # -- the operations behind them -------------------------------------------------------------------------------
@@ -244,7 +280,8 @@ class TrainingJob:
         self._resource = data["job"]
         return self._resource
 
-    def _run_op(self, dataset: str, engine_id: str | None, config: dict[str, Any] | None, sync: bool) -> Operation[Any]:
+    def _run_op(self, dataset: str, engine_id: str | None, config: dict[str, Any] | None, sync: bool,
+                model: dict[str, Any] | None = None, auto_promote: bool = False) -> Operation[Any]:
         from engineshed.client.operations import Operations, with_new_model
 
         if self._resource is not None:
@@ -254,9 +291,14 @@ class TrainingJob:
         assert engine_id is not None
 
         def start(model_id: str) -> Operation[dict[str, Any]]:
+            if model:
+                yield Call(query="mutation($i: UpdateLibraryEngineModel!) { updateLibraryEngineModel(input: $i) { id } }",
+                           variables={"i": {"id": model_id, **model}})
             payload: dict[str, Any] = {"mode": "library-train", "libraryId": dataset, "libraryEngineModelId": model_id}
             if config:
                 payload["config"] = dict(config)
+            if auto_promote:
+                payload["autoPromote"] = True
             job = yield Call(query=f"mutation($i: CreateJob) {{ createJob(input: $i) {{ {TRAINING_JOB_FIELDS} }} }}", variables={"i": {
                 "tasks": [{"engineId": engine_id, "payload": payload}], "displayName": self._display_name,
                 "labels": self._labels or None}})
@@ -268,10 +310,14 @@ class TrainingJob:
         yield from self._wait_op()
         return (yield from self._model_op())
 
-    def _wait_op(self) -> Operation[None]:
+    def _wait_op(self, timeout: float | None = None) -> Operation[None]:
         self._require()
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self._resource or not self._resource.get("done"):
-            yield from self._fetch(WAIT_SECONDS)
+            left = WAIT_SECONDS if deadline is None else min(WAIT_SECONDS, int(deadline - time.monotonic()))
+            if deadline is not None and left <= 0:
+                raise TimeoutError(f"training job {self.resource_name} is still {self._resource['status']} after {timeout}s")
+            yield from self._fetch(max(left, 0))
         return None
 
     def _done_op(self) -> Operation[bool]:
@@ -332,3 +378,9 @@ class TrainingJob:
 
 
 __all__ = ["TrainingJob", "PipelineState", "JobNotRunning", "NoModel", "parse_filter", "parse_order"]
+
+
+def _default_client() -> Operations:
+    from engineshed.client.client import Client
+
+    return Client()

@@ -121,3 +121,48 @@ def test_a_refused_training_leaves_no_model_behind(client):
     job = client.train(library["id"], engine_id=SLEEPER, config={"seconds": 60})
     assert [m["id"] for m in _engine_models(client, library["id"])] == [job["libraryEngineModelId"]]
     client.query("mutation($id: ID!) { cancelJob(id: $id) { id } }", {"id": job["id"]})
+
+
+def test_vertex_run_options_name_the_model_and_split_the_data(client, start_worker):
+    library = client.create_library("vertex-options", "objects")
+    start_worker()
+    job = client.training_job(display_name="named")
+    model = job.run(library["id"], engine_id=SLEEPER, config={"seconds": 0.2, "steps": 1},
+                    model_display_name="my model", model_labels={"team": "vision"}, model_version_aliases=["candidate"],
+                    model_version_description="first try", is_default_version=True)
+    assert model["name"] == "my model" and model["trainStatus"] == "complete"
+    stored = client.query("query($id: ID!) { libraryEngineModel(id: $id) { name description labels aliases autoPromote } }",
+                          {"id": model["id"]})["libraryEngineModel"]
+    assert stored == {"name": "my model", "description": "first try", "labels": {"team": "vision"},
+                      "aliases": ["default", "candidate"], "autoPromote": True}
+    assert "TrainingJob(" in repr(job) and "SUCCEEDED" in repr(job)
+    # The splits go into the engine's config (the sleeper takes no splits: its refusal shows they arrived).
+    with pytest.raises(InvalidInputError, match="testFraction"):
+        client.training_job("split").run(library["id"], engine_id=SLEEPER, training_fraction_split=0.7, test_fraction_split=0.2)
+    with pytest.raises(InvalidInputError, match="is_default_version=False"):
+        client.training_job("x").run(library["id"], engine_id=SLEEPER, is_default_version=False)
+    with pytest.raises(InvalidInputError, match="testFraction"):
+        client.training_job("x").run(library["id"], engine_id=SLEEPER, test_fraction_split="a lot")
+    assert _engine_models(client, library["id"]) == [{"id": model["id"], "trainStatus": "complete"}]
+
+
+def test_wait_gives_up_after_its_timeout(client):
+    library = client.create_library("vertex-wait", "objects")
+    job = client.training_job(display_name="slow")
+    job.run(library["id"], engine_id=SLEEPER, config={"seconds": 60}, sync=False)
+    with pytest.raises(TimeoutError, match="still"):
+        job.wait(timeout=1)
+    job.cancel()
+
+
+def test_get_and_list_without_a_client_use_the_environments(org, monkeypatch):
+    """Vertex's TrainingJob.get(resource_name) names no client: the environment's is used."""
+    with Client(org.gateway.url, org.token) as client:
+        library = client.create_library("env-vertex", "objects")
+        job = client.training_job(display_name="from-env", labels={"env": "yes"})
+        job.run(library["id"], engine_id=SLEEPER, config={"seconds": 60}, sync=False)
+    monkeypatch.setenv("ENGINESHED_URL", org.gateway.url)
+    monkeypatch.setenv("ENGINESHED_TOKEN", org.token)
+    assert TrainingJob.get(job.resource_name).display_name == "from-env"
+    assert [j.resource_name for j in TrainingJob.list(filter='labels.env="yes"')] == [job.resource_name]
+    TrainingJob.get(job.resource_name).cancel()
