@@ -334,6 +334,36 @@ class Operations:
             raise NotFoundError(f"no model {name}" + (f"@{version}" if version else f"@{alias}" if alias else ""))
         return data["model"]
 
+    @op
+    def update_model(self, name: str, description: str | None = None, labels: Mapping[str, str] | None = None,
+                     aliases: Mapping[str, int] | None = None) -> Operation[Model]:
+        """``updateModel``: a model's description and labels, and ``aliases`` as ``{alias: version}`` to move."""
+        pointers = [{"alias": a, "version": v} for a, v in (aliases or {}).items()] or None
+        data = yield _q(f"mutation($i: UpdateModel!) {{ updateModel(input: $i) {{ {MODEL_FIELDS} }} }}", idempotent=True,
+                        i={"name": name, "description": description, "labels": dict(labels) if labels else None, "aliases": pointers})
+        return data["updateModel"]
+
+    @op
+    def set_model_alias(self, name: str, version: int, alias: str) -> Operation[Model]:
+        """``setModelAlias``: point ``alias`` (``default`` too) at ``version``."""
+        data = yield _q(f"mutation($n: String!, $v: Int!, $a: String!) {{ setModelAlias(name: $n, version: $v, alias: $a) "
+                        f"{{ {MODEL_FIELDS} }} }}", idempotent=True, n=name, v=version, a=alias)
+        return data["setModelAlias"]
+
+    @op
+    def delete_model_version(self, name: str, version: int) -> Operation[dict[str, Any]]:
+        """``deleteModelVersion``: :class:`NotAllowedError` while an alias, a trained model or a job uses it."""
+        data = yield _q("mutation($n: String!, $v: Int!) { deleteModelVersion(name: $n, version: $v) { id message } }",
+                        idempotent=False, n=name, v=version)
+        return data["deleteModelVersion"]
+
+    @op
+    def set_default_model(self, library_engine_model_id: str) -> Operation[LibraryEngineModel]:
+        """``setDefaultModel``: make a trained model its library's default for its engine (a rollback, say)."""
+        data = yield _q(f"mutation($id: ID!) {{ setDefaultModel(libraryEngineModelId: $id) {{ {ENGINE_MODEL_FIELDS} }} }}",
+                        idempotent=True, id=library_engine_model_id)
+        return data["setDefaultModel"]
+
     # -- libraries, entities, identifiers ---------------------------------------------------------------------------
 
     @op
@@ -467,14 +497,16 @@ class Operations:
 
     @op
     def jobs(self, status: Sequence[str] | None = None, library_id: str | None = None, engine_ids: Sequence[str] | None = None,
-             order_by: Sequence[Mapping[str, str]] | None = None, offset: int = 0, limit: int = 30) -> Operation[Page[Job]]:
-        """``jobs``: the organization's jobs, newest first unless ``order_by`` says otherwise."""
+             order_by: Sequence[Mapping[str, str]] | None = None, offset: int = 0, limit: int = 30,
+             labels: Mapping[str, str] | None = None) -> Operation[Page[Job]]:
+        """``jobs``: the organization's jobs, newest first unless ``order_by`` says otherwise; ``labels``: only
+        jobs carrying every given pair."""
         data = yield _q(
-            "query($s: [JobStatusFilter!], $l: ID, $e: [ID!], $ob: [JobSortField!], $o: Int, $lim: Int) "
-            f"{{ jobs(status: $s, libraryId: $l, engineIds: $e, orderBy: $ob, offset: $o, limit: $lim) "
+            "query($s: [JobStatusFilter!], $l: ID, $e: [ID!], $ob: [JobSortField!], $o: Int, $lim: Int, $lb: JSONData) "
+            f"{{ jobs(status: $s, libraryId: $l, engineIds: $e, orderBy: $ob, offset: $o, limit: $lim, labels: $lb) "
             f"{{ offset limit count totalCount records {{ {JOB_FIELDS} }} }} }}",
             idempotent=True, s=list(status) if status else None, l=library_id, e=list(engine_ids) if engine_ids else None,
-            ob=[dict(o) for o in order_by] if order_by else None, o=offset, lim=limit,
+            ob=[dict(o) for o in order_by] if order_by else None, o=offset, lim=limit, lb=dict(labels) if labels else None,
         )
         return data["jobs"]
 

@@ -236,3 +236,22 @@ def test_register_model_waits_for_the_trial_so_the_model_is_usable_at_once(clien
     with pytest.raises(InvalidInputError, match="failed its trial run") as failed:
         client.register_model(nan, "never-usable", "embedding", manifest=m.normalised_manifest())
     assert failed.value.data["model"] == "never-usable@1"
+
+
+def test_the_model_registry_calls_have_client_methods(client, tmp_path):
+    for seed in (41, 42):
+        path = tmp_path / f"v{seed}.onnx"
+        path.write_bytes(m.conv_net(dimension=8, seed=seed))
+        client.register_model(path, "managed", "embedding", manifest=m.normalised_manifest(), wait=False)
+    updated = client.update_model("managed", description="two versions", labels={"team": "vision"}, aliases={"stable": 1})
+    assert updated["description"] == "two versions" and updated["labels"] == {"team": "vision"}
+    assert client.model("managed", alias="stable")["version"] == 1
+    assert client.set_model_alias("managed", 2, "default")["version"] == 2
+    with pytest.raises(NotAllowedError):
+        client.delete_model_version("managed", 1)  # "stable" holds it
+    client.set_model_alias("managed", 2, "stable")
+    assert client.delete_model_version("managed", 1)["message"] == "model managed@1 deleted"
+    with pytest.raises(NotFoundError):
+        client.model("managed", version=1)
+    with pytest.raises(NotFoundError):
+        client.set_default_model("00000000-0000-0000-0000-000000000000")

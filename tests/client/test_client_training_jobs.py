@@ -69,6 +69,7 @@ def test_get_list_filter_order_and_delete(client, other_org):
     assert fetched.display_name == "a-job" and fetched.labels == {"team": "vision"}
     vision = TrainingJob.list(filter='labels.team="vision"', order_by="display_name", client=client)
     assert [j.display_name for j in vision] == ["a-job", "b-job"]
+    assert {j["id"] for j in client.jobs(labels={"team": "vision"})["records"]} == {made["a-job"], made["b-job"]}
     newest_first = TrainingJob.list(order_by="create_time desc", client=client)
     assert [j.display_name for j in newest_first] == ["c-job", "a-job", "b-job"]
     assert [j.display_name for j in TrainingJob.list(filter='display_name="c-job"', client=client)] == ["c-job"]
