@@ -11,7 +11,7 @@ from strawberry.file_uploads import Upload
 
 import logging
 
-from gateway.errors import ApiError, InvalidInput, unstorable
+from gateway.errors import ApiError, InvalidInput, NotFound, unstorable
 from gateway.schema.caller import CallerQuery
 from gateway.schema.catalogue import CatalogueMutation
 from gateway.schema.context import Info
@@ -175,7 +175,9 @@ class Query(CallerQuery, ModelQuery, TokenQuery, LabelingQuery, EmbeddingQuery):
         for t in await visible_library_types(info):
             if id is None or t.id == id:
                 return LibraryType.from_row(t)
-        return None
+        if id is None:
+            return None
+        raise NotFound(data={"objectType": "libraryType"})  # as library(id) and engine(id) answer a missing one
 
     @strawberry.field
     async def entity_identifier_types(
@@ -195,7 +197,7 @@ class Query(CallerQuery, ModelQuery, TokenQuery, LabelingQuery, EmbeddingQuery):
         for t in await visible_identifier_types(info):
             if t.id == id:
                 return EntityIdentifierType.from_row(t)
-        return None
+        raise NotFound(data={"objectType": "entityIdentifierType"})
 
     @strawberry.field
     async def library_engine_model(self, info: Info, id: strawberry.ID) -> Optional[LibraryEngineModel]:

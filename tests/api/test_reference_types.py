@@ -57,11 +57,11 @@ def test_an_organizations_types_are_listed_beside_the_built_ins_and_read_back_as
 
 def test_another_organization_neither_sees_nor_uses_them(org, other_org):
     logo, brands = logo_types(org.client)
-    seen = other_org.client.query(
-        "query($i: ID!, $l: ID) { entityIdentifierType(id: $i) { id } libraryType(id: $l) { id } "
-        "libraryTypes(limit: 100) { records { id } } }", i=logo["id"], l=brands["id"],
-    ).ok()
-    assert seen["entityIdentifierType"] is None and seen["libraryType"] is None
+    for field, value in (("entityIdentifierType(id: $x)", logo["id"]), ("libraryType(id: $x)", brands["id"])):
+        unseen = other_org.client.query(f"query($x: ID!) {{ {field} {{ id }} }}", x=value)
+        made_up = other_org.client.query(f"query($x: ID!) {{ {field} {{ id }} }}", x="never-existed")
+        assert unseen.error_code == made_up.error_code == "not_found" and unseen.error_message == made_up.error_message
+    seen = other_org.client.query("query { libraryTypes(limit: 100) { records { id } } }").ok()
     assert brands["id"] not in {t["id"] for t in seen["libraryTypes"]["records"]}
     refused = other_org.client.query(
         "mutation($t: ID!) { createLibrary(input: {name: \"x\", libraryTypeId: $t}) { id } }", t=brands["id"])
