@@ -228,7 +228,8 @@ class TestTypeCatalogue:
     def test_library_type_by_id_and_unknown_id(self, org):
         data = org.client.query('query { libraryType(id: "speakers") { id label entityIdentifierTypes { id } } }').ok()
         assert data["libraryType"] == {"id": "speakers", "label": "Speakers", "entityIdentifierTypes": [{"id": "audio-recording"}]}
-        assert org.client.query('query { libraryType(id: "nope") { id } }').ok()["libraryType"] is None
+        missing = org.client.query('query { libraryType(id: "nope") { id } }')
+        assert missing.error_code == "not_found" and missing.data == {"libraryType": None}
 
     def test_entity_identifier_types_page_and_filter(self, org):
         page = org.client.query(
