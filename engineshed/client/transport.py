@@ -105,6 +105,12 @@ class RetryPolicy:
     initial_delay: float = 0.25
     max_delay: float = 8.0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be a whole number of at least 1 (1: no retries), not {self.attempts!r}")
+        if not 0 <= self.initial_delay <= self.max_delay:
+            raise ValueError(f"RetryPolicy delays must satisfy 0 <= initial_delay <= max_delay, not {self.initial_delay!r}, {self.max_delay!r}")
+
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(self.max_delay, max(0.0, retry_after))
@@ -222,6 +228,10 @@ def _close(stack: list[Any]) -> None:
 
 
 def _connection_failed(exc: httpx.HTTPError, url: str) -> ConnectionFailed:
+    if isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)):
+        # The server was reached (or the pool was busy): saying "cannot reach" would send people to the network.
+        return ConnectionFailed(f"{url} did not answer in time ({exc.__class__.__name__}); raise the client's timeout "
+                                "or try again")
     return ConnectionFailed(f"cannot reach {url}: {exc.__class__.__name__}: {exc}".rstrip(": "))
 
 

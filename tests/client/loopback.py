@@ -18,8 +18,9 @@ class Flaky:
     """What the loopback server does: ``unavailable`` replies first (HTTP 503 or a GraphQL service_unavailable
     error), ``drops`` closed connections, then it forwards to the gateway."""
 
-    def __init__(self, upstream: str, *, unavailable: int = 0, drops: int = 0, style: str = "http") -> None:
+    def __init__(self, upstream: str, *, unavailable: int = 0, drops: int = 0, style: str = "http", stall: float = 0.0) -> None:
         self.upstream = upstream
+        self.stall = stall  # seconds to wait before answering anything (a server too slow for the client's timeout)
         self.unavailable = unavailable
         self.drops = drops
         self.style = style
@@ -35,6 +36,8 @@ def flaky_server(flaky: Flaky) -> Iterator[str]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            if flaky.stall:
+                threading.Event().wait(flaky.stall)
             with flaky.lock:
                 flaky.requests.append(body)
                 if flaky.drops > 0:

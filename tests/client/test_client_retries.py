@@ -69,3 +69,18 @@ def test_the_cli_rides_out_a_short_outage(org):
         done = cli(org, "jobs", "list", "--json", url=url)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [] and len(flaky.requests) == 3
+
+
+def test_a_server_slower_than_the_timeout_is_reported_as_a_timeout_not_as_unreachable(org):
+    with flaky_server(Flaky(org.gateway.url, stall=3.0)) as url, \
+            Client(url, org.token, timeout=0.3, retry=RetryPolicy(attempts=1)) as client:
+        with pytest.raises(ConnectionFailed, match="did not answer in time") as slow:
+            client.libraries()
+    assert "cannot reach" not in str(slow.value)
+
+
+@pytest.mark.parametrize("bad", [{"attempts": 0}, {"attempts": -1}, {"attempts": True}, {"initial_delay": -5},
+                                 {"initial_delay": 10, "max_delay": 1}])
+def test_a_retry_policy_that_cannot_work_is_refused_when_made(bad):
+    with pytest.raises(ValueError, match="RetryPolicy"):
+        RetryPolicy(**bad)
