@@ -119,13 +119,13 @@ class AsyncClient(Operations):
 
         return await self._run(one())
 
-    def watch_job(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+    def watch_job(self, job_id: str, idle_timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
         """``jobUpdated`` as an async iterator (``async for update in client.watch_job(id)``)."""
-        return subscriptions.subscribe_async(self.graphql_url, self.token, JOB_UPDATED, {"id": job_id}, "jobUpdated")
+        return subscriptions.subscribe_async(self.graphql_url, self.token, JOB_UPDATED, {"id": job_id}, "jobUpdated", idle_timeout)
 
-    def watch_tasks(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+    def watch_tasks(self, job_id: str, idle_timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
         """``taskUpdated`` as an async iterator."""
-        return subscriptions.subscribe_async(self.graphql_url, self.token, TASK_UPDATED, {"id": job_id}, "taskUpdated")
+        return subscriptions.subscribe_async(self.graphql_url, self.token, TASK_UPDATED, {"id": job_id}, "taskUpdated", idle_timeout)
 
     def training_job(self, display_name: str | None = None, labels: dict[str, str] | None = None) -> TrainingJob:
         """A Vertex-style training job whose I/O methods return awaitables."""

@@ -7,6 +7,7 @@ and ``ping``/``pong`` either way.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -96,8 +97,10 @@ def subscribe_sync(url: str, token: str | None, query: str, variables: dict[str,
             raise _closed(exc) from None
 
 
-async def subscribe_async(url: str, token: str | None, query: str, variables: dict[str, Any], field: str) -> AsyncIterator[dict[str, Any]]:
-    """Each update of a subscription until the server completes it (asyncio)."""
+async def subscribe_async(url: str, token: str | None, query: str, variables: dict[str, Any], field: str,
+                          idle_timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+    """Each update of a subscription until the server completes it (asyncio); TimeoutError when nothing arrives
+    for ``idle_timeout`` seconds, as the blocking one."""
     from websockets.asyncio.client import connect
 
     try:
@@ -107,12 +110,10 @@ async def subscribe_async(url: str, token: str | None, query: str, variables: di
     async with ws:
         try:
             await ws.send(_init(token))
-            import asyncio
-
             _ack_or_raise(await asyncio.wait_for(ws.recv(), ACK_TIMEOUT))
             await ws.send(_subscribe(query, variables))
-            async for raw in ws:
-                message = json.loads(raw)
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), idle_timeout))
                 if message.get("type") == "ping":
                     await ws.send(json.dumps({"type": "pong"}))
                     continue

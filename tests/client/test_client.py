@@ -221,7 +221,15 @@ async def test_the_async_client_follows_a_job_over_its_subscription(org, start_w
         job = await client.train(library["id"], engine_id=SLEEPER, config={"seconds": 1, "steps": 2})
         start_worker()
         statuses = [update["status"] async for update in client.watch_job(job["id"])]
-    assert statuses[-1] == "complete"
+        assert statuses[-1] == "complete"
+        # A job that stays quiet for a minute: the watch gives up after idle_timeout, as the blocking one does.
+        stuck = await client.train(library["id"], engine_id=SLEEPER, config={"seconds": 60, "steps": 1})
+        updates = []
+        with pytest.raises(TimeoutError):
+            async for update in client.watch_job(stuck["id"], idle_timeout=1.5):
+                updates.append(update)
+        assert updates and updates[0]["id"] == stuck["id"]
+        await client.cancel_job(stuck["id"])
 
 
 def test_register_model_waits_for_the_trial_so_the_model_is_usable_at_once(client, start_worker, tmp_path):
