@@ -15,6 +15,7 @@ from gateway.services.ids import parse_id, try_parse_ids
 from gateway.services.labels import check_filter, check_labels
 from gateway.services.paging import Page, check_page
 from gateway.services.principal import Principal
+from gateway.services.remote_files import FetchRefused, check_url_syntax
 from storage.queries import engine_models as model_q
 from storage.queries import engines as engine_q
 from storage.queries import jobs as q
@@ -24,6 +25,8 @@ from storage.queries import trainings as training_q
 from storage.rows import Engine, Job, Library, Task
 
 MAX_TASKS_PER_JOB = 100
+# Upstream's Webstream Adapter (storage/migrations/0014): its task's url is the media of the job's library-run tasks.
+MEDIA_ADAPTER = "9e611ad7-2d3b-48f6-a51b-0a1ba40feab4"
 MAX_RETRIES = 10
 MAX_DISPLAY_NAME = 128  # Vertex's limit on a model's display name
 FINISHED = ("complete", "failed", "cancelled")
@@ -71,6 +74,27 @@ async def _validate_task(conn: asyncpg.Connection, principal: Principal, engine:
     if mode == "library-run" and not (payload.get("url") or payload.get("urls")):
         raise InvalidInput("a library-run task needs the media: payload.url or payload.urls")
     return library.id
+
+
+def _adapter_media(tasks: list[dict[str, Any]]) -> str | None:
+    """The media url the job's adapter tasks carry (upstream's tutorial puts the media on a Webstream Adapter
+    task and none on the library-run task); each adapter task must carry one, and all the same one."""
+    urls = []
+    for position, task in enumerate(tasks):
+        if str(task.get("engine_id") or "") != MEDIA_ADAPTER:
+            continue
+        payload = task.get("payload") or {}
+        url = payload.get("url") if isinstance(payload, dict) else None
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidInput(f"tasks[{position}]: the Webstream Adapter needs payload.url, the media to read")
+        try:
+            check_url_syntax(url)
+        except FetchRefused as exc:
+            raise InvalidInput(f"tasks[{position}].payload.url: {exc}") from exc
+        urls.append(url)
+    if len(set(urls)) > 1:
+        raise InvalidInput("the job's Webstream Adapter tasks name different media; give one url per job")
+    return urls[0] if urls else None
 
 
 def _validate_config(res: Any, engine: Engine, payload: dict[str, Any], position: int) -> None:
@@ -125,6 +149,7 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
         raise InvalidInput(f"displayName may be at most {MAX_DISPLAY_NAME} characters")
     data = {**data, "max_attempts": res.settings.max_attempts + retries, "actor": principal.actor,
             "test_tasks": [bool(t.get("test_task")) for t in tasks], "labels": check_labels(data.get("labels"))}
+    media_url = _adapter_media(tasks)
     async with res.pool.acquire() as conn, conn.transaction():
         prepared = []
         library_ids = set()
@@ -148,8 +173,13 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
             if not isinstance(payload, dict):
                 raise InvalidInput(f"tasks[{position}].payload must be a JSON object")
             payload = dict(payload)
+            if engine.id == MEDIA_ADAPTER:
+                prepared.append((engine, payload))  # checked by _adapter_media; nothing else to run
+                continue
             if data.get("target_url") and "url" not in payload:
                 payload["url"] = data["target_url"]  # upstream's target: the media a library-run task reads
+            if media_url and payload.get("mode") == "library-run" and not (payload.get("url") or payload.get("urls")):
+                payload["url"] = media_url  # upstream's tutorial: the adapter task before it carries the media
             _validate_config(res, engine, payload, position)
             version_id = await pin_models(res, principal.org_id, engine.id, payload)
             if version_id is not None:
@@ -189,7 +219,10 @@ async def _insert(
             conn, id=uuid4(), org_id=org_id, job_id=job.id, engine_id=engine.id, position=position,
             payload=payload, max_attempts=max_attempts,
             test_task=position < len(test_tasks) and bool(test_tasks[position]),
+            done_output={"url": payload["url"]} if engine.id == MEDIA_ADAPTER else None,
         )
+    if any(engine.id == MEDIA_ADAPTER for engine, _ in prepared):
+        await q.refresh_job_status(conn, job.id)
     for engine_id in {e.id for e, _ in prepared}:
         await q.notify(conn, q.WAKE_CHANNEL, engine_id)
     await q.notify(conn, q.EVENT_CHANNEL, str(job.id))

@@ -24,6 +24,11 @@ SET_MODIFIED_BY = "UPDATE jobs SET modified_by = $3 WHERE org_id = $1 AND id = $
 INSERT_TASK = """INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at, test_task)
 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, now(), $8) RETURNING *"""
 
+INSERT_DONE_TASK = """-- a task with nothing left to do (the media adapter's): complete from the start
+INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at, test_task,
+                   output, progress, started_at, completed_at)
+VALUES ($1, $2, $3, $4, $5, 'complete', $6, $7, now(), $8, $9, 1, now(), now()) RETURNING *"""
+
 JOB_BY_ID = "SELECT * FROM jobs WHERE org_id = $1 AND id = $2"
 JOBS_BY_IDS = "SELECT * FROM jobs WHERE org_id = $1 AND id = ANY($2::uuid[])"
 TASK_BY_ID = "SELECT * FROM tasks WHERE org_id = $1 AND id = $2"
@@ -153,12 +158,11 @@ async def set_modified_by(conn: asyncpg.Connection, org_id: UUID, job_id: UUID, 
 
 
 async def insert_task(conn: asyncpg.Connection, **v: Any) -> Task:
-    return Task.of(
-        await conn.fetchrow(
-            INSERT_TASK, v["id"], v["org_id"], v["job_id"], v["engine_id"], v["position"], v["payload"], v["max_attempts"],
-            bool(v.get("test_task")),
-        )
-    )
+    """A queued task; with ``done_output``, one recorded complete with that output."""
+    args = (v["id"], v["org_id"], v["job_id"], v["engine_id"], v["position"], v["payload"], v["max_attempts"], bool(v.get("test_task")))
+    if v.get("done_output") is not None:
+        return Task.of(await conn.fetchrow(INSERT_DONE_TASK, *args, v["done_output"]))
+    return Task.of(await conn.fetchrow(INSERT_TASK, *args))
 
 
 async def jobs_by_ids(conn: asyncpg.Connection, org_id: UUID, job_ids: list[UUID]) -> list[Job]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import FileServer
-from tests.conftest import Gateway, Org, Process, Stack, make_org
+from tests.conftest import ROOT, Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
 from tests.engines import face_fixtures, registered
 from tests.engines.face_scenes import SceneSet, iou
@@ -187,6 +187,32 @@ def test_a_library_run_job_on_a_url_answers_every_face(
         face = max(result["faces"], key=lambda f: iou(corners(f["box"]), placed.box))
         assert iou(corners(face["box"]), placed.box) >= 0.5
         assert face["matches"][0]["entityId"] == library["entity"][placed.person]
+
+
+def test_the_upstream_tutorials_library_run_job_runs_as_written(
+    org: Org, face_model: dict[str, Any], library: dict[str, Any], scenes: SceneSet, file_server: FileServer
+) -> None:
+    """Operation 046 verbatim (only its IDs and the photo's URL ours): the media rides on upstream's Webstream
+    Adapter task, and the library-run task names none."""
+    url = file_server.add("/photos/grammys.jpg", scenes.group.data, "image/jpeg")
+    text = (ROOT.parent / "shared" / "data" / "veritone-ops" / "046-tutorial-library-run-job.graphql").read_text()
+    text = (text.replace("https://www.morrisonhotelgallery.com/images/big/R-361_J_Y_Friends_Grammys1975_Gruen.jpg", url)
+                .replace("dcef5300-5cc1-4fe3-bd8f-5c4d3a09b281", FACE)
+                .replace("b370ecab-88c0-4e2b-ae9c-7739a7ed16c7", library["id"])
+                .replace("2c3a1855-7a29-457b-b8cc-3e4a869a130e", face_model["id"]))
+    job_id = org.client.query(text).ok()["createJob"]["id"]
+
+    def finished() -> dict[str, Any] | None:
+        job = org.client.query("query($id: ID!) { job(id: $id) { status tasks { records { engineId status output } } } }",
+                               id=job_id).ok()["job"]
+        return job if job["status"] in ("complete", "failed") else None
+
+    job = api.wait_for(finished, timeout=120, what="the tutorial's library-run job")
+    adapter, run = job["tasks"]["records"]
+    assert job["status"] == "complete", job
+    assert adapter == {"engineId": "9e611ad7-2d3b-48f6-a51b-0a1ba40feab4", "status": "complete", "output": {"url": url}}
+    (result,) = run["output"]["results"]
+    assert result["url"] == url and len(result["faces"]) == 3
 
 
 def test_an_unknown_detector_model_is_refused_before_the_job_exists(org: Org, library: dict[str, Any]) -> None:

@@ -91,3 +91,32 @@ def test_one_bad_task_refuses_the_whole_job(org):
     assert reply.error_code == "invalid_input"
     assert count_jobs(org) == 0
     assert model(org, good)["trainStatus"] == "pending"
+
+
+ADAPTER = "9e611ad7-2d3b-48f6-a51b-0a1ba40feab4"  # upstream's Webstream Adapter, as the tutorial's job names it
+
+
+@pytest.mark.parametrize(("tasks", "fragment"), [
+    ([{"engineId": ADAPTER, "payload": {}}], "needs payload.url"),
+    ([{"engineId": ADAPTER, "payload": {"url": "ftp://example.com/a.jpg"}}], "tasks[0].payload.url"),
+    ([{"engineId": ADAPTER, "payload": {"url": "https://example.com/a.jpg"}},
+      {"engineId": ADAPTER, "payload": {"url": "https://example.com/b.jpg"}}], "different media"),
+])
+def test_a_media_adapter_task_needs_one_usable_url(org, tasks, fragment):
+    reply = org.client.query("mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id } }", t=tasks)
+    assert reply.error_code == "invalid_input" and fragment in reply.error_message, reply.errors
+    assert count_jobs(org) == 0
+
+
+def test_a_library_run_task_takes_the_adapters_media_and_the_adapter_task_is_done_at_once(org):
+    library_id = org.create_library()
+    model_id = create_model(org, library_id, engine_id="engineshed-gallery")
+    org.client.query("mutation($id: ID!) { updateLibraryEngineModel(input: {id: $id, trainStatus: complete}) { id } }", id=model_id).ok()
+    job = org.client.query(
+        "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id status tasks { records { status payload } } } }",
+        t=[{"engineId": ADAPTER, "payload": {"url": "https://example.com/a.jpg"}},
+           {"engineId": "engineshed-gallery", "payload": {"mode": "library-run", "libraryId": library_id, "libraryEngineModelId": model_id}}],
+    ).ok()["createJob"]
+    adapter, run = job["tasks"]["records"]
+    assert adapter["status"] == "complete" and run["status"] == "queued"
+    assert run["payload"]["url"] == "https://example.com/a.jpg"
