@@ -57,9 +57,31 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"data": None, "errors": [error_entry(code, message)]}, status_code=status, headers=headers)
 
 
+def upload_fields(schema: Any) -> frozenset[str]:
+    """The root fields with an ``Upload`` anywhere in their arguments (input objects followed): the only ones a
+    plain form's file part can be meant for."""
+    from graphql import GraphQLInputObjectType, get_named_type
+
+    def takes_upload(type_: Any, seen: set[str]) -> bool:
+        named = get_named_type(type_)
+        if named.name == "Upload":
+            return True
+        if isinstance(named, GraphQLInputObjectType) and named.name not in seen:
+            seen.add(named.name)
+            return any(takes_upload(field.type, seen) for field in named.fields.values())
+        return False
+
+    core = schema._schema
+    return frozenset(
+        name for root in (core.query_type, core.mutation_type) if root is not None
+        for name, field in root.fields.items() if any(takes_upload(arg.type, set()) for arg in field.args.values())
+    )
+
+
 class GraphQLEndpoint:
     def __init__(self, schema: Any) -> None:
         self.schema = schema
+        self.upload_fields = upload_fields(schema)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources = scope["app"].state.resources
@@ -180,6 +202,10 @@ class GraphQLEndpoint:
             if isinstance(query, UploadFile):
                 query = (await query.read()).decode("utf-8", "replace")
             operation = {"query": query, "variables": form.get("variables"), "operationName": form.get("operationName")}
+            if files and isinstance(query, str) and not any(name in query for name in self.upload_fields):
+                # Without this the file would be dropped in silence and the operation answer as if all went well.
+                raise BadRequest("the form has a file part, but its query calls no field that takes a file "
+                                 f"({', '.join(sorted(self.upload_fields))})")
             if files:
                 _bind_file_variable(operation, files[0])
             return operation, (files[0] if files else None)

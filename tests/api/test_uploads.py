@@ -232,3 +232,13 @@ def test_a_file_written_into_the_query_is_invalid_input(org, entity, stack, buck
     reply = org.client.query(operation.format(entity=entity))
     assert reply.error_code == "invalid_input" and "file part of a multipart request" in reply.error_message
     assert_nothing_stored(org, stack, bucket)
+
+
+def test_a_file_part_with_an_operation_that_takes_no_file_is_refused_before_it_runs(org, stack, bucket):
+    libraries_before = org.client.query("query { libraries { count } }").ok()["libraries"]["count"]
+    reply = org.client.upload_form('mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
+                                   PNG_SIGNATURE + b"photo", "image/png")
+    assert reply.status == 400 and reply.error_code == "invalid_input"
+    assert "calls no field that takes a file" in reply.error_message and "createEntityIdentifier" in reply.error_message
+    assert org.client.query("query { libraries { count } }").ok()["libraries"]["count"] == libraries_before
+    assert_nothing_stored(org, stack, bucket)
