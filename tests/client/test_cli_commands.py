@@ -43,7 +43,7 @@ def test_train_without_wait_prints_the_job_and_bad_input_is_refused(org, tmp_pat
     assert started["id"] in table.stdout and "queued" in table.stdout and SLEEPER in table.stdout
     assert cli(org, "jobs", "cancel", started["id"]).returncode == 0
     retry = cli(org, "jobs", "retry", started["id"])
-    assert retry.returncode == 2 and "only failed jobs" in retry.stderr
+    assert retry.returncode == 1 and "not_allowed: only failed jobs" in retry.stderr  # the job's state, not the usage
     missing = cli(org, "jobs", "cancel", "00000000-0000-0000-0000-000000000009")
     assert missing.returncode == 1 and "not_found" in missing.stderr
 

@@ -86,7 +86,7 @@ def test_jobs_are_created_listed_cancelled_and_deleted(client):
     client.cancel_job(job["id"])
     assert client.wait_for_job(job["id"], timeout=30)["status"] == "cancelled"
     assert client.jobs(status=["cancelled"], library_id=library["id"])["totalCount"] == 1
-    with pytest.raises(InvalidInputError, match="only failed jobs"):
+    with pytest.raises(NotAllowedError, match="only failed jobs"):
         client.retry_job(job["id"])
     client.delete_job(job["id"])
     with pytest.raises(NotFoundError):
