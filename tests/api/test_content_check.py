@@ -11,6 +11,8 @@ from PIL import Image
 
 from gateway.services import content_sniff
 from tests.api.conftest import assert_clean_error_text, identifier_rows, org_keys
+from tests.api.test_uploads import assert_nothing_stored as no_row_or_object
+from tests.api.test_uploads import entity  # noqa: F401 - the fixture
 from tests.graphql_client import GraphQLClient
 
 
@@ -25,14 +27,8 @@ def identifier_query(entity: str, type_id: str = "face", extra: str = "") -> str
             "{ id contentType contentLength } }")
 
 
-@pytest.fixture
-def entity(org):
-    return org.create_entity(org.create_library(), "Ada")
-
-
 def assert_nothing_stored(org, stack, bucket):
-    assert identifier_rows(stack, org) == []
-    assert org_keys(bucket, org) == []
+    no_row_or_object(org, stack, bucket)
     assert stack.db.fetchval("SELECT count(*) FROM blob_deletions WHERE storage_key LIKE $1", f"{org.id}/%") == 0
 
 
