@@ -17,6 +17,7 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.errors import AuthenticationError
 from gateway.schema.context import Context
+from storage.db import CONNECTION_LOST
 
 
 class SubscriptionView(GraphQL):
@@ -36,4 +37,8 @@ class SubscriptionView(GraphQL):
             await context.authenticate_connection()
         except AuthenticationError as exc:
             raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from None
+        except CONNECTION_LOST:
+            # The token could not be checked (PostgreSQL away): not a refusal. The connection is acknowledged and
+            # each subscription answers service_unavailable as it checks the token again.
+            pass
         return UNSET
