@@ -75,15 +75,21 @@ def unstorable(exc: BaseException) -> InvalidInput | None:
     import asyncpg
     from asyncpg.exceptions import _base
 
-    # PostgreSQL's own refusal (asyncpg.DataError), or asyncpg's while encoding an argument (_base.DataError).
-    if not isinstance(exc, (asyncpg.DataError, _base.DataError)):
-        return None
-    text = str(exc)
-    if isinstance(exc, (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)) or "codec" in text:
+    # Only what a client's value causes: characters PostgreSQL cannot hold and numbers past a column's range,
+    # refused by PostgreSQL itself or by asyncpg while encoding an argument. Any other data error (a division by
+    # zero, a bad cast, a wrong Python type handed to a query) is a bug of ours: None, so it stays an
+    # internal_error and is logged with its stack trace.
+    if isinstance(exc, (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)):
         return InvalidInput("a value contains characters that cannot be stored (such as NUL)")
-    if isinstance(exc, asyncpg.NumericValueOutOfRangeError) or "out of range" in text or "out of int" in text:
+    if isinstance(exc, asyncpg.NumericValueOutOfRangeError):
         return InvalidInput("a number is out of range")
-    return InvalidInput("a value cannot be stored as given")
+    if isinstance(exc, (asyncpg.DataError, _base.DataError)):  # asyncpg raises either while encoding an argument
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, UnicodeEncodeError) or "codec can't encode" in str(exc):
+            return InvalidInput("a value contains characters that cannot be stored (such as NUL)")
+        if isinstance(cause, OverflowError) or "out of int" in str(exc) or "out of range" in str(exc):
+            return InvalidInput("a number is out of range")
+    return None
 
 
 def unstorable_text(value: str) -> str | None:

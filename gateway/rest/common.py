@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,7 +83,8 @@ class RestRequest:
             raise InvalidInput(f"the body is not valid JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise InvalidInput("the body must be a JSON object")
-        _check_storable(value, "")
+        if _MAYBE_UNSTORABLE.search(body):  # only an escape can put a NUL or a lone surrogate into JSON text
+            _check_storable(value)
         return value
 
     def require_project(self, name: str = "project_id") -> None:
@@ -108,26 +110,45 @@ Handler = Callable[[RestRequest], Awaitable[Any]]
 ErrorShape = Callable[[str, str], dict[str, Any]]
 
 
+# JSON text can hold a NUL or a lone UTF-16 surrogate only as a \u escape (raw control characters are refused by
+# the parser, and the body is decoded as strict UTF-8): a body without one needs no walk.
+_MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 QUERY_INT_MAX = 2**31 - 1  # offsets and limits past this are no page anyone has; int64 columns never see them
 
 
-def _check_storable(value: Any, where: str) -> None:
+def _check_storable(body: Any) -> None:
     """Every string (and key) of a JSON body must be text PostgreSQL can store: JSON may carry NUL (\\u0000) and
-    lone surrogates (\\ud800), which would otherwise fail deep in a service as an internal error."""
-    if isinstance(value, str):
-        reason = unstorable_text(value)
-        if reason:
-            raise InvalidInput(f"{where or 'a value'} {reason}")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            reason = unstorable_text(key)
+    lone surrogates (\\ud800), which would otherwise fail deep in a service as an internal error.
+
+    The walk is iterative and keeps only a link to each value's parent: building each element's path as it goes
+    would cost the square of the body (long keys over deep or wide nesting), so the path is spelled out only for
+    the value refused."""
+    stack: list[tuple[Any, tuple[Any, ...] | None]] = [(body, None)]
+    while stack:
+        value, trail = stack.pop()
+        if isinstance(value, str):
+            reason = unstorable_text(value)
             if reason:
-                raise InvalidInput(f"a key in {where or 'the body'} {reason}")
-            _check_storable(item, path)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_storable(item, f"{where}[{index}]")
+                raise InvalidInput(f"{_path(trail) or 'a value'} {reason}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                reason = unstorable_text(key)
+                if reason:
+                    raise InvalidInput(f"a key in {_path(trail) or 'the body'} {reason}")
+                stack.append((item, (trail, key)))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, (str, dict, list)):  # numbers, booleans and nulls are always storable
+                    stack.append((item, (trail, index)))
+
+
+def _path(trail: tuple[Any, ...] | None) -> str:
+    """``config.labels[2]`` from the parent links; keys cut to 64 characters (a refusal need not echo a huge key)."""
+    parts: list[str] = []
+    while trail is not None:
+        trail, step = trail
+        parts.append(f"[{step}]" if isinstance(step, int) else "." + str(step)[:64])
+    return "".join(reversed(parts)).lstrip(".")
 
 
 def _no_constant(name: str) -> Any:
