@@ -283,7 +283,7 @@ async def _insert(
         wanted = list(dict.fromkeys(aliases))
         if DEFAULT not in wanted and not created:
             current = await q.version_by_alias(conn, org_id, model["name"], DEFAULT)
-            if current is None or current.status == "failed":
+            if current is None or await q.locked_status(conn, current.id) == "failed":
                 wanted.append(DEFAULT)  # a default that cannot run (its trial failed) gives way to the new version
         if created and DEFAULT not in wanted:
             wanted.append(DEFAULT)  # the first version is the default until another is named
@@ -438,7 +438,7 @@ async def _move_alias(conn: asyncpg.Connection, model: asyncpg.Record, alias: st
     target = await q.version_by_number(conn, model["org_id"], model["name"], number)
     if target is None:
         raise NotFound(NO_SUCH_MODEL, data={"objectType": "model"})
-    if target.status == "failed":
+    if await q.locked_status(conn, target.id) == "failed":
         # Everything that names the alias would resolve to a model that cannot run.
         raise NotAllowed(f"model {target.ref} failed its trial ({target.error or 'no reason given'}); an alias may not point at it")
     await q.set_alias(conn, model["id"], alias, target.id)

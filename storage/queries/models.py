@@ -123,6 +123,15 @@ UPDATE model_aliases a SET version_id = (
 WHERE a.version_id = $1 AND a.alias = 'default'
   AND EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = a.model_id AND v.status = 'ready')"""
 
+DEFAULT_ONTO_READY = """-- a version that passed its trial takes `default` from a failed version of its model (the newest ready one
+-- wins: a later version that passes moves it on)
+UPDATE model_aliases a SET version_id = $1
+FROM model_versions now_ready, model_versions held
+WHERE now_ready.id = $1 AND a.model_id = now_ready.model_id AND a.alias = 'default'
+  AND held.id = a.version_id AND held.status = 'failed'"""
+
+LOCK_VERSION_STATUS = "SELECT status FROM model_versions WHERE id = $1 FOR SHARE"
+
 
 async def model_by_name(conn: asyncpg.Connection, org_id: UUID | None, name: str, *, for_update: bool = False) -> asyncpg.Record | None:
     return await conn.fetchrow(MODEL_BY_NAME_FOR_UPDATE if for_update else MODEL_BY_NAME, org_id, name)
@@ -234,4 +243,12 @@ async def finish_trial(
         finished = await conn.fetchval(FINISH_TRIAL, version_id, owner, status, error, throughput, batch, provider, validation) is not None
         if finished and status == "failed":
             await conn.execute(DEFAULT_OFF_FAILED, version_id)
+        elif finished and status == "ready":
+            await conn.execute(DEFAULT_ONTO_READY, version_id)
     return finished
+
+
+async def locked_status(conn: asyncpg.Connection, version_id: UUID) -> str | None:
+    """The version's status, its row share-locked to the end of the transaction: a trial finishing meanwhile
+    (finish_trial, in another process) waits, and then sees the alias this transaction set."""
+    return await conn.fetchval(LOCK_VERSION_STATUS, version_id)

@@ -183,6 +183,30 @@ def test_a_default_whose_trial_fails_after_a_later_version_is_ready_moves_to_it(
     assert org.client.query(MODEL, n="late-fail").ok()["model"]["version"] == 2
 
 
+def test_a_version_that_passes_its_trial_takes_default_from_a_failed_one(org, stack, trial_worker):
+    """The order trials usually finish in: v1 (default) fails while v2 is still validating; v2 then passes."""
+    from storage.queries import models as model_q
+
+    for seed in (23, 24):
+        register_form(org, "late-pass", m.conv_net(seed=seed), f"{seed}.onnx", manifest=m.normalised_manifest()).ok()
+        assert ready(org.client, "late-pass", seed - 22)["status"] == "ready"
+    ids = {r["version"]: r["id"] for r in stack.db.fetch(
+        "SELECT v.version, v.id FROM model_versions v JOIN models mo ON mo.id = v.model_id WHERE mo.org_id = $1 AND mo.name = 'late-pass'",
+        org.id)}
+    stack.db.execute("UPDATE model_versions SET status = 'failed', error = 'not finite' WHERE id = $1", ids[1])
+    stack.db.execute("UPDATE model_versions SET status = 'validating', trial_owner = 'test-hold', "
+                     "trial_expires_at = now() + interval '1 hour' WHERE id = $1", ids[2])
+    assert org.client.query(MODEL, n="late-pass", a="default").ok()["model"]["version"] == 1
+
+    async def pass_second() -> bool:
+        async with stack.db.pool.acquire() as conn:
+            return await model_q.finish_trial(conn, ids[2], "test-hold", status="ready", error=None, throughput=1.0,
+                                              batch=1, provider="CPUExecutionProvider", validation={})
+
+    assert stack.db.run(pass_second()) is True
+    assert org.client.query(MODEL, n="late-pass").ok()["model"]["version"] == 2
+
+
 def test_registering_a_name_again_makes_the_next_version_and_default_moves_only_when_asked(org, trial_worker):
     register_form(org, "emb", m.conv_net(seed=1), "a.onnx", manifest=m.normalised_manifest()).ok()
     second = register_form(org, "emb", m.conv_net(seed=2), "b.onnx", manifest=m.normalised_manifest()).ok()["registerModel"]
