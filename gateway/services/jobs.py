@@ -83,7 +83,12 @@ def _adapter_media(tasks: list[dict[str, Any]]) -> str | None:
     for position, task in enumerate(tasks):
         if str(task.get("engine_id") or "") != MEDIA_ADAPTER:
             continue
-        payload = task.get("payload") or {}
+        payload = task.get("payload")
+        if payload is None and task.get("payload_string"):
+            try:
+                payload = json.loads(task["payload_string"])
+            except ValueError as exc:
+                raise InvalidInput(f"tasks[{position}].payloadString is not valid JSON: {exc}") from exc
         url = payload.get("url") if isinstance(payload, dict) else None
         if not isinstance(url, str) or not url.strip():
             raise InvalidInput(f"tasks[{position}]: the Webstream Adapter needs payload.url, the media to read")
@@ -173,12 +178,13 @@ async def create(res: Any, principal: Principal, data: dict[str, Any]) -> Job:
             if not isinstance(payload, dict):
                 raise InvalidInput(f"tasks[{position}].payload must be a JSON object")
             payload = dict(payload)
-            if engine.id == MEDIA_ADAPTER:
+            if engine.id == MEDIA_ADAPTER and engine.builtin:
                 prepared.append((engine, payload))  # checked by _adapter_media; nothing else to run
                 continue
             if data.get("target_url") and "url" not in payload:
                 payload["url"] = data["target_url"]  # upstream's target: the media a library-run task reads
-            if media_url and payload.get("mode") == "library-run" and not (payload.get("url") or payload.get("urls")):
+            runs = payload.get("mode") == "library-run" or (payload.get("mode") is None and "libraryId" in payload)
+            if media_url and runs and not (payload.get("url") or payload.get("urls")):
                 payload["url"] = media_url  # upstream's tutorial: the adapter task before it carries the media
             _validate_config(res, engine, payload, position)
             version_id = await pin_models(res, principal.org_id, engine.id, payload)
@@ -219,9 +225,9 @@ async def _insert(
             conn, id=uuid4(), org_id=org_id, job_id=job.id, engine_id=engine.id, position=position,
             payload=payload, max_attempts=max_attempts,
             test_task=position < len(test_tasks) and bool(test_tasks[position]),
-            done_output={"url": payload["url"]} if engine.id == MEDIA_ADAPTER else None,
+            done_output={"url": payload["url"]} if engine.id == MEDIA_ADAPTER and engine.builtin else None,
         )
-    if any(engine.id == MEDIA_ADAPTER for engine, _ in prepared):
+    if any(engine.id == MEDIA_ADAPTER and engine.builtin for engine, _ in prepared):
         await q.refresh_job_status(conn, job.id)
     for engine_id in {e.id for e, _ in prepared}:
         await q.notify(conn, q.WAKE_CHANNEL, engine_id)

@@ -120,3 +120,11 @@ def test_a_library_run_task_takes_the_adapters_media_and_the_adapter_task_is_don
     adapter, run = job["tasks"]["records"]
     assert adapter["status"] == "complete" and run["status"] == "queued"
     assert run["payload"]["url"] == "https://example.com/a.jpg"
+    # Upstream's forms: the adapter's payload as payloadString, and a library task that names no mode.
+    job = org.client.query(
+        "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { tasks { records { status payload } } } }",
+        t=[{"engineId": ADAPTER, "payloadString": '{"url": "https://example.com/b.jpg"}'},
+           {"engineId": "engineshed-gallery", "payload": {"libraryId": library_id, "libraryEngineModelId": model_id}}],
+    ).ok()["createJob"]
+    run = job["tasks"]["records"][1]
+    assert run["payload"]["url"] == "https://example.com/b.jpg" and run["payload"]["mode"] == "library-run"
