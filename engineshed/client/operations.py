@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from engineshed.client import packing
-from engineshed.client.errors import ApiError, InvalidInputError, NotFoundError
+from engineshed.client.errors import ApiError, InvalidInputError, NotAllowedError, NotFoundError
 from engineshed.client.transport import Call, Operation, Upload
 from engineshed.client.types import Identifier, Job, Library, LibraryEngineModel, Model, Page, RecognitionResult
 
@@ -78,11 +78,11 @@ def _embedding_records(embedding_list: Any, vector_dimension: Any) -> tuple[list
     record otherwise), and ``vector_dimension`` (``[2048]`` or ``2048``) as a list."""
     if isinstance(vector_dimension, bool):
         raise InvalidInputError("vector_dimension must be a number or a list of one number, such as [2048]")
-    if isinstance(vector_dimension, int):
-        dims = [vector_dimension]
+    if isinstance(vector_dimension, numbers.Integral):  # numpy's integers too
+        dims = [int(vector_dimension)]
     elif isinstance(vector_dimension, Sequence) and not isinstance(vector_dimension, str) and all(
-            isinstance(d, int) and not isinstance(d, bool) for d in vector_dimension):
-        dims = list(vector_dimension)
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in vector_dimension):
+        dims = [int(d) for d in vector_dimension]
     else:
         raise InvalidInputError(f"vector_dimension must be a number or a list of one number, such as [2048], not {vector_dimension!r}")
     if isinstance(embedding_list, (str, bytes, Mapping)) or not isinstance(embedding_list, Sequence):
@@ -127,7 +127,9 @@ def with_new_model(engine_id: str, library_id: str, start: Callable[[str], Opera
     model_id = data["createLibraryEngineModel"]["id"]
     try:
         return (yield from start(model_id))
-    except ApiError:
+    except (InvalidInputError, NotFoundError, NotAllowedError):
+        # Only a refusal means no job was made. After service_unavailable, an internal error or a proxy's 5xx the
+        # job may exist (committed before the answer was lost): deleting its model then would fail that training.
         try:
             yield _q("mutation($id: ID!) { deleteLibraryEngineModel(id: $id) { id } }", idempotent=True, id=model_id)
         except ApiError:
@@ -743,10 +745,12 @@ class Operations:
                              library_id: str | None = None) -> Operation[list[dict[str, Any]]]:
         """``embeddingVectors``: ``[{"uniqueName", "embeddings", "model", "dimension", …}]`` for the names given
         (a name with no vector for the model is left out); any number of names, asked 1,000 at a time."""
-        if isinstance(unique_names, (str, bytes)) or not all(isinstance(n, str) for n in unique_names):
+        if isinstance(unique_names, (str, bytes)):
+            raise InvalidInputError("unique_names must be a list of strings, such as ['photo.jpg']")
+        names = list(unique_names)  # once: a generator would be spent by the check below
+        if not all(isinstance(n, str) for n in names):
             raise InvalidInputError("unique_names must be a list of strings, such as ['photo.jpg']")
         found: list[dict[str, Any]] = []
-        names = list(unique_names)
         for start in range(0, len(names), NAMES_PER_LOOKUP):
             data = yield _q("query($n: [String!]!, $m: String, $l: ID) { embeddingVectors(uniqueNames: $n, modelId: $m, libraryId: $l) "
                             "{ uniqueName identifierId libraryId model dimension embeddings } }",

@@ -11,6 +11,7 @@ properties never do (they read the state last fetched; ``done()`` fetches it afr
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import datetime
@@ -314,10 +315,14 @@ class TrainingJob:
         self._require()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._resource or not self._resource.get("done"):
-            left = WAIT_SECONDS if deadline is None else min(WAIT_SECONDS, int(deadline - time.monotonic()))
-            if deadline is not None and left <= 0:
+            if deadline is None:
+                yield from self._fetch(WAIT_SECONDS)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError(f"training job {self.resource_name} is still {self._resource['status']} after {timeout}s")
-            yield from self._fetch(max(left, 0))
+            # Whole seconds on the wire: waiting the fraction up means at most a second past the timeout.
+            yield from self._fetch(min(WAIT_SECONDS, math.ceil(left)))
         return None
 
     def _done_op(self) -> Operation[bool]:

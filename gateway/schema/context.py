@@ -54,6 +54,8 @@ class Context:
                 header = f"Bearer {params['token']}"
             if header is None and self.request is not None:
                 header = self.request.headers.get("authorization")
+            if header is not None and not isinstance(header, str):  # JSON can send anything here
+                raise AuthenticationError("Authorization in connection_init must be text: \"Bearer <token>\"")
             self.principal_ = await tokens.authenticate(self.resources.pool, header)
         return self.principal_
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from graphql import GraphQLError, parse, print_ast
@@ -82,6 +83,9 @@ class GraphQLEndpoint:
     def __init__(self, schema: Any) -> None:
         self.schema = schema
         self.upload_fields = upload_fields(schema)
+        # A whole-word match: createEntityIdentifierType must not pass for createEntityIdentifier.
+        self._calls_upload_field = re.compile(
+            r"(?<![A-Za-z0-9_])(?:" + "|".join(sorted(map(re.escape, self.upload_fields))) + r")(?![A-Za-z0-9_])").search
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources = scope["app"].state.resources
@@ -202,7 +206,7 @@ class GraphQLEndpoint:
             if isinstance(query, UploadFile):
                 query = (await query.read()).decode("utf-8", "replace")
             operation = {"query": query, "variables": form.get("variables"), "operationName": form.get("operationName")}
-            if files and isinstance(query, str) and not any(name in query for name in self.upload_fields):
+            if files and isinstance(query, str) and not self._calls_upload_field(query):
                 # Without this the file would be dropped in silence and the operation answer as if all went well.
                 raise BadRequest("the form has a file part, but its query calls no field that takes a file "
                                  f"({', '.join(sorted(self.upload_fields))})")

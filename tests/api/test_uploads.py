@@ -242,3 +242,7 @@ def test_a_file_part_with_an_operation_that_takes_no_file_is_refused_before_it_r
     assert "calls no field that takes a file" in reply.error_message and "createEntityIdentifier" in reply.error_message
     assert org.client.query("query { libraries { count } }").ok()["libraries"]["count"] == libraries_before
     assert_nothing_stored(org, stack, bucket)
+    # A field whose name merely begins with an upload field's is no file-taking field either.
+    typed = org.client.upload_form('mutation { createEntityIdentifierType(input: {id: "x-type", label: "X", labelPlural: "Xs", '
+                                   'dataType: image}) { id } }', PNG_SIGNATURE + b"photo", "image/png")
+    assert typed.status == 400 and "calls no field that takes a file" in typed.error_message

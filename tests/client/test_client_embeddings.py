@@ -120,6 +120,8 @@ def test_a_later_batch_refused_says_how_many_went_in(client, start_worker, tmp_p
     # Past embeddingVectors' 1,000 names per call, the client asks in parts.
     many = [f"missing-{n}.png" for n in range(1400)] + [r["uniqueName"] for r in records[:100]]
     assert len(client.get_embedding_vector(many, EMBEDDER, library_id=library["id"])) == 100
+    assert len(client.get_embedding_vector((name for name in many), EMBEDDER, library_id=library["id"])) == 100  # a generator
+    assert client.insert_image_embeddings(records[:3], EMBEDDER, np.int64(EMBEDDING_DIMENSION), library_id=library["id"]) == 3
 
 
 def test_the_seeds_query_narrows_what_is_embedded_and_model_default_means_the_default(client, start_worker, tmp_path):

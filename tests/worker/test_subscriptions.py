@@ -109,3 +109,13 @@ def test_the_legacy_graphql_ws_protocol_refuses_a_bad_token_at_connection_init_t
     with connect(ws_url(org), subprotocols=["graphql-ws"], open_timeout=30) as ws:
         ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {org.token}"}}))
         assert json.loads(ws.recv(timeout=30))["type"] == "connection_ack"
+
+
+def test_an_authorization_that_is_not_text_is_refused_like_a_bad_token(org):
+    with connect(ws_url(org), subprotocols=["graphql-transport-ws"], open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": 5}}))
+        try:
+            ws.recv(timeout=30)
+            raise AssertionError("acknowledged")
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None and closed.rcvd.code == 4403
