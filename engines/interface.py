@@ -246,12 +246,18 @@ class Artifact:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One candidate entity for an input image."""
+    """One candidate entity for an input image. ``score`` is a cosine similarity: at most 1, which the product
+    of two unit float32 vectors can pass by a rounding error, so it is held to 1 here, where every engine's
+    matches are made."""
 
     entity_id: str
     entity_name: str
     entity_identifier_id: str | None
     score: float
+
+    def __post_init__(self) -> None:
+        if self.score > 1.0:
+            object.__setattr__(self, "score", 1.0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,7 +93,7 @@ def to_result(outcome: recognition.Outcome) -> RecognitionResult:
             entity_id=strawberry.ID(m.entity_id),
             entity_name=m.entity_name,
             entity_identifier_id=strawberry.ID(m.entity_identifier_id) if m.entity_identifier_id else None,
-            score=min(m.score, 1.0),  # a cosine of two unit float32 vectors can come out a rounding error over 1
+            score=m.score,  # at most 1 (engines.interface.Match)
         )
 
     return RecognitionResult(

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 from gateway.errors import InvalidInput
 
-HEAD_BYTES = 12  # the longest signature below (RIFF....WEBP)
+HEAD_BYTES = 18  # enough for every check below (a BMP's DIB header size sits at bytes 14-17)
 
 _IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -27,8 +27,9 @@ _IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "image/gif"),
     (b"II*\x00", "image/tiff"),
     (b"MM\x00*", "image/tiff"),
-    (b"BM", "image/bmp"),
 )
+# "BM" alone would take any text that starts with it: a BMP's DIB header says its own size, one of these.
+_BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 IMAGE_FORMATS = "JPEG, PNG, GIF, WebP, BMP or TIFF"
 
 
@@ -36,6 +37,8 @@ def image_type(head: bytes) -> str | None:
     """The MIME type of an image format the engines decode, from its first bytes; None when it is not one."""
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
+    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
+        return "image/bmp"
     for signature, mime in _IMAGE_SIGNATURES:
         if head.startswith(signature):
             return mime

@@ -380,7 +380,7 @@ async def similar(
     hits = await search(res, principal.org_id, version, lid, values, exclude, limit, threshold)
     async with res.pool.acquire() as conn:
         rows = {r.id: r for r in await identifier_q.by_ids(conn, principal.org_id, [i for i, _ in hits])}
-    return [Similar(rows[i], score) for i, score in hits if i in rows]
+    return [Similar(rows[i], min(score, 1.0)) for i, score in hits if i in rows]  # a cosine: float32 rounding aside, ≤ 1
 
 
 async def search(

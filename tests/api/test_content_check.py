@@ -39,7 +39,8 @@ def test_every_format_the_engines_decode_is_known_by_its_signature(fmt, mime):
     assert content_sniff.image_type(data[:content_sniff.HEAD_BYTES]) == mime
 
 
-@pytest.mark.parametrize("head", [b"", b"hello world!", b"<!DOCTYPE html>", b"%PDF-1.7\n", b"RIFF\0\0\0\0WAVE", b"\x89PNG not", b"PK\x03\x04"])
+@pytest.mark.parametrize("head", [b"", b"hello world!", b"<!DOCTYPE html>", b"%PDF-1.7\n", b"RIFF\0\0\0\0WAVE", b"\x89PNG not",
+                                  b"PK\x03\x04", b"BMW service record 2024", b"BM"])
 def test_other_bytes_are_not_an_image(head):
     assert content_sniff.image_type(head) is None
 
