@@ -82,10 +82,19 @@ def upload_fields(schema: Any) -> frozenset[str]:
 class GraphQLEndpoint:
     def __init__(self, schema: Any) -> None:
         self.schema = schema
-        self.upload_fields = upload_fields(schema)
-        # A whole-word match: createEntityIdentifierType must not pass for createEntityIdentifier.
-        self._calls_upload_field = re.compile(
-            r"(?<![A-Za-z0-9_])(?:" + "|".join(sorted(map(re.escape, self.upload_fields))) + r")(?![A-Za-z0-9_])").search
+        self._upload_fields: frozenset[str] | None = None  # read from the schema when a plain form first needs them
+
+    @property
+    def upload_fields(self) -> frozenset[str]:
+        if self._upload_fields is None:
+            self._upload_fields = upload_fields(self.schema)
+            # A whole-word match: createEntityIdentifierType must not pass for createEntityIdentifier.
+            self._upload_field_call = re.compile(
+                r"(?<![A-Za-z0-9_])(?:" + "|".join(sorted(map(re.escape, self._upload_fields))) + r")(?![A-Za-z0-9_])")
+        return self._upload_fields
+
+    def _calls_upload_field(self, query: str) -> bool:
+        return not self.upload_fields or self._upload_field_call.search(query) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources = scope["app"].state.resources
