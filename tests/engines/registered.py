@@ -55,7 +55,12 @@ def register_org_model(
         if ready:
             while (claimed := await model_trials.claim(res, "test-trials")) is not None:
                 await model_trials.run_claimed(res, claimed, "test-trials")
-            version = await models.get(res, principal, name, version.version)
+            # A worker process of the same stack may have claimed this trial first: then wait for its verdict.
+            deadline = asyncio.get_running_loop().time() + 120
+            while (version := await models.get(res, principal, name, version.version)).status == "validating":
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"the trial of {version.ref} did not finish in 120 s")
+                await asyncio.sleep(0.1)
         return version
 
     return with_resources(org.stack, go)
