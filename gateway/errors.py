@@ -58,11 +58,6 @@ class ServiceUnavailable(ApiError):
     default_message = "A backing service is unavailable; try again shortly"
 
 
-class ServiceFailure(ApiError):
-    code = "service_failure"
-    default_message = "A backing service failed"
-
-
 class NotImplementedApi(ApiError):
     code = "not_implemented"
     default_message = "This operation is not implemented"

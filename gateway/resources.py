@@ -5,32 +5,60 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
 from aiolimiter import AsyncLimiter
+from cachetools import LRUCache
 
-from gateway.services.remote_files import FetchPolicy, make_client
+from gateway.events import EventHub
+from gateway.services.ingest.remote_files import FetchPolicy, make_client
 from gateway.settings import Settings
 from storage.blobs import BlobStore, connect_blobs
 from storage.db import connection_name, connect_pool
 from storage.migrate import migrate
 
+if TYPE_CHECKING:
+    from engines.interface import Engine
+
 log = logging.getLogger(__name__)
 
+MODEL_FILES_CACHED = 4  # a worker trains many libraries on the same few models (7-30 MB each)
+ARTIFACT_BYTES_CACHED = 512 * 1024 * 1024  # trained artifacts recognition keeps, by total size
 
-@dataclass
+
+def _size(value: bytes) -> int:
+    return len(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Caches:
+    """The process's caches. Each is bounded; nothing in them is the only copy of anything."""
+
+    # Registered model files by sha256: S3 reads of 7-30 MB each time would add seconds to every job.
+    model_files: LRUCache[str, bytes] = field(default_factory=lambda: LRUCache(MODEL_FILES_CACHED))
+    # Trained artifacts by storage key (each key names one immutable artifact), bounded by their total size.
+    artifacts: LRUCache[str, bytes] = field(default_factory=lambda: LRUCache(ARTIFACT_BYTES_CACHED, getsizeof=_size))
+    # The built-in identifier and library types: migrations write them, nothing changes them while a process runs.
+    builtin_types: dict[str, list[Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Resources:
+    """Everything a process shares, opened once: every service takes it first."""
+
     settings: Settings
     pool: asyncpg.Pool
     blobs: BlobStore
     http: httpx.AsyncClient
     fetch_policy: FetchPolicy
     fetch_limiter: AsyncLimiter
-    engines: dict[str, Any] = field(default_factory=dict)  # engine id -> installed Engine (engines.interface)
-    events: Any = None  # gateway.events.EventHub in gateway processes
+    engines: Mapping[str, Engine] = field(default_factory=dict)  # engine id -> installed engine
+    events: EventHub = field(default_factory=EventHub)  # job-change notifications for this process's subscribers
+    caches: Caches = field(default_factory=Caches)
 
 
 def fetch_policy(settings: Settings) -> FetchPolicy:
@@ -67,7 +95,7 @@ async def open_resources(
         ) as blobs:
             policy = fetch_policy(settings)
             async with make_client(policy) as http:
-                engines: dict[str, Any] = {}
+                engines: dict[str, Engine] = {}
                 if load_engines:
                     from engines.registry import discover_engines
 
@@ -82,7 +110,7 @@ async def open_resources(
                     engines=engines,
                 )
                 if load_engines:
-                    from gateway.services.engines import register_installed
+                    from gateway.services.queue.engines import register_installed
 
                     await register_installed(resources)
                 yield resources

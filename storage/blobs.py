@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import yarl
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
+from cachetools import LRUCache
 
 from storage.sigv4 import GetUrlSigner
 
@@ -64,7 +64,7 @@ class BlobStore:
         self.bucket = bucket
         # Signing costs more than the rest of a GraphQL page of identifiers together (measured by
         # `make bench`); keys never change content, so a link is reused while at least half its life remains.
-        self._presigned: OrderedDict[tuple[str, int], tuple[str, float]] = OrderedDict()
+        self._presigned: LRUCache[tuple[str, int], tuple[str, float]] = LRUCache(PRESIGN_CACHE_SIZE)
 
     async def ping(self) -> None:
         try:
@@ -217,13 +217,9 @@ class BlobStore:
         now = time.monotonic()
         cached = self._presigned.get((key, ttl_seconds))
         if cached is not None and cached[1] - now > ttl_seconds / 2:
-            self._presigned.move_to_end((key, ttl_seconds))
             return cached[0]
         url = await self._sign_get(key, ttl_seconds)
         self._presigned[(key, ttl_seconds)] = (url, now + ttl_seconds)
-        self._presigned.move_to_end((key, ttl_seconds))
-        while len(self._presigned) > PRESIGN_CACHE_SIZE:
-            self._presigned.popitem(last=False)
         return url
 
     async def delete(self, keys: Iterable[str]) -> None:

@@ -137,7 +137,7 @@ class Identifier(Row):
     annotation_type: str  # raw | machine | human
     hard: bool  # flagged by active learning (findHardExamples)
     hard_coefficient: float | None
-    unique_name: str | None = None  # the seed's uniqueName (migration 0009), unique within the library
+    unique_name: str | None = None  # uniqueName, unique within the library
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,7 @@ class EngineModel(Row):
     name: str | None
     description: str | None
     changelog: str | None
-    labels: Any  # {key: value}, Vertex's label rules
+    labels: Any  # {key: value}, checked by gateway.services.access.job_labels
     parent_model_id: UUID | None  # the model it was retrained from
     aliases: list[str]
     is_default: bool  # what recognize and library-run use for its (library, engine) when no model is named
@@ -202,7 +202,7 @@ class Job(Row):
     created_by: str | None
     modified_by: str | None
     display_name: str | None
-    labels: Any  # {key: value}, Vertex's label rules
+    labels: Any  # {key: value}, checked by gateway.services.access.job_labels
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-from gateway.services import blob_cleanup, dispatch
+from gateway.resources import Resources
+from gateway.services import blob_cleanup
+from gateway.services.queue import dispatch
 
 log = logging.getLogger("engineshed.housekeeping")
 
 INTERVAL_SECONDS = 5.0
 
 
-async def run_once(res: Any) -> None:
+async def run_once(res: Resources) -> None:
     try:
         for task in await dispatch.reap(res):
             log.warning("task %s ended %s: its worker stopped answering", task.id, task.status)
@@ -29,7 +30,7 @@ async def run_once(res: Any) -> None:
         log.warning("blob sweep deferred: %r", exc)
 
 
-async def run_forever(res: Any, interval: float = INTERVAL_SECONDS) -> None:
+async def run_forever(res: Resources, interval: float = INTERVAL_SECONDS) -> None:
     while True:
         await run_once(res)
         await asyncio.sleep(interval)

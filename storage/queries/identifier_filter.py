@@ -16,7 +16,7 @@ def conditions(
     to_time: datetime | None,
 ) -> tuple[str, list[Any]]:
     """`AND …` conditions on the entity_identifiers row called ``alias``, numbered from ``$first_param``,
-    and their arguments. The range is inclusive at both ends, as the seed's from/to dates read."""
+    and their arguments. The range is inclusive at both ends, as from/to dates read in a filter."""
     sql: list[str] = []
     args: list[Any] = []
 

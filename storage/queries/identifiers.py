@@ -21,7 +21,7 @@ BY_IDS = "SELECT * FROM entity_identifiers WHERE org_id = $1 AND id = ANY($2::uu
 # The model versions a new identifier is embedded by on ingest, in the same round trip as the checks: the
 # system embedding default named $4 (its `default` alias, ready, with a dimension) and the versions the
 # library's engine models use. Whether any apply at all (image types, ENGINESHED_EMBED_ON_INGEST) the service
-# decides (gateway/services/embeddings.py ingest_versions).
+# decides (gateway/services/embeddings/vectors.py ingest_versions).
 _INGEST_VERSIONS = """ARRAY(
            SELECT v.id FROM model_versions v JOIN models m ON m.id = v.model_id
            JOIN model_aliases a ON a.version_id = v.id AND a.alias = 'default'

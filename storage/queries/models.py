@@ -80,7 +80,6 @@ ORDERS = {
 
 SET_ALIAS = """INSERT INTO model_aliases (model_id, alias, version_id) VALUES ($1, $2, $3)
 ON CONFLICT (model_id, alias) DO UPDATE SET version_id = EXCLUDED.version_id"""
-ALIASES_OF_MODEL = "SELECT alias, version_id FROM model_aliases WHERE model_id = $1"
 ADD_MISSING_ALIASES = """-- each alias the version's model does not have yet points at the version; an alias the model has stays
 INSERT INTO model_aliases (model_id, alias, version_id)
 SELECT v.model_id, a, v.id FROM model_versions v, unnest($2::text[]) AS a WHERE v.id = $1
@@ -193,10 +192,6 @@ async def set_alias(conn: asyncpg.Connection, model_id: UUID, alias: str, versio
 
 async def add_missing_aliases(conn: asyncpg.Connection, version_id: UUID, aliases: list[str]) -> None:
     await conn.execute(ADD_MISSING_ALIASES, version_id, aliases)
-
-
-async def aliases_of_model(conn: asyncpg.Connection, model_id: UUID) -> dict[str, UUID]:
-    return {r["alias"]: r["version_id"] for r in await conn.fetch(ALIASES_OF_MODEL, model_id)}
 
 
 async def blob_by_sha(conn: asyncpg.Connection, sha256: str) -> asyncpg.Record | None:

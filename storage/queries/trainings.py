@@ -62,9 +62,6 @@ WHERE org_id = $1 AND library_id = $2 AND engine_id = $3 AND id <> $4 AND aliase
 SET_ALIASES = """UPDATE library_engine_models SET aliases = $3, modified_at = now()
 WHERE org_id = $1 AND id = $2 RETURNING *"""
 
-BY_ALIAS = """SELECT * FROM library_engine_models
-WHERE org_id = $1 AND library_id = $2 AND engine_id = $3 AND $4 = ANY(aliases)"""
-
 LIBRARY_COUNTS = """-- entities, entities with identifiers, identifiers (assigned or not), assigned identifiers, per library
 SELECT l.id,
        (SELECT count(*) FROM entities e WHERE e.library_id = l.id) AS entities,
@@ -145,10 +142,6 @@ async def set_version_fields(conn: asyncpg.Connection, org_id: UUID, model_id: U
 async def set_aliases(conn: asyncpg.Connection, model: EngineModel, aliases: list[str]) -> EngineModel:
     await conn.execute(TAKE_ALIASES, model.org_id, model.library_id, model.engine_id, model.id, aliases)
     return EngineModel.of(await conn.fetchrow(SET_ALIASES, model.org_id, model.id, aliases))
-
-
-async def by_alias(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, engine_id: str, alias: str) -> EngineModel | None:
-    return EngineModel.maybe(await conn.fetchrow(BY_ALIAS, org_id, library_id, engine_id, alias))
 
 
 async def library_counts(conn: asyncpg.Connection, org_id: UUID, library_ids: list[UUID]) -> dict[UUID, asyncpg.Record]:
