@@ -16,16 +16,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from gateway.events import EventHub
 from gateway.resources import open_resources
 from gateway.rest.routes import rest_routes
 from gateway.services import housekeeping
 from gateway.schema.root import build_schema
 from gateway.settings import Settings
+from gateway.web.body_limit import BodyLimitMiddleware
+from gateway.web.errors import graphql_error, http_error
 from gateway.web.graphiql import static_app
-from gateway.web.graphql_view import GraphQLEndpoint
+from gateway.web.graphql_view import GraphQLEndpoint, body_limit
 from gateway.web.health import healthz, readyz
-from gateway.web.http_errors import http_error
 from gateway.web.subscriptions import SubscriptionView
 from storage.db import connection_name, listen
 from storage.queries.jobs import EVENT_CHANNEL
@@ -39,7 +39,6 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_resources(settings, role="gateway") as resources:
-            resources.events = EventHub()
             async with listen(
                 settings.database_url, [EVENT_CHANNEL], resources.events.publish, application_name=connection_name("gateway")
             ):
@@ -66,7 +65,8 @@ def create_app(settings: Settings) -> Starlette:
         middleware=middleware,
         routes=[
             Route("/", root),
-            Route("/v3/graphql", GraphQLEndpoint(schema), methods=["GET", "POST"]),
+            Route("/v3/graphql", BodyLimitMiddleware(GraphQLEndpoint(schema), limit=body_limit, shape=graphql_error),
+                  methods=["GET", "POST"]),
             WebSocketRoute("/v3/graphql", SubscriptionView(schema, allowed_origins=origins)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -6,15 +6,16 @@ it raises ``gateway.errors.ApiError`` subclasses for refusals, which become::
 
     {"error": {"code": "not_found", "message": "..."}}
 
-with the HTTP status ``HTTP_STATUS`` gives the code (a route that mirrors an upstream with another error shape,
-such as seed 004's ``{"error_code", "error_msg"}``, passes its own ``ErrorShape``). Anything else is logged and
-answered as a masked 500.
+with the HTTP status ``HTTP_STATUS`` gives the code (a route whose API has another error shape, such as the
+intelligent tasks' ``{"error_code", "error_msg"}``, passes its own ``ErrorShape`` from ``gateway.web.errors``).
+Anything else is logged and answered as a masked 500.
 The services decide tenancy and scopes exactly as they do for GraphQL, so another organization's IDs answer
 404 like made-up ones.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -28,11 +29,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import (
-    ApiError, AuthenticationError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable, unstorable, unstorable_text,
+    ApiError, InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable, unstorable, unstorable_text,
 )
-from gateway.services import tokens
-from gateway.services.principal import Principal
-from gateway.web.body_limit import BodyLimit
+from gateway.services.access.principal import Principal
+from gateway.settings import Settings
+from gateway.web import auth
+from gateway.web.body_limit import BodyLimitMiddleware
+from gateway.web.errors import DATABASE_UNAVAILABLE, ErrorShape, error_body, error_response
 from storage.db import CONNECTION_LOST
 
 log = logging.getLogger("engineshed.rest")
@@ -107,7 +110,6 @@ class RestRequest:
 
 
 Handler = Callable[[RestRequest], Awaitable[Any]]
-ErrorShape = Callable[[str, str], dict[str, Any]]
 
 
 # JSON text can hold a NUL or a lone UTF-16 surrogate only as a \u escape (raw control characters are refused by
@@ -156,29 +158,17 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def error_body(code: str, message: str) -> dict[str, Any]:
-    """The gateway's own error shape: ``{"error": {"code", "message"}}``."""
-    return {"error": {"code": code, "message": message}}
-
-
-def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
-                   shape: ErrorShape = error_body) -> JSONResponse:
-    if status == 401:
-        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="engineshed"'}
-    return JSONResponse(shape(code, message), status_code=status, headers=headers)
-
-
-def api_error_response(exc: ApiError, shape: ErrorShape = error_body) -> JSONResponse:
-    status = 413 if isinstance(exc, PayloadTooLarge) else HTTP_STATUS.get(exc.code, 500)
-    return error_response(status, exc.code, exc.message, shape=shape)
+def api_error_response(exc: ApiError, shape: ErrorShape) -> JSONResponse:
+    return error_response(HTTP_STATUS.get(exc.code, 500), exc.code, exc.message, shape=shape)
 
 
 class RestEndpoint:
     """An ASGI app serving one path: ``{"GET": handler, "POST": handler, ...}``.
 
-    Every method it does not list answers 405 as JSON with an ``Allow`` header. Bodies are read through the
-    same streaming limit as GraphQL's JSON bodies (``ENGINESHED_MAX_BODY_BYTES``), refused with 413; a route
-    whose bodies are always small passes a lower ``body_limit``. ``error_shape`` writes each error's body.
+    Every method it does not list answers 405 as JSON with an ``Allow`` header, before anything else is
+    checked. Bodies are read through the same streaming limit as GraphQL's JSON bodies
+    (``ENGINESHED_MAX_BODY_BYTES``, ``BodyLimitMiddleware``), refused with 413; a route whose bodies are always
+    small passes a lower ``body_limit``. Then the caller is authenticated. ``error_shape`` writes each error's body.
     """
 
     def __init__(self, handlers: dict[str, Handler], *, body_limit: int | None = None,
@@ -186,57 +176,49 @@ class RestEndpoint:
         self.handlers = {method.upper(): handler for method, handler in handlers.items()}
         self.body_limit = body_limit
         self.error_shape = error_shape
+        self._served = {
+            method: BodyLimitMiddleware(functools.partial(self._serve, handler), limit=self._limit, shape=error_shape)
+            for method, handler in self.handlers.items()
+        }
+
+    def _limit(self, _headers: Headers, settings: Settings) -> int:
+        if self.body_limit is None:
+            return settings.max_body_bytes
+        return min(settings.max_body_bytes, self.body_limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        resources = scope["app"].state.resources
-        limit = resources.settings.max_body_bytes
-        if self.body_limit is not None:
-            limit = min(limit, self.body_limit)
-        body = BodyLimit(receive, limit)
-        request = Request(scope, body)
+        method = scope["method"].upper()
+        # HEAD: GET's headers (the server drops the body)
+        served = self._served.get("GET" if method == "HEAD" else method)
+        if served is None:
+            allow = ", ".join(sorted({*self.handlers, *(("HEAD",) if "GET" in self.handlers else ())}))
+            response = self._error(405, "not_allowed", f"{scope['method']} is not served here; use {allow}",
+                                   headers={"Allow": allow})
+            await response(scope, receive, send)
+            return
+        await served(scope, receive, send)
+
+    async def _serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
         try:
-            response = await self._handle(request, resources, limit)
-        except PayloadTooLarge as exc:
-            response = api_error_response(exc, self.error_shape)
-            headers = Headers(scope=scope)
-            declared = headers.get("content-length", "")
-            if not await body.discard_rest(
-                resources.settings.max_discard_bytes,
-                content_length=int(declared) if declared.isdigit() else None,
-                expects_continue=headers.get("expect", "").lower() == "100-continue",
-            ):
-                response.headers["Connection"] = "close"
+            response = await self._handle(handler, request, scope["app"].state.resources)
         except ClientDisconnect:
             return
         await response(scope, receive, send)
 
-    async def _handle(self, request: Request, resources: Any, limit: int) -> Response:
-        method = request.method.upper()
-        handler = self.handlers.get("GET" if method == "HEAD" else method)  # HEAD: GET's headers (the server drops the body)
-        if handler is None:
-            allow = ", ".join(sorted({*self.handlers, *(("HEAD",) if "GET" in self.handlers else ())}))
-            return self._error(405, "not_allowed", f"{request.method} is not served here; use {allow}",
-                               headers={"Allow": allow})
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                return self._error(400, "invalid_input", "Content-Length must be a number")
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+    async def _handle(self, handler: Handler, request: Request, resources: Any) -> Response:
         try:
-            principal = await tokens.authenticate(resources.pool, request.headers.get("authorization"))
-        except AuthenticationError as exc:
-            return api_error_response(exc, self.error_shape)
-        except CONNECTION_LOST:
-            return self._error(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
+            principal = await auth.authenticate(request)
+        except auth.FAILURES as exc:
+            return auth.refusal(exc, self.error_shape)
         try:
             result = await handler(RestRequest(request, resources, principal))
         except PayloadTooLarge:
-            raise
+            raise  # the body limit answers it, once the rest of the body is drained
         except ApiError as exc:
             return api_error_response(exc, self.error_shape)
         except CONNECTION_LOST:
-            return self._error(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
+            return self._error(503, ServiceUnavailable.code, DATABASE_UNAVAILABLE)
         except ClientDisconnect:
             raise
         except Exception as exc:

@@ -20,8 +20,9 @@ Fields about where the upstream service runs or writes (``config.algorithm_type`
 ``pool_id``, output paths, ``export_type``, ``property``, ...) have no counterpart in a self-hosted gateway and
 are not read. Anything read is validated; a bad value is a 400 with a JSON error.
 
-Errors keep the upstream's shape, ``{"error_code": ..., "error_msg": ...}``, with the HTTP status of the code
-(gateway/rest/common.py does the rest: bearer auth, the body limit, JSON 405s and masked 500s).
+Errors keep this API's shape, ``{"error_code": ..., "error_msg": ...}`` (``gateway.web.errors.task_error``), with
+the HTTP status of the code (gateway/rest/common.py does the rest: bearer auth, the body limit, JSON 405s and
+masked 500s).
 """
 
 from __future__ import annotations
@@ -31,18 +32,14 @@ from typing import Any
 
 from gateway.errors import InvalidInput
 from gateway.rest.common import RestEndpoint, RestRequest
-from gateway.services import labeling_jobs
-from gateway.services.identifier_filter import IdentifierSelection
+from gateway.services.labeling import jobs as labeling_jobs
+from gateway.services.selection import IdentifierSelection
+from gateway.web.errors import task_error
 
 BODY_LIMIT = 64 * 1024  # a task request is a few hundred bytes of JSON
 TASK_TYPES = {labeling_jobs.HARD_EXAMPLES: "auto-label", labeling_jobs.AUTO_TAG: "pre-label",
               labeling_jobs.AUTO_GROUP: "auto-grouping"}
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-def upstream_error(code: str, message: str) -> dict[str, Any]:
-    """Seed 004's error body."""
-    return {"error_code": code, "error_msg": message}
 
 
 def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
@@ -174,5 +171,5 @@ async def get_task(req: RestRequest) -> Any:
     }
 
 
-tasks = RestEndpoint({"POST": start_task}, body_limit=BODY_LIMIT, error_shape=upstream_error)
-task = RestEndpoint({"GET": get_task}, body_limit=BODY_LIMIT, error_shape=upstream_error)
+tasks = RestEndpoint({"POST": start_task}, body_limit=BODY_LIMIT, error_shape=task_error)
+task = RestEndpoint({"GET": get_task}, body_limit=BODY_LIMIT, error_shape=task_error)

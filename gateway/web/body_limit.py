@@ -6,16 +6,23 @@ rest of the body unread in its socket, the kernel answers that with a TCP reset,
 a reset instead of the reply. So before a 413 goes out, the rest of the body is read and thrown away,
 up to a bound (``ENGINESHED_MAX_DISCARD_BYTES``); past the bound, or when the client never sends it, the
 413 goes out with ``Connection: close`` and uvicorn closes the connection.
+
+``BodyLimitMiddleware`` does this for a whole mount: a declared Content-Length over the limit is refused before
+the app runs, and a body that grows past it while streaming is refused when the app reads that far.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-from starlette.types import Receive
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge
+from gateway.settings import Settings
+from gateway.web.errors import ErrorShape, error_response
 
 # A client that stops sending in the middle of a refused body is not waited for longer than this.
 DISCARD_IDLE_SECONDS = 10.0
@@ -71,3 +78,55 @@ class BodyLimit:
             if self.complete:
                 return discarded <= bound
         return False
+
+
+class BodyLimitMiddleware:
+    """Holds a mount's request bodies to a limit and answers 413, in the mount's error shape, once the body
+    has been drained (see above).
+
+    ``limit`` gives the limit of one request from its headers and the settings (an upload mount allows more to
+    a multipart body than to JSON). The app reads its body through ``BodyLimit`` and lets ``PayloadTooLarge``
+    out of it; the reply is this middleware's.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: Callable[[Headers, Settings], int], shape: ErrorShape) -> None:
+        self.app = app
+        self.limit = limit
+        self.shape = shape
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        settings: Settings = scope["app"].state.resources.settings
+        headers = Headers(scope=scope)
+        limit = self.limit(headers, settings)
+        body = BodyLimit(receive, limit)
+        declared = headers.get("content-length")
+        started = False
+
+        async def send_started(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        if declared is not None and not declared.isdigit():
+            refusal = error_response(400, "invalid_input", "Content-Length must be a number", shape=self.shape)
+            await refusal(scope, receive, send)
+            return
+        try:
+            if declared is not None and int(declared) > limit:
+                raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+            await self.app(scope, body, send_started)
+            return
+        except PayloadTooLarge as exc:
+            if started:
+                raise
+            response = error_response(413, exc.code, exc.message, shape=self.shape)
+        if not await body.discard_rest(
+            settings.max_discard_bytes,
+            content_length=int(declared) if declared is not None else None,
+            expects_continue=headers.get("expect", "").lower() == "100-continue",
+        ):
+            response.headers["Connection"] = "close"
+        await response(scope, receive, send)

@@ -1,13 +1,14 @@
 """The /v3/graphql HTTP endpoint: JSON POST, GET queries, both multipart styles, GraphiQL for browsers.
 
-Parsing, authentication and error shaping live here so every request style behaves the same:
+Parsing and error shaping live here so every request style behaves the same:
 - ``application/json``: ``{query, variables, operationName}`` (``variables`` may be a JSON string);
 - the GraphQL multipart request spec: ``operations`` + ``map`` + file parts (the ``Upload`` scalar);
 - a plain form, the way ``curl -F`` users send it: a ``query`` part, an optional ``variables`` part and
   ONE ``file`` part, which the upload mutations take as ``input.file`` (and a declared ``$file: Upload``
   variable is); hand-typed bodies (``curl -d``: bare LF, no blank line after part headers) are repaired
   as they stream (``multipart_repair.py``).
-A refused oversized body is drained first so that every client reads the 413 (``body_limit.py``).
+The body limit is the mount's ``BodyLimitMiddleware`` (``body_limit``: multipart bodies may carry an upload);
+the caller is authenticated (``auth.py``) once the operation has been read, just before it runs.
 WebSockets (graphql-transport-ws) are served by Strawberry's own view, see ``subscriptions.py``.
 """
 
@@ -27,10 +28,11 @@ from starlette.types import Receive, Scope, Send
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
-from gateway.errors import ApiError, AuthenticationError, PayloadTooLarge, ServiceUnavailable, unstorable
+from gateway.errors import ApiError, PayloadTooLarge, ServiceUnavailable, unstorable
 from gateway.schema.context import Context
-from gateway.services import tokens
-from gateway.web.body_limit import BodyLimit
+from gateway.settings import Settings
+from gateway.web import auth
+from gateway.web.errors import DATABASE_UNAVAILABLE, error_entry, error_response, graphql_error
 from gateway.web.graphiql import graphiql_response
 from gateway.web.multipart_repair import boundary_of, repaired
 from storage.db import CONNECTION_LOST, sql_counter
@@ -47,15 +49,15 @@ class BadRequest(Exception):
         self.status = status
 
 
-def error_entry(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {"message": message, "name": code, "extensions": {"code": code}}
-    entry.update(extra)
-    return entry
+def body_limit(headers: Headers, settings: Settings) -> int:
+    """Only multipart bodies carry files; any other body is parsed whole, so it gets a small limit."""
+    if headers.get("content-type", "").lower().startswith("multipart/"):
+        return settings.max_upload_bytes + FORM_OVERHEAD
+    return settings.max_body_bytes
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Bearer realm="engineshed"'} if status == 401 else None
-    return JSONResponse({"data": None, "errors": [error_entry(code, message)]}, status_code=status, headers=headers)
+def _refusal(status: int, code: str, message: str) -> JSONResponse:
+    return error_response(status, code, message, shape=graphql_error)
 
 
 def upload_fields(schema: Any) -> frozenset[str]:
@@ -98,43 +100,26 @@ class GraphQLEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources = scope["app"].state.resources
-        # Only multipart bodies carry files; any other body is parsed whole, so it gets a small limit.
-        multipart = Headers(scope=scope).get("content-type", "").lower().startswith("multipart/")
-        limit = resources.settings.max_upload_bytes + FORM_OVERHEAD if multipart else resources.settings.max_body_bytes
-        body = BodyLimit(receive, limit)
-        watch = _CloseDelimiterWatch(body, scope)
-        boundary = boundary_of(Headers(scope=scope).get("content-type", "")) if multipart else None
+        content_type = Headers(scope=scope).get("content-type", "")
+        watch = _CloseDelimiterWatch(receive, scope)
+        boundary = boundary_of(content_type) if content_type.lower().startswith("multipart/") else None
         # Hand-typed bodies (bare LF, no blank line after a part's headers) are made canonical as they stream.
         request = Request(scope, repaired(watch, boundary) if boundary else watch)
         try:
-            response = await self.handle(request, resources, limit, watch)
-        except PayloadTooLarge as exc:
-            response = error_response(413, exc.code, exc.message)
-            headers = Headers(scope=scope)
-            declared = headers.get("content-length", "")
-            if not await body.discard_rest(
-                resources.settings.max_discard_bytes,
-                content_length=int(declared) if declared.isdigit() else None,
-                expects_continue=headers.get("expect", "").lower() == "100-continue",
-            ):
-                response.headers["Connection"] = "close"
+            response = await self.handle(request, resources, watch)
+        except PayloadTooLarge:
+            raise  # the body limit answers it, once the rest of the body is drained
         except BadRequest as exc:
-            response = error_response(exc.status, "invalid_input", str(exc))
+            response = _refusal(exc.status, "invalid_input", str(exc))
         except ClientDisconnect:
             return
         except Exception:
             # Whatever slipped through still gets a GraphQL-shaped reply; the details stay in the log.
             log.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
-            response = error_response(500, "internal_error", "An internal error occurred")
+            response = _refusal(500, "internal_error", "An internal error occurred")
         await response(scope, receive, send)
 
-    async def handle(self, request: Request, resources: Any, limit: int, watch: _CloseDelimiterWatch | None = None) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise BadRequest("Content-Length must be a number")
-            if int(declared) > limit:
-                raise PayloadTooLarge(f"the request body is larger than the limit of {limit} bytes")
+    async def handle(self, request: Request, resources: Any, watch: _CloseDelimiterWatch | None = None) -> Response:
         if request.method == "GET":
             if "query" not in request.query_params:
                 if "text/html" in request.headers.get("accept", ""):
@@ -147,7 +132,7 @@ class GraphQLEndpoint:
             }
             return await self.execute(request, resources, operation, None, get=True)
         if request.method != "POST":
-            return error_response(405, "invalid_input", "use POST (or GET for queries)")
+            return _refusal(405, "invalid_input", "use POST (or GET for queries)")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         form_file = None
         if content_type == "multipart/form-data":
@@ -238,11 +223,9 @@ class GraphQLEndpoint:
             raise BadRequest("operationName must be a string")
 
         try:
-            principal = await tokens.authenticate(resources.pool, request.headers.get("authorization"))
-        except AuthenticationError as exc:
-            return error_response(401, exc.code, exc.message)
-        except CONNECTION_LOST:
-            return error_response(503, ServiceUnavailable.code, "the database is unavailable; try again shortly")
+            principal = await auth.authenticate(request)
+        except auth.FAILURES as exc:
+            return auth.refusal(exc, graphql_error)
 
         counter = [0]
         token = sql_counter.set(counter)
@@ -260,11 +243,11 @@ class GraphQLEndpoint:
                 allowed_operation_types=allowed,
             )
         except CannotGetOperationTypeError:
-            return error_response(400, "invalid_input", f"operationName {operation_name!r} names no operation in the document")
+            return _refusal(400, "invalid_input", f"operationName {operation_name!r} names no operation in the document")
         except InvalidOperationTypeError as exc:
             if get:
-                return error_response(405, "not_allowed", "only queries may be sent with GET; use POST for mutations")
-            return error_response(400, "invalid_input", f"{exc.operation_type.value} operations are served over WebSocket (graphql-transport-ws)")
+                return _refusal(405, "not_allowed", "only queries may be sent with GET; use POST for mutations")
+            return _refusal(400, "invalid_input", f"{exc.operation_type.value} operations are served over WebSocket (graphql-transport-ws)")
         finally:
             sql_counter.reset(token)
         body: dict[str, Any] = {"data": result.data}
@@ -298,7 +281,7 @@ class GraphQLEndpoint:
             error.extensions = entry["extensions"]
             return entry
         if isinstance(original, CONNECTION_LOST):  # in a resolver, or in an extension hook (no path)
-            return error_entry(ServiceUnavailable.code, "the database is unavailable; try again shortly", **extra)
+            return error_entry(ServiceUnavailable.code, DATABASE_UNAVAILABLE, **extra)
         if original is None or error.path is None:
             # Parse, validation and variable-coercion errors come before execution (no path): the
             # request is wrong, and graphql-core's message says how.
