@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.rest.common import RestEndpoint, RestRequest
-from gateway.schema.trainings import evaluation_result
-from gateway.services import trainings as service
+from gateway.services.training import trainings as service
+from gateway.services.training.evaluation import evaluation_of
+from gateway.services.training import views as training_views
 
 STATES = {"pending": "waiting", "queued": "waiting", "running": "processing", "complete": "completed",
           "failed": "failed", "cancelled": "failed"}
@@ -27,21 +28,22 @@ def seed_time(value: datetime | None) -> str | None:
 
 
 def _evaluation(model: Any) -> dict[str, Any]:
-    result = evaluation_result(model)
-    if result is None:
+    evaluation = evaluation_of(model)
+    if evaluation is None:
         return {}
+    calibration = evaluation.calibration
     return {
-        "method": result.method,
-        "top1": result.top1,
-        "evaluated": result.evaluated,
-        "split_sizes": {"training": result.split_sizes.training, "validation": result.split_sizes.validation,
-                        "test": result.split_sizes.test},
-        "per_entity": {str(e.entity_id): {"count": e.count, "correct": e.correct} for e in result.per_entity},
-        "calibration": None if result.calibration is None else {
-            "method": result.calibration.method, "threshold": result.calibration.threshold,
-            "genuine": result.calibration.genuine, "impostor": result.calibration.impostor,
-            "true_positive_rate": result.calibration.true_positive_rate,
-            "true_negative_rate": result.calibration.true_negative_rate,
+        "method": evaluation.method,
+        "top1": evaluation.top1,
+        "evaluated": evaluation.evaluated,
+        "split_sizes": {"training": evaluation.split_sizes.training, "validation": evaluation.split_sizes.validation,
+                        "test": evaluation.split_sizes.test},
+        "per_entity": {e.entity_id: {"count": e.count, "correct": e.correct} for e in evaluation.per_entity},
+        "calibration": None if calibration is None else {
+            "method": calibration.method, "threshold": calibration.threshold,
+            "genuine": calibration.genuine, "impostor": calibration.impostor,
+            "true_positive_rate": calibration.true_positive_rate,
+            "true_negative_rate": calibration.true_negative_rate,
         },
     }
 
@@ -65,7 +67,7 @@ def _model(model: Any) -> dict[str, Any]:
     }
 
 
-def training_json(res: Any, view: service.TrainingView) -> dict[str, Any]:
+def training_json(res: Any, view: training_views.TrainingView) -> dict[str, Any]:
     """One training with seed 001's attribute names."""
     job, model, library, summary = view.job, view.model, view.library, view.summary
     started = summary["started_at"] if summary else None
@@ -83,7 +85,7 @@ def training_json(res: Any, view: service.TrainingView) -> dict[str, Any]:
     training_type = (summary["training_type"] if summary else None) or _engine_type(res, model.engine_id) or view.engine_type
     insight = view.insight
     engine_config = summary["config"] if summary and isinstance(summary["config"], dict) else {}
-    seed_names = {v: k for k, v in service.SEED_CONFIG_KEYS.items()}
+    seed_names = {v: k for k, v in service.FACE_CONFIG_KEYS.items()}
     config = {seed_names.get(k, k): v for k, v in engine_config.items()}
     dataset = None
     if library is not None:
@@ -101,7 +103,7 @@ def training_json(res: Any, view: service.TrainingView) -> dict[str, Any]:
             "number_of_active_images": insight.usable_identifiers,
             "preview_images": view.preview_urls,
             "evaluation_result": _evaluation(model),
-            "evaluation_state": 1 if evaluation_result(model) is not None else 0,
+            "evaluation_state": 1 if evaluation_of(model) is not None else 0,
             "issues": {"has_error": insight.has_error, "has_warning": insight.has_warning},
         }
     return {
@@ -131,13 +133,13 @@ def _engine_type(res: Any, engine_id: str) -> str | None:
 
 async def _one(req: RestRequest, job_id: str) -> dict[str, Any]:
     job, _model = await service.get_training(req.resources, req.principal, job_id)
-    views = await service.views(req.resources, req.principal, [job])
+    views = await training_views.views(req.resources, req.principal, [job])
     return training_json(req.resources, views[0])
 
 
 async def list_trainings(req: RestRequest) -> Any:
     page = await service.page(req.resources, req.principal, req.query_int("offset", 0), req.query_int("limit", 30))
-    views = await service.views(req.resources, req.principal, page.records)
+    views = await training_views.views(req.resources, req.principal, page.records)
     results = [training_json(req.resources, v) for v in views]
     return {"offset": page.offset, "limit": page.limit, "count": len(results), "total_count": page.total,
             "results": results}

@@ -10,7 +10,7 @@ import strawberry
 
 from gateway.schema.context import Info
 from gateway.schema.scalars import DateTime, JSONData
-from gateway.services import caller as caller_service
+from gateway.services.access import caller as caller_service
 from storage import rows
 
 

@@ -1,4 +1,5 @@
-"""Creating and changing library types and entity identifier types (the organization's own; built-ins are read-only)."""
+"""The type catalogue: library types and entity identifier types, built-in and the organization's own (built-ins
+are read-only)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,94 @@ from typing import Optional
 import strawberry
 from strawberry import UNSET
 
+from gateway.errors import NotFound
+from gateway.schema.common import Paginated, sent
 from gateway.schema.context import Info
 from gateway.schema.enums import EntityIdentifierDataType
-from gateway.schema.libraries import EntityIdentifierType, LibraryType, sent
 from gateway.schema.scalars import JSONData
-from gateway.services import catalogue
+from gateway.services.library import catalogue
+from storage import rows
+
+
+async def visible_identifier_types(info: Info) -> list[rows.IdentifierType]:
+    """Built-in identifier types and the caller's organization's, read once per request."""
+    return await info.context.loaders.identifier_types.load(info.context.principal.org_id)
+
+
+async def visible_library_types(info: Info) -> list[rows.LibraryType]:
+    return await info.context.loaders.library_types.load(info.context.principal.org_id)
+
+
+@strawberry.type
+class EntityIdentifierType:
+    id: strawberry.ID
+    label: str
+    label_plural: str
+    icon_class: Optional[str]
+    description: Optional[str]
+    data_type: EntityIdentifierDataType
+
+    @classmethod
+    def from_row(cls, row: rows.IdentifierType) -> EntityIdentifierType:
+        return cls(
+            id=strawberry.ID(row.id),
+            label=row.label,
+            label_plural=row.label_plural,
+            icon_class=row.icon_class,
+            description=row.description,
+            data_type=EntityIdentifierDataType(row.data_type),
+        )
+
+
+@strawberry.type(name="EntityIdentifierTypeList")
+class EntityIdentifierTypeList(Paginated[EntityIdentifierType]):
+    pass
+
+
+@strawberry.type(description="What a library type's entities are: their names and the JSON Schema their jsondata must satisfy.")
+class EntityType:
+    name: str
+    name_plural: str
+    schema: JSONData
+
+
+@strawberry.type
+class LibraryType:
+    id: strawberry.ID
+    label: str
+    icon_class: Optional[str]
+    entity_type_name: str
+    entity_type_name_plural: str
+    _row: strawberry.Private[rows.LibraryType]
+
+    @strawberry.field
+    async def entity_identifier_types(self, info: Info) -> list[EntityIdentifierType]:
+        types = {t.id: t for t in await visible_identifier_types(info)}
+        return [EntityIdentifierType.from_row(types[i]) for i in self._row.identifier_type_ids if i in types]
+
+    @strawberry.field
+    def entity_type(self) -> EntityType:
+        return EntityType(
+            name=self._row.entity_type_name,
+            name_plural=self._row.entity_type_name_plural,
+            schema=self._row.entity_type_schema or {},
+        )
+
+    @classmethod
+    def from_row(cls, row: rows.LibraryType) -> LibraryType:
+        return cls(
+            id=strawberry.ID(row.id),
+            label=row.label,
+            icon_class=row.icon_class,
+            entity_type_name=row.entity_type_name,
+            entity_type_name_plural=row.entity_type_name_plural,
+            _row=row,
+        )
+
+
+@strawberry.type(name="LibraryTypeList")
+class LibraryTypeList(Paginated[LibraryType]):
+    pass
 
 
 @strawberry.input
@@ -70,6 +154,47 @@ def _entity_type(value: CreateEntityType | UpdateEntityType | None) -> dict | No
     if value is None:
         return None
     return {"name": value.name, "namePlural": value.name_plural, "schema": value.schema}
+
+
+@strawberry.type
+class CatalogueQuery:
+    @strawberry.field
+    async def library_types(
+        self, info: Info, id: Optional[strawberry.ID] = None, offset: Optional[int] = 0, limit: Optional[int] = 30
+    ) -> LibraryTypeList:
+        info.context.principal.require_read()  # any valid token may read the catalogue
+        types = [LibraryType.from_row(t) for t in await visible_library_types(info) if id is None or t.id == id]
+        return LibraryTypeList.sliced(types, offset, limit, info.context.resources.settings.max_page_size)
+
+    @strawberry.field
+    async def library_type(self, info: Info, id: Optional[strawberry.ID] = None) -> Optional[LibraryType]:
+        info.context.principal.require_read()
+        for t in await visible_library_types(info):
+            if id is None or t.id == id:
+                return LibraryType.from_row(t)
+        if id is None:
+            return None
+        raise NotFound(data={"objectType": "libraryType"})  # as library(id) and engine(id) answer a missing one
+
+    @strawberry.field
+    async def entity_identifier_types(
+        self, info: Info, id: Optional[strawberry.ID] = None, offset: Optional[int] = 0, limit: Optional[int] = 30
+    ) -> EntityIdentifierTypeList:
+        info.context.principal.require_read()
+        types = [
+            EntityIdentifierType.from_row(t)
+            for t in await visible_identifier_types(info)
+            if id is None or t.id == id
+        ]
+        return EntityIdentifierTypeList.sliced(types, offset, limit, info.context.resources.settings.max_page_size)
+
+    @strawberry.field
+    async def entity_identifier_type(self, info: Info, id: strawberry.ID) -> Optional[EntityIdentifierType]:
+        info.context.principal.require_read()
+        for t in await visible_identifier_types(info):
+            if t.id == id:
+                return EntityIdentifierType.from_row(t)
+        raise NotFound(data={"objectType": "entityIdentifierType"})
 
 
 @strawberry.type

@@ -10,8 +10,7 @@ from strawberry.types import Info as StrawberryInfo
 from gateway.errors import AuthenticationError
 from gateway.resources import Resources
 from gateway.schema.loaders import Loaders
-from gateway.services import tokens
-from gateway.services.principal import Principal
+from gateway.services.access.principal import Principal
 
 
 @dataclass
@@ -46,18 +45,9 @@ class Context:
         return self.principal_
 
     async def authenticate_connection(self) -> Principal:
-        """WebSocket operations authenticate from the connection_init payload (or the upgrade headers)."""
-        if self.principal_ is None:
-            params = self.connection_params or {}
-            header = params.get("Authorization") or params.get("authorization")
-            if header is None and params.get("token"):
-                header = f"Bearer {params['token']}"
-            if header is None and self.request is not None:
-                header = self.request.headers.get("authorization")
-            if header is not None and not isinstance(header, str):  # JSON can send anything here
-                raise AuthenticationError("Authorization in connection_init must be text: \"Bearer <token>\"")
-            self.principal_ = await tokens.authenticate(self.resources.pool, header)
-        return self.principal_
+        """The caller of a subscription. An HTTP request was authenticated before its operation ran; a WebSocket
+        connection's context (the web layer's) resolves its token from the connection_init payload here."""
+        return self.principal
 
 
 Info = StrawberryInfo[Context, None]

@@ -10,8 +10,10 @@ from strawberry.file_uploads import Upload
 from gateway.schema.context import Info
 from gateway.schema.identifier_filter import IdentifierFilter, to_selection
 from gateway.schema.jobs import Job
-from gateway.schema.libraries import EntityIdentifier
-from gateway.services import embeddings as embedding_service
+from gateway.schema.identifiers import EntityIdentifier
+from gateway.services.embeddings import generate as embedding_generate
+from gateway.services.embeddings import search as embedding_search
+from gateway.services.embeddings import vectors as embedding_service
 
 
 @strawberry.input(description="One vector for insertEmbeddings: the identifier's uniqueName and its values.")
@@ -70,7 +72,7 @@ class EmbeddingQuery:
         threshold: Optional[float] = None,
     ) -> list[SimilarIdentifier]:
         upload = file or (info.context.form_file if identifier_id is None and vector is None else None)
-        hits = await embedding_service.similar(
+        hits = await embedding_search.similar(
             info.context.resources, info.context.principal, library_id=library_id, identifier_id=identifier_id,
             file=upload, vector=vector, model_ref=model_id, limit=10 if limit is None else limit, threshold=threshold,
         )
@@ -93,7 +95,7 @@ class EmbeddingMutation:
         filter: Optional[IdentifierFilter] = None,
         query: Optional[str] = None,
     ) -> Job:
-        job = await embedding_service.generate(
+        job = await embedding_generate.generate(
             info.context.resources, info.context.principal, library_id=library_id,
             identifier_type_id=str(identifier_type_id) if identifier_type_id is not None else None,
             model_ref=model_id, selection=to_selection(filter), query=query,

@@ -1,200 +1,108 @@
-"""LibraryEngineModel and Engine types."""
+"""LibraryEngineModel: a model an engine trained on a library, as a version with its evaluation, and the
+mutations that record, change, delete it or make it the default."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Optional
 
 import strawberry
 from strawberry import UNSET
 from strawberry.file_uploads import Upload
 
+from gateway.schema.common import DeletePayload, Paginated, sent
 from gateway.schema.context import Info
-from gateway.schema.engine_fields import EngineFilter, EngineReferenceFields, EngineSortField, filter_dict, order_pairs
-from gateway.schema.enums import EngineState, LibraryEngineModelTrainStatus
-from gateway.schema.paging import page_fields
+from gateway.schema.engines import Engine
+from gateway.schema.enums import LibraryEngineModelTrainStatus
+from gateway.schema.libraries import Library
 from gateway.schema.scalars import DateTime, JSONData
-from gateway.services import engine_models as model_service
-from gateway.services import engines as engine_service
-from gateway.schema.trainings import ModelVersionFields
+from gateway.services.training import engine_models as model_service
+from gateway.services.training import promotion
+from gateway.services.training import versions as model_versions
+from gateway.services.training.evaluation import Evaluation, evaluation_of
 from storage import rows
 
-if TYPE_CHECKING:
-    from gateway.schema.libraries import EntityIdentifierTypeList, Library
+
+@strawberry.type(description="Identifiers in each split of a training (seeded, reproducible).")
+class SplitSizes:
+    training: int
+    validation: int
+    test: int
 
 
 @strawberry.type
-class EngineType:
-    name: Optional[str]
-    description: Optional[str]
+class EntityEvaluation:
+    entity_id: strawberry.ID
+    count: int = strawberry.field(description="Evaluated identifiers of the entity.")
+    correct: int = strawberry.field(description="Of those, recognized as the entity (top-1).")
 
 
-COGNITION = EngineType(name="Cognition", description="Engines that recognize: every engine here is one.")
+@strawberry.type(description="How the acceptance threshold was calibrated (engines/calibration.py).")
+class Calibration:
+    method: str
+    threshold: float
+    genuine: int
+    impostor: int
+    true_positive_rate: Optional[float]
+    true_negative_rate: Optional[float]
 
 
-@strawberry.type
-class EngineDependency:
-    dependency_type: str
-    asset_type: Optional[str]
-
-
-@strawberry.type
-class ExportFormat:
-    format: str
-    label: str
-    types: list[Optional[str]]
-
-
-@strawberry.type
-class EngineCategory:
-    """A category as the active engines in it describe it (categories are not stored on their own)."""
-
-    id: strawberry.ID
-    name: str
-    library_entity_identifier_type_ids: list[strawberry.ID]
-    _engines: strawberry.Private[list[rows.Engine]]
-
-    @strawberry.field
-    async def library_entity_identifier_types(
-        self, info: Info
-    ) -> Annotated[EntityIdentifierTypeList, strawberry.lazy("gateway.schema.libraries")]:
-        from gateway.schema.libraries import EntityIdentifierType, EntityIdentifierTypeList, visible_identifier_types
-
-        wanted = set(self.library_entity_identifier_type_ids)
-        records = [EntityIdentifierType.from_row(t) for t in await visible_identifier_types(info) if t.id in wanted]
-        return EntityIdentifierTypeList(offset=0, limit=len(records), count=len(records), total_count=len(records), records=records)
-
-    @strawberry.field(description="Cognition: every engine here recognizes.")
-    def type(self) -> EngineType:
-        return COGNITION
-
-    @strawberry.field(description="When the first of its engines was registered.")
-    def created_date_time(self) -> DateTime:
-        return min(e.created_at for e in self._engines)
-
-    @strawberry.field(description="When one of its engines last changed.")
-    def modified_date_time(self) -> DateTime:
-        return max(e.modified_at for e in self._engines)
-
-    @strawberry.field
-    def engine_ids(self) -> list[strawberry.ID]:
-        return [strawberry.ID(e.id) for e in self._engines]
-
-    @strawberry.field
-    def total_engines(self) -> int:
-        return len(self._engines)
-
-    @strawberry.field(description="False: a category follows from its engines and is not edited on its own.")
-    def editable(self) -> bool:
-        return False
-
-    @strawberry.field(description="False: no engine here needs video.")
-    def video_only(self) -> bool:
-        return False
-
-    @strawberry.field(description="Empty: no category here consumes another's results.")
-    def dependencies(self) -> list[EngineDependency]:
-        return []
-
-    @strawberry.field(description="Empty: results are JSON task outputs, with no export formats.")
-    def export_formats(self) -> list[Optional[ExportFormat]]:
-        return []
-
-    @strawberry.field
-    async def engines(
-        self,
-        info: Info,
-        offset: Optional[int] = 0,
-        limit: Optional[int] = 30,
-        filter: Optional[EngineFilter] = None,
-        order_by: Optional[list[Optional[EngineSortField]]] = None,
-    ) -> EngineList:
-        filters = engine_service.engine_filters(filter=filter_dict(filter))
-        key = (str(self.id), filters, tuple(order_pairs(order_by)), offset, limit)
-        page = await info.context.loaders.category_engine_page.load(key)
-        return EngineList(**page_fields(page, [Engine.from_row(r) for r in page.records]))
-
-
-@strawberry.type
-class EngineCategoryList:
-    offset: int
-    limit: int
-    count: int
-    total_count: int
-    records: list[EngineCategory]
-
-
-@strawberry.type
-class Engine(EngineReferenceFields):
-    id: strawberry.ID
-    name: str
-    category_id: str
-    library_required: bool
-    modes: list[str]
-    concurrency_limit: int
-    builtin: bool
-    state: EngineState
-    version: str
-    config_schema: JSONData
-    created_date_time: DateTime
-    modified_date_time: DateTime
-    _row: strawberry.Private[rows.Engine]
-
-    @strawberry.field
-    def category(self) -> EngineCategory:
-        return category_of([self._row])
-
-    @strawberry.field
-    def identifier_type_ids(self) -> list[strawberry.ID]:
-        return [strawberry.ID(t) for t in self._row.identifier_type_ids]
-
-    @strawberry.field
-    def library_type_ids(self) -> list[strawberry.ID]:
-        return [strawberry.ID(t) for t in self._row.library_type_ids]
+@strawberry.type(description="What the training measured, on the rows its split held out.")
+class EvaluationResult:
+    method: Optional[str]
+    top1: Optional[float] = strawberry.field(description="Top-1 accuracy (0-1) on the evaluated rows.")
+    evaluated: Optional[int] = strawberry.field(description="Rows evaluated.")
+    split_sizes: SplitSizes
+    per_entity: list[EntityEvaluation]
+    calibration: Optional[Calibration]
 
     @classmethod
-    def from_row(cls, row: rows.Engine) -> Engine:
+    def of(cls, evaluation: Evaluation) -> EvaluationResult:
+        splits, calibration = evaluation.split_sizes, evaluation.calibration
         return cls(
-            id=strawberry.ID(row.id),
-            name=row.name,
-            category_id=row.category_id,
-            library_required=row.library_required,
-            modes=list(row.modes),
-            concurrency_limit=row.concurrency_limit,
-            builtin=row.builtin,
-            state=EngineState(row.state),
-            version=row.version,
-            config_schema=row.config_schema,
-            created_date_time=row.created_at,
-            modified_date_time=row.modified_at,
-            _row=row,
+            method=evaluation.method,
+            top1=evaluation.top1,
+            evaluated=evaluation.evaluated,
+            split_sizes=SplitSizes(training=splits.training, validation=splits.validation, test=splits.test),
+            per_entity=[EntityEvaluation(entity_id=strawberry.ID(e.entity_id), count=e.count, correct=e.correct)
+                        for e in evaluation.per_entity],
+            calibration=Calibration(
+                method=calibration.method, threshold=calibration.threshold, genuine=calibration.genuine,
+                impostor=calibration.impostor, true_positive_rate=calibration.true_positive_rate,
+                true_negative_rate=calibration.true_negative_rate,
+            ) if calibration else None,
         )
 
 
-def category_of(engines: list[rows.Engine]) -> EngineCategory:
-    """A category as the engines in it describe it: the identifier types any of them consume."""
-    types: list[str] = []
-    for engine in engines:
-        types.extend(t for t in engine.identifier_type_ids if t not in types)
-    category_id = engines[0].category_id
-    return EngineCategory(
-        id=strawberry.ID(category_id),
-        name=category_id.replace("-", " ").title(),
-        library_entity_identifier_type_ids=[strawberry.ID(t) for t in types],
-        _engines=list(engines),
-    )
+def _evaluation_result(root: LibraryEngineModel) -> Optional[EvaluationResult]:
+    evaluation = evaluation_of(root._row)
+    return EvaluationResult.of(evaluation) if evaluation is not None else None
 
 
 @strawberry.type
-class EngineList:
-    offset: int
-    limit: int
-    count: int
-    total_count: int
-    records: list[Engine]
-
-
-@strawberry.type
-class LibraryEngineModel(ModelVersionFields):
+class LibraryEngineModel:
+    # The version's fields come first in the published schema: declared as annotated fields with a resolver, since
+    # Strawberry lists a method resolver after every annotated field.
+    name: Optional[str] = strawberry.field(resolver=lambda root: root._row.name)
+    description: Optional[str] = strawberry.field(resolver=lambda root: root._row.description)
+    changelog: Optional[str] = strawberry.field(
+        resolver=lambda root: root._row.changelog, description="What changed in this version (seed 001's output_model_changelog).")
+    labels: JSONData = strawberry.field(resolver=lambda root: root._row.labels or {}, description="User labels, string to string.")
+    parent_model_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda root: strawberry.ID(str(root._row.parent_model_id)) if root._row.parent_model_id else None,
+        description="The model it was retrained from: the default when its training started.")
+    aliases: list[str] = strawberry.field(
+        resolver=lambda root: (["default"] if root._row.is_default else []) + list(root._row.aliases or []),
+        description="Version aliases; `default` while it is the default model.")
+    is_default: bool = strawberry.field(
+        resolver=lambda root: root._row.is_default, description="Whether recognize and library-run use it when no model is named.")
+    auto_promote: bool = strawberry.field(
+        resolver=lambda root: root._row.auto_promote,
+        description="Whether it becomes the default on completion even if it scores worse.")
+    promotion: Optional[JSONData] = strawberry.field(
+        resolver=lambda root: root._row.promotion,
+        description="What was compared when it completed: promoted, reason, accuracy, previousAccuracy, "
+        "previousModelId, autoPromote.")
+    evaluation_result: Optional[EvaluationResult] = strawberry.field(resolver=_evaluation_result)
     id: strawberry.ID
     engine_id: strawberry.ID
     library_id: strawberry.ID
@@ -228,9 +136,7 @@ class LibraryEngineModel(ModelVersionFields):
         return Engine.from_row(row) if row else None
 
     @strawberry.field
-    async def library(self, info: Info) -> Optional[Annotated[Library, strawberry.lazy("gateway.schema.libraries")]]:
-        from gateway.schema.libraries import Library
-
+    async def library(self, info: Info) -> Optional[Library]:
         row = await info.context.loaders.library.load(self._row.library_id)
         return Library.from_row(row) if row else None
 
@@ -253,23 +159,9 @@ class LibraryEngineModel(ModelVersionFields):
         )
 
 
-@strawberry.type
-class LibraryEngineModelList:
-    offset: int
-    limit: int
-    count: int
-    total_count: int
-    records: list[LibraryEngineModel]
-
-
-async def library_engine_models(info: Info, library: rows.Library, **args: object) -> LibraryEngineModelList:
-    status = args["train_status"]
-    key = (
-        library.id, args["id"], args["engine_id"], status.value if status is not None else None,
-        args["library_version"], args["current_version"], bool(args["last_modified"]), args["offset"], args["limit"],
-    )
-    page = await info.context.loaders.model_page.load(key)
-    return LibraryEngineModelList(**page_fields(page, [LibraryEngineModel.from_row(r) for r in page.records]))
+@strawberry.type(name="LibraryEngineModelList")
+class LibraryEngineModelList(Paginated[LibraryEngineModel]):
+    pass
 
 
 @strawberry.input
@@ -301,14 +193,47 @@ class UpdateLibraryEngineModel:
     auto_promote: Optional[bool] = UNSET
 
 
-@strawberry.input
-class CreateEngine:
-    id: strawberry.ID
-    name: Optional[str] = None
-    category_id: Optional[str] = None
-    identifier_type_ids: list[strawberry.ID] = strawberry.field(default_factory=list)
-    library_type_ids: Optional[list[strawberry.ID]] = None
-    modes: Optional[list[str]] = None
-    library_required: Optional[bool] = True
-    concurrency_limit: Optional[int] = 2
-    description: Optional[str] = None
+@strawberry.type
+class EngineModelQuery:
+    @strawberry.field
+    async def library_engine_model(self, info: Info, id: strawberry.ID) -> Optional[LibraryEngineModel]:
+        return LibraryEngineModel.from_row(await model_service.get(info.context.resources, info.context.principal, id))
+
+
+@strawberry.type
+class EngineModelMutation:
+    @strawberry.mutation
+    async def create_library_engine_model(self, info: Info, input: CreateLibraryEngineModel) -> Optional[LibraryEngineModel]:
+        data = {"engine_id": input.engine_id, "library_id": input.library_id, "train_job_id": input.train_job_id,
+                "train_status": input.train_status.value if input.train_status else None, "data_url": input.data_url,
+                "jsondata": input.jsondata, "accuracy": input.accuracy}
+        return LibraryEngineModel.from_row(await model_service.create(info.context.resources, info.context.principal, data))
+
+    @strawberry.mutation
+    async def update_library_engine_model(self, info: Info, input: UpdateLibraryEngineModel) -> Optional[LibraryEngineModel]:
+        changes = sent(input, "train_job_id", "train_status", "data_url", "jsondata", "content_type", "accuracy")
+        if changes.get("train_status") is not None:
+            changes["train_status"] = changes["train_status"].value
+        version = sent(input, "name", "description", "changelog", "labels", "aliases", "auto_promote")
+        file = input.file if input.file else info.context.form_file
+        if changes or file or not version:
+            # checked before anything is written, then written with the other fields in one transaction
+            checked = model_versions.check_version(info.context.principal, version) if version else None
+            row = await model_service.update(info.context.resources, info.context.principal, input.id, changes, file=file,
+                                             version=checked)
+        else:
+            row = await model_versions.update_version(info.context.resources, info.context.principal, input.id, version)
+        return LibraryEngineModel.from_row(row)
+
+    @strawberry.mutation
+    async def delete_library_engine_model(self, info: Info, id: strawberry.ID) -> Optional[DeletePayload]:
+        deleted = await model_service.delete(info.context.resources, info.context.principal, id)
+        return DeletePayload(id=strawberry.ID(str(deleted)), message=f"library engine model {deleted} deleted")
+
+
+@strawberry.type
+class DefaultModelMutation:
+    @strawberry.mutation(description="Make a complete model the default of its library and engine (rollback).")
+    async def set_default_model(self, info: Info, library_engine_model_id: strawberry.ID) -> LibraryEngineModel:
+        row = await promotion.set_default(info.context.resources, info.context.principal, library_engine_model_id)
+        return LibraryEngineModel.from_row(row)

@@ -12,7 +12,7 @@ from graphql import GraphQLError
 from gateway.errors import ApiError
 from gateway.schema.context import Info
 from gateway.schema.loaders import Loaders
-from gateway.services import jobs as job_service
+from gateway.services.queue import jobs as job_service
 from storage.queries import jobs as job_q
 from storage.rows import Job, Task
 

@@ -8,7 +8,7 @@ from typing import Optional
 import strawberry
 
 from gateway.schema.scalars import DateTime
-from gateway.services.identifier_filter import IdentifierSelection
+from gateway.services.selection import IdentifierSelection
 
 
 @strawberry.enum(description="How an identifier came by its entity: none yet, a model's suggestion, or a person.")

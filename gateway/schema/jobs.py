@@ -1,114 +1,85 @@
-"""Job and Task types, the createJob input, and the types external engines see when claiming."""
+"""Job: tasks run together, with what they say about it (progress, error, the model a training produced), the
+createJob input, the queries that list jobs and their results, and the subscriptions that follow one."""
 
 from __future__ import annotations
 
-import json
-from typing import Optional
+from collections.abc import AsyncGenerator
+from typing import Annotated, Optional
 
 import strawberry
 
+from gateway.errors import InvalidInput
+from gateway.schema.common import NO_SUCH_ID, DeletePayload, Paginated
 from gateway.schema.context import Info
-from gateway.schema.engine_models import Engine
-from gateway.schema.enums import JobDateTimeField, JobOrderField, OrderDirection, TaskStatus
-from gateway.schema.paging import page_fields
+from gateway.schema.engine_models import LibraryEngineModel
+from gateway.schema.enums import (
+    JobDateTimeField,
+    JobOrderField,
+    JobStatusFilter,
+    OrderDirection,
+    TaskStatus,
+)
+from gateway.schema.events import job_updates, task_updates
 from gateway.schema.scalars import DateTime, JSONData
-from gateway.schema.job_fields import NO_SUCH_TASK, TaskReferenceFields
-from gateway.schema.trainings import JobTrainingFields
-from gateway.services.ids import try_parse_ids
-from gateway.services.paging import check_page
+from gateway.schema.tasks import Task, TaskList
+from gateway.services.access.ids import try_parse_ids
+from gateway.services.access.paging import Page, check_page
+from gateway.services.queue import job_wait
+from gateway.services.queue import jobs as job_service
 from storage import rows
 
-
-@strawberry.type
-class TaskLog:
-    uri: Optional[str]
-    text: Optional[str]
-    jsondata: Optional[JSONData]
+FINISHED = ("complete", "failed", "cancelled")
 
 
-@strawberry.type
-class Task(TaskReferenceFields):
-    id: strawberry.ID
-    job_id: strawberry.ID
-    engine_id: strawberry.ID
-    status: TaskStatus
-    order: int
-    payload: JSONData
-    task_payload: JSONData
-    output: Optional[JSONData]
-    task_output: Optional[JSONData]
-    payload_string: Optional[str]
-    output_string: Optional[str]
-    progress: float
-    progress_message: Optional[str]
-    attempts: int
-    failure_reason: Optional[str]
-    failure_message: Optional[str]
-    created_date_time: DateTime
-    modified_date_time: DateTime
-    queued_date_time: Optional[DateTime]
-    started_date_time: Optional[DateTime]
-    completed_date_time: Optional[DateTime]
-    _row: strawberry.Private[rows.Task]
+# A job's computed fields (what its tasks say about it) come first in the published schema. Strawberry lists a method resolver after every
+# annotated field, so these are declared as annotated fields with a resolver, ahead of the stored ones.
 
-    @strawberry.field(description="Seconds from start to completion (or until now while running).")
-    def duration(self) -> Optional[float]:
-        from datetime import datetime, timezone
 
-        if self._row.started_at is None:
-            return None
-        end = self._row.completed_at or datetime.now(timezone.utc)
-        return round((end - self._row.started_at).total_seconds(), 3)
+async def _progress(root: Job, info: Info) -> float:
+    summary = await info.context.loaders.job_summary.load(root._row.id)
+    if summary is None or summary["progress"] is None:
+        return 1.0 if root._row.status == "complete" else 0.0
+    return round(float(summary["progress"]), 6)
 
-    @strawberry.field
-    async def engine(self, info: Info) -> Optional[Engine]:
-        row = await info.context.loaders.engine.load(self._row.engine_id)
-        return Engine.from_row(row) if row else None
 
-    @strawberry.field
-    def log(self) -> TaskLog:
-        text = self._row.failure_message or self._row.progress_message
-        return TaskLog(uri=None, text=text, jsondata={"attempts": self._row.attempts, "progress": self._row.progress})
+async def _started_date_time(root: Job, info: Info) -> Optional[DateTime]:
+    summary = await info.context.loaders.job_summary.load(root._row.id)
+    return summary["started_at"] if summary else None
 
-    @classmethod
-    def from_row(cls, row: rows.Task) -> Task:
-        return cls(
-            id=strawberry.ID(str(row.id)),
-            job_id=strawberry.ID(str(row.job_id)),
-            engine_id=strawberry.ID(row.engine_id),
-            status=TaskStatus(row.status),
-            order=row.position,
-            payload=row.payload,
-            task_payload=row.payload,
-            output=row.output,
-            task_output=row.output,
-            payload_string=json.dumps(row.payload),
-            output_string=json.dumps(row.output) if row.output is not None else None,
-            progress=row.progress,
-            progress_message=row.progress_message,
-            attempts=row.attempts,
-            failure_reason=row.failure_reason,
-            failure_message=row.failure_message,
-            created_date_time=row.created_at,
-            modified_date_time=row.modified_at,
-            queued_date_time=row.queued_at,
-            started_date_time=row.started_at,
-            completed_date_time=row.completed_at,
-            _row=row,
-        )
+
+async def _completed_date_time(root: Job, info: Info) -> Optional[DateTime]:
+    summary = await info.context.loaders.job_summary.load(root._row.id)
+    return summary["completed_at"] if summary else None
+
+
+async def _error(root: Job, info: Info) -> Optional[str]:
+    if root._row.status == "cancelled":
+        return "the job was cancelled"
+    if root._row.status != "failed":
+        return None
+    summary = await info.context.loaders.job_summary.load(root._row.id)
+    return (summary["error"] if summary else None) or "the job failed"
+
+
+async def _output_model(root: Job, info: Info) -> Optional[LibraryEngineModel]:
+    row = await info.context.loaders.job_output_model.load(root._row.id)
+    return LibraryEngineModel.from_row(row) if row else None
 
 
 @strawberry.type
-class TaskList:
-    offset: int
-    limit: int
-    count: int
-    total_count: int
-    records: list[Task]
-
-
-@strawberry.type
-class Job(JobTrainingFields):
+class Job:
+    display_name: Optional[str] = strawberry.field(resolver=lambda root: root._row.display_name)
+    labels: JSONData = strawberry.field(resolver=lambda root: root._row.labels or {}, description="User labels, string to string.")
+    done: bool = strawberry.field(
+        resolver=lambda root: root._row.status in FINISHED, description="Whether the job has finished: complete, failed or cancelled.")
+    progress: float = strawberry.field(resolver=_progress, description="0-1: the mean of its tasks' progress (a complete task counts 1).")
+    started_date_time: Optional[DateTime] = strawberry.field(resolver=_started_date_time, description="When its first task started.")
+    completed_date_time: Optional[DateTime] = strawberry.field(
+        resolver=_completed_date_time, description="When its last task finished, once all have.")
+    error: Optional[str] = strawberry.field(
+        resolver=_error, description="Why it failed (its first failed task's message); null unless failed or cancelled.")
+    output_model: Optional[LibraryEngineModel] = strawberry.field(
+        resolver=_output_model, description="The model a training job produces (null for other jobs).")
     id: strawberry.ID
     name: Optional[str]
     status: TaskStatus
@@ -137,12 +108,12 @@ class Job(JobTrainingFields):
         task_id = None
         if id is not None:
             parsed = try_parse_ids([id])
-            task_id = parsed[0] if parsed else NO_SUCH_TASK
+            task_id = parsed[0] if parsed else NO_SUCH_ID
         if target_id is not None or has_source_asset:
             # Tasks here have no target media object and no source asset: such a filter matches none.
-            task_id = NO_SUCH_TASK
+            task_id = NO_SUCH_ID
         page = await info.context.loaders.task_page.load((self._row.id, statuses, task_id, offset, limit))
-        return TaskList(**page_fields(page, [Task.from_row(r) for r in page.records]))
+        return TaskList.of(page, [Task.from_row(r) for r in page.records])
 
     @strawberry.field(description="Here each organization is its own application: the organization's ID.")
     def application_id(self) -> strawberry.ID:
@@ -165,13 +136,9 @@ class Job(JobTrainingFields):
         )
 
 
-@strawberry.type
-class JobList:
-    offset: int
-    limit: int
-    count: int
-    total_count: int
-    records: list[Job]
+@strawberry.type(name="JobList")
+class JobList(Paginated[Job]):
+    pass
 
 
 @strawberry.type
@@ -186,28 +153,9 @@ class EngineResult:
     jsondata: Optional[JSONData]
 
 
-@strawberry.type
-class EngineResultList:
-    offset: int
-    limit: int
-    count: int
-    total_count: int
-    records: list[EngineResult]
-
-
-@strawberry.type
-class ClaimedTask:
-    """A task leased to an external engine, with a token limited to its library and model."""
-
-    task: Task
-    token: str
-    lease_expires_date_time: Optional[DateTime]
-
-
-@strawberry.type
-class TaskHeartbeat:
-    task: Task
-    cancel_requested: bool
+@strawberry.type(name="EngineResultList")
+class EngineResultList(Paginated[EngineResult]):
+    pass
 
 
 # ---- inputs ----
@@ -276,3 +224,124 @@ class JobDateTimeFilter:
 class JobSortField:
     field: JobOrderField
     direction: Optional[OrderDirection] = OrderDirection.desc
+
+
+@strawberry.type
+class JobQuery:
+    @strawberry.field
+    async def engine_results(
+        self, info: Info, job_id: Optional[strawberry.ID] = None, tdo_id: Optional[strawberry.ID] = None,
+        offset: Optional[int] = 0, limit: Optional[int] = 30,
+    ) -> EngineResultList:
+        tasks = await job_service.results(info.context.resources, info.context.principal, job_id) if job_id else []
+        records = [
+            EngineResult(job_id=strawberry.ID(str(t.job_id)), task_id=strawberry.ID(str(t.id)),
+                         engine_id=strawberry.ID(t.engine_id), tdo_id=None, asset_id=None, jsondata=t.output)
+            for t in tasks
+        ]
+        return EngineResultList.sliced(records, offset, limit, info.context.resources.settings.max_page_size)
+
+    @strawberry.field
+    async def job(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        wait_seconds: Annotated[Optional[int], strawberry.argument(
+            description="Answer when the job is done or after this many seconds (0-60), whichever is first."
+        )] = 0,
+    ) -> Optional[Job]:
+        return Job.from_row(await job_wait.wait(info.context.resources, info.context.principal, id, wait_seconds))
+
+    @strawberry.field
+    async def jobs(
+        self,
+        info: Info,
+        id: Optional[strawberry.ID] = None,
+        status: Optional[list[JobStatusFilter]] = None,
+        engine_ids: Optional[list[strawberry.ID]] = None,
+        library_id: Optional[strawberry.ID] = None,
+        cluster_id: Optional[strawberry.ID] = None,
+        target_id: Optional[strawberry.ID] = None,
+        date_time_filter: Optional[list[JobDateTimeFilter]] = None,
+        order_by: Optional[list[JobSortField]] = None,
+        offset: Optional[int] = 0,
+        limit: Optional[int] = 30,
+        application_id: Optional[strawberry.ID] = None,
+        application_ids: Optional[list[Optional[strawberry.ID]]] = None,
+        scheduled_job_ids: Optional[list[strawberry.ID]] = None,
+        has_scheduled_job_id: Optional[bool] = None,
+        labels: Annotated[Optional[JSONData], strawberry.argument(description="Jobs carrying every given label pair.")] = None,
+    ) -> JobList:
+        filter_field, from_time, to_time = "createdDateTime", None, None
+        for f in date_time_filter or []:
+            filter_field, from_time, to_time = f.field.value, f.from_date_time, f.to_date_time
+        order = (order_by or [JobSortField(field=JobOrderField.createdDateTime)])[0]
+        page = await job_service.list_page(
+            info.context.resources,
+            info.context.principal,
+            job_id=id,
+            statuses=[s.value for s in status] if status else None,
+            engine_ids=[str(e) for e in engine_ids] if engine_ids else None,
+            library_id=library_id,
+            cluster_id=cluster_id,
+            filter_field=filter_field,
+            from_time=from_time,
+            to_time=to_time,
+            order_field=order.field.value,
+            descending=order.direction != OrderDirection.asc,
+            offset=offset,
+            limit=limit,
+            application_ids=None if application_id is None and application_ids is None else [application_id, *(application_ids or [])],
+            scheduled=has_scheduled_job_id,
+            scheduled_job_ids=scheduled_job_ids,
+            labels=labels,
+        )
+        if target_id is not None:  # jobs here have no targets (media objects)
+            page = Page([], page.offset, page.limit, 0)
+        return JobList.of(page, [Job.from_row(r) for r in page.records])
+
+
+@strawberry.type
+class JobMutation:
+    @strawberry.mutation
+    async def create_job(self, info: Info, input: Optional[CreateJob] = None) -> Optional[Job]:
+        if input is None:
+            raise InvalidInput("input is required")
+        data = {
+            "tasks": [{"engine_id": t.engine_id, "payload": t.payload, "payload_string": t.payload_string, "test_task": t.test_task}
+                      for t in input.tasks or []],
+            "name": input.target.name if input.target else None,
+            "target_url": input.target.url if input.target else None,
+            "cluster_id": input.cluster_id,
+            "retries": input.retries,
+            "display_name": input.display_name,
+            "labels": input.labels,
+        }
+        return Job.from_row(await job_service.create(info.context.resources, info.context.principal, data))
+
+    @strawberry.mutation
+    async def cancel_job(self, info: Info, id: strawberry.ID) -> Optional[DeletePayload]:
+        job = await job_service.cancel(info.context.resources, info.context.principal, id)
+        return DeletePayload(id=strawberry.ID(str(job.id)), message=f"job {job.id} cancellation requested; status {job.status}")
+
+    @strawberry.mutation
+    async def retry_job(self, info: Info, id: strawberry.ID) -> Optional[Job]:
+        return Job.from_row(await job_service.retry(info.context.resources, info.context.principal, id))
+
+    @strawberry.mutation
+    async def delete_job(self, info: Info, id: strawberry.ID) -> DeletePayload:
+        deleted = await job_service.delete(info.context.resources, info.context.principal, id)
+        return DeletePayload(id=strawberry.ID(str(deleted)), message=f"job {deleted} deleted")
+
+
+@strawberry.type
+class JobSubscription:
+    @strawberry.subscription(description="The job's state now, then every change of it or its tasks.")
+    async def job_updated(self, info: Info, id: strawberry.ID) -> AsyncGenerator[Job, None]:
+        async for job in job_updates(info, id):
+            yield Job.from_row(job)
+
+    @strawberry.subscription(description="The job's tasks now, then each task whose status or progress changes.")
+    async def task_updated(self, info: Info, job_id: strawberry.ID) -> AsyncGenerator[Task, None]:
+        async for task in task_updates(info, job_id):
+            yield Task.from_row(task)

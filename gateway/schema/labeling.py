@@ -8,15 +8,16 @@ from typing import Optional
 
 import strawberry
 
+from gateway.schema.common import Paginated
 from gateway.schema.context import Info
+from gateway.schema.entities import Entity
 from gateway.schema.identifier_filter import IdentifierFilter, to_selection
+from gateway.schema.identifiers import EntityIdentifier, EntityIdentifierList
 from gateway.schema.jobs import Job
-from gateway.schema.libraries import Entity, EntityIdentifier, EntityIdentifierList
-from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime
-from gateway.services import grouping as grouping_service
-from gateway.services import labeling_jobs
-from gateway.services import suggestions as suggestion_service
+from gateway.services.labeling import grouping as grouping_service
+from gateway.services.labeling import jobs as labeling_jobs
+from gateway.services.labeling import suggestions as suggestion_service
 from storage.queries.suggestions import Group
 from storage.queries.suggestions import Suggestion as SuggestionRow
 
@@ -60,13 +61,9 @@ class Suggestion:
         )
 
 
-@strawberry.type
-class SuggestionList:
-    offset: int
-    limit: int
-    count: int
-    total_count: int
-    records: list[Suggestion]
+@strawberry.type(name="SuggestionList")
+class SuggestionList(Paginated[Suggestion]):
+    pass
 
 
 @strawberry.type(description="Unassigned identifiers auto-grouping put together; name it with createEntityFromGroup.")
@@ -85,7 +82,7 @@ class IdentifierGroup:
     @strawberry.field(description="Members, nearest the centre first.")
     async def members(self, info: Info, offset: Optional[int] = 0, limit: Optional[int] = 30) -> EntityIdentifierList:
         page = await grouping_service.members(info.context.resources, info.context.principal, self._row, offset, limit)
-        return EntityIdentifierList(**page_fields(page, [EntityIdentifier.from_row(r) for r in page.records]))
+        return EntityIdentifierList.of(page, [EntityIdentifier.from_row(r) for r in page.records])
 
     @classmethod
     def from_row(cls, row: Group) -> IdentifierGroup:
@@ -93,13 +90,9 @@ class IdentifierGroup:
                    library_id=strawberry.ID(str(row.library_id)), size=row.size, _row=row)
 
 
-@strawberry.type
-class IdentifierGroupList:
-    offset: int
-    limit: int
-    count: int
-    total_count: int
-    records: list[IdentifierGroup]
+@strawberry.type(name="IdentifierGroupList")
+class IdentifierGroupList(Paginated[IdentifierGroup]):
+    pass
 
 
 @strawberry.input(description="Auto-tag (pre-label) a library, or every library of the organization holding identifierTypeId.")
@@ -156,7 +149,7 @@ class LabelingQuery:
         page = await suggestion_service.unassigned(
             info.context.resources, info.context.principal, library_id, to_selection(filter), hard=hard, offset=offset, limit=limit,
         )
-        return EntityIdentifierList(**page_fields(page, [EntityIdentifier.from_row(r) for r in page.records]))
+        return EntityIdentifierList.of(page, [EntityIdentifier.from_row(r) for r in page.records])
 
     @strawberry.field(description="Suggestions of a job, an identifier or a library; the most confident first.")
     async def suggestions(
@@ -168,14 +161,14 @@ class LabelingQuery:
             info.context.resources, info.context.principal, job_id=job_id, identifier_id=identifier_id,
             library_id=library_id, status=status.value if status else None, offset=offset, limit=limit,
         )
-        return SuggestionList(**page_fields(page, _suggestions(page.records)))
+        return SuggestionList.of(page, _suggestions(page.records))
 
     @strawberry.field(description="The groups an autoGroup job made, largest first.")
     async def identifier_groups(
         self, info: Info, job_id: strawberry.ID, offset: Optional[int] = 0, limit: Optional[int] = 30
     ) -> IdentifierGroupList:
         page = await grouping_service.groups(info.context.resources, info.context.principal, job_id, offset, limit)
-        return IdentifierGroupList(**page_fields(page, [IdentifierGroup.from_row(r) for r in page.records]))
+        return IdentifierGroupList.of(page, [IdentifierGroup.from_row(r) for r in page.records])
 
 
 @strawberry.type

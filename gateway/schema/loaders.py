@@ -9,13 +9,13 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
-from gateway.services import caller as caller_service
-from gateway.services import embeddings as embedding_service
-from gateway.services import catalogue
-from gateway.services import engines as engine_service
-from gateway.services import engine_models as model_service
-from gateway.services import entities as entity_service
-from gateway.services.paging import Page
+from gateway.services.access import caller as caller_service
+from gateway.services.embeddings import vectors as embedding_service
+from gateway.services.library import catalogue
+from gateway.services.queue import engines as engine_service
+from gateway.services.training import engine_models as model_service
+from gateway.services.library import entities as entity_service
+from gateway.services.access.paging import Page
 from storage.queries import engine_models as model_q
 from storage.queries import entities as entity_q
 from storage.queries import identifiers as identifier_q
@@ -158,18 +158,18 @@ class Loaders:
                 return await training_q.models_by_train_jobs(conn, ctx.principal.org_id, ids)
 
         async def library_insights(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
-            from gateway.services import library_insights
+            from gateway.services.training import views as library_insights
 
             return await library_insights.insights(res, ctx.principal, ids)
 
         async def library_issues(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
-            from gateway.services import library_insights
+            from gateway.services.training import views as library_insights
 
             # Apart from library_insight: only Library.issues pays for the near-duplicate scan, not counts.
             return await library_insights.insights(res, ctx.principal, ids, near_duplicates=True)
 
         async def library_previews(_group: None, ids: list[UUID]) -> dict[UUID, Any]:
-            from gateway.services.library_insights import PREVIEW_COUNT
+            from gateway.services.training.views import PREVIEW_COUNT
 
             found: dict[UUID, list[Any]] = {i: [] for i in ids}
             async with res.pool.acquire() as conn:

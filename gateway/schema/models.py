@@ -10,12 +10,11 @@ import strawberry
 from strawberry import UNSET
 from strawberry.file_uploads import Upload
 
+from gateway.schema.common import DeletePayload, Paginated
 from gateway.schema.context import Info
 from gateway.schema.enums import OrderDirection
-from gateway.schema.libraries import DeletePayload
-from gateway.schema.paging import page_fields
 from gateway.schema.scalars import DateTime, JSONData
-from gateway.services import models as model_service
+from gateway.services.models import registry as model_service
 from storage import rows
 
 
@@ -97,13 +96,9 @@ class RegisteredModel:
         )
 
 
-@strawberry.type
-class RegisteredModelList:
-    offset: int
-    limit: int
-    count: int
-    total_count: int
-    records: list[RegisteredModel]
+@strawberry.type(name="RegisteredModelList")
+class RegisteredModelList(Paginated[RegisteredModel]):
+    pass
 
 
 @strawberry.input
@@ -158,7 +153,7 @@ class ModelQuery:
             order_by=(order_by or ModelOrderBy.createdDateTime).value,
             descending=order_direction != OrderDirection.asc, offset=offset, limit=limit,
         )
-        return RegisteredModelList(**page_fields(page, [RegisteredModel.from_row(r) for r in page.records]))
+        return RegisteredModelList.of(page, [RegisteredModel.from_row(r) for r in page.records])
 
     @strawberry.field(description="One model version: by number, by alias, or the default.")
     async def model(

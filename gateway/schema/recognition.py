@@ -1,13 +1,15 @@
-"""The synchronous `recognize` query: one image against a trained model, mapped back to entity IDs."""
+"""The synchronous `recognize` query: one image (or recording) against a trained or registered model, mapped back
+to entity IDs."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
 import strawberry
+from strawberry.file_uploads import Upload
 
 from gateway.schema.context import Info
-from gateway.services import recognition
+from gateway.services.recognition import recognize as recognition
 
 
 @strawberry.type
@@ -128,3 +130,27 @@ async def recognize_file(
         threshold=threshold, registered_ref=registered_ref, library_id=library_id, engine_id=engine_id,
     )
     return to_result(outcome)
+
+
+@strawberry.type
+class RecognitionQuery:
+    @strawberry.field(
+        description="Recognize an uploaded image (or the plain form's file part) with a trained model "
+        "(libraryEngineModelId), with a library's default model (libraryId, and engineId or the library's default "
+        "engine), or with a registered auto_tagging model without training (modelId: name, name@3, name@alias): give "
+        "exactly one of libraryEngineModelId, libraryId and modelId."
+    )
+    async def recognize(
+        self,
+        info: Info,
+        library_engine_model_id: Optional[strawberry.ID] = None,
+        file: Optional[Upload] = None,
+        url: Optional[str] = None,
+        top_k: Optional[int] = 5,
+        threshold: Optional[float] = None,
+        model_id: Optional[str] = None,
+        library_id: Optional[strawberry.ID] = None,
+        engine_id: Optional[strawberry.ID] = None,
+    ) -> RecognitionResult:
+        return await recognize_file(info, library_engine_model_id, file, url, top_k, threshold, model_id,
+                                    library_id=library_id, engine_id=engine_id)

@@ -14,7 +14,7 @@ import strawberry
 
 from gateway.schema.context import Info
 from gateway.schema.scalars import DateTime
-from gateway.services import tokens as token_service
+from gateway.services.access import tokens as token_service
 from storage.rows import ListedToken
 
 

@@ -1,0 +1,1 @@
+"""Schema extensions: query limits, the validation cache and the choice of operation."""
