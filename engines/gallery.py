@@ -10,11 +10,24 @@ from typing import Any
 
 import numpy as np
 
-from engines.artifact import ArtifactRecognizer, CONTENT_TYPE, ArtifactMeta, Label, build_gallery_artifact
+from engines.artifact import (
+    CONTENT_TYPE,
+    ArtifactMeta,
+    ArtifactRecognizer,
+    Label,
+    build_gallery_artifact,
+)
 from engines.backbone import BackboneSpec
 from engines.calibration import balanced_threshold
 from engines.evaluation import against_gallery, leave_one_out, per_entity
-from engines.interface import Artifact, ConfigOption, EngineError, EngineInfo, IdentifierRef, TrainingContext
+from engines.interface import (
+    Artifact,
+    ConfigOption,
+    EngineError,
+    EngineInfo,
+    IdentifierRef,
+    TrainingContext,
+)
 from engines.options import PIPELINE_OPTIONS
 from engines.splits import check_split_config, split_options, split_rows
 from engines.training import Prepared, base_report, prepare
@@ -72,7 +85,7 @@ class GalleryEngine(ArtifactRecognizer):
         is measured on the test split against the gallery when there is one, else leave-one-out.
         """
         serve_from = ctx.config["recognizeFrom"]
-        if serve_from == INDEX and (self.backbone is not None or getattr(ctx, "embedding_model", None) is None):
+        if serve_from == INDEX and (self.backbone is not None or ctx.embedding_model is None):
             # Only a registered model's vectors are stored per identifier (the built-in projection has none).
             raise EngineError("recognizeFrom 'index' searches the library's stored vectors of a registered embedding "
                               "model: give config.modelId (or register a default embedding model)")

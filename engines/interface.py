@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "Artifact",
     "ConfigOption",
+    "EmbeddingCache",
     "EmbeddingModel",
     "Engine",
     "EngineConfigError",
@@ -25,9 +26,11 @@ __all__ = [
     "FetchError",
     "IdentifierRef",
     "Match",
+    "Measures",
     "NothingToTrain",
     "Recognition",
     "RecognizedFace",
+    "StoredVectors",
     "TrainingContext",
 ]
 
@@ -188,6 +191,51 @@ class EmbeddingModel:
         return int(self.manifest["input"].get("channels", 3))
 
 
+Measures = tuple[int, int, float | None]  # a decoded content's width, height and sharpness (None: not measured)
+
+
+class EmbeddingCache(Protocol):
+    """What the worker keeps per content sha256 across trainings: vectors by backbone, and the decode's measures.
+
+    A content embedded once by a backbone is not fetched or embedded again by it; the measures let the quality
+    gates judge a cached vector without the bytes.
+    """
+
+    async def cached_embeddings(self, backbone_digest: str, sha256s: Sequence[str]) -> dict[str, np.ndarray]:
+        """Embeddings already computed by this backbone, by content sha256 (misses are absent)."""
+        ...
+
+    async def store_embeddings(self, backbone_digest: str, vectors: Mapping[str, np.ndarray]) -> None:
+        """Remember embeddings computed by this backbone, by content sha256."""
+        ...
+
+    async def content_measures(self, sha256s: Sequence[str]) -> dict[str, Measures]:
+        """The measures recorded for contents decoded before (misses are absent)."""
+        ...
+
+    async def store_content_measures(self, measures: Mapping[str, Measures]) -> None:
+        """Record what the decode measured, by content sha256."""
+        ...
+
+
+class StoredVectors(Protocol):
+    """The identifiers' own vectors of one registered embedding model, read with the library's pages.
+
+    They stand in for fetching and embedding only when the engine embeds whole images with the backbone that
+    made them (its digest is ``digest``).
+    """
+
+    digest: str  # the backbone digest of the registered model the vectors were made with
+
+    def take(self, ref: IdentifierRef) -> np.ndarray | None:
+        """The stored vector of ``ref`` (once; None when it has none)."""
+        ...
+
+    async def store(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Keep vectors computed by ``digest``'s backbone (or found in the cache) as the identifiers' own."""
+        ...
+
+
 @runtime_checkable
 class TrainingContext(Protocol):
     """What an engine may use while training; the worker implements it.
@@ -202,12 +250,14 @@ class TrainingContext(Protocol):
     execution_provider: str  # "auto" | "cuda" | "cpu"
     decode_pool: concurrent.futures.Executor  # a ProcessPoolExecutor owned by the worker
     total_identifiers: int | None  # how many identifiers pages() will yield, when known
-    # Optional (read with getattr, default None): the registered embedding model the worker resolved
-    # from config ``modelId`` or the identifier type's system default; None = the built-in backbone.
-    # embedding_model: EmbeddingModel | None
-    # Optional likewise: the registered auto_annotation face detector from config ``detectorModelId`` or
-    # the system default, for engines that declare a ``detectorModelId`` option; None = none registered.
-    # detector_model: EmbeddingModel | None
+    # The registered embedding model the worker resolved from config ``modelId`` or the identifier type's
+    # system default; None: the engine's built-in backbone.
+    embedding_model: EmbeddingModel | None
+    # The registered auto_annotation face detector from config ``detectorModelId`` or the system default, for
+    # engines that declare a ``detectorModelId`` option; None: none registered (or not asked for).
+    detector_model: EmbeddingModel | None
+    cache: EmbeddingCache | None  # None: nothing is kept between trainings
+    stored: StoredVectors | None  # None: the identifiers have no stored vectors of ``embedding_model``
 
     def pages(self, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
         """Identifiers of the library's entities whose identifier type the engine takes."""
@@ -219,14 +269,6 @@ class TrainingContext(Protocol):
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress in 0..1; also the task's heartbeat."""
-        ...
-
-    async def cached_embeddings(self, backbone_digest: str, sha256s: Sequence[str]) -> dict[str, np.ndarray]:
-        """Embeddings already computed by this backbone, by content sha256 (misses are absent)."""
-        ...
-
-    async def store_embeddings(self, backbone_digest: str, vectors: Mapping[str, np.ndarray]) -> None:
-        """Remember embeddings computed by this backbone, by content sha256."""
         ...
 
     def count_inference(self, n: int) -> None:

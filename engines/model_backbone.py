@@ -9,7 +9,7 @@ contract). :func:`compose_backbone` writes one graph doing both::
 so a trained artifact stays one self-contained ONNX file: a user running it standalone feeds decoded
 pixels (``engines.decode``) and gets exactly the gateway's answers, with no preprocessing to repeat.
 
-The value mapping follows the registry's manifest (gateway/services/model_packages.py): ``range``
+The value mapping follows the registry's manifest (gateway/services/models/packages/): ``range``
 [lo, hi] means x = lo + p/255·(hi-lo), ``mean``/``std`` mean x = (p/255 - mean)/std per channel; a
 model whose input is uint8 gets the pixels as they are (colour order and layout still applied). The
 model's own names are prefixed ``model/`` so they cannot clash with ours; nodes that only feed

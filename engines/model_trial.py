@@ -1,6 +1,6 @@
 """Trial inference of a registered model, run as its own process: ``python -m engines.model_trial``.
 
-The parent (gateway/services/model_trials.py) bounds the process in time and memory and reads one JSON
+The parent (gateway/services/models/trial.py) bounds the process in time and memory and reads one JSON
 line from stdout. Reading a model's graph is safe to do anywhere; running it is not (an operator with a
 bug, a graph that allocates without end), so it runs here, where a crash or a kill costs only this process.
 

@@ -5,16 +5,16 @@ Four stages connected by bounded queues, so memory stays flat for any library si
 
     pages ──(cache hits resolved)──▶ fetch ×fetchConcurrency ──▶ decode (process pool) ──▶ backbone
 
-* refs with a stored vector of this backbone (``ctx.stored_embedding``, the worker's identifier_embeddings
-  read in bulk with the pages) are neither looked up, fetched nor embedded; vectors the run computes or
-  finds in the cache are handed back (``ctx.store_identifier_embeddings``) so the next run reads them;
-* refs whose sha256 is known are looked up in the embedding cache per page and never fetched
+* refs with a stored vector of this backbone (``ctx.stored``, the worker's identifier_embeddings read in bulk
+  with the pages) are neither looked up, fetched nor embedded; vectors the run computes or finds in the cache
+  are handed back (``ctx.stored.store``) so the next run reads them;
+* refs whose sha256 is known are looked up in the embedding cache (``ctx.cache``) per page and never fetched
   on a hit; refs stored by reference get their sha256 from the fetched bytes and are looked up
   then, per decode chunk;
 * identical content (same sha256) in flight is fetched, decoded and embedded once;
 * fetch failures and quality-gate failures skip the identifier with a reason; the gates also hold for vectors
-  that come from the cache or from storage: they read the content's measures (``ctx.content_measures``, what a
-  decode recorded through ``ctx.store_content_measures``), and an identifier whose measures are not known is
+  that come from the cache or from storage: they read the content's measures (``ctx.cache.content_measures``,
+  what a decode recorded through ``ctx.cache.store_content_measures``), and an identifier whose measures are not known is
   fetched and decoded as if it had no vector;
 * cancelling the coroutine cancels every stage; decode work not yet started in the pool is
   cancelled with it (the asyncio future chained to it cancels the pool future).
@@ -38,10 +38,17 @@ from aiolimiter import AsyncLimiter
 from engines.backbone import BackboneSpec
 from engines.decode import DEFAULT_MAX_PIXELS, decode_batch_timed, gate
 from engines.embedded import EmbeddedLibrary, RowBuffer, Skipped
-from engines.interface import FetchError, IdentifierRef, TrainingContext
+from engines.interface import (
+    EmbeddingCache,
+    FetchError,
+    IdentifierRef,
+    Measures,
+    StoredVectors,
+    TrainingContext,
+)
 from engines.runtime import Runner
 
-__all__ = ["EmbeddedLibrary", "Skipped", "embed_library", "pipeline_kwargs"]
+__all__ = ["EmbeddedLibrary", "EmbeddingRun", "Skipped", "embed_library", "pipeline_kwargs"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +56,8 @@ DECODE_CHUNK = 16  # blobs per process-pool call: amortises pickling without sta
 DECODE_IN_FLIGHT = 8  # chunks submitted to the pool at once
 PAGES_AHEAD = 2  # library pages read before they are needed
 STORES_IN_FLIGHT = 2  # embedding-cache writes running beside inference
-PERSIST_BATCH = 512  # vectors handed to ctx.store_identifier_embeddings at once
-MEASURES_BATCH = 512  # content measures handed to ctx.store_content_measures at once
+PERSIST_BATCH = 512  # vectors handed to ctx.stored.store at once
+MEASURES_BATCH = 512  # content measures handed to ctx.cache.store_content_measures at once
 _END = object()
 # A picklable function of a chunk of blobs, run in the decode pool (see embed_library).
 Decoder = Callable[[list[bytes]], tuple[list[tuple[Any, ...]], float]]
@@ -68,7 +75,9 @@ class _Item:
     extra: dict[str, Any] | None = None  # what a custom decoder said about the item (e.g. the face used)
 
 
-class _Run:
+class EmbeddingRun:
+    """One pass of the pipeline over a context's library: the four stages, their queues and the bookkeeping."""
+
     def __init__(
         self,
         ctx: TrainingContext,
@@ -89,28 +98,27 @@ class _Run:
     ) -> None:
         self.ctx, self.spec, self.runner = ctx, spec, runner
         self.parallel = max(1, parallel)
-        self.decoder, self.use_cache = decoder, use_cache
+        self.decoder = decoder
         self.extras: dict[str, dict[str, Any]] = {}
         # Stored vectors are whole-image vectors of a registered model: used only when this run's backbone is
         # that model's (same digest) and the engine embeds whole images (``stored``, and no custom decoder, whose
         # rows are something else: aligned face crops).
-        same = stored and decoder is None and getattr(ctx, "stored_digest", None) == spec.digest
-        self.stored_lookup = getattr(ctx, "stored_embedding", None) if same else None
-        self.persist = getattr(ctx, "store_identifier_embeddings", None) if same else None
+        same = stored and decoder is None and ctx.stored is not None and ctx.stored.digest == spec.digest
+        self.stored_vectors: StoredVectors | None = ctx.stored if same else None
+        # The content cache; None also when the engine's rows depend on more than the bytes (``use_cache``).
+        self.cache: EmbeddingCache | None = ctx.cache if use_cache else None
         self.to_persist: dict[str, np.ndarray] = {}
         # The quality gates on vectors not decoded here (cache or stored): only the plain decoder's gates, whose
         # measures are recorded per content; a custom decoder gates (and embeds) something else.
         self.gated = decoder is None and (min_size > 0 or sharpness_threshold > 0)
-        self.measures_of = getattr(ctx, "content_measures", None)
-        self.keep_measures = getattr(ctx, "store_content_measures", None) if decoder is None else None
-        self.to_measure: dict[str, tuple[int, int, float | None]] = {}
+        self.to_measure: dict[str, Measures] = {}
         self.stored = 0
         self.page_size, self.batch_size = page_size, batch_size
         self.fetch_concurrency = fetch_concurrency
         self.limiter = AsyncLimiter(fetch_rate, 1.0) if fetch_rate else None
         self.min_size, self.sharpness_threshold = min_size, sharpness_threshold
         self.progress_span = progress_span
-        self.total: int | None = getattr(ctx, "total_identifiers", None)
+        self.total = ctx.total_identifiers
         self.fetch_q: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=2 * fetch_concurrency)
         self.decode_q: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=DECODE_CHUNK * DECODE_IN_FLIGHT)
         self.infer_q: asyncio.Queue[_Item | None] = asyncio.Queue(maxsize=2 * batch_size)
@@ -194,7 +202,7 @@ class _Run:
             # at all (one per page before).
             rest = []
             for item in items:
-                vector = self.stored_lookup(item.ref) if self.stored_lookup is not None else None
+                vector = self.stored_vectors.take(item.ref) if self.stored_vectors is not None else None
                 known, skip = self._gate(item.sha, measures)
                 if vector is not None and known:
                     self.cached += skip is None
@@ -203,7 +211,7 @@ class _Run:
                 else:
                     rest.append((item, known, skip))
             lookup = sorted({i.sha for i, _, _ in rest if i.sha and i.sha not in self.pending})
-            hits = await self.ctx.cached_embeddings(self.spec.digest, lookup) if lookup and self.use_cache else {}
+            hits = await self.cache.cached_embeddings(self.spec.digest, lookup) if lookup and self.cache else {}
             for item, known, skip in rest:
                 if item.sha is not None and item.sha in self.pending:
                     self.pending[item.sha].append(item)
@@ -272,7 +280,7 @@ class _Run:
     async def _decode_chunk(self, chunk: list[_Item], slots: asyncio.Semaphore) -> None:
         try:
             late = [i.sha for i in chunk if i.late]
-            hits = await self.ctx.cached_embeddings(self.spec.digest, late) if late and self.use_cache else {}
+            hits = await self.cache.cached_embeddings(self.spec.digest, late) if late and self.cache else {}
             measures = await self._measures([i.sha for i in chunk if i.late and i.sha in hits])
             todo = []
             for item in chunk:
@@ -361,15 +369,16 @@ class _Run:
         vectors = np.asarray(vectors, np.float32)
         self.inferred += len(batch)
         self.ctx.count_inference(len(batch))
-        if self.use_cache:
+        if self.cache is not None:
             await slots.acquire()
             stores.create_task(self._store({i.sha: v for i, v in zip(batch, vectors) if i.sha}, slots))
         for item, vector in zip(batch, vectors, strict=True):
             await self._complete(item, vector=vector)
 
     async def _store(self, vectors: dict[str, np.ndarray], slots: asyncio.Semaphore) -> None:
+        assert self.cache is not None
         try:
-            await self.ctx.store_embeddings(self.spec.digest, vectors)
+            await self.cache.store_embeddings(self.spec.digest, vectors)
         finally:
             slots.release()
 
@@ -391,7 +400,7 @@ class _Run:
                 self.extras[member.ref.identifier_id] = item.extra
             if vector is not None and skip is None:
                 self.rows.add(member.seq, member.ref, np.asarray(vector, np.float32).reshape(-1))
-                if persist and self.persist is not None:
+                if persist and self.stored_vectors is not None:
                     self.to_persist[member.ref.identifier_id] = vector
             else:
                 assert skip is not None  # a vector from the cache or storage that the gates now refuse
@@ -406,13 +415,13 @@ class _Run:
         if finished_pages:
             await self._report()
 
-    async def _measures(self, shas: list[str]) -> dict[str, tuple[int, int, float | None]]:
+    async def _measures(self, shas: list[str]) -> dict[str, Measures]:
         """The recorded measures of some contents, when the gates need them."""
-        if not self.gated or self.measures_of is None or not shas:
+        if not self.gated or self.cache is None or not shas:
             return {}
-        return await self.measures_of(sorted(set(shas)))
+        return await self.cache.content_measures(sorted(set(shas)))
 
-    def _gate(self, sha: str | None, measures: Mapping[str, tuple[int, int, float | None]]) -> tuple[bool, tuple[str, str] | None]:
+    def _gate(self, sha: str | None, measures: Mapping[str, Measures]) -> tuple[bool, tuple[str, str] | None]:
         """(whether the gates can be decided without the bytes, the skip they give): with no gate, trivially."""
         if not self.gated:
             return True, None
@@ -428,14 +437,14 @@ class _Run:
         return True, (skip["reason"], skip["detail"]) if skip is not None else None
 
     async def _flush_measures(self) -> None:
-        if self.to_measure and self.keep_measures is not None:
+        if self.to_measure and self.cache is not None:
             batch, self.to_measure = self.to_measure, {}
-            await self.keep_measures(batch)
+            await self.cache.store_content_measures(batch)
 
     async def _flush_persist(self) -> None:
-        if self.to_persist and self.persist is not None:
+        if self.to_persist and self.stored_vectors is not None:
             batch, self.to_persist = self.to_persist, {}
-            await self.persist(self.spec.digest, batch)
+            await self.stored_vectors.store(batch)
 
     async def _report(self) -> None:
         message = f"{self.done} identifiers processed ({len(self.skipped)} skipped)"
@@ -487,7 +496,7 @@ async def embed_library(
     only when ``spec`` is the backbone that made them); an engine that embeds something other than the whole
     image (face crops) passes False. ``parallel``: batches run at once (see runtime.throughput_runner).
     """
-    run = _Run(
+    run = EmbeddingRun(
         ctx,
         spec,
         runner,

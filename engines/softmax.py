@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Hyper", "SoftmaxModel", "fit", "stratified_split"]
+__all__ = ["Hyper", "SoftmaxModel", "fit"]
 
 
 class Stopped(Exception):
@@ -42,21 +42,6 @@ class SoftmaxModel:
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for rows ``x`` [N, D]."""
         return _softmax(x @ self.weights + self.bias)
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, validation) with about ``fraction`` of each class in train.
-
-    A class with a single row goes to train only; every class keeps at least one training row.
-    """
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for c in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == c))
-        n_val = min(int(round(rows.size * (1.0 - fraction))), rows.size - 1)
-        val.append(rows[:n_val])
-        train.append(rows[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
 def fit(

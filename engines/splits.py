@@ -131,7 +131,7 @@ def split_rows(labels: np.ndarray, config: Mapping[str, Any], *, seed: int,
     for entity in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == entity))
         c = _counts(rows.size, fractions, rest)
-        # Validation first, so that with no test split this is engines.softmax.stratified_split's cut.
+        # Validation first: with no test split, each entity's first rows of a seeded permutation validate.
         val_rows.append(rows[: c["validation"]])
         test_rows.append(rows[c["validation"] : c["validation"] + c["test"]])
         train_rows.append(rows[c["validation"] + c["test"] : c["validation"] + c["test"] + c["training"]])

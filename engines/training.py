@@ -12,7 +12,13 @@ import onnx
 from engines.artifact import CONTENT_TYPE
 from engines.backbone import BackboneSpec, default_backbone
 from engines.evaluation import l2_normalise
-from engines.interface import EmbeddingModel, EngineError, EngineInfo, NothingToTrain, TrainingContext
+from engines.interface import (
+    EmbeddingModel,
+    EngineError,
+    EngineInfo,
+    NothingToTrain,
+    TrainingContext,
+)
 from engines.model_backbone import PIXEL_PROJECTION, model_backbone
 from engines.pipeline import EmbeddedLibrary, embed_library, pipeline_kwargs
 from engines.runtime import CUDA, Runner, throughput_runner
@@ -40,7 +46,7 @@ async def prepare(ctx: TrainingContext, backbone: BackboneSpec | None) -> Prepar
     Raises NothingToTrain when no identifier passed the fetch and quality gates.
     """
     config = ctx.config
-    registered: EmbeddingModel | None = getattr(ctx, "embedding_model", None)
+    registered = ctx.embedding_model
     if backbone is None and registered is not None:
         try:
             backbone = await asyncio.to_thread(model_backbone, registered)

@@ -13,6 +13,7 @@ The leases are renewed while a batch runs, so a slow batch (a large model on a C
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -23,15 +24,21 @@ import numpy as np
 
 from engines.embedding import Embedder, embedder
 from engines.interface import EngineError
-from gateway.services import engine_backbones, models
-from gateway.services.identifier_filter import IdentifierSelection
-from gateway.services.remote_files import FetchRefused, fetch_bytes
+from gateway.resources import Resources
+from gateway.services.ingest.remote_files import FetchRefused, fetch_bytes
+from gateway.services.models import backbones as engine_backbones
+from gateway.services.models import registry as models
+from gateway.services.queue import dispatch
+from gateway.services.selection import IdentifierSelection
+from gateway.worker.errors import TRANSIENT
+from gateway.worker.runner import TaskRun
 from storage.blobs import BlobTooLarge
 from storage.queries import content_measures as measures_q
 from storage.queries import embeddings as cache_q
 from storage.queries import models as model_q
 from storage.queries import vectors as q
 from storage.queries.identifier_filter import query_conditions
+from storage.rows import Task
 
 log = logging.getLogger("engineshed.worker")
 
@@ -43,7 +50,7 @@ PROGRESS_SECONDS = 0.5  # how often a generateEmbeddings task recounts its selec
 class EmbeddingIngest:
     """Claims and embeds batches of the ingest queue; one per worker process."""
 
-    def __init__(self, res: Any, decode_pool: Any, owner: str) -> None:
+    def __init__(self, res: Resources, decode_pool: concurrent.futures.Executor, owner: str) -> None:
         self.res = res
         self.decode_pool = decode_pool
         self.owner = owner
@@ -63,8 +70,6 @@ class EmbeddingIngest:
                 self._building.cancel()
 
     async def _loop(self, stopping: asyncio.Event) -> None:
-        from gateway.worker.runner import TRANSIENT
-
         while not stopping.is_set():
             try:
                 self._start_index_build()
@@ -98,8 +103,6 @@ class EmbeddingIngest:
 
     async def build_indexes(self) -> None:
         """Build the HNSW indexes asked for since (CONCURRENTLY, outside a transaction), one after another."""
-        from gateway.worker.runner import TRANSIENT
-
         try:
             while True:
                 async with self.res.pool.acquire() as conn:
@@ -275,7 +278,15 @@ class Progress:
         self.message: str | None = None
 
 
-async def run_generate(ingest: EmbeddingIngest, task: Any, progress: Progress) -> dict[str, Any]:
+async def run_task(ingest: EmbeddingIngest, run: TaskRun) -> None:
+    """The handler of generateEmbeddings tasks (the built-in ``engineshed-embeddings`` engine)."""
+    progress = Progress()
+    run.ctx = progress
+    output = await run_generate(ingest, run.task, progress)
+    await dispatch.complete(run.res, run.task, owner=run.owner, output=output)
+
+
+async def run_generate(ingest: EmbeddingIngest, task: Task, progress: Progress) -> dict[str, Any]:
     """A generateEmbeddings task: queue its selection, embed it (beside other workers), report progress.
 
     The task ends when every identifier of the selection has a vector or has failed; the output counts both.
@@ -321,4 +332,4 @@ async def run_generate(ingest: EmbeddingIngest, task: Any, progress: Progress) -
             "failed": failed, "seconds": round(time.monotonic() - started, 3)}
 
 
-__all__ = ["EmbeddingIngest", "Progress", "run_generate"]
+__all__ = ["EmbeddingIngest", "Progress", "run_generate", "run_task"]

@@ -1,5 +1,5 @@
 """The worker's side of the labeling loop: auto-tag (pre-label), hard examples (active learning) and
-auto-grouping tasks, queued on the built-in ``engineshed-labeling`` engine by gateway/services/labeling_jobs.py.
+auto-grouping tasks, queued on the built-in ``engineshed-labeling`` engine by gateway/services/labeling/jobs.py.
 
 Each task reads its selection, scores or embeds it, and then writes everything it found — suggestions,
 hard flags, groups — in one transaction together with the task's completion. A task cancelled, failed or
@@ -10,6 +10,7 @@ request inside it (the task row is locked there) and writes nothing either.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,28 +22,27 @@ from engines.clustering import cluster
 from engines.image_features import features_batch, fit_within_batch, larger_than
 from engines.interface import EngineError
 from gateway.errors import ApiError
-from gateway.services import dispatch, engine_backbones, identifiers, models, recognition
-from gateway.services import engine_models as model_service
-from gateway.services.dispatch import LeaseLost
-from gateway.services.identifier_filter import IdentifierSelection
-from gateway.services.labeling_embeddings import embeddings_for
-from gateway.services.labeling_jobs import AUTO_GROUP, AUTO_TAG, ENGINE_ID, HARD_EXAMPLES
-from gateway.services.principal import Principal
-from gateway.services.remote_files import FetchRefused, fetch_bytes
+from gateway.services.access.principal import Principal
+from gateway.services.ingest.remote_files import FetchRefused, fetch_bytes
+from gateway.services.labeling.jobs import AUTO_GROUP, AUTO_TAG, HARD_EXAMPLES
+from gateway.services.library import identifiers
+from gateway.services.models import backbones as engine_backbones
+from gateway.services.models import registry as models
+from gateway.services.queue import dispatch
+from gateway.services.queue.dispatch import LeaseLost
+from gateway.services.recognition import recognize as recognition
+from gateway.services.selection import IdentifierSelection
+from gateway.services.training import engine_models as model_service
+from gateway.worker.runner import TaskRun
+from gateway.worker.selection import embeddings_for
 from storage.blobs import BlobMissing, BlobTooLarge
 from storage.queries import jobs as job_q
 from storage.queries import labeling as labeling_q
 from storage.queries import suggestions as suggestion_q
 
-
 SELECTION_PAGE = 1000
 BATCH = 64  # images per model call
 FETCHES = 32  # identifier reads in flight
-
-
-def handles(task: Any) -> bool:
-    """Whether the task is a labeling task (the runner sends those here instead of to an engine)."""
-    return task.engine_id == ENGINE_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +56,9 @@ class Scored:
 class LabelingTask:
     """Runs one task; ``fraction`` and ``message`` are what the runner's heartbeats report."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: TaskRun, decode_pool: concurrent.futures.Executor) -> None:
         self.run_ = run
+        self.decode_pool = decode_pool
         self.res = run.res
         self.task = run.task
         self.payload = dict(run.task.payload or {})
@@ -198,7 +199,7 @@ class LabelingTask:
         if not large:
             return blobs
         loop = asyncio.get_running_loop()
-        fitted = await loop.run_in_executor(self.run_.worker.decode_pool, fit_within_batch, [blobs[i] for i in large], width, height)
+        fitted = await loop.run_in_executor(self.decode_pool, fit_within_batch, [blobs[i] for i in large], width, height)
         out = list(blobs)
         for i, data in zip(large, fitted, strict=True):
             out[i] = data
@@ -277,7 +278,7 @@ class LabelingTask:
                 pinned=p.get("modelVersionId"),
             )
             ids, x = await embeddings_for(
-                self.res, self.task.org_id, rows, model, self.run_.worker.decode_pool,
+                self.res, self.task.org_id, rows, model, self.decode_pool,
                 on_progress=lambda f, m: self._progress(0.8 * f, m), counts=counts,
             )
             model_name = model.ref if model is not None else engine_backbones.PIXEL_PROJECTION
@@ -310,7 +311,7 @@ class LabelingTask:
             batch = rows[start : start + BATCH]
             blobs = await self._read_batch(batch)
             readable = [(r, b) for r, b in zip(batch, blobs, strict=True) if b is not None]
-            found = await loop.run_in_executor(self.run_.worker.decode_pool, features_batch, [b for _, b in readable], feature)
+            found = await loop.run_in_executor(self.decode_pool, features_batch, [b for _, b in readable], feature)
             for (row, _), value in zip(readable, found, strict=True):
                 if value is not None:
                     ids.append(row["id"])
@@ -349,8 +350,8 @@ def _suggestion(s: Scored) -> tuple[UUID, UUID, UUID | None, str, float]:
     return (uuid4(), s.row["id"], UUID(entity_id) if entity_id else None, label, confidence)
 
 
-async def run_task(run: Any) -> None:
-    """The runner's entry: ``run`` is its TaskRun (res, task, owner, worker, stop_reason, ctx)."""
-    job = LabelingTask(run)
+async def run_task(decode_pool: concurrent.futures.Executor, run: TaskRun) -> None:
+    """The handler of labeling tasks (the built-in ``engineshed-labeling`` engine)."""
+    job = LabelingTask(run, decode_pool)
     run.ctx = job  # the heartbeats report its fraction and message
     await job.run()

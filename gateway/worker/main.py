@@ -17,15 +17,16 @@ import signal
 import socket
 import time
 import uuid
-from typing import Any
 
-from gateway.resources import open_resources
-from gateway.services import dispatch, housekeeping, model_trials
-from gateway.services.embeddings import ENGINE_ID as EMBEDDINGS_ENGINE
+from gateway.resources import Resources, open_resources
+from gateway.services import housekeeping
+from gateway.services.queue import dispatch
 from gateway.settings import Settings
-from gateway.worker import labeling
 from gateway.worker.embedding import EmbeddingIngest
-from gateway.worker.runner import TRANSIENT, TaskRun
+from gateway.worker.errors import TRANSIENT
+from gateway.worker.handlers import handler_table
+from gateway.worker.runner import TaskRun
+from gateway.worker.trials import Trials
 from storage.db import connection_name, listen
 from storage.queries.jobs import CANCEL_CHANNEL, WAKE_CHANNEL
 from storage.queries.vectors import EMBED_CHANNEL
@@ -36,16 +37,16 @@ HOUSEKEEPING_SECONDS = housekeeping.INTERVAL_SECONDS
 
 
 class Worker:
-    def __init__(self, res: Any, decode_pool: concurrent.futures.Executor, owner: str) -> None:
+    def __init__(self, res: Resources, decode_pool: concurrent.futures.Executor, owner: str) -> None:
         self.res = res
-        self.decode_pool = decode_pool
         self.owner = owner
-        self.running: dict[Any, TaskRun] = {}
+        self.running: dict[uuid.UUID, TaskRun] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.trials: set[asyncio.Task[Any]] = set()  # model trial inferences, one at a time
+        self._tasks: set[asyncio.Task[None]] = set()
         self.ingest = EmbeddingIngest(res, decode_pool, owner)  # the embedding queue, beside the tasks
+        self.handlers = handler_table(res.engines, decode_pool, self.ingest)
+        self.trials = Trials(res, owner, self.wake.set)  # model trial inferences, beside the tasks
 
     def on_notify(self, channel: str, payload: str) -> None:
         if channel == EMBED_CHANNEL:
@@ -60,40 +61,23 @@ class Worker:
     async def claim_round(self) -> int:
         free = self.res.settings.worker_concurrency - len(self.running)
         claimed = 0
-        # Labeling jobs and generateEmbeddings tasks run under internal engines every worker serves
-        # (gateway/worker/labeling.py, gateway/worker/embedding.py).
-        for engine_id in [*self.res.engines, labeling.ENGINE_ID, EMBEDDINGS_ENGINE]:
+        for engine_id, handler in self.handlers.items():
             if free <= 0:
                 break
             tasks = await dispatch.claim(
                 self.res, engine_id, owner=self.owner, limit=free, lease_seconds=self.res.settings.lease_seconds
             )
             for task in tasks:
-                run = TaskRun(self, task)
+                run = TaskRun(self.res, self.owner, task, handler)
                 self.running[task.id] = run
                 job = asyncio.create_task(self._run(run))
                 self._tasks.add(job)
                 job.add_done_callback(self._tasks.discard)
             free -= len(tasks)
             claimed += len(tasks)
-        if free > 0 and not self.trials:
-            version_id = await model_trials.claim(self.res, self.owner)
-            if version_id is not None:
-                trial = asyncio.create_task(self._trial(version_id))
-                self.trials.add(trial)
-                trial.add_done_callback(self.trials.discard)
-                claimed += 1
+        if free > 0:
+            claimed += await self.trials.claim_one()
         return claimed
-
-    async def _trial(self, version_id: Any) -> None:
-        try:
-            await model_trials.run_claimed(self.res, version_id, self.owner)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # its lease runs out and another worker tries again
-            log.exception("model trial of version %s failed to run", version_id)
-        finally:
-            self.wake.set()
 
     async def _run(self, run: TaskRun) -> None:
         log.info("task %s (%s) started, attempt %d", run.task.id, run.task.engine_id, run.task.attempts)
@@ -130,10 +114,9 @@ class Worker:
     async def shutdown(self) -> None:
         for run in list(self.running.values()):
             run.interrupt("shutdown")
-        for trial in list(self.trials):
-            trial.cancel()  # kills the child; the lease expires and another worker runs the trial again
-        if self._tasks or self.trials:
-            await asyncio.wait(self._tasks | self.trials, timeout=15)
+        self.trials.cancel()
+        if self._tasks or self.trials.running:
+            await asyncio.wait(self._tasks | self.trials.running, timeout=15)
 
 
 def make_decode_pool(settings: Settings) -> concurrent.futures.ProcessPoolExecutor:

@@ -1,57 +1,50 @@
-"""Running one claimed task: the lease held by heartbeats, the engine called, the outcome recorded."""
+"""Running one claimed task: the lease held by heartbeats, its handler called, the outcome recorded.
+
+What a task does is its handler's (gateway.worker.handlers picks one by engine id); what happens around it is
+the same for every task: heartbeats carry the handler's progress and bring back cancel requests, and every
+way a handler can end is recorded on the task here.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from typing import Any
-from uuid import UUID
-
-import asyncpg
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Protocol
 
 from engines.interface import EngineConfigError, EngineError, NothingToTrain
 from gateway.errors import ApiError, ServiceUnavailable
-from gateway.services import dispatch, engine_backbones, recognition
-from gateway.services.embeddings import ENGINE_ID as EMBEDDINGS_ENGINE
-from gateway.services import engine_models as model_service
-from gateway.services.dispatch import LeaseLost
-from gateway.services.principal import Principal
-from gateway.services.remote_files import FetchRefused, fetch_bytes
-from gateway.worker import labeling
-from gateway.worker.training import WorkerTrainingContext
-from storage.blobs import BlobError
-from storage.db import CONNECTION_LOST
-from storage.queries import engine_models as model_q
-from storage.queries import identifiers as identifier_q
-from storage.queries import libraries as library_q
-from storage.queries import types as type_q
+from gateway.resources import Resources
+from gateway.services.queue import dispatch
+from gateway.services.queue.dispatch import LeaseLost
+from gateway.worker.errors import TRANSIENT
 from storage.rows import Task
 
 log = logging.getLogger("engineshed.worker")
 
-# Errors that may pass by themselves (S3 or PostgreSQL briefly away): the task is retried with backoff.
-TRANSIENT = (BlobError, *CONNECTION_LOST, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+class Progress(Protocol):
+    """What a running task's heartbeats report."""
+
+    fraction: float
+    message: str | None
 
 
-class Stop(Exception):
-    """Why the engine was interrupted: 'cancelled' (the user asked), 'lost' (lease gone), 'shutdown'."""
-
-    def __init__(self, why: str) -> None:
-        super().__init__(why)
-        self.why = why
+# Runs one claimed task to its end and records its completion (dispatch.complete); failures are recorded by TaskRun.
+Handler = Callable[["TaskRun"], Coroutine[Any, Any, None]]
 
 
 class TaskRun:
-    def __init__(self, worker: Any, task: Task) -> None:
-        self.worker = worker
-        self.res = worker.res
+    def __init__(self, res: Resources, owner: str, task: Task, handler: Handler) -> None:
+        self.res = res
         self.task = task
-        self.owner = worker.owner
-        self.stop_reason: str | None = None
+        self.owner = owner
+        self.handler = handler
+        self.stop_reason: str | None = None  # 'cancelled' (the user asked), 'lost' (lease gone), 'shutdown'
         self.wake = asyncio.Event()  # set by a cancel NOTIFY: heartbeat now
-        self.ctx: Any = None  # WorkerTrainingContext, or a generateEmbeddings task's Progress
-        self._engine_task: asyncio.Task[Any] | None = None
+        self.ctx: Progress | None = None  # set by the handler once it has progress to report
+        self._engine_task: asyncio.Task[None] | None = None
 
     def interrupt(self, why: str) -> None:
         if self.stop_reason is None:
@@ -60,21 +53,9 @@ class TaskRun:
             self._engine_task.cancel()
 
     async def run(self) -> None:
-        engine = self.res.engines.get(self.task.engine_id)
         beat = asyncio.create_task(self._heartbeats())
         try:
-            internal = labeling.handles(self.task) or self.task.engine_id == EMBEDDINGS_ENGINE
-            if engine is None and not internal:
-                await self._fail("system_dependency_missing", f"engine {self.task.engine_id} is not installed in this worker", False)
-                return
-            mode = (self.task.payload or {}).get("mode")
-            if labeling.handles(self.task):  # auto-tag, hard examples, auto-grouping (gateway/worker/labeling.py)
-                work = labeling.run_task(self)
-            elif self.task.engine_id == EMBEDDINGS_ENGINE:  # generateEmbeddings (gateway/worker/embedding.py)
-                work = self._generate_embeddings()
-            else:
-                work = self._train(engine) if mode == "library-train" else self._recognize(engine)
-            self._engine_task = asyncio.create_task(work)
+            self._engine_task = asyncio.create_task(self.handler(self))
             try:
                 await self._engine_task
             except asyncio.CancelledError:
@@ -136,7 +117,7 @@ class TaskRun:
 
     async def _stopped(self) -> None:
         log.info("task %s stopped: %s", self.task.id, self.stop_reason)
-        with _quiet():
+        with _stop_not_recorded():
             if self.stop_reason == "cancelled":
                 await dispatch.cancelled(self.res, self.task, owner=self.owner)
             elif self.stop_reason == "shutdown":
@@ -149,119 +130,11 @@ class TaskRun:
         )
         log.info("task %s: %s (%s)", self.task.id, done.status, message[:200])
 
-    async def _train(self, engine: Any) -> None:
-        task = self.task
-        payload = task.payload
-        config = engine.info.validate_config(payload.get("config") or {})
-        model_id = UUID(payload["libraryEngineModelId"])
-        library_id = UUID(payload["libraryId"])
-        async with self.res.pool.acquire() as conn:
-            library = await library_q.by_id(conn, task.org_id, library_id)
-            model = await model_q.by_id(conn, task.org_id, model_id)
-            if library is None or model is None:
-                raise EngineError("the library or its engine model was deleted")
-            library_type = await type_q.library_type_by_id(conn, library.library_type_id)
-            types = [t for t in engine.info.identifier_type_ids if t in library_type.identifier_type_ids]
-            total = await identifier_q.count_for_training(conn, task.org_id, library_id, types)
-        embedding = None
-        if engine_backbones.takes_model(engine):
-            embedding = await engine_backbones.embedding_model(
-                self.res, task.org_id, config, types, pinned=payload.get("modelVersionId"))
-        detector = None
-        if engine_backbones.takes_detector(engine):
-            detector = await engine_backbones.detector_model(
-                self.res, task.org_id, config, pinned=payload.get("detectorVersionId"))
-        self.ctx = WorkerTrainingContext(
-            self.res, task, library_type_ids=library_type.identifier_type_ids,
-            engine_type_ids=engine.info.identifier_type_ids, library_version=model.library_version,
-            config=config, decode_pool=self.worker.decode_pool, total_identifiers=total, embedding_model=embedding,
-            detector_model=detector,
-        )
-        started = time.perf_counter()
-        artifact = await engine.train(self.ctx)
-        seconds = time.perf_counter() - started
-        output = {
-            "libraryId": str(library_id),
-            "libraryEngineModelId": str(model_id),
-            "identifiers": (artifact.jsondata or {}).get("identifiers"),
-            "inferences": self.ctx.inferences,
-            "fetches": self.ctx.fetches,
-            "storedEmbeddings": self.ctx.stored_read,
-            "trainSeconds": round(seconds, 3),
-        }
-        jsondata = dict(artifact.jsondata or {})
-        jsondata.setdefault("trainSeconds", round(seconds, 3))
-        system = Principal(org_id=task.org_id, scope="admin")
 
-        async def finish(conn: asyncpg.Connection) -> bool:
-            return await dispatch.complete_in(conn, task, owner=self.owner, output=output)
-
-        saved = await model_service.update(
-            self.res, system, model_id,
-            {"train_status": "complete", "jsondata": jsondata, "accuracy": artifact.accuracy,
-             "model_version_id": UUID(embedding.version_id) if embedding is not None else None},
-            artifact=(artifact.data, artifact.content_type), in_transaction=finish,
-        )
-        if saved is None:
-            raise LeaseLost(f"task {task.id}: lease lost before the artifact could be recorded")
-
-    async def _generate_embeddings(self) -> None:
-        from gateway.worker.embedding import Progress, run_generate
-
-        self.ctx = Progress()
-        output = await run_generate(self.worker.ingest, self.task, self.ctx)
-        await dispatch.complete(self.res, self.task, owner=self.owner, output=output)
-
-    async def _recognize(self, engine: Any) -> None:
-        task = self.task
-        payload = task.payload
-        system = Principal(org_id=task.org_id, scope="admin")
-        model = await model_service.get(self.res, system, payload["libraryEngineModelId"])
-        urls = list(payload.get("urls") or []) or [payload["url"]]
-        images = []
-        for url in urls:
-            try:
-                async with self.res.fetch_limiter:
-                    data, _ = await fetch_bytes(self.res.http, str(url), self.res.fetch_policy)
-            except FetchRefused as exc:
-                raise EngineError(f"media {url}: {exc}") from exc
-            images.append(data)
-        results = await recognition.run(
-            self.res, model, images, top_k=int(payload.get("topK", 5)), threshold=payload.get("threshold")
-        )
-        output = {
-            "libraryId": str(model.library_id),
-            "libraryEngineModelId": str(model.id),
-            "results": [
-                {
-                    "url": urls[r.index],
-                    "matches": [_match_json(model, m) for m in r.matches],
-                    "faces": [
-                        {"box": dict(zip(("left", "top", "width", "height"), f.box, strict=True)),
-                         "landmarks": [{"x": x, "y": y} for x, y in f.landmarks],
-                         "detectionScore": f.detection_score, "matches": [_match_json(model, m) for m in f.matches]}
-                        for f in r.faces
-                    ],
-                }
-                for r in results
-            ],
-        }
-        await dispatch.complete(self.res, task, owner=self.owner, output=output)
-
-
-def _match_json(model: Any, m: Any) -> dict[str, Any]:
-    return {"libraryId": str(model.library_id), "entityId": m.entity_id, "entityName": m.entity_name,
-            "entityIdentifierId": m.entity_identifier_id, "score": m.score}
-
-
-class _quiet:
+@contextlib.contextmanager
+def _stop_not_recorded() -> Iterator[None]:
     """Suppress lease and connection errors while recording a stop: the reaper covers what fails here."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if exc_type is not None and issubclass(exc_type, (LeaseLost, *TRANSIENT)):
-            log.warning("could not record the stop of a task: %r", exc)
-            return True
-        return False
+    try:
+        yield
+    except (LeaseLost, *TRANSIENT) as exc:
+        log.warning("could not record the stop of a task: %r", exc)

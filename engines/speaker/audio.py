@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.mel import SAMPLE_RATE, Voiced, voiced_windows
+from engines.speaker.mel import SAMPLE_RATE, Voiced, utterance_partials, voiced_windows
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_MAX_SECONDS", "DEFAULT_MIN_VOICED_SECONDS", "decode_audio", "prepare_audio",
@@ -107,8 +107,6 @@ def utterance_features(
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """What the speaker engine needs of one recording, computed in a pool process: the ``[P, 160, 40]`` mel
     pieces of its voiced part and ``{"seconds", "voicedSeconds", "windows"}``, or (None, skip reason)."""
-    from engines.mel import utterance_partials
-
     voiced, seconds, skip = prepare_audio(blob, max_bytes, max_seconds, min_voiced_seconds)
     if voiced is None:
         return None, skip or {"reason": "corrupt", "detail": "no audio"}

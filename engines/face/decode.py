@@ -1,6 +1,6 @@
 """The face engine's decode stage, run in the worker's decode processes: photo bytes to one aligned face.
 
-Each process keeps one single-threaded session of the detect-and-align graph (engines.face_align)
+Each process keeps one single-threaded session of the detect-and-align graph (engines.face.align)
 per graph digest, so a chunk of photos costs no session set-up; only numpy, Pillow and onnxruntime
 run here and everything returned pickles.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.face_align import PhotoTooLarge, crop_sharpness, load_photo
+from engines.face.align import PhotoTooLarge, crop_sharpness, load_photo
 from engines.runtime import get_runner
 
 __all__ = ["Face", "decode_faces", "faces_in", "largest"]
@@ -76,7 +76,7 @@ def decode_faces(blobs: list[bytes], front: bytes, min_face_size: int, sharpness
     """Per blob: decode, detect, take the largest face, gate it, return its aligned crop; and the seconds taken.
 
     Skip reasons: ``corrupt``, ``too-large``, ``no-face``, ``too-small`` (the face box's smaller side
-    under ``min_face_size`` photo pixels), ``blurry`` (:func:`engines.face_align.crop_sharpness` under
+    under ``min_face_size`` photo pixels), ``blurry`` (:func:`engines.face.align.crop_sharpness` under
     ``sharpness_threshold``; 0 disables). The note (third item) is the face used, with ``facesFound``.
     """
     started = time.perf_counter()

@@ -12,14 +12,14 @@ Training, per identifier (a photo; rarely a tight crop):
 4. **Embed** the aligned crop with the registered embedding model (``config.modelId``, default the
    pulled ``face-embedding``).
 
-Steps 1-3 are one ONNX graph (engines.face_align) run in the decode processes; embedding runs in
+Steps 1-3 are one ONNX graph (engines.face.align) run in the decode processes; embedding runs in
 batches in the worker. The gallery head, evaluation and calibration are the gallery engine's. The
-artifact is one ONNX file doing all four steps plus matching (engines.face_artifact); ``recognize``
+artifact is one ONNX file doing all four steps plus matching (engines.face.artifact); ``recognize``
 runs exactly that file, so a downloaded artifact gives the gateway's answers.
 
 Sharpness (``sharpnessThreshold``): variance of the 4-neighbour Laplacian of the aligned face,
 converted to grey (0-255) and box-averaged to the 112×112 template scale
-(:func:`engines.face_align.crop_sharpness`).
+(:func:`engines.face.align.crop_sharpness`).
 """
 
 from __future__ import annotations
@@ -32,12 +32,11 @@ from typing import Any
 import onnx
 
 from engines.artifact import CONTENT_TYPE, artifact_meta
-from engines.face_align import KEYPOINTS, build_front, load_photo
-from engines.face_artifact import build_face_artifact, face_settings, front_and_backbone
 from engines.embedded import EmbeddedLibrary
-from engines.face_decode import decode_faces, faces_in
+from engines.face.align import KEYPOINTS, build_front, load_photo
+from engines.face.artifact import build_face_artifact, face_settings, front_and_backbone
+from engines.face.decode import decode_faces, faces_in
 from engines.gallery import fit_gallery
-from engines.splits import check_split_config, split_options
 from engines.interface import (
     Artifact,
     ConfigOption,
@@ -53,6 +52,7 @@ from engines.interface import (
 from engines.model_backbone import model_backbone
 from engines.pipeline import embed_library
 from engines.runtime import get_runner, throughput_runner
+from engines.splits import check_split_config, split_options
 from engines.training import group
 
 __all__ = ["FACE_OPTIONS", "FaceEngine", "SHARPNESS_MEASURE"]
@@ -196,8 +196,7 @@ class FaceEngine:
 
 
 def _models(ctx: TrainingContext) -> tuple[EmbeddingModel, EmbeddingModel]:
-    detector: EmbeddingModel | None = getattr(ctx, "detector_model", None)
-    embedder: EmbeddingModel | None = getattr(ctx, "embedding_model", None)
+    detector, embedder = ctx.detector_model, ctx.embedding_model
     if detector is None:
         raise EngineError(
             "no face detector is registered: run `engineshed models pull face-detector`, or name a registered "

@@ -2,7 +2,7 @@
 
 ::
 
-    image uint8 [H, W, 3] RGB  ->  detect + align (engines.face_align: max(K, 1) crops)
+    image uint8 [H, W, 3] RGB  ->  detect + align (engines.face.align: max(K, 1) crops)
       -> the embedding model (its preprocessing baked in, engines.model_backbone)
       -> the gallery head (engines.artifact: best cosine per entity, TopK)
       -> answers sliced back to the K detected faces
@@ -13,8 +13,8 @@ photo's pixels; ``scores`` [K, k], ``indices`` [K, k], ``best_identifier`` [K, k
 artifact gives them (engines.artifact). Entity names, identifier IDs and the calibrated threshold are
 in ``metadata_props`` (``engineshed.*``), with ``engineshed.face.maxSide`` saying how large a photo the
 gateway feeds: a photo whose longer side is over it is first shrunk to it (Pillow ``thumbnail``,
-bilinear; engines.face_align.load_photo) and the boxes scaled back by the same factor.
-``engines/face_standalone.py`` runs a downloaded artifact with onnxruntime, numpy and Pillow only.
+bilinear; engines.face.align.load_photo) and the boxes scaled back by the same factor.
+A downloaded artifact runs with onnxruntime, numpy and Pillow only: resize as above, feed the uint8 photo.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from onnx.compose import add_prefix
 
 from engines.artifact import ArtifactMeta, build_gallery_artifact
 from engines.backbone import INPUT, OUTPUT, BackboneSpec
-from engines.face_align import MAX_SIDE, build_front, opset_of
+from engines.face.align import MAX_SIDE, build_front, opset_of
 from engines.interface import EmbeddingModel
 from engines.model_backbone import compose_model
 

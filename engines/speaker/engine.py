@@ -1,8 +1,8 @@
 """The speaker engine: a per-speaker gallery of utterance embeddings (Resemblyzer's GE2E) and their mean.
 
 Each ``audio-recording`` identifier is decoded, resampled to 16 kHz and cut to its voiced windows
-(engines/audio.py, in the worker's process pool), turned into 160-frame power mel pieces (engines/mel.py),
-embedded piece by piece, and the pieces' mean normalised is the utterance's embedding (as
+(engines/speaker/audio.py, in the worker's process pool), turned into 160-frame power mel pieces
+(engines/speaker/mel.py), embedded piece by piece, and the pieces' mean normalised is the utterance's embedding (as
 ``VoiceEncoder.embed_utterance``). Recognition is the gallery engine's rule on those embeddings: the speaker
 owning the most similar utterance (cosine), with the gallery's leave-one-out evaluation and balanced-accuracy
 threshold (engines.evaluation, engines.calibration). The per-speaker mean is evaluated too (held-out: the
@@ -28,17 +28,30 @@ import onnx
 from onnx import helper
 
 from engines.artifact import CONTENT_TYPE, ArtifactMeta, Label, build_gallery_artifact
-from engines.audio import DEFAULT_MAX_BYTES, DEFAULT_MAX_SECONDS, DEFAULT_MIN_VOICED_SECONDS, utterance_features
 from engines.backbone import BackboneSpec
 from engines.calibration import balanced_threshold
 from engines.embedded import Skipped
 from engines.evaluation import l2_normalise, leave_one_out, per_entity
 from engines.interface import (
-    Artifact, ConfigOption, EngineError, EngineInfo, FetchError, IdentifierRef, Match, NothingToTrain, Recognition,
+    Artifact,
+    ConfigOption,
+    EngineError,
+    EngineInfo,
+    FetchError,
+    IdentifierRef,
+    Match,
+    NothingToTrain,
+    Recognition,
     TrainingContext,
 )
-from engines.mel import N_MELS, PARTIAL_FRAMES
 from engines.runtime import get_runner
+from engines.speaker.audio import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_SECONDS,
+    DEFAULT_MIN_VOICED_SECONDS,
+    utterance_features,
+)
+from engines.speaker.mel import N_MELS, PARTIAL_FRAMES
 
 __all__ = ["SpeakerEngine", "utterance_model"]
 
@@ -78,7 +91,7 @@ class SpeakerEngine:
             ConfigOption("maxAudioSeconds", float, DEFAULT_MAX_SECONDS, "Skip recordings longer than this.", 1, 86_400),
             ConfigOption("minVoicedSeconds", float, DEFAULT_MIN_VOICED_SECONDS,
                          "Skip recordings with less voice than this (energy VAD).", 0.05, 3600),
-            # The worker hands the resolved model as ctx.embedding_model (gateway/services/engine_backbones.py).
+            # The worker hands the resolved model as ctx.embedding_model (gateway/services/models/backbones.py).
             ConfigOption("modelId", str, "", "Registered speaker encoder: name, name@3 or name@alias; empty = the "
                          "audio-recording default (speaker-embedding, from `engineshed models pull`)."),
         ),
@@ -89,7 +102,7 @@ class SpeakerEngine:
         self.encoder = encoder
 
     def _encoder(self, ctx: TrainingContext) -> tuple[bytes, str]:
-        model = getattr(ctx, "embedding_model", None)
+        model = ctx.embedding_model
         if model is not None:
             spec = model.manifest.get("input") or {}
             if spec.get("layout") != "NTC" or spec.get("frames") != PARTIAL_FRAMES or spec.get("mels") != N_MELS:
@@ -186,7 +199,7 @@ class SpeakerEngine:
             "libraryId": ctx.library_id, "libraryVersion": ctx.library_version,
             "backbone": {"name": encoder_name, "digest": runner.digest}, "provider": runner.provider,
             "input": {"name": "mels", "shape": ["P", PARTIAL_FRAMES, N_MELS], "sampleRate": 16000,
-                      "features": "power mel of the voiced windows, n_fft 400, hop 160, 40 Slaney mels (engines/mel.py)"},
+                      "features": "power mel of the voiced windows, n_fft 400, hop 160, 40 Slaney mels (engines/speaker/mel.py)"},
             "identifiers": len(rows), "entities": len(entity_ids), "galleryRows": len(rows),
             "skipped": [s.as_json() for s in skipped],
             "recordings": {r[1].identifier_id: r[3] for r in rows},
