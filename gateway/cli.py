@@ -1,5 +1,9 @@
-"""engineshed dev | serve | worker | migrate | token create | list | revoke | engines | models pull, and the client's
-commands (import | train | recognize | models list | show | jobs), which live in engineshed/cli."""
+"""The server commands of ``engineshed``: dev | serve | worker | migrate | token create | list | revoke | engines |
+models pull.
+
+The ``engineshed`` program (engineshed/cli/main.py) adds them with :func:`add_commands` and hands their parsed
+arguments to :func:`run`; ``python -m gateway.cli`` runs them alone (the processes ``dev`` starts, the tests).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import engineshed.cli as client_cli
 from gateway import dev_connection, gc_tuning
 from gateway.settings import Settings, SettingsError
 
@@ -165,7 +168,7 @@ def create_token(settings: Settings, org: str, scope: str, engine_id: str | None
     import asyncpg
 
     from gateway.errors import ApiError
-    from gateway.services import tokens
+    from gateway.services.access import tokens
     from gateway.token_cli import TokenResources
     from storage.db import connect_pool
     from storage.migrate import migrate
@@ -198,7 +201,7 @@ def create_token(settings: Settings, org: str, scope: str, engine_id: str | None
 def token_valid(settings: Settings, token: str) -> bool:
     import asyncpg
 
-    from gateway.services.tokens import hash_token
+    from gateway.services.access.tokens import hash_token
 
     async def go() -> bool:
         conn = await asyncpg.connect(settings.database_url)
@@ -238,11 +241,13 @@ def models_pull(settings: Settings, names: list[str], missing_only: bool = False
     Without DATABASE_URL / S3_ENDPOINT_URL the converted models wait in the data dir's cache, and
     `engineshed dev` registers them at its next start. The exit status is 1 when any model failed.
     """
-    from gateway.services import model_pull
+    from gateway.services.models import pull as model_pull
+    from gateway.services.models.pull import catalogue as pull_catalogue
+    from gateway.services.models.pull import conversion as pull_conversion
 
     try:
-        model_pull.select(names)
-    except model_pull.PullError as exc:
+        pull_conversion.select(names)
+    except pull_catalogue.PullError as exc:
         sys.exit(f"engineshed: {exc}")
 
     async def go() -> list[model_pull.PullOutcome]:
@@ -344,9 +349,8 @@ def _workers(value: int | None) -> int | None:
     return value
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="engineshed", description="GraphQL gateway that trains recognition engines")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add the server commands to the program's subcommands; the ``models`` subcommands, for the client's to join."""
     p_dev = sub.add_parser("dev", help="embedded PostgreSQL and S3, gateway and worker")
     p_dev.add_argument("--port", type=int)
     p_dev.add_argument("--data-dir", type=Path)
@@ -380,12 +384,11 @@ def main(argv: list[str] | None = None) -> None:
     p_pull = models_sub.add_parser("pull", help="download, verify, convert and register pinned pretrained models")
     p_pull.add_argument("names", nargs="*", metavar="NAME", help="catalogue names (default: all)")
     p_pull.add_argument("--missing", action="store_true", help="only those not registered yet (used by `dev`)")
-    client_cli.add_commands(sub, models_sub)
-    args = parser.parse_args(argv)
+    return models_sub
 
-    if client_cli.wants(args):
-        sys.exit(client_cli.run(args))
 
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the server command ``args`` names; its exit status. ``parser`` reports arguments that do not go together."""
     if args.command == "dev":
         settings = _settings(port=args.port, data_dir=args.data_dir, gateway_processes=_workers(args.workers))
         _logging(settings)
@@ -419,7 +422,15 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "models":
         settings = _settings()
         _logging(settings)
-        sys.exit(models_pull(settings, args.names, missing_only=args.missing))
+        return models_pull(settings, args.names, missing_only=args.missing)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The server commands alone, as ``python -m gateway.cli``."""
+    parser = argparse.ArgumentParser(prog="engineshed", description="GraphQL gateway that trains recognition engines")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    sys.exit(run(parser.parse_args(argv), parser))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ by the owner only, so the admin commands (``engineshed token create``, ``engines
 stack by themselves and an engine developer can ``set -a; . .engineshed/connection.env; set +a``. It is
 removed when ``dev`` stops; one left behind by a killed ``dev`` names a process that is gone, and is
 refused as such.
+
+The client (engineshed/client/connection.py) reads GRAPHQL_URL and ENGINESHED_DEV_PID from the file with its
+own parser, since it imports nothing of the server: those two names and the line format are a contract.
 """
 
 from __future__ import annotations

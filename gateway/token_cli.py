@@ -21,7 +21,7 @@ class TokenResources:
 
 
 def _run(settings: Settings, org: str, action: Any) -> Any:
-    from gateway.services import tokens
+    from gateway.services.access import tokens
     from storage.db import connect_pool
 
     async def go() -> Any:
@@ -43,7 +43,7 @@ def _line(row: Any) -> str:
 
 
 def list_tokens(settings: Settings, org: str) -> None:
-    from gateway.services import tokens
+    from gateway.services.access import tokens
 
     async def action(res: TokenResources, principal: Any) -> list[Any]:
         found, offset = [], 0
@@ -58,7 +58,7 @@ def list_tokens(settings: Settings, org: str) -> None:
 
 
 def revoke_token(settings: Settings, org: str, token_id: str) -> None:
-    from gateway.services import tokens
+    from gateway.services.access import tokens
 
     row = _run(settings, org, lambda res, principal: tokens.revoke(res, principal, token_id))
     print(_line(row))

@@ -21,7 +21,7 @@ from engineshed.client.errors import (
     ServiceFailureError,
     ServiceUnavailableError,
 )
-from engineshed.client.operations import identifier_filter
+from engineshed.client.operations.filters import identifier_filter
 from engineshed.client.training import JobNotRunning, NoModel, PipelineState, TrainingJob
 from engineshed.client.transport import RetryPolicy, Upload
 

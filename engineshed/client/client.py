@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import httpx
 
 from engineshed.client import subscriptions
 from engineshed.client.connection import resolve
-from engineshed.client.operations import JOB_FIELDS, Operations
+from engineshed.client.operations import Operations
+from engineshed.client.operations.fields import JOB_FIELDS
 from engineshed.client.training import TrainingJob
 from engineshed.client.transport import AsyncTransport, Operation, RetryPolicy, SyncTransport
 
@@ -130,3 +132,17 @@ class AsyncClient(Operations):
     def training_job(self, display_name: str | None = None, labels: dict[str, str] | None = None) -> TrainingJob:
         """A Vertex-style training job whose I/O methods return awaitables."""
         return TrainingJob(self, display_name=display_name, labels=labels)
+
+
+def default_client() -> Client:
+    """The client of the environment's connection (ENGINESHED_URL / ENGINESHED_TOKEN, else the local dev stack), for
+    objects made without one (``TrainingJob.get``). One per connection for the process: the objects keep using it
+    after the call that made them, so it is never closed under them, and its connections are reused."""
+    found = resolve()
+    return _shared_client(found.url, found.token)
+
+
+@functools.cache
+def _shared_client(url: str, token: str | None) -> Client:
+    return Client(url, token)
+

@@ -283,12 +283,12 @@ class TrainingJob:
 
     def _run_op(self, dataset: str, engine_id: str | None, config: dict[str, Any] | None, sync: bool,
                 model: dict[str, Any] | None = None, auto_promote: bool = False) -> Operation[Any]:
-        from engineshed.client.operations import Operations, with_new_model
+        from engineshed.client.operations.jobs import JobOperations, with_new_model
 
         if self._resource is not None:
             raise RuntimeError(f"training job {self.resource_name} has already been run")
         if engine_id is None:
-            engine_id = yield from Operations.default_engine.__wrapped__(self._client, dataset)  # type: ignore[attr-defined]
+            engine_id = yield from JobOperations.default_engine.__wrapped__(self._client, dataset)  # type: ignore[attr-defined]
         assert engine_id is not None
 
         def start(model_id: str) -> Operation[dict[str, Any]]:
@@ -386,6 +386,6 @@ __all__ = ["TrainingJob", "PipelineState", "JobNotRunning", "NoModel", "parse_fi
 
 
 def _default_client() -> Operations:
-    from engineshed.client.client import Client
+    from engineshed.client.client import default_client
 
-    return Client()
+    return default_client()
