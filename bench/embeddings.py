@@ -27,8 +27,9 @@ import numpy as np
 from bench.client import Client
 from bench.images import make_image
 from bench.memory import RssSampler
-from bench.scenarios import CREATE_ENTITY, CREATE_LIBRARY, bounded, e2e_over_raw, model_raw_ceiling, train
-from bench.stack import BenchError, Stack
+from bench.ceilings import model_raw_ceiling
+from bench.scenarios import CREATE_ENTITY, CREATE_LIBRARY, bounded, e2e_over_raw, train
+from bench.stack import BenchError, Stack, create_token, log
 
 DIM = 64
 PER_ENTITY = 5
@@ -46,12 +47,12 @@ class _Upload:
 
 
 async def _register(env: dict[str, str], org_id: uuid.UUID, name: str, seed: int) -> tuple[str, bytes, dict[str, Any]]:
-    """An organization's embedding model (the tests' conv net at DIM, a stand-in of fixed cost)."""
+    """An organization's embedding model (the sample conv net at DIM, a stand-in of fixed cost)."""
     from gateway.resources import open_resources
-    from gateway.services import models
-    from gateway.services.principal import Principal
+    from gateway.services.models import registry as models
+    from gateway.services.access.principal import Principal
     from gateway.settings import Settings
-    from tests.support.onnx_models import conv_net, normalised_manifest
+    from sampledata.onnx_models import conv_net, normalised_manifest
 
     data = conv_net(dimension=DIM, seed=seed)
     async with open_resources(Settings.from_env(env), role="bench", run_migrations=False, load_engines=False) as res:
@@ -147,15 +148,11 @@ async def _bulk_library(pool: asyncpg.Pool, org_id: uuid.UUID, version_id: uuid.
 
 
 async def create_bulk_token(database_url: str) -> str:
-    from bench.run import create_token
-
     return await create_token(database_url, f"bench-bulk-{uuid.uuid4().hex[:8]}")
 
 
 async def embeddings(stack: Stack, client: Client, sampler: RssSampler, *, n: int, memory_scale: int, search_n: int,
                      concurrency: int, timeout: float) -> dict[str, Any]:
-    from bench.run import log
-
     org_id = uuid.UUID((await client.data("query { me { organizationId } }"))["me"]["organizationId"])
     ref_a, model_a, manifest_a = await _register(stack.env, org_id, "bench-emb-a", seed=1)
     ref_b, _, _ = await _register(stack.env, org_id, "bench-emb-b", seed=2)

@@ -1,7 +1,7 @@
 """Scenario 10: the face engine, photos/s for training and for recognize, each against the raw models' ceiling.
 
 The photos are real faces from public packages composited onto cluttered 960×720 backgrounds at random
-positions and scales (tests/engines/face_scenes.py), uploaded as ``face`` identifiers of a people library
+positions and scales (sampledata/face_scenes.py), uploaded as ``face`` identifiers of a people library
 and trained by the worker with ``engineshed-face`` on the pulled ``face-detector`` and ``face-embedding``.
 
 The raw ceiling is what the two models alone do on this machine, same provider: BlazeFace on each photo's
@@ -34,10 +34,11 @@ BATCH = 32
 
 def make_photos(cache: Path, per_person: int) -> tuple[list[tuple[str, bytes]], list[bytes]]:
     """(person, JPEG) training photos, ``per_person`` each, and one query photo per person."""
-    from gateway.services import model_pull
-    from tests.engines import face_scenes, faces
+    from gateway.services.models.pull import catalogue as pull_catalogue
+    from gateway.services.models.pull import conversion as pull_conversion
+    from sampledata import face_scenes, faces
 
-    detector = asyncio.run(model_pull.prepare(model_pull.CATALOGUE["face-detector"], cache)).model_bytes
+    detector = asyncio.run(pull_conversion.prepare(pull_catalogue.CATALOGUE["face-detector"], cache)).model_bytes
     heads = face_scenes.cut_heads(faces.fetch_photos(cache), faces.Detector(detector))
     rng = np.random.default_rng(10)
     train = [(p, face_scenes.compose([h], rng).data) for p, h in heads.items() for _ in range(per_person)]
@@ -47,7 +48,7 @@ def make_photos(cache: Path, per_person: int) -> tuple[list[tuple[str, bytes]], 
 
 def raw_ceiling(photos: list[bytes], detector: Any, embedder: Any, provider: str | None, batch: int) -> dict[str, Any]:
     """Detector on prepared letterboxes + embedder on prepared aligned crops (module docstring)."""
-    from engines.face_align import build_front, load_photo
+    from engines.face.align import build_front, load_photo
     from engines.model_backbone import compose_model
     from engines.runtime import CUDA, get_runner
 

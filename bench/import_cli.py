@@ -1,7 +1,7 @@
 """Scenario 16 (numbered for its issue): ``engineshed import`` throughput against the API's upload ceiling, same run.
 
 A folder of N images (64×64, PNG and JPEG alternating, 5 per entity folder) is imported by the real command line,
-as a user runs it (``python -m gateway.cli import DIR --library … --entity-per-folder --concurrency C --json``, a
+as a user runs it (``python -m engineshed.cli.main import DIR --library … --entity-per-folder --concurrency C --json``, a
 fresh process each time). The ceiling is the API's own upload rate for the same bytes at the same concurrency:
 ready-made plain-form ``createEntityIdentifier`` bodies POSTed by bare aiohttp into entities created beforehand
 (no hashing, no image check, no entity creation, no process start: what the server alone can take). The ceiling is
@@ -25,7 +25,8 @@ from typing import Any
 
 from bench.client import Client
 from bench.images import make_image
-from bench.scenarios import _BOUNDARY, _plain_form, bounded, create_library
+from bench.ceilings import BOUNDARY, plain_form
+from bench.scenarios import bounded, create_library
 from bench.stack import ROOT, BenchError
 
 PER_ENTITY = 5
@@ -53,9 +54,9 @@ async def api_ceiling(client: Client, name: str, entities: int, seed_base: int, 
     library = await create_library(client, name, entities, seed_base=seed_base, concurrency=concurrency)
     work = [(e, k) for e in range(entities) for k in range(PER_ENTITY)]
     blobs = [make_image(library.entity_seeds[e], k) for e, k in work]
-    forms = [_plain_form(f'mutation {{ createEntityIdentifier(input: {{entityId: "{library.entity_ids[e]}", identifierTypeId: "face"}}) {{ id }} }}',
+    forms = [plain_form(f'mutation {{ createEntityIdentifier(input: {{entityId: "{library.entity_ids[e]}", identifierTypeId: "face"}}) {{ id }} }}',
                          *blobs[i]) for i, (e, _) in enumerate(work)]
-    headers = {"Authorization": client.http.headers["Authorization"], "Content-Type": f"multipart/form-data; boundary={_BOUNDARY}"}
+    headers = {"Authorization": client.http.headers["Authorization"], "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=2 * concurrency)) as http:
         async def one(i: int) -> None:
             async with http.post(client.url, data=forms[i], headers=headers) as reply:
@@ -73,7 +74,7 @@ def run_import(url: str, token: str, folder: Path, library: str, concurrency: in
     """The command as a user runs it; its own JSON summary plus the wall time of the whole process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGINESHED_", "DATABASE_URL", "S3_", "AWS_"))}
     env.update(ENGINESHED_URL=url, ENGINESHED_TOKEN=token, PYTHONPATH=str(ROOT))
-    args = [sys.executable, "-m", "gateway.cli", "import", str(folder), "--library", library, "--entity-per-folder",
+    args = [sys.executable, "-m", "engineshed.cli.main", "import", str(folder), "--library", library, "--entity-per-folder",
             "--concurrency", str(concurrency), "--json"]
     started = time.perf_counter()
     done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600)

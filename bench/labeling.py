@@ -82,7 +82,7 @@ async def _job_task(client: Client, job_id: str) -> str:
 
 
 async def labeling(client: Client, group_n: int, concurrency: int, timeout: float) -> dict[str, Any]:
-    from tests.engines.digits import NAMES, load, png
+    from sampledata.digits import NAMES, load, png
 
     digits = load()
     library = (await client.data(CREATE_LIBRARY, n="bench-digits"))["createLibrary"]["id"]

@@ -1,6 +1,6 @@
 """Scenario 9: the speaker engine, utterances/s through the API against the GE2E encoder's raw ceiling.
 
-The recordings are spoken beforehand by espeak-ng (tests/engines/speech.py: distinct voices, a different
+The recordings are spoken beforehand by espeak-ng (sampledata/speech.py: distinct voices, a different
 sentence each, noise added), uploaded as ``audio-recording`` WAV identifiers to a people library, and trained
 by the worker with the speaker engine. The raw ceiling is the same encoder, same provider, on the already
 computed mel pieces of the same recordings (what the engine's inference stage alone could do); the features
@@ -13,8 +13,6 @@ import asyncio
 import time
 from typing import Any
 
-import numpy as np
-
 from bench.client import Client
 from bench.scenarios import CREATE_ENTITY, CREATE_LIBRARY, bounded, e2e_over_raw, start_training, wait_task, TASK_FULL, MODEL
 from bench.stack import BenchError
@@ -24,7 +22,7 @@ EXTRA_ENGINES = "tests.support.speaker_engine:TestSpeakerEngine"
 
 
 def make_recordings(speakers: int, per_speaker: int) -> list[tuple[int, bytes]]:
-    from tests.engines.speech import ESPEAK, VOICES, sentence, speak, wav_bytes
+    from sampledata.speech import ESPEAK, VOICES, sentence, speak, wav_bytes
 
     if ESPEAK is None:
         raise BenchError("the speaker scenario needs espeak-ng (apt-get install -y espeak-ng)")
@@ -38,10 +36,10 @@ def make_recordings(speakers: int, per_speaker: int) -> list[tuple[int, bytes]]:
 
 
 def raw_ceiling(blobs: list[bytes], provider: str | None, repeats: int = 3) -> dict[str, Any]:
-    from engines.audio import utterance_features
+    from engines.speaker.audio import utterance_features
     from engines.runtime import CUDA, get_runner
-    from engines.speaker import embed_utterance
-    from tests.support.speaker import encoder_bytes
+    from engines.speaker.engine import embed_utterance
+    from sampledata.speaker import encoder_bytes
 
     runner = get_runner(encoder_bytes(), "cuda" if provider == CUDA else "cpu")
     t = time.perf_counter()

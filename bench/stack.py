@@ -29,6 +29,19 @@ class BenchError(RuntimeError):
     """The benchmark could not complete a step."""
 
 
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def create_token(database_url: str, org: str) -> str:
+    from gateway.services.access.tokens import create_token as make
+    from storage.db import connect_pool
+
+    async with connect_pool(database_url, min_size=1, max_size=2) as pool:
+        token, _ = await make(pool, org_name=org, scope="admin")
+    return token
+
+
 class Proc:
     """A gateway or worker subprocess in its own session, output to a log file."""
 
