@@ -30,8 +30,12 @@ load: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/strawberry export-schema gateway.schema.export:schema --output schema.graphql
 
+# The compatibility check is one of the reference documents kept next to the clone, in ../shared.
+COMPAT := ../shared/tools/veritone-compat
+
 compat: $(STAMP)
-	VERITONE_COMPAT_PYTHON=$(BIN)/python ../shared/tools/veritone-compat schema.graphql
+	@test -x $(COMPAT) || { echo "make compat: $(COMPAT) is missing: the reference documents are not next to this clone (../shared)" >&2; exit 2; }
+	VERITONE_COMPAT_PYTHON=$(BIN)/python $(COMPAT) schema.graphql
 
 clean:
 	rm -rf $(VENV) .engineshed .pytest_cache

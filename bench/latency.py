@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from bench.client import Client
@@ -15,43 +14,7 @@ from bench.processes import answering_pids
 from bench.scenarios import FINAL, TASK_FULL, Library, bounded, parse_time, start_training, wait_task
 from bench.stack import BenchError
 from bench.stats import ratio, summary_ms
-
-# The GetIdentifiers operation of the established API's training guide, verbatim; only its library ID
-# literal is swapped for the bench library's. Read from the shared data directory when it is next to the
-# checkout, else this copy.
-PUBLISHED_OPERATION = Path(__file__).resolve().parents[2] / "shared" / "data" / "veritone-ops" / "038-get-identifiers-for-training.graphql"
-PUBLISHED_LIBRARY_ID = "17a86304-9a82-4943-a06e-a2eb1c2506cc"
-GET_IDENTIFIERS = """query GetIdentifiers($identifierTypeId: ID, $offset: Int = 0, $limit: Int = 25) {
-  library(id: "17a86304-9a82-4943-a06e-a2eb1c2506cc") {
-    id
-    name
-    entities(identifierTypeId: $identifierTypeId, offset: $offset, limit: $limit) {
-      count
-      records{
-        id
-        name
-        jsondata
-        identifiers(identifierTypeId: $identifierTypeId, limit: $limit) {
-          count
-          records {
-            id
-            url
-            jsondata
-          }
-        }
-      }
-    }
-  }
-}
-"""
-
-
-def published_operation(library_id: str) -> str:
-    text = PUBLISHED_OPERATION.read_text() if PUBLISHED_OPERATION.exists() else GET_IDENTIFIERS
-    if PUBLISHED_LIBRARY_ID not in text:
-        raise BenchError("the published GetIdentifiers operation no longer names its library literally")
-    return text.replace(PUBLISHED_LIBRARY_ID, library_id)
-
+from sampledata.published import published_operation
 
 async def latency_run(
     requests: int, concurrency: int, call: Callable[[], Awaitable[Any]], warmup: int = 5

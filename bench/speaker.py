@@ -17,8 +17,8 @@ from bench.client import Client
 from bench.scenarios import CREATE_ENTITY, CREATE_LIBRARY, bounded, e2e_over_raw, start_training, wait_task, TASK_FULL, MODEL
 from bench.stack import BenchError
 
-ENGINE = "test-speaker"  # the speaker engine with the cached, converted GE2E (tests/support/speaker_engine.py)
-EXTRA_ENGINES = "tests.support.speaker_engine:TestSpeakerEngine"
+ENGINE = "test-speaker"  # the speaker engine with the cached, converted GE2E (sampledata/speaker_engine.py)
+EXTRA_ENGINES = "sampledata.speaker_engine:TestSpeakerEngine"
 
 
 def make_recordings(speakers: int, per_speaker: int) -> list[tuple[int, bytes]]:

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from gateway.devstack import embedded_stack, find_free_port
-from gateway.services import tokens
+from gateway.services.access import tokens
+from sampledata import digits
 from tests.graphql_client import GraphQLClient
 from tests.support.db import Database
 
@@ -119,6 +120,7 @@ def start_gateway(env: dict[str, str], log_dir: Path, name: str = "gateway", wor
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if not process.alive():
+            process.stop()  # closes its log
             raise RuntimeError("the gateway exited at start:\n" + process.output()[-4000:])
         try:
             if httpx.get(url + "/readyz", timeout=2).status_code == 200:
@@ -160,6 +162,11 @@ class Org:
         self._clients.append(client)
         return client
 
+    def close(self) -> None:
+        """Close the admin client and every client made with client_for."""
+        for client in (self.client, *self._clients):
+            client.close()
+
     # Small builders for the common setup steps, through the public API.
     def create_library(self, name: str = "faces", type_id: str = "people") -> str:
         data = self.client.query(
@@ -192,16 +199,14 @@ def make_org(stack: Stack, gateway: Gateway, prefix: str = "org") -> Org:
 def org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     o = make_org(stack, gateway)
     yield o
-    o.client.close()
-    for c in o._clients:
-        c.close()
+    o.close()
 
 
 @pytest.fixture
 def other_org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     o = make_org(stack, gateway, "other")
     yield o
-    o.client.close()
+    o.close()
 
 
 @pytest.fixture
@@ -220,3 +225,9 @@ def start_worker(stack: Stack, tmp_path: Path) -> Iterator[Callable[..., Process
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def digit_library() -> digits.Digits:
+    """scikit-learn's handwritten digits: 1,437 training digits in 10 entities and 360 held-out ones."""
+    return digits.load()

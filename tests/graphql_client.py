@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +49,12 @@ class GraphQLClient:
         self.token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(headers=headers, timeout=timeout)
+        # A client a test drops without closing closes its connections when collected, not at interpreter exit
+        # with a ResourceWarning (which the suite treats as an error) in whichever test happens to run then.
+        self._closer = weakref.finalize(self, self.http.close)
 
     def close(self) -> None:
-        self.http.close()
+        self._closer()
 
     def with_token(self, token: str | None) -> GraphQLClient:
         return GraphQLClient(self.base_url, token)
@@ -101,15 +103,3 @@ class GraphQLClient:
         return self._reply(
             self.http.post(self.url, data={"operations": json.dumps(operations), "map": json.dumps(mapping)}, files=parts)
         )
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float = 60, interval: float = 0.2, what: str = "condition") -> Any:
-    """Poll until ``check`` returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")

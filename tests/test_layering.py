@@ -1,19 +1,26 @@
 """The layers import downwards only, read from the source (ast), following the project's own imports.
 
 storage (SQL and S3) knows nothing of the gateway or the engines; engines are plugins that know neither the
-gateway nor storage; the worker runs engines without the HTTP or GraphQL stack.
+gateway nor storage; the worker runs engines without the HTTP or GraphQL stack. Services decide and know nothing
+of how they are rendered (GraphQL, REST, HTTP); REST renders service read models, never GraphQL types; the web
+layer chooses error shapes without REST's help. The server (gateway) and the client (engineshed) are separate
+programs. Inside services and the worker, imports point one way: no module reaches itself again.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from functools import cache
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("gateway", "storage", "engines")
+PACKAGES = ("gateway", "storage", "engines", "engineshed")
+# Modules that hold one idea at a length past MAX_LINES (a converter of one format; one staged pipeline).
+LONG_BY_NATURE = {"engines/convert/tfjs.py", "engines/pipeline.py"}
+MAX_LINES = 500
 
 
 def module_name(path: Path) -> str:
@@ -93,7 +100,7 @@ def test_the_walker_sees_imports_it_should():
     # Guards the guard: a walker that found nothing would pass every rule below.
     assert "storage.db" in direct_imports("gateway.schema.context") or "gateway.resources" in direct_imports("gateway.schema.context")
     assert "strawberry" in reachable("gateway.schema.root")
-    assert "gateway.services.tokens" in reachable("gateway.web.graphql_view")
+    assert "gateway.services.access.tokens" in reachable("gateway.web.graphql_view")
     assert violations("gateway.web", ("strawberry",)) != []
     assert len(modules_under("storage")) > 5 and len(modules_under("engines")) > 5
 
@@ -104,8 +111,86 @@ def test_the_walker_sees_imports_it_should():
         ("storage", ("gateway", "engines")),
         ("engines", ("gateway", "storage")),
         ("gateway.worker", ("strawberry", "starlette", "gateway.web", "gateway.schema")),
+        ("gateway.services", ("strawberry", "starlette", "gateway.schema", "gateway.rest", "gateway.web")),
+        ("gateway.rest", ("strawberry", "gateway.schema")),
+        ("gateway.web", ("gateway.rest",)),
+        ("gateway", ("engineshed",)),
+        ("engineshed.client", ("gateway",)),
     ],
-    ids=["storage-knows-neither-gateway-nor-engines", "engines-know-neither-gateway-nor-storage", "worker-has-no-http-or-graphql"],
+    ids=["storage-knows-neither-gateway-nor-engines", "engines-know-neither-gateway-nor-storage",
+         "worker-has-no-http-or-graphql", "services-know-no-rendering", "rest-renders-no-graphql-types",
+         "web-needs-no-rest", "the-server-needs-no-client", "the-client-needs-no-server"],
 )
 def test_a_layer_never_imports_the_layers_above_it(package, forbidden):
     assert violations(package, forbidden) == []
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """Strongly connected groups of more than one module among ``package``'s modules (Tarjan)."""
+    nodes = modules_under(package)
+    inside = set(nodes)
+    edges = {n: sorted(i for i in direct_imports(n) if i in inside and i != n) for n in nodes}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in edges[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in nodes:
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_the_cycle_finder_finds_a_cycle(tmp_path, monkeypatch):
+    # Guards the guard: two modules that import each other are one group.
+    direct_imports.cache_clear()
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    package = tmp_path / "gateway" / "services"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from gateway.services import b\n")
+    (package / "b.py").write_text("def f():\n    from gateway.services.a import x\n")
+    (package / "c.py").write_text("import gateway.services.a\n")
+    try:
+        assert import_cycles("gateway.services") == [["gateway.services.a", "gateway.services.b"]]
+    finally:
+        direct_imports.cache_clear()
+
+
+@pytest.mark.parametrize("package", ["gateway.services", "gateway.worker"])
+def test_imports_inside_services_and_the_worker_point_one_way(package):
+    # Function-local imports count: a cycle hidden in a function is still a cycle.
+    assert import_cycles(package) == []
+
+
+def test_no_production_module_is_longer_than_one_idea_needs():
+    long = []
+    for package in PACKAGES:
+        for path in ROOT.joinpath(package).rglob("*.py"):
+            relative = path.relative_to(ROOT).as_posix()
+            lines = len(path.read_text().splitlines())
+            if lines > MAX_LINES and relative not in LONG_BY_NATURE:
+                long.append(f"{relative}: {lines} lines")
+    assert long == []

@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.resources import open_resources
 from gateway.settings import Settings
-from tests.support import onnx_models as m
+from sampledata import onnx_models as m
 
 
 def with_resources(stack: Any, work: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -22,7 +22,7 @@ def with_resources(stack: Any, work: Callable[[Any], Awaitable[Any]]) -> Any:
 
 
 def register_system(stack: Any, name: str) -> str:
-    from gateway.services import models
+    from gateway.services.models import registry as models
 
     async def work(res: Any) -> str:
         version = await models.register_system_model(

@@ -9,7 +9,7 @@ import io
 import pytest
 from PIL import Image
 
-from gateway.services import content_sniff
+from gateway.services.ingest import content_sniff
 from tests.api.conftest import assert_clean_error_text, identifier_rows, org_keys
 from tests.api.test_uploads import assert_nothing_stored as no_row_or_object
 from tests.api.test_uploads import entity  # noqa: F401 - the fixture

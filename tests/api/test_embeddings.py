@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sampledata.onnx_models import conv_net, normalised_manifest
 from tests.conftest import Org
 from tests.engines import registered
 from tests.engines.api_helpers import assert_error, create_library
-from tests.support.onnx_models import conv_net, normalised_manifest
 
 DIM = 16
 
@@ -226,9 +226,10 @@ def test_search_by_file_embeds_it_with_the_model(vec_org: Org) -> None:
     library, _, ids = library_with(vec_org, ["f0.png", "f1.png"])
     # Vectors for the two identifiers as the model itself would give, through generate-free insert: query by
     # the first image's own bytes must find it first with a cosine of 1.
+    import asyncio
+
     from engines.embedding import embedder
     from engines.interface import EmbeddingModel
-    import asyncio
 
     data = conv_net(dimension=DIM, seed=3)
     version = vec_org.stack.db.fetch(
@@ -311,8 +312,9 @@ def test_near_identical_images_under_two_entities_are_a_library_issue(vec_org: O
 def test_a_library_over_the_scan_limit_still_answers_its_issues_and_says_why(
     vec_org: Org, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway.services import embeddings, library_insights
-    from gateway.services.principal import Principal
+    from gateway.services.access.principal import Principal
+    from gateway.services.embeddings import duplicates as embeddings
+    from gateway.services.training import views as library_insights
     from tests.engines.registered import with_resources
 
     library = create_library(vec_org, "too-many")

@@ -1,7 +1,7 @@
 """The face engine through the API over HTTP, on the real stack: train, recognize, library-run by URL.
 
 A people library of ``face`` identifiers made of real faces composited onto cluttered photos
-(tests/engines/face_scenes.py), plus a photo with no face, one with a face too small, one blurred and
+(sampledata/face_scenes.py), plus a photo with no face, one with a face too small, one blurred and
 one with two people. The pulled ``face-detector`` and ``face-embedding`` are registered as system
 models, as ``engineshed models pull`` does; the worker is a separate process.
 """
@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
+from sampledata.face_scenes import SceneSet, iou
 from tests.api.conftest import FileServer
-from tests.conftest import ROOT, Gateway, Org, Process, Stack, make_org
+from tests.conftest import Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
 from tests.engines import face_fixtures, registered
-from tests.engines.face_scenes import SceneSet, iou
+from tests.support.requirements import shared_file
+from tests.support.waits import wait_job, wait_task
 
 FACE = "engineshed-face"
 FLOOR = 0.9  # top-1 the face engine must reach on the query photos
@@ -56,7 +58,7 @@ def scenes(cache: Path, system_models: dict[str, Any]) -> SceneSet:
 def org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "face-api")
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +181,7 @@ def test_a_library_run_job_on_a_url_answers_every_face(
         "mutation($e: ID!, $p: JSONData) { createJob(input: {tasks: [{engineId: $e, payload: $p}]}) { id } }",
         e=FACE, p=payload,
     ).ok()["createJob"]
-    task = api.wait_task(org, job["id"], timeout=120)
+    task = wait_task(org, job["id"], timeout=120)
     assert task["status"] == "complete", task
     (result,) = task["output"]["results"]
     assert result["url"] == url and len(result["faces"]) == 3
@@ -195,19 +197,13 @@ def test_the_upstream_tutorials_library_run_job_runs_as_written(
     """Operation 046 verbatim (only its IDs and the photo's URL ours): the media rides on upstream's Webstream
     Adapter task, and the library-run task names none."""
     url = file_server.add("/photos/grammys.jpg", scenes.group.data, "image/jpeg")
-    text = (ROOT.parent / "shared" / "data" / "veritone-ops" / "046-tutorial-library-run-job.graphql").read_text()
+    text = shared_file("data", "veritone-ops", "046-tutorial-library-run-job.graphql").read_text()
     text = (text.replace("https://www.morrisonhotelgallery.com/images/big/R-361_J_Y_Friends_Grammys1975_Gruen.jpg", url)
                 .replace("dcef5300-5cc1-4fe3-bd8f-5c4d3a09b281", FACE)
                 .replace("b370ecab-88c0-4e2b-ae9c-7739a7ed16c7", library["id"])
                 .replace("2c3a1855-7a29-457b-b8cc-3e4a869a130e", face_model["id"]))
     job_id = org.client.query(text).ok()["createJob"]["id"]
-
-    def finished() -> dict[str, Any] | None:
-        job = org.client.query("query($id: ID!) { job(id: $id) { status tasks { records { engineId status output } } } }",
-                               id=job_id).ok()["job"]
-        return job if job["status"] in ("complete", "failed") else None
-
-    job = api.wait_for(finished, timeout=120, what="the tutorial's library-run job")
+    job = wait_job(org, job_id, fields="status tasks { records { engineId status output } }")
     adapter, run = job["tasks"]["records"]
     assert job["status"] == "complete", job
     assert adapter == {"engineId": "9e611ad7-2d3b-48f6-a51b-0a1ba40feab4", "status": "complete", "output": {"url": url}}
@@ -316,7 +312,7 @@ def test_auto_tag_with_the_face_model_finds_a_face_small_in_a_large_photo(
 ) -> None:
     import numpy as np
 
-    from tests.engines.face_scenes import compose
+    from sampledata.face_scenes import compose
 
     person = sorted(scenes.enrolled)[0]
     # 4000x3000 with a face of about 175 px: the face engine shrinks the photo to 1024 px itself (a face of about
@@ -335,7 +331,7 @@ def test_auto_tag_with_the_face_model_finds_a_face_small_in_a_large_photo(
             'confidenceThreshold: 0, inputResolution: $r, filter: {annotationTypes: [raw, machine]}}) { id } }',
             l=library["id"], m=face_model["id"], r=resolution,
         ).ok()["autoTag"]["id"]
-        task = api.wait_task(org, job_id, timeout=180)
+        task = wait_task(org, job_id, timeout=180)
         assert task["status"] == "complete", task
         suggestions = org.client.query(
             "query($j: ID!) { suggestions(jobId: $j, limit: 100) { records { identifierId entityId } } }", j=job_id,

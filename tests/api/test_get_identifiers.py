@@ -5,34 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from sampledata.published import GET_IDENTIFIERS, PUBLISHED_LIBRARY_ID
 from tests.api.conftest import random_bytes
-
-# Verbatim from the established API's training guide ("Step 2: library entities and identifiers"),
-# veritone-ops/038-get-identifiers-for-training.graphql; only the library ID literal is swapped for ours.
-PUBLISHED_LIBRARY_ID = "17a86304-9a82-4943-a06e-a2eb1c2506cc"
-GET_IDENTIFIERS = """query GetIdentifiers($identifierTypeId: ID, $offset: Int = 0, $limit: Int = 25) {
-  library(id: "17a86304-9a82-4943-a06e-a2eb1c2506cc") {
-    id
-    name
-    entities(identifierTypeId: $identifierTypeId, offset: $offset, limit: $limit) {
-      count
-      records{
-        id
-        name
-        jsondata
-        identifiers(identifierTypeId: $identifierTypeId, limit: $limit) {
-          count
-          records {
-            id
-            url
-            jsondata
-          }
-        }
-      }
-    }
-  }
-}
-"""
 
 SPEC_MUTATION = "mutation($input: CreateEntityIdentifier!) { createEntityIdentifier(input: $input) { id } }"
 

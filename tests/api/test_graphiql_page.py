@@ -34,7 +34,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from gateway.web.graphiql import STATIC_DIR, graphiql_html, graphiql_response, static_app
+from gateway.web.graphiql import (
+    STATIC_DIR,
+    graphiql_html,
+    graphiql_response,
+    static_app,
+)
+from tests.support.requirements import need
 
 CHROMIUM = shutil.which("chromium")
 TOKEN = "t0k-graphiql-test"
@@ -190,6 +196,14 @@ def test_page_and_assets_are_served(server: _Server) -> None:
         assert client.get("/v3/static/../graphiql.py").status_code == 404
 
 
+@pytest.fixture
+def chromium() -> str:
+    """The browser for the headless checks; they cannot run without it."""
+    if CHROMIUM is None:
+        need("chromium", "chromium is not installed (apt-get install chromium): the headless browser checks cannot run")
+    return CHROMIUM
+
+
 def _chromium_flags(profile: str) -> list[str]:
     assert CHROMIUM is not None
     return [
@@ -241,7 +255,7 @@ def _chromium(url: str, *extra: str, timeout: float = 90) -> str:
     return stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium) - headless render check skipped")
+@pytest.mark.usefixtures("chromium")
 def test_page_renders_in_headless_chromium(server: _Server) -> None:
     server.authorizations.clear()
     dom = _chromium(f"{server.base_url}/seed", "--dump-dom")
@@ -349,9 +363,8 @@ async def _drive_graphiql(server: _Server, debug_port: int, screenshot: str | No
         assert await tools.js("document.documentElement.getAttribute('data-csp-violations')") is None
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium) - headless interaction check skipped")
+@pytest.mark.usefixtures("chromium")
 def test_graphiql_works_and_respects_csp_in_chromium(server: _Server) -> None:
-    pytest.importorskip("websockets")
     debug_port = _free_port()
     extra = [f"--remote-debugging-port={debug_port}", "--window-size=1280,800", f"{server.base_url}/seed"]
     with _browser(extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
@@ -389,9 +402,8 @@ async def _open_signed_in_link(server: _Server, debug_port: int) -> None:
         assert f"Bearer {LINKED_TOKEN}" in server.authorizations, server.authorizations
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium) - headless link check skipped")
+@pytest.mark.usefixtures("chromium")
 def test_a_link_with_a_token_fragment_signs_the_page_in_and_leaves_no_trace(server: _Server) -> None:
-    pytest.importorskip("websockets")
     server.authorizations.clear()
     server.urls.clear()
     debug_port = _free_port()

@@ -14,17 +14,16 @@ import pytest
 
 from tests.conftest import Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
-from tests.graphql_client import wait_for
+from tests.support.waits import wait_for, wait_job
 
 UNASSIGNED = 'mutation($l: ID!) { createEntityIdentifier(input: {libraryId: $l, identifierTypeId: "image"}) { id entityId libraryId annotationType hard hardCoefficient suggestions { id } } }'
-JOB = "query($id: ID!) { job(id: $id) { status tasks { records { status output failureMessage } } } }"
 
 
 @pytest.fixture(scope="module")
 def lab(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "labeling-api")
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +36,6 @@ def worker(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
 def add_unassigned(org: Org, library_id: str, seed: int) -> dict[str, Any]:
     reply = org.client.upload_form(UNASSIGNED, api.png(32, seed), "image/png", filename="u.png", variables={"l": library_id})
     return reply.ok()["createEntityIdentifier"]
-
-
-def wait_job(org: Org, job_id: str, worker: Process) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        job = org.client.query(JOB, id=job_id).ok()["job"]
-        return job if job["status"] in ("complete", "failed", "cancelled") else None
-
-    try:
-        return wait_for(check, timeout=120, interval=0.2, what=f"job {job_id}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{worker.output()[-3000:]}") from None
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +178,7 @@ def test_auto_tag_suggests_and_people_accept_or_reject_in_bulk(lab: Org, stack: 
         'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, filter: {annotationTypes: [raw]}}) { id name } }',
         l=trained["library"],
     ).ok()["autoTag"]["id"]
-    done = wait_job(lab, job_id, worker)
+    done = wait_job(lab, job_id, worker=worker)
     assert done["status"] == "complete", done
     suggestions = lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"]
     assert sorted(s["identifierId"] for s in suggestions) == sorted(trained["unassigned"])
@@ -237,7 +225,7 @@ def test_accepting_a_label_with_no_entity_in_the_library_creates_it(lab: Org, wo
         'mutation($m: ID) { autoTag(input: {identifierTypeId: "image", libraryEngineModelId: $m, confidenceThreshold: 0, '
         'query: "identifier.contentType=image/png"}) { id } }', m=trained["model"]["id"],
     ).ok()["autoTag"]["id"]
-    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    assert wait_job(lab, job_id, worker=worker)["status"] == "complete"
     mine = [s for s in lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"] if s["identifierId"] in ids]
     assert len(mine) == 2 and all(s["entityId"] is None and s["label"].startswith("noise-") for s in mine)
     accepted = lab.client.query(
@@ -255,7 +243,7 @@ def test_auto_grouping_on_an_image_measure(lab: Org, worker: Process) -> None:
     job_id = lab.client.query(
         'mutation($l: ID!) { autoGroup(input: {libraryId: $l, nClusters: 2, feature: brightness}) { id } }', l=library_id
     ).ok()["autoGroup"]["id"]
-    done = wait_job(lab, job_id, worker)
+    done = wait_job(lab, job_id, worker=worker)
     assert done["status"] == "complete", done
     assert done["tasks"]["records"][0]["output"]["feature"] == "brightness"
     groups = lab.client.query(
@@ -306,7 +294,7 @@ def test_the_seeds_three_example_bodies_start_tasks(
     assert started.status_code == 200, started.text
     task_id = started.json()["task_id"]
     assert set(started.json()) == {"task_id"}
-    wait_job(lab, task_id, worker)
+    wait_job(lab, task_id, worker=worker)
     status = rest(lab, gateway, "GET", f"{path}/{task_id}")
     assert status.status_code == 200, status.text
     answer = status.json()
@@ -375,7 +363,7 @@ def test_rest_grouping_without_a_count_chooses_one_and_the_project_id_ignores_ca
     started = rest(lab, gateway, "POST", f"/v2/{str(lab.id).upper()}/datasets/{loose}/tasks", {"type": 2})
     assert started.status_code == 200, started.text
     job_id = started.json()["task_id"]
-    done = wait_job(lab, job_id, worker)
+    done = wait_job(lab, job_id, worker=worker)
     assert done["status"] == "complete", done
     groups = lab.client.query("query($j: ID!) { identifierGroups(jobId: $j) { totalCount } }", j=job_id).ok()
     assert groups["identifierGroups"]["totalCount"] == 2  # sqrt(4 / 2) groups of the four loose images
@@ -392,7 +380,7 @@ def test_rest_pre_label_suggests_only_for_unassigned_identifiers_and_a_rerun_rep
     for _ in range(2):
         started = rest(lab, gateway, "POST", path, body)
         assert started.status_code == 200, started.text
-        assert wait_job(lab, started.json()["task_id"], worker)["status"] == "complete"
+        assert wait_job(lab, started.json()["task_id"], worker=worker)["status"] == "complete"
         jobs.append(started.json()["task_id"])
     first, second = ([s["identifierId"] for s in lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"]] for job_id in jobs)
     assert second and first == []  # the rerun's suggestions took the place of the first run's
@@ -414,7 +402,7 @@ def test_two_people_accepting_the_same_suggestions_at_once_one_wins_whole(lab: O
         'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, filter: {annotationTypes: [raw]}}) { id } }',
         l=trained["library"],
     ).ok()["autoTag"]["id"]
-    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    assert wait_job(lab, job_id, worker=worker)["status"] == "complete"
     ids = [s["id"] for s in lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"] if s["identifierId"] in fresh]
     assert len(ids) == 4
     clients = [lab.client_for("admin"), lab.client_for("admin")]
@@ -444,7 +432,7 @@ def test_deleting_a_job_takes_identifier_locks_before_suggestion_locks_as_accept
         'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, query: "identifier.contentType=image/png", '
         'filter: {annotationTypes: [raw]}}) { id } }', l=trained["library"],
     ).ok()["autoTag"]["id"]
-    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    assert wait_job(lab, job_id, worker=worker)["status"] == "complete"
     mine = [s for s in lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"] if s["identifierId"] == fresh]
     assert len(mine) == 1
 
@@ -492,7 +480,7 @@ def test_deleting_a_finished_auto_tag_job_takes_its_suggestions_and_leaves_its_i
         'mutation($l: ID!) { autoTag(input: {libraryId: $l, confidenceThreshold: 0, query: "identifier.contentType=image/png", '
         'filter: {annotationTypes: [raw]}}) { id } }', l=trained["library"],
     ).ok()["autoTag"]["id"]
-    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    assert wait_job(lab, job_id, worker=worker)["status"] == "complete"
     look = "query($i: ID!) { entityIdentifier(id: $i) { annotationType suggestions { jobId } } }"
     assert lab.client.query(look, i=fresh).ok()["entityIdentifier"]["annotationType"] == "machine"
     lab.client.query("mutation($id: ID!) { deleteJob(id: $id) { id } }", id=job_id).ok()
@@ -522,7 +510,7 @@ def test_a_job_naming_no_model_runs_the_default_model_not_the_newest(lab: Org, w
     ).ok()["autoTag"]["id"]
     payload = lab.client.query(PAYLOAD, id=job_id).ok()["job"]["tasks"]["records"][0]["payload"]
     assert payload["libraryEngineModelId"] == first["id"]
-    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    assert wait_job(lab, job_id, worker=worker)["status"] == "complete"
     suggestions = lab.client.query(SUGGESTIONS, j=job_id).ok()["suggestions"]["records"]
     assert [(s["identifierId"], s["modelVersion"]) for s in suggestions] == [(fresh, f"{api.CLASSIFIER}:{first['id']}")]
     # Active learning chooses the same way.
@@ -530,12 +518,12 @@ def test_a_job_naming_no_model_runs_the_default_model_not_the_newest(lab: Org, w
         'mutation($l: ID!) { findHardExamples(input: {libraryId: $l}) { id } }', l=library_id,
     ).ok()["findHardExamples"]["id"]
     assert lab.client.query(PAYLOAD, id=hard).ok()["job"]["tasks"]["records"][0]["payload"]["libraryEngineModelId"] == first["id"]
-    assert wait_job(lab, hard, worker)["status"] == "complete"
+    assert wait_job(lab, hard, worker=worker)["status"] == "complete"
 
 
 def test_a_labeling_job_holds_the_registered_version_it_pinned(lab: Org, worker: Process) -> None:
+    from sampledata import onnx_models as m
     from tests.engines import registered
-    from tests.support import onnx_models as m
 
     registered.register_org_model(lab, "pinned-embedder", "embedding", m.conv_net(dimension=8), m.normalised_manifest())
     # The module's worker may have claimed the trial inference: wait for it either way.
@@ -551,7 +539,7 @@ def test_a_labeling_job_holds_the_registered_version_it_pinned(lab: Org, worker:
     ).ok()["autoGroup"]["id"]
     delete = 'mutation { deleteModelVersion(name: "pinned-embedder", version: 1) { id } }'
     api.assert_error(lab.client.query(delete), "not_allowed", "1 job(s)")
-    assert wait_job(lab, job_id, worker)["status"] == "complete"
+    assert wait_job(lab, job_id, worker=worker)["status"] == "complete"
     assert lab.client.query('query { model(name: "pinned-embedder", version: 1) { status } }').ok()["model"]["status"] == "ready"
     # Once the job is gone, so is the hold.
     lab.client.query("mutation($id: ID!) { deleteJob(id: $id) { id } }", id=job_id).ok()

@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from gateway.services.model_packages import Limits, PackageError, label_list, read_package
-from tests.support import onnx_models as m
+from gateway.services.models.packages import (
+    Limits,
+    PackageError,
+    label_list,
+    read_package,
+)
+from sampledata import onnx_models as m
 
 LIMITS = Limits(max_bytes=64 * 1024 * 1024, max_members=100, max_ratio=100)
 

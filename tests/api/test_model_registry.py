@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from sampledata import onnx_models as m
 from tests.api.conftest import Bucket, assert_clean_error_text
 from tests.conftest import Org, Process, Stack, make_org
-from tests.graphql_client import GraphQLClient, wait_for
-from tests.support import onnx_models as m
+from tests.graphql_client import GraphQLClient
+from tests.support.waits import wait_for
 
 FIELDS = """id name version ref application system status error description labels classLabels dimension aliases
     manifest sha256 sizeBytes source throughput throughputBatch provider validation createdDateTime"""
@@ -104,7 +105,7 @@ def test_a_tar_gz_package_registers_from_a_url(stack, private_fetch_gateway, fil
         assert created["source"]["file"] == "pets.tar.gz" and created["classLabels"] == ["a", "b"]
         assert ready(org.client, "remote-pets", 1)["status"] == "ready"
     finally:
-        org.client.close()
+        org.close()
 
 
 def test_a_tfjs_graph_model_is_converted_by_the_projects_converter_and_runs(org, trial_worker):
@@ -362,8 +363,10 @@ def test_another_organizations_models_are_invisible(org, other_org):
 
 
 def test_a_read_token_may_list_but_not_register(org):
+    register_form(org, "listed", m.conv_net(seed=33), "a.onnx", manifest=m.normalised_manifest()).ok()
     reader = org.client_for("read")
-    assert reader.query("query { models { totalCount } }").ok()["models"]["totalCount"] >= 0
+    listed = reader.query('query { models(name: "listed") { totalCount records { name version } } }').ok()["models"]
+    assert listed == {"totalCount": 1, "records": [{"name": "listed", "version": 1}]}
     reply = reader.upload_form(REGISTER, m.conv_net(), "application/octet-stream", filename="a.onnx",
                                variables={"input": {"name": "r", "application": "embedding", "manifest": m.normalised_manifest()}})
     assert reply.error_code == "not_allowed"

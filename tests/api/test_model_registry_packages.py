@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from sampledata import onnx_models as m
 from tests.api.test_model_registry import register_form, registry_state
-from tests.support import onnx_models as m
 
 
 def _manifest_json() -> bytes:

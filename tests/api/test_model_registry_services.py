@@ -8,13 +8,13 @@ import hashlib
 import pytest
 
 from gateway.errors import InvalidInput, NotFound
+from sampledata import onnx_models as m
 from tests.api.model_registry_helpers import register_system, with_resources
 from tests.api.test_model_registry import ready, register_form, trial_worker  # noqa: F401 - the module's worker
-from tests.support import onnx_models as m
 
 
 def test_resolve_model_reads_name_number_default_and_alias_and_only_ready_versions(org, stack, trial_worker):  # noqa: F811
-    from gateway.services import models
+    from gateway.services.models import registry as models
 
     register_form(org, "resolvable", m.conv_net(seed=51), "a.onnx", manifest=m.normalised_manifest()).ok()
     second = m.conv_net(seed=52)
@@ -49,8 +49,8 @@ def test_resolve_model_reads_name_number_default_and_alias_and_only_ready_versio
 
 
 def test_register_system_model_validates_runs_the_trial_inline_and_is_idempotent(stack):
-    from gateway.services import models
-    from gateway.services.model_packages import PackageError
+    from gateway.services.models import registry as models
+    from gateway.services.models.packages import PackageError
 
     register_system(stack, "registry-idempotent")
     again = register_system(stack, "registry-idempotent")
@@ -71,7 +71,7 @@ def test_register_system_model_validates_runs_the_trial_inline_and_is_idempotent
 
 
 def test_default_model_is_none_for_what_has_no_system_default(stack, org):
-    from gateway.services import models
+    from gateway.services.models import registry as models
 
     async def work(res):
         return (await models.default_model(res, org.id, "auto_tagging", "image"),

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from gateway.services.model_packages import Limits, PackageError, read_package
-from gateway.services.model_trials import run_trial
+from gateway.services.models.packages import Limits, PackageError, read_package
+from gateway.services.models.trial import run_trial
 from gateway.settings import MiB, Settings
-from tests.support import onnx_models as m
+from sampledata import onnx_models as m
 
 LIMITS = Limits(max_bytes=64 * MiB, max_members=100, max_ratio=100)
 

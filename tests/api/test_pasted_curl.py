@@ -11,18 +11,23 @@ import subprocess
 import httpx
 import pytest
 
-from tests.api.conftest import assert_clean_error_text, identifier_rows, org_keys, random_bytes
-from tests.conftest import ROOT, TEST_UPLOAD_LIMIT
+from tests.api.conftest import (
+    assert_clean_error_text,
+    identifier_rows,
+    org_keys,
+    random_bytes,
+)
+from tests.conftest import TEST_UPLOAD_LIMIT
+from tests.support.requirements import shared_file
 from tests.worker.conftest import create_model, download
 
-SEED = ROOT.parent / "shared" / "seeds" / "000-library-training-graphql.txt"
 SEED_MODEL_ID = "4ae6d34d-8f4a-4e4e-aefa-12964cbf29c9"
 BOUNDARY = "---------------------------9051914041544843365972754266"
 
 
 def seed_curl() -> tuple[str, str]:
     """(the Content-Type header, the -d argument) exactly as the seed's curl command gives them."""
-    text = SEED.read_text()
+    text = shared_file("seeds", "000-library-training-graphql.txt").read_text()
     start = text.index("curl -X POST")
     command = text[start : text.index("--'", start) + 3]
     content_type = command.split("-H 'content-type: ", 1)[1].split("'", 1)[0]

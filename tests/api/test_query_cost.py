@@ -2,7 +2,7 @@
 
 from graphql import parse
 
-from gateway.schema.limits import measure
+from gateway.schema.extensions.limits import measure
 
 
 def cost(text: str, **variables: object) -> int:

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.errors import InvalidInput
 from gateway.resources import open_resources
-from gateway.services import trainings
-from gateway.services.principal import Principal
+from gateway.services.access.principal import Principal
+from gateway.services.training import defaults
 from gateway.settings import Settings
 from storage.queries import engine_models as model_q
 from tests.conftest import Org, Stack
@@ -79,7 +79,7 @@ def test_recognize_by_library_falls_back_to_the_default_model_that_exists(stack:
         async with res.pool.acquire() as conn:
             none_yet = None
             try:
-                await trainings.default_model_of(res, principal, library_id, None)
+                await defaults.default_model_of(res, principal, library_id, None)
             except InvalidInput as exc:
                 none_yet = exc.message
             # a default model of an engine that is not the library's default engine (the gallery, offline): the
@@ -87,7 +87,7 @@ def test_recognize_by_library_falls_back_to_the_default_model_that_exists(stack:
             face = await model_q.insert(conn, id=uuid.uuid4(), org_id=org.id, library_id=library_id, engine_id=FACE,
                                         library_version=1, train_status="complete")
             await conn.execute("UPDATE library_engine_models SET is_default = true WHERE id = $1", face.id)
-            fallback = await trainings.default_model_of(res, principal, library_id, None)
+            fallback = await defaults.default_model_of(res, principal, library_id, None)
             # the gallery's default, older than a newer default of a third engine: the default engine's comes first
             gallery = await model_q.insert(conn, id=uuid.uuid4(), org_id=org.id, library_id=library_id, engine_id=GALLERY,
                                            library_version=1, train_status="complete")
@@ -95,8 +95,8 @@ def test_recognize_by_library_falls_back_to_the_default_model_that_exists(stack:
             other = await model_q.insert(conn, id=uuid.uuid4(), org_id=org.id, library_id=library_id,
                                          engine_id="engineshed-classifier", library_version=1, train_status="complete")
             await conn.execute("UPDATE library_engine_models SET is_default = true WHERE id = $1", other.id)
-            chosen = await trainings.default_model_of(res, principal, library_id, None)
-            named = await trainings.default_model_of(res, principal, library_id, FACE)
+            chosen = await defaults.default_model_of(res, principal, library_id, None)
+            named = await defaults.default_model_of(res, principal, library_id, FACE)
         return none_yet, fallback.id, face.id, chosen.id, gallery.id, named.id
 
     none_yet, fallback, face, chosen, gallery, named = _with_engines(stack, go)

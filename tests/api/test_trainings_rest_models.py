@@ -8,10 +8,10 @@ import uuid
 
 import httpx
 
+from sampledata.onnx_models import conv_net, normalised_manifest
 from tests.conftest import Org, Stack
 from tests.engines import registered
 from tests.reliability.conftest import LEAK, png
-from tests.support.onnx_models import conv_net, normalised_manifest
 
 
 def _library(org: Org) -> str:

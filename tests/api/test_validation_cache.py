@@ -9,7 +9,7 @@ import uuid
 import pytest
 from graphql import GraphQLError
 
-from gateway.schema.validation_cache import shape_of
+from gateway.schema.extensions.validation_cache import shape_of
 
 
 def test_the_shape_numbers_strings_by_value_and_keeps_everything_else():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from engineshed.client import Client
 from tests.client.helpers import png
-from tests.graphql_client import wait_for
-from tests.support import onnx_models as m
+from tests.support.waits import wait_for
+from sampledata import onnx_models as m
 
 EMBEDDER = "tiny-embedder"
 EMBEDDING_DIMENSION = 16

@@ -54,7 +54,7 @@ def cli_env(org: Org, token: str | None = None, url: str | None = None) -> dict[
 def cli(org: Org, *args: str, token: str | None = None, url: str | None = None, cwd: Path = ROOT,
         timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """``engineshed ARGS`` as a user runs it, with ENGINESHED_URL / ENGINESHED_TOKEN set for the org."""
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], env=cli_env(org, token, url), cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "engineshed.cli.main", *args], env=cli_env(org, token, url), cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 

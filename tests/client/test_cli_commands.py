@@ -6,7 +6,7 @@ import json
 
 from engineshed.client import Client
 from tests.client.helpers import cli, cli_json, image_folder, png
-from tests.support import onnx_models as m
+from sampledata import onnx_models as m
 
 SLEEPER = "test-sleeper"
 

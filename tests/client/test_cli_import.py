@@ -11,7 +11,7 @@ from collections import Counter
 
 from tests.client.helpers import cli, cli_env, cli_json, image_folder, library_id_by_name, library_identifiers, png
 from tests.conftest import ROOT
-from tests.graphql_client import wait_for
+from tests.support.waits import wait_for
 
 
 def test_an_import_makes_one_entity_per_folder_and_a_second_run_uploads_nothing(org, tmp_path):
@@ -82,7 +82,7 @@ def test_non_images_and_corrupt_files_are_reported_not_fatal(org, tmp_path):
 def test_ctrl_c_stops_an_import_and_the_same_command_resumes_it_without_sending_anything_twice(org, tmp_path):
     total = 300  # enough that the import is still running when the first uploads are seen, on a fast machine too
     made = image_folder(tmp_path / "big", {"dora": total}, seed=5)
-    args = [sys.executable, "-m", "gateway.cli", "import", str(tmp_path / "big"), "--library", "big",
+    args = [sys.executable, "-m", "engineshed.cli.main", "import", str(tmp_path / "big"), "--library", "big",
             "--entity-per-folder", "--concurrency", "2", "--json"]
     proc = subprocess.Popen(args, env=cli_env(org), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

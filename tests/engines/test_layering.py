@@ -10,7 +10,7 @@ import engines
 
 
 def test_importing_every_engines_module_loads_neither_gateway_nor_storage():
-    modules = [f"engines.{m.name}" for m in pkgutil.iter_modules(engines.__path__)]
+    modules = [m.name for m in pkgutil.walk_packages(engines.__path__, "engines.")]
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"

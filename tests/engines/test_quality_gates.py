@@ -9,7 +9,8 @@ from PIL import Image, ImageFilter
 
 from engines.gallery import GalleryEngine
 from engines.interface import NothingToTrain
-from tests.engines.memory_context import Entry, MemoryContext
+from sampledata.library import Entry
+from tests.engines.memory_context import MemoryContext
 
 ENGINE = GalleryEngine()
 

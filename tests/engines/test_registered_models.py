@@ -1,7 +1,7 @@
 """Engines on registered models, through the public API: config.modelId, the system default, the
 artifact with the model's preprocessing inside, recognize with an auto_tagging model, and bad input.
 
-The models are real small conv nets built in code (tests/support/onnx_models.py): NCHW float input with
+The models are real small conv nets built in code (sampledata/onnx_models.py): NCHW float input with
 ImageNet mean/std, so the preprocessing baked into the backbone is exercised, not skipped.
 """
 
@@ -21,11 +21,11 @@ from PIL import Image
 
 from engines.model_backbone import compose_backbone, compose_model
 from engines.model_trial import pixels_to_input
-from gateway.services.model_packages import complete_manifest
+from gateway.services.models.packages import complete_manifest
+from sampledata.onnx_models import conv_net, normalised_manifest
 from tests.conftest import Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
 from tests.engines import registered
-from tests.support.onnx_models import conv_net, normalised_manifest
 
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
 TAG_LABELS = ["red", "green", "blue", "grey"]
@@ -114,7 +114,7 @@ def test_non_square_inputs_are_explained() -> None:
 def models_org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "registered-models")
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")
@@ -329,8 +329,9 @@ def test_another_organizations_tagger_is_not_found(other_org: Org, tagger: Any) 
 
 def test_a_job_trains_on_the_version_it_was_created_with_whatever_moves_later(models_org: Org) -> None:
     from engines.interface import EngineError
-    from gateway.services import engine_backbones, models
-    from gateway.services.principal import Principal
+    from gateway.services.access.principal import Principal
+    from gateway.services.models import backbones as engine_backbones
+    from gateway.services.models import registry as models
 
     first = registered.register_org_model(models_org, "pinned-net", "embedding", conv_net(dimension=8, seed=21), normalised_manifest())
     library_id = api.create_library(models_org, "pinned")

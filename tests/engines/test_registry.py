@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
-from importlib.metadata import EntryPoint
+from importlib.metadata import EntryPoint, entry_points
 
 import pytest
 
 import engines.registry as registry
 from engines.interface import EngineError, EngineInfo
 from engines.registry import DuplicateEngineError, discover_engines
+
+# The engines this package registers in pyproject.toml, by id, with their categories.
+BUILT_IN = {
+    "engineshed-gallery": "face-recognition",
+    "engineshed-classifier": "object-classification",
+    "engineshed-speaker": "speaker-recognition",
+    "engineshed-face": "face-recognition",
+}
 
 
 class EchoEngine:
@@ -24,11 +32,11 @@ class EchoEngine:
         return []
 
 
-def test_both_built_in_engines_are_discovered_through_entry_points():
+def test_the_four_built_in_engines_are_discovered_through_entry_points():
     engines = discover_engines()
-    assert {"engineshed-gallery", "engineshed-classifier"} <= set(engines)
-    assert engines["engineshed-gallery"].info.category_id == "face-recognition"
-    assert engines["engineshed-classifier"].info.category_id == "object-classification"
+    assert {engine_id: engines[engine_id].info.category_id for engine_id in BUILT_IN if engine_id in engines} == BUILT_IN
+    ours = {ep.load() for ep in entry_points(group=registry.ENTRY_POINT_GROUP) if ep.dist and ep.dist.name == "engineshed"}
+    assert {type(engines[engine_id]) for engine_id in BUILT_IN} == ours
 
 
 def test_an_extra_module_attr_spec_adds_an_engine():

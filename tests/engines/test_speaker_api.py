@@ -9,11 +9,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import TEST_ENGINES, Gateway, Org, Process, Stack, make_org, start_gateway
+from sampledata.speech import ESPEAK, VOICES, encode, sentence, speak, wav_bytes
+from tests.conftest import (
+    TEST_ENGINES,
+    Gateway,
+    Org,
+    Process,
+    Stack,
+    make_org,
+    start_gateway,
+)
 from tests.engines import api_helpers as api
-from tests.engines.speech import VOICES, encode, needs_espeak, sentence, speak, wav_bytes
+from tests.support.requirements import need
 
-pytestmark = needs_espeak
+if ESPEAK is None:
+    need("espeak-ng", "espeak-ng is not installed (apt-get install -y espeak-ng)")
+
 ENGINE = "test-speaker"
 SPEAKERS = list(VOICES)[:4]
 TRAIN = 3
@@ -21,19 +32,18 @@ TRAIN = 3
 
 @pytest.fixture(scope="module")
 def speaker_env(stack: Stack) -> dict[str, str]:
-    pytest.importorskip("av")
-    from gateway.services.model_pull import PullError
-    from tests.support.speaker import encoder_bytes
+    from gateway.services.models.pull.catalogue import PullError
+    from sampledata.speaker import encoder_bytes
 
     try:
         encoder_bytes()  # fills the cache the subprocesses read
     except PullError as exc:
-        pytest.skip(f"the speaker model is not cached and the registry is unreachable: {exc}")
+        need("registry", f"the speaker model is not cached and the registry is unreachable: {exc}")
     env = dict(stack.env)
     # The GE2E artifact (~19 MB) is over the suite's 4 MiB upload limit, which also caps stored artifacts.
     # recognize(url:) fetches the held-out recording from a test server on loopback (tests/reliability/
     # test_url_fetch.py checks that private addresses are refused without this).
-    env.update(ENGINESHED_EXTRA_ENGINES=f"{TEST_ENGINES},tests.support.speaker_engine:TestSpeakerEngine",
+    env.update(ENGINESHED_EXTRA_ENGINES=f"{TEST_ENGINES},sampledata.speaker_engine:TestSpeakerEngine",
                ENGINESHED_MAX_UPLOAD_BYTES=str(100 * 1024 * 1024), ENGINESHED_FETCH_ALLOWED_HOSTS="127.0.0.1/32")
     return env
 
@@ -61,7 +71,7 @@ class _Env:  # start_worker_process reads only .env
 def org(stack: Stack, speaker_gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, speaker_gateway, "speaker")
     yield org
-    org.client.close()
+    org.close()
 
 
 def add_recording(org: Org, entity_id: str, data: bytes, content_type: str = "audio/wav") -> str:

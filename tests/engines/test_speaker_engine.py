@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 
 from engines.interface import EngineError, NothingToTrain
-from engines.speaker import SpeakerEngine
-from tests.engines.memory_context import Entry, MemoryContext
-from tests.engines.speech import VOICES, encode, needs_espeak, sentence, speak, wav_bytes
+from engines.speaker.engine import SpeakerEngine
+from sampledata.library import Entry
+from sampledata.speech import ESPEAK, VOICES, encode, sentence, speak, wav_bytes
+from tests.engines.memory_context import MemoryContext
+from tests.support.requirements import need
 
-pytestmark = needs_espeak
+if ESPEAK is None:
+    need("espeak-ng", "espeak-ng is not installed (apt-get install -y espeak-ng)")
 
 TRAIN_PER_SPEAKER = 3
 HELD_OUT_PER_SPEAKER = 2
@@ -23,13 +26,13 @@ HELD_OUT_PER_SPEAKER = 2
 
 @pytest.fixture(scope="module")
 def encoder() -> bytes:
-    from gateway.services.model_pull import PullError
-    from tests.support.speaker import encoder_bytes
+    from gateway.services.models.pull.catalogue import PullError
+    from sampledata.speaker import encoder_bytes
 
     try:
         return encoder_bytes()
     except PullError as exc:
-        pytest.skip(f"the speaker model is not cached and the registry is unreachable: {exc}")
+        need("registry", f"the speaker model is not cached and the registry is unreachable: {exc}")
 
 
 @pytest.fixture(scope="module")

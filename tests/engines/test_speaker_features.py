@@ -1,4 +1,4 @@
-"""Speaker features (engines/mel.py) against Resemblyzer's librosa output, and the energy VAD on made-up audio."""
+"""Speaker features (engines/speaker/mel.py) against Resemblyzer's librosa output, and the energy VAD on made-up audio."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines import mel
+from engines.speaker import mel
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 sys.path.insert(0, str(FIXTURES))

@@ -10,7 +10,6 @@ import pytest
 from engines.classifier import ClassifierEngine
 from engines.gallery import GalleryEngine
 from engines.interface import EngineConfigError, EngineError, IdentifierRef
-from engines.softmax import stratified_split
 from engines.splits import split_rows
 from tests.engines.memory_context import MemoryContext
 
@@ -47,15 +46,20 @@ def test_explicit_fractions_that_leave_rows_over_leave_them_unused():
     assert (split.training.size, split.validation.size, split.test.size, split.unused) == (10, 4, 2, 4)
 
 
-def test_the_classifiers_default_split_is_the_one_it_always_made():
+def test_the_classifiers_default_split_validates_the_rest_of_each_entity_and_keeps_one_to_train():
     rng = np.random.default_rng(3)
     for seed in range(40):
         labels = rng.integers(0, 6, int(rng.integers(1, 120)))
         fraction = float(rng.choice([0.5, 0.75, 0.8, 0.95]))
         config = CLASSIFIER.info.validate_config({"trainingFraction": fraction, "seed": seed})
-        train, val = stratified_split(labels, fraction, seed)
         split = split_rows(labels, config, seed=seed)
-        assert (split.training == train).all() and (split.validation == val).all() and split.test.size == 0
+        assert split.test.size == 0 and split.unused == 0
+        assert sorted([*split.training, *split.validation]) == list(range(labels.size))
+        for entity in np.unique(labels):
+            rows = int((labels == entity).sum())
+            validated = int((labels[split.validation] == entity).sum())
+            assert validated == min(int(round(rows * (1.0 - fraction))), rows - 1)
+        assert split_rows(labels, config, seed=seed).validation.tolist() == split.validation.tolist()
 
 
 @pytest.mark.parametrize(("config", "fragment"), [

@@ -12,32 +12,52 @@ from engines.backbone import default_backbone
 from engines.gallery import GalleryEngine
 from engines.pipeline import embed_library, pipeline_kwargs
 from engines.runtime import get_runner
-from tests.engines.memory_context import MemoryContext
+from tests.engines.memory_context import EmbeddingStore, MemoryContext
 
 ENGINE = GalleryEngine()
 CONFIG = ENGINE.info.validate_config({"pageSize": 20, "batchSize": 32})
 
 
+class Stored:
+    """Stored vectors of one backbone (engines.interface.StoredVectors), and what the pipeline hands back."""
+
+    def __init__(self, vectors: dict[str, np.ndarray], digest: str) -> None:
+        self.vectors = dict(vectors)
+        self.digest = digest
+        self.handed_back: dict[str, np.ndarray] = {}
+
+    def take(self, ref):
+        return self.vectors.get(ref.identifier_id)
+
+    async def store(self, vectors: Mapping[str, np.ndarray]) -> None:
+        self.handed_back.update(vectors)
+
+
+class CountingStore(EmbeddingStore):
+    """The content cache, counting its lookups."""
+
+    lookups = 0
+
+    async def cached_embeddings(self, backbone_digest, sha256s):
+        self.lookups += 1
+        return await super().cached_embeddings(backbone_digest, sha256s)
+
+
 class StoredContext(MemoryContext):
-    """A MemoryContext whose identifiers may have stored vectors of one backbone (``stored_digest``)."""
+    """A MemoryContext whose identifiers may have stored vectors of one backbone (``digest``)."""
 
     def __init__(self, *args, stored: dict[str, np.ndarray], digest: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.stored_vectors = dict(stored)
-        self.stored_digest = digest
-        self.handed_back: dict[str, np.ndarray] = {}
-        self.cache_lookups = 0
+        self.cache = CountingStore(self.store.vectors, self.store.measures)
+        self.stored = Stored(stored, digest)
 
-    async def cached_embeddings(self, backbone_digest, sha256s):
-        self.cache_lookups += 1
-        return await super().cached_embeddings(backbone_digest, sha256s)
+    @property
+    def handed_back(self) -> dict[str, np.ndarray]:
+        return self.stored.handed_back
 
-    def stored_embedding(self, ref):
-        return self.stored_vectors.get(ref.identifier_id)
-
-    async def store_identifier_embeddings(self, digest: str, vectors: Mapping[str, np.ndarray]) -> None:
-        assert digest == self.stored_digest
-        self.handed_back.update(vectors)
+    @property
+    def cache_lookups(self) -> int:
+        return self.cache.lookups
 
 
 async def _embedded(ctx, spec, stored=True):

@@ -20,13 +20,23 @@ import pytest
 from PIL import Image
 
 from gateway.devstack import embedded_stack
-from tests.conftest import ROOT, TEST_ENGINES, TEST_UPLOAD_LIMIT, Gateway, Org, Process, Stack, make_org, start_gateway
-from tests.graphql_client import GraphQLClient, wait_for
+from tests.conftest import (
+    ROOT,
+    TEST_ENGINES,
+    TEST_UPLOAD_LIMIT,
+    Gateway,
+    Org,
+    Process,
+    Stack,
+    make_org,
+    start_gateway,
+)
+from tests.graphql_client import GraphQLClient
 from tests.support.db import Database
+from tests.support.waits import wait_for
 
 SLEEPER = "test-sleeper"
 GALLERY = "engineshed-gallery"
-FINISHED = ("complete", "failed", "cancelled")
 # What a body sent to a client must never carry: a stack trace, a source path, an unmasked internal error.
 TRACE = r"Traceback|File \"|/site-packages/|\.py\", line|/work/"
 LEAK = re.compile(TRACE + "|internal_error")
@@ -95,25 +105,6 @@ def model_row(db: Database, model_id: str) -> Any:
 
 def job_status(db: Database, job_id: str) -> str:
     return db.fetchval("SELECT status FROM jobs WHERE id = $1", uuid.UUID(job_id))
-
-
-def wait_task(db: Database, task_id: str, check: Callable[[Any], bool], what: str, timeout: float = 90, interval: float = 0.05) -> Any:
-    seen: list[Any] = []
-
-    def look() -> Any:
-        row = task_row(db, task_id)
-        seen[:] = [dict(row)]
-        return row if check(row) else None
-
-    try:
-        return wait_for(look, timeout=timeout, interval=interval, what=what)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; the task was {seen}") from None
-
-
-def wait_job_finished(db: Database, job_id: str, timeout: float = 120) -> str:
-    return wait_for(lambda: (lambda s: s if s in FINISHED else None)(job_status(db, job_id)), timeout=timeout, interval=0.2,
-                    what=f"job {job_id} to finish")
 
 
 def pending_deletions(db: Database, prefix: str) -> set[str]:
@@ -311,14 +302,6 @@ def private_workers(private_stack: PrivateStack, tmp_path: Path) -> Iterator[Cal
     yield start
     for process in started:
         process.stop()
-
-
-def wait_worker_ready(process: Process, timeout: float = 60) -> None:
-    def ready() -> bool:
-        assert process.alive(), "the worker exited:\n" + process.output()[-3000:]
-        return " ready with engines" in process.output()
-
-    wait_for(ready, timeout=timeout, interval=0.1, what="the worker to be ready")
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:

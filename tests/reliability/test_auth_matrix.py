@@ -175,7 +175,7 @@ def _labeling_job(stack, org, library_id: str) -> str:
 
 def _registered_model(org) -> str:
     """A model of the first organization (validating is enough: nothing here runs it)."""
-    from tests.support.onnx_models import conv_net, normalised_manifest
+    from sampledata.onnx_models import conv_net, normalised_manifest
 
     name = "matrix-model"
     org.client.upload_form(

@@ -7,7 +7,6 @@ import time
 import uuid
 from collections import Counter
 
-from tests.graphql_client import wait_for
 from tests.reliability.conftest import (
     assert_clean,
     job_status,
@@ -15,9 +14,8 @@ from tests.reliability.conftest import (
     model_row,
     task_row,
     train,
-    wait_job_finished,
-    wait_worker_ready,
 )
+from tests.support.waits import wait_for, wait_job_finished, wait_worker_ready
 
 ROUNDS = 10
 

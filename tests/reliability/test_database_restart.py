@@ -7,21 +7,20 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import httpx
 
-from tests.graphql_client import GraphQLClient, Reply, wait_for
+from tests.graphql_client import GraphQLClient, Reply
 from tests.reliability.conftest import (
     assert_clean,
     create_model,
     cut_connections,
     library_with_images,
     train,
-    wait_job_finished,
-    wait_worker_ready,
 )
+from tests.support.waits import wait_for, wait_job_finished, wait_worker_ready
 
 CLIENT_TIMEOUT = 15.0
 CREATE_JOB = "mutation($t: [CreateTask!]) { createJob(input: {tasks: $t}) { id } }"

@@ -6,12 +6,12 @@ write it: the test holds a SHARE lock on identifier_embeddings, which the batch'
 
 from __future__ import annotations
 
+from sampledata.onnx_models import conv_net, normalised_manifest
 from tests.conftest import Org
 from tests.engines import api_helpers as api
 from tests.engines import registered
-from tests.graphql_client import wait_for
 from tests.reliability.test_worker_crashes import HeldLock
-from tests.support.onnx_models import conv_net, normalised_manifest
+from tests.support.waits import wait_for
 
 N = 24
 

@@ -21,15 +21,17 @@ import pytest
 
 from tests.conftest import Org, Process
 from tests.engines import api_helpers as api
-from tests.graphql_client import wait_for
 from tests.reliability.conftest import (
     HeldLock,
     _try,
     assert_clean,
     cut_connections,
     task_row,
+)
+from tests.support.waits import (
+    wait_for,
     wait_job_finished,
-    wait_task,
+    wait_task_row,
     wait_worker_ready,
 )
 
@@ -190,7 +192,7 @@ def test_worker_connections_cut_mid_write_of_a_labeling_job_are_retried_and_it_c
         assert cut_connections(private, "engineshed-worker") >= 1
         # The failed attempt is seen either as its failure record or, when the retry (0.5 s backoff here) has
         # already claimed the task again and cleared that record, as the second attempt.
-        failed_once = wait_task(
+        failed_once = wait_task_row(
             db, task_id,
             lambda r: r["failure_message"] is not None or r["status"] != "running" or r["attempts"] >= 2,
             "the cut write to fail the attempt", timeout=60)
@@ -253,7 +255,7 @@ def test_an_auto_tag_job_retries_while_s3_is_away_and_completes_once_it_returns(
     private.stack.s3.stop()
     try:
         job_id, task_id = start_job(org, AUTO_TAG, l=library_id, m=model_id)
-        failed_once = wait_task(db, task_id, lambda r: r["failure_message"] is not None or r["status"] in ("complete", "failed"),
+        failed_once = wait_task_row(db, task_id, lambda r: r["failure_message"] is not None or r["status"] in ("complete", "failed"),
                                 "the first attempt to fail while S3 is away", timeout=60)
     finally:
         private.stack.s3.start()

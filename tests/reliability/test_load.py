@@ -17,8 +17,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.graphql_client import wait_for
-from tests.reliability.conftest import png, wait_worker_ready
+from tests.reliability.conftest import png
+from tests.support.waits import wait_for, wait_worker_ready
 
 CLIENTS = int(os.environ.get("LOAD_CLIENTS", "40"))
 SECONDS = float(os.environ.get("LOAD_SECONDS", "10"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 
-
 from tests.reliability.conftest import (
     assert_clean,
     library_with_images,
@@ -14,10 +13,8 @@ from tests.reliability.conftest import (
     png,
     task_row,
     train,
-    wait_job_finished,
-    wait_task,
-    wait_worker_ready,
 )
+from tests.support.waits import wait_job_finished, wait_task_row, wait_worker_ready
 
 # Backoff 2 s, doubling: the attempts after an S3 failure come 2 s and 4 s later, time for S3 to come back.
 RETRY_ENV = {"ENGINESHED_RETRY_BACKOFF_SECONDS": "2", "ENGINESHED_MAX_ATTEMPTS": "3"}
@@ -41,10 +38,10 @@ def test_training_retries_and_completes_when_s3_returns_within_the_retry_window(
     wait_worker_ready(worker)
     # The sleeper reads its identifiers from S3 at once, then works for 3 s, then stores its artifact.
     job_id, task_id, model_id = train(org.client, library_id, seconds=3, steps=3)
-    wait_task(private.db, task_id, lambda r: r["status"] == "running" and r["progress"] > 0, "the sleeper to be working")
+    wait_task_row(private.db, task_id, lambda r: r["status"] == "running" and r["progress"] > 0, "the sleeper to be working")
     private.stack.s3.stop()
     try:
-        failed_once = wait_task(
+        failed_once = wait_task_row(
             private.db, task_id, lambda r: r["failure_message"] is not None or r["status"] != "running",
             "the artifact upload to fail while S3 is down", timeout=60,
         )
@@ -67,7 +64,7 @@ def test_training_retries_a_read_from_s3_that_fails_and_completes_when_s3_return
     private.stack.s3.stop()
     try:
         job_id, task_id, model_id = train(org.client, library_id, seconds=0.2, steps=1)
-        failed_once = wait_task(private.db, task_id, lambda r: r["failure_message"] is not None or r["status"] in ("complete", "failed"),
+        failed_once = wait_task_row(private.db, task_id, lambda r: r["failure_message"] is not None or r["status"] in ("complete", "failed"),
                                 "the first attempt to fail while S3 is down", timeout=60)
     finally:
         private.stack.s3.start()

@@ -13,7 +13,6 @@ import uuid
 
 import pytest
 
-from tests.graphql_client import wait_for
 from tests.reliability.conftest import (
     GALLERY,
     SLEEPER,
@@ -24,10 +23,8 @@ from tests.reliability.conftest import (
     pending_deletions,
     task_row,
     train,
-    wait_job_finished,
-    wait_task,
 )
-
+from tests.support.waits import wait_for, wait_job_finished, wait_task_row
 
 POINTS = {
     # point: (engine, identifiers, config)
@@ -51,7 +48,7 @@ def test_a_worker_killed_mid_training_is_finished_by_another_worker_with_one_art
     job_id, task_id, model_id = train(org.client, library_id, engine, **config)
     victim = start_worker("victim")
     try:
-        wait_task(db, task_id, lambda r: r["status"] == "running" and r["lease_owner"] == "victim", "the victim to claim the task", timeout=90)
+        wait_task_row(db, task_id, lambda r: r["status"] == "running" and r["lease_owner"] == "victim", "the victim to claim the task", timeout=90)
         if point == "after-upload-before-commit":
             # Taken after the claim (which updates the model row) and during the engine's 3 s: the worker
             # uploads its artifact, then waits here to lock the model row and record it.
@@ -68,7 +65,7 @@ def test_a_worker_killed_mid_training_is_finished_by_another_worker_with_one_art
             row = task_row(db, task_id)
             assert row["status"] == "running" and row["lease_owner"] == "victim" and row["progress"] < 0.9, dict(row)
         elif point == "during-engine-work":
-            wait_task(db, task_id, lambda r: 0.1 <= r["progress"] < 0.9, "the sleeper to be working", timeout=60)
+            wait_task_row(db, task_id, lambda r: 0.1 <= r["progress"] < 0.9, "the sleeper to be working", timeout=60)
         elif point == "just-before-artifact-upload":
             wait_for(lambda: lock.waiters("blob_deletions") >= 1, timeout=60, interval=0.05, what="the victim to wait before its upload")
             assert models_prefix and not session_bucket.keys(models_prefix)

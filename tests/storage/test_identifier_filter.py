@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from gateway.errors import InvalidInput
-from gateway.services.identifier_filter import IdentifierSelection
+from gateway.services.selection import IdentifierSelection
 
 T0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
 ROWS = [  # (name, annotation type, uploaded)

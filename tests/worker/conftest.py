@@ -13,23 +13,20 @@ import pytest
 from PIL import Image
 
 from storage.blobs import connect_blobs
-from tests.conftest import ROOT, Org, Stack
-from tests.graphql_client import GraphQLClient, wait_for
+from tests.conftest import Org, Stack
+from tests.graphql_client import GraphQLClient
+from tests.support.requirements import shared_file
+from tests.support.waits import JOB_FIELDS
 
-SEED_OPS = ROOT.parent / "shared" / "data" / "veritone-ops"
 SLEEPER = "test-sleeper"
-FINISHED = ("complete", "failed", "cancelled")
-
-JOB_FIELDS = """id status createdDateTime modifiedDateTime
-tasks { count records { id status engineId payload output progress progressMessage attempts
-    failureReason failureMessage queuedDateTime startedDateTime completedDateTime duration } }"""
 MODEL_FIELDS = "id engineId libraryId libraryVersion trainJobId trainStatus dataUrl contentType jsondata modifiedDateTime"
 
 
 def seed(name: str) -> str:
     """The text of one of the established API's published operations, as its users send it."""
-    matches = sorted(SEED_OPS.glob(f"{name}*.graphql"))
-    assert matches, f"no seed operation {name} in {SEED_OPS}"
+    operations = shared_file("data", "veritone-ops")
+    matches = sorted(operations.glob(f"{name}*.graphql"))
+    assert matches, f"no seed operation {name} in {operations}"
     return matches[0].read_text()
 
 
@@ -88,21 +85,6 @@ def task_of(org: Org, job_id: str) -> dict[str, Any]:
 def model(org: Org, model_id: str, client: GraphQLClient | None = None) -> dict[str, Any]:
     reply = (client or org.client).query(f"query($id: ID!) {{ libraryEngineModel(id: $id) {{ {MODEL_FIELDS} }} }}", id=model_id)
     return reply.ok()["libraryEngineModel"]
-
-
-def wait_for_job(org: Org, job_id: str, status: str | tuple[str, ...] = FINISHED, timeout: float = 90) -> dict[str, Any]:
-    wanted = (status,) if isinstance(status, str) else status
-    return wait_for(
-        lambda: (lambda j: j if j["status"] in wanted else None)(job(org, job_id)),
-        timeout=timeout, what=f"job {job_id} to be {'/'.join(wanted)}",
-    )
-
-
-def wait_for_task_status(org: Org, job_id: str, status: str, timeout: float = 90) -> dict[str, Any]:
-    return wait_for(
-        lambda: (lambda t: t if t["status"] == status else None)(task_of(org, job_id)),
-        timeout=timeout, what=f"the task of job {job_id} to be {status}",
-    )
 
 
 def download(url: str) -> bytes:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.graphql_client import wait_for
-from tests.worker.conftest import job, model, sleeper_job, task_of, wait_for_job
+from tests.support.waits import wait_for, wait_job
+from tests.worker.conftest import job, model, sleeper_job, task_of
 
 CANCEL = "mutation($id: ID!) { cancelJob(id: $id) { id message } }"
 RETRY = "mutation($id: ID!) { retryJob(id: $id) { id status } }"
@@ -25,7 +25,7 @@ def test_a_cancelled_queued_job_never_starts(org, start_worker):
     # A worker that starts afterwards runs later work and leaves the cancelled task alone.
     later, _, _ = sleeper_job(org, library_id)
     start_worker()
-    wait_for_job(org, later, "complete")
+    wait_job(org, later, "complete")
     task = task_of(org, job_id)
     assert task["status"] == "cancelled"
     assert task["startedDateTime"] is None and task["attempts"] == 0
@@ -40,7 +40,7 @@ def test_a_running_job_is_cancelled_within_seconds(org, start_worker):
     assert model(org, model_id)["trainStatus"] == "running"
 
     org.client.query(CANCEL, id=job_id).ok()
-    done = wait_for_job(org, job_id, timeout=30)
+    done = wait_job(org, job_id, timeout=30)
     assert done["status"] == "cancelled"
     task = done["tasks"]["records"][0]
     assert task["status"] == "cancelled" and task["completedDateTime"] is not None
@@ -63,7 +63,7 @@ def test_cancel_and_delete_in_the_wrong_state_say_why(org, start_worker):
     assert job(org, queued_job)["status"] == "queued"
 
     start_worker()
-    wait_for_job(org, queued_job, "complete")
+    wait_job(org, queued_job, "complete")
     refused = org.client.query(CANCEL, id=queued_job)
     assert refused.error_code == "not_allowed"  # Vertex: cancel raises unless the job is running
     assert "cannot be cancelled" in refused.error_message
@@ -90,7 +90,7 @@ def test_a_failed_job_is_retried_from_scratch(org, start_worker):
     library_id = org.create_library()
     job_id, _, model_id = sleeper_job(org, library_id, fail="engine")
     start_worker()
-    failed = wait_for_job(org, job_id)
+    failed = wait_job(org, job_id)
     assert failed["status"] == "failed"
     first_completed = failed["tasks"]["records"][0]["completedDateTime"]
 

@@ -7,7 +7,8 @@ import statistics
 import time
 from datetime import datetime
 
-from tests.worker.conftest import sleeper_job, task_of, wait_for_job
+from tests.support.waits import wait_job
+from tests.worker.conftest import sleeper_job, task_of
 
 
 def _at(text: str) -> datetime:
@@ -18,13 +19,13 @@ def test_an_idle_worker_starts_a_new_job_promptly(org, start_worker, capsys):
     library_id = org.create_library()
     warm_up, _, _ = sleeper_job(org, library_id)
     start_worker()
-    wait_for_job(org, warm_up, "complete")
+    wait_job(org, warm_up, "complete")
 
     latencies = []
     for _ in range(20):
         time.sleep(0.3)  # let the worker finish its round and wait for a notification
         job_id, _, _ = sleeper_job(org, library_id)
-        done = wait_for_job(org, job_id, "complete")
+        done = wait_job(org, job_id, "complete")
         task = task_of(org, job_id)
         latencies.append((_at(task["startedDateTime"]) - _at(done["createdDateTime"])).total_seconds() * 1000)
 

@@ -9,16 +9,15 @@ from typing import Any
 
 import pytest
 
+from sampledata.onnx_models import conv_net, normalised_manifest
 from tests.conftest import Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
 from tests.engines import registered
-from tests.graphql_client import wait_for
-from tests.support.onnx_models import conv_net, normalised_manifest
+from tests.support.waits import wait_for, wait_job
 
 DIM = 16
 GENERATE = """mutation($l: ID, $t: ID, $m: String, $f: IdentifierFilter) {
   generateEmbeddings(libraryId: $l, identifierTypeId: $t, modelId: $m, filter: $f) { id status } }"""
-JOB = "query($id: ID!) { job(id: $id) { status tasks { records { status progress output } } } }"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def ingest_org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "embedding-ingest")
     registered.register_org_model(org, "ingest-net", "embedding", conv_net(dimension=DIM, seed=5), normalised_manifest())
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +43,6 @@ def vectors_of(org: Org, library_id: str) -> list[Any]:
 
 def queued(org: Org, library_id: str) -> int:
     return org.stack.db.fetchval("SELECT count(*) FROM embedding_queue WHERE library_id = $1::uuid", library_id)
-
-
-def finished_job(org: Org, job_id: str, timeout: float = 90) -> dict[str, Any]:
-    return wait_for(lambda: (lambda j: j if j["status"] in ("complete", "failed") else None)(
-        org.client.query(JOB, id=job_id).ok()["job"]), timeout=timeout, what=f"job {job_id} to finish")
 
 
 def test_ingest_embeds_each_new_identifier_once_per_model_and_training_then_fetches_nothing(
@@ -90,7 +84,7 @@ def test_generate_embeddings_for_a_library_reports_progress_and_fills_the_gaps(i
     library, _ = api.small_library(ingest_org, "generate", entities=2, per_entity=5, seed=2)
     assert vectors_of(ingest_org, library) == []
     job_id = ingest_org.client.query(GENERATE, l=library, m="ingest-net").ok()["generateEmbeddings"]["id"]
-    job = finished_job(ingest_org, job_id)
+    job = wait_job(ingest_org, job_id)
     (task,) = job["tasks"]["records"]
     assert job["status"] == "complete" and task["progress"] == 1.0, job
     assert task["output"]["total"] == 10 and task["output"]["embedded"] == 10 and task["output"]["failed"] == 0
@@ -99,7 +93,7 @@ def test_generate_embeddings_for_a_library_reports_progress_and_fills_the_gaps(i
     # One claim embedded the whole selection (batch size 16): one backbone call, not ten.
     assert "embedded 10 identifiers with model version" in worker.output()
     # Again: nothing left to embed, and nothing is embedded twice.
-    again = finished_job(ingest_org, ingest_org.client.query(GENERATE, l=library, m="ingest-net").ok()["generateEmbeddings"]["id"])
+    again = wait_job(ingest_org, ingest_org.client.query(GENERATE, l=library, m="ingest-net").ok()["generateEmbeddings"]["id"])
     assert again["tasks"]["records"][0]["output"]["embedded"] == 10
     assert len(vectors_of(ingest_org, library)) == 10
 
@@ -107,14 +101,14 @@ def test_generate_embeddings_for_a_library_reports_progress_and_fills_the_gaps(i
 def test_generate_embeddings_takes_the_filter_and_every_library_of_a_type(ingest_org: Org, worker: Process) -> None:
     library, _ = api.small_library(ingest_org, "filtered", entities=1, per_entity=4, seed=3)
     future = int(time.time()) + 3600
-    job = finished_job(ingest_org, ingest_org.client.query(
+    job = wait_job(ingest_org, ingest_org.client.query(
         GENERATE, l=library, m="ingest-net", f={"fromDateTime": future}).ok()["generateEmbeddings"]["id"])
     assert job["tasks"]["records"][0]["output"]["total"] == 0 and vectors_of(ingest_org, library) == []
-    job = finished_job(ingest_org, ingest_org.client.query(
+    job = wait_job(ingest_org, ingest_org.client.query(
         GENERATE, l=library, m="ingest-net", f={"annotationTypes": ["human"]}).ok()["generateEmbeddings"]["id"])
     assert job["tasks"]["records"][0]["output"]["embedded"] == 4
     # identifierTypeId alone: every library of the organization holding images.
-    job = finished_job(ingest_org, ingest_org.client.query(GENERATE, t="image", m="ingest-net").ok()["generateEmbeddings"]["id"])
+    job = wait_job(ingest_org, ingest_org.client.query(GENERATE, t="image", m="ingest-net").ok()["generateEmbeddings"]["id"])
     output = job["tasks"]["records"][0]["output"]
     images = ingest_org.stack.db.fetchval(
         "SELECT count(*) FROM entity_identifiers WHERE org_id = $1 AND identifier_type_id = 'image'", ingest_org.id)
@@ -142,7 +136,7 @@ def test_an_undecodable_identifier_fails_alone_with_its_reason(ingest_org: Org, 
     entity = ingest_org.create_entity(library, "e")
     good = api.add_identifier(ingest_org.client, entity, api.png(32, 77))
     bad = api.add_identifier(ingest_org.client, entity, b"\x89PNG\r\n\x1a\n not really")
-    job = finished_job(ingest_org, ingest_org.client.query(GENERATE, l=library, m="ingest-net").ok()["generateEmbeddings"]["id"])
+    job = wait_job(ingest_org, ingest_org.client.query(GENERATE, l=library, m="ingest-net").ok()["generateEmbeddings"]["id"])
     output = job["tasks"]["records"][0]["output"]
     assert (output["embedded"], output["failed"]) == (1, 1)
     assert [str(r["identifier_id"]) for r in vectors_of(ingest_org, library)] == [good]
@@ -168,7 +162,7 @@ def test_a_hand_made_task_cannot_embed_with_another_organizations_model(
     # the worker also refuses a version that is not the organization's or a system one.
     assert done["status"] == "failed" and "not a generateEmbeddings payload" in done["tasks"]["records"][0]["failureMessage"]
     assert vectors_of(ingest_org, library) == [] and queued(ingest_org, library) == 0
-    owner.client.close()
+    owner.close()
 
 
 def test_the_hnsw_index_answers_like_the_exact_ranking_on_small_data(

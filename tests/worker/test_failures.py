@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import json
 
-from tests.graphql_client import wait_for
-from tests.worker.conftest import download, model, s3_keys, sleeper_job, started_lines, task_of, wait_for_job
+from tests.support.waits import wait_for, wait_job
+from tests.worker.conftest import (
+    download,
+    model,
+    s3_keys,
+    sleeper_job,
+    started_lines,
+    task_of,
+)
 
 
 def test_an_engine_error_fails_the_model_with_the_error_and_is_not_retried(org, start_worker):
@@ -14,7 +21,7 @@ def test_an_engine_error_fails_the_model_with_the_error_and_is_not_retried(org, 
     job_id, task_id, model_id = sleeper_job(org, library_id, fail="engine")
     worker = start_worker()
 
-    done = wait_for_job(org, job_id)
+    done = wait_job(org, job_id)
     assert done["status"] == "failed"
     task = done["tasks"]["records"][0]
     assert task["status"] == "failed"
@@ -33,7 +40,7 @@ def test_a_crashing_engine_is_retried_up_to_the_attempt_limit_then_fails(org, st
     job_id, task_id, model_id = sleeper_job(org, library_id, fail="crash")
     worker = start_worker()
 
-    done = wait_for_job(org, job_id)
+    done = wait_job(org, job_id)
     assert done["status"] == "failed"
     task = done["tasks"]["records"][0]
     assert task["attempts"] == 3
@@ -56,7 +63,7 @@ def test_a_task_whose_worker_was_killed_is_finished_by_another_worker(org, start
     first.kill()  # SIGKILL: no release, no cleanup; the lease must run out
 
     second = start_worker("survivor")
-    done = wait_for_job(org, job_id, timeout=120)
+    done = wait_job(org, job_id, timeout=120)
     assert done["status"] == "complete"
     task = done["tasks"]["records"][0]
     assert task["attempts"] == 2
@@ -86,7 +93,7 @@ def test_a_worker_stopped_with_sigterm_hands_its_task_back_at_once(org, start_wo
     assert f"task {task_id} stopped: shutdown" in first.output()
 
     start_worker("staying")
-    done = wait_for_job(org, job_id)
+    done = wait_job(org, job_id)
     assert done["status"] == "complete"
     assert done["tasks"]["records"][0]["attempts"] == 1
     assert model(org, model_id)["trainStatus"] == "complete"

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import time
 
-from tests.graphql_client import wait_for
-from tests.worker.conftest import SLEEPER, job, s3_keys, sleeper_job, started_lines, stop_together
+from tests.support.waits import wait_for
+from tests.worker.conftest import (
+    SLEEPER,
+    job,
+    s3_keys,
+    sleeper_job,
+    started_lines,
+    stop_together,
+)
 
 
 def all_finished(org, job_ids):

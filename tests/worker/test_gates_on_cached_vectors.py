@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from sampledata.onnx_models import conv_net, normalised_manifest
 from tests.conftest import Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
 from tests.engines import registered
-from tests.support.onnx_models import conv_net, normalised_manifest
+from tests.support.waits import wait_task
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def gate_org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "gates-on-cache")
     registered.register_org_model(org, "gate-net", "embedding", conv_net(dimension=16, seed=4), normalised_manifest())
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_vectors_made_at_ingest_carry_the_sizes_a_gated_training_reads(gate_org:
     job_id = gate_org.client.query(
         "mutation($l: ID, $m: String) { generateEmbeddings(libraryId: $l, modelId: $m) { id } }", l=library, m="gate-net",
     ).ok()["generateEmbeddings"]["id"]
-    job = api.wait_task(gate_org, job_id, timeout=120)
+    job = wait_task(gate_org, job_id, timeout=120)
     assert job["output"]["embedded"] == 10, job
     trained, task = api.trained(gate_org, api.GALLERY, library, {"modelId": "gate-net", "minSize": 24}, worker=worker)
     assert trained["trainStatus"] == "complete", trained["jsondata"]

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sampledata.onnx_models import conv_net, normalised_manifest
 from tests.conftest import Gateway, Org, Process, Stack, make_org, start_gateway
 from tests.engines import api_helpers as api
 from tests.engines import registered
-from tests.graphql_client import GraphQLClient, wait_for
-from tests.support.onnx_models import conv_net, normalised_manifest
+from tests.graphql_client import GraphQLClient
+from tests.support.waits import wait_for
 
 DIM = 16
 MODEL = "index-net"
@@ -26,7 +27,7 @@ def index_org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "index-recognition")
     registered.register_org_model(org, MODEL, "embedding", conv_net(dimension=DIM, seed=7), normalised_manifest())
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +145,7 @@ def test_only_the_models_library_and_organization_answer(
         api.assert_error(theirs, "not_found")
         assert theirs.errors[0]["message"] == made_up.errors[0]["message"]
     finally:
-        outsider.client.close()
+        outsider.close()
 
 
 def test_index_without_a_registered_model_fails_the_training_saying_why(index_org: Org, worker: Process) -> None:

@@ -60,7 +60,7 @@ BAD_LABELS = [
     ({"k" * 65: "x"}, "longer than 64"),
     ({"team": "v" * 65}, "longer than 64"),
     ({"team": 3}, "must be a string"),
-    ({"équipe": "x"}, "'équipe'"),  # international characters: refused here (see gateway/services/labels.py)
+    ({"équipe": "x"}, "'équipe'"),  # international characters: refused here (see gateway/services/access/job_labels.py)
     ({f"k{i}": "v" for i in range(65)}, "at most 64 labels"),
 ]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.worker.conftest import job, seed, sleeper_job, wait_for_task_status
+from tests.support.waits import wait_task
+from tests.worker.conftest import job, seed, sleeper_job
 
 
 def test_jobs_are_listed_newest_first_and_paged(org):
@@ -30,8 +31,8 @@ def test_a_single_status_is_accepted_for_the_status_list(org, start_worker):
     # The engine runs two at a time across the fleet: the third job waits in the queue.
     first, second, third = (sleeper_job(org, library_id, seconds=60)[0] for _ in range(3))
     start_worker()
-    wait_for_task_status(org, first, "running")
-    wait_for_task_status(org, second, "running")
+    wait_task(org, first, "running")
+    wait_task(org, second, "running")
 
     running = org.client.query(seed("051")).ok()["jobs"]  # jobs(status: running, limit: 50)
     assert [j["id"] for j in running["records"]] == [second, first]

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sampledata.onnx_models import conv_net, normalised_manifest
 from tests.conftest import Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
 from tests.engines import registered
-from tests.graphql_client import wait_for
-from tests.support.onnx_models import conv_net, normalised_manifest
+from tests.support.waits import wait_job
 
 DIM = 16
 MODEL = "group-net"
@@ -22,7 +22,6 @@ UNASSIGNED = """mutation($l: ID!, $u: String) { createEntityIdentifier(input: {l
 INSERT = """mutation($m: String!, $d: [Int!]!, $e: [EmbeddingRecord!]!, $l: ID) {
   insertEmbeddings(modelId: $m, vectorDimension: $d, embeddings: $e, libraryId: $l) { inserted } }"""
 GROUP = "mutation($l: ID!, $m: String) { autoGroup(input: {libraryId: $l, nClusters: 2, modelId: $m}) { id } }"
-JOB = "query($id: ID!) { job(id: $id) { status tasks { records { status output failureMessage } } } }"
 GROUPS = "query($j: ID!) { identifierGroups(jobId: $j) { records { members(limit: 100) { records { id } } } } }"
 
 
@@ -31,7 +30,7 @@ def org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "labeling-vectors")
     registered.register_org_model(org, MODEL, "embedding", conv_net(dimension=DIM, seed=11), normalised_manifest())
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +52,7 @@ def unassigned_library(org: Org, name: str, n: int, seed: int) -> tuple[str, lis
 
 def grouped(org: Org, worker: Process, library: str) -> tuple[dict[str, Any], set[frozenset[str]]]:
     job_id = org.client.query(GROUP, l=library, m=MODEL).ok()["autoGroup"]["id"]
-
-    def done() -> dict[str, Any] | None:
-        job = org.client.query(JOB, id=job_id).ok()["job"]
-        return job if job["status"] in ("complete", "failed", "cancelled") else None
-
-    job = wait_for(done, timeout=120, interval=0.2, what=f"grouping job {job_id}")
+    job = wait_job(org, job_id, worker=worker)
     assert job["status"] == "complete", (job, worker.output()[-3000:])
     groups = org.client.query(GROUPS, j=job_id).ok()["identifierGroups"]["records"]
     return job["tasks"]["records"][0]["output"], {frozenset(m["id"] for m in g["members"]["records"]) for g in groups}
@@ -100,8 +94,7 @@ def test_generate_embeddings_embeds_unassigned_identifiers_and_grouping_then_rea
     job_id = org.client.query(
         "mutation($l: ID, $m: String) { generateEmbeddings(libraryId: $l, modelId: $m) { id } }", l=library, m=MODEL,
     ).ok()["generateEmbeddings"]["id"]
-    job = wait_for(lambda: (lambda j: j if j["status"] in ("complete", "failed") else None)(
-        org.client.query(JOB, id=job_id).ok()["job"]), timeout=120, interval=0.2, what="generateEmbeddings")
+    job = wait_job(org, job_id, worker=worker)
     assert job["status"] == "complete", (job, worker.output()[-3000:])
     output = job["tasks"]["records"][0]["output"]
     assert output["total"] == 5 and output["embedded"] == 5 and output["failed"] == 0, output  # no entity needed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.graphql_client import wait_for
+from tests.support.waits import wait_for, wait_job
 from tests.worker.conftest import (
     SLEEPER,
     create_model,
@@ -13,7 +13,6 @@ from tests.worker.conftest import (
     library_with_faces,
     model,
     seed,
-    wait_for_job,
 )
 
 SEED_ENGINE = "9f60a772-e8dd-480b-918e-5779d8eb02f0"
@@ -35,7 +34,7 @@ def test_the_documented_manual_train_job_trains_the_model(org, start_worker):
     assert queued["trainStatus"] == "queued" and queued["trainJobId"] == created["id"]
 
     start_worker()
-    done = wait_for_job(org, created["id"])
+    done = wait_job(org, created["id"])
     assert done["status"] == "complete"
     [task] = done["tasks"]["records"]
     assert task["status"] == "complete"
@@ -97,8 +96,8 @@ def test_publishing_queues_a_new_model_per_compatible_engine_and_keeps_the_older
     assert task["payload"] == {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": newest["id"]}
 
     start_worker()
-    wait_for_job(org, newest["trainJobId"], "complete")
-    wait_for_job(org, older["trainJobId"], "complete")
+    wait_job(org, newest["trainJobId"], "complete")
+    wait_job(org, older["trainJobId"], "complete")
     records = org.client.query(ENGINE_MODELS, id=library_id).ok()["library"]["engineModels"]["records"]
     assert [m["trainStatus"] for m in records] == ["complete", "complete"]
     summary = wait_for(

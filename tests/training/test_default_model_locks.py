@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from gateway.services import engine_models, model_versions, promotion
-from gateway.services.principal import Principal
+from gateway.services.access.principal import Principal
+from gateway.services.training import engine_models, promotion
+from gateway.services.training import versions as model_versions
 from storage.queries import engine_models as model_q
 from storage.queries import trainings as training_q
 from tests.conftest import Org, Stack

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from gateway.resources import open_resources
-from gateway.services import trainings
+from gateway.services.training import defaults as training_defaults
 from gateway.settings import Settings
 from storage.queries import engine_models as model_q
 from storage.queries import trainings as q
@@ -47,7 +47,7 @@ def test_the_default_engines_model_is_the_last_training(stack: Stack, org: Org) 
         async with res.pool.acquire() as conn:
             for lid in libraries:
                 await _publish_pair(conn, org, lid)
-            defaults = await trainings.default_engine_ids(res, org.id, libraries)
+            defaults = await training_defaults.default_engine_ids(res, org.id, libraries)
             preferred = await q.last_trainings(conn, org.id, libraries, defaults)
             unranked = await q.last_trainings(conn, org.id, libraries)
         return defaults, [preferred[lid].engine_id for lid in libraries], [unranked[lid].engine_id for lid in libraries]

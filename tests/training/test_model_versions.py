@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from sampledata.digits import Digits
 from tests.conftest import Gateway, Org, Process, Stack, make_org
 from tests.engines import api_helpers as api
-from tests.engines.digits import Digits
+from tests.support.waits import wait_model
 
 GALLERY = api.GALLERY
 VERSION_FIELDS = """id trainStatus accuracy isDefault aliases parentModelId name description changelog labels autoPromote
@@ -26,7 +27,7 @@ BY_LIBRARY = """query($l: ID, $e: ID) { recognize(libraryId: $l, engineId: $e, t
 def versions_org(stack: Stack, gateway: Gateway) -> Iterator[Org]:
     org = make_org(stack, gateway, "versions")
     yield org
-    org.client.close()
+    org.close()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def _train(org: Org, library_id: str, worker: Process, **payload: Any) -> dict[s
     body = {"mode": "library-train", "libraryId": library_id, "libraryEngineModelId": model_id, **payload}
     org.client.query("mutation($p: JSONData) { createJob(input: {tasks: [{engineId: \"engineshed-gallery\", payload: $p}]}) { id } }",
                      p=body).ok()
-    api.wait_model(org, model_id, worker=worker, timeout=180)
+    wait_model(org, model_id, worker=worker, timeout=180)
     return _model(org, model_id)
 
 
@@ -186,7 +187,7 @@ def test_library_counts_previews_and_issues_from_the_last_training(versions_org:
 
     model_id = api.create_model(org, GALLERY, library_id)
     api.create_train_job(org, GALLERY, library_id, model_id, {"minSize": 8})
-    assert api.wait_model(org, model_id, worker=worker, timeout=180)["trainStatus"] == "complete"
+    assert wait_model(org, model_id, worker=worker, timeout=180)["trainStatus"] == "complete"
     after = org.client.query(INSIGHT, l=library_id).ok()["library"]
     assert after["counts"]["usableIdentifiers"] == 10
     skipped = [r for r in after["issues"]["reasons"] if r["identifierId"] == tiny]
@@ -197,12 +198,12 @@ def test_library_counts_previews_and_issues_from_the_last_training(versions_org:
     # at once): another engine's failure is not the library's error...
     other = api.create_model(org, "test-sleeper", library_id)
     api.create_train_job(org, "test-sleeper", library_id, other, {"fail": "engine"})
-    assert api.wait_model(org, other, worker=worker, timeout=180)["trainStatus"] == "failed"
+    assert wait_model(org, other, worker=worker, timeout=180)["trainStatus"] == "failed"
     assert org.client.query(INSIGHT, l=library_id).ok()["library"]["issues"]["hasError"] is False
     # ...the default engine's is: a split key no identifier carries leaves nothing to train on.
     failing = api.create_model(org, GALLERY, library_id)
     api.create_train_job(org, GALLERY, library_id, failing, {"splitKey": "no-such-key"})
-    assert api.wait_model(org, failing, worker=worker, timeout=180)["trainStatus"] == "failed"
+    assert wait_model(org, failing, worker=worker, timeout=180)["trainStatus"] == "failed"
     failed = org.client.query(INSIGHT, l=library_id).ok()["library"]["issues"]
     assert failed["hasError"] is True
     [error] = [r for r in failed["reasons"] if r["severity"] == "error"]

@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from gateway.services import engine_models
-from gateway.services.principal import Principal
+from gateway.services.access.principal import Principal
+from gateway.services.training import engine_models
 from storage.queries import engine_models as model_q
 from tests.conftest import Org, Stack
 from tests.engines.registered import with_resources

@@ -1,7 +1,7 @@
 """The speaker engine with the real GE2E encoder, for gateway and worker subprocesses (ENGINESHED_EXTRA_ENGINES).
 
 In production the worker hands the engine the registered ``speaker-embedding`` model; the test stack registers
-no models, so this engine converts the pinned, cached Resemblyzer wheel itself (tests/support/speaker.py). Its id
+no models, so this engine converts the pinned, cached Resemblyzer wheel itself (sampledata/speaker.py). Its id
 is ``test-speaker`` so it never clashes with the ``engineshed-speaker`` entry point of a reinstalled checkout.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from engines.speaker import SpeakerEngine
+from engines.speaker.engine import SpeakerEngine
 
 
 @functools.cache
 def _encoder() -> bytes:
-    from tests.support.speaker import encoder_bytes
+    from sampledata.speaker import encoder_bytes
 
     return encoder_bytes()
 
