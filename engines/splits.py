@@ -1,15 +1,14 @@
-"""Training, validation and test splits of a library, as Vertex AI's fraction and filter splits.
+"""Training, validation and test splits of a library: fraction splits and filter splits.
 
 Fraction split (``trainingFraction``, ``validationFraction``, ``testFraction``, each 0-1, summing to at most
 1): each entity's identifiers are shuffled with ``seed`` (numpy's PCG64, entities in paging order) and cut
 into the three parts, so every entity is represented in each part in proportion, and the same library and
 seed always give the same split. An entity keeps at least one training identifier. An engine may leave one
-fraction unset (``None``): it is the rest. What the fractions leave over is not used (Vertex: "the fraction
-of the input data to be used").
+fraction unset (``None``): it is the rest. What the fractions leave over is not used.
 
 Filter split (``splitKey``): an identifier whose ``jsondata[splitKey]`` is ``train``/``training``,
-``validation``/``validate`` or ``test`` goes to that part; any other identifier is left out, as Vertex ignores
-data items that no filter matches. The fractions are then ignored.
+``validation``/``validate`` or ``test`` goes to that part; any other identifier is left out (an item no filter matches is not
+used). The fractions are then ignored.
 """
 
 from __future__ import annotations

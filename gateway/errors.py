@@ -1,4 +1,4 @@
-"""Errors that reach clients, one class per upstream error code.
+"""Errors that reach clients, one class per error code of the API.
 
 The class decides the code; the schema copies it into ``extensions.code`` and ``name``. Anything that is
 not an ``ApiError`` is masked as ``internal_error`` and logged with its stack trace on the server only.

@@ -91,7 +91,7 @@ class RestRequest:
         return value
 
     def require_project(self, name: str = "project_id") -> None:
-        """Seed 004's ``/v2/{project_id}/...``: the project is the caller's organization; any other is not found."""
+        """``/v2/{project_id}/...``: the project is the caller's organization; any other is not found."""
         if str(self.request.path_params.get(name, "")).strip().lower() != str(self.principal.org_id):  # UUIDs ignore case
             raise NotFound("no such project: the project is your organization's id (me { organizationId })")
 

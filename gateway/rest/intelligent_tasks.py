@@ -11,12 +11,12 @@ What the body's fields mean here:
   registered auto_tagging model's name; default the library's default model, as autoTag chooses it);
 * ``task_type`` ``"pre-label"`` → autoTag of the library's unassigned identifiers (the ones no person has placed)
   with ``model_id`` (as above) at ``config.confidence_threshold`` (default 0.5);
-* ``task_type`` ``"auto-grouping"``, or the seed's ``"type": 2`` → autoGroup with ``config.n_clusters`` (a number or a
+* ``task_type`` ``"auto-grouping"``, or ``"type": 2`` (the documented grouping example) → autoGroup with ``config.n_clusters`` (a number or a
   numeric string) or ``config.similarity_threshold`` (groups of members at least that similar), or without either
   sqrt(n/2) groups of the n unassigned identifiers (labeling_jobs.default_cluster_count); clustering on blur (``ambiguity``), ``image_brightness`` or ``image_colorfulness`` when one of
   them is true (at most one), else on embeddings.
 
-Fields about where the upstream service runs or writes (``config.algorithm_type``, ``inf_config_list``, ``flavor``,
+Fields about where a hosted service runs or writes (``config.algorithm_type``, ``inf_config_list``, ``flavor``,
 ``pool_id``, output paths, ``export_type``, ``property``, ...) have no counterpart in a self-hosted gateway and
 are not read. Anything read is validated; a bad value is a 400 with a JSON error.
 
@@ -72,7 +72,7 @@ def _model(data: dict[str, Any]) -> dict[str, Any]:
 
 def _task_type(data: dict[str, Any]) -> str:
     task_type = data.get("task_type")
-    if task_type is None and data.get("type") == 2:  # the seed's auto-grouping example names no task_type
+    if task_type is None and data.get("type") == 2:  # the documented grouping example names no task_type
         return "auto-grouping"
     if task_type not in ("auto-label", "pre-label", "auto-grouping"):
         raise InvalidInput(f"task_type must be auto-label, pre-label or auto-grouping (or type 2 for grouping); got {task_type!r}")
@@ -98,7 +98,7 @@ def _similarity(value: Any) -> float | None:
     return float(value)
 
 
-# The services' messages name GraphQL's fields; a REST caller sends seed 004's names.
+# The services' messages name GraphQL's fields; a REST caller sends these snake_case names.
 _REST_NAMES = (
     ("libraryEngineModelId", "model_id"), ("modelId", "model_id"), ("nClusters", "config.n_clusters"),
     ("similarityThreshold", "config.similarity_threshold"), ("confidenceScope", "config.confidence_scope"),
@@ -136,7 +136,7 @@ async def _start_task(req: RestRequest) -> Any:
         threshold = config.get("confidence_threshold")
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise InvalidInput("config.confidence_threshold must be a number")
-        # Seed 004 pre-labels "the remaining images": the ones no person has placed in an entity yet.
+        # Pre-labeling labels "the remaining images": the ones no person has placed in an entity yet.
         job = await labeling_jobs.auto_tag(res, principal, {
             "library_id": library_id, **_model(data), "confidence_threshold": threshold, "unassigned_only": True,
         }, IdentifierSelection())
@@ -148,7 +148,7 @@ async def _start_task(req: RestRequest) -> Any:
         job = await labeling_jobs.auto_group(res, principal, {
             "library_id": library_id, "n_clusters": _n_clusters(config.get("n_clusters")),
             "similarity_threshold": _similarity(config.get("similarity_threshold")),
-            "default_clusters": True,  # the seed's n_clusters is optional: without either, a count from the data
+            "default_clusters": True,  # n_clusters is optional: without either, a count from the data
             "feature": chosen[0] if chosen else "embedding",
         })
     return {"task_id": str(job.id)}

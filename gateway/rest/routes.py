@@ -9,12 +9,12 @@ from gateway.rest import intelligent_tasks, trainings
 
 def rest_routes() -> list[Route]:
     return [
-        # With and without the trailing slash: seed 001 writes /v1/trainings/, clients often drop it.
+        # With and without the trailing slash: the resource is documented as /v1/trainings/, clients often drop it.
         Route("/v1/trainings/", trainings.collection),
         Route("/v1/trainings", trainings.collection),
         Route("/v1/trainings/{training_id}", trainings.item),
         Route("/v1/trainings/{training_id}/", trainings.item),
-        # Seed 004's intelligent tasks: the project is the caller's organization, the dataset a library.
+        # Intelligent tasks: the project is the caller's organization, the dataset a library.
         Route("/v2/{project_id}/datasets/{dataset_id}/tasks", intelligent_tasks.tasks),
         Route("/v2/{project_id}/datasets/{dataset_id}/tasks/{task_id}", intelligent_tasks.task),
     ]

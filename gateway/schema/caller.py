@@ -1,4 +1,4 @@
-"""`me`: the caller. Here every caller is an API token acting for one organization, so upstream's User
+"""`me`: the caller. Here every caller is an API token acting for one organization, so the User
 fields that describe a person (email, names, password and login times, MFA, settings) are left out."""
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 TaskRef = Annotated["Task", strawberry.lazy("gateway.schema.tasks")]
 TaskListRef = Annotated["TaskList", strawberry.lazy("gateway.schema.tasks")]
 
-# Installed engines belong to the installation, not to an organization; ownerOrganizationId is non-null upstream.
+# Installed engines belong to the installation, not to an organization; ownerOrganizationId is non-null in the API,
+# so they report this id.
 INSTALLATION_ORGANIZATION_ID = "00000000-0000-0000-0000-000000000000"
 
 

@@ -49,7 +49,7 @@ class TaskStatus(Enum):
     accepted = "accepted"
     failed = "failed"
     cancelled = "cancelled"
-    # Upstream's standby, pause-and-resume and abort states: no task here is ever in them (a task that
+    # The API's standby, pause-and-resume and abort states: no task here is ever in them (a task that
     # waits for a retry is queued; one stopped on request is cancelled), so as filters they match nothing.
     standby_pending = "standby_pending"
     waiting = "waiting"
@@ -103,7 +103,7 @@ class JobDateTimeField(Enum):
 class JobOrderField(Enum):
     createdDateTime = "createdDateTime"
     modifiedDateTime = "modifiedDateTime"
-    displayName = "displayName"  # Vertex's list(order_by="display_name")
+    displayName = "displayName"  # the client's list(order_by="display_name")
 
 
 # ---- engines, as the reference schema spells them ----

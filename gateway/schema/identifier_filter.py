@@ -1,4 +1,4 @@
-"""`IdentifierFilter`: the seeds' analysis filter (annotation types, from/to dates) on the wire."""
+"""`IdentifierFilter`: the analysis filter (annotation types, from/to dates) on the wire."""
 
 from __future__ import annotations
 

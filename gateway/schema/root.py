@@ -82,8 +82,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        # Upstream declares JobStatus beside TaskStatus (Job.status is a TaskStatus there too): published for
-        # clients whose generated code names it, though no field takes or returns it.
+        # JobStatus is published beside TaskStatus (Job.status is a TaskStatus) for clients whose generated
+        # code names it, though no field takes or returns it.
         types=[JobStatus],
         scalar_overrides={Upload: UploadScalar},
         extensions=[

@@ -1,8 +1,8 @@
 """API tokens managed by an organization's admins: `tokens`, `createToken`, `revokeToken`.
 
 `tokens` and `Token` (`id`, `applicationId`, `groupId`, `json { rights }`) are the established API's names;
-creating and revoking have no public counterpart upstream (its internal API has `requestInternalToken` and
-`revokeInternalToken`, from which `label` and `revokedDateTime` are taken).
+creating and revoking take `label` and `revokedDateTime` from the established internal token operations
+(docs/provenance.md).
 """
 
 from __future__ import annotations
