@@ -13,11 +13,11 @@ import hashlib
 import logging
 import os
 import threading
-from collections import OrderedDict
 from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
+from cachetools import LRUCache
 from onnx import TensorProto, helper
 
 from engines.interface import EngineError
@@ -134,13 +134,15 @@ class Runner:
         return binding.copy_outputs_to_cpu()
 
 
-_cache: OrderedDict[tuple[str, str], Runner] = OrderedDict()
+# Sessions per process: engines see no gateway resources, and an ONNX session belongs to the process that made
+# it (its threads, its device memory), so the cache is this module's. Bounded; cachetools keeps the LRU order.
+_cache: LRUCache[tuple[str, str], Runner] = LRUCache(SESSION_CACHE_SIZE)
 _cache_lock = threading.Lock()
 
 
 # Callers pass the same bytes object for a cached artifact again and again: hashing megabytes per call
 # showed in recognize latency, so the digest is remembered per object (held here, so its id stays unique).
-_digests: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
+_digests: LRUCache[int, tuple[bytes, str]] = LRUCache(SESSION_CACHE_SIZE)
 
 
 def _digest(model: bytes) -> str:
@@ -151,8 +153,6 @@ def _digest(model: bytes) -> str:
     digest = hashlib.sha256(model).hexdigest()
     with _cache_lock:
         _digests[id(model)] = (model, digest)
-        while len(_digests) > SESSION_CACHE_SIZE:
-            _digests.popitem(last=False)
     return digest
 
 
@@ -183,13 +183,9 @@ def get_runner(model: bytes, setting: str, threads: int = 0) -> Runner:
     with _cache_lock:
         runner = _cache.get(key)
         if runner is not None:
-            _cache.move_to_end(key)
             return runner
     runner = Runner(model, setting, threads)
     with _cache_lock:
         # Two threads may have built the same session; keep the first so callers share one.
         runner = _cache.setdefault(key, runner)
-        _cache.move_to_end(key)
-        while len(_cache) > SESSION_CACHE_SIZE:
-            _cache.popitem(last=False)
     return runner

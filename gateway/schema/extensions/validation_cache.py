@@ -14,10 +14,10 @@ requests get full validation, with its exact messages. An exact-text cache sits 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+from cachetools import LRUCache
 from graphql import GraphQLError, validate
 from graphql.language import Lexer, Source, TokenKind
 from graphql.validation import ValuesOfCorrectTypeRule
@@ -25,24 +25,6 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 _STRINGS = (TokenKind.STRING, TokenKind.BLOCK_STRING)
-
-
-class _Lru:
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-
-    def get(self, key: Any) -> Any:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: Any, value: Any) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
 
 
 def shape_of(text: str) -> str:
@@ -65,13 +47,13 @@ def shape_of(text: str) -> str:
 class ShapeValidationCache(SchemaExtension):
     """Use as a factory (``lambda: ShapeValidationCache(caches)``); ``caches`` are shared by every request."""
 
-    def __init__(self, caches: tuple[_Lru, _Lru]) -> None:
+    def __init__(self, caches: tuple[LRUCache[Any, Any], LRUCache[Any, Any]]) -> None:
         super().__init__()
         self._texts, self._shapes = caches
 
     @staticmethod
-    def caches(maxsize: int) -> tuple[_Lru, _Lru]:
-        return _Lru(maxsize), _Lru(maxsize)
+    def caches(maxsize: int) -> tuple[LRUCache[Any, Any], LRUCache[Any, Any]]:
+        return LRUCache(maxsize), LRUCache(maxsize)
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
@@ -90,8 +72,8 @@ class ShapeValidationCache(SchemaExtension):
                 else:
                     errors = validate_document(schema, document, rules)
                     if not errors and shape is not None:
-                        self._shapes.put((shape, rules), True)
-                self._texts.put((text, rules), errors)
+                        self._shapes[(shape, rules)] = True
+                self._texts[(text, rules)] = errors
         if errors is None:
             errors = validate_document(schema, document, rules)
         context.pre_execution_errors = errors
