@@ -21,6 +21,10 @@ DEFAULT_DATA_DIR = Path(".engineshed")
 DEV_CONNECTION_FILE = "connection.env"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
+# What a caller without a token is told, by the client and the command line alike.
+NO_TOKEN = ("no token was sent: pass one (token= in Python, --token on the command line), set ENGINESHED_TOKEN, "
+            "or start `make run` (it writes .engineshed/admin-token)")
+
 
 def _is_loopback(url: str) -> bool:
     from ipaddress import ip_address

@@ -27,6 +27,7 @@ from typing import IO, Any, TypeVar
 
 import httpx
 
+from engineshed.client.connection import NO_TOKEN
 from engineshed.client.errors import (
     ApiError,
     AuthenticationError,
@@ -175,6 +176,17 @@ def _parse(response: httpx.Response, *, rest: bool = False) -> Any:
     return body.get("data")
 
 
+def _parse_sent(response: httpx.Response, token: str | None, *, rest: bool = False) -> Any:
+    """:func:`_parse`; a refusal of a request sent without a token says how to get one."""
+    try:
+        return _parse(response, rest=rest)
+    except AuthenticationError as exc:
+        if token is not None:
+            raise
+        raise AuthenticationError(f"{exc.message}: {NO_TOKEN}", code=exc.code, data=exc.data, path=exc.path,
+                                  status=exc.status, errors=exc.errors) from None
+
+
 def _message_of(body: Any) -> str | None:
     if isinstance(body, dict):
         if body.get("errors"):
@@ -281,13 +293,13 @@ class SyncTransport:
         try:
             if call.method is not None:
                 response = self.http.request(call.method, self.base + (call.path or ""), json=call.json_body)
-                return _parse(response, rest=True)
+                return _parse_sent(response, self.token, rest=True)
             if call.uploads:
                 data, files = _multipart(call, stack)
                 response = self.http.post(self.url, data=data, files=files)
             else:
                 response = self.http.post(self.url, json=_json_request(call))
-            return _parse(response)
+            return _parse_sent(response, self.token)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # Nothing reached the server: safe to retry any call.
             raise _Retry(_connection_failed(exc, self.url)) from None
@@ -345,13 +357,13 @@ class AsyncTransport:
         try:
             if call.method is not None:
                 response = await self.http.request(call.method, self.base + (call.path or ""), json=call.json_body)
-                return _parse(response, rest=True)
+                return _parse_sent(response, self.token, rest=True)
             if call.uploads:
                 data, files = _multipart(call, stack)
                 response = await self.http.post(self.url, data=data, files=files)
             else:
                 response = await self.http.post(self.url, json=_json_request(call))
-            return _parse(response)
+            return _parse_sent(response, self.token)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _Retry(_connection_failed(exc, self.url)) from None
         except httpx.TransportError as exc:
