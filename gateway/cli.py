@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from gateway import dev_connection, gc_tuning
@@ -272,7 +273,12 @@ def dev(settings: Settings) -> None:
     from urllib.parse import quote
 
     from gateway.devstack import embedded_stack
+    from gateway.devstack.processes import port_is_free
 
+    if not port_is_free(settings.port, settings.host):
+        # Checked before anything starts or prints: a URL and token for a server that will not start mislead.
+        sys.exit(f"engineshed: port {settings.port} on {settings.host} is in use (another `engineshed dev`?); "
+                 f"choose another: PORT={settings.port + 1} make run, or engineshed dev --port {settings.port + 1}")
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     # SIGTERM should clean up like Ctrl-C: the embedded PostgreSQL is a daemon and must be stopped.
@@ -303,6 +309,9 @@ def dev(settings: Settings) -> None:
         pull_env = dict(worker_env)
         pull_proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "models", "pull", "--missing"], env=pull_env) \
             if settings.pull_models else None
+        if pull_proc is not None:
+            # Reaped when it ends, so a finished pull leaves no <defunct> process behind while dev runs.
+            threading.Thread(target=pull_proc.wait, name="model-pull-reaper", daemon=True).start()
         url = f"http://{effective.host}:{effective.port}/v3/graphql"
         connection_file = dev_connection.write(data_dir, dev_connection.DevConnection(
             database_url=effective.database_url or "",

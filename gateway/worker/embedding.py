@@ -265,9 +265,11 @@ class EmbeddingIngest:
                     await q.want_index(conn, org, version_id, version.dimension)
             await q.fail(conn, self.owner, version_id, failures)
         self.embedded += written
+        name = version.ref if version is not None else f"model version {version_id}"  # named as users name it
         if failures:
-            log.warning("embedding %s: %d identifiers failed (e.g. %s)", version_id, len(failures), next(iter(failures.values())))
-        log.info("embedded %d identifiers with model version %s", written, version_id)
+            log.warning("embedding with %s: %d identifiers failed (e.g. %s)", name, len(failures),
+                        next(iter(failures.values())))
+        log.info("embedded %d identifiers with %s", written, name)
 
 
 class Progress:
