@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -30,6 +31,9 @@ def _import_pgserver() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
+    # pgserver logs every initdb and pg_ctl run's whole output at INFO; a failure it logs at ERROR and raises,
+    # and our own error carries the server log's tail. Start-up should show what engineshed says, not initdb.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     return pgserver
 
 

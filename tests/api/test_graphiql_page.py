@@ -44,6 +44,7 @@ from tests.support.requirements import need
 
 CHROMIUM = shutil.which("chromium")
 TOKEN = "t0k-graphiql-test"
+REFUSED_TOKEN = "es_revoked-long-ago"
 TINY_SCHEMA = build_schema("type Query { hello: String }")
 
 
@@ -84,6 +85,9 @@ def _build_app(state: _Server) -> Starlette:
         if request.method == "GET":
             return graphiql_response()
         state.authorizations.append(request.headers.get("authorization"))
+        if request.headers.get("authorization") == f"Bearer {REFUSED_TOKEN}":
+            return JSONResponse({"errors": [{"message": "the token is not valid",
+                                             "extensions": {"code": "authentication_error"}}]}, status_code=401)
         body = await request.json()
         result = graphql_sync(TINY_SCHEMA, body["query"], root_value={"hello": "world"},
                               variable_values=body.get("variables"), operation_name=body.get("operationName"))
@@ -300,18 +304,7 @@ class _DevTools:
 async def _drive_graphiql(server: _Server, debug_port: int, screenshot: str | None) -> None:
     import websockets
 
-    async with httpx.AsyncClient(timeout=5) as client:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                targets = (await client.get(f"http://127.0.0.1:{debug_port}/json")).json()
-                page = next(target for target in targets if target["type"] == "page")
-                break
-            except (httpx.HTTPError, StopIteration):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-    async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+    async with websockets.connect(await _page_socket(debug_port), max_size=None) as ws:
         tools = _DevTools(ws)
         await tools.wait_for("location.pathname === '/v3/graphql' && !!document.querySelector('.graphiql-container .CodeMirror')")
         await tools.wait_for(f"document.getElementById('es-token').value === {json.dumps(TOKEN)}")
@@ -374,28 +367,32 @@ def test_graphiql_works_and_respects_csp_in_chromium(server: _Server) -> None:
 LINKED_TOKEN = "es_from-the-dev-link"
 
 
-async def _open_signed_in_link(server: _Server, debug_port: int) -> None:
-    import websockets
-
+async def _page_socket(debug_port: int) -> str:
+    """The DevTools websocket of the browser's page, once the browser answers."""
     async with httpx.AsyncClient(timeout=5) as client:
         deadline = time.monotonic() + 30
         while True:
             try:
                 targets = (await client.get(f"http://127.0.0.1:{debug_port}/json")).json()
-                page = next(target for target in targets if target["type"] == "page")
-                break
+                return next(target for target in targets if target["type"] == "page")["webSocketDebuggerUrl"]
             except (httpx.HTTPError, StopIteration):
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.1)
-    async with websockets.connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
+
+
+async def _open_signed_in_link(server: _Server, debug_port: int) -> None:
+    import websockets
+
+    async with websockets.connect(await _page_socket(debug_port), max_size=None) as ws:
         tools = _DevTools(ws)
         await tools.wait_for("!!document.querySelector('.graphiql-container .CodeMirror')")
         await tools.wait_for(f"document.getElementById('es-token').value === {json.dumps(LINKED_TOKEN)}")
         assert await tools.js("location.href") == f"{server.base_url}/v3/graphql?x=1#keep=me"  # only the token went
         assert await tools.js("localStorage.getItem('engineshed.graphiql.token')") == LINKED_TOKEN
-        assert await tools.js("document.getElementById('es-token-state').textContent") == "token set"
-        # The schema introspection went out with the linked token, ready to use.
+        assert (await tools.js("document.getElementById('es-token-state').textContent")).startswith("token set")
+        # The schema introspection went out with the linked token, and the server's answer shows in its state.
+        await tools.wait_for("document.getElementById('es-token-state').textContent === 'token set · accepted'")
         deadline = time.monotonic() + 20
         while f"Bearer {LINKED_TOKEN}" not in server.authorizations and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -412,3 +409,25 @@ def test_a_link_with_a_token_fragment_signs_the_page_in_and_leaves_no_trace(serv
     with _browser(extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         asyncio.run(asyncio.wait_for(_open_signed_in_link(server, debug_port), 90))
     assert server.urls and all(LINKED_TOKEN not in url for url in server.urls), server.urls  # fragments are never sent
+
+
+async def _open_refused_link(server: _Server, debug_port: int) -> None:
+    import websockets
+
+    async with websockets.connect(await _page_socket(debug_port), max_size=None) as ws:
+        tools = _DevTools(ws)
+        await tools.wait_for("!!document.getElementById('es-token')")
+        await tools.wait_for(f"document.getElementById('es-token').value === {json.dumps(REFUSED_TOKEN)}")
+        # The schema fetch went out with the token and was refused: the box says so, in the refusal's colour.
+        await tools.wait_for("document.getElementById('es-token-state').className === 'es-refused'")
+        assert "refused" in await tools.js("document.getElementById('es-token-state').textContent")
+
+
+@pytest.mark.usefixtures("chromium")
+def test_a_token_the_server_refuses_is_shown_as_refused_not_as_set(server: _Server) -> None:
+    debug_port = _free_port()
+    link = f"{server.base_url}/v3/graphql#token={REFUSED_TOKEN}"
+    extra = [f"--remote-debugging-port={debug_port}", "--window-size=1280,800", link]
+    with _browser(extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        asyncio.run(asyncio.wait_for(_open_refused_link(server, debug_port), 90))
+    assert f"Bearer {REFUSED_TOKEN}" in server.authorizations

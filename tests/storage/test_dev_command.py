@@ -340,3 +340,10 @@ def test_dev_shares_the_embedded_databases_connections_among_its_gateway_process
         pool = dev_gateway_pool_max(processes, 2)
         assert 2 <= pool <= 20
         assert processes * (pool + 1) <= EMBEDDED_GATEWAY_CONNECTIONS  # pools and LISTEN connections, all full
+
+
+def test_start_up_shows_what_engineshed_says_and_not_the_database_setup(dev: Dev) -> None:
+    output = dev.process.output()
+    assert "engineshed is starting at" in output
+    # pgserver logs each initdb and pg_ctl run's whole output; none of it reaches the person starting dev.
+    assert "initdb" not in output and "Running commandline" not in output and "pg_ctl" not in output

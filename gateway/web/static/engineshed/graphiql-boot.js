@@ -69,14 +69,27 @@
     });
   }
 
-  function makeFetcher(endpoint, token) {
+  // Whether the server refused the request's credentials: HTTP 401, or a GraphQL authentication_error.
+  function refusedCredentials(status, reply) {
+    if (status === 401) {
+      return true;
+    }
+    var errors = (reply && reply.errors) || [];
+    return errors.some(function (error) {
+      return ((error && error.extensions) || {}).code === "authentication_error";
+    });
+  }
+
+  function makeFetcher(endpoint, token, onVerdict) {
     return function fetcher(params, options) {
       var headers = { "Content-Type": "application/json", Accept: "application/json" };
       var extra = (options && options.headers) || {};
       Object.keys(extra).forEach(function (key) {
         headers[key] = String(extra[key]);
       });
-      if (token && !hasHeader(extra, "authorization")) {
+      // Only a reply to the box's own token says anything about it (a header from the editor wins over it).
+      var usesBoxToken = Boolean(token) && !hasHeader(extra, "authorization");
+      if (usesBoxToken) {
         headers.Authorization = "Bearer " + token;
       }
       return window
@@ -88,13 +101,22 @@
         })
         .then(function (response) {
           return response.text().then(function (text) {
+            var reply;
             try {
-              return JSON.parse(text);
+              reply = JSON.parse(text);
             } catch (err) {
-              return {
+              reply = {
                 errors: [{ message: "HTTP " + response.status + ": the gateway did not answer with JSON", body: text.slice(0, 500) }]
               };
             }
+            if (usesBoxToken) {
+              if (refusedCredentials(response.status, reply)) {
+                onVerdict(token, false);
+              } else if (response.ok) {
+                onVerdict(token, true);
+              }
+            }
+            return reply;
           });
         });
     };
@@ -135,13 +157,35 @@
   }
   var token = linked || cleanToken(readToken());
 
+  // The token box's state says what the server last said of the token, not merely that one was typed.
+  function showState(verdict) {
+    if (!token) {
+      state.textContent = "no token: requests will be rejected";
+      state.className = "es-missing";
+    } else if (verdict === false) {
+      state.textContent = "token refused by the server: paste a valid one";
+      state.className = "es-refused";
+    } else if (verdict === true) {
+      state.textContent = "token set · accepted";
+      state.className = "es-ok";
+    } else {
+      state.textContent = "token set";
+      state.className = "es-unchecked";
+    }
+  }
+
+  function onVerdict(checked, accepted) {
+    if (checked === token) {
+      showState(accepted);
+    }
+  }
+
   function render() {
-    state.textContent = token ? "token set" : "no token: requests will be rejected";
-    state.className = token ? "es-ok" : "es-missing";
+    showState(null);
     root.render(
       window.React.createElement(window.GraphiQL, {
         // A new fetcher per token makes GraphiQL fetch the schema again with it.
-        fetcher: makeFetcher(endpoint, token),
+        fetcher: makeFetcher(endpoint, token, onVerdict),
         defaultQuery: DEFAULT_QUERY,
         isHeadersEditorEnabled: true,
         shouldPersistHeaders: false
