@@ -42,7 +42,9 @@ class Settings:
     # Limits
     max_upload_bytes: int = 100 * MiB
     max_body_bytes: int = 8 * MiB  # JSON and other non-multipart bodies, parsed whole
-    max_discard_bytes: int = 64 * MiB  # of a refused (413) body, read and dropped so the client sees the reply
+    # Of a refused (413) body, how much is read and dropped so that a client that sends it whole before reading
+    # sees the reply. None: twice the upload limit (at least 64 MiB), so a file just over the limit is answered.
+    max_discard_bytes: int | None = None
     max_artifact_bytes: int = 2048 * MiB  # artifacts workers produce; client uploads use max_upload_bytes
     max_page_size: int = 1000
     max_query_depth: int = 12
@@ -111,6 +113,13 @@ class Settings:
     def embedded_s3(self) -> bool:
         return self.s3_endpoint_url is None
 
+    @property
+    def discard_bytes(self) -> int:
+        """What a refused body's rest may be and still be read (ENGINESHED_MAX_DISCARD_BYTES, or derived)."""
+        if self.max_discard_bytes is not None:
+            return self.max_discard_bytes
+        return max(64 * MiB, 2 * self.max_upload_bytes)
+
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
@@ -145,7 +154,7 @@ class Settings:
             raise SettingsError("ENGINESHED_PRESIGN_TTL_SECONDS must be 1 to 604800 (S3 accepts at most 7 days)")
         if self.gateway_processes < 0:
             raise SettingsError("ENGINESHED_GATEWAY_PROCESSES must be 0 (the number of CPUs) or more")
-        if self.max_discard_bytes < 0:
+        if self.max_discard_bytes is not None and self.max_discard_bytes < 0:
             raise SettingsError("ENGINESHED_MAX_DISCARD_BYTES must be 0 or more")
         for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts",
                      "model_max_bytes", "model_max_members", "model_max_ratio", "model_trial_seconds",

@@ -124,7 +124,7 @@ class BodyLimitMiddleware:
                 raise
             response = error_response(413, exc.code, exc.message, shape=self.shape)
         if not await body.discard_rest(
-            settings.max_discard_bytes,
+            settings.discard_bytes,
             content_length=int(declared) if declared is not None else None,
             expects_continue=headers.get("expect", "").lower() == "100-continue",
         ):

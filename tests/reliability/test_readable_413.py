@@ -98,6 +98,27 @@ def test_urllib_gets_the_413_for_an_upload_over_the_limit(target):
     assert_json_413(*urllib_post(org.client.url, org.token, body, f"multipart/form-data; boundary={BOUNDARY}"))
 
 
+@pytest.fixture(scope="module")
+def large_upload_gateway(stack, tmp_path_factory) -> Iterator[Gateway]:
+    """A gateway at the default upload limit (the test stack lowers it) and the default discard bound."""
+    env = {k: v for k, v in stack.env.items() if k not in ("ENGINESHED_MAX_UPLOAD_BYTES", "ENGINESHED_MAX_DISCARD_BYTES")}
+    gateway = start_gateway(env, tmp_path_factory.mktemp("large-upload-gateway"), name="gateway-large-upload")
+    try:
+        yield gateway
+    finally:
+        gateway.process.stop()
+
+
+def test_urllib_gets_the_413_for_an_upload_ten_percent_over_the_default_limit(org, large_upload_gateway):
+    # At the defaults (a 100 MiB limit), a 110 MiB file declared whole used to be cut off after the reply, which
+    # urllib, requests and httpx read as a connection reset.
+    entity_id = org.create_entity(org.create_library("big"), "someone")
+    body = upload_body(entity_id, b"\0" * (110 * MiB))
+    status, reply = urllib_post(large_upload_gateway.url + "/v3/graphql", org.token, body,
+                                f"multipart/form-data; boundary={BOUNDARY}")
+    assert_json_413(status, reply)
+
+
 def test_a_chunked_upload_over_the_limit_sent_whole_gets_the_413(target):
     org, entity_id = target
     body = upload_body(entity_id, b"\0" * (TEST_UPLOAD_LIMIT + 3 * MiB))
@@ -190,4 +211,8 @@ def test_a_discard_bound_that_is_negative_is_refused_at_start():
 
     with pytest.raises(SettingsError, match="ENGINESHED_MAX_DISCARD_BYTES"):
         Settings.from_env({"ENGINESHED_MAX_DISCARD_BYTES": "-1"})
-    assert Settings.from_env({}).max_discard_bytes == 64 * MiB
+    # Unset, the bound follows the upload limit: a file just over it is answered, whatever the limit is.
+    assert Settings.from_env({}).discard_bytes == 200 * MiB
+    assert Settings.from_env({"ENGINESHED_MAX_UPLOAD_BYTES": str(4 * MiB)}).discard_bytes == 64 * MiB
+    assert Settings.from_env({"ENGINESHED_MAX_UPLOAD_BYTES": str(1024 * MiB)}).discard_bytes == 2048 * MiB
+    assert Settings.from_env({"ENGINESHED_MAX_DISCARD_BYTES": "0"}).discard_bytes == 0
