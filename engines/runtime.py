@@ -8,8 +8,10 @@ callers run it off the event loop (``asyncio.to_thread``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -35,27 +37,44 @@ CUDA_OPTIONS: dict[str, str] = {"prefer_nhwc": "1", "cudnn_conv_algo_search": "E
 SESSION_CACHE_SIZE = 16
 
 
-@functools.cache
 def cuda_usable() -> bool:
-    """Whether a CUDA session actually runs on CUDA here (probed once with a one-node model).
+    """Whether a CUDA session actually runs on CUDA here (probed once per process with a one-node model)."""
+    return _cuda_probe()[0]
 
-    onnxruntime-gpu lists CUDAExecutionProvider even without a GPU or CUDA libraries, logs an
-    error when the session is created, and silently runs on the CPU; only ``get_providers()``
-    on a created session tells the truth.
-    """
+
+@functools.cache
+def _cuda_probe() -> tuple[bool, str]:
+    """(usable, why not). onnxruntime-gpu lists CUDAExecutionProvider even without a GPU or CUDA libraries, logs an
+    error when a session asks for it, and silently runs on the CPU; only ``get_providers()`` on a created session
+    tells the truth. The probe's own session logs nothing: a machine without CUDA is no error, and
+    :func:`provider_summary` says once what runs."""
     if CUDA not in ort.get_available_providers():
-        return False
+        return False, "this onnxruntime has no CUDA provider"
     _preload_cuda_libraries()
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    ort.set_default_logger_severity(4)  # fatal only, for the probe: the CUDA library load failure is expected here
     try:
         session = ort.InferenceSession(model.SerializeToString(), providers=[(CUDA, CUDA_OPTIONS), CPU])
     except Exception as exc:  # a broken CUDA install surfaces as any of several ORT errors
-        log.warning("CUDA execution provider unusable: %s", exc)
-        return False
-    return session.get_providers()[0] == CUDA
+        return False, f"a CUDA session failed: {exc}"
+    finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default: warnings and errors
+    if session.get_providers()[0] != CUDA:
+        return False, "no usable GPU or CUDA/cuDNN libraries (onnxruntime fell back to the CPU)"
+    return True, ""
+
+
+def provider_summary(setting: str) -> str:
+    """One line saying which execution provider sessions use under ``setting``, and why: logged once at start."""
+    if setting == "cpu":
+        return "execution provider: CPU (ENGINESHED_ONNX_PROVIDER=cpu)"
+    usable, why = _cuda_probe()
+    if usable:
+        return f"execution provider: CUDA ({ort.get_device()}), CPU as fallback"
+    return f"execution provider: CPU ({why})"
 
 
 @functools.cache
@@ -63,10 +82,15 @@ def _preload_cuda_libraries() -> None:
     # onnxruntime-gpu >= 1.21 can load the CUDA/cuDNN libraries from pip wheels or torch itself.
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
+        # It prints each library it cannot find: on a machine without CUDA that is every one of them, and no error.
+        printed = io.StringIO()
         try:
-            preload()
+            with contextlib.redirect_stdout(printed):
+                preload()
         except Exception as exc:
             log.debug("onnxruntime.preload_dlls failed: %s", exc)
+        if printed.getvalue().strip():
+            log.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
 
 
 def choose_providers(setting: str) -> list[Any]:

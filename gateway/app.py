@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 
+from engines.runtime import provider_summary
 from gateway.resources import open_resources
 from gateway.rest.routes import rest_routes
-from gateway.services import housekeeping
 from gateway.schema.root import build_schema
+from gateway.services import housekeeping
 from gateway.settings import Settings
 from gateway.web.body_limit import BodyLimitMiddleware
 from gateway.web.errors import graphql_error, http_error
@@ -44,7 +45,7 @@ def create_app(settings: Settings) -> Starlette:
             ):
                 app.state.resources = resources
                 upkeep = asyncio.create_task(housekeeping.run_forever(resources))
-                log.info("engineshed gateway ready")
+                log.info("engineshed gateway ready; %s", await asyncio.to_thread(provider_summary, settings.onnx_provider))
                 try:
                     yield
                 finally:

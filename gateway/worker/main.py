@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 
+from engines.runtime import provider_summary
 from gateway.resources import Resources, open_resources
 from gateway.services import housekeeping
 from gateway.services.queue import dispatch
@@ -139,7 +140,8 @@ async def run_worker(settings: Settings, *, worker_id: str | None = None) -> Non
                 settings.database_url, [WAKE_CHANNEL, CANCEL_CHANNEL, EMBED_CHANNEL], worker.on_notify,
                 application_name=connection_name("worker"),
             ):
-                log.info("worker %s ready with engines: %s", owner, ", ".join(sorted(res.engines)) or "none")
+                log.info("worker %s ready with engines: %s; %s", owner, ", ".join(sorted(res.engines)) or "none",
+                         await asyncio.to_thread(provider_summary, settings.onnx_provider))
                 ingest = asyncio.create_task(worker.ingest.loop(worker.stopping))
                 main = asyncio.create_task(worker.loop())
                 stop = asyncio.create_task(worker.stopping.wait())
