@@ -52,6 +52,7 @@ __all__ = [
     "crop_sharpness",
     "load_photo",
     "opset_of",
+    "region_crop",
 ]
 
 CROP = 224  # the aligned crop's side (the face-embedding model's input)
@@ -97,6 +98,18 @@ def load_photo(blob: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int 
     if max(image.size) > max_side:
         image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return np.ascontiguousarray(np.asarray(image, np.uint8)), full / max(image.size)
+
+
+def region_crop(photo: np.ndarray, box: tuple[float, float, float, float], side: int) -> np.ndarray:
+    """The square around ``box`` (x1, y1, x2, y2 in ``photo``'s pixels, its longer side) resized to side×side.
+
+    What stands in for alignment where no landmarks are known: a face crop the detector finds nothing in, or a
+    region a user pinned. Outside the photo is black, as in the aligned crops.
+    """
+    x1, y1, x2, y2 = box
+    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1, 1.0) / 2
+    square = Image.fromarray(photo).crop((round(cx - half), round(cy - half), round(cx + half), round(cy + half)))
+    return np.ascontiguousarray(np.asarray(square.resize((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)))
 
 
 def crop_sharpness(crop: np.ndarray) -> float:

@@ -4,10 +4,14 @@ Training, per identifier (a photo; rarely a tight crop):
 
 1. **Detect** with the registered face detector (``config.detectorModelId``, default the pulled
    ``face-detector``, BlazeFace full range) on the photo letterboxed to the detector's side;
-2. **Gate**: detections under ``minDetectionConfidence`` are ignored; with none left the identifier is
-   skipped (``no-face``); with several, the largest face is used and a ``several-faces`` warning is
-   recorded; a face whose box is under ``minFaceSize`` px on its smaller side is skipped
-   (``too-small``), and so is one whose sharpness is under ``sharpnessThreshold`` (``blurry``);
+2. **Choose and gate**: detections under ``minDetectionConfidence`` are ignored; with several, the face is
+   chosen by score and size together, or by the box the user pinned (``faceBox`` in the identifier's
+   jsondata), and a ``several-faces`` warning names the competing ones (engines.face.decode); a photo
+   that is a face crop is the face (aligned by its landmarks, or used whole where nothing is detected:
+   a ``whole-crop`` warning); with no face the identifier is skipped (``no-face``); a face under
+   ``minFaceSize`` px on its smaller side (at the photo's resolution; a crop measures the photo) is
+   skipped (``too-small``), and so is one whose sharpness is under ``sharpnessThreshold`` (``blurry``);
+   each skip's detail says what to change;
 3. **Align**: a similarity transform maps the eyes, nose and mouth onto the five-point template;
 4. **Embed** the aligned crop with the registered embedding model (``config.modelId``, default the
    pulled ``face-embedding``).
@@ -17,6 +21,9 @@ batches in the worker. The gallery head, evaluation and calibration are the gall
 artifact is one ONNX file doing all four steps plus matching (engines.face.artifact); ``recognize``
 runs exactly that file, so a downloaded artifact gives the gateway's answers.
 
+Recognition answers the faces the detector finds (no crop fallback: a photo without a detection has no
+face, ``Recognition.faces`` empty, which is not "nobody matched", a face with no matches).
+
 Sharpness (``sharpnessThreshold``): variance of the 4-neighbour Laplacian of the aligned face,
 converted to grey (0-255) and box-averaged to the 112×112 template scale
 (:func:`engines.face.align.crop_sharpness`).
@@ -25,17 +32,19 @@ converted to grey (0-255) and box-averaged to the 112×112 template scale
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Sequence
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import onnx
 
 from engines.artifact import CONTENT_TYPE, artifact_meta
-from engines.embedded import EmbeddedLibrary
+from engines.embedded import EmbeddedLibrary, Skipped
 from engines.face.align import KEYPOINTS, build_front, load_photo
 from engines.face.artifact import build_face_artifact, face_settings, front_and_backbone
-from engines.face.decode import decode_faces, faces_in
+from engines.face.decode import FaceDecoder, faces_in
 from engines.gallery import fit_gallery
 from engines.interface import (
     Artifact,
@@ -70,7 +79,8 @@ FACE_OPTIONS: tuple[ConfigOption, ...] = (
     ConfigOption("maxGalleryPerEntity", int, 1000, "Most identifiers kept per entity.", 1, 100_000),
     ConfigOption(
         "minFaceSize", int, 80,
-        "Skip an identifier whose face box is under this many pixels on its smaller side (photo pixels).", 0, 100_000,
+        "Skip an identifier whose face is under this many pixels on its smaller side, at the photo's resolution (its "
+        "box; a photo that is a face crop measures the whole photo).", 0, 100_000,
     ),
     ConfigOption(
         "sharpnessThreshold", float, 40.0,
@@ -125,15 +135,13 @@ class FaceEngine:
         except (ValueError, onnx.checker.ValidationError) as exc:
             raise EngineError(f"the face engine cannot use {detector.ref} with {embedder.ref}: {exc}") from None
         runner, parallel = await asyncio.to_thread(throughput_runner, spec.model, ctx.execution_provider)
-        decoder = functools.partial(
-            decode_faces, front=front, min_face_size=config["minFaceSize"],
-            sharpness_threshold=config["sharpnessThreshold"],
-        )
+        decoder = FaceDecoder(front, config["minFaceSize"], config["sharpnessThreshold"])
         embedded = await embed_library(
-            ctx, spec, runner, page_size=config["pageSize"], fetch_concurrency=config["fetchConcurrency"],
+            _Pinning(ctx, decoder.pins), spec, runner, page_size=config["pageSize"], fetch_concurrency=config["fetchConcurrency"],
             fetch_rate=config["fetchRate"] or None, batch_size=config["batchSize"], min_size=0,
             sharpness_threshold=0.0, decoder=decoder, use_cache=False, stored=False, parallel=parallel,
         )
+        embedded = _drop_unlike(embedded)
         prepared = group(spec, runner, embedder, embedded)
         fit = await fit_gallery(self.info, prepared, ctx)
         settings = {k: config[k] for k in ("minFaceSize", "sharpnessThreshold", "minDetectionConfidence")}
@@ -226,6 +234,72 @@ def _merged(faces: list[RecognizedFace], top_k: int) -> list[Match]:
     return sorted(best.values(), key=lambda m: -m.score)[:top_k]
 
 
+UNLIKE = 0.5  # cosine: a face under this to each of its entity's other faces, which agree among themselves, is not theirs
+
+
+def _drop_unlike(embedded: EmbeddedLibrary) -> EmbeddedLibrary:
+    """Leave out each face unlike all its entity's others (skip ``unlike-entity``) where at least two others agree.
+
+    A detection that is not the person (a painted face, clutter the detector took for one, someone else in the
+    photo) would otherwise join the gallery under their name, and match that clutter in photos without a face.
+    Entities with fewer than three faces are left as they are: nothing says which one is the odd one.
+    """
+    if len(embedded.refs) < 3:
+        return embedded
+    vectors = embedded.embeddings / np.maximum(np.linalg.norm(embedded.embeddings, axis=1, keepdims=True), 1e-12)
+    by_entity: dict[str, list[int]] = {}
+    for i, ref in enumerate(embedded.refs):
+        by_entity.setdefault(ref.entity_id, []).append(i)
+    drop: dict[int, float] = {}  # row -> its best cosine to its entity's other faces
+    for rows in by_entity.values():
+        if len(rows) < 3:
+            continue
+        sims = vectors[rows] @ vectors[rows].T
+        np.fill_diagonal(sims, -1.0)
+        best = sims.max(axis=1)
+        if int((best >= UNLIKE).sum()) >= 2:
+            drop.update({rows[j]: float(best[j]) for j in range(len(rows)) if best[j] < UNLIKE})
+    if not drop:
+        return embedded
+    keep = [i for i in range(len(embedded.refs)) if i not in drop]
+    skipped = list(embedded.skipped) + [Skipped(
+        embedded.refs[i], "unlike-entity",
+        f"the face used is unlike the entity's other faces (best cosine {cosine:.2f} < {UNLIKE}): check the photo is "
+        "of this person, or pin the face with faceBox [x1, y1, x2, y2] in the identifier's jsondata")
+        for i, cosine in sorted(drop.items())]
+    return replace(embedded, embeddings=np.ascontiguousarray(embedded.embeddings[keep]),
+                   refs=[embedded.refs[i] for i in keep], skipped=skipped)
+
+
+class _Pinning:
+    """The training context, noting each fetched identifier's pinned ``faceBox`` by its content's sha256 for the
+    decoder (which sees bytes only). Everything else is the context's own."""
+
+    def __init__(self, ctx: TrainingContext, pins: dict[str, Any]) -> None:
+        self._ctx = ctx
+        self._pins = pins
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def pages(self, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
+        return self._ctx.pages(page_size)
+
+    async def fetch(self, ref: IdentifierRef) -> bytes:
+        data = await self._ctx.fetch(ref)
+        if ref.face_box is not None:
+            self._pins[hashlib.sha256(data).hexdigest()] = ref.face_box
+        return data
+
+
+def _corners(box: dict[str, float]) -> list[float]:
+    return [round(box["left"], 1), round(box["top"], 1), round(box["left"] + box["width"], 1),
+            round(box["top"] + box["height"], 1)]
+
+
+_NOTE_KEYS = ("box", "landmarks", "detectionScore", "sharpness", "facesFound", "faceSize", "source", "faceBox")
+
+
 def _face_report(
     embedded: EmbeddedLibrary, refs: Sequence[IdentifierRef], detector: EmbeddingModel, settings: dict[str, Any]
 ) -> dict[str, Any]:
@@ -236,13 +310,25 @@ def _face_report(
     for ref in refs:
         note = extras.get(ref.identifier_id) or {}
         faces.append({"identifierId": ref.identifier_id, "entityId": ref.entity_id,
-                      **{k: note[k] for k in ("box", "landmarks", "detectionScore", "sharpness", "facesFound") if k in note}})
-        if note.get("facesFound", 1) > 1:
-            box = note["box"]
+                      **{k: note[k] for k in _NOTE_KEYS if k in note}})
+        who = {"identifierId": ref.identifier_id, "entityId": ref.entity_id}
+        if note.get("competing"):
+            used, others = note["box"], note["competing"]
+            listed = "; ".join(f"{_corners(o['box'])} score {o['detectionScore']:.2f}" for o in others)
             warnings.append({
-                "identifierId": ref.identifier_id, "entityId": ref.entity_id, "reason": "several-faces",
-                "detail": f"{note['facesFound']} faces found; the largest ({box['width']:.0f}×{box['height']:.0f} px "
-                          f"at {box['left']:.0f},{box['top']:.0f}) was used",
+                **who, "reason": "several-faces",
+                "boxes": [_corners(used)] + [_corners(o["box"]) for o in others],
+                "scores": [note["detectionScore"]] + [o["detectionScore"] for o in others],
+                "detail": f"{note['facesFound']} faces found; used {_corners(used)} (score "
+                          f"{note['detectionScore']:.2f}, {min(used['width'], used['height']):.0f} px: best by score "
+                          f"and size together) over {listed}; to train on another, set faceBox [x1, y1, x2, y2] in "
+                          "the identifier's jsondata",
+            })
+        elif note.get("source") == "whole-crop":
+            warnings.append({
+                **who, "reason": "whole-crop",
+                "detail": f"no face was detected; the photo ({note['box']['width']:.0f}×{note['box']['height']:.0f} "
+                          "px) was taken for a face crop and used whole, resized to the face template",
             })
     skipped = []
     for skip in embedded.skipped:
@@ -264,5 +350,3 @@ def _face_report(
     if skipped or warnings:
         report["issues"] = {"hasError": False, "hasWarning": True}
     return report
-
-
