@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,10 @@ from engines.model_backbone import PIXEL_PROJECTION, model_backbone
 from engines.pipeline import EmbeddedLibrary, embed_library, pipeline_kwargs
 from engines.runtime import CUDA, Runner, throughput_runner
 
-__all__ = ["Prepared", "base_report", "group", "nothing_left", "prepare"]
+__all__ = ["REPORT_LIST_CAP", "Prepared", "base_report", "coverage_report", "group", "nothing_left", "prepare"]
+
+# The most entities a report names in ``entitiesWithoutIdentifiers``; the count is always whole.
+REPORT_LIST_CAP = 1000
 
 
 @dataclass(slots=True)
@@ -121,12 +126,44 @@ def base_report(info: EngineInfo, prepared: Prepared, ctx: TrainingContext) -> d
         "entities": len(prepared.entity_ids),
         "embeddings": {"cached": embedded.cached, "computed": embedded.inferred},
         "storedEmbeddings": embedded.stored,  # of the cached ones, read with the pages from identifier_embeddings
-        "skipped": [s.as_json() for s in embedded.skipped],
+        "skipped": [{**s.as_json(), "entityId": s.ref.entity_id} for s in embedded.skipped],
         "timings": {k: round(v, 4) for k, v in embedded.timings.items()},
+        **coverage_report(prepared.entity_ids, embedded),
     }
     if embedded.skipped:
         report["issues"] = {"hasWarning": True}
     return report
+
+
+ENTITY_LIST_CAP = 10_000  # entity ids a model records whole (about 40 bytes each in its jsondata)
+
+
+def coverage_report(entity_ids: list[str], embedded: EmbeddedLibrary) -> dict[str, Any]:
+    """Who the model knows and who it lost: the ``jsondata`` keys the training report and promotion read.
+
+    ``entityIds``: every entity with at least one row in the model (promotion compares these sets, so the list is
+    whole), up to ENTITY_LIST_CAP entities; past that only ``entities`` (the count) is recorded, so a model row
+    stays small at a million identities and promotion compares counts. ``skippedByReason``: skip counts by reason. ``entitiesWithoutIdentifiers``: entities the training paged
+    whose every identifier was skipped, with their skip counts by reason (at most REPORT_LIST_CAP named; the count
+    is whole). ``libraryReadAt``: when the library had been read; an entity created by then that is neither in
+    ``entityIds`` nor named here had no identifier the engine reads (the service finds those in the library).
+    """
+    used = set(entity_ids)
+    lost: dict[str, dict[str, Any]] = {}
+    for skip in embedded.skipped:
+        if skip.ref.entity_id in used:
+            continue
+        entry = lost.setdefault(skip.ref.entity_id, {"id": skip.ref.entity_id, "name": skip.ref.entity_name,
+                                                     "skipped": Counter()})
+        entry["skipped"][skip.reason] += 1
+    named = sorted(lost.values(), key=lambda e: (e["name"] or "", e["id"]))[:REPORT_LIST_CAP]
+    return {
+        "entityIds": sorted(used) if len(used) <= ENTITY_LIST_CAP else None,
+        "skippedByReason": dict(Counter(s.reason for s in embedded.skipped)),
+        "entitiesWithoutIdentifiers": [{**e, "skipped": dict(e["skipped"])} for e in named],
+        "entitiesWithoutIdentifiersCount": len(lost),
+        "libraryReadAt": datetime.now(timezone.utc).isoformat(),
+    }
 
 
 def _backbone_report(prepared: Prepared) -> dict[str, Any]:

@@ -86,6 +86,38 @@ class Job(TypedDict, total=False):
     libraryEngineModelId: str
 
 
+class SkipReason(TypedDict):
+    """The identifiers one reason skipped: ``count`` all of them, ``identifiers`` the first (``capped``: more exist)."""
+
+    reason: str
+    count: int
+    message: str
+    capped: bool
+    identifiers: list[dict[str, Any]]
+
+
+class EntityWithoutIdentifiers(TypedDict):
+    """An entity a training left with no usable identifier; ``reason``: all-skipped, no-identifier or not-used."""
+
+    id: str
+    name: str
+    reason: str
+    message: str
+
+
+class TrainingReport(TypedDict):
+    """What a completed training used and left out (``LibraryEngineModel.trainingReport``)."""
+
+    recorded: bool
+    identifiersUsed: int | None
+    identifiersSkipped: int
+    entitiesUsed: int | None
+    skipped: list[SkipReason]
+    entitiesWithoutIdentifiers: list[EntityWithoutIdentifiers]
+    entitiesWithoutIdentifiersCount: int
+    entitiesWithoutIdentifiersCapped: bool
+
+
 class LibraryEngineModel(TypedDict, total=False):
     id: str
     engineId: str
@@ -95,6 +127,11 @@ class LibraryEngineModel(TypedDict, total=False):
     trainStatus: str
     accuracy: float | None
     embeddingModel: str | None
+    isDefault: bool
+    aliases: list[str]
+    name: str | None
+    createdDateTime: str
+    trainingReport: TrainingReport | None
 
 
 class RecognitionMatch(TypedDict):

@@ -10,9 +10,17 @@ from engineshed.client.errors import ApiError, InvalidInputError, NotAllowedErro
 from engineshed.client.operations.base import OperationsBase, graphql, op
 from engineshed.client.operations.fields import ENGINE_MODEL_FIELDS, JOB_FIELDS
 from engineshed.client.transport import Call, Operation
-from engineshed.client.types import Job, LibraryEngineModel, Page
+from engineshed.client.types import Job, LibraryEngineModel, Page, TrainingReport
 
 T = TypeVar("T")
+
+TRAINING_REPORT_FIELDS = (
+    "recorded identifiersUsed identifiersSkipped entitiesUsed "
+    "skipped { reason count message capped identifiers { identifierId entityId detail } } "
+    "entitiesWithoutIdentifiers { id name reason message } entitiesWithoutIdentifiersCount entitiesWithoutIdentifiersCapped"
+)
+LIBRARY_MODEL_FIELDS = (f"id engineId libraryVersion trainStatus accuracy isDefault aliases name createdDateTime promotion "
+                        f"trainingReport {{ {TRAINING_REPORT_FIELDS} }}")
 
 
 def with_new_model(engine_id: str, library_id: str, start: Callable[[str], Operation[T]]) -> Operation[T]:
@@ -161,6 +169,26 @@ class JobOperations(OperationsBase):
         if data["libraryEngineModel"] is None:
             raise NotFoundError(f"no library engine model {library_engine_model_id}")
         return data["libraryEngineModel"]
+
+    @op
+    def training_report(self, library_engine_model_id: str) -> Operation[TrainingReport | None]:
+        """What a training used and left out (``LibraryEngineModel.trainingReport``): identifiers used, skipped by
+        reason, and the entities it left with no usable identifier; None until the model is complete."""
+        data = yield graphql(f"query($id: ID!) {{ libraryEngineModel(id: $id) {{ trainingReport {{ {TRAINING_REPORT_FIELDS} }} }} }}",
+                             idempotent=True, id=library_engine_model_id)
+        if data["libraryEngineModel"] is None:
+            raise NotFoundError(f"no library engine model {library_engine_model_id}")
+        return data["libraryEngineModel"]["trainingReport"]
+
+    @op
+    def library_models(self, library_id: str, engine_id: str | None = None, limit: int = 100) -> Operation[list[LibraryEngineModel]]:
+        """A library's trained models, newest first, each with its accuracy, ``isDefault`` and ``trainingReport``
+        (coverage: entities and identifiers used)."""
+        data = yield graphql(f"query($id: ID!, $e: ID, $n: Int) {{ library(id: $id) {{ engineModels(engineId: $e, limit: $n) "
+                             f"{{ records {{ {LIBRARY_MODEL_FIELDS} }} }} }} }}", idempotent=True, id=library_id, e=engine_id, n=limit)
+        if data["library"] is None:
+            raise NotFoundError(f"no library {library_id}")
+        return data["library"]["engineModels"]["records"]
 
     @op
     def latest_model(self, library_id: str, engine_id: str | None = None) -> Operation[LibraryEngineModel | None]:

@@ -15,6 +15,7 @@ from gateway.services.access.principal import Principal
 from gateway.services.embeddings import duplicates as embedding_duplicates
 from gateway.services.library.identifiers import url_for
 from gateway.services.training.defaults import default_engine_ids
+from gateway.services.training.report import TrainingReport, reports
 from storage.queries import engines as engine_q
 from storage.queries import libraries as library_q
 from storage.queries import trainings as q
@@ -156,6 +157,7 @@ class TrainingView:
     insight: LibraryInsight
     preview_urls: list[str]
     engine_type: str | None = None  # the first identifier type the training's engine reads (external engines too)
+    report: TrainingReport | None = None  # what the training used and left out; None until it completes
 
 
 async def views(res: Resources, principal: Principal, jobs: list[Job]) -> list[TrainingView]:
@@ -173,6 +175,7 @@ async def views(res: Resources, principal: Principal, jobs: list[Job]) -> list[T
         engine_ids = sorted({m.engine_id for m in models.values()})
         engine_types = {e.id: (e.identifier_type_ids or [None])[0] for e in await engine_q.by_ids(conn, principal.org_id, engine_ids)}
     found = await insights(res, principal, library_ids, near_duplicates=True) if library_ids else {}
+    reported = await reports(res, principal.org_id, list(models.values()))
     out = []
     for job in jobs:
         model = models.get(job.id)
@@ -180,5 +183,6 @@ async def views(res: Resources, principal: Principal, jobs: list[Job]) -> list[T
             continue
         urls = [await url_for(res, row) for row in previews.get(model.library_id, [])]
         out.append(TrainingView(job, model, libraries.get(model.library_id), summaries.get(job.id),
-                                found.get(model.library_id, LibraryInsight()), urls, engine_types.get(model.engine_id)))
+                                found.get(model.library_id, LibraryInsight()), urls, engine_types.get(model.engine_id),
+                                reported.get(model.id)))
     return out
