@@ -59,7 +59,9 @@ class EmbeddingQuery:
 
     @strawberry.field(description=(
         "Identifiers nearest by cosine to one given by identifierId, file or vector, in a library or the whole "
-        "organization; exact over small sets, the HNSW index over large ones."))
+        "organization; exact over small sets, the HNSW index over large ones. Without modelId: the default model of "
+        "the identifier's type, else the one the library's type picks (a people library: face-embedding), else the "
+        "image default."))
     async def similar_identifiers(
         self,
         info: Info,

@@ -57,6 +57,8 @@ MARK_TRAINED = """UPDATE libraries SET last_trained_version = greatest(coalesce(
     last_trained_at = now() WHERE org_id = $1 AND id = $2"""
 
 DELETE = "DELETE FROM libraries WHERE org_id = $1 AND id = $2 RETURNING id"
+IDENTIFIER_TYPES_HELD = """-- the identifier types a library has identifiers of: the engines publishing trains
+SELECT DISTINCT identifier_type_id FROM entity_identifiers WHERE org_id = $1 AND library_id = $2"""
 
 SUMMARIES = """-- entity counts per library for Library.summary
 SELECT l.id, l.last_trained_version, l.last_trained_at,
@@ -133,6 +135,10 @@ async def publish(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, acto
 
 async def mark_trained(conn: asyncpg.Connection, org_id: UUID, library_id: UUID, version: int) -> None:
     await conn.execute(MARK_TRAINED, org_id, library_id, version)
+
+
+async def identifier_types_held(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> set[str]:
+    return {r["identifier_type_id"] for r in await conn.fetch(IDENTIFIER_TYPES_HELD, org_id, library_id)}
 
 
 async def delete(conn: asyncpg.Connection, org_id: UUID, library_id: UUID) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections.abc import Iterator
@@ -117,13 +118,27 @@ def private_fetch_gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory
         gw.process.stop()
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def random_bytes(size: int = 2048) -> bytes:
-    """Random bytes behind a PNG signature: what the API takes as an image (it reads the signature, not the
-    pixels), for tests that store and move files without decoding them."""
-    return PNG_SIGNATURE + os.urandom(max(0, size - len(PNG_SIGNATURE)))
+    """``size`` bytes the API takes as an image, different each call, for tests that store and move files: a
+    small PNG of random pixels (uploads must decode whole), padded with random bytes after its end, which
+    decoders ignore. Under the smallest such PNG's size, the PNG cut short: an image the API refuses."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.frombytes("RGB", (2, 2), os.urandom(12)).save(out, "PNG", compress_level=0)
+    image = out.getvalue()
+    return image[:size] if size < len(image) else image + os.urandom(size - len(image))
+
+
+def tagged_png(tag: bytes) -> bytes:
+    """A small real PNG with ``tag`` after its end (decoders stop at IEND): equal tags, equal bytes."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("L", (2, 2), 128).save(out, "PNG")
+    return out.getvalue() + tag
 
 
 def assert_clean_error_text(body: Any) -> None:

@@ -6,11 +6,16 @@ all-or-nothing on its own, and the part limits hold."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from tests.api.conftest import PNG_SIGNATURE, assert_clean_error_text, identifier_rows, org_keys, random_bytes
+from tests.api.conftest import (
+    assert_clean_error_text,
+    identifier_rows,
+    org_keys,
+    random_bytes,
+    tagged_png,
+)
 from tests.api.test_uploads import multipart, post_raw
 from tests.conftest import ROOT
 
@@ -55,15 +60,15 @@ def test_five_identifiers_with_their_own_files_in_one_request(org, entities, sta
 
 
 def test_one_part_mapped_to_two_identifiers_is_stored_whole_for_each(org, entities, stack, bucket):
-    response = post_raw(org, bulk_body(entities[:2], [PNG_SIGNATURE + b"shared-bytes"], {"0": ["variables.f0", "variables.f1"]}))
+    response = post_raw(org, bulk_body(entities[:2], [tagged_png(b"shared-bytes")], {"0": ["variables.f0", "variables.f1"]}))
     assert response.status_code == 200, response.text
-    assert stored_bytes(stack, bucket, org) == {entities[0]: PNG_SIGNATURE + b"shared-bytes", entities[1]: PNG_SIGNATURE + b"shared-bytes"}
+    assert stored_bytes(stack, bucket, org) == {entities[0]: tagged_png(b"shared-bytes"), entities[1]: tagged_png(b"shared-bytes")}
 
 
 def test_a_failing_identifier_leaves_nothing_while_the_others_are_stored(org, other_org, entities, stack, bucket):
     foreign = other_org.create_entity(other_org.create_library(), "not yours")
     ids = [entities[0], foreign, entities[1]]
-    response = post_raw(org, bulk_body(ids, [PNG_SIGNATURE + b"zero", PNG_SIGNATURE + b"one", PNG_SIGNATURE + b"two"]))
+    response = post_raw(org, bulk_body(ids, [tagged_png(b"zero"), tagged_png(b"one"), tagged_png(b"two")]))
     assert response.status_code == 200, response.text
     body = response.json()
     (error,) = body["errors"]
@@ -72,7 +77,7 @@ def test_a_failing_identifier_leaves_nothing_while_the_others_are_stored(org, ot
     # non-null result would null the whole reply, hiding the IDs of what was stored).
     assert NULLABLE_RESULT
     assert body["data"]["a1"] is None and body["data"]["a0"]["entityId"] == entities[0] and body["data"]["a2"]["entityId"] == entities[1]
-    assert stored_bytes(stack, bucket, org) == {entities[0]: PNG_SIGNATURE + b"zero", entities[1]: PNG_SIGNATURE + b"two"}
+    assert stored_bytes(stack, bucket, org) == {entities[0]: tagged_png(b"zero"), entities[1]: tagged_png(b"two")}
     assert {str(r["id"]) for r in identifier_rows(stack, org)} == {body["data"]["a0"]["id"], body["data"]["a2"]["id"]}
     assert len(org_keys(bucket, org)) == len(identifier_rows(stack, org))  # no object without its row
     assert identifier_rows(stack, other_org) == []

@@ -119,9 +119,9 @@ class TestSqlCostIsConstantInPageSize:
     def fill(self, org, library_id: str, entities: int) -> None:
         for i in range(entities):
             entity_id = org.create_entity(library_id, f"person {i:02d}")
-            upload_plain(org, entity_id, random_bytes(16))
-            upload_spec(org, entity_id, random_bytes(16))
-            upload_plain(org, entity_id, random_bytes(16), type_id="image")
+            upload_plain(org, entity_id, random_bytes(100))
+            upload_spec(org, entity_id, random_bytes(100))
+            upload_plain(org, entity_id, random_bytes(100), type_id="image")
 
     def test_a_page_of_30_entities_with_3_identifiers_each_costs_what_a_page_of_5_costs(self, org):
         small = org.create_library("small")

@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.api.conftest import PNG_SIGNATURE, identifier_rows, org_keys, random_bytes
+from tests.api.conftest import identifier_rows, org_keys, random_bytes, tagged_png
 from tests.graphql_client import GraphQLClient
 
 IDENTIFIER_FIELDS = "id entityId identifierTypeId title isPriority url contentType jsondata createdDateTime modifiedDateTime"
@@ -50,7 +50,7 @@ def test_a_plain_form_upload_takes_its_content_type_from_the_file_part_and_serve
 
 
 def test_an_explicit_content_type_wins_over_the_file_part(org, entity):
-    reply = org.client.upload_form(plain_form_mutation(entity, ', contentType: "image/png"'), PNG_SIGNATURE + b"png?", "application/octet-stream")
+    reply = org.client.upload_form(plain_form_mutation(entity, ', contentType: "image/png"'), tagged_png(b"png?"), "application/octet-stream")
     assert reply.ok()["createEntityIdentifier"]["contentType"] == "image/png"
 
 
@@ -59,7 +59,7 @@ def test_a_plain_form_upload_may_carry_variables(org, entity):
         "mutation($e: ID!, $t: String) { createEntityIdentifier(input: {entityId: $e, identifierTypeId: \"face\", title: $t}) "
         "{ entityId title } }"
     )
-    reply = org.client.upload_form(query, PNG_SIGNATURE + b"bytes", "image/png", variables={"e": entity, "t": "via variables"})
+    reply = org.client.upload_form(query, tagged_png(b"bytes"), "image/png", variables={"e": entity, "t": "via variables"})
     assert reply.ok()["createEntityIdentifier"] == {"entityId": entity, "title": "via variables"}
 
 
@@ -77,7 +77,7 @@ def test_a_spec_multipart_upload_fills_the_upload_variable(org, entity):
 
 
 def test_an_identifier_can_be_read_updated_and_deleted(org, entity, stack, bucket):
-    identifier = org.add_identifier(entity, PNG_SIGNATURE + b"abc")
+    identifier = org.add_identifier(entity, tagged_png(b"abc"))
     read = org.client.query(f'query {{ entityIdentifier(id: "{identifier}") {{ id title entity {{ id name }} identifierType {{ id }} }} }}').ok()
     assert read["entityIdentifier"] == {"id": identifier, "title": None, "entity": {"id": entity, "name": "Ada"}, "identifierType": {"id": "face"}}
     updated = org.client.query(

@@ -18,11 +18,16 @@ from tests.api.conftest import (
     random_bytes,
 )
 from tests.conftest import TEST_UPLOAD_LIMIT
+from tests.support.images import bmp, png
 from tests.support.requirements import shared_file
 from tests.worker.conftest import create_model, download
 
 SEED_MODEL_ID = "4ae6d34d-8f4a-4e4e-aefa-12964cbf29c9"
 BOUNDARY = "---------------------------9051914041544843365972754266"
+
+# An image with no CR or LF byte in it (a tiny BMP; PNG and JPEG headers hold both): the body it rides in has
+# every LF turned into CRLF.
+IMAGE_WITHOUT_LF = next(data for data in (bmp(seed) for seed in range(1000)) if b"\n" not in data and b"\r" not in data)
 
 
 def seed_curl() -> tuple[str, str]:
@@ -88,7 +93,7 @@ def test_the_seed_command_through_real_curl(org):
 @pytest.mark.parametrize("blank", [False, True], ids=["no-blank-line", "lf-with-blank-line"])
 def test_a_typed_identifier_upload_keeps_its_bytes_exactly(org, stack, bucket, blank):
     entity_id = org.create_entity(org.create_library(), "Ada")
-    data = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) + b"\n--almost\r\n"  # CR, LF and dashes inside the file
+    data = png() + bytes(range(256)) + b"\n--almost\r\n"  # CR, LF and dashes inside the file (after its image)
     response = post(org, typed_form(identifier_query(entity_id), data, blank=blank))
     assert response.status_code == 200, response.text
     assert response.json()["data"]["createEntityIdentifier"]["id"]
@@ -99,11 +104,11 @@ def test_a_typed_identifier_upload_keeps_its_bytes_exactly(org, stack, bucket, b
 
 def test_a_crlf_body_without_the_blank_lines_works_too(org, stack, bucket):
     entity_id = org.create_entity(org.create_library(), "Ada")
-    body = typed_form(identifier_query(entity_id).replace("\n", " "), b"\xff\xd8\xffJPEGDATA").replace(b"\n", b"\r\n")
+    body = typed_form(identifier_query(entity_id).replace("\n", " "), IMAGE_WITHOUT_LF).replace(b"\n", b"\r\n")
     response = post(org, body)
     assert response.status_code == 200, response.text
     (row,) = identifier_rows(stack, org)
-    assert bucket.read(row["storage_key"]) == b"\xff\xd8\xffJPEGDATA"
+    assert bucket.read(row["storage_key"]) == IMAGE_WITHOUT_LF
 
 
 # --------------------------------------------------------------------------- the limits hold

@@ -8,7 +8,13 @@ import re
 import httpx
 import pytest
 
-from tests.api.conftest import PNG_SIGNATURE, assert_clean_error_text, identifier_rows, org_keys, random_bytes
+from tests.api.conftest import (
+    assert_clean_error_text,
+    identifier_rows,
+    org_keys,
+    random_bytes,
+    tagged_png,
+)
 from tests.conftest import TEST_UPLOAD_LIMIT
 
 BOUNDARY = "engineshed-test-boundary"
@@ -193,11 +199,11 @@ class TestMalformedMultipart:
 @pytest.mark.parametrize("filename", ["../../x", "/etc/passwd", "..\\..\\evil.png", "a/../../b.png", "%2e%2e%2fx"])
 def test_file_names_that_look_like_paths_are_stored_only_under_our_own_keys(org, entity, stack, bucket, filename):
     library_id = org.client.query(f'query {{ entity(id: "{entity}") {{ libraryId }} }}').ok()["entity"]["libraryId"]
-    plain = org.client.upload_form(plain_query(entity).decode(), PNG_SIGNATURE + b"plain", "image/png", filename=filename).ok()
+    plain = org.client.upload_form(plain_query(entity).decode(), tagged_png(b"plain"), "image/png", filename=filename).ok()
     spec = org.client.upload_spec(
         "mutation($input: CreateEntityIdentifier!) { createEntityIdentifier(input: $input) { id } }",
         {"input": {"entityId": entity, "identifierTypeId": "face", "file": None}},
-        {"input.file": (PNG_SIGNATURE + b"spec", "image/png")},
+        {"input.file": (tagged_png(b"spec"), "image/png")},
         filename=filename,
     ).ok()
     assert plain and spec
@@ -237,12 +243,12 @@ def test_a_file_written_into_the_query_is_invalid_input(org, entity, stack, buck
 def test_a_file_part_with_an_operation_that_takes_no_file_is_refused_before_it_runs(org, stack, bucket):
     libraries_before = org.client.query("query { libraries { count } }").ok()["libraries"]["count"]
     reply = org.client.upload_form('mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
-                                   PNG_SIGNATURE + b"photo", "image/png")
+                                   tagged_png(b"photo"), "image/png")
     assert reply.status == 400 and reply.error_code == "invalid_input"
     assert "calls no field that takes a file" in reply.error_message and "createEntityIdentifier" in reply.error_message
     assert org.client.query("query { libraries { count } }").ok()["libraries"]["count"] == libraries_before
     assert_nothing_stored(org, stack, bucket)
     # A field whose name merely begins with an upload field's is no file-taking field either.
     typed = org.client.upload_form('mutation { createEntityIdentifierType(input: {id: "x-type", label: "X", labelPlural: "Xs", '
-                                   'dataType: image}) { id } }', PNG_SIGNATURE + b"photo", "image/png")
+                                   'dataType: image}) { id } }', tagged_png(b"photo"), "image/png")
     assert typed.status == 400 and "calls no field that takes a file" in typed.error_message

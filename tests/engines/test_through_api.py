@@ -7,6 +7,7 @@ per built-in engine. The other tests use small libraries of their own in the sam
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from engines.runtime import CPU, CUDA, cuda_usable
 from sampledata.digits import Digits
@@ -205,10 +207,20 @@ def test_retraining_an_unchanged_library_embeds_nothing_and_new_identifiers_are_
 # -- 3. bad data ----------------------------------------------------------------------------------------------------
 
 
-def test_a_corrupt_and_a_too_small_identifier_are_skipped_with_reasons_and_the_model_still_completes(api_org: Org, worker: Process) -> None:
+def test_a_corrupt_file_is_refused_at_upload_and_a_too_small_or_too_large_one_is_skipped_with_its_reason(
+    api_org: Org, worker: Process,
+) -> None:
     library_id, entity_ids = api.small_library(api_org, "bad-data", seed=2)
-    corrupt = api.add_identifier(api_org.client, entity_ids[0], b"\x89PNG\r\n\x1a\n but not a PNG after its signature")
+    cut = api.png(32, 2_000_002)[:60]  # the signature is right; the pixels never end
+    refused = api_org.client.upload_form(
+        'mutation($e: ID!) { createEntityIdentifier(input: {entityId: $e, identifierTypeId: "image"}) { id } }',
+        cut, "image/png", filename="x.png", variables={"e": entity_ids[0]},
+    )
+    api.assert_error(refused, "invalid_input", "corrupt")
     tiny = api.add_identifier(api_org.client, entity_ids[1], api.png(8, 2_000_001))
+    out = io.BytesIO()
+    Image.new("L", (9000, 8000)).save(out, "PNG")  # whole, but past the decoders' pixel cap
+    huge = api.add_identifier(api_org.client, entity_ids[0], out.getvalue())
 
     model, task = api.trained(api_org, api.GALLERY, library_id, {"minSize": 16}, worker=worker)
 
@@ -216,8 +228,8 @@ def test_a_corrupt_and_a_too_small_identifier_are_skipped_with_reasons_and_the_m
     assert task["status"] == "complete"
     jsondata = model["jsondata"]
     skipped = {s["identifierId"]: s for s in jsondata["skipped"]}
-    assert set(skipped) == {corrupt, tiny}
-    assert skipped[corrupt]["reason"] == "corrupt" and skipped[corrupt]["detail"]
+    assert set(skipped) == {huge, tiny}
+    assert skipped[huge]["reason"] == "too-large" and skipped[huge]["detail"]
     assert skipped[tiny]["reason"] == "too-small"
     assert "minSize 16" in skipped[tiny]["detail"]
     assert jsondata["issues"]["hasWarning"] is True

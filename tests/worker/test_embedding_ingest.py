@@ -3,11 +3,13 @@ jobs with progress, and read back by training, which then fetches nothing from S
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from sampledata.onnx_models import conv_net, normalised_manifest
 from tests.conftest import Gateway, Org, Process, Stack, make_org
@@ -91,7 +93,7 @@ def test_generate_embeddings_for_a_library_reports_progress_and_fills_the_gaps(i
     assert task["output"]["model"] == "ingest-net@1"
     assert len(vectors_of(ingest_org, library)) == 10
     # One claim embedded the whole selection (batch size 16): one backbone call, not ten.
-    assert "embedded 10 identifiers with model version" in worker.output()
+    assert "embedded 10 identifiers with ingest-net@1" in worker.output()  # named as users name it
     # Again: nothing left to embed, and nothing is embedded twice.
     again = wait_job(ingest_org, ingest_org.client.query(GENERATE, l=library, m="ingest-net").ok()["generateEmbeddings"]["id"])
     assert again["tasks"]["records"][0]["output"]["embedded"] == 10
@@ -131,17 +133,21 @@ def test_generate_embeddings_input_errors_create_no_job(ingest_org: Org, variabl
     assert ingest_org.stack.db.fetchval("SELECT count(*) FROM jobs WHERE org_id = $1", ingest_org.id) == before
 
 
-def test_an_undecodable_identifier_fails_alone_with_its_reason(ingest_org: Org, worker: Process) -> None:
+def test_an_identifier_the_backbone_cannot_read_fails_alone_with_its_reason(ingest_org: Org, worker: Process) -> None:
+    # A cut or corrupt file is refused at upload; a whole image past the decoder's pixel cap is stored (uploads
+    # check that an image decodes, not how large it is) and fails at embedding with its own reason.
     library = api.create_library(ingest_org, "broken")
     entity = ingest_org.create_entity(library, "e")
     good = api.add_identifier(ingest_org.client, entity, api.png(32, 77))
-    bad = api.add_identifier(ingest_org.client, entity, b"\x89PNG\r\n\x1a\n not really")
+    out = io.BytesIO()
+    Image.new("L", (9000, 8000)).save(out, "PNG")  # 72 megapixels in a few kilobytes
+    bad = api.add_identifier(ingest_org.client, entity, out.getvalue())
     job = wait_job(ingest_org, ingest_org.client.query(GENERATE, l=library, m="ingest-net").ok()["generateEmbeddings"]["id"])
     output = job["tasks"]["records"][0]["output"]
     assert (output["embedded"], output["failed"]) == (1, 1)
     assert [str(r["identifier_id"]) for r in vectors_of(ingest_org, library)] == [good]
     failure = ingest_org.stack.db.fetchval("SELECT failure FROM embedding_queue WHERE identifier_id = $1::uuid", bad)
-    assert failure.startswith("corrupt")
+    assert failure.startswith("too-large") and "72000000 pixels" in failure
 
 
 def test_a_hand_made_task_cannot_embed_with_another_organizations_model(

@@ -14,7 +14,7 @@ from gateway.errors import CapacityExceeded, InvalidInput, NotFound
 from gateway.resources import Resources
 from gateway.services.access.ids import parse_id
 from gateway.services.access.principal import Principal
-from gateway.services.embeddings.vectors import resolve_version
+from gateway.services.embeddings.vectors import library_default_version, resolve_version
 from storage.queries import identifiers as identifier_q
 from storage.queries import libraries as library_q
 from storage.queries import vectors as q
@@ -40,7 +40,8 @@ async def duplicates(
     threshold: float = DUPLICATE_THRESHOLD, limit: int = MAX_DUPLICATES,
 ) -> list[DuplicatePair]:
     """Pairs of identifiers under different entities of a library holding the same picture: identical bytes,
-    or vectors (of ``model_ref``, else the version the library has most vectors of) at cosine ≥ ``threshold``.
+    or vectors at cosine ≥ ``threshold``: of ``model_ref``, else of the model the library's type picks
+    (vectors.library_default_version) when the library has vectors of it, else of the version it has most vectors of.
 
     This is what ``Library.issues`` reports as duplicates; ``Library.duplicateIdentifiers`` serves it directly.
     """
@@ -52,6 +53,7 @@ async def duplicates(
     if not 1 <= limit <= MAX_DUPLICATES:
         raise InvalidInput(f"limit must be between 1 and {MAX_DUPLICATES}")
     org = principal.org_id
+    preferred = None if model_ref else await library_default_version(res, org, lid)  # not_found for another's library
     async with res.pool.acquire() as conn:
         if await library_q.by_id(conn, org, lid) is None:
             raise NotFound()
@@ -62,7 +64,10 @@ async def duplicates(
             version_id: UUID | None = (await resolve_version(res, org, model_ref)).id
         else:
             in_library = await q.library_model_versions(conn, org, lid)
-            version_id = in_library[0] if in_library else None
+            if preferred is not None and preferred.id in in_library:
+                version_id = preferred.id
+            else:
+                version_id = in_library[0] if in_library else None
         if version_id is not None:
             if await q.more_candidates_than(conn, org, version_id, lid, MAX_DUPLICATE_SCAN):
                 raise CapacityExceeded(

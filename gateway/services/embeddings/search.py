@@ -19,6 +19,7 @@ from gateway.services.access.principal import Principal
 from gateway.services.embeddings.vectors import (
     check_vector,
     existing_library,
+    library_default_version,
     resolve_version,
 )
 from gateway.services.ingest.uploads import read_limited
@@ -68,7 +69,10 @@ async def similar(
     res: Resources, principal: Principal, *, library_id: object | None, identifier_id: object | None, file: Any,
     vector: Sequence[float] | None, model_ref: str | None, limit: int, threshold: float | None,
 ) -> list[Similar]:
-    """similarIdentifiers: the organization's (or library's) identifiers nearest by cosine, best first."""
+    """similarIdentifiers: the organization's (or library's) identifiers nearest by cosine, best first.
+
+    Without ``model_ref`` the model is the default for the identifier's type (``identifier_id``), else the one
+    the library's type picks (vectors.library_default_version), else the image default."""
     principal.require_read()
     given = [x is not None for x in (identifier_id, file, vector)]
     if sum(given) != 1:
@@ -85,7 +89,11 @@ async def similar(
         if identifier is None:
             raise NotFound()
         principal.check_library(identifier.library_id)
-    version = await resolve_version(res, principal.org_id, model_ref, identifier.identifier_type_id if identifier else None)
+    version = None
+    if model_ref is None and identifier is None and lid is not None:
+        version = await library_default_version(res, principal.org_id, lid)  # the library's type picks the model
+    if version is None:
+        version = await resolve_version(res, principal.org_id, model_ref, identifier.identifier_type_id if identifier else None)
     values = (await _query_vector(res, principal, version, identifier, file, vector)).astype(np.float32).tolist()
     exclude = identifier.id if identifier is not None else None
     hits = await search(res, principal.org_id, version, lid, values, exclude, limit, threshold)

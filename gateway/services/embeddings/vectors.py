@@ -23,6 +23,7 @@ from gateway.services.access.principal import Principal
 from gateway.services.models import registry as models
 from storage.queries import identifiers as identifier_q
 from storage.queries import libraries as library_q
+from storage.queries import types as type_q
 from storage.queries import vectors as q
 from storage.rows import ModelVersion
 
@@ -71,6 +72,26 @@ async def resolve_version(res: Resources, org_id: UUID, ref: str | None, identif
     if not version.dimension or version.dimension <= 0:
         raise InvalidInput(f"model {version.ref} declares no output dimension")
     return version
+
+
+async def library_default_version(res: Resources, org_id: UUID, library_id: UUID) -> ModelVersion | None:
+    """The embedding model a library's type picks where none is named: the system default of the first of the
+    type's image identifier types that has a ready one (people: face, so face-embedding; objects: image, so
+    image-embedding). Ingest embeds a face identifier with face-embedding, so a people library searched with the
+    image model would find nothing. None when no type of the library has a ready default."""
+    async with res.pool.acquire() as conn:
+        library = await library_q.by_id(conn, org_id, library_id)
+        if library is None:
+            raise NotFound()
+        library_type = await type_q.library_type_by_id(conn, library.library_type_id)
+        data_types = {t.id: t.data_type for t in await type_q.identifier_types(conn, org_id)}
+    for type_id in library_type.identifier_type_ids if library_type else []:
+        if data_types.get(type_id, "image") != "image":
+            continue  # only whole images are embedded here
+        version = await models.default_model(res, org_id, EMBEDDING, type_id)
+        if version is not None and version.dimension and version.dimension > 0:
+            return version
+    return None
 
 
 async def existing_library(res: Resources, principal: Principal, library_id: object | None) -> UUID | None:

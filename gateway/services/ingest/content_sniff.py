@@ -2,9 +2,11 @@
 
 An identifier type holds one kind of data (``entity_identifier_types.data_type``). A text file named
 ``photo.jpg``, an empty part or an HTML error page fetched from a URL would otherwise be stored as a face, counted
-as usable, and fail only later in a training's decode. The check reads the signature (the format's magic
-bytes), not the pixels: decoding a whole image per upload would cost more CPU than the rest of the upload, and a
-file cut short after its header is still found by the worker's decode, which skips it as ``corrupt``.
+as usable, and fail only later in a training's decode. The signature (the format's magic bytes) is checked as the
+stream starts; once the whole image is in, it is decoded (:func:`check_whole_image`), so a file cut short after
+its header (a truncated JPEG) is refused at upload too, not found by a training's decode weeks later. The
+decode is bounded: a JPEG decodes at 1/8 scale (its whole entropy-coded stream is still read, so a cut is
+found), and an image over the decoders' pixel limit is not decoded here (the worker skips it as too large).
 
 Images must be a format the engines decode (Pillow: JPEG, PNG, GIF, WebP, BMP, TIFF). A declared image type
 is kept as the client gave it (``contentType`` is stored as given); any other declared type
@@ -14,6 +16,8 @@ containers than a list of signatures would, so audio and the other data types ar
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import AsyncIterator
 
 from gateway.errors import InvalidInput
@@ -78,3 +82,33 @@ async def with_head(chunks: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[
             yield chunk
 
     return bytes(head[:HEAD_BYTES]), again()
+
+
+def whole_image_fault(data: bytes) -> str | None:
+    """Why ``data`` does not decode whole as an image, or None when it does (CPU-bound: run off the event loop)."""
+    import warnings
+
+    from PIL import Image
+
+    from engines.decode import DEFAULT_MAX_PIXELS, error_text
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > DEFAULT_MAX_PIXELS:
+                    return None  # not decoded here: training skips it as too-large, and says so
+                image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))  # JPEG: DCT scaling
+                image.load()
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... for damaged data
+        return error_text(exc)
+    return None
+
+
+async def check_whole_image(data: bytes) -> None:
+    """InvalidInput (reason ``corrupt``) unless ``data`` decodes whole; decoded in a thread, since Pillow's
+    decoders release the GIL, so the event loop keeps serving while a large image decodes."""
+    fault = await asyncio.to_thread(whole_image_fault, data)
+    if fault is not None:
+        raise InvalidInput(f"the image does not decode whole ({fault}); nothing was stored", data={"reason": "corrupt"})

@@ -56,6 +56,12 @@ async def _file_chunks(upload: Uploaded) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def _keeping(chunks: AsyncIterator[bytes], kept: bytearray) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        kept += chunk
+        yield chunk
+
+
 def object_key(org_id: UUID, *parts: object) -> str:
     # Keys are built only from our own IDs: a client's file name never reaches a path or key.
     return "/".join([str(org_id), *(str(p) for p in parts), uuid4().hex])
@@ -68,17 +74,26 @@ async def store(
     """Record the key as an orphan-to-be (unless the caller has: ``scheduled``), then upload.
 
     ``data_type``: what the identifier type holds; the stream's first bytes must be that kind of data
-    (content_sniff), checked before anything is stored. The caller's transaction must call ``keep``; on any
-    failure here the object and its record are gone.
+    (content_sniff), checked before anything is stored, and an image must then decode whole
+    (content_sniff.check_whole_image): the bytes are kept as they stream to S3, and the object is deleted when
+    they do not decode. The caller's transaction must call ``keep``; on any failure here the object and its
+    record are gone.
     """
     if not scheduled:
         async with res.pool.acquire() as conn:
             await blob_cleanup.schedule(conn, [key], blob_cleanup.UPLOAD_GRACE_SECONDS)
     try:
+        kept: bytearray | None = None
         if data_type is not None:
             head, chunks = await content_sniff.with_head(chunks)
             content_type = content_sniff.content_type_for(data_type, head, content_type)
-        return await res.blobs.put_stream(key, chunks, content_type, max_bytes=max_bytes)
+            if data_type == "image":
+                kept = bytearray()
+                chunks = _keeping(chunks, kept)
+        stored = await res.blobs.put_stream(key, chunks, content_type, max_bytes=max_bytes)
+        if kept is not None:
+            await content_sniff.check_whole_image(bytes(kept))
+        return stored
     except BlobTooLarge as exc:
         await blob_cleanup.delete_now(res, [key])
         raise PayloadTooLarge(f"the file is larger than the limit of {max_bytes} bytes") from exc
