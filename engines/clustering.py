@@ -6,10 +6,16 @@
   the average similarity between two groups falls below the threshold (O(n²) memory: callers bound n).
 
 Each group's representative is its member nearest the group's centre (the mean of its rows).
+
+``cannot_link``: pairs of rows that may never share a group (a person said one is not the other's entity). After
+clustering, a group holding both of a pair sets one of them apart in a group of its own: the row with the most
+partners in the group (the identifier marked not that person), else the one farther from the group's centre. Every
+pair ends apart; each row set apart is one more group, and a person sees it alone rather than mixed in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +30,10 @@ class Clusters:
     representatives: list[int]  # per group, the row nearest its centre
 
 
-def cluster(x: np.ndarray, *, n_clusters: int | None, similarity_threshold: float | None, seed: int = 0) -> Clusters:
+def cluster(
+    x: np.ndarray, *, n_clusters: int | None, similarity_threshold: float | None, seed: int = 0,
+    cannot_link: Sequence[tuple[int, int]] = (),
+) -> Clusters:
     """Group the rows of ``x`` [N, D]; exactly one of ``n_clusters`` or ``similarity_threshold``."""
     from sklearn.cluster import AgglomerativeClustering, KMeans
 
@@ -44,6 +53,8 @@ def cluster(x: np.ndarray, *, n_clusters: int | None, similarity_threshold: floa
         labels = AgglomerativeClustering(
             n_clusters=None, metric="cosine", linkage="average", distance_threshold=1.0 - float(similarity_threshold)
         ).fit_predict(x)
+    if cannot_link:
+        labels = _apart(x, np.asarray(labels).copy(), cannot_link)
     # Number groups largest first, so the first page of groups is the most useful one.
     sizes = np.bincount(labels)
     order = np.argsort(-sizes, kind="stable")
@@ -59,3 +70,22 @@ def cluster(x: np.ndarray, *, n_clusters: int | None, similarity_threshold: floa
         distances[rows] = d
         representatives.append(int(rows[int(np.argmin(d))]))
     return Clusters(labels, distances, representatives)
+
+
+def _apart(x: np.ndarray, labels: np.ndarray, cannot_link: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Labels with no cannot-link pair in one group (see the module docstring); group numbers stay 0..k-1."""
+    partners: dict[int, set[int]] = {}
+    for a, b in cannot_link:
+        if a != b:
+            partners.setdefault(a, set()).add(b)
+            partners.setdefault(b, set()).add(a)
+    # Each pass sets one row apart alone, so the pairs sharing a group fall each time and the loop ends.
+    while True:
+        clash = next(((a, b) for a, mates in partners.items() for b in mates if a < b and labels[a] == labels[b]), None)
+        if clash is None:
+            return labels
+        group = labels[clash[0]]
+        centre = x[labels == group].mean(axis=0)
+        weights = {row: (sum(1 for m in partners[row] if labels[m] == group), float(np.linalg.norm(x[row] - centre)))
+                   for row in clash}
+        labels[max(clash, key=weights.__getitem__)] = int(labels.max()) + 1

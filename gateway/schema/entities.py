@@ -15,6 +15,7 @@ from gateway.schema.common import (
     lazy_class,
     sent,
 )
+from gateway.schema.catalogue import Property, properties_of
 from gateway.schema.context import Info
 from gateway.schema.enums import LibraryEntityOrderBy, OrderDirection
 from gateway.schema.identifiers import EntityIdentifier, EntityIdentifierList
@@ -23,7 +24,9 @@ from gateway.services.access.ids import try_parse_ids
 from gateway.services.access.paging import check_page
 from gateway.services.library import entities as entity_service
 from gateway.services.library import identifiers as identifier_service
+from gateway.services.library import people as people_service
 from storage import rows
+from storage.queries.people import Merge
 
 if TYPE_CHECKING:
     from gateway.schema.libraries import Library
@@ -34,6 +37,23 @@ LibraryRef = Annotated["Library", strawberry.lazy("gateway.schema.libraries")]
 @strawberry.type
 class EntitySummary:
     identifier_counts_by_type: JSONData
+
+
+@strawberry.type(description="An entity merged into this one (mergeEntities): what it was when it went.")
+class MergedEntity:
+    id: strawberry.ID = strawberry.field(description="Its ID then (it no longer exists).")
+    name: str
+    description: Optional[str]
+    jsondata: JSONData
+    identifiers_moved: int = strawberry.field(description="Identifiers it brought.")
+    merged_date_time: DateTime
+    merged_by: Optional[str] = strawberry.field(description="The ID of the API token that merged it.")
+
+    @classmethod
+    def from_row(cls, row: Merge) -> MergedEntity:
+        return cls(id=strawberry.ID(str(row.merged_entity_id)), name=row.name, description=row.description,
+                   jsondata=row.jsondata, identifiers_moved=row.identifiers_moved, merged_date_time=row.merged_at,
+                   merged_by=row.merged_by)
 
 
 @strawberry.type
@@ -49,6 +69,12 @@ class Entity:
     created_by: Optional[str] = strawberry.field(description="The ID of the API token that created it.")
     modified_by: Optional[str] = strawberry.field(description="The ID of the API token that changed it last.")
     _row: strawberry.Private[rows.Entity]
+
+    @strawberry.field(description=(
+        "The top-level text, whole-number (32-bit) and true/false values of its jsondata, in key order; other values "
+        "are in jsondata only."))
+    def properties(self) -> Optional[list[Optional[Property]]]:
+        return properties_of(self._row.jsondata)
 
     @strawberry.field
     async def library(self, info: Info) -> Optional[LibraryRef]:
@@ -84,6 +110,26 @@ class Entity:
             return self._row.profile_image_url
         row = await info.context.loaders.identifier.load(self._row.profile_identifier_id)
         return await identifier_service.url_for(info.context.resources, row) if row else None
+
+    @strawberry.field(description="The names of the entities merged into it (mergeEntities), oldest merge first.")
+    async def aliases(self, info: Info) -> list[str]:
+        return list(dict.fromkeys(m.name for m in await self._merges(info)))
+
+    @strawberry.field(description="The entities merged into it (mergeEntities), oldest merge first.")
+    async def merged_entities(self, info: Info) -> list[MergedEntity]:
+        return [MergedEntity.from_row(m) for m in await self._merges(info)]
+
+    async def _merges(self, info: Info) -> list[Merge]:
+        return await people_service.merges_of(info.context.resources, info.context.principal, self._row.id)
+
+    @strawberry.field(description="Identifiers a person said are not this entity (markIdentifierNotEntity), oldest first.")
+    async def rejected_identifiers(
+        self, info: Info, offset: Optional[int] = 0, limit: Optional[int] = 30
+    ) -> EntityIdentifierList:
+        page = await people_service.rejected_identifiers(
+            info.context.resources, info.context.principal, self._row.id, offset, limit
+        )
+        return EntityIdentifierList.of(page, [EntityIdentifier.from_row(r) for r in page.records])
 
     @strawberry.field
     async def summary(self, info: Info) -> EntitySummary:
@@ -191,3 +237,12 @@ class EntityMutation:
     async def delete_entity(self, info: Info, id: strawberry.ID) -> Optional[DeletePayload]:
         deleted = await entity_service.delete(info.context.resources, info.context.principal, id)
         return DeletePayload(id=strawberry.ID(str(deleted)), message=f"entity {deleted} deleted")
+
+    @strawberry.mutation(
+        description="Merge entities of one library into the target: their identifiers (with their embeddings), the "
+                    "suggestions and notEntities marks that named them move to it; what each was is kept as the "
+                    "target's mergedEntities (names as aliases); then they are deleted. All or none."
+    )
+    async def merge_entities(self, info: Info, target_id: strawberry.ID, source_ids: list[strawberry.ID]) -> Entity:
+        row = await people_service.merge(info.context.resources, info.context.principal, target_id, list(source_ids))
+        return Entity.from_row(row)

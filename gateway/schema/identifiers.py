@@ -17,6 +17,7 @@ from gateway.schema.identifier_filter import AnnotationType
 from gateway.schema.scalars import DateTime, JSONData
 from gateway.services.embeddings import vectors as embedding_service
 from gateway.services.library import identifiers as identifier_service
+from gateway.services.library import people as people_service
 from storage import rows
 
 if TYPE_CHECKING:
@@ -106,6 +107,12 @@ class EntityIdentifier:
         found = await info.context.loaders.identifier_embeddings.load(self._row.id)
         return [IdentifierEmbedding.of(e) for e in found or []]
 
+    @strawberry.field(description="The entities a person said it is not (markIdentifierNotEntity), oldest first.")
+    async def not_entities(self, info: Info) -> list[EntityRef]:
+        entity = lazy_class(EntityRef)
+        found = await people_service.not_entities(info.context.resources, info.context.principal, self._row.id)
+        return [entity.from_row(r) for r in found]
+
     @classmethod
     def from_row(cls, row: rows.Identifier) -> EntityIdentifier:
         return cls(
@@ -178,6 +185,21 @@ class UpdateEntityIdentifier:
     )
     jsondata: Optional[JSONData] = UNSET
     jsonstring: Optional[str] = UNSET
+    entity_id: Optional[strawberry.ID] = strawberry.field(
+        default=UNSET,
+        description="Move it to this entity of its library (annotationType human; its pending suggestions are rejected, "
+                    "and a notEntities mark for that entity goes); null: unassigned. Its embeddings go with it.",
+    )
+
+
+@strawberry.type(description="What markIdentifierNotEntity did.")
+class IdentifierNotEntity:
+    identifier: EntityIdentifier = strawberry.field(description="The identifier as it is now.")
+    entity: EntityRef
+    unassigned: bool = strawberry.field(
+        description="It was the entity's: it left it and is unassigned now (an identifier is never the entity it is not)."
+    )
+    rejected_suggestion_ids: list[strawberry.ID] = strawberry.field(description="Its pending suggestions of the entity, rejected.")
 
 
 @strawberry.type
@@ -202,7 +224,7 @@ class IdentifierMutation:
 
     @strawberry.mutation
     async def update_entity_identifier(self, info: Info, input: UpdateEntityIdentifier) -> Optional[EntityIdentifier]:
-        changes = sent(input, "title", "is_priority", "url", "jsondata", "jsonstring")
+        changes = sent(input, "title", "is_priority", "url", "jsondata", "jsonstring", "entity_id")
         row = await identifier_service.update(info.context.resources, info.context.principal, input.id, changes)
         return EntityIdentifier.from_row(row)
 
@@ -210,3 +232,29 @@ class IdentifierMutation:
     async def delete_entity_identifier(self, info: Info, id: strawberry.ID) -> Optional[DeletePayload]:
         deleted = await identifier_service.delete(info.context.resources, info.context.principal, id)
         return DeletePayload(id=strawberry.ID(str(deleted)), message=f"entity identifier {deleted} deleted")
+
+    @strawberry.mutation(
+        description="\"Not this person\": the identifier is not the entity (from a match: identifierId and entityId; from a "
+                    "suggestion: suggestionId). Kept as a negative: training never uses it as the entity's example, "
+                    "auto-tagging never suggests the entity for it, and merging a group into the entity leaves it out. "
+                    "Its pending suggestions of the entity are rejected; when it is the entity's, it becomes unassigned."
+    )
+    async def mark_identifier_not_entity(
+        self, info: Info, identifier_id: Optional[strawberry.ID] = None, entity_id: Optional[strawberry.ID] = None,
+        suggestion_id: Optional[strawberry.ID] = None,
+    ) -> IdentifierNotEntity:
+        done = await people_service.mark_not(
+            info.context.resources, info.context.principal, identifier_id=identifier_id, entity_id=entity_id,
+            suggestion_id=suggestion_id,
+        )
+        return IdentifierNotEntity(
+            identifier=EntityIdentifier.from_row(done.identifier), entity=lazy_class(EntityRef).from_row(done.entity),
+            unassigned=done.unassigned, rejected_suggestion_ids=[strawberry.ID(str(i)) for i in done.rejected_suggestions],
+        )
+
+    @strawberry.mutation(description="Take back markIdentifierNotEntity: the identifier may be the entity again.")
+    async def unmark_identifier_not_entity(
+        self, info: Info, identifier_id: strawberry.ID, entity_id: strawberry.ID
+    ) -> EntityIdentifier:
+        row = await people_service.unmark_not(info.context.resources, info.context.principal, identifier_id, entity_id)
+        return EntityIdentifier.from_row(row)

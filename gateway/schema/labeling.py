@@ -212,6 +212,9 @@ class LabelingMutation:
     async def create_entity_from_group(self, info: Info, group_id: strawberry.ID, name: str) -> Entity:
         return Entity.from_row(await grouping_service.create_entity(info.context.resources, info.context.principal, group_id, name))
 
-    @strawberry.mutation(description="Move the group's still-unassigned members into an entity of the same library.")
+    @strawberry.mutation(
+        description="Move the group's still-unassigned members into an entity of the same library (members marked not "
+                    "that entity with markIdentifierNotEntity stay unassigned)."
+    )
     async def merge_group_into_entity(self, info: Info, group_id: strawberry.ID, entity_id: strawberry.ID) -> Entity:
         return Entity.from_row(await grouping_service.merge(info.context.resources, info.context.principal, group_id, entity_id))

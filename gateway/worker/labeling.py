@@ -34,10 +34,11 @@ from gateway.services.recognition import recognize as recognition
 from gateway.services.selection import IdentifierSelection
 from gateway.services.training import engine_models as model_service
 from gateway.worker.runner import TaskRun
-from gateway.worker.selection import embeddings_for
+from gateway.worker.selection import embeddings_for, face_embeddings_for
 from storage.blobs import BlobMissing, BlobTooLarge
 from storage.queries import jobs as job_q
 from storage.queries import labeling as labeling_q
+from storage.queries import people as people_q
 from storage.queries import suggestions as suggestion_q
 
 SELECTION_PAGE = 1000
@@ -227,11 +228,13 @@ class LabelingTask:
 
         async def write(conn: Any) -> dict[str, Any]:
             await labeling_q.lock(conn, self.task.org_id, sorted({row[1] for row in suggestions}))
+            # A suggestion of an entity a person marked the identifier not to be is not written; counted here.
+            refused = await people_q.negative_pairs(conn, self.task.org_id, [(r[1], r[2]) for r in suggestions if r[2]])
             await suggestion_q.replace_pending(conn, self.task.org_id, self.task.job_id, [row[1] for row in suggestions])
             written = await suggestion_q.insert_many(conn, self.task.org_id, self.task.job_id, self.payload.get("model"), suggestions)
             await labeling_q.mark_machine(conn, self.task.org_id, written)
             return {"selected": len(rows), "scored": len(scored), "skipped": skipped, "suggested": len(written),
-                    "threshold": threshold, "model": self.payload.get("model")}
+                    "notSuggestedMarkedNotEntity": len(refused), "threshold": threshold, "model": self.payload.get("model")}
 
         await self._commit(write)
 
@@ -271,16 +274,24 @@ class LabelingTask:
         rows = await self._selection()
         n_clusters = p.get("nClusters")
         feature = p.get("feature") or "embedding"
-        counts: dict[str, int] = {}
+        counts: dict[str, Any] = {}
         if feature == "embedding":
+            # No modelId: the identifier types pick the default (face identifiers: the face embedding model).
             model = await engine_backbones.embedding_model(
                 self.res, self.task.org_id, {"modelId": p.get("modelId") or ""}, p["identifierTypeIds"],
                 pinned=p.get("modelVersionId"),
             )
-            ids, x = await embeddings_for(
-                self.res, self.task.org_id, rows, model, self.decode_pool,
-                on_progress=lambda f, m: self._progress(0.8 * f, m), counts=counts,
-            )
+            detector = await self._face_detector(model, counts)
+
+            async def progress(fraction: float, message: str | None) -> None:
+                await self._progress(0.8 * fraction, message)
+
+            if detector is not None and model is not None:
+                ids, x = await face_embeddings_for(self.res, self.task.org_id, rows, model, detector, self.decode_pool,
+                                                   on_progress=progress, counts=counts)
+            else:
+                ids, x = await embeddings_for(self.res, self.task.org_id, rows, model, self.decode_pool,
+                                              on_progress=progress, counts=counts)
             model_name = model.ref if model is not None else engine_backbones.PIXEL_PROJECTION
         else:
             ids, x = await self._scalar_features(rows, feature)
@@ -290,7 +301,14 @@ class LabelingTask:
         if n_clusters is not None and n_clusters > len(ids):
             raise EngineError(f"nClusters ({n_clusters}) is more than the {len(ids)} unassigned identifiers that could be read")
         await self._progress(0.85, f"clustering {len(ids)} identifiers")
-        found = await asyncio.to_thread(cluster, x, n_clusters=n_clusters, similarity_threshold=p.get("similarityThreshold"))
+        # Cannot-link: an identifier a person marked not an entity never shares a group with that entity's identifiers.
+        async with self.res.pool.acquire() as conn:
+            apart = await people_q.cannot_link(conn, self.task.org_id, ids)
+        position = {identifier: i for i, identifier in enumerate(ids)}
+        found = await asyncio.to_thread(
+            cluster, x, n_clusters=n_clusters, similarity_threshold=p.get("similarityThreshold"),
+            cannot_link=[(position[a], position[b]) for a, b in apart],
+        )
         group_ids = [uuid4() for _ in found.representatives]
         groups = [(gid, position, ids[rep]) for position, (gid, rep) in enumerate(zip(group_ids, found.representatives, strict=True))]
         members = [(group_ids[int(label)], ids[i], float(found.distances[i])) for i, label in enumerate(found.labels)]
@@ -299,9 +317,26 @@ class LabelingTask:
         async def write(conn: Any) -> dict[str, Any]:
             await suggestion_q.insert_groups(conn, self.task.org_id, self.task.job_id, library_id, groups, members)
             return {"selected": len(rows), "grouped": len(ids), "skipped": len(rows) - len(ids), "groups": len(groups),
-                    "feature": feature, "model": model_name, **counts}
+                    "feature": feature, "model": model_name, "cannotLinkPairs": len(apart), **counts}
 
         await self._commit(write)
+
+    async def _face_detector(self, model: Any, counts: dict[str, Any]) -> Any:
+        """The face detector for grouping face identifiers by their faces; None for other identifiers, or (with
+        ``counts["groupedBy"]`` saying why) when faces cannot be found here and the photos are grouped whole."""
+        if "face" not in self.payload["identifierTypeIds"]:
+            counts["groupedBy"] = "whole images"
+            return None
+        why = None
+        if not self.payload.get("detectorVersionId"):
+            why = "no face detector is registered (engineshed models pull face-detector)"
+        elif model is None:
+            why = "no face embedding model is registered (engineshed models pull face-embedding)"
+        if why is not None:
+            counts["groupedBy"] = f"whole photos: {why}"
+            return None
+        counts["groupedBy"] = "faces"
+        return await engine_backbones.detector_model(self.res, self.task.org_id, {}, pinned=self.payload["detectorVersionId"])
 
     async def _scalar_features(self, rows: list[Any], feature: str) -> tuple[list[UUID], np.ndarray]:
         loop = asyncio.get_running_loop()

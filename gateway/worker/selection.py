@@ -1,4 +1,4 @@
-"""Embeddings for the labeling loop (auto-grouping), behind one function.
+"""Embeddings for the labeling loop (auto-grouping): of whole images, or of the faces in them.
 
 With a registered embedding model, the identifiers' stored vectors of that model version (identifier_embeddings,
 made at ingest, by generateEmbeddings, by a training or inserted by the client) are read from PostgreSQL page by
@@ -6,6 +6,10 @@ page (one round trip per page, only the pages in flight held); only the identifi
 and embedded by engines.pipeline, and what it computes is stored the way a training stores it, so the next
 grouping reads it. With the built-in pixel projection (no model version) the pipeline embeds everything, with the
 per-organization content cache sparing the inference of images seen before.
+
+Face identifiers (a people library) are grouped by their faces, as the face engine sees them: each photo's face is
+detected, aligned and embedded (:func:`face_embeddings_for`); a whole photo's vector mixes the person with the
+background and the framing, and groups people by where they were photographed.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ import onnx
 
 from engines.backbone import default_backbone
 from engines.evaluation import l2_normalise
+from engines.face.align import build_front
+from engines.face.decode import FaceDecoder
+from engines.face.engine import FACE_OPTIONS
 from engines.interface import EmbeddingModel, EngineError, FetchError, IdentifierRef
 from engines.model_backbone import model_backbone
 from engines.pipeline import embed_library
-from engines.runtime import get_runner
+from engines.runtime import get_runner, throughput_runner
 from gateway.resources import Resources
 from gateway.services.library import identifiers
 from gateway.worker.context import WorkerContext
@@ -33,6 +40,9 @@ from storage.queries import vectors as vector_q
 
 BUILTIN_IMAGE_SIZE = 32  # the built-in backbone's default side (engines.options imageSize)
 PAGE = 256
+# A detection is a face at the face engine's default confidence; grouping gates nothing else (any face found is
+# grouped), so a small or soft face still lands in a group a person can name.
+MIN_DETECTION_CONFIDENCE = next(o.default for o in FACE_OPTIONS if o.name == "minDetectionConfidence")
 
 
 class SelectionContext(WorkerContext):
@@ -110,3 +120,52 @@ async def embeddings_for(
     if not ids:
         return [], np.zeros((0, 0), np.float32)
     return ids, l2_normalise(embedded.embeddings)
+
+
+async def face_embeddings_for(
+    res: Resources,
+    org_id: UUID,
+    identifiers: Sequence[Any],
+    model: EmbeddingModel,
+    detector: EmbeddingModel,
+    decode_pool: concurrent.futures.Executor,
+    *,
+    on_progress: Callable[[float, str | None], Awaitable[None]] | None = None,
+    counts: dict[str, Any] | None = None,
+) -> tuple[list[UUID], np.ndarray]:
+    """L2-normalised embeddings [N, D] of the face in each photo (detected with ``detector``, aligned on its
+    landmarks, embedded with ``model``: the face engine's steps), and the ids they belong to.
+
+    A photo with several faces gives the one training would use (engines.face.decode.choose); a crop-shaped photo
+    with no detection is taken whole as the face, as training takes it. Photos with no face, or that cannot be read,
+    are left out; ``counts`` receives ``skippedByReason`` (no-face, corrupt, …) with ``fetches`` and ``inferences``.
+    Stored vectors are whole-photo vectors and are not used.
+    """
+    try:
+        spec = await asyncio.to_thread(model_backbone, model)
+        front = await asyncio.to_thread(_front_bytes, detector, int(model.manifest["input"]["height"]))
+    except (ValueError, KeyError, onnx.checker.ValidationError) as exc:
+        raise EngineError(f"faces cannot be grouped with {detector.ref} and {model.ref}: {exc}") from None
+    runner, parallel = await asyncio.to_thread(throughput_runner, spec.model, res.settings.onnx_provider)
+    ctx = SelectionContext(res, org_id, identifiers, decode_pool, on_progress)
+    decoder = FaceDecoder(front, 0, 0.0)
+    embedded = await embed_library(
+        ctx, spec, runner, page_size=PAGE, fetch_concurrency=32, batch_size=64, min_size=0, sharpness_threshold=0.0,
+        decoder=decoder, use_cache=False, stored=False, parallel=parallel,
+    )
+    if counts is not None:
+        reasons: dict[str, int] = {}
+        for skip in embedded.skipped:
+            reasons[skip.reason] = reasons.get(skip.reason, 0) + 1
+        several = sum(1 for note in embedded.extras.values() if (note or {}).get("facesFound", 1) > 1)
+        counts.update(fetches=ctx.fetches, inferences=ctx.inferences, skippedByReason=reasons,
+                      photosWithSeveralFaces=several, detector=detector.ref)
+    ids = [UUID(ref.identifier_id) for ref in embedded.refs]
+    if not ids:
+        return [], np.zeros((0, 0), np.float32)
+    return ids, l2_normalise(embedded.embeddings)
+
+
+def _front_bytes(detector: EmbeddingModel, crop: int) -> bytes:
+    model = build_front(detector.model, detector.manifest, min_confidence=MIN_DETECTION_CONFIDENCE, crop=crop)
+    return model.SerializeToString(deterministic=True)

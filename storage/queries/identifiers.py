@@ -86,26 +86,30 @@ WHERE org_id = $1 AND entity_id = ANY($2::uuid[]) AND ($3::text IS NULL OR ident
 GROUP BY entity_id"""
 
 FOR_TRAINING = """-- keyset page of a library's identifiers of some types, with their entity's name (engines read these);
--- the inner join leaves unassigned identifiers (no entity) out, and the keyset starts above the nil UUID
+-- the inner join leaves unassigned identifiers (no entity) out, and the keyset starts above the nil UUID; an
+-- identifier a person marked not its entity (identifier_negatives) is never that entity's example
 SELECT i.*, e.name AS entity_name FROM entity_identifiers i JOIN entities e ON e.id = i.entity_id
 WHERE i.org_id = $1 AND i.library_id = $2 AND i.identifier_type_id = ANY($3::text[])
   AND (i.entity_id, i.id) > ($4::uuid, $5::uuid)
+  AND NOT EXISTS (SELECT 1 FROM identifier_negatives n WHERE n.identifier_id = i.id AND n.entity_id = i.entity_id)
 ORDER BY i.entity_id, i.id LIMIT $6"""
 
 FOR_TRAINING_WITH_VECTORS = """-- a library's identifiers of some types in training order, each with its stored vector of model version $4
 -- (NULL where it has none yet), read through a server-side cursor; only what training reads, and of jsondata only
 -- the split mark under key $5 (a library's whole jsondata, decoded per row, was a tenth of an incremental training)
 SELECT i.id, i.entity_id, i.identifier_type_id, i.content_type, i.content_sha256, i.storage_key, i.reference_url,
-       CASE WHEN $5::text IS NOT NULL THEN i.jsondata -> $5::text END AS split_mark,
+       CASE WHEN $5::text IS NOT NULL THEN i.jsondata -> $5::text END AS split_mark, i.jsondata -> 'faceBox' AS face_box,
        e.name AS entity_name, vector_send(v.embedding) AS stored_embedding
 FROM entity_identifiers i JOIN entities e ON e.id = i.entity_id
 LEFT JOIN identifier_embeddings v ON v.identifier_id = i.id AND v.model_version_id = $4
 WHERE i.org_id = $1 AND i.library_id = $2 AND i.identifier_type_id = ANY($3::text[])
+  AND NOT EXISTS (SELECT 1 FROM identifier_negatives n WHERE n.identifier_id = i.id AND n.entity_id = i.entity_id)
 ORDER BY i.entity_id, i.id"""
 
-COUNT_FOR_TRAINING = """-- unassigned identifiers (no entity) are not trained on
-SELECT count(*) FROM entity_identifiers
-WHERE org_id = $1 AND library_id = $2 AND identifier_type_id = ANY($3::text[]) AND entity_id IS NOT NULL"""
+COUNT_FOR_TRAINING = """-- unassigned identifiers (no entity) are not trained on, nor ones marked not their entity
+SELECT count(*) FROM entity_identifiers i
+WHERE i.org_id = $1 AND i.library_id = $2 AND i.identifier_type_id = ANY($3::text[]) AND i.entity_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM identifier_negatives n WHERE n.identifier_id = i.id AND n.entity_id = i.entity_id)"""
 
 UPDATE = """UPDATE entity_identifiers SET
     title = CASE WHEN $3 THEN $4 ELSE title END,

@@ -13,15 +13,17 @@ from storage.rows import Row
 
 # A job's suggestions arrive in one statement at its end (with the task's completion, in one transaction), so a
 # job cancelled or failed mid-run has written none. The entity is the one the model named when it is in the
-# identifier's library, else the library's entity of the label's name, else none (accepting creates it).
+# identifier's library, else the library's entity of the label's name, else none (accepting creates it). An entity
+# a person marked the identifier not to be (identifier_negatives) is never suggested for it.
 INSERT_MANY = """INSERT INTO identifier_suggestions (id, org_id, job_id, identifier_id, library_id, entity_id, label,
                                     confidence, model_version)
-SELECT v.id, $1, $2, i.id, i.library_id,
-       coalesce(named.id, (SELECT e.id FROM entities e WHERE e.library_id = i.library_id AND e.name = v.label)),
-       v.label, v.confidence, $3
+SELECT v.id, $1, $2, i.id, i.library_id, t.entity_id, v.label, v.confidence, $3
 FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::text[], $8::float8[]) AS v(id, identifier_id, entity_id, label, confidence)
 JOIN entity_identifiers i ON i.id = v.identifier_id AND i.org_id = $1
 LEFT JOIN entities named ON named.id = v.entity_id AND named.library_id = i.library_id
+CROSS JOIN LATERAL (SELECT coalesce(
+    named.id, (SELECT e.id FROM entities e WHERE e.library_id = i.library_id AND e.name = v.label)) AS entity_id) t
+WHERE NOT EXISTS (SELECT 1 FROM identifier_negatives n WHERE n.identifier_id = i.id AND n.entity_id = t.entity_id)
 RETURNING identifier_id"""
 
 PAGE = """-- suggestions by job, identifier, library and status; the most confident first
@@ -72,9 +74,12 @@ JOIN entity_identifiers i ON i.id = m.identifier_id
 WHERE m.group_id = $1 AND i.org_id = $2
 ORDER BY m.distance, i.id OFFSET $3 LIMIT $4"""
 
-UNASSIGNED_MEMBERS = """-- the members still unassigned, locked while they are moved
+UNASSIGNED_MEMBERS = """-- the members still unassigned, locked while they are moved; with an entity ($3), not those a person marked
+-- not that entity (they stay unassigned)
 SELECT i.id FROM identifier_group_members m JOIN entity_identifiers i ON i.id = m.identifier_id
-WHERE m.group_id = $1 AND i.org_id = $2 AND i.entity_id IS NULL ORDER BY i.id FOR UPDATE OF i"""
+WHERE m.group_id = $1 AND i.org_id = $2 AND i.entity_id IS NULL
+  AND NOT EXISTS (SELECT 1 FROM identifier_negatives n WHERE n.identifier_id = i.id AND n.entity_id = $3::uuid)
+ORDER BY i.id FOR UPDATE OF i"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,7 @@ async def insert_many(
     conn: asyncpg.Connection, org_id: UUID, job_id: UUID, model_version: str | None, rows: list[tuple[UUID, UUID, UUID | None, str, float]]
 ) -> list[UUID]:
     """rows: (suggestion id, identifier id, entity id or None, label, confidence); the identifier ids written
-    (an identifier deleted meanwhile is skipped)."""
+    (an identifier deleted meanwhile is skipped, and so is an entity the identifier is marked not to be)."""
     if not rows:
         return []
     columns = list(zip(*rows, strict=True))
@@ -207,5 +212,5 @@ async def group_members(conn: asyncpg.Connection, org_id: UUID, group_id: UUID, 
     return [], again[0]["total"] if again else 0
 
 
-async def unassigned_members(conn: asyncpg.Connection, org_id: UUID, group_id: UUID) -> list[UUID]:
-    return [r["id"] for r in await conn.fetch(UNASSIGNED_MEMBERS, group_id, org_id)]
+async def unassigned_members(conn: asyncpg.Connection, org_id: UUID, group_id: UUID, entity_id: UUID | None = None) -> list[UUID]:
+    return [r["id"] for r in await conn.fetch(UNASSIGNED_MEMBERS, group_id, org_id, entity_id)]

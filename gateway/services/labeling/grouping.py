@@ -1,7 +1,8 @@
 """Auto-grouping's results: a job's groups, their members and representative, and turning a group into an
 entity (``createEntityFromGroup``) or merging it into one (``mergeGroupIntoEntity``).
 
-Only the members still unassigned move: one a person placed elsewhere since the grouping stays where it is.
+Only the members still unassigned move: one a person placed elsewhere since the grouping stays where it is, and
+one a person marked not the entity (markIdentifierNotEntity) stays unassigned.
 Moving is one transaction; the members' pending suggestions are rejected with it (a person decided).
 """
 
@@ -63,9 +64,12 @@ async def _group(conn: asyncpg.Connection, principal: Principal, group_id: objec
 
 
 async def _move(conn: asyncpg.Connection, principal: Principal, group: Group, entity_id: UUID) -> None:
-    ids = await q.unassigned_members(conn, principal.org_id, group.id)
+    # A member a person marked not this entity (markIdentifierNotEntity) stays unassigned.
+    ids = await q.unassigned_members(conn, principal.org_id, group.id, entity_id)
     if not ids:
-        raise InvalidInput(f"every member of group {group.id} has been assigned or deleted since it was grouped")
+        raise InvalidInput(
+            f"every member of group {group.id} has been assigned or deleted since it was grouped, or is marked not entity {entity_id}"
+        )
     await labeling_q.assign(conn, principal.org_id, ids, entity_id)
     await q.supersede(conn, principal.org_id, ids, principal.actor)
 

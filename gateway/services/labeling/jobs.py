@@ -300,11 +300,17 @@ async def auto_group(res: Resources, principal: Principal, data: dict[str, Any])
             if model_ref and model_ref != engine_backbones.PIXEL_PROJECTION:
                 version = await models.resolve_model(res, principal.org_id, model_ref, engine_backbones.EMBEDDING)
                 version_id = str(version.id)
+        # Face identifiers (a people library) are grouped by the face in each photo, found by the system face
+        # detector (pinned now, like the model); without one the photos are grouped whole and the output says why.
+        detector_id = None
+        if feature == "embedding" and "face" in types:
+            detector = await models.default_model(res, principal.org_id, engine_backbones.DETECTION, "face")
+            detector_id = str(detector.id) if detector is not None else None
         payload = {
             "mode": AUTO_GROUP, "libraryIds": [str(library.id)], "identifierTypeIds": types, "unassignedOnly": True,
             "query": {}, "filter": IdentifierSelection().as_json(), "feature": feature, "nClusters": n_clusters,
             "similarityThreshold": float(similarity) if similarity is not None else None,
-            "modelId": model_ref, "modelVersionId": version_id,
+            "modelId": model_ref, "modelVersionId": version_id, "detectorVersionId": detector_id,
         }
         return await _insert_job(conn, principal, f"autoGroup {library.name}", payload, library.id, res.settings.max_attempts)
 

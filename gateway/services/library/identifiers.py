@@ -14,6 +14,7 @@ from gateway.services.access.ids import parse_id
 from gateway.services.access.principal import Principal
 from gateway.services.ingest import embed_targets, naming, uploads
 from gateway.services.ingest.remote_files import FetchRefused, check_url_syntax
+from gateway.services.library import people
 from gateway.services.library.entities import jsondata_of
 from storage.queries import entities as entity_q
 from storage.queries import identifiers as q
@@ -183,8 +184,18 @@ async def update(res: Resources, principal: Principal, identifier_id: object, ch
     changes = {k: v for k, v in changes.items() if k not in ("jsondata", "jsonstring")}
     if jsondata is not ...:
         changes["jsondata"] = jsondata
+    moving = "entity_id" in changes
+    entity_id = changes.pop("entity_id", None)
     if url is not None:
+        if moving:
+            raise InvalidInput("send url and entityId in separate updateEntityIdentifier calls")
         return await _replace_content(res, principal, iid, changes, url)
+    if moving:
+        # Another entity of its library (null: unassigned), with the other changes, in one transaction.
+        async with res.pool.acquire() as conn, conn.transaction():
+            await people.place(conn, principal, iid, entity_id)
+            row = await q.update(conn, principal.org_id, iid, changes)
+        return row
     async with res.pool.acquire() as conn:
         row = await q.update(conn, principal.org_id, iid, changes)
     if row is None:
