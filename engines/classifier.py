@@ -11,6 +11,7 @@ import numpy as np
 
 from engines.artifact import ArtifactRecognizer, CONTENT_TYPE, ArtifactMeta, Label, build_classifier_artifact
 from engines.backbone import BackboneSpec
+from engines.backbone_choice import choose_backbone
 from engines.calibration import balanced_threshold
 from engines.evaluation import per_entity
 from engines.interface import Artifact, ConfigOption, EngineInfo, TrainingContext
@@ -22,6 +23,7 @@ from engines.training import base_report, prepare
 __all__ = ["ClassifierEngine"]
 
 DEFAULT_THRESHOLD = 0.0  # no validation rows to calibrate with: accept the top class
+PRIOR_THRESHOLD = 0.5  # no impostor scores (two entities, every answer right): the top class holds most of the mass
 
 CLASSIFIER_OPTIONS: tuple[ConfigOption, ...] = (
     *split_options(training=0.8, validation=None, test=0.0),
@@ -43,8 +45,9 @@ class ClassifierEngine(ArtifactRecognizer):
     cross-entropy and L2 weight decay, and stops when the validation loss has not improved for
     ``patience`` epochs, keeping the best epoch. Accuracy is test-split top-1, or validation top-1
     without a test split. The threshold is
-    calibrated on validation max-probabilities, correct (genuine) against incorrect (impostor),
-    maximising balanced accuracy (engines.calibration). With ``refitOnAll`` (default) the shipped
+    calibrated on validation max-probabilities, correct (genuine) against impostors: incorrect answers and
+    each validation row asked as a stranger (:func:`stranger_scores`), maximising balanced accuracy
+    (engines.calibration). With ``refitOnAll`` (default) the shipped
     weights are retrained on the training and validation rows for the best epoch count, so validation rows are not
     wasted; the reported accuracy and threshold come from the validated model, an estimate for
     the refit one. With ``refitOnAll`` false the validated weights ship as measured.
@@ -68,7 +71,8 @@ class ClassifierEngine(ArtifactRecognizer):
     async def train(self, ctx: TrainingContext) -> Artifact:
         """Embed the library, fit and validate the softmax head, and build the ONNX artifact."""
         config = ctx.config
-        prepared = await prepare(ctx, self.backbone)
+        chosen = await choose_backbone(ctx, self.backbone)
+        prepared = await prepare(chosen, self.backbone)
         started = time.perf_counter()
         x, y = prepared.vectors, prepared.labels
         classes = len(prepared.entity_ids)
@@ -92,7 +96,8 @@ class ClassifierEngine(ArtifactRecognizer):
             predicted, confidence = p.argmax(axis=1), p.max(axis=1)
             correct = predicted == y[val_rows]
             accuracy = float(correct.mean())
-            calibration = balanced_threshold(confidence[correct], confidence[~correct], default=DEFAULT_THRESHOLD)
+            impostor = np.concatenate([confidence[~correct], stranger_scores(p, y[val_rows])])
+            calibration = balanced_threshold(confidence[correct], impostor, default=DEFAULT_THRESHOLD, prior=PRIOR_THRESHOLD)
             evaluation["perEntity"] = per_entity(prepared.entity_ids, y[val_rows], correct)
         else:
             calibration = balanced_threshold(np.empty(0), np.empty(0), default=DEFAULT_THRESHOLD)
@@ -106,6 +111,9 @@ class ClassifierEngine(ArtifactRecognizer):
                               validationTop1=evaluation["top1"],
                               perEntity=per_entity(prepared.entity_ids, y[test_rows], correct))
         evaluation["splits"] = split.sizes()
+        # The false-accept rate the threshold is set for, beside the accuracy it was measured with.
+        evaluation["falseAcceptRate"] = calibration.false_accept_rate
+        evaluation["falseAcceptRateBound"] = calibration.false_accept_bound
         model = validated
         if config["refitOnAll"] and val_rows.size:
             # Every row but the test split's (and those a split left unused).
@@ -133,12 +141,30 @@ class ClassifierEngine(ArtifactRecognizer):
         data = await asyncio.to_thread(build_classifier_artifact, prepared.spec, model.weights, model.bias, meta)
         report = base_report(self.info, prepared, ctx)
         report["evaluation"] = evaluation
+        if chosen.comparison is not None:
+            evaluation["backboneComparison"] = chosen.comparison
         report["finalWeights"] = "refit on all rows" if model is not validated else "validated"
         report["threshold"] = calibration.threshold
         report["calibration"] = calibration.as_json()
         report["timings"]["fit"] = round(time.perf_counter() - started, 4)
         await ctx.progress(1.0, "artifact built")
         return Artifact(data, CONTENT_TYPE, report, accuracy)
+
+
+def stranger_scores(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """What each validation row would score were its own entity not enrolled: the top probability of the
+    other classes, renormalised without its own (the softmax with that class's logit removed).
+
+    A softmax on a few photos per person puts 0.9999 on every validation row it answers right, so right
+    and wrong answers alone leave no impostors to calibrate with; these say where strangers score. One
+    per row, so a library of 3 photos per person has as many impostor scores as validation photos."""
+    if probabilities.shape[1] < 3 or labels.size == 0:  # with two classes the other one always holds 1.0
+        return np.empty(0, np.float64)
+    rows = np.arange(labels.size)
+    others = probabilities.astype(np.float64, copy=True)
+    own = others[rows, labels]
+    others[rows, labels] = -np.inf
+    return others.max(axis=1) / np.maximum(1.0 - own, 1e-12)
 
 
 async def _fit_off_loop(

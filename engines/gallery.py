@@ -18,6 +18,7 @@ from engines.artifact import (
     build_gallery_artifact,
 )
 from engines.backbone import BackboneSpec
+from engines.backbone_choice import choose_backbone
 from engines.calibration import balanced_threshold
 from engines.evaluation import against_gallery, leave_one_out, per_entity
 from engines.interface import (
@@ -89,8 +90,12 @@ class GalleryEngine(ArtifactRecognizer):
             # Only a registered model's vectors are stored per identifier (the built-in projection has none).
             raise EngineError("recognizeFrom 'index' searches the library's stored vectors of a registered embedding "
                               "model: give config.modelId (or register a default embedding model)")
-        prepared = await prepare(ctx, self.backbone)
-        fit = await fit_gallery(self.info, prepared, ctx)
+        # 'index' answers from the stored vectors of the model the worker resolved: no other backbone will do.
+        chosen = await choose_backbone(ctx, self.backbone, compare=serve_from != INDEX)
+        prepared = await prepare(chosen, self.backbone)
+        fit = await fit_gallery(self.info, prepared, chosen)
+        if chosen.comparison is not None:
+            fit.report["evaluation"]["backboneComparison"] = chosen.comparison
         # The artifact is built either way: it stays the downloadable, self-contained model.
         fit.report["recognizeFrom"] = serve_from
         fit.report["topK"] = ctx.config["topK"]

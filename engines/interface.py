@@ -166,6 +166,8 @@ class IdentifierRef:
     content_type: str | None
     content_sha256: str | None  # None when not known before fetch (stored by reference)
     split: str | None = None  # jsondata[config.splitKey] when a filter split is asked for (engines.splits)
+    # jsondata.faceBox as stored, unchecked (None: none): the face a user pinned in the photo, which face engines use
+    face_box: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +255,10 @@ class TrainingContext(Protocol):
     # The registered embedding model the worker resolved from config ``modelId`` or the identifier type's
     # system default; None: the engine's built-in backbone.
     embedding_model: EmbeddingModel | None
+    # The registered models an engine may compare with its built-in backbone to pick the best for the library
+    # (engines.backbone_choice), ``embedding_model`` among them; empty when config ``modelId`` names one (the user
+    # chose) or none other fits the library's identifier type.
+    candidate_models: Sequence[EmbeddingModel]
     # The registered auto_annotation face detector from config ``detectorModelId`` or the system default, for
     # engines that declare a ``detectorModelId`` option; None: none registered (or not asked for).
     detector_model: EmbeddingModel | None

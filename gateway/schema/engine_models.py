@@ -17,6 +17,7 @@ from gateway.schema.libraries import Library
 from gateway.schema.scalars import DateTime, JSONData
 from gateway.services.training import engine_models as model_service
 from gateway.services.training import promotion
+from gateway.services.training import report as training_report
 from gateway.services.training import versions as model_versions
 from gateway.services.training.evaluation import Evaluation, evaluation_of
 from storage import rows
@@ -44,6 +45,32 @@ class Calibration:
     impostor: int
     true_positive_rate: Optional[float]
     true_negative_rate: Optional[float]
+    false_accept_rate: Optional[float] = strawberry.field(
+        default=None, description="The share of calibration impostors the threshold accepts.")
+    false_accept_rate_bound: Optional[float] = strawberry.field(
+        default=None, description="The 95 % upper bound of the false-accept rate that this many impostors can show: "
+                                  "0 of 3 accepted bounds it only by 0.63, 0 of 300 by 0.01.")
+
+
+@strawberry.type(description="One backbone a training measured before choosing what to embed the library with.")
+class BackboneCandidate:
+    model: str = strawberry.field(description="The registered version (name@version), or pixel-projection.")
+    model_version_id: Optional[strawberry.ID]
+    top1: Optional[float] = strawberry.field(description="Top-1 accuracy (0-1) on the held-out rows of the sample.")
+    embedded: int = strawberry.field(description="Sampled identifiers it embedded.")
+    chosen: bool
+
+
+@strawberry.type(description="How the training chose its backbone when config.modelId named none: each candidate "
+                             "measured on the same held-out split of a sample of the library, the best kept.")
+class BackboneComparison:
+    method: str
+    sampled: int = strawberry.field(description="Identifiers in the sample.")
+    evaluated: int = strawberry.field(description="Of those, held out once each (the folds together).")
+    split_sizes: SplitSizes = strawberry.field(description="One fold's gallery (training) and held-out (test) rows.")
+    candidates: list[BackboneCandidate]
+    chosen: str
+    reason: str
 
 
 @strawberry.type(description="What the training measured, on the rows its split held out.")
@@ -54,6 +81,8 @@ class EvaluationResult:
     split_sizes: SplitSizes
     per_entity: list[EntityEvaluation]
     calibration: Optional[Calibration]
+    backbone_comparison: Optional[BackboneComparison] = strawberry.field(
+        default=None, description="How the backbone was chosen; null when config.modelId named it or none rivalled it.")
 
     @classmethod
     def of(cls, evaluation: Evaluation) -> EvaluationResult:
@@ -68,8 +97,82 @@ class EvaluationResult:
             calibration=Calibration(
                 method=calibration.method, threshold=calibration.threshold, genuine=calibration.genuine,
                 impostor=calibration.impostor, true_positive_rate=calibration.true_positive_rate,
-                true_negative_rate=calibration.true_negative_rate,
+                true_negative_rate=calibration.true_negative_rate, false_accept_rate=calibration.false_accept_rate,
+                false_accept_rate_bound=calibration.false_accept_rate_bound,
             ) if calibration else None,
+            backbone_comparison=_backbone_comparison(evaluation),
+        )
+
+
+def _backbone_comparison(evaluation: Evaluation) -> Optional[BackboneComparison]:
+    c = evaluation.backbone_comparison
+    if c is None:
+        return None
+    sizes = c.split_sizes
+    return BackboneComparison(
+        method=c.method, sampled=c.sampled, evaluated=c.evaluated, chosen=c.chosen, reason=c.reason,
+        split_sizes=SplitSizes(training=sizes.training, validation=sizes.validation, test=sizes.test),
+        candidates=[BackboneCandidate(model=b.model, top1=b.top1, embedded=b.embedded, chosen=b.chosen,
+                                      model_version_id=strawberry.ID(b.model_version_id) if b.model_version_id else None)
+                    for b in c.candidates],
+    )
+
+
+@strawberry.type(description="An identifier a training skipped, and why.")
+class SkippedIdentifier:
+    identifier_id: strawberry.ID
+    entity_id: Optional[strawberry.ID]
+    detail: str
+
+
+@strawberry.type(description="The identifiers one reason skipped: all counted, a bounded number listed.")
+class TrainingSkipReason:
+    reason: str = strawberry.field(description="too-small, blurry, no-face, corrupt, fetch-failed, too-large …")
+    count: int
+    message: str = strawberry.field(description="What the reason means and what to change.")
+    identifiers: list[SkippedIdentifier] = strawberry.field(description="The first of them (at most 50).")
+    capped: bool = strawberry.field(description="Whether more were skipped than are listed.")
+
+
+@strawberry.type(description="An entity the model does not know: every identifier skipped (all-skipped), none of a type "
+                 "the engine reads (no-identifier), or none used (not-used).")
+class EntityWithoutIdentifiers:
+    id: strawberry.ID
+    name: str
+    reason: str
+    message: str
+
+
+@strawberry.type(description="What a completed training used and left out.")
+class TrainingReport:
+    recorded: bool = strawberry.field(
+        description="Whether the engine recorded the entities it used; when false, entitiesWithoutIdentifiers holds only "
+        "those its skips name.")
+    identifiers_used: Optional[int]
+    identifiers_skipped: int
+    entities_used: Optional[int]
+    skipped: list[TrainingSkipReason] = strawberry.field(description="Skipped identifiers by reason, most first.")
+    entities_without_identifiers: list[EntityWithoutIdentifiers] = strawberry.field(
+        description="Entities of the library left with no usable identifier (at most 1000 listed).")
+    entities_without_identifiers_count: int
+    entities_without_identifiers_capped: bool
+
+    @classmethod
+    def of(cls, report: training_report.TrainingReport) -> TrainingReport:
+        return cls(
+            recorded=report.recorded, identifiers_used=report.identifiers_used,
+            identifiers_skipped=report.identifiers_skipped, entities_used=report.entities_used,
+            skipped=[TrainingSkipReason(
+                reason=s.reason, count=s.count, message=s.message, capped=s.capped,
+                identifiers=[SkippedIdentifier(identifier_id=strawberry.ID(i.identifier_id),
+                                               entity_id=strawberry.ID(i.entity_id) if i.entity_id else None,
+                                               detail=i.detail) for i in s.identifiers],
+            ) for s in report.skipped],
+            entities_without_identifiers=[EntityWithoutIdentifiers(id=strawberry.ID(e.id), name=e.name, reason=e.reason,
+                                                                   message=e.message)
+                                          for e in report.entities_without_identifiers],
+            entities_without_identifiers_count=report.entities_without_identifiers_count,
+            entities_without_identifiers_capped=report.entities_without_identifiers_capped,
         )
 
 
@@ -103,6 +206,10 @@ class LibraryEngineModel:
         description="What was compared when it completed: promoted, reason, accuracy, previousAccuracy, "
         "previousModelId, autoPromote.")
     evaluation_result: Optional[EvaluationResult] = strawberry.field(resolver=_evaluation_result)
+    configuration_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda: None,
+        description="Always null: engine configurations belong to dataset libraries; engines take theirs from the task "
+                    "payload's config.")
     id: strawberry.ID
     engine_id: strawberry.ID
     library_id: strawberry.ID
@@ -125,6 +232,12 @@ class LibraryEngineModel:
     def embedding_model(self) -> Optional[str]:
         backbone = (self._row.jsondata or {}).get("backbone") if isinstance(self._row.jsondata, dict) else None
         return backbone.get("model") if isinstance(backbone, dict) else None
+
+    @strawberry.field(description="What the training used, skipped by reason, and the entities it left with no usable "
+                      "identifier; null until the model is complete.")
+    async def training_report(self, info: Info) -> Optional[TrainingReport]:
+        found = await training_report.report_of(info.context.resources, self._row)
+        return TrainingReport.of(found) if found is not None else None
 
     @strawberry.field(description="Where the trained artifact can be downloaded (a presigned URL for stored artifacts).")
     async def data_url(self, info: Info) -> Optional[str]:

@@ -126,6 +126,7 @@ class WorkerContext(abc.ABC):
         self.decode_pool = decode_pool
         self.total_identifiers = total_identifiers
         self.embedding_model = embedding_model
+        self.candidate_models: Sequence[EmbeddingModel] = ()  # other backbones to compare, set by the training task
         self.detector_model = detector_model
         self.cache = EmbeddingCache(res.pool, org_id)
         self.stored = (IdentifierVectors(res.pool, org_id, embedding_model)
@@ -227,6 +228,7 @@ class LibraryContext(WorkerContext):
                         content_type=row.content_type,
                         content_sha256=row.content_sha256,
                         split=_split_value(row.jsondata, split_key),
+                        face_box=row.jsondata.get("faceBox") if isinstance(row.jsondata, dict) else None,
                     )
                 )
             after = (rows[-1][0].entity_id, rows[-1][0].id)
@@ -255,6 +257,7 @@ class LibraryContext(WorkerContext):
                     identifier_id=iid, entity_id=str(r["entity_id"]), entity_name=r["entity_name"],
                     identifier_type_id=r["identifier_type_id"], content_type=r["content_type"],
                     content_sha256=r["content_sha256"], split=r["split_mark"] if isinstance(r["split_mark"], str) else None,
+                    face_box=r["face_box"],
                 ))
                 if len(refs) == page_size:
                     yield refs

@@ -10,7 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
-from engines.interface import Engine, EngineError, Match
+from engines.interface import EmbeddingModel, Engine, EngineError, Match
+from engines.model_backbone import PIXEL_PROJECTION
 from gateway.services.access.principal import Principal
 from gateway.services.ingest.remote_files import FetchRefused, fetch_bytes
 from gateway.services.models import backbones as engine_backbones
@@ -54,9 +55,11 @@ class EngineTasks:
             library_type = await type_q.library_type_by_id(conn, library.library_type_id)
             types = [t for t in engine.info.identifier_type_ids if t in library_type.identifier_type_ids]
             total = await identifier_q.count_for_training(conn, task.org_id, library_id, types)
-        embedding = None
+        embedding, candidates = None, []
         if engine_backbones.takes_model(engine):
             embedding = await engine_backbones.embedding_model(
+                run.res, task.org_id, config, types, pinned=payload.get("modelVersionId"))
+            candidates = await engine_backbones.candidate_models(
                 run.res, task.org_id, config, types, pinned=payload.get("modelVersionId"))
         detector = None
         if engine_backbones.takes_detector(engine):
@@ -68,6 +71,7 @@ class EngineTasks:
             config=config, decode_pool=self.decode_pool, total_identifiers=total, embedding_model=embedding,
             detector_model=detector,
         )
+        ctx.candidate_models = candidates
         run.ctx = ctx
         started = time.perf_counter()
         artifact = await engine.train(ctx)
@@ -91,7 +95,7 @@ class EngineTasks:
         saved = await model_service.update(
             run.res, system, model_id,
             {"train_status": "complete", "jsondata": jsondata, "accuracy": artifact.accuracy,
-             "model_version_id": UUID(embedding.version_id) if embedding is not None else None},
+             "model_version_id": _embedded_with(jsondata, embedding)},
             artifact=(artifact.data, artifact.content_type), in_transaction=finish,
         )
         if saved is None:
@@ -132,6 +136,18 @@ class EngineTasks:
             ],
         }
         await dispatch.complete(res, task, owner=run.owner, output=output)
+
+
+def _embedded_with(jsondata: dict[str, Any], embedding: EmbeddingModel | None) -> UUID | None:
+    """The registered version the model was trained on: the one its report names (an engine that compared
+    backbones may have kept another than the resolved default), else the resolved one; None: the pixel projection."""
+    backbone = jsondata.get("backbone") if isinstance(jsondata.get("backbone"), dict) else {}
+    if backbone.get("model") == PIXEL_PROJECTION:
+        return None
+    try:
+        return UUID(str(backbone["modelVersionId"]))
+    except (KeyError, ValueError):
+        return UUID(embedding.version_id) if embedding is not None else None
 
 
 def _match_json(model: EngineModel, m: Match) -> dict[str, Any]:

@@ -16,16 +16,19 @@ from engines.model_backbone import PIXEL_PROJECTION
 from gateway.errors import InvalidInput
 from gateway.resources import Resources
 from gateway.services.models import registry as models
+from storage.queries import models as model_q
 from storage.rows import ModelVersion
 
 __all__ = [
-    "PIXEL_PROJECTION", "check_config", "check_detector", "detector_model", "embedding_model", "engine_model",
+    "PIXEL_PROJECTION", "candidate_models", "check_config", "check_detector", "detector_model", "embedding_model", "engine_model",
     "missing_models", "takes_detector", "takes_model",
 ]
 
 EMBEDDING = "embedding"
 DETECTION = "auto_annotation"
 CONFIG_KEY = "modelId"
+MAX_CANDIDATES = 3  # registered models compared with the pixel projection at most (each embeds the sample once)
+_IMAGE_DEFAULT = models.default_model_name(EMBEDDING, "image")
 DETECTOR_KEY = "detectorModelId"
 
 
@@ -74,6 +77,35 @@ async def embedding_model(
     else:
         version = await _resolve(res, org_id, config, identifier_types)
     return None if version is None else await engine_model(res, version)
+
+
+async def candidate_models(
+    res: Resources, org_id: UUID, config: Mapping[str, Any], identifier_types: Sequence[str], pinned: str | None = None,
+) -> list[EmbeddingModel]:
+    """The registered models a training may compare with the built-in pixel projection (engines.backbone_choice):
+    the ``default`` versions of the ready system embedding models that read whole images, for a library whose
+    identifier type has no model of its own (``image``; ``face`` and audio have theirs). None when the job names a
+    model (``config.modelId`` or the version ``createJob`` pinned): a user's choice is used as it is.
+
+    A system model that is another identifier type's default (face-embedding, speaker-embedding) is left out: it
+    was made for that type's content. At most ``MAX_CANDIDATES``, by name, so the comparison stays bounded.
+    """
+    kind = "face" if "face" in identifier_types else (identifier_types[0] if identifier_types else None)
+    if pinned or (config.get(CONFIG_KEY) or "") or models.default_model_name(EMBEDDING, kind) != _IMAGE_DEFAULT:
+        return []
+    others = {name for (application, _), name in models.SYSTEM_DEFAULTS.items() if application == EMBEDDING}
+    others.discard(_IMAGE_DEFAULT)
+    async with res.pool.acquire() as conn:
+        versions, _ = await model_q.version_page(
+            conn, org_id, application=EMBEDDING, name=None, tags=None, status="ready", system=True, alias="default",
+            order="name", descending=False, offset=0, limit=MAX_CANDIDATES + len(others))
+    images = [v for v in versions if v.name not in others and _reads_images(v.manifest)][:MAX_CANDIDATES]
+    return [await engine_model(res, v) for v in images]
+
+
+def _reads_images(manifest: Any) -> bool:
+    spec = manifest.get("input") if isinstance(manifest, Mapping) else None
+    return isinstance(spec, Mapping) and bool(spec.get("height")) and bool(spec.get("width"))
 
 
 async def missing_models(res: Resources, org_id: UUID, engine: Any) -> list[str]:
