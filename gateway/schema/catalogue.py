@@ -98,6 +98,47 @@ class LibraryTypeList(Paginated[LibraryType]):
     pass
 
 
+@strawberry.interface(description="One named value of an object's metadata.")
+class Property:
+    name: str
+
+
+@strawberry.type
+class StringProperty(Property):
+    value: Optional[str]
+
+
+@strawberry.type
+class IntProperty(Property):
+    value: Optional[int]
+
+
+@strawberry.type
+class BooleanProperty(Property):
+    value: Optional[bool]
+
+
+# The implementations are listed in the schema beside the interface, so that fragments on them validate.
+PROPERTY_TYPES = (StringProperty, IntProperty, BooleanProperty)
+_INT_RANGE = range(-(2**31), 2**31)  # GraphQL's Int
+
+
+def properties_of(values: object) -> list[Property]:
+    """The top-level text, whole-number (32-bit) and true/false values of a JSON object, as properties, in its
+    key order. Other values (decimals, lists, objects, null) have no Property type; the JSON itself keeps them."""
+    if not isinstance(values, dict):
+        return []
+    out: list[Property] = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            out.append(BooleanProperty(name=str(key), value=value))
+        elif isinstance(value, int) and value in _INT_RANGE:
+            out.append(IntProperty(name=str(key), value=value))
+        elif isinstance(value, str):
+            out.append(StringProperty(name=str(key), value=value))
+    return out
+
+
 @strawberry.input
 class CreateEntityType:
     name: str

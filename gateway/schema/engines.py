@@ -15,6 +15,11 @@ from gateway.schema.catalogue import (
 )
 from gateway.schema.common import Paginated, lazy_class
 from gateway.schema.context import Info
+from gateway.schema.engine_platform import (
+    NOT_STORED,
+    EnginePlatformFields,
+    EngineSearchConfiguration,
+)
 from gateway.schema.enums import (
     DeploymentModel,
     EngineFieldType,
@@ -164,6 +169,17 @@ class ExportFormat:
 class EngineCategory:
     """A category as the active engines in it describe it (categories are not stored on their own)."""
 
+    # A category is not stored on its own (it follows from its engines' categoryId), so nobody writes what a stored
+    # one would carry: these are null.
+    description: Optional[str] = strawberry.field(resolver=lambda: None, description=NOT_STORED)
+    icon_class: Optional[str] = strawberry.field(resolver=lambda: None, description=NOT_STORED)
+    color: Optional[str] = strawberry.field(resolver=lambda: None, description=NOT_STORED)
+    category_type: Optional[str] = strawberry.field(resolver=lambda: None, description=NOT_STORED)
+    category_metadata_key: Optional[str] = strawberry.field(resolver=lambda: None, description=NOT_STORED)
+    search_configuration: Optional[EngineSearchConfiguration] = strawberry.field(
+        resolver=lambda: None, description="Null: results are JSON task outputs, not indexed for search.")
+    created_by: Optional[str] = strawberry.field(resolver=lambda: None, description=NOT_STORED)
+    modified_by: Optional[str] = strawberry.field(resolver=lambda: None, description=NOT_STORED)
     id: strawberry.ID
     name: str
     library_entity_identifier_type_ids: list[strawberry.ID]
@@ -294,7 +310,7 @@ async def _task_metrics(
 
 
 @strawberry.type
-class Engine:
+class Engine(EnginePlatformFields):
     owner_organization_id: strawberry.ID = strawberry.field(
         resolver=lambda root: strawberry.ID(str(root._row.org_id) if root._row.org_id else INSTALLATION_ORGANIZATION_ID),
         description="The owning organization; installed engines belong to no organization (the nil UUID).")
@@ -329,6 +345,8 @@ class Engine:
     task_metrics: EngineTaskMetrics = strawberry.field(
         resolver=_task_metrics,
         description="The caller's organization's tasks of this engine created in the range (at most 7 days; the last 7 by default).")
+    dependency: Optional[EngineDependency] = strawberry.field(
+        resolver=lambda: None, description="Null: no engine here consumes another engine's results.")
     id: strawberry.ID
     name: str
     category_id: str

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import strawberry
 
 from gateway.errors import InvalidInput
+from gateway.schema.caller import OrganizationStatus
 from gateway.schema.common import NO_SUCH_ID, DeletePayload, Paginated
 from gateway.schema.context import Info
 from gateway.schema.engine_models import LibraryEngineModel
@@ -21,7 +22,7 @@ from gateway.schema.enums import (
 )
 from gateway.schema.events import job_updates, task_updates
 from gateway.schema.scalars import DateTime, JSONData
-from gateway.schema.tasks import Task, TaskList
+from gateway.schema.tasks import Task, TaskList, TemporalDataObject
 from gateway.services.access.ids import try_parse_ids
 from gateway.services.access.paging import Page, check_page
 from gateway.services.queue import job_wait
@@ -80,6 +81,16 @@ class Job:
         resolver=_error, description="Why it failed (its first failed task's message); null unless failed or cancelled.")
     output_model: Optional[LibraryEngineModel] = strawberry.field(
         resolver=_output_model, description="The model a training job produces (null for other jobs).")
+    description: Optional[str] = strawberry.field(
+        resolver=lambda: None, description="Always null: a job has its name, displayName and labels, and no description.")
+    target: Optional[TemporalDataObject] = strawberry.field(
+        resolver=lambda: None, description="Always null: jobs here have no target media object (TDO); a run's media is a URL in its payload.")
+    source_asset_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda: None, description="Always null: there are no assets.")
+    template_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda: None, description="Always null: jobs are created by createJob or publishLibrary, never from a template.")
+    scheduled_job_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda: None, description="Always null: there are no schedules; a job runs when it is created.")
     id: strawberry.ID
     name: Optional[str]
     status: TaskStatus
@@ -271,6 +282,9 @@ class JobQuery:
         scheduled_job_ids: Optional[list[strawberry.ID]] = None,
         has_scheduled_job_id: Optional[bool] = None,
         labels: Annotated[Optional[JSONData], strawberry.argument(description="Jobs carrying every given label pair.")] = None,
+        application_status: Annotated[Optional[str], strawberry.argument(description=(
+            "The status of the job's application (its organization): `active`, the caller's, matches every job; "
+            "any other matches none."))] = None,
     ) -> JobList:
         filter_field, from_time, to_time = "createdDateTime", None, None
         for f in date_time_filter or []:
@@ -297,6 +311,9 @@ class JobQuery:
             labels=labels,
         )
         if target_id is not None:  # jobs here have no targets (media objects)
+            page = Page([], page.offset, page.limit, 0)
+        # The caller's organization is the jobs' application, and a token authenticates for an active one only.
+        if application_status is not None and application_status.strip().lower() != OrganizationStatus.active.value:
             page = Page([], page.offset, page.limit, 0)
         return JobList.of(page, [Job.from_row(r) for r in page.records])
 

@@ -8,7 +8,8 @@ import strawberry
 from strawberry import UNSET
 
 from gateway.errors import InvalidInput
-from gateway.schema.catalogue import LibraryType, visible_library_types
+from gateway.schema.caller import Organization
+from gateway.schema.catalogue import LibraryType, Property, visible_library_types
 from gateway.schema.common import DeletePayload, Paginated, lazy_class, sent
 from gateway.schema.context import Info
 from gateway.schema.entities import Entity, EntityList
@@ -71,6 +72,62 @@ class LibrarySummary:
     last_trained_date_time: Optional[DateTime]
 
 
+@strawberry.type(description="What publishLibrary did for one engine compatible with the library's type.")
+class PublishedTraining:
+    engine_id: strawberry.ID
+    started: bool = strawberry.field(description="Whether a training of this engine was started.")
+    library_engine_model_id: Optional[strawberry.ID] = strawberry.field(
+        description="The pending model the training makes, when started.")
+    reason: Optional[str] = strawberry.field(description=(
+        "Why it was not started: the library holds no identifiers of a type the engine trains on, or a model it "
+        "requires is not registered."))
+
+
+@strawberry.type(description="A dataset library's media objects; libraries here hold entities, so none has one.")
+class LibraryDataset:
+    library_id: Optional[strawberry.ID]
+    tdo_ids: Optional[list[Optional[strawberry.ID]]]
+
+
+@strawberry.type(description="Another organization a library is shared with; libraries here are never shared.")
+class LibraryCollaborator:
+    organization_id: strawberry.ID
+    organization: Optional[Organization]
+    status: Optional[str]
+    created_date_time: Optional[DateTime]
+    modified_date_time: Optional[DateTime]
+    permissions: Optional[list[Optional[str]]]
+    library_id: strawberry.ID
+    library: Optional[Annotated["Library", strawberry.lazy("gateway.schema.libraries")]]
+
+
+@strawberry.type(name="LibraryCollaboratorList")
+class LibraryCollaboratorList(Paginated[LibraryCollaborator]):
+    pass
+
+
+@strawberry.type
+class DatasetConfidence:
+    min: Optional[int]
+    max: Optional[int]
+    allow_null: Optional[bool]
+
+
+@strawberry.type(description="An engine configuration of a dataset library; libraries here hold entities, so none has one.")
+class LibraryConfiguration:
+    id: Optional[strawberry.ID]
+    library_id: Optional[strawberry.ID]
+    engine_category_id: Optional[strawberry.ID]
+    target_engine_ids: Optional[list[Optional[strawberry.ID]]]
+    ranked_source_engine_ids: Optional[list[Optional[strawberry.ID]]]
+    confidence: Optional[DatasetConfidence]
+
+
+@strawberry.type(name="LibraryConfigurationList")
+class LibraryConfigurationList(Paginated[LibraryConfiguration]):
+    pass
+
+
 @strawberry.type
 class Security:
     global_: bool = strawberry.field(name="global", description="False: a library is visible to its organization only.")
@@ -125,6 +182,13 @@ class Library:
     created_by: Optional[str] = strawberry.field(description="The ID of the API token that created it.")
     modified_by: Optional[str] = strawberry.field(description="The ID of the API token that changed it last.")
     _row: strawberry.Private[rows.Library]
+    _published: strawberry.Private[Optional[list[PublishedTraining]]] = None
+
+    @strawberry.field(description=(
+        "On publishLibrary's answer, each compatible engine: its training started, or passed over and why; "
+        "null elsewhere."))
+    def published_trainings(self) -> Optional[list[PublishedTraining]]:
+        return self._published
 
     @strawberry.field
     async def library_type(self, info: Info) -> Optional[LibraryType]:
@@ -141,9 +205,26 @@ class Library:
     def security(self) -> Security:
         return Security(global_=False)
 
+    @strawberry.field(description="Null: a library here holds entities, not a dataset of media objects.")
+    def dataset(self) -> Optional[LibraryDataset]:
+        return None
+
+    @strawberry.field(description="Empty: a library is visible to its organization only and shared with none.")
+    def collaborators(self, info: Info, collaborator_org_id: Optional[strawberry.ID] = None) -> Optional[LibraryCollaboratorList]:
+        return LibraryCollaboratorList.sliced([], 0, 30, info.context.resources.settings.max_page_size)
+
+    @strawberry.field(description="Empty: engine configurations belong to dataset libraries; engines here take theirs from the task payload's config.")
+    def configurations(self, info: Info, limit: Optional[int] = 30, offset: Optional[int] = 0) -> Optional[LibraryConfigurationList]:
+        return LibraryConfigurationList.sliced([], offset, limit, info.context.resources.settings.max_page_size)
+
+    @strawberry.field(description="Empty: a library has no metadata of its own beyond its named fields.")
+    def properties(self) -> Optional[list[Optional[Property]]]:
+        return []
+
     @strawberry.field(description=(
         "Identifiers under different entities holding the same picture (identical bytes, or embeddings at cosine "
-        "≥ threshold): labeling errors. modelId: whose embeddings compare (default: the one the library has most of)."))
+        "≥ threshold): labeling errors. modelId: whose embeddings compare (default: the one the library's type picks, "
+        "a people library's face-embedding, when the library has vectors of it; else the one it has most of)."))
     async def duplicate_identifiers(
         self, info: Info, model_id: Optional[str] = None, threshold: Optional[float] = 0.97, limit: Optional[int] = 100,
     ) -> list[DuplicateIdentifierPair]:
@@ -315,4 +396,13 @@ class LibraryMutation:
 
     @strawberry.mutation
     async def publish_library(self, info: Info, id: strawberry.ID) -> Optional[Library]:
-        return Library.from_row(await training_service.publish_library(info.context.resources, info.context.principal, id))
+        row, outcome = await training_service.publish_library(info.context.resources, info.context.principal, id)
+        library = Library.from_row(row)
+        library._published = [
+            PublishedTraining(
+                engine_id=strawberry.ID(o.engine_id), started=o.model_id is not None,
+                library_engine_model_id=strawberry.ID(str(o.model_id)) if o.model_id else None, reason=o.reason,
+            )
+            for o in outcome
+        ]
+        return library

@@ -13,7 +13,7 @@ from strawberry.file_uploads import Upload
 
 from gateway.errors import ApiError, unstorable
 from gateway.schema.caller import CallerQuery
-from gateway.schema.catalogue import CatalogueMutation, CatalogueQuery
+from gateway.schema.catalogue import PROPERTY_TYPES, CatalogueMutation, CatalogueQuery
 from gateway.schema.embeddings import EmbeddingMutation, EmbeddingQuery
 from gateway.schema.engine_models import (
     DefaultModelMutation,
@@ -83,8 +83,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         # JobStatus is published beside TaskStatus (Job.status is a TaskStatus) for clients whose generated
-        # code names it, though no field takes or returns it.
-        types=[JobStatus],
+        # code names it, though no field takes or returns it; the Property types beside their interface.
+        types=[JobStatus, *PROPERTY_TYPES],
         scalar_overrides={Upload: UploadScalar},
         extensions=[
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
