@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Optional
+from urllib.parse import unquote, urlsplit
 
 import strawberry
 
 from gateway.schema.common import Paginated, lazy_class
 from gateway.schema.context import Info
+from gateway.schema.engine_platform import Build
 from gateway.schema.engines import Engine
 from gateway.schema.enums import TaskStatus
 from gateway.schema.scalars import DateTime, JSONData
@@ -23,6 +26,28 @@ if TYPE_CHECKING:
     from gateway.schema.jobs import Job
 
 JobRef = Annotated["Job", strawberry.lazy("gateway.schema.jobs")]
+
+
+@strawberry.type(description=(
+    "A media object (TDO). There are none here: a job's and a task's target are always null, and the type carries "
+    "only its own values, none of the objects the reference schema links to it."))
+class TemporalDataObject:
+    id: strawberry.ID
+    created_date_time: Optional[DateTime]
+    modified_date_time: Optional[DateTime]
+    created_by: Optional[str]
+    modified_by: Optional[str]
+    description: Optional[str]
+    name: Optional[str]
+    media_id: Optional[strawberry.ID]
+    thumbnail_url: Optional[str]
+    source_image_url: Optional[str]
+    jsondata: Optional[JSONData]
+    start_date_time: DateTime
+    stop_date_time: DateTime
+    source: Optional[str]
+    application_id: strawberry.ID
+    status: Optional[str]
 
 
 @strawberry.type
@@ -46,6 +71,30 @@ async def _created_by(root: Task, info: Info) -> Optional[str]:
     return row.created_by if row else None
 
 
+async def _modified_by(root: Task, info: Info) -> Optional[str]:
+    row = await info.context.loaders.job.load(root._row.job_id)
+    return row.modified_by if row else None
+
+
+async def _name(root: Task, info: Info) -> Optional[str]:
+    row = await info.context.loaders.engine.load(root._row.engine_id)
+    return row.name if row else None
+
+
+def media_file_name(payload: object) -> Optional[str]:
+    """The file name in the http(s) URL of the one media a task reads (a run's `url`, or `urls` of one); null for
+    a task of several media or none (a training reads a library)."""
+    if not isinstance(payload, dict):
+        return None
+    urls = payload.get("urls") or ([payload["url"]] if payload.get("url") else [])
+    if len(urls) != 1 or not isinstance(urls[0], str):
+        return None
+    parts = urlsplit(urls[0])
+    if parts.scheme.lower() not in ("http", "https"):
+        return None
+    return PurePosixPath(unquote(parts.path)).name or None
+
+
 @strawberry.type
 class Task:
     job: Optional[JobRef] = strawberry.field(resolver=_job)
@@ -61,6 +110,35 @@ class Task:
     parent_task: Optional[Task] = strawberry.field(resolver=lambda: None, description="Always null: tasks here form no trees.")
     child_task_ids: list[strawberry.ID] = strawberry.field(resolver=lambda: [], description="Always empty: tasks here form no trees.")
     child_tasks: list[Task] = strawberry.field(resolver=lambda: [], description="Always empty: tasks here form no trees.")
+    name: Optional[str] = strawberry.field(resolver=_name, description="Its engine's name.")
+    description: Optional[str] = strawberry.field(
+        resolver=lambda: None, description="Always null: a task is described by its engine and payload, not by text of its own.")
+    modified_by: Optional[str] = strawberry.field(
+        resolver=_modified_by, description="As its job's: the ID of the API token that created, cancelled or retried it last.")
+    runtime_payload: Optional[JSONData] = strawberry.field(
+        resolver=lambda root: root._row.payload,
+        description=("The payload the engine runs with, as `payload`: stored as validated, with its mode, model and media "
+                     "URL filled in."))
+    target: Optional[TemporalDataObject] = strawberry.field(
+        resolver=lambda: None, description="Always null: tasks here have no target media object (TDO).")
+    source_asset_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda: None, description="Always null: there are no assets; a run's media is a URL in its payload.")
+    media_file_name: Optional[str] = strawberry.field(
+        resolver=lambda root: media_file_name(root._row.payload),
+        description="The file name of the media a run task reads (from its URL); null for trainings and runs of several media.")
+    media_length_sec: Optional[int] = strawberry.field(
+        resolver=lambda: None, description="Always null: media is read from its URL as the task runs, and its length is not recorded.")
+    media_storage_bytes: Optional[int] = strawberry.field(
+        resolver=lambda: None, description="Always null: the media a run reads is not stored here.")
+    engine_configuration_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda: None, description="Always null: no engine configurations are stored; a task's configuration is its payload's config.")
+    execution_location_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda: None, description="Always null: tasks run in engineshed workers or external engines, not at execution locations.")
+    template_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda: None, description="Always null: tasks are created by createJob or publishLibrary, never from a template.")
+    build_id: Optional[strawberry.ID] = strawberry.field(
+        resolver=lambda: None, description="Always null: engines here have no builds.")
+    build: Optional[Build] = strawberry.field(resolver=lambda: None, description="Always null: engines here have no builds.")
     id: strawberry.ID
     job_id: strawberry.ID
     engine_id: strawberry.ID
@@ -176,6 +254,12 @@ class TaskMutation:
     async def complete_task(self, info: Info, id: strawberry.ID, output: Optional[JSONData] = None) -> Task:
         await dispatch.complete_external(info.context.resources, info.context.principal, id, output)
         return Task.from_row(await job_service.get_task(info.context.resources, info.context.principal, id, finished_by_token=True))
+
+    @strawberry.mutation(description="External engines: hand a claimed task back untouched (the engine is stopping): it is "
+                                     "claimable again at once and the attempt does not count.")
+    async def release_task(self, info: Info, id: strawberry.ID) -> Task:
+        task = await dispatch.release_external(info.context.resources, info.context.principal, id)
+        return Task.from_row(task)
 
     @strawberry.mutation(description="External engines: fail a claimed task (retried later when `retry` and attempts remain).")
     async def fail_task(

@@ -64,6 +64,7 @@ MUTATIONS = {
     "heartbeatTask": 'mutation { heartbeatTask(id: "{T}", progress: 0.5) { __typename } }',
     "completeTask": 'mutation { completeTask(id: "{T}") { id } }',
     "failTask": 'mutation { failTask(id: "{T}") { id } }',
+    "releaseTask": 'mutation { releaseTask(id: "{T}") { id } }',
     "createEntityIdentifierType": 'mutation { createEntityIdentifierType(input: {id: "matrix-logo", label: "Logo", labelPlural: "Logos", dataType: image}) { id } }',
     "updateEntityIdentifierType": 'mutation { updateEntityIdentifierType(input: {id: "{IT}", label: "renamed"}) { id } }',
     "createLibraryType": 'mutation { createLibraryType(input: {id: "matrix-brands", label: "Brands", entityIdentifierTypeIds: ["image"], entityType: {name: "brand", namePlural: "brands", schema: {}}}) { id } }',
@@ -82,6 +83,9 @@ MUTATIONS = {
     "rejectSuggestions": 'mutation { rejectSuggestions(ids: ["{S}"]) { id } }',
     "createEntityFromGroup": 'mutation { createEntityFromGroup(groupId: "{G}", name: "named") { id } }',
     "mergeGroupIntoEntity": 'mutation { mergeGroupIntoEntity(groupId: "{G}", entityId: "{E}") { id } }',
+    "mergeEntities": 'mutation { mergeEntities(targetId: "{E}", sourceIds: ["{E2}"]) { id } }',
+    "markIdentifierNotEntity": 'mutation { markIdentifierNotEntity(identifierId: "{I}", entityId: "{E2}") { unassigned } }',
+    "unmarkIdentifierNotEntity": 'mutation { unmarkIdentifierNotEntity(identifierId: "{I}", entityId: "{E2}") { id } }',
     "generateEmbeddings": 'mutation { generateEmbeddings(libraryId: "{L}", modelId: "{N}") { id } }',
     "insertEmbeddings": 'mutation { insertEmbeddings(modelId: "{N}", vectorDimension: [2], embeddings: [{uniqueName: "x.png", embeddings: [1, 2]}], libraryId: "{L}") { inserted } }',
 }
@@ -106,7 +110,7 @@ NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTy
                  "models", "registerModel", "tokens", "createToken"}
 # Fields only an engine or task token may call: an admin token of any organization is refused for its
 # scope before the ID is looked at (the same answer for a real and a made-up ID, so nothing leaks).
-ENGINE_ONLY = {"claimTasks", "heartbeatTask", "completeTask", "failTask"}
+ENGINE_ONLY = {"claimTasks", "heartbeatTask", "completeTask", "failTask", "releaseTask"}
 # Queries a read token may not call either: managing the organization's tokens is for admin tokens.
 ADMIN_ONLY_QUERIES = {"tokens"}
 # List fields filtered by the first organization's IDs: an empty page, as for made-up IDs.
@@ -137,7 +141,13 @@ def first_org_ids(org, stack) -> dict[str, str]:
     identifier_id = entity_id["identifiers"]["records"][0]["id"]
     suggestion_id, group_id = _labeling_rows(stack, org, library_id, job_id, identifier_id, entity_id["id"])
     labeling_job = _labeling_job(stack, org, library_id)
-    return {"L": library_id, "E": entity_id["id"], "I": identifier_id, "M": model_id,
+    # A second entity of the library: what mergeEntities merges and markIdentifierNotEntity names (marked already,
+    # so unmarkIdentifierNotEntity has something to take back).
+    second = org.client.query('mutation($l: ID!) { createEntity(input: {libraryId: $l, name: "second"}) { id } }',
+                              l=library_id).ok()["createEntity"]["id"]
+    stack.db.execute("INSERT INTO identifier_negatives (org_id, identifier_id, entity_id, library_id) VALUES ($1, $2, $3, $4)",
+                     org.id, uuid.UUID(identifier_id), uuid.UUID(second), uuid.UUID(library_id))
+    return {"L": library_id, "E": entity_id["id"], "E2": second, "I": identifier_id, "M": model_id,
             "J": job_id, "T": task_id, "IT": identifier_type, "LT": library_type,
             "N": _registered_model(org), "K": token_id, "S": suggestion_id, "G": group_id,
             "LJ": labeling_job, "P": str(org.id)}

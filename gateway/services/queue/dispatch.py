@@ -17,6 +17,7 @@ from uuid import uuid4
 from gateway.errors import InvalidInput, NotAllowed, NotFound
 from gateway.resources import Resources
 from gateway.services.access import tokens
+from gateway.services.access.ids import parse_id
 from gateway.services.access.principal import Principal
 from gateway.services.training import lifecycle
 from storage.queries import engines as engine_q
@@ -177,8 +178,6 @@ async def claim_external(res: Resources, principal: Principal, engine_id: str, l
 
 
 async def _external_task(res: Resources, principal: Principal, task_id: object) -> Task:
-    from gateway.services.access.ids import parse_id
-
     tid = parse_id(task_id)
     if principal.scope not in ("engine", "task"):
         raise NotAllowed("only the engine that claimed a task may report on it")
@@ -240,8 +239,9 @@ async def fail_external(res: Resources, principal: Principal, task_id: object, r
 
 
 
-async def release(res: Resources, task: Task, *, owner: str) -> None:
-    """Give a task back to the queue at once (graceful shutdown), so another worker need not wait for the lease."""
+async def release(res: Resources, task: Task, *, owner: str) -> Task | None:
+    """Give a task back to the queue at once (graceful shutdown), so another worker need not wait for the lease;
+    the attempt does not count. None when ``owner`` no longer held it."""
     async with res.pool.acquire() as conn, conn.transaction():
         done = await q.release(conn, task.id, owner)
         if done is not None:
@@ -249,3 +249,13 @@ async def release(res: Resources, task: Task, *, owner: str) -> None:
             await lifecycle.model_after_task(conn, done, "queued", None)
             await q.notify(conn, q.WAKE_CHANNEL, task.engine_id)
             await q.refresh_job_status(conn, task.job_id)
+        return done
+
+
+async def release_external(res: Resources, principal: Principal, task_id: object) -> Task:
+    """An external engine hands its claim back untouched (it is stopping): the task is claimable again at once."""
+    task = await _external_task(res, principal, task_id)
+    done = await release(res, task, owner=_external_owner(principal, task))
+    if done is None:
+        raise _lease_refusal(task, "it was not released")
+    return done
