@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from engineshed.cli import output
+from engineshed.cli import output, training
 from engineshed.cli.importer import LIBRARY_TYPE_FOR, Importer, scan
 from engineshed.client import Client
 from engineshed.client.connection import resolve
@@ -73,7 +73,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return output.USAGE
     except NotFoundError as exc:
         output.fail(str(exc))
-        return output.FAILED
+        return output.NOT_FOUND
     except ApiError as exc:
         output.fail(str(exc))
         return output.UNREACHABLE if exc.code in ("service_unavailable", "internal_error", "service_failure") else output.FAILED
@@ -159,7 +159,7 @@ def train_command(args: argparse.Namespace, client: Client) -> int:
     library = _library(client, args.library)
     if library is None:
         output.fail(f"no library {args.library!r}")
-        return output.FAILED
+        return output.NOT_FOUND
     config = None
     if args.config:
         try:
@@ -195,14 +195,23 @@ def train_command(args: argparse.Namespace, client: Client) -> int:
         output.note(f"stopped following; job {job['id']} goes on (`engineshed jobs cancel {job['id']}` stops it)")
         return output.INTERRUPTED
     last = dict(last, libraryEngineModelId=job["libraryEngineModelId"])
+    if last["status"] != "complete":
+        if args.json:
+            output.emit_json(last)
+        else:
+            reasons = [f"{t.get('failureReason') or ''} {t.get('failureMessage') or ''}".strip() for t in last["tasks"]["records"]]
+            output.fail(f"job {job['id']} {last['status']}: {'; '.join(r for r in reasons if r) or 'no reason given'}")
+        return output.FAILED
+    report = client.training_report(job["libraryEngineModelId"])
     if args.json:
-        output.emit_json(last)
-    elif last["status"] == "complete":
-        output.note(f"trained: model {job['libraryEngineModelId']} (job {job['id']})")
-    else:
-        reasons = [f"{t.get('failureReason') or ''} {t.get('failureMessage') or ''}".strip() for t in last["tasks"]["records"]]
-        output.fail(f"job {job['id']} {last['status']}: {'; '.join(r for r in reasons if r) or 'no reason given'}")
-    return output.OK if last["status"] == "complete" else output.FAILED
+        status = output.MISSING if training.missing(report) and not args.allow_missing else output.OK
+        output.emit_json(dict(last, trainingReport=report, exitStatus=status))
+        return status
+    status = training.print_trained(job["libraryEngineModelId"], job["id"], report, args.allow_missing)
+    model = client.query("query($id: ID!) { libraryEngineModel(id: $id) { isDefault promotion } }",
+                         {"id": job["libraryEngineModelId"]}, idempotent=True)["libraryEngineModel"]
+    training.print_promotion(model)
+    return status
 
 
 def follow(client: Client, job_id: str) -> Iterator[dict[str, Any]]:
@@ -237,7 +246,7 @@ def recognize_command(args: argparse.Namespace, client: Client) -> int:
         library = _library(client, args.library)
         if library is None:
             output.fail(f"no library {args.library!r}")
-            return output.FAILED
+            return output.NOT_FOUND
         library_id = library["id"]
     result = client.recognize(args.file, library_engine_model_id=args.library_engine_model_id, model_id=args.model_id,
                               library_id=library_id, top_k=args.top_k, threshold=args.threshold)
@@ -272,6 +281,8 @@ def _face_row(number: int, face: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def models_list(args: argparse.Namespace, client: Client) -> int:
+    if args.library:
+        return library_models(args, client)
     page = client.models(application=args.application, name=args.name, limit=args.limit)
     if args.json:
         output.emit_json(page["records"])
@@ -279,6 +290,20 @@ def models_list(args: argparse.Namespace, client: Client) -> int:
     output.table(f"models ({page['count']} of {page['totalCount']})", ["ref", "application", "status", "system", "dimension", "aliases", "created"],
                  [(m["ref"], m["application"], m["status"], "yes" if m["system"] else "", m.get("dimension"),
                    ", ".join(m["aliases"]), m["createdDateTime"]) for m in page["records"]])
+    return output.OK
+
+
+def library_models(args: argparse.Namespace, client: Client) -> int:
+    """A library's trained models, newest first: accuracy, coverage (entities / identifiers used) and the default."""
+    library = _library(client, args.library)
+    if library is None:
+        output.fail(f"no library {args.library!r}")
+        return output.NOT_FOUND
+    models = client.library_models(library["id"], limit=args.limit)
+    if args.json:
+        output.emit_json(models)
+        return output.OK
+    training.models_table(library, models)
     return output.OK
 
 
@@ -290,9 +315,22 @@ def models_show(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         output.emit_json(model)
         return output.OK
-    rows = [(key, json.dumps(value) if isinstance(value, (dict, list)) else value) for key, value in model.items()]
-    output.table(model["ref"], ["field", "value"], rows)
+    output.table(model["ref"], ["field", "value"], [(key, _shown(key, value)) for key, value in model.items()])
     return output.OK
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A model field as a person reads it: whole numbers without ``.0`` (the API's large integers are Floats),
+    a size in bytes with its binary-prefixed size beside it, a throughput (images per second) rounded."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if key == "throughput":
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value} ({output.human_bytes(value)})" if key == "sizeBytes" else value
 
 
 def jobs_list(args: argparse.Namespace, client: Client) -> int:
@@ -301,7 +339,7 @@ def jobs_list(args: argparse.Namespace, client: Client) -> int:
         library = _library(client, args.library)
         if library is None:
             output.fail(f"no library {args.library!r}")
-            return output.FAILED
+            return output.NOT_FOUND
         library_id = library["id"]
     page = client.jobs(status=args.status, library_id=library_id, limit=args.limit)
     if args.json:

@@ -31,7 +31,7 @@ CHUNK = 1024 * 1024
 @dataclass
 class Item:
     path: Path
-    relative: str  # posix path under the imported folder: the uploaded file's name (its uniqueName)
+    relative: str  # posix path under the imported folder (`alice/01.png`): the uploaded file's name and its uniqueName
     entity: str
 
 
@@ -165,8 +165,11 @@ class Importer:
             if refused:
                 return "failed", refused
             entity_id = self._entity_id(item.entity)
+            # The path under the folder is the uniqueName as it is: the server's default keeps only the file
+            # name, and `01.png` in every entity folder would otherwise get an id-prefixed name after the first.
             self.client.create_entity_identifier(entity_id, item.path, identifier_type_id=self.identifier_type,
-                                                 filename=item.relative, content_type=content_type)
+                                                 filename=item.relative, content_type=content_type,
+                                                 unique_name=item.relative)
             with self._lock:
                 self.known[item.entity]["sha256"].add(sha)
                 self.outcome.bytes_uploaded += size

@@ -13,9 +13,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from engineshed.cli import engine as engine_cli
 from engineshed.cli.commands import dispatch
+from engineshed.cli.output import MISSING
 
-CLIENT_COMMANDS = ("import", "train", "recognize", "jobs")
+CLIENT_COMMANDS = ("import", "train", "recognize", "jobs", "engine")
 CLIENT_MODEL_COMMANDS = ("list", "show")
 
 
@@ -45,19 +47,26 @@ def add_commands(sub: argparse._SubParsersAction, models_sub: argparse._SubParse
     p.add_argument("library", metavar="LIBRARY", help="library name or id")
     p.add_argument("--engine", help="engine id (default: the library type's preferred engine)")
     p.add_argument("--config", help="engine options as a JSON object")
-    p.add_argument("--wait", action="store_true", help="follow the job with a live progress bar until it ends")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the job with a live progress bar until it ends, then print what it used and skipped; "
+                        f"exits {MISSING} when an entity was left with no usable identifier")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="with --wait: exit 0 even when entities were left with no usable identifier (still listed)")
     _common(p)
 
-    p = sub.add_parser("recognize", help="recognize a file with a library's newest trained model")
+    p = sub.add_parser("recognize", help="recognize a file with a library's model (its default engine's default model)")
     p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--library", help="library name or id (its newest complete model)")
+    p.add_argument("--library", help="library name or id: the API answers with the library's model, the default model of "
+                                     "its default engine (README, \"The library's model\")")
     p.add_argument("--model", dest="library_engine_model_id", help="a trained model's id instead of --library")
     p.add_argument("--model-id", help="a registered auto_tagging model (name, name@3, name@alias) instead")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--threshold", type=float)
     _common(p)
 
-    p = models_sub.add_parser("list", help="registered models (the organization's and the system's)")
+    p = models_sub.add_parser("list", help="registered models (the organization's and the system's), or with --library "
+                                           "a library's trained models with accuracy, coverage and default")
+    p.add_argument("--library", help="library name or id: list its trained models instead")
     p.add_argument("--application", choices=["embedding", "auto_tagging", "auto_annotation"])
     p.add_argument("--name")
     p.add_argument("--limit", type=int, default=100)
@@ -77,6 +86,7 @@ def add_commands(sub: argparse._SubParsersAction, models_sub: argparse._SubParse
         p = jobs_sub.add_parser(name, help=text)
         p.add_argument("job_id", metavar="JOB_ID")
         _common(p)
+    engine_cli.add_parser(sub)
 
 
 def _program() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
@@ -96,7 +106,8 @@ def run_client(argv: list[str]) -> int:
     parser, sub = _program()
     models_sub = sub.add_parser("models").add_subparsers(dest="models_command", required=True)
     add_commands(sub, models_sub)
-    return dispatch(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return engine_cli.run(args) if args.command == "engine" else dispatch(args)
 
 
 def run_server(argv: list[str]) -> int:

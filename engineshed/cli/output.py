@@ -15,12 +15,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# Exit statuses every command shares (documented in docs/tutorial.md).
+# Exit statuses every command shares (documented in docs/tutorial.md and the README's command table).
 OK = 0
 FAILED = 1  # some of the work failed (files not imported, a job that failed)
 USAGE = 2  # bad arguments or input (argparse uses 2 as well)
 AUTH = 3  # the server refused the token
 UNREACHABLE = 4  # the server could not be reached or answered an error
+MISSING = 5  # train --wait: the model completed but left an entity with no usable identifier (--allow-missing: 0)
+NOT_FOUND = 6  # what the command names (a library, job or model) does not exist, or the library has no trained model
 INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
@@ -49,6 +51,15 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     stdout.print(t)
+
+
+def human_bytes(size: float) -> str:
+    """``12825665`` -> ``12.2 MiB``: binary prefixes, one decimal above bytes."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def fail(message: str) -> None:

@@ -1,7 +1,8 @@
 """A training job with Vertex AI's ``TrainingJob`` surface, over engineshed's jobs.
 
 Methods ``run``, ``wait``, ``done``, ``cancel``, ``delete``, ``get``, ``get_model`` and ``list(filter, order_by)``;
-properties ``state``, ``create_time``, ``start_time``, ``end_time``, ``error``, ``labels``, ``display_name``.
+properties ``state``, ``create_time``, ``start_time``, ``end_time``, ``error``, ``labels``, ``display_name``, and
+``training_report`` (what the training used and left out; the model ``run`` and ``get_model`` return carries it too).
 It maps onto ``createLibraryEngineModel`` + ``createJob(displayName, labels)``, ``job(id, waitSeconds)``,
 ``cancelJob``, ``deleteJob`` and ``jobs(labels, orderBy)``; the job's ``outputModel`` is the trained model.
 
@@ -19,6 +20,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from engineshed.client.errors import EngineshedError, InvalidInputError, NotAllowedError, NotFoundError
+from engineshed.client.operations.jobs import TRAINING_REPORT_FIELDS
 from engineshed.client.transport import Call, Operation
 
 if TYPE_CHECKING:
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
 
 TRAINING_JOB_FIELDS = (
     "id name displayName labels status done progress error libraryId createdDateTime modifiedDateTime startedDateTime "
-    "completedDateTime outputModel { id engineId libraryId libraryVersion trainStatus accuracy name } "
+    "completedDateTime outputModel { id engineId libraryId libraryVersion trainStatus accuracy name isDefault promotion "
+    f"trainingReport {{ {TRAINING_REPORT_FIELDS} }} }} "
     "tasks { records { id engineId status progress failureReason failureMessage payload } }"
 )
 FINISHED = ("complete", "failed", "cancelled")
@@ -56,7 +59,8 @@ STATES = {
 # Vertex filter/order field names (snake_case or camelCase) -> ours
 ORDER_FIELDS = {"create_time": "createdDateTime", "createTime": "createdDateTime",
                 "update_time": "modifiedDateTime", "updateTime": "modifiedDateTime"}
-FILTER_TERM = re.compile(r'^\s*(?P<field>[A-Za-z_][\w.]*)\s*=\s*"(?P<value>[^"]*)"\s*$')
+# field="value" or, as Vertex takes it too, field=value (a bare value: no spaces, quotes or parentheses).
+FILTER_TERM = re.compile(r'^\s*(?P<field>[A-Za-z_][\w.]*)\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^\s"()=<>!]+))\s*$')
 
 
 class JobNotRunning(NotAllowedError, RuntimeError):
@@ -72,7 +76,7 @@ def _time(value: str | None) -> datetime | None:
 
 
 def parse_filter(expression: str | None) -> tuple[dict[str, str], list[str], str | None]:
-    """Vertex's ``filter``: ``field="value"`` terms joined by AND, as (labels, statuses, display name).
+    """Vertex's ``filter``: ``field="value"`` (or ``field=value``) terms joined by AND, as (labels, statuses, display name).
 
     Fields: ``labels.KEY``, ``state`` (a PipelineState or one of our statuses), ``display_name``/``displayName``.
     Anything else is refused rather than ignored: a filter that silently matched everything would mislead.
@@ -85,8 +89,9 @@ def parse_filter(expression: str | None) -> tuple[dict[str, str], list[str], str
     for term in re.split(r"\s+AND\s+", expression.strip()):
         match = FILTER_TERM.match(term)
         if not match:
-            raise InvalidInputError(f'filter term {term!r} is not field="value" (terms join with AND)')
-        field, value = match["field"], match["value"]
+            raise InvalidInputError(f'filter term {term!r} is not field="value" or field=value (terms join with AND)')
+        field = match["field"]
+        value = match["quoted"] if match["quoted"] is not None else match["bare"]
         if field.startswith("labels."):
             labels[field[len("labels."):]] = value
         elif field == "state":
@@ -195,6 +200,13 @@ class TrainingJob:
     def progress(self) -> float:
         return float(self._resource.get("progress") or 0.0) if self._resource else 0.0
 
+    @property
+    def training_report(self) -> dict[str, Any] | None:
+        """What the training used and left out (the trained model's ``trainingReport``: identifiers used, skipped by
+        reason, entities left with no usable identifier); None until the job completes."""
+        model = self._resource.get("outputModel") if self._resource else None
+        return model.get("trainingReport") if isinstance(model, dict) else None
+
     def to_dict(self) -> dict[str, Any]:
         return dict(self._require())
 
@@ -266,7 +278,7 @@ class TrainingJob:
     @classmethod
     def list(cls, filter: str | None = None, order_by: str | None = None, *, client: Operations | None = None) -> Any:
         """Training jobs matching ``filter`` (``labels.team="vision" AND state="PIPELINE_STATE_SUCCEEDED"``,
-        ``display_name="x"``) ordered by ``order_by`` (``"create_time desc"``, ``"display_name"``; ascending default).
+        ``labels.team=vision``, ``display_name="x"``) ordered by ``order_by`` (``"create_time desc"``, ``"display_name"``; ascending default).
         ``client`` as for :meth:`get`."""
         client = client if client is not None else _default_client()
         return client._run(cls._list_op(client, filter, order_by))

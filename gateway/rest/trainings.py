@@ -5,6 +5,8 @@ A training is a job whose task trains a library (a "dataset" here) into a Librar
 queued/pending -> ``waiting``, running -> ``processing``, complete -> ``completed``, failed/cancelled ->
 ``failed`` (with ``error``). Times are UTC in the seed's form (``2020-12-15 12:34:18.237000``).
 ``source_dataset.evaluation_state`` is 0 until the training measured its model, then 1.
+``source_dataset.issues`` keeps seed 001's ``has_error``/``has_warning`` and adds this training's report: a warning
+per entity it left with no usable identifier and per skip reason (``reasons``), and the counts (``report``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from gateway.rest.common import RestEndpoint, RestRequest
 from gateway.services.training import trainings as service
-from gateway.services.training.evaluation import evaluation_of
+from gateway.services.training.evaluation import BackboneComparison, evaluation_of
 from gateway.services.training import views as training_views
 
 STATES = {"pending": "waiting", "queued": "waiting", "running": "processing", "complete": "completed",
@@ -44,7 +46,23 @@ def _evaluation(model: Any) -> dict[str, Any]:
             "genuine": calibration.genuine, "impostor": calibration.impostor,
             "true_positive_rate": calibration.true_positive_rate,
             "true_negative_rate": calibration.true_negative_rate,
+            "false_accept_rate": calibration.false_accept_rate,
+            "false_accept_rate_bound": calibration.false_accept_rate_bound,
         },
+        "backbone_comparison": _comparison(evaluation.backbone_comparison),
+    }
+
+
+def _comparison(comparison: BackboneComparison | None) -> dict[str, Any] | None:
+    if comparison is None:
+        return None
+    splits = comparison.split_sizes
+    return {
+        "method": comparison.method, "sampled": comparison.sampled, "evaluated": comparison.evaluated,
+        "split_sizes": {"training": splits.training, "validation": splits.validation, "test": splits.test},
+        "candidates": [{"model": c.model, "model_version_id": c.model_version_id, "top1": c.top1,
+                        "embedded": c.embedded, "chosen": c.chosen} for c in comparison.candidates],
+        "chosen": comparison.chosen, "reason": comparison.reason,
     }
 
 
@@ -104,7 +122,7 @@ def training_json(res: Any, view: training_views.TrainingView) -> dict[str, Any]
             "preview_images": view.preview_urls,
             "evaluation_result": _evaluation(model),
             "evaluation_state": 1 if evaluation_of(model) is not None else 0,
-            "issues": {"has_error": insight.has_error, "has_warning": insight.has_warning},
+            "issues": _issues(view),
         }
     return {
         "id": str(job.id),
@@ -123,6 +141,27 @@ def training_json(res: Any, view: training_views.TrainingView) -> dict[str, Any]
         "output_model_description": model.description or "",
         "output_model_changelog": model.changelog or "",
         "labels": job.labels or {},
+    }
+
+
+def _issues(view: training_views.TrainingView) -> dict[str, Any]:
+    """The library's issues (its last training's) and this training's own: entities without a usable identifier
+    and identifiers skipped by reason, each a warning."""
+    insight, report = view.insight, view.report
+    reasons: list[dict[str, Any]] = []
+    if report is not None:
+        for entity in report.entities_without_identifiers:
+            reasons.append({"kind": "entity-without-identifiers", "severity": "warning", "entity_id": entity.id,
+                            "entity_name": entity.name, "reason": entity.reason,
+                            "message": f"entity {entity.name!r} has no usable identifier: {entity.message}"})
+        for skip in report.skipped:
+            reasons.append({"kind": skip.reason, "severity": "warning", "count": skip.count, "message": skip.message,
+                            "identifier_ids": [i.identifier_id for i in skip.identifiers], "capped": skip.capped})
+    return {
+        "has_error": insight.has_error,
+        "has_warning": insight.has_warning or (report is not None and report.has_warning),
+        "reasons": reasons,
+        "report": report.as_json() if report is not None else None,
     }
 
 
@@ -159,7 +198,11 @@ async def delete_training(req: RestRequest) -> Any:
     outcome = await service.remove(req.resources, req.principal, training_id)
     if outcome == "deleted":
         return 204, None
-    return 202, await _one(req, training_id)
+    body = await _one(req, training_id)
+    if outcome == "cancelling" and body["state"] in ("waiting", "processing"):
+        # Its worker has not stopped it yet: the reply says the cancel is under way, not that nothing happened.
+        body["error"] = "cancelling: the training stops when its worker next checks in, then reads failed"
+    return 202, body
 
 
 collection = RestEndpoint({"GET": list_trainings, "POST": create_training})

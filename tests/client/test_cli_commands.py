@@ -31,11 +31,11 @@ def test_train_without_wait_prints_the_job_and_bad_input_is_refused(org, tmp_pat
         client.create_library("lib", "objects")
     started = cli_json(org, "train", "lib", "--engine", SLEEPER, "--config", '{"seconds": 60}')
     assert started["status"] == "queued" and started["libraryEngineModelId"]
-    assert cli(org, "train", "no-such-library").returncode == 1
+    assert cli(org, "train", "no-such-library").returncode == 6  # not found
     bad = cli(org, "train", "lib", "--config", "{not json")
     assert bad.returncode == 2 and "not JSON" in bad.stderr
     unknown = cli(org, "train", "lib", "--engine", "no-such-engine")
-    assert unknown.returncode in (1, 2) and "Traceback" not in unknown.stderr and unknown.stderr.strip()
+    assert unknown.returncode == 6 and "Traceback" not in unknown.stderr and unknown.stderr.strip()  # not found
 
     listed = cli_json(org, "jobs", "list", "--status", "queued")
     assert [j["id"] for j in listed] == [started["id"]]
@@ -45,7 +45,7 @@ def test_train_without_wait_prints_the_job_and_bad_input_is_refused(org, tmp_pat
     retry = cli(org, "jobs", "retry", started["id"])
     assert retry.returncode == 1 and "not_allowed: only failed jobs" in retry.stderr  # the job's state, not the usage
     missing = cli(org, "jobs", "cancel", "00000000-0000-0000-0000-000000000009")
-    assert missing.returncode == 1 and "not_found" in missing.stderr
+    assert missing.returncode == 6 and "not_found" in missing.stderr
 
 
 def test_recognize_needs_a_trained_model_and_one_way_to_name_it(org, tmp_path):
@@ -54,7 +54,7 @@ def test_recognize_needs_a_trained_model_and_one_way_to_name_it(org, tmp_path):
     photo = tmp_path / "q.png"
     photo.write_bytes(png(5))
     untrained = cli(org, "recognize", str(photo), "--library", "empty")
-    assert untrained.returncode == 1 and "no trained model" in untrained.stderr
+    assert untrained.returncode == 6 and "no trained model" in untrained.stderr
     both = cli(org, "recognize", str(photo), "--library", "empty", "--model-id", "x")
     assert both.returncode == 2
     nothing = cli(org, "recognize", str(tmp_path / "missing.png"), "--library", "empty")
@@ -78,7 +78,7 @@ def test_models_list_and_show(org, tmp_path):
     assert cli_json(org, "models", "show", "pets@default")["ref"] == "pets@1"
     assert "classLabels" in cli(org, "models", "show", "pets").stdout
     missing = cli(org, "models", "show", "pets@7")
-    assert missing.returncode == 1 and "not_found" in missing.stderr
+    assert missing.returncode == 6 and "not_found" in missing.stderr
 
 
 def test_the_servers_own_commands_still_work_beside_the_clients(org):

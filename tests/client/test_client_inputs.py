@@ -36,7 +36,7 @@ def test_vertex_filters_and_orderings_map_onto_job_queries():
         {"team": "vision"}, ["complete"], "a b")
     assert parse_filter('state="running"') == ({}, ["running"], None)
     assert parse_filter(None) == ({}, [], None) and parse_filter("  ") == ({}, [], None)
-    for bad in ('create_time>"2020"', 'owner="me"', 'state="SOMETIMES"', "labels.team=vision"):
+    for bad in ('create_time>"2020"', 'owner="me"', 'state="SOMETIMES"', "labels.team=", 'labels.team="vi', "labels.team=a b"):
         with pytest.raises(InvalidInputError):
             parse_filter(bad)
     assert parse_order("create_time desc, display_name") == ([{"field": "createdDateTime", "direction": "desc"}], "asc")

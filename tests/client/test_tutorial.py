@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.client.helpers import cli, cli_env, jpeg
+from tests.client.helpers import cli, cli_env, jpeg, library_identifiers
 from tests.conftest import ROOT
 
 TUTORIAL = ROOT / "docs" / "tutorial.md"
@@ -63,17 +64,24 @@ def test_the_command_line_part_of_the_tutorial_works(org, tmp_path, start_worker
     assert table.returncode == 0 and "alice" in table.stdout
 
 
-def test_the_python_part_of_the_tutorial_works(org, tmp_path, start_worker):
+def test_the_python_part_of_the_tutorial_works_and_runs_again_without_adding_twice(org, tmp_path, start_worker):
     photos(tmp_path)
     start_worker()
     (script,) = blocks("python")
     assert 'client.train(library["id"])' in script
     (tmp_path / "tutorial.py").write_text(script.replace('client.train(library["id"])', f'client.train(library["id"], engine_id="{ENGINE}")'))
-    done = subprocess.run([sys.executable, "tutorial.py"], env=cli_env(org), cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
-    assert lines[-2].startswith("alice: ") or lines[-1].startswith("alice: ")
-    assert any(line.startswith("complete") for line in lines)
+    for run in ("first", "second"):
+        done = subprocess.run([sys.executable, "tutorial.py"], env=cli_env(org), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (run, done.stderr[-3000:])
+        lines = done.stdout.splitlines()
+        assert lines[-2].startswith("alice: ") or lines[-1].startswith("alice: "), (run, lines[-5:])
+        assert any(line.startswith("complete") for line in lines), run
+    # The second run found what the first added: two people, three photos each, named folder/file.
+    library_id = org.client.query('{ libraries(name: "staff-py") { records { id } } }').ok()["libraries"]["records"][0]["id"]
+    identifiers = library_identifiers(org, library_id)
+    assert sorted((i["entity"], i["contentSha256"]) for i in identifiers) == sorted(
+        (folder.name, hashlib.sha256(photo.read_bytes()).hexdigest())
+        for folder in (tmp_path / "faces").iterdir() for photo in folder.glob("*.jpg"))
 
 
 def test_without_url_or_token_the_cli_finds_the_local_gateway_and_its_admin_token_file(org, tmp_path):

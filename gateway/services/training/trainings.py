@@ -3,8 +3,9 @@ removing trainings, and what a training shows."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from gateway.errors import InvalidInput, NotAllowed, NotFound
 from gateway.resources import Resources
@@ -13,6 +14,7 @@ from gateway.services.access.job_labels import check_labels
 from gateway.services.access.paging import Page, check_page
 from gateway.services.access.principal import Principal
 from gateway.services.models import backbones as engine_backbones
+from gateway.services.queue import job_wait
 from gateway.services.queue import jobs as job_service
 from gateway.services.queue.enqueue import NewJob, NewTask, enqueue
 from gateway.services.training import lifecycle
@@ -25,6 +27,8 @@ from storage.queries import trainings as q
 from storage.rows import EngineModel, Job, Library
 
 FINISHED = ("complete", "failed", "cancelled")
+# How long DELETE of a running training waits for its worker to stop it (the worker hears of it by NOTIFY).
+CANCEL_WAIT_SECONDS = 10
 
 # A training's snake_case face parameters -> the option names of engines that declare them.
 FACE_CONFIG_KEYS = {"min_face_size": "minFaceSize", "sharpness_threshold": "sharpnessThreshold"}
@@ -37,17 +41,20 @@ def engine_config(engine: Any, config: Any) -> dict[str, Any]:
         return {}
     if not isinstance(config, dict):
         raise InvalidInput("config must be a JSON object")
-    declared = {option.name for option in engine.info.config}
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in FACE_CONFIG_KEYS:
-            if FACE_CONFIG_KEYS[key] in declared:
-                out[FACE_CONFIG_KEYS[key]] = value
-            continue  # a face parameter for an engine without face detection: nothing to apply it to
-        out[key] = value
     from engines.interface import EngineConfigError
 
+    declared = {option.name: option for option in engine.info.config}
+    out: dict[str, Any] = {}
     try:
+        for key, value in config.items():
+            if key in FACE_CONFIG_KEYS:
+                option = declared.get(FACE_CONFIG_KEYS[key])
+                if option is not None:
+                    # Checked under the name the caller sent, so that an error names min_face_size, not minFaceSize.
+                    replace(option, name=key).coerce(value)
+                    out[option.name] = value
+                continue  # a face parameter for an engine without face detection: nothing to apply it to
+            out[key] = value
         engine.info.validate_config(out)
     except EngineConfigError as exc:
         raise InvalidInput(f"config: {exc}") from exc
@@ -103,19 +110,41 @@ async def start(res: Resources, principal: Principal, body: dict[str, Any]) -> J
     return job
 
 
-async def publish_library(res: Resources, principal: Principal, library_id: object) -> Library:
-    """Add one to the version and, for every compatible engine, a new pending model and its train job."""
+@dataclass(frozen=True, slots=True)
+class PublishedTraining:
+    """What publishing did for one compatible engine: started its training, or passed it over and why."""
+
+    engine_id: str
+    model_id: UUID | None  # the new pending model, when started
+    reason: str | None  # why it was not started
+
+
+async def publish_library(res: Resources, principal: Principal, library_id: object) -> tuple[Library, list[PublishedTraining]]:
+    """Add one to the version and, for every compatible engine that can train on what the library holds, a new
+    pending model and its train job; the engines passed over are returned with the reason.
+
+    An engine is passed over when the library holds no identifier of a type it trains on (a speaker engine on
+    a library of photos would only end ``failed``), or when the models it requires are not registered (the
+    face engine offline, without face models; POST /v1/trainings passes it over the same way, and a pull of
+    the models brings it back)."""
     principal.require_write()
     lid = parse_id(library_id)
+    outcome: list[PublishedTraining] = []
     async with res.pool.acquire() as conn, conn.transaction():
         if await library_q.by_id(conn, principal.org_id, lid, for_update=True) is None:
             raise NotFound()
         library = await library_q.publish(conn, principal.org_id, lid, principal.actor)
+        held = await library_q.identifier_types_held(conn, principal.org_id, lid)
         for engine in await engine_q.compatible(conn, principal.org_id, library.library_type_id):
-            if await engine_backbones.missing_models(res, principal.org_id, res.engines.get(engine.id)):
-                # An engine installed here that cannot train with what is registered (the face engine offline,
-                # without face models) gets no job: it would only fail. The others (the gallery) still train,
-                # and POST /v1/trainings passes it over the same way; a pull of the models brings it back.
+            if not held.intersection(engine.identifier_type_ids):
+                outcome.append(PublishedTraining(engine.id, None, (
+                    f"the library holds no {' or '.join(engine.identifier_type_ids)} identifiers, which this engine "
+                    f"trains on (it holds: {', '.join(sorted(held)) or 'none'})")))
+                continue
+            missing = await engine_backbones.missing_models(res, principal.org_id, res.engines.get(engine.id))
+            if missing:
+                outcome.append(PublishedTraining(engine.id, None, (
+                    f"models it requires are not registered: {', '.join(missing)} (engineshed models pull fetches them)")))
                 continue
             model = await model_q.insert(
                 conn, id=uuid4(), org_id=principal.org_id, library_id=lid, engine_id=engine.id,
@@ -127,7 +156,8 @@ async def publish_library(res: Resources, principal: Principal, library_id: obje
                 max_attempts=res.settings.max_attempts, library_id=lid,
             ), [NewTask(engine.id, payload)])
             await lifecycle.attach_train_job(conn, principal.org_id, model.id, job.id, status="pending")
-    return library
+            outcome.append(PublishedTraining(engine.id, model.id, None))
+    return library, outcome
 
 
 async def page(res: Resources, principal: Principal, offset: int | None, limit: int | None) -> Page[Job]:
@@ -152,15 +182,22 @@ async def get_training(res: Resources, principal: Principal, job_id: object) -> 
 
 
 async def remove(res: Resources, principal: Principal, job_id: object) -> str:
-    """DELETE /v1/trainings/{id}: cancels a training that has not finished, deletes a finished one."""
+    """DELETE /v1/trainings/{id}: cancels a training that has not finished, deletes a finished one.
+
+    ``deleted``; ``cancelled`` once the training has ended; or ``cancelling`` when its worker has not stopped it
+    within CANCEL_WAIT_SECONDS. A waiting training is cancelled at once; a running one only when its worker
+    hears of it (within a second or so), so the reply waits for that rather than show the training running.
+    """
     principal.require_write()
     job, _model = await get_training(res, principal, job_id)
     if job.status in FINISHED:
         await job_service.delete(res, principal, job.id)
         return "deleted"
     try:
-        await job_service.cancel(res, principal, job.id)
+        job = await job_service.cancel(res, principal, job.id)
     except NotAllowed:  # it finished in between: delete it as a finished one
         await job_service.delete(res, principal, job.id)
         return "deleted"
-    return "cancelled"
+    if job.status not in FINISHED:
+        job = await job_wait.wait(res, principal, job.id, CANCEL_WAIT_SECONDS)
+    return "cancelled" if job.status in FINISHED else "cancelling"
