@@ -201,7 +201,7 @@ async def run_command(args: argparse.Namespace, engine: LoadedEngine) -> int:
                      output.AUTH)
     except NotFoundError:
         return _fail(f"there is no engine {engine_id} in this organization: an admin registers it with createEngine "
-                     "(against `make run`, leave out --token and it is created)", output.FAILED)
+                     "(against `make run`, leave out --token and it is created)", output.NOT_FOUND)
     finally:
         if dev_token_id is not None and admin_token is not None:
             await _revoke(url, admin_token, dev_token_id)
