@@ -219,6 +219,12 @@ def import_table(r: dict[str, Any]) -> str:
     return "\n".join(["| # | measurement | figure |", "|---|---|---|", *import_cli.rows(r, fmt)])
 
 
+def session_memory_table(s: dict[str, Any]) -> str:
+    from bench import memory
+
+    return "\n".join(["| # | measurement | figure |", "|---|---|---|", *memory.rows(s, fmt)])
+
+
 def report_text(report: dict[str, Any], only: str) -> str:
     """What the run prints: the tables of the scenario ``only`` names, or of every scenario in the report."""
     results = report["results"]
@@ -234,6 +240,8 @@ def report_text(report: dict[str, Any], only: str) -> str:
         return labeling_table(results)
     if only == "import":
         return import_table(results)
+    if only == "memory":
+        return session_memory_table(results)
     if only == "embeddings":
         from bench import embeddings
 
@@ -249,4 +257,6 @@ def report_text(report: dict[str, Any], only: str) -> str:
         parts.append(labeling_table(results["labeling"]))
     if "import" in results:
         parts.append(import_table(results["import"]))
+    if "session_memory" in results:
+        parts.append(session_memory_table(results["session_memory"]))
     return "\n\n".join(parts)

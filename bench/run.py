@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
     p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker", "face", "labeling",
-                                      "import", "embeddings"),
+                                      "import", "embeddings", "memory"),
                    default="all",
                    help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
                         "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
@@ -57,7 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "for training and recognize against the detector-plus-embedder raw ceiling; labeling = "
                         "autoTag images/s against the model's raw ceiling, and autoGroup time at --group-n items; "
                         "import = `engineshed import` files/s against the API's upload ceiling; embeddings = stored vectors "
-                        "(bench/embeddings.py: ingest, training from vectors vs images, incremental, memory, search)")
+                        "(bench/embeddings.py: ingest, training from vectors vs images, incremental, memory, search); "
+                        "memory = gateway and worker RSS over a newcomer's session in rounds (bench/memory.py)")
+    p.add_argument("--session-rounds", type=int, default=None,
+                   help="memory scenario: rounds of a newcomer's session (default 6; quick 2)")
     p.add_argument("--face-per-person", type=int, default=None,
                    help="face scenario: training photos per person, 23 people (default 4; quick 1)")
     p.add_argument("--group-n", type=int, default=None, help="labeling scenario: items to auto-group (default 10000; quick 200)")
@@ -89,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "emb_n": 100 if quick else 10_000,
         "emb_memory_scale": 2 if quick else 10,
         "emb_search_n": 2000 if quick else 100_000,
+        "session_rounds": 2 if quick else 6,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -179,6 +183,34 @@ async def measure_import(stack: Stack, args: argparse.Namespace) -> dict[str, An
         await client.aclose()
 
 
+async def measure_session_memory(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """Figure 17 (bench/memory.py): RSS of the gateway and the worker over a newcomer's session in rounds; the
+    face engine joins when the pulled face models can be registered (else it says why in ``faces_skipped``)."""
+    from bench import memory
+    from bench.face import make_photos
+    from gateway.services.models.pull.catalogue import PullError
+
+    rounds = args.session_rounds
+    photos, skipped = None, None
+    try:
+        await scenarios.register_pulled(stack.env, args.model_cache, ["face-detector", "face-embedding"])
+        photos = await asyncio.to_thread(make_photos, args.model_cache, rounds)
+    except (BenchError, PullError, OSError) as exc:
+        skipped = str(exc)
+        log(f"memory: the face engine is left out: {exc}")
+    log(f"memory: a newcomer's session in {rounds} rounds")
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        result = await memory.newcomer_session(
+            client, stack.gateway.pid, stack.worker.pid, rounds, memory.SessionSizes(), face_photos=photos,
+            face_per_person=rounds, concurrency=min(8, args.concurrency), timeout=600.0, log=log,
+        )
+    finally:
+        await client.aclose()
+    return {"faces": photos is not None, "faces_skipped": skipped, "sizes": vars(memory.SessionSizes()), **result}
+
+
 async def measure_embeddings(stack: Stack, args: argparse.Namespace, sampler: RssSampler) -> dict[str, Any]:
     """`--only embeddings` (bench/embeddings.py)."""
     from bench import embeddings
@@ -204,6 +236,7 @@ async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSample
         results["face"] = await measure_face(stack, args)
         results["labeling"] = await measure_labeling(stack, args)
         results["import"] = await measure_import(stack, args)
+        results["session_memory"] = await measure_session_memory(stack, args)
     return results
 
 
@@ -375,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                     work = measure_labeling(stack, args)
                 elif args.only == "import":
                     work = measure_import(stack, args)
+                elif args.only == "memory":
+                    work = measure_session_memory(stack, args)
                 elif args.only == "embeddings":
                     work = measure_embeddings(stack, args, sampler)
                 else:
@@ -400,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "only": args.only,
             "import_n": args.import_n,
+            "session_rounds": args.session_rounds,
             "image": "64×64 RGB, PNG and JPEG alternating",
             "engine": scenarios.ENGINE,
             "engine_config": engine_defaults(),

@@ -24,7 +24,10 @@ from onnx import TensorProto, helper
 
 from engines.interface import EngineError
 
-__all__ = ["CPU", "CUDA", "ProviderSetting", "Runner", "choose_providers", "cuda_usable", "get_runner"]
+__all__ = [
+    "CPU", "CUDA", "ProviderSetting", "Runner", "choose_providers", "configure_sessions", "cuda_usable", "get_runner",
+    "session_bytes", "session_cache_usage",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,15 @@ ProviderSetting = Literal["auto", "cuda", "cpu"]
 
 # prefer_nhwc measured +22 % on an H100 for conv backbones (docs/gpu.md); EXHAUSTIVE pays once per shape.
 CUDA_OPTIONS: dict[str, str] = {"prefer_nhwc": "1", "cudnn_conv_algo_search": "EXHAUSTIVE"}
+MiB = 1024 * 1024
+# The session cache is bounded by what its sessions hold (session_bytes) and by count: every session has its own
+# thread pool, and a process recognizing with many small trained artifacts would otherwise keep hundreds of them.
 SESSION_CACHE_SIZE = 16
+SESSION_CACHE_BYTES = 1024 * MiB  # the default of ENGINESHED_SESSION_CACHE_BYTES (gateway/settings.py)
+# Measured on the pulled face model (12 MiB, arena off): each cached session added 3× its model size to the RSS
+# (the weights ORT keeps, prepacked copies, the model bytes the digest memo holds) plus a few MiB of its own.
+SESSION_SIZE_FACTOR = 3
+SESSION_OVERHEAD_BYTES = 4 * MiB
 
 
 def cuda_usable() -> bool:
@@ -118,6 +129,10 @@ class Runner:
             _preload_cuda_libraries()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No CPU memory arena: it keeps the peak of every run's activations for the session's lifetime and gives
+        # nothing back when the session is dropped (the pulled face model at batch 64 grew a process from 150 MiB to
+        # 950 MiB in two runs, 1.4 GiB with two runs at once; 220 MiB without the arena, at the same speed).
+        options.enable_cpu_mem_arena = False
         if threads:  # decode processes run one each, side by side: one thread apiece avoids oversubscription
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -127,6 +142,7 @@ class Runner:
             raise EngineError(f"execution provider 'cuda' was requested but the session runs on {active}")
         self._provider = active
         self.digest = hashlib.sha256(model).hexdigest()
+        self.nbytes = session_bytes(len(model))
         self.input_name = self._session.get_inputs()[0].name
         self.output_names = [o.name for o in self._session.get_outputs()]
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
@@ -158,15 +174,58 @@ class Runner:
         return binding.copy_outputs_to_cpu()
 
 
+def session_bytes(model_size: int) -> int:
+    """What a cached session of a ``model_size``-byte model is counted as holding (module constants)."""
+    return SESSION_SIZE_FACTOR * model_size + SESSION_OVERHEAD_BYTES
+
+
+def _runner_bytes(runner: Runner) -> int:
+    return runner.nbytes
+
+
+class _Sessions(LRUCache[tuple[str, str], "Runner"]):
+    """The LRU of sessions; a session leaving it takes the remembered digests of its model bytes along."""
+
+    def popitem(self) -> tuple[tuple[str, str], Runner]:
+        key, runner = super().popitem()
+        if not any(k[0] == key[0] for k in self.keys()):
+            for ident in [i for i, (_, digest) in _digests.items() if digest == key[0]]:
+                del _digests[ident]
+        return key, runner
+
+
 # Sessions per process: engines see no gateway resources, and an ONNX session belongs to the process that made
-# it (its threads, its device memory), so the cache is this module's. Bounded; cachetools keeps the LRU order.
-_cache: LRUCache[tuple[str, str], Runner] = LRUCache(SESSION_CACHE_SIZE)
+# it (its threads, its device memory), so the cache is this module's; open_resources sets its byte budget from
+# the settings (configure_sessions). Bounded by bytes and by count; cachetools keeps the LRU order.
+_cache: _Sessions = _Sessions(SESSION_CACHE_BYTES, getsizeof=_runner_bytes)
 _cache_lock = threading.Lock()
 
 
 # Callers pass the same bytes object for a cached artifact again and again: hashing megabytes per call
-# showed in recognize latency, so the digest is remembered per object (held here, so its id stays unique).
-_digests: LRUCache[int, tuple[bytes, str]] = LRUCache(SESSION_CACHE_SIZE)
+# showed in recognize latency, so the digest is remembered per object (held here, so its id stays unique),
+# for at most SESSION_CACHE_SIZE objects and only while a session of those bytes is cached.
+_digests: dict[int, tuple[bytes, str]] = {}
+
+
+def configure_sessions(max_bytes: int) -> None:
+    """Set the session cache's byte budget (ENGINESHED_SESSION_CACHE_BYTES); sessions over it are dropped, oldest first."""
+    global _cache
+    if max_bytes < 1:
+        raise ValueError("the session cache's byte budget must be positive")
+    with _cache_lock:
+        old, _cache = _cache, _Sessions(max_bytes, getsizeof=_runner_bytes)
+        for key in list(old.keys()):  # oldest first, so the newest stay when the budget is smaller
+            runner = old[key] if key in old else None
+            if runner is not None and runner.nbytes <= max_bytes:
+                _cache[key] = runner
+        for ident in [i for i, (_, d) in _digests.items() if not any(k[0] == d for k in _cache.keys())]:
+            del _digests[ident]
+
+
+def session_cache_usage() -> tuple[int, int, int]:
+    """(sessions cached, bytes they are counted as, the byte budget)."""
+    with _cache_lock:
+        return len(_cache), int(_cache.currsize), int(_cache.maxsize)
 
 
 def _digest(model: bytes) -> str:
@@ -174,10 +233,15 @@ def _digest(model: bytes) -> str:
         known = _digests.get(id(model))
         if known is not None and known[0] is model:
             return known[1]
-    digest = hashlib.sha256(model).hexdigest()
-    with _cache_lock:
-        _digests[id(model)] = (model, digest)
-    return digest
+    return hashlib.sha256(model).hexdigest()
+
+
+def _remember(model: bytes, digest: str) -> None:
+    # Under _cache_lock. The oldest remembered object goes first (dicts keep insertion order).
+    _digests.pop(id(model), None)
+    while len(_digests) >= SESSION_CACHE_SIZE:
+        del _digests[next(iter(_digests))]
+    _digests[id(model)] = (model, digest)
 
 
 def throughput_runner(model: bytes, setting: str) -> tuple[Runner, int]:
@@ -207,9 +271,18 @@ def get_runner(model: bytes, setting: str, threads: int = 0) -> Runner:
     with _cache_lock:
         runner = _cache.get(key)
         if runner is not None:
+            _remember(model, key[0])
             return runner
     runner = Runner(model, setting, threads)
     with _cache_lock:
         # Two threads may have built the same session; keep the first so callers share one.
-        runner = _cache.setdefault(key, runner)
+        cached = _cache.get(key)
+        if cached is not None:
+            runner = cached
+        elif runner.nbytes <= _cache.maxsize:  # a session larger than the whole budget is used once, not kept
+            while len(_cache) >= SESSION_CACHE_SIZE:
+                _cache.popitem()
+            _cache[key] = runner
+        if key in _cache:
+            _remember(model, key[0])
     return runner

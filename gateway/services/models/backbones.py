@@ -7,6 +7,7 @@ The worker resolves the model here and hands the engine its bytes and manifest
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -164,7 +165,8 @@ async def engine_model(res: Resources, version: ModelVersion) -> EmbeddingModel:
     data = res.caches.model_files.get(version.sha256)
     if data is None:
         data = await models.model_bytes(res, version)
-        res.caches.model_files[version.sha256] = data
+        with contextlib.suppress(ValueError):  # a file larger than the whole cache is read each time
+            res.caches.model_files[version.sha256] = data
     manifest = dict(version.manifest)
     if version.labels and "labels" not in manifest:
         manifest["labels"] = list(version.labels)
