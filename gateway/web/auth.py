@@ -19,6 +19,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
+from gateway import logs
 from gateway.errors import AuthenticationError, ServiceUnavailable
 from gateway.services.access import tokens
 from gateway.services.access.principal import Principal
@@ -37,6 +38,8 @@ async def authenticate(conn: HTTPConnection, connection_params: Mapping[str, Any
     if principal is None:
         principal = await tokens.authenticate(conn.app.state.resources.pool, _authorization(conn, connection_params))
         conn.scope[PRINCIPAL] = principal
+    # The rest of the request's (or connection's) log lines name the caller's organization.
+    logs.bind_organization(principal.org_id)
     return principal
 
 

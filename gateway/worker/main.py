@@ -81,12 +81,13 @@ class Worker:
         return claimed
 
     async def _run(self, run: TaskRun) -> None:
-        log.info("task %s (%s) started, attempt %d", run.task.id, run.task.engine_id, run.task.attempts)
-        try:
-            await run.run()
-        finally:
-            self.running.pop(run.task.id, None)
-            self.wake.set()  # a slot is free
+        with run.log_context():
+            log.info("task %s (%s) started, attempt %d", run.task.id, run.task.engine_id, run.task.attempts)
+            try:
+                await run.run()
+            finally:
+                self.running.pop(run.task.id, None)
+                self.wake.set()  # a slot is free
 
     async def loop(self) -> None:
         last_housekeeping = 0.0

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol
 
 from engines.interface import EngineConfigError, EngineError, NothingToTrain
+from gateway import logs
 from gateway.errors import ApiError, ServiceUnavailable
 from gateway.resources import Resources
 from gateway.services.queue import dispatch
@@ -45,6 +46,10 @@ class TaskRun:
         self.wake = asyncio.Event()  # set by a cancel NOTIFY: heartbeat now
         self.ctx: Progress | None = None  # set by the handler once it has progress to report
         self._engine_task: asyncio.Task[None] | None = None
+
+    def log_context(self) -> contextlib.AbstractContextManager[None]:
+        """Within it, log lines carry the task's job, task and organization IDs (gateway/logs.py)."""
+        return logs.bound(job_id=self.task.job_id, task_id=self.task.id, organization_id=self.task.org_id)
 
     def interrupt(self, why: str) -> None:
         if self.stop_reason is None:
