@@ -1,11 +1,11 @@
-"""Seed 001's Training resource over REST: ``/v1/trainings/`` (GET list, POST) and ``/v1/trainings/{id}``
+"""The Training resource over REST: ``/v1/trainings/`` (GET list, POST) and ``/v1/trainings/{id}``
 (GET, DELETE), over the same services as GraphQL's jobs and models.
 
 A training is a job whose task trains a library (a "dataset" here) into a LibraryEngineModel. States:
 queued/pending -> ``waiting``, running -> ``processing``, complete -> ``completed``, failed/cancelled ->
-``failed`` (with ``error``). Times are UTC in the seed's form (``2020-12-15 12:34:18.237000``).
+``failed`` (with ``error``). Times are UTC as ``2020-12-15 12:34:18.237000``.
 ``source_dataset.evaluation_state`` is 0 until the training measured its model, then 1.
-``source_dataset.issues`` keeps seed 001's ``has_error``/``has_warning`` and adds this training's report: a warning
+``source_dataset.issues`` keeps ``has_error``/``has_warning`` and adds this training's report: a warning
 per entity it left with no usable identifier and per skip reason (``reasons``), and the counts (``report``).
 """
 
@@ -23,7 +23,7 @@ STATES = {"pending": "waiting", "queued": "waiting", "running": "processing", "c
           "failed": "failed", "cancelled": "failed"}
 
 
-def seed_time(value: datetime | None) -> str | None:
+def rest_time(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -81,12 +81,12 @@ def _model(model: Any) -> dict[str, Any]:
         "labels": model.labels or {},
         "promotion": model.promotion,
         "evaluation_result": _evaluation(model),
-        "time_created": seed_time(model.created_at),
+        "time_created": rest_time(model.created_at),
     }
 
 
 def training_json(res: Any, view: training_views.TrainingView) -> dict[str, Any]:
-    """One training with seed 001's attribute names."""
+    """One training, with the resource's attribute names."""
     job, model, library, summary = view.job, view.model, view.library, view.summary
     started = summary["started_at"] if summary else None
     completed = summary["completed_at"] if summary else None
@@ -103,18 +103,18 @@ def training_json(res: Any, view: training_views.TrainingView) -> dict[str, Any]
     training_type = (summary["training_type"] if summary else None) or _engine_type(res, model.engine_id) or view.engine_type
     insight = view.insight
     engine_config = summary["config"] if summary and isinstance(summary["config"], dict) else {}
-    seed_names = {v: k for k, v in service.FACE_CONFIG_KEYS.items()}
-    config = {seed_names.get(k, k): v for k, v in engine_config.items()}
+    snake_names = {v: k for k, v in service.FACE_CONFIG_KEYS.items()}
+    config = {snake_names.get(k, k): v for k, v in engine_config.items()}
     dataset = None
     if library is not None:
         dataset = {
             "id": str(library.id),
             "name": library.name,
-            "description": library.description or "",  # the seed's strings are never null
+            "description": library.description or "",  # the resource's strings are never null
             "version": float(library.version),
             "type": training_type,
-            "time_created": seed_time(library.created_at),
-            "time_updated": seed_time(library.modified_at),
+            "time_created": rest_time(library.created_at),
+            "time_updated": rest_time(library.modified_at),
             "number_of_classes": insight.entities,
             "number_of_active_classes": insight.active_entities,
             "number_of_images": insight.identifiers,
@@ -131,9 +131,9 @@ def training_json(res: Any, view: training_views.TrainingView) -> dict[str, Any]
         "progress": round(progress, 6),
         "duration": duration,
         "error": error,
-        "time_created": seed_time(job.created_at),
-        "time_started": seed_time(started),
-        "time_completed": seed_time(completed),
+        "time_created": rest_time(job.created_at),
+        "time_started": rest_time(started),
+        "time_completed": rest_time(completed),
         "source_dataset": dataset,
         "output_model_name": model.name or "",
         "output_model": _model(model) if model.train_status == "complete" else None,

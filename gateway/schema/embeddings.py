@@ -1,4 +1,4 @@
-"""The seed's embedding operations (generate, insert, get by unique name) and similarity search."""
+"""Embedding operations (generate, insert, get by unique name) and similarity search."""
 
 from __future__ import annotations
 

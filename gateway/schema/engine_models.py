@@ -188,7 +188,7 @@ class LibraryEngineModel:
     name: Optional[str] = strawberry.field(resolver=lambda root: root._row.name)
     description: Optional[str] = strawberry.field(resolver=lambda root: root._row.description)
     changelog: Optional[str] = strawberry.field(
-        resolver=lambda root: root._row.changelog, description="What changed in this version (seed 001's output_model_changelog).")
+        resolver=lambda root: root._row.changelog, description="What changed in this version (a REST training's output_model_changelog).")
     labels: JSONData = strawberry.field(resolver=lambda root: root._row.labels or {}, description="User labels, string to string.")
     parent_model_id: Optional[strawberry.ID] = strawberry.field(
         resolver=lambda root: strawberry.ID(str(root._row.parent_model_id)) if root._row.parent_model_id else None,

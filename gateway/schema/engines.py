@@ -78,7 +78,7 @@ class EngineTaskMetrics:
 
 @strawberry.input
 class EngineFilter:
-    """The filters of upstream's EngineFilter that mean something here (see the README for the rest)."""
+    """The filters of EngineFilter that mean something here (see the README for the rest)."""
 
     category: Optional[list[Optional[str]]] = None
     type: Optional[list[EngineTypeFilter]] = None

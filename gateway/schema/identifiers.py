@@ -49,7 +49,7 @@ class EntityIdentifier:
     library_id: strawberry.ID
     identifier_type_id: strawberry.ID
     unique_name: Optional[str] = strawberry.field(
-        description="The seed's uniqueName: unique within the library; set at upload, the file name by default.")
+        description="A name unique within the library; set at upload, the file name by default.")
     title: Optional[str]
     is_priority: bool
     content_type: str

@@ -154,7 +154,7 @@ class JobList(Paginated[Job]):
 
 @strawberry.type
 class EngineResult:
-    """A task's output, as upstream's engineResults lists them (no media objects here: tdoId is null)."""
+    """A task's output, as engineResults lists them (no media objects here: tdoId is null)."""
 
     job_id: strawberry.ID
     task_id: strawberry.ID
@@ -221,7 +221,7 @@ class CreateJob:
     skip_decider: Optional[bool] = None
     job_config: Optional[JSONData] = None
     display_name: Optional[str] = None
-    labels: Optional[JSONData] = strawberry.field(default=None, description="User labels, string to string (Vertex's rules).")
+    labels: Optional[JSONData] = strawberry.field(default=None, description="User labels, string to string (lowercase keys and values of at most 64 characters, at most 64 labels).")
 
 
 @strawberry.input

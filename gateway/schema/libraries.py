@@ -33,7 +33,7 @@ LibraryEngineModelRef = Annotated["LibraryEngineModel", strawberry.lazy("gateway
 LibraryEngineModelListRef = Annotated["LibraryEngineModelList", strawberry.lazy("gateway.schema.engine_models")]
 
 
-@strawberry.type(description="Counts as seed 001's dataset has them.")
+@strawberry.type(description="A library's counts, as a training's dataset reports them.")
 class LibraryCounts:
     entities: int
     active_entities: int = strawberry.field(description="Entities with at least one identifier.")

@@ -103,7 +103,7 @@ class RegisteredModelList(Paginated[RegisteredModel]):
 
 @strawberry.input
 class RegisterModel:
-    name: str = strawberry.field(description="The model's name (the seed's model_id), unique in the organization")
+    name: str = strawberry.field(description="The model's name (the client's model_id), unique in the organization")
     application: ModelApplication
     description: Optional[str] = None
     labels: Optional[JSONData] = strawberry.field(default=None, description="Key/value labels, e.g. {team: \"vision\"}")

@@ -26,7 +26,7 @@ JSONData = strawberry.scalar(
 
 
 def format_datetime(value: datetime) -> str:
-    """ISO-8601 UTC with milliseconds, as upstream: 2019-02-26T21:15:59.000Z."""
+    """ISO-8601 UTC with milliseconds: 2019-02-26T21:15:59.000Z."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     value = value.astimezone(timezone.utc)

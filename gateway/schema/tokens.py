@@ -42,8 +42,8 @@ class Token:
         description="When it was revoked; from then on every request with it is authentication_error."
     )
     revoked: bool
-    application_id: Optional[str] = strawberry.field(description="Upstream field; there are no applications here: null.")
-    group_id: Optional[str] = strawberry.field(description="Upstream field; there are no groups here: null.")
+    application_id: Optional[str] = strawberry.field(description="Always null: there are no applications here.")
+    group_id: Optional[str] = strawberry.field(description="Always null: there are no groups here.")
     json: Optional[TokenJson]
 
     @classmethod
