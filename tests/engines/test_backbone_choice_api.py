@@ -86,7 +86,8 @@ def test_a_gallery_on_digits_compares_the_imagenet_default_and_keeps_the_pixel_p
     read = evaluation(org, model["id"])
     comparison = read["evaluationResult"]["backboneComparison"]
     by_model = {c["model"]: c for c in comparison["candidates"]}
-    assert set(by_model) == {image_embedding.ref, "pixel-projection"}
+    # Every ready system embedding model that reads images competes (other tests of the session register some).
+    assert {image_embedding.ref, "pixel-projection"} <= set(by_model)
     assert by_model[image_embedding.ref]["modelVersionId"] == str(image_embedding.id)
     assert comparison["chosen"] == "pixel-projection" and by_model["pixel-projection"]["chosen"]
     assert by_model["pixel-projection"]["top1"] > by_model[image_embedding.ref]["top1"]
