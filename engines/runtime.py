@@ -15,6 +15,8 @@ import io
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -26,7 +28,7 @@ from engines.interface import EngineError
 
 __all__ = [
     "CPU", "CUDA", "ProviderSetting", "Runner", "choose_providers", "configure_sessions", "cuda_usable", "get_runner",
-    "session_bytes", "session_cache_usage",
+    "observe_runs", "session_bytes", "session_cache_usage",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,16 @@ SESSION_CACHE_BYTES = 1024 * MiB  # the default of ENGINESHED_SESSION_CACHE_BYTE
 # (the weights ORT keeps, prepacked copies, the model bytes the digest memo holds) plus a few MiB of its own.
 SESSION_SIZE_FACTOR = 3
 SESSION_OVERHEAD_BYTES = 4 * MiB
+
+# Told of every batch a Runner runs: (provider, batch size, start and end in time.time_ns()). The process that
+# hosts the engines sets it (for metrics and traces); None costs nothing.
+RunObserver = Callable[[str, int, int, int], None]
+_observer: list[RunObserver] = []
+
+
+def observe_runs(observer: RunObserver | None) -> None:
+    """Call ``observer`` after each batch a Runner runs, on the thread that ran it (None: stop)."""
+    _observer[:] = [observer] if observer is not None else []
 
 
 def cuda_usable() -> bool:
@@ -159,6 +171,14 @@ class Runner:
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output, in graph order, for a uint8 NHWC batch."""
         batch = np.ascontiguousarray(batch)
+        if not _observer:
+            return self._run(batch)
+        start = time.time_ns()
+        outputs = self._run(batch)
+        _observer[0](self._provider, len(batch), start, time.time_ns())
+        return outputs
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         if self._provider != CUDA:
             return self._session.run(self.output_names, {self.input_name: batch})
         return self._run_bound(batch, "cuda")

@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("ENGINESHED_", "AWS_", "S3_")) and key not in ("DATABASE_URL", "PORT")
+            if not key.startswith(("ENGINESHED_", "AWS_", "S3_", "OTEL_")) and key not in ("DATABASE_URL", "PORT")
         }
         env.update(
             DATABASE_URL=pg.url,
@@ -58,6 +58,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ENGINESHED_RETRY_BACKOFF_SECONDS="0.5",
             ENGINESHED_DECODE_PROCESSES="2",
             ENGINESHED_LOG_LEVEL="INFO",
+            # Metric files of the test processes stay in the test's own folder, not the clone's .engineshed.
+            PROMETHEUS_MULTIPROC_DIR=str(data_dir / "metrics"),
             PYTHONPATH=str(ROOT),
             PYTHONUNBUFFERED="1",
         )

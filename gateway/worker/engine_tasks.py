@@ -12,6 +12,7 @@ import asyncpg
 
 from engines.interface import EmbeddingModel, Engine, EngineError, Match
 from engines.model_backbone import PIXEL_PROJECTION
+from gateway.observability import metrics, tracing
 from gateway.services.access.principal import Principal
 from gateway.services.ingest.remote_files import FetchRefused, fetch_bytes
 from gateway.services.models import backbones as engine_backbones
@@ -73,9 +74,17 @@ class EngineTasks:
         )
         ctx.candidate_models = candidates
         run.ctx = ctx
+        clock = ctx.time_phases() if tracing.enabled() else None
         started = time.perf_counter()
-        artifact = await engine.train(ctx)
+        with tracing.span("train", **{"engineshed.identifiers_total": total}):
+            if clock is None:
+                artifact = await engine.train(ctx)
+            else:
+                with tracing.running(clock):
+                    artifact = await engine.train(ctx)
+                clock.emit()  # fetch, decode and inference, as children of the training
         seconds = time.perf_counter() - started
+        metrics.embedded("training", ctx.inferences)
         output = {
             "libraryId": str(library_id),
             "libraryEngineModelId": str(model_id),
@@ -92,14 +101,16 @@ class EngineTasks:
         async def finish(conn: asyncpg.Connection) -> bool:
             return await dispatch.complete_in(conn, task, owner=run.owner, output=output)
 
-        saved = await model_service.update(
-            run.res, system, model_id,
-            {"train_status": "complete", "jsondata": jsondata, "accuracy": artifact.accuracy,
-             "model_version_id": _embedded_with(jsondata, embedding)},
-            artifact=(artifact.data, artifact.content_type), in_transaction=finish,
-        )
+        with tracing.span("upload", **{"engineshed.artifact_bytes": len(artifact.data)}):
+            saved = await model_service.update(
+                run.res, system, model_id,
+                {"train_status": "complete", "jsondata": jsondata, "accuracy": artifact.accuracy,
+                 "model_version_id": _embedded_with(jsondata, embedding)},
+                artifact=(artifact.data, artifact.content_type), in_transaction=finish,
+            )
         if saved is None:
             raise LeaseLost(f"task {task.id}: lease lost before the artifact could be recorded")
+        metrics.trained(task.engine_id, output["identifiers"])
 
     async def recognize(self, run: TaskRun) -> None:
         task, res = run.task, run.res

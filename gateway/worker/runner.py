@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol
 
 from engines.interface import EngineConfigError, EngineError, NothingToTrain
 from gateway import logs
 from gateway.errors import ApiError, ServiceUnavailable
+from gateway.observability import metrics, tracing
 from gateway.resources import Resources
 from gateway.services.queue import dispatch
 from gateway.services.queue.dispatch import LeaseLost
 from gateway.worker.errors import TRANSIENT
+from storage.queries import jobs as job_q
 from storage.rows import Task
 
 log = logging.getLogger("engineshed.worker")
@@ -46,6 +49,10 @@ class TaskRun:
         self.wake = asyncio.Event()  # set by a cancel NOTIFY: heartbeat now
         self.ctx: Progress | None = None  # set by the handler once it has progress to report
         self._engine_task: asyncio.Task[None] | None = None
+        # How the attempt ended, for metrics and traces: complete, failed, retried, cancelled, released (handed
+        # back at shutdown) or lost (the lease went to another worker); reason: the failure reason recorded.
+        self.outcome = "lost"
+        self.reason: str | None = None
 
     def log_context(self) -> contextlib.AbstractContextManager[None]:
         """Within it, log lines carry the task's job, task and organization IDs (gateway/logs.py)."""
@@ -58,11 +65,35 @@ class TaskRun:
             self._engine_task.cancel()
 
     async def run(self) -> None:
+        started = time.perf_counter()
+        payload = self.task.payload if isinstance(self.task.payload, dict) else {}
+        with tracing.task_span(f"task {payload.get('mode') or 'run'}", await self._trace_parent(), {
+            "engineshed.task_id": str(self.task.id), "engineshed.job_id": str(self.task.job_id),
+            "engineshed.engine_id": self.task.engine_id, "engineshed.attempt": self.task.attempts,
+        }) as span:
+            try:
+                await self._run()
+            finally:
+                metrics.task_done(self.task.engine_id, self.outcome, self.reason, time.perf_counter() - started)
+                tracing.outcome(span, self.reason or self.outcome, ok=self.outcome == "complete")
+
+    async def _trace_parent(self) -> str | None:
+        """The trace context the task was queued with, when this process exports traces."""
+        if not tracing.enabled():
+            return None
+        try:
+            async with self.res.pool.acquire() as conn:
+                return await job_q.trace_context(conn, self.task.id)
+        except TRANSIENT:
+            return None  # the trace starts here instead
+
+    async def _run(self) -> None:
         beat = asyncio.create_task(self._heartbeats())
         try:
             self._engine_task = asyncio.create_task(self.handler(self))
             try:
                 await self._engine_task
+                self.outcome = "complete"
             except asyncio.CancelledError:
                 if self.stop_reason is None:  # the worker itself is being cancelled
                     self.stop_reason = "shutdown"
@@ -122,6 +153,7 @@ class TaskRun:
 
     async def _stopped(self) -> None:
         log.info("task %s stopped: %s", self.task.id, self.stop_reason)
+        self.outcome = {"cancelled": "cancelled", "shutdown": "released"}.get(self.stop_reason or "", "lost")
         with _stop_not_recorded():
             if self.stop_reason == "cancelled":
                 await dispatch.cancelled(self.res, self.task, owner=self.owner)
@@ -133,6 +165,7 @@ class TaskRun:
             self.res, self.task, owner=self.owner, reason=reason, message=message[:2000],
             retryable=retryable, backoff_seconds=self.res.settings.retry_backoff_seconds,
         )
+        self.outcome, self.reason = ("failed" if done.status == "failed" else "retried"), reason
         log.info("task %s: %s (%s)", self.task.id, done.status, message[:200])
 
 

@@ -21,8 +21,19 @@ VALUES ($1, $2, $3, $4, 'queued', $5, $6, $6, $7, $8, $9) RETURNING *"""
 
 SET_MODIFIED_BY = "UPDATE jobs SET modified_by = $3 WHERE org_id = $1 AND id = $2"
 
-INSERT_TASK = """INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at, test_task)
-VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, now(), $8) RETURNING *"""
+INSERT_TASK = """INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at, test_task,
+                   trace_context)
+VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, now(), $8, $9) RETURNING *"""
+
+TRACE_CONTEXT = "SELECT trace_context FROM tasks WHERE id = $1"
+
+QUEUE_STATS = """-- per engine: tasks waiting to be claimed, how long the oldest has waited, and tasks running (metrics scrape)
+SELECT e.id AS engine_id,
+    count(t.id) FILTER (WHERE t.status = 'queued') AS queued,
+    coalesce(extract(epoch FROM now() - min(t.queued_at) FILTER (WHERE t.status = 'queued')), 0)::float8 AS oldest_seconds,
+    count(t.id) FILTER (WHERE t.status = 'running') AS running
+FROM engines e LEFT JOIN tasks t ON t.engine_id = e.id AND t.status IN ('queued', 'running')
+GROUP BY e.id"""
 
 INSERT_DONE_TASK = """-- a task with nothing left to do (the media adapter's): complete from the start
 INSERT INTO tasks (id, org_id, job_id, engine_id, position, status, payload, max_attempts, queued_at, test_task,
@@ -162,7 +173,17 @@ async def insert_task(conn: asyncpg.Connection, **v: Any) -> Task:
     args = (v["id"], v["org_id"], v["job_id"], v["engine_id"], v["position"], v["payload"], v["max_attempts"], bool(v.get("test_task")))
     if v.get("done_output") is not None:
         return Task.of(await conn.fetchrow(INSERT_DONE_TASK, *args, v["done_output"]))
-    return Task.of(await conn.fetchrow(INSERT_TASK, *args))
+    return Task.of(await conn.fetchrow(INSERT_TASK, *args, v.get("trace_context")))
+
+
+async def trace_context(conn: asyncpg.Connection, task_id: UUID) -> str | None:
+    """The traceparent recorded when the task was queued (None: tracing was off)."""
+    return await conn.fetchval(TRACE_CONTEXT, task_id)
+
+
+async def queue_stats(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """(engine_id, queued, oldest_seconds, running) for every engine, zeros included."""
+    return await conn.fetch(QUEUE_STATS)
 
 
 async def jobs_by_ids(conn: asyncpg.Connection, org_id: UUID, job_ids: list[UUID]) -> list[Job]:

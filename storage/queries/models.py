@@ -247,3 +247,15 @@ async def locked_status(conn: asyncpg.Connection, version_id: UUID) -> str | Non
     """The version's status, its row share-locked to the end of the transaction: a trial finishing meanwhile
     (finish_trial, in another process) waits, and then sees the alias this transaction set."""
     return await conn.fetchval(LOCK_VERSION_STATUS, version_id)
+
+
+SYSTEM_MODEL_STATES = """-- each named system model's state: ready if a version serves, else validating while its trial runs, else failed
+SELECT m.name, CASE WHEN bool_or(v.status = 'ready') THEN 'ready'
+                    WHEN bool_or(v.status = 'validating') THEN 'validating' ELSE 'failed' END AS status
+FROM models m JOIN model_versions v ON v.model_id = m.id
+WHERE m.org_id IS NULL AND m.name = ANY($1::text[]) GROUP BY m.name"""
+
+
+async def system_model_states(conn: asyncpg.Connection, names: list[str]) -> dict[str, str]:
+    """name -> ready | validating | failed, for the named system models that have a version (others are absent)."""
+    return {r["name"]: r["status"] for r in await conn.fetch(SYSTEM_MODEL_STATES, names)}

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from gateway.observability import tracing
 from storage.queries import jobs as q
 from storage.rows import Job
 
@@ -38,7 +39,10 @@ class NewJob:
 
 
 async def enqueue(conn: asyncpg.Connection, job: NewJob, tasks: Sequence[NewTask]) -> Job:
-    """Insert the job and its tasks in order, then wake the workers of each engine and tell subscribers."""
+    """Insert the job and its tasks in order, then wake the workers of each engine and tell subscribers.
+
+    Each task keeps the trace context of the request that queued it, so its worker continues that trace."""
+    trace_context = tracing.traceparent()
     row = await q.insert_job(
         conn, id=uuid4(), org_id=job.org_id, name=job.name, cluster_id=job.cluster_id, library_id=job.library_id,
         actor=job.actor, model_version_id=job.model_version_id, display_name=job.display_name,
@@ -48,7 +52,7 @@ async def enqueue(conn: asyncpg.Connection, job: NewJob, tasks: Sequence[NewTask
         await q.insert_task(
             conn, id=uuid4(), org_id=job.org_id, job_id=row.id, engine_id=task.engine_id, position=position,
             payload=task.payload, max_attempts=job.max_attempts, test_task=task.test_task,
-            done_output=task.completed_output,
+            done_output=task.completed_output, trace_context=trace_context,
         )
     if any(task.completed_output is not None for task in tasks):
         await q.refresh_job_status(conn, row.id)
