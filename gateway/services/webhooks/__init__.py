@@ -1,0 +1,1 @@
+"""Webhooks: what an organization registers (registry) and how deliveries are sent (delivery)."""
