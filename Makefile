@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench load schema compat clean
+.PHONY: run test test-fast bench load schema compat clean image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,10 @@ compat: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .engineshed .pytest_cache
+
+# The container image (Containerfile; README, "Deploy"). CONTAINER=docker works too.
+CONTAINER ?= podman
+IMAGE ?= localhost/engineshed:latest
+
+image:
+	$(CONTAINER) build -t $(IMAGE) -f Containerfile .
