@@ -112,7 +112,8 @@ def import_command(args: argparse.Namespace, client: Client) -> int:
                         f"{', '.join(allowed) or 'none'}, not {args.identifier_type}; pass --type")
             return output.USAGE
     known = {} if created else client.library_contents(library["id"])
-    importer = Importer(client, library["id"], args.identifier_type, concurrency=args.concurrency, known=known)
+    importer = Importer(client, library["id"], args.identifier_type, concurrency=args.concurrency, known=known,
+                        direct=not args.multipart)
     importer.outcome.library_created = created
     importer.outcome.failed.extend(refused)
 

@@ -41,6 +41,9 @@ def add_commands(sub: argparse._SubParsersAction, models_sub: argparse._SubParse
     p.add_argument("--entity-per-folder", action="store_true",
                    help="each subfolder of DIR is one entity named after it (default: each file is its own entity)")
     p.add_argument("--concurrency", type=int, default=8, help="uploads at once (default: 8)")
+    p.add_argument("--multipart", action="store_true",
+                   help="send each file through the gateway as a multipart upload instead of straight to storage through "
+                        "writable URLs (for a storage the client cannot reach)")
     _common(p)
 
     p = sub.add_parser("train", help="train a library's model; --wait follows it live")

@@ -20,6 +20,7 @@ from engineshed.client.errors import (
     NotImplementedApiError,
     ServiceFailureError,
     ServiceUnavailableError,
+    StorageRefused,
 )
 from engineshed.client.operations.filters import identifier_filter
 from engineshed.client.training import JobNotRunning, NoModel, PipelineState, TrainingJob
@@ -29,5 +30,5 @@ __all__ = [
     "Client", "AsyncClient", "Connection", "resolve", "RetryPolicy", "Upload", "TrainingJob", "PipelineState",
     "ApiError", "AuthenticationError", "CapacityExceededError", "ConnectionFailed", "EngineshedError", "InternalError",
     "InvalidInputError", "NotAllowedError", "NotFoundError", "NotImplementedApiError", "ServiceFailureError",
-    "ServiceUnavailableError", "JobNotRunning", "NoModel", "identifier_filter",
+    "ServiceUnavailableError", "StorageRefused", "JobNotRunning", "NoModel", "identifier_filter",
 ]

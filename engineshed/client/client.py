@@ -11,18 +11,24 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from engineshed.client import subscriptions
+from engineshed.client import bulk, subscriptions
 from engineshed.client.connection import resolve
+from engineshed.client.errors import ApiError
 from engineshed.client.operations import Operations
 from engineshed.client.operations.fields import JOB_FIELDS
 from engineshed.client.training import TrainingJob
-from engineshed.client.transport import AsyncTransport, Operation, RetryPolicy, SyncTransport
+from engineshed.client.transport import (
+    AsyncTransport,
+    Operation,
+    RetryPolicy,
+    SyncTransport,
+)
 
 JOB_UPDATED = f"subscription($id: ID!) {{ jobUpdated(id: $id) {{ {JOB_FIELDS} }} }}"
 TASK_UPDATED = ("subscription($id: ID!) { taskUpdated(jobId: $id) { id jobId engineId status progress progressMessage "
@@ -82,6 +88,20 @@ class Client(Operations):
         """A Vertex-style training job, not yet run (:meth:`TrainingJob.run` starts it)."""
         return TrainingJob(self, display_name=display_name, labels=labels)
 
+    def upload_identifiers(self, files: Sequence[Mapping[str, Any]], *, direct: bool = True,
+                           concurrency: int = 8) -> list[dict[str, Any] | ApiError]:
+        """Several files as identifiers: each ``{"file": path or bytes, "entityId", "identifierTypeId", …}`` (other
+        keys: CreateEntityIdentifier's fields, ``filename``); each identifier, or the error its file got, in order.
+
+        ``direct`` (the default): writable URLs in batches of 30, each file PUT straight to storage (``concurrency``
+        at a time), and each batch's identifiers made in one request (:mod:`engineshed.client.bulk`); a file's name
+        is its identifier's default ``uniqueName``, as in a multipart upload. ``direct=False``: one multipart
+        upload each, through the gateway.
+        """
+        if not direct:
+            return self.upload_identifiers_multipart(files)
+        return bulk.upload_sync(self, files, concurrency)
+
 
 class AsyncClient(Operations):
     """The asyncio client: the same operations as :class:`Client`, each returning an awaitable.
@@ -132,6 +152,13 @@ class AsyncClient(Operations):
     def training_job(self, display_name: str | None = None, labels: dict[str, str] | None = None) -> TrainingJob:
         """A Vertex-style training job whose I/O methods return awaitables."""
         return TrainingJob(self, display_name=display_name, labels=labels)
+
+    async def upload_identifiers(self, files: Sequence[Mapping[str, Any]], *, direct: bool = True,
+                                 concurrency: int = 8) -> list[dict[str, Any] | ApiError]:
+        """:meth:`Client.upload_identifiers`, with the PUTs as tasks."""
+        if not direct:
+            return await self.upload_identifiers_multipart(files)
+        return await bulk.upload_async(self, files, concurrency)
 
 
 def default_client() -> Client:

@@ -92,6 +92,15 @@ class ConnectionFailed(EngineshedError):
     """The server could not be reached (after the retries idempotent calls get)."""
 
 
+class StorageRefused(EngineshedError):
+    """Object storage refused a direct upload (a PUT to a writable URL): expired, or not reachable as signed.
+    ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 ERROR_CLASSES: dict[str, type[ApiError]] = {
     cls.code: cls
     for cls in (NotFoundError, NotAllowedError, InvalidInputError, AuthenticationError, CapacityExceededError,
