@@ -259,4 +259,8 @@ def report_text(report: dict[str, Any], only: str) -> str:
         parts.append(import_table(results["import"]))
     if "session_memory" in results:
         parts.append(session_memory_table(results["session_memory"]))
+    if "ingest_ratios" in results and "skipped" not in results["ingest_ratios"]:
+        from bench import ingest_ratios
+
+        parts.append("\n".join(ingest_ratios.rows(results["ingest_ratios"])))
     return "\n\n".join(parts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -56,10 +58,35 @@ async def _file_chunks(upload: Uploaded) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _keeping(chunks: AsyncIterator[bytes], kept: bytearray) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        kept += chunk
-        yield chunk
+class _WholeImageCheck:
+    """Keeps an image's bytes as they stream to S3 and starts their decode check once the last one is in.
+
+    The check (a thread) runs while put_stream's final PUT is in flight: the two waits overlap instead of adding
+    up. ``result`` is awaited after the PUT; ``cancel`` stops a check whose upload failed.
+    """
+
+    def __init__(self) -> None:
+        self.kept = bytearray()
+        self._task: asyncio.Task[None] | None = None
+
+    async def keeping(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.kept += chunk
+            yield chunk
+        self._task = asyncio.ensure_future(content_sniff.check_whole_image(bytes(self.kept)))
+
+    async def result(self) -> None:
+        if self._task is None:  # a store that ended without reading the stream to its end: check what came
+            await content_sniff.check_whole_image(bytes(self.kept))
+            return
+        await self._task
+
+    async def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._task is not None:
+            with contextlib.suppress(BaseException):
+                await self._task
 
 
 def object_key(org_id: UUID, *parts: object) -> str:
@@ -75,24 +102,24 @@ async def store(
 
     ``data_type``: what the identifier type holds; the stream's first bytes must be that kind of data
     (content_sniff), checked before anything is stored, and an image must then decode whole
-    (content_sniff.check_whole_image): the bytes are kept as they stream to S3, and the object is deleted when
-    they do not decode. The caller's transaction must call ``keep``; on any failure here the object and its
-    record are gone.
+    (content_sniff.check_whole_image): the bytes are kept as they stream to S3, decoded while the last PUT is
+    in flight, and the object is deleted when they do not decode. The caller's transaction must call ``keep``;
+    on any failure here the object and its record are gone.
     """
     if not scheduled:
         async with res.pool.acquire() as conn:
             await blob_cleanup.schedule(conn, [key], blob_cleanup.UPLOAD_GRACE_SECONDS)
+    check: _WholeImageCheck | None = None
     try:
-        kept: bytearray | None = None
         if data_type is not None:
             head, chunks = await content_sniff.with_head(chunks)
             content_type = content_sniff.content_type_for(data_type, head, content_type)
             if data_type == "image":
-                kept = bytearray()
-                chunks = _keeping(chunks, kept)
+                check = _WholeImageCheck()
+                chunks = check.keeping(chunks)
         stored = await res.blobs.put_stream(key, chunks, content_type, max_bytes=max_bytes)
-        if kept is not None:
-            await content_sniff.check_whole_image(bytes(kept))
+        if check is not None:
+            await check.result()
         return stored
     except BlobTooLarge as exc:
         await blob_cleanup.delete_now(res, [key])
@@ -103,6 +130,9 @@ async def store(
     except BaseException:
         await blob_cleanup.delete_now(res, [key])
         raise
+    finally:
+        if check is not None:
+            await check.cancel()
 
 
 async def store_upload(res: Resources, key: str, upload: Uploaded, content_type: str, *, scheduled: bool = False,
