@@ -93,20 +93,22 @@ SELECT count(*) > $4 FROM (
     LIMIT $4 + 1
 ) s"""
 
-EXACT_SEARCH = """-- exact cosine ranking: a scan of the organization's (or library's) vectors of one model version
-SELECT identifier_id, 1 - (embedding <=> $4::float4[]::vector) AS score FROM identifier_embeddings
+EXACT_SEARCH = """-- exact cosine ranking: a scan of the organization's (or library's) vectors of one model version. $4 is
+-- the unit query, so the cosine is the inner product times the row's inverse norm (migration 0020): one pass
+-- over the vector instead of pgvector's three; `<#>` is the negative inner product, best first ascending
+SELECT identifier_id, (embedding <#> $4::float4[]::vector) * inverse_norm AS negative_cosine
+FROM identifier_embeddings
 WHERE org_id = $1 AND model_version_id = $2 AND ($3::uuid IS NULL OR library_id = $3)
   AND ($5::uuid IS NULL OR identifier_id <> $5)
-  AND ($7::float8 IS NULL OR 1 - (embedding <=> $4::float4[]::vector) >= $7)
-ORDER BY embedding <=> $4::float4[]::vector, identifier_id
+ORDER BY negative_cosine, identifier_id
 LIMIT $6"""
 
 INDEXED_SEARCH = """-- the HNSW index of (model version {version}, organization {org}); see the module docstring for the literals
-SELECT identifier_id, 1 - (embedding::vector({dim}) <=> $3::float4[]::vector({dim})) AS score
+SELECT identifier_id, embedding::vector({dim}) <=> $3::float4[]::vector({dim}) AS distance
 FROM identifier_embeddings
 WHERE model_version_id = '{version}'::uuid AND org_id = '{org}'::uuid
   AND ($1::uuid IS NULL OR library_id = $1) AND ($2::uuid IS NULL OR identifier_id <> $2)
-ORDER BY embedding::vector({dim}) <=> $3::float4[]::vector({dim})
+ORDER BY distance
 LIMIT $4"""
 
 WANT_INDEX = """INSERT INTO embedding_indexes (model_version_id, org_id, dimension, index_name) VALUES ($1, $2, $3, $4)
@@ -130,6 +132,10 @@ MARK_BUILT = "UPDATE embedding_indexes SET built = true WHERE model_version_id =
 # An index build at millions of rows takes far longer than the pool's 60 s command timeout, which would cancel
 # it (and leave an invalid index to rebuild, forever).
 INDEX_BUILD_TIMEOUT = 12 * 3600.0
+# The memory an HNSW build may hold its graph in (maintenance_work_mem, a ceiling, not an allocation). Past it
+# pgvector goes on building on disk, far slower: with the server's default 64 MB a 1024-d build slowed from
+# ~200 to ~40 vectors a second after 14,000 vectors (bench/similar_scale.py). 1 GB holds ~200,000 such vectors.
+INDEX_BUILD_MEMORY_MB = 1024
 
 
 def index_name(version_id: UUID, org_id: UUID) -> str:
@@ -208,8 +214,13 @@ async def exact_search(
     conn: asyncpg.Connection, org_id: UUID, version_id: UUID, library_id: UUID | None, query: list[float],
     exclude: UUID | None, limit: int, threshold: float | None,
 ) -> list[tuple[UUID, float]]:
-    records = await conn.fetch(EXACT_SEARCH, org_id, version_id, library_id, query, exclude, limit, threshold)
-    return [(r["identifier_id"], float(r["score"])) for r in records]
+    q = np.asarray(query, np.float32)
+    norm = float(np.linalg.norm(q))
+    unit = (q / norm if norm > 0 else q).tolist()  # a zero query has no direction: every cosine reads 0
+    records = await conn.fetch(EXACT_SEARCH, org_id, version_id, library_id, unit, exclude, limit)
+    # The ranking is by cosine, so the best ``limit`` above a threshold are the best ``limit``, cut.
+    hits = [(r["identifier_id"], -float(r["negative_cosine"])) for r in records]
+    return hits if threshold is None else [(i, s) for i, s in hits if s >= threshold]
 
 
 async def indexed_search(
@@ -221,7 +232,7 @@ async def indexed_search(
         # SET LOCAL takes no parameters; ef_search is an int we computed.
         await conn.execute(f"SET LOCAL hnsw.ef_search = {int(ef_search)}")
         records = await conn.fetch(sql, library_id, exclude, query, limit)
-    return [(r["identifier_id"], float(r["score"])) for r in records]
+    return [(r["identifier_id"], 1.0 - float(r["distance"])) for r in records]
 
 
 async def want_index(conn: asyncpg.Connection, org_id: UUID, version_id: UUID, dimension: int) -> None:
@@ -249,6 +260,8 @@ async def build_next_index(conn: asyncpg.Connection) -> str | None:
     try:
         if await conn.fetchval(INDEX_VALID, name) is False:
             await conn.execute(DROP_INDEX.format(name=name), timeout=INDEX_BUILD_TIMEOUT)
+        # SET, not SET LOCAL: CONCURRENTLY runs outside a transaction; RESET below, and the pool resets too.
+        await conn.execute(f"SET maintenance_work_mem = '{int(INDEX_BUILD_MEMORY_MB)}MB'")
         await conn.execute(CREATE_INDEX.format(
             name=name, dim=int(row["dimension"]), version=UUID(str(row["model_version_id"])), org=UUID(str(row["org_id"]))),
             timeout=INDEX_BUILD_TIMEOUT)
@@ -258,6 +271,7 @@ async def build_next_index(conn: asyncpg.Connection) -> str | None:
         # the library's 100,000 vectors instead of asking the index (bench embeddings: 100 ms against 2).
         await conn.execute("ANALYZE identifier_embeddings", timeout=INDEX_BUILD_TIMEOUT)
     finally:
+        await conn.execute("RESET maintenance_work_mem")
         await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
     return name
 
