@@ -1,4 +1,5 @@
-"""The trained artifact: one self-contained ONNX model (``application/onnx``).
+"""The trained artifact: one self-contained ONNX model (``application/onnx``), or for a gallery past
+INLINE_MAX_BYTES one zip of the model and its external weights (``application/zip``, engines.gallery_archive).
 
 The graph is the backbone followed by a head; its input is the backbone's uint8 NHWC tensor
 (preprocess as ``engines.decode`` documents) and its outputs are
@@ -21,6 +22,7 @@ import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,19 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engines.backbone import IR_VERSION, BackboneSpec
 from engines.decode import decode_batch
+from engines.gallery_archive import (
+    archive_metadata,
+    archive_runner,
+    is_archive,
+    write_archive,
+)
+from engines.gallery_index import (
+    FLOAT32,
+    INT8,
+    GalleryWriter,
+    HeadWeights,
+    add_flat_head,
+)
 from engines.interface import EngineError, Match, Recognition
 from engines.runtime import get_runner
 
@@ -38,15 +53,25 @@ __all__ = [
     "Label",
     "artifact_meta",
     "build_classifier_artifact",
+    "build_gallery_archive",
     "build_gallery_artifact",
+    "build_padded_gallery_artifact",
+    "entity_slots",
+    "gallery_model",
+    "gallery_precision",
     "read_artifact",
     "recognize_images",
     "recognize_with_artifact",
+    "write_gallery",
 ]
 
 CONTENT_TYPE = "application/onnx"
 PADDING_SCORE = -10.0  # below any cosine similarity, so padding rows never win an entity's max
 PREFIX = "engineshed."
+FLOAT32_MAX_BYTES = 256 * 1024 * 1024  # galleries up to this many float32 bytes stay exact float32; int8 above
+INLINE_MAX_BYTES = 1536 * 1024 * 1024  # one protobuf holds at most 2 GB: larger galleries are archives
+LARGE_ARTIFACT_BYTES = 256 * 1024 * 1024  # sessions of larger artifacts are kept apart (engines.gallery_archive)
+WRITE_BATCH = 8192  # rows handed to the gallery writer at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +143,10 @@ class ArtifactMeta:
 
 
 def read_artifact(data: bytes) -> tuple[bytes, dict[str, str]]:
-    """The model bytes to hand to an InferenceSession, and the artifact's metadata_props."""
+    """The model bytes to hand to an InferenceSession, and the artifact's metadata_props (an archive's bytes
+    are returned as they are: open it with engines.gallery_archive)."""
+    if is_archive(data):
+        return data, archive_metadata(data)
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:
@@ -126,8 +154,79 @@ def read_artifact(data: bytes) -> tuple[bytes, dict[str, str]]:
     return data, {p.key: p.value for p in model.metadata_props}
 
 
-def build_gallery_artifact(spec: BackboneSpec, vectors: np.ndarray, labels: np.ndarray, meta: ArtifactMeta) -> bytes:
-    """Backbone + gallery head: per-entity best cosine over that entity's rows, then TopK.
+def build_gallery_artifact(
+    spec: BackboneSpec, vectors: np.ndarray, labels: np.ndarray, meta: ArtifactMeta, *, precision: str | None = None
+) -> bytes:
+    """Backbone + flat gallery head (engines.gallery_index), as one ONNX protobuf.
+
+    ``vectors`` [R, D] are L2-normalised gallery rows, ``labels`` [R] their entity index; row order within an
+    entity must match ``meta.labels[e].identifier_ids``. ``precision`` None: float32 (exact) up to
+    FLOAT32_MAX_BYTES of rows, int8 with float32 re-scoring above. A gallery whose weights pass INLINE_MAX_BYTES
+    needs the archive form (:func:`build_gallery_archive`).
+    """
+    with write_gallery(vectors, labels, precision) as writer:
+        weights = writer.finish()
+        if weights.nbytes > INLINE_MAX_BYTES:
+            raise EngineError(f"a gallery of {weights.nbytes} bytes of weights needs the archive form")
+        return gallery_model(spec, weights, meta, external=False)
+
+
+def gallery_precision(rows: int, dim: int, precision: str | None = None) -> str:
+    """The precision a gallery of ``rows`` × ``dim`` is stored in (None: float32 while it is small)."""
+    if precision is not None:
+        return precision
+    return FLOAT32 if rows * dim * 4 <= FLOAT32_MAX_BYTES else INT8
+
+
+def write_gallery(vectors: np.ndarray, labels: np.ndarray, precision: str | None = None,
+                  directory: str | None = None) -> GalleryWriter:
+    """A GalleryWriter holding ``vectors`` (written in batches: no second [R, D] copy); call ``finish``."""
+    labels = np.asarray(labels, np.int64)
+    rows, dim = np.shape(vectors)
+    writer = GalleryWriter(rows, dim, gallery_precision(rows, dim, precision), directory)
+    try:
+        slots = entity_slots(labels)
+        for start in range(0, rows, WRITE_BATCH):
+            end = min(rows, start + WRITE_BATCH)
+            writer.add(vectors[start:end], labels[start:end], slots[start:end])
+    except BaseException:
+        writer.close()
+        raise
+    return writer
+
+
+def entity_slots(labels: np.ndarray) -> np.ndarray:
+    """Each row's position among its entity's rows, in row order (the index into its ``identifierIds``)."""
+    labels = np.asarray(labels, np.int64)
+    if labels.size == 0:
+        return labels.copy()
+    counts = np.bincount(labels)
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.empty_like(labels)
+    slot[order] = np.arange(labels.size) - starts[labels[order]]
+    return slot
+
+
+def gallery_model(spec: BackboneSpec, weights: HeadWeights, meta: ArtifactMeta, *, external: bool) -> Any:
+    """The artifact's model over written gallery ``weights``: its bytes (``external`` False), or the ModelProto
+    whose large initializers refer to ``weights.bin`` (engines.gallery_archive packages both)."""
+    head = _Head(spec)
+    e = head.normalised_embedding()
+    k = add_flat_head(head.graph, e, weights, meta.top_k, len(meta.labels), external=external)
+    outputs = [("scores", TensorProto.FLOAT), ("indices", TensorProto.INT64), ("best_identifier", TensorProto.INT64)]
+    return head.model(outputs, k, meta, serialize=not external)
+
+
+def build_gallery_archive(spec: BackboneSpec, weights: HeadWeights, meta: ArtifactMeta, target: Path) -> Path:
+    """The zip form of a gallery artifact at ``target`` (engines.gallery_archive), weights streamed into it."""
+    model = gallery_model(spec, weights, meta, external=True)
+    return write_archive(model, weights.path, target)
+
+
+def build_padded_gallery_artifact(spec: BackboneSpec, vectors: np.ndarray, labels: np.ndarray, meta: ArtifactMeta) -> bytes:
+    """The gallery head of artifacts trained before the flat one (engines.gallery_index), which recognition
+    still reads: per-entity best cosine over that entity's rows, then TopK.
 
     ``vectors`` [R, D] are L2-normalised gallery rows, ``labels`` [R] their entity index; row
     order within an entity must match ``meta.labels[e].identifier_ids``. Entities are padded to
@@ -215,7 +314,7 @@ class _Head:
         self.node("Div", [self.embedding, "norm_safe"], ["unit"])
         return "head/unit"
 
-    def model(self, outputs: list[tuple[str, int]], k: int, meta: ArtifactMeta) -> bytes:
+    def model(self, outputs: list[tuple[str, int]], k: int, meta: ArtifactMeta, serialize: bool = True) -> Any:
         del self.graph.output[:]
         for name, dtype in outputs:
             self.graph.output.append(helper.make_tensor_value_info(name, dtype, ["N", k]))
@@ -224,6 +323,8 @@ class _Head:
         model.producer_name = "engineshed"
         for key, value in meta.to_metadata().items():
             model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+        if not serialize:
+            return model
         # Check the bytes we return: checking the proto would serialise a second full copy (the gallery
         # head holds 2 KiB per identifier, so a large library's artifact is tens of MB).
         data = model.SerializeToString(deterministic=True)
@@ -238,8 +339,15 @@ def _meta_for(digest: str, runner_metadata: tuple[tuple[str, str], ...]) -> Arti
 
 def artifact_meta(artifact: bytes, execution_provider: str) -> ArtifactMeta:
     """The parsed metadata of an artifact, via its cached session (parsed once per artifact)."""
-    runner = get_runner(artifact, execution_provider)
+    runner = _runner(artifact, execution_provider)
     return _meta_for(runner.digest, tuple(sorted(runner.metadata.items())))
+
+
+def _runner(artifact: bytes, provider: str) -> Any:
+    """The cached session of a single-file artifact (engines.runtime) or of an archive (engines.gallery_archive)."""
+    if is_archive(artifact) or len(artifact) > LARGE_ARTIFACT_BYTES:
+        return archive_runner(artifact, provider)
+    return get_runner(artifact, provider)
 
 
 def recognize_with_artifact(
@@ -252,7 +360,7 @@ def recognize_with_artifact(
     """
     if top_k < 1:
         raise EngineError("top_k must be at least 1")
-    runner = get_runner(artifact, provider)
+    runner = _runner(artifact, provider)
     meta = _meta_for(runner.digest, tuple(sorted(runner.metadata.items())))
     if len(images) == 0:
         return []

@@ -4,23 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from engines.artifact import (
     CONTENT_TYPE,
     ArtifactMeta,
     ArtifactRecognizer,
     Label,
-    build_gallery_artifact,
+    build_gallery_archive,
+    gallery_model,
+    gallery_precision,
+    write_gallery,
 )
 from engines.backbone import BackboneSpec
 from engines.backbone_choice import choose_backbone
 from engines.calibration import balanced_threshold
 from engines.evaluation import against_gallery, leave_one_out, per_entity
+from engines.gallery_archive import ARCHIVE_CONTENT_TYPE, open_archive_bytes
+from engines.gallery_index import GalleryWriter
+from engines.gallery_stream import (
+    NotStreamable,
+    StreamedGallery,
+    evaluate,
+    read_at,
+    read_stream,
+    scratch,
+    streamable,
+)
 from engines.interface import (
     Artifact,
     ConfigOption,
@@ -29,12 +46,20 @@ from engines.interface import (
     IdentifierRef,
     TrainingContext,
 )
+from engines.model_backbone import model_backbone
 from engines.options import PIPELINE_OPTIONS
 from engines.splits import check_split_config, split_options, split_rows
-from engines.training import Prepared, base_report, prepare
+from engines.training import ENTITY_LIST_CAP, Prepared, base_report, prepare
 
-__all__ = ["GalleryEngine", "GalleryFit", "fit_gallery"]
+__all__ = ["GalleryEngine", "GalleryFit", "fit_gallery", "package_gallery"]
 
+log = logging.getLogger(__name__)
+
+STREAM_PAGE = 2000  # identifiers a page when training from stored vectors (the worker's cursor reads 2,000 a trip)
+STREAM_BLOCK = 8192  # rows copied from the vector file to the artifact's weights at a time
+# Galleries with more weights than this are archives: a single protobuf is built in memory (its weights, then its
+# serialisation: three times its size at the peak), an archive is streamed from disk to S3.
+ARCHIVE_ABOVE_BYTES = 256 * 1024 * 1024
 DEFAULT_THRESHOLD = 0.5  # used only when no entity has two identifiers to calibrate with
 ARTIFACT, INDEX = "artifact", "index"  # recognizeFrom
 
@@ -74,9 +99,11 @@ class GalleryEngine(ArtifactRecognizer):
         check=check_split_config,
     )
 
-    def __init__(self, backbone: BackboneSpec | None = None) -> None:
-        """``backbone`` replaces the built-in one (then ``imageSize`` is ignored)."""
+    def __init__(self, backbone: BackboneSpec | None = None, archive_above: int = ARCHIVE_ABOVE_BYTES) -> None:
+        """``backbone`` replaces the built-in one (then ``imageSize`` is ignored); a gallery whose weights pass
+        ``archive_above`` bytes is stored as an archive (engines.gallery_archive), else as one ONNX file."""
         self.backbone = backbone
+        self.archive_above = archive_above
 
     async def train(self, ctx: TrainingContext) -> Artifact:
         """Embed the library, split it, evaluate, calibrate, and build the ONNX artifact.
@@ -90,6 +117,11 @@ class GalleryEngine(ArtifactRecognizer):
             # Only a registered model's vectors are stored per identifier (the built-in projection has none).
             raise EngineError("recognizeFrom 'index' searches the library's stored vectors of a registered embedding "
                               "model: give config.modelId (or register a default embedding model)")
+        if self.backbone is None and streamable(ctx.config, ctx.embedding_model, ctx):
+            try:
+                return await self._train_streamed(ctx)
+            except NotStreamable as exc:
+                log.info("gallery training of library %s reads images: %s", ctx.library_id, exc)
         # 'index' answers from the stored vectors of the model the worker resolved: no other backbone will do.
         chosen = await choose_backbone(ctx, self.backbone, compare=serve_from != INDEX)
         prepared = await prepare(chosen, self.backbone)
@@ -99,9 +131,56 @@ class GalleryEngine(ArtifactRecognizer):
         # The artifact is built either way: it stays the downloadable, self-contained model.
         fit.report["recognizeFrom"] = serve_from
         fit.report["topK"] = ctx.config["topK"]
-        data = await asyncio.to_thread(build_gallery_artifact, prepared.spec, fit.vectors, fit.labels, fit.meta)
+        data, content_type = await asyncio.to_thread(package_gallery, prepared.spec, fit, self.archive_above)
+        fit.report["artifact"] = {"contentType": content_type, "bytes": len(data),
+                                  "precision": gallery_precision(*fit.vectors.shape)}
         await ctx.progress(1.0, "artifact built")
-        return Artifact(data, CONTENT_TYPE, fit.report, fit.accuracy)
+        return Artifact(data, content_type, fit.report, fit.accuracy)
+
+
+    async def _train_streamed(self, ctx: TrainingContext) -> Artifact:
+        """The gallery from stored vectors only, memory bounded by a page (engines.gallery_stream)."""
+        config, model = ctx.config, ctx.embedding_model
+        assert model is not None
+        started = time.perf_counter()
+        try:
+            spec = await asyncio.to_thread(model_backbone, model)
+        except (ValueError, onnx.checker.ValidationError) as exc:
+            raise EngineError(f"model {model.ref} cannot be used as a backbone: {exc}") from None
+        with scratch() as tmp:
+            page = max(config["pageSize"], STREAM_PAGE)
+            gallery = await read_stream(ctx, spec.digest, page, config["maxGalleryPerEntity"], Path(tmp))
+            read_s = time.perf_counter() - started
+            ev = await asyncio.to_thread(evaluate, gallery, DEFAULT_THRESHOLD, config["seed"])
+            await ctx.progress(0.8, "evaluated")
+            labels = tuple(Label(e, gallery.entity_ids[e], gallery.entity_names[e], gallery.identifier_ids[e])
+                           for e in range(len(gallery.entity_ids)))
+            meta = ArtifactMeta(self.info.id, self.info.version, spec.name, spec.digest, ctx.library_id,
+                                spec.input_size, spec.channels, config["topK"], ev.threshold, "cosine", labels)
+            kept = int(gallery.keep.sum())
+            precision = gallery_precision(kept, gallery.dim)
+            fitted = time.perf_counter()
+            data, content_type = await asyncio.to_thread(package_streamed, spec, gallery, meta, self.archive_above, tmp)
+        del labels, meta
+        report = {
+            "engine": self.info.id, "engineVersion": self.info.version, "contentType": content_type,
+            "libraryId": ctx.library_id, "libraryVersion": ctx.library_version,
+            "backbone": {"name": spec.name, "digest": spec.digest, "model": model.ref, "modelVersionId": model.version_id,
+                         "sha256": model.sha256},
+            "provider": "CPUExecutionProvider", "identifiers": gallery.rows, "entities": len(gallery.entity_ids),
+            "embeddings": {"cached": gallery.rows, "computed": 0}, "storedEmbeddings": gallery.rows, "skipped": [],
+            "timings": {"read": round(read_s, 4), "fit": round(fitted - started - read_s, 4),
+                        "artifact": round(time.perf_counter() - fitted, 4)},
+            "entityIds": sorted(gallery.entity_ids) if len(gallery.entity_ids) <= ENTITY_LIST_CAP else None,
+            "skippedByReason": {}, "entitiesWithoutIdentifiers": [], "entitiesWithoutIdentifiersCount": 0,
+            "libraryReadAt": read_at(), "galleryRows": kept, "threshold": ev.threshold, "calibration": ev.calibration,
+            "evaluation": {"method": "leave-one-out top-1 nearest neighbour (cosine)", "evaluated": ev.queries,
+                           "top1": ev.top1, "perEntity": ev.per_entity, "splits": {"training": gallery.rows}},
+            "streamed": True, "recognizeFrom": config["recognizeFrom"], "topK": config["topK"],
+            "artifact": {"contentType": content_type, "bytes": len(data), "precision": precision},
+        }
+        await ctx.progress(1.0, "artifact built")
+        return Artifact(data, content_type, report, ev.top1)
 
 
 @dataclass(slots=True)
@@ -182,6 +261,34 @@ async def fit_gallery(info: EngineInfo, prepared: Prepared, ctx: TrainingContext
     report["calibration"] = calibration.as_json()
     report["timings"]["fit"] = round(time.perf_counter() - started, 4)
     return GalleryFit(vectors, labels, refs, meta, report, accuracy)
+
+
+def package_gallery(spec: BackboneSpec, fit: GalleryFit, archive_above: int) -> tuple[bytes, str]:
+    """The artifact's bytes and content type: one ONNX file, or above ``archive_above`` bytes of weights the zip
+    of model and weights, memory-mapped from an unlinked temporary file (read as it is uploaded, never whole)."""
+    with write_gallery(fit.vectors, fit.labels) as writer:
+        return _package(spec, writer, fit.meta, archive_above)
+
+
+def package_streamed(spec: BackboneSpec, gallery: StreamedGallery, meta: ArtifactMeta, archive_above: int,
+                     directory: str) -> tuple[bytes, str]:
+    """package_gallery for a streamed gallery: its kept rows go from the vector file to the writer in blocks."""
+    kept = int(gallery.keep.sum())
+    with GalleryWriter(kept, gallery.dim, gallery_precision(kept, gallery.dim), directory) as writer:
+        for start in range(0, gallery.rows, STREAM_BLOCK):
+            end = min(gallery.rows, start + STREAM_BLOCK)
+            mask = gallery.keep[start:end]
+            writer.add(gallery.block(start, end)[mask], gallery.entity[start:end][mask], gallery.slot[start:end][mask])
+        return _package(spec, writer, meta, archive_above)
+
+
+def _package(spec: BackboneSpec, writer: GalleryWriter, meta: ArtifactMeta, archive_above: int) -> tuple[bytes, str]:
+    weights = writer.finish()
+    if weights.nbytes <= archive_above:
+        return gallery_model(spec, weights, meta, external=False), CONTENT_TYPE
+    target = writer.directory / "artifact.zip"
+    build_gallery_archive(spec, weights, meta, target)
+    return open_archive_bytes(target), ARCHIVE_CONTENT_TYPE  # the mapping outlives the directory's removal
 
 
 def _cap_per_entity(labels: np.ndarray, cap: int) -> np.ndarray:

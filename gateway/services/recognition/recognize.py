@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +18,6 @@ from gateway.services.training.defaults import default_model_of
 from storage.rows import EngineModel, ModelVersion
 
 
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     model: EngineModel | None  # None: a registered auto_tagging model answered (``registered``)
@@ -31,15 +29,23 @@ class Outcome:
     faces: tuple[Any, ...] = ()  # engines.interface.RecognizedFace: every face a face engine found
 
 
+# The last artifact larger than the artifact cache's whole budget, by storage key: a gallery of hundreds of MB
+# would otherwise be read from S3 (and its session looked up by hashing it) on every recognition. One per process.
+_large: dict[str, bytes] = {}
+
+
 async def artifact_bytes(res: Resources, model: EngineModel) -> bytes:
     key = model.storage_key
     if key is None:
         raise InvalidInput("this model has no stored artifact to recognize with")
-    cached = res.caches.artifacts.get(key)
+    cached = res.caches.artifacts.get(key) or _large.get(key)
     if cached is None:
         cached = await engine_models.read_artifact(res, model)
-        with contextlib.suppress(ValueError):  # an artifact larger than the whole cache is read each time
+        try:
             res.caches.artifacts[key] = cached
+        except ValueError:  # larger than the whole cache
+            _large.clear()
+            _large[key] = cached
     return cached
 
 
