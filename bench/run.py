@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
     p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker", "face", "labeling",
-                                      "import", "embeddings", "memory"),
+                                      "import", "embeddings", "memory", "scale", "direct", "ingest"),
                    default="all",
                    help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
                         "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
@@ -58,13 +58,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "autoTag images/s against the model's raw ceiling, and autoGroup time at --group-n items; "
                         "import = `engineshed import` files/s against the API's upload ceiling; embeddings = stored vectors "
                         "(bench/embeddings.py: ingest, training from vectors vs images, incremental, memory, search); "
-                        "memory = gateway and worker RSS over a newcomer's session in rounds (bench/memory.py)")
+                        "memory = gateway and worker RSS over a newcomer's session in rounds (bench/memory.py); "
+                        "scale = the gallery at 10k/100k/1M identities up to ENGINESHED_BENCH_SCALE_MAX (bench/scale.py); "
+                        "ingest = multipart_over_bare and ingest_over_model_bound (bench/ingest_ratios.py)")
     p.add_argument("--session-rounds", type=int, default=None,
                    help="memory scenario: rounds of a newcomer's session (default 6; quick 2)")
     p.add_argument("--face-per-person", type=int, default=None,
                    help="face scenario: training photos per person, 23 people (default 4; quick 1)")
     p.add_argument("--group-n", type=int, default=None, help="labeling scenario: items to auto-group (default 10000; quick 200)")
     p.add_argument("--import-n", type=int, default=None, help="import scenario: files in the folder (default 1000; quick 40)")
+    p.add_argument("--direct-n", type=int, default=None,
+                   help="direct scenario (bench/direct_upload.py): files per pass, bulk import through writable URLs "
+                        "against raw S3 PUTs of the same bytes (default 1000; quick 60)")
     p.add_argument("--emb-n", type=int, default=None, help="embeddings scenario: N (default 10000; quick 100)")
     p.add_argument("--emb-memory-scale", type=int, default=None,
                    help="embeddings scenario: the memory figure also trains this many × N vectors (default 10; quick 2)")
@@ -89,6 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "recognize_calls": 10 if quick else 100,
         "face_n": 32 if quick else 480,
         "import_n": 40 if quick else 1000,
+        "direct_n": 60 if quick else 1000,
         "emb_n": 100 if quick else 10_000,
         "emb_memory_scale": 2 if quick else 10,
         "emb_search_n": 2000 if quick else 100_000,
@@ -183,6 +189,40 @@ async def measure_import(stack: Stack, args: argparse.Namespace) -> dict[str, An
         await client.aclose()
 
 
+async def measure_direct(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """bulk_over_s3_put (bench/direct_upload.py): bulk import through writable URLs against raw S3 PUTs."""
+    from bench import direct_upload
+
+    log(f"direct uploads: {args.direct_n} files per pass against raw S3 PUTs, {args.concurrency} in flight")
+    token = await create_token(stack.database_url, f"bench-{uuid.uuid4().hex[:8]}")
+    client = Client(stack.url, token, connections=max(64, args.concurrency))
+    try:
+        library = await scenarios.create_library(client, "direct", 20, seed_base=8_000_000, concurrency=args.concurrency)
+    finally:
+        await client.aclose()
+    result = await direct_upload.bulk_vs_s3_put(stack.url, token, library.entity_ids, stack.env, args.direct_n,
+                                                args.concurrency, gateway_pid=stack.gateway.pid)
+    for line in direct_upload.rows(result):
+        log(line)
+    return result
+
+
+async def measure_ingest(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """multipart_over_bare and ingest_over_model_bound (bench/ingest_ratios.py); in a whole run it is skipped,
+    saying why, when the pulled models cannot be had."""
+    from bench import ingest_ratios
+    from gateway.services.models.pull.catalogue import PullError
+
+    try:
+        return await ingest_ratios.ingest_ratios(stack, args.model_cache, 40 if args.quick else 200, args.concurrency,
+                                                 timeout=min(args.timeout, 900.0))
+    except (BenchError, PullError) as exc:
+        if args.only == "ingest":
+            raise
+        log(f"ingest ratios skipped: {exc}")
+        return {"skipped": str(exc)}
+
+
 async def measure_session_memory(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     """Figure 17 (bench/memory.py): RSS of the gateway and the worker over a newcomer's session in rounds; the
     face engine joins when the pulled face models can be registered (else it says why in ``faces_skipped``)."""
@@ -236,7 +276,14 @@ async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSample
         results["face"] = await measure_face(stack, args)
         results["labeling"] = await measure_labeling(stack, args)
         results["import"] = await measure_import(stack, args)
+        results["direct_upload"] = await measure_direct(stack, args)
+        results["ingest_ratios"] = await measure_ingest(stack, args)
         results["session_memory"] = await measure_session_memory(stack, args)
+        from bench import scale
+
+        # The whole run stops at 100,000 identities unless told (1M takes most of the run's time limit alone).
+        limit = int(os.environ.get("ENGINESHED_BENCH_SCALE_MAX", "100000"))
+        results["scale"] = await scale.scale(stack, sampler, limit=limit, timeout=args.timeout)
     return results
 
 
@@ -408,10 +455,18 @@ def main(argv: list[str] | None = None) -> int:
                     work = measure_labeling(stack, args)
                 elif args.only == "import":
                     work = measure_import(stack, args)
+                elif args.only == "direct":
+                    work = measure_direct(stack, args)
+                elif args.only == "ingest":
+                    work = measure_ingest(stack, args)
                 elif args.only == "memory":
                     work = measure_session_memory(stack, args)
                 elif args.only == "embeddings":
                     work = measure_embeddings(stack, args, sampler)
+                elif args.only == "scale":
+                    from bench import scale
+
+                    work = scale.scale(stack, sampler, timeout=args.timeout, note=os.environ.get("ENGINESHED_BENCH_NOTE"))
                 else:
                     work = measure_all(stack, args, sampler)
                 results = asyncio.run(asyncio.wait_for(work, timeout=args.timeout))
@@ -447,9 +502,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.only == "pulled-models":
         report["parameters"] = {"face_n": args.face_n, "concurrency": args.concurrency, "quick": args.quick,
                                 "engine": scenarios.ENGINE, "model_cache": str(args.model_cache)}
+    elif args.only == "ingest":
+        report["parameters"] = {"photos": 40 if args.quick else 200, "concurrency": args.concurrency, "quick": args.quick,
+                                "image": "960×720 JPEG face photos (sampledata/face_scenes.py)",
+                                "model_cache": str(args.model_cache)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(report_text(report, args.only))
+    if args.only == "scale":
+        from bench import scale
+
+        print("\n".join(scale.rows(results)))
+    elif args.only == "direct":
+        from bench import direct_upload
+
+        print("\n".join(direct_upload.rows(results)))
+    elif args.only == "ingest":
+        from bench import ingest_ratios
+
+        print("\n".join(ingest_ratios.rows(results)))
+    else:
+        print(report_text(report, args.only))
     print(f"\nwrote {args.out} in {report['total_seconds']} s")
     return 0
 

@@ -17,6 +17,8 @@ from starlette.responses import RedirectResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from engines.runtime import provider_summary
+from gateway.observability.endpoint import metrics_endpoint
+from gateway.observability.process import observed
 from gateway.resources import open_resources
 from gateway.rest.routes import rest_routes
 from gateway.schema.root import build_schema
@@ -24,6 +26,7 @@ from gateway.services import housekeeping
 from gateway.settings import Settings
 from gateway.web.body_limit import BodyLimitMiddleware
 from gateway.web.errors import graphql_error, http_error
+from gateway.web.files import download
 from gateway.web.graphiql import static_app
 from gateway.web.graphql_view import GraphQLEndpoint, body_limit
 from gateway.web.health import healthz, readyz
@@ -40,7 +43,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_resources(settings, role="gateway") as resources:
+        async with open_resources(settings, role="gateway") as resources, observed(settings, "gateway", resources.pool):
             async with listen(
                 settings.database_url, [EVENT_CHANNEL], resources.events.publish, application_name=connection_name("gateway")
             ):
@@ -71,8 +74,11 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v3/graphql", BodyLimitMiddleware(GraphQLEndpoint(schema), limit=body_limit, shape=graphql_error),
                   methods=["GET", "POST"]),
             WebSocketRoute("/v3/graphql", SubscriptionView(schema, allowed_origins=origins)),
+            # The gateway's signed file links (ENGINESHED_LINKS): the signature is the capability, no token.
+            Route("/v3/files/{key:path}", download, methods=["GET", "HEAD"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),  # only for ENGINESHED_METRICS_TOKEN (404 without one)
             Mount("/v3/static", app=static_app(), name="static"),
             *rest_routes(),
         ],

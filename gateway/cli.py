@@ -1,5 +1,5 @@
 """The server commands of ``engineshed``: dev | serve | worker | migrate | token create | list | revoke | engines |
-models pull.
+models pull | devstack postgres | s3 | proxy.
 
 The ``engineshed`` program (engineshed/cli/main.py) adds them with :func:`add_commands` and hands their parsed
 arguments to :func:`run`; ``python -m gateway.cli`` runs them alone (the processes ``dev`` starts, the tests).
@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 
 from gateway import dev_connection, gc_tuning, logs
+from gateway.devstack.readiness import wait_at_start
+from gateway.observability import multiproc
 from gateway.settings import Settings, SettingsError
 
 log = logging.getLogger("engineshed")
@@ -92,6 +94,7 @@ def gateway_app() -> object:
 
     settings = _settings()
     _logging(settings)
+    multiproc.prepare(settings, clean=False)  # the directory `serve` prepared, named in the inherited environment
     app = create_app(settings)
     gc_tuning.tune()
     return app
@@ -108,12 +111,17 @@ def serve(settings: Settings, env: dict[str, str] | None = None) -> None:
     from gateway.app import create_app
 
     _need_external(settings)
+    wait_at_start(settings)
     # The bind address is seldom what clients on other machines use; the operator says what is (and where
     # the file links point) once, at start.
     if settings.public_url:
         log.info("clients use %s/v3/graphql (ENGINESHED_PUBLIC_URL)", settings.public_url.rstrip("/"))
     if settings.s3_public_endpoint_url:
         log.info("file links point at %s (S3_PUBLIC_ENDPOINT_URL)", settings.s3_public_endpoint_url)
+    if settings.metrics_port:  # this process sums the values of all N gateway processes it starts
+        from gateway.observability import exposition
+
+        exposition.serve(settings, settings.metrics_port)
     processes = gateway_processes(settings)
     if processes == 1:
         app = create_app(settings)
@@ -144,6 +152,11 @@ def worker(settings: Settings, worker_id: str | None = None) -> None:
     from gateway.worker.main import run_worker
 
     _need_external(settings)
+    wait_at_start(settings)
+    if settings.worker_metrics_port:
+        from gateway.observability import exposition
+
+        exposition.serve(settings, settings.worker_metrics_port)
     gc_tuning.tune()
     asyncio.run(run_worker(settings, worker_id=worker_id))
 
@@ -152,6 +165,8 @@ def migrate_command(settings: Settings) -> None:
     import asyncpg
 
     from storage.migrate import migrate
+
+    wait_at_start(settings)
 
     async def go() -> None:
         conn = await asyncpg.connect(settings.database_url)
@@ -272,6 +287,8 @@ def models_pull(settings: Settings, names: list[str], missing_only: bool = False
                 return await model_pull.pull_missing(res, settings)
             return await model_pull.pull(res, settings, names)
 
+    if settings.database_url is not None and settings.s3_endpoint_url is not None:
+        wait_at_start(settings)
     outcomes = asyncio.run(go())
     for o in outcomes:
         timing = ", ".join(f"{k} {v:.2f}s" for k, v in o.seconds.items())
@@ -381,6 +398,7 @@ def add_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     p_serve.add_argument("--workers", type=int, help="gateway processes sharing the port (default: the number of CPUs)")
     p_worker = sub.add_parser("worker", help="a worker process that runs built-in engines")
     p_worker.add_argument("--id", dest="worker_id")
+    p_worker.add_argument("--metrics-port", type=int, help="serve /metrics on this port (ENGINESHED_WORKER_METRICS_PORT)")
     data_dir_help = "the data dir of a running `engineshed dev` to use when DATABASE_URL and S3_ENDPOINT_URL are unset"
     p_migrate = sub.add_parser("migrate", help="apply database migrations")
     p_migrate.add_argument("--data-dir", type=Path, help=data_dir_help)
@@ -405,6 +423,10 @@ def add_commands(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     p_pull = models_sub.add_parser("pull", help="download, verify, convert and register pinned pretrained models")
     p_pull.add_argument("names", nargs="*", metavar="NAME", help="catalogue names (default: all)")
     p_pull.add_argument("--missing", action="store_true", help="only those not registered yet (used by `dev`)")
+    p_devstack = sub.add_parser("devstack", help="PostgreSQL, S3 or a TCP proxy as a foreground service (compose.yaml)",
+                                description="Run one service in the foreground until SIGTERM, listening on "
+                                            "ENGINESHED_HOST:PORT with its data in ENGINESHED_DATA_DIR.")
+    p_devstack.add_argument("service", choices=["postgres", "s3", "proxy"])
     return models_sub
 
 
@@ -413,15 +435,24 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "dev":
         settings = _settings(port=args.port, data_dir=args.data_dir, gateway_processes=_workers(args.workers))
         _logging(settings)
+        multiproc.prepare(settings, clean=True)  # a new deployment: metrics of an earlier one's processes go
         dev(settings)
     elif args.command == "serve":
         settings = _settings(port=args.port, host=args.host, gateway_processes=_workers(args.workers))
         _logging(settings)
+        multiproc.prepare(settings, clean=True)
         serve(settings)
     elif args.command == "worker":
+        settings = _settings(worker_metrics_port=args.metrics_port)
+        _logging(settings)
+        multiproc.prepare(settings, clean=False)
+        worker(settings, args.worker_id)
+    elif args.command == "devstack":
+        from gateway.devstack import proxy, services
+
         settings = _settings()
         _logging(settings)
-        worker(settings, args.worker_id)
+        return {"postgres": services.run_postgres, "s3": services.run_s3, "proxy": proxy.run_proxy}[args.service](settings)
     elif args.command == "migrate":
         migrate_command(_admin_settings(args.data_dir))
     elif args.command == "token" and args.token_command == "list":

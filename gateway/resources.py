@@ -17,7 +17,9 @@ from aiolimiter import AsyncLimiter
 from cachetools import LRUCache
 
 from gateway.events import EventHub
+from gateway.observability import metrics
 from gateway.services.ingest.remote_files import FetchPolicy, make_client
+from gateway.services.links import LinkKeys, link_maker
 from gateway.settings import Settings
 from storage.blobs import BlobStore, connect_blobs
 from storage.db import connection_name, connect_pool
@@ -71,6 +73,7 @@ class Resources:
     engines: Mapping[str, Engine] = field(default_factory=dict)  # engine id -> installed engine
     events: EventHub = field(default_factory=EventHub)  # job-change notifications for this process's subscribers
     caches: Caches = field(default_factory=Caches)
+    link_keys: LinkKeys | None = None  # the secrets of the gateway's own file links (gateway/services/links.py)
 
 
 M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
@@ -118,6 +121,7 @@ async def open_resources(
         if run_migrations:
             async with pool.acquire() as conn:
                 await migrate(conn)
+        keys = LinkKeys(pool)
         async with connect_blobs(
             endpoint_url=settings.s3_endpoint_url,
             bucket=settings.s3_bucket,
@@ -126,6 +130,8 @@ async def open_resources(
             secret_key=settings.aws_secret_access_key,
             create_bucket=True,
             public_endpoint_url=settings.s3_public_endpoint_url,
+            link_maker=link_maker(settings, keys),  # None: S3 serves the links
+            on_error=metrics.s3_error,
         ) as blobs:
             policy = fetch_policy(settings)
             async with make_client(policy) as http:
@@ -143,6 +149,7 @@ async def open_resources(
                     fetch_limiter=AsyncLimiter(settings.fetch_rate_per_second, 1),
                     engines=engines,
                     caches=Caches.of(settings),
+                    link_keys=keys,
                 )
                 if load_engines:
                     from gateway.services.queue.engines import register_installed

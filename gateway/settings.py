@@ -38,6 +38,11 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = None  # base URL clients use to reach us; `dev` and `serve` print it at start
+    # Who serves the file links the API hands out (identifier url, model dataUrl): "s3" (presigned S3 URLs, for
+    # s3_public_endpoint_url when set), "gateway" (signed links under public_url, streamed from S3 by the
+    # gateway, for clients that cannot reach S3), "auto": the gateway when public_url is set and
+    # s3_public_endpoint_url is not, else S3 (gateway/services/links.py).
+    links: Literal["auto", "s3", "gateway"] = "auto"
     gateway_processes: int = 0  # `serve` processes sharing the port; 0: the number of CPUs
     db_pool_min: int = 2
     db_pool_max: int = 20
@@ -56,6 +61,10 @@ class Settings:
     max_query_cost: int = 250_000  # objects a query may fan out to (gateway/schema/extensions/limits.py)
     multipart_max_parts: int = 32
     presign_ttl_seconds: int = 3600
+    # Direct uploads (getSignedWritableUrl): how long a writable URL is valid, and how long after that an object
+    # PUT to it may still become an identifier before housekeeping deletes it as never registered.
+    direct_upload_ttl_seconds: int = 900
+    direct_upload_keep_seconds: int = 3600
     # Browser pages on other origins (GraphQL clients such as Altair or Apollo Sandbox) may call the API:
     # "*" for any, "none" for same-origin only. Safe as a default because the API authenticates with
     # bearer tokens, never cookies: a foreign page cannot borrow a visitor's credentials.
@@ -68,6 +77,11 @@ class Settings:
     fetch_total_seconds: float = 300.0
     fetch_max_bytes: int = 100 * MiB
     fetch_rate_per_second: float = 50.0
+    # Webhooks (gateway/services/webhooks/): deliveries obey the fetch_allow_private / fetch_allowed_hosts rules above
+    webhook_max_per_org: int = 20  # webhooks one organization may register
+    webhook_max_attempts: int = 10  # tries of one delivery before it is failed (redeliverWebhook starts over)
+    webhook_backoff_seconds: float = 10.0  # the wait after the first failed try; doubles each try (jittered, ≤ 1 h)
+    webhook_timeout_seconds: float = 10.0  # one try: connecting, sending and the answer's headers, all together
 
     # Worker and dispatch
     worker_concurrency: int = 2
@@ -104,15 +118,48 @@ class Settings:
     npm_registry: str = "https://registry.npmjs.org/"
     pypi_index: str = "https://pypi.org/simple/"  # a PEP 503/691 simple index (a mirror's URL works)
     pull_models: bool = True  # `engineshed dev` pulls missing system models in the background at start
+    # The project image's own services (`engineshed devstack postgres | s3 | proxy`, compose.yaml); each listens on
+    # ENGINESHED_HOST:PORT with its data under ENGINESHED_DATA_DIR
+    postgres_password: str | None = None  # the `postgres` superuser's password, set when its data dir is created
+    proxy_backends: tuple[str, ...] = ()  # host:port of each gateway the proxy spreads connections over
+    # `serve`, `worker` and `migrate` first wait this long at most for PostgreSQL and S3 to answer (a container stack
+    # starts its services in any order); 0: fail at once when either is down
+    startup_wait_seconds: float = 0.0
 
     # Diagnostics
     expose_sql_count: bool = False  # adds extensions.sqlStatements to responses (tests, benchmarks)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line with request/org/job/task IDs (gateway/logs.py)
+    # Metrics (gateway/observability/): /metrics on a port of its own, bound to `host` (0: none), and/or on the API
+    # port for this bearer token (None: not there, 404); workers expose theirs on worker_metrics_port (0: none).
+    metrics_port: int = 0
+    metrics_token: str | None = None
+    worker_metrics_port: int = 0
+    # The directory the processes of one deployment on one machine share their metric values in
+    # (PROMETHEUS_MULTIPROC_DIR); None: <data_dir>/metrics. `serve` and `dev` empty it at start.
+    metrics_dir: Path | None = None
+    # Traces: the standard OpenTelemetry variables, read here only to decide whether tracing is on (tracing_on);
+    # the OpenTelemetry SDK reads the rest of OTEL_* itself (OTEL_BSP_SCHEDULE_DELAY, OTEL_EXPORTER_OTLP_HEADERS...).
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: str | None = None  # otlp (the default), console, or none
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str | None = None  # None: engineshed-gateway or engineshed-worker
 
     @property
     def heartbeat_interval(self) -> float:
         return self.heartbeat_seconds or self.lease_seconds / 3
+
+    @property
+    def tracing_on(self) -> bool:
+        """Traces are exported only when the standard OpenTelemetry variables ask for it: an OTLP endpoint, or an
+        exporter other than none; OTEL_SDK_DISABLED=true turns them off whatever else is set."""
+        if self.otel_sdk_disabled:
+            return False
+        exporter = (self.otel_traces_exporter or "").strip().lower()
+        if exporter:
+            return exporter != "none"
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
 
     @property
     def cors_allowed_origins(self) -> tuple[str, ...]:
@@ -174,12 +221,23 @@ class Settings:
             raise SettingsError(
                 f"ENGINESHED_PUBLIC_URL: {self.public_url!r} is not an http(s) URL of the form scheme://host[:port][/path]"
             )
+        if self.links not in ("auto", "s3", "gateway"):
+            raise SettingsError(f"ENGINESHED_LINKS must be auto, s3 or gateway, not {self.links!r}")
+        if self.links == "gateway" and self.public_url is None:
+            raise SettingsError("ENGINESHED_LINKS=gateway needs ENGINESHED_PUBLIC_URL: the address the links name")
         if not 1 <= self.presign_ttl_seconds <= 7 * 24 * 3600:
             raise SettingsError("ENGINESHED_PRESIGN_TTL_SECONDS must be 1 to 604800 (S3 accepts at most 7 days)")
+        if not 1 <= self.direct_upload_ttl_seconds <= 7 * 24 * 3600:
+            raise SettingsError("ENGINESHED_DIRECT_UPLOAD_TTL_SECONDS must be 1 to 604800 (S3 accepts at most 7 days)")
+        if self.direct_upload_keep_seconds < 0:
+            raise SettingsError("ENGINESHED_DIRECT_UPLOAD_KEEP_SECONDS must be 0 or more")
         if self.gateway_processes < 0:
             raise SettingsError("ENGINESHED_GATEWAY_PROCESSES must be 0 (the number of CPUs) or more")
         if self.malloc_arenas < 0:
             raise SettingsError("ENGINESHED_MALLOC_ARENAS must be 0 (glibc's default) or more")
+        for name in ("metrics_port", "worker_metrics_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise SettingsError(f"ENGINESHED_{name.upper()} must be a port number, or 0 for none")
         if self.max_discard_bytes is not None and self.max_discard_bytes < 0:
             raise SettingsError("ENGINESHED_MAX_DISCARD_BYTES must be 0 or more")
         for name in ("max_upload_bytes", "max_page_size", "lease_seconds", "worker_concurrency", "max_attempts",
@@ -200,6 +258,12 @@ _ENV_NAMES = {
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
     "port": "PORT",
+    "metrics_dir": "PROMETHEUS_MULTIPROC_DIR",
+    "otel_sdk_disabled": "OTEL_SDK_DISABLED",
+    "otel_traces_exporter": "OTEL_TRACES_EXPORTER",
+    "otel_exporter_otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "otel_exporter_otlp_traces_endpoint": "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "otel_service_name": "OTEL_SERVICE_NAME",
 }
 
 

@@ -6,6 +6,8 @@ one aiohttp session beside it for reads (see ``BlobStore.get_bytes``).
 Two endpoints may name the same S3: the one this process talks to, and a public one that the links handed
 to clients are made for (``S3_PUBLIC_ENDPOINT_URL``), when clients on other machines cannot reach the first.
 A SigV4 signature covers the Host header, so a link is signed for the host it names, never rewritten after.
+Where clients cannot reach S3 at all, a ``link_maker`` given by the caller makes the links instead (the
+gateway's own signed links, which it serves with ``open_read``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import mmap
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +39,7 @@ READ_URL_SECONDS = 900  # a read's own signed URL; it is used at once
 READ_ATTEMPTS = 3
 READ_RETRY_DELAY = 0.1  # seconds before the second attempt, ×4 before each later one
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+LinkMaker = Callable[[str, int], Awaitable[str]]  # (key, seconds valid) -> a URL that serves the object
 
 
 class BlobError(RuntimeError):
@@ -68,8 +72,12 @@ class BlobStore:
         *,
         public_client: Any = None,
         public_signer: GetUrlSigner | None = None,
+        link_maker: LinkMaker | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
+        self._on_error = on_error  # told the operation (head, get, put, delete) of each S3 failure: metrics
+        self._link_maker = link_maker
         self._http = http
         self._signer = signer  # static credentials: sign GET URLs directly (storage/sigv4.py)
         # Links for clients (presign_get) are signed for the public endpoint when there is one: by
@@ -81,11 +89,16 @@ class BlobStore:
         # `make bench`); keys never change content, so a link is reused while at least half its life remains.
         self._presigned: LRUCache[tuple[str, int], tuple[str, float]] = LRUCache(PRESIGN_CACHE_SIZE)
 
+    def _failed(self, operation: str, message: str) -> BlobError:
+        if self._on_error is not None:
+            self._on_error(operation)
+        return BlobError(message)
+
     async def ping(self) -> None:
         try:
             await self._client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError, OSError) as exc:
-            raise BlobError(f"S3 bucket {self.bucket!r} is not reachable: {exc}") from exc
+            raise self._failed("head", f"S3 bucket {self.bucket!r} is not reachable: {exc}") from exc
 
     async def ensure_bucket(self) -> None:
         try:
@@ -106,7 +119,7 @@ class BlobStore:
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
         try:
-            async for chunk in chunks:
+            async for chunk in _pieces(chunks):
                 if not chunk:
                     continue
                 size += len(chunk)
@@ -149,7 +162,7 @@ class BlobStore:
                 except Exception:  # the original error matters more; an abandoned upload expires
                     log.warning("could not abort multipart upload of %s", key)
             if isinstance(exc, (ClientError, BotoCoreError, OSError)):
-                raise BlobError(f"S3 upload failed: {exc}") from exc
+                raise self._failed("put", f"S3 upload failed: {exc}") from exc
             raise
         return StoredBlob(key=key, size=size, sha256=digest.hexdigest(), content_type=content_type)
 
@@ -171,7 +184,7 @@ class BlobStore:
         try:
             url = yarl.URL(await self._sign_get(key, READ_URL_SECONDS), encoded=True)  # sent exactly as signed
         except (BotoCoreError, ClientError) as exc:
-            raise BlobError(f"S3 read of {key} failed: {exc}") from exc
+            raise self._failed("get", f"S3 read of {key} failed: {exc}") from exc
         delay = READ_RETRY_DELAY
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
@@ -185,7 +198,7 @@ class BlobStore:
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 detail, transient = str(exc) or type(exc).__name__, True
             if not transient or attempt == READ_ATTEMPTS:
-                raise BlobError(f"S3 read of {key} failed: {detail}")
+                raise self._failed("get", f"S3 read of {key} failed: {detail}")
             await asyncio.sleep(delay)
             delay *= 4
         raise AssertionError("unreachable")
@@ -207,7 +220,7 @@ class BlobStore:
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 detail, transient = str(exc) or type(exc).__name__, True
             if not transient or attempt == READ_ATTEMPTS:
-                raise BlobError(f"S3 upload of {key} failed: {detail}")
+                raise self._failed("put", f"S3 upload of {key} failed: {detail}")
             await asyncio.sleep(delay)
             delay *= 4
 
@@ -218,6 +231,30 @@ class BlobStore:
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_in
         )
 
+    @asynccontextmanager
+    async def open_read(
+        self, key: str, *, head: bool = False, range_header: str | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """S3's reply to a GET (or HEAD) of the object, its body unread, for relaying it as it arrives: the
+        status is S3's (200, 206 for ``range_header``, 404, 416, ...). BlobError when S3 cannot be reached."""
+        method = "HEAD" if head else "GET"
+        try:
+            if self._signer is not None:
+                url = self._signer.url(method, key, READ_URL_SECONDS)
+            else:
+                url = await self._client.generate_presigned_url(
+                    "head_object" if head else "get_object", Params={"Bucket": self.bucket, "Key": key},
+                    ExpiresIn=READ_URL_SECONDS, HttpMethod=method,
+                )
+            headers = {"Range": range_header} if range_header else {}
+            reply = await self._http.request(method, yarl.URL(url, encoded=True), headers=headers)
+        except (BotoCoreError, ClientError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise self._failed("head" if head else "get", f"S3 read of {key} failed: {exc}") from exc
+        try:
+            yield reply
+        finally:
+            reply.release()  # back to the pool when read to the end, closed when the relay stopped early
+
     async def exists(self, key: str) -> bool:
         try:
             await self._client.head_object(Bucket=self.bucket, Key=key)
@@ -225,9 +262,11 @@ class BlobStore:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise BlobError(f"S3 HEAD of {key} failed: {exc}") from exc
+            raise self._failed("head", f"S3 HEAD of {key} failed: {exc}") from exc
 
     async def _sign_link(self, key: str, expires_in: int) -> str:
+        if self._link_maker is not None:
+            return await self._link_maker(key, expires_in)
         if self._public_signer is not None:
             return self._public_signer.get_url(key, expires_in)
         if self._public_client is not None:
@@ -247,6 +286,21 @@ class BlobStore:
         self._presigned[(key, ttl_seconds)] = (url, now + ttl_seconds)
         return url
 
+    async def presign_put(self, key: str, ttl_seconds: int) -> str:
+        """A presigned PUT URL for clients (direct uploads), on the public endpoint when one is configured; never
+        cached, since each key is written once."""
+        if self._public_signer is not None:
+            return self._public_signer.put_url(key, ttl_seconds)
+        if self._public_client is not None:
+            return await self._public_client.generate_presigned_url(
+                "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds
+            )
+        if self._signer is not None:
+            return self._signer.put_url(key, ttl_seconds)
+        return await self._client.generate_presigned_url(
+            "put_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl_seconds
+        )
+
     async def delete(self, keys: Iterable[str]) -> None:
         batch = [{"Key": k} for k in keys]
         for start in range(0, len(batch), 1000):
@@ -255,7 +309,7 @@ class BlobStore:
                     Bucket=self.bucket, Delete={"Objects": batch[start : start + 1000], "Quiet": True}
                 )
             except (ClientError, BotoCoreError, OSError) as exc:
-                raise BlobError(f"S3 delete failed: {exc}") from exc
+                raise self._failed("delete", f"S3 delete failed: {exc}") from exc
 
     async def list_keys(self, prefix: str = "") -> list[str]:
         keys: list[str] = []
@@ -288,6 +342,8 @@ async def connect_blobs(
     secret_key: str | None,
     create_bucket: bool = False,
     public_endpoint_url: str | None = None,
+    link_maker: LinkMaker | None = None,
+    on_error: Callable[[str], None] | None = None,
 ) -> AsyncIterator[BlobStore]:
     """The store, talking to ``endpoint_url``; links for clients are signed for ``public_endpoint_url`` when
     given (the same S3 by an address clients can reach), else for ``endpoint_url`` too."""
@@ -334,7 +390,24 @@ async def connect_blobs(
             # Credentials from botocore's chain (instance roles, profiles): a second client that never sends a
             # request, only signs links for the public host.
             public_client = await s3_client(public_endpoint_url)
-        store = BlobStore(client, bucket, http, signer, public_client=public_client, public_signer=public_signer)
+        store = BlobStore(client, bucket, http, signer, public_client=public_client, public_signer=public_signer,
+                          link_maker=link_maker, on_error=on_error)
         if create_bucket:
             await store.ensure_bucket()
         yield store
+
+
+async def _pieces(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks, a large one (a trained gallery of gigabytes, memory-mapped) cut into parts, so the upload never
+    holds it whole; a memory-mapped one's parts are released from this process once sent."""
+    async for chunk in chunks:
+        if len(chunk) <= PART_SIZE:
+            yield chunk
+            continue
+        view = memoryview(chunk)
+        for start in range(0, len(view), PART_SIZE):
+            length = min(PART_SIZE, len(view) - start)
+            yield bytes(view[start:start + length])
+            if isinstance(chunk, mmap.mmap):
+                chunk.madvise(mmap.MADV_DONTNEED, start, length)
+        view.release()

@@ -239,7 +239,7 @@ class LibraryEngineModel:
         found = await training_report.report_of(info.context.resources, self._row)
         return TrainingReport.of(found) if found is not None else None
 
-    @strawberry.field(description="Where the trained artifact can be downloaded (a presigned URL for stored artifacts).")
+    @strawberry.field(description="Where the trained artifact can be downloaded: for stored artifacts an expiring signed link (S3's, or the gateway's under ENGINESHED_PUBLIC_URL).")
     async def data_url(self, info: Info) -> Optional[str]:
         return await model_service.data_url(info.context.resources, self._row)
 

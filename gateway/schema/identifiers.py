@@ -15,7 +15,9 @@ from gateway.schema.context import Info
 from gateway.schema.enums import SetEntityProfileImage
 from gateway.schema.identifier_filter import AnnotationType
 from gateway.schema.scalars import DateTime, JSONData
+from gateway.schema.uploads import read_ahead
 from gateway.services.embeddings import vectors as embedding_service
+from gateway.services.ingest import direct
 from gateway.services.library import identifiers as identifier_service
 from gateway.services.library import people as people_service
 from storage import rows
@@ -69,7 +71,7 @@ class EntityIdentifier:
         rows_ = await info.context.loaders.identifier_suggestions.load(self._row.id)
         return [suggestion.from_row(r) for r in rows_ or []]
 
-    @strawberry.field(description="A URL that serves the content: a presigned S3 URL, or the reference URL.")
+    @strawberry.field(description="A URL that serves the content: an expiring signed link (S3's, or the gateway's under ENGINESHED_PUBLIC_URL), or the reference URL.")
     async def url(self, info: Info) -> str:
         return await identifier_service.url_for(info.context.resources, self._row)
 
@@ -219,7 +221,12 @@ class IdentifierMutation:
                 "is_priority": input.is_priority, "jsondata": input.jsondata, "jsonstring": input.jsonstring,
                 "store_reference": input.store_reference, "unique_name": input.unique_name,
                 "profile_update_mode": input.profile_update_mode.value if input.profile_update_mode else None}
-        row = await identifier_service.create(info.context.resources, info.context.principal, data, file)
+        res = info.context.resources
+        key = direct.key_of(res.blobs.bucket, input.url) if file is None and not input.store_reference else None
+        if key is not None:  # a file PUT to a writable URL (getSignedWritableUrl): taken in place
+            row = await direct.create(res, info.context.principal, data, key, read_ahead(info))
+        else:
+            row = await identifier_service.create(res, info.context.principal, data, file)
         return EntityIdentifier.from_row(row)
 
     @strawberry.mutation

@@ -35,6 +35,8 @@ from gateway.schema.recognition import RecognitionQuery
 from gateway.schema.scalars import UploadScalar
 from gateway.schema.tasks import TaskMutation, TaskQuery
 from gateway.schema.tokens import TokenMutation, TokenQuery
+from gateway.schema.webhooks import WebhookMutation, WebhookQuery
+from gateway.schema.uploads import UploadQuery
 from gateway.settings import Settings
 
 _log = logging.getLogger("engineshed.graphql")
@@ -43,7 +45,8 @@ _log = logging.getLogger("engineshed.graphql")
 @strawberry.type
 class Query(
     CallerQuery, ModelQuery, TokenQuery, LabelingQuery, EmbeddingQuery, LibraryQuery, EntityQuery, IdentifierQuery,
-    CatalogueQuery, EngineModelQuery, EngineQuery, JobQuery, TaskQuery, RecognitionQuery,
+    CatalogueQuery, EngineModelQuery, EngineQuery, JobQuery, TaskQuery, RecognitionQuery, UploadQuery,
+    WebhookQuery,
 ):
     pass
 
@@ -52,6 +55,7 @@ class Query(
 class Mutation(
     CatalogueMutation, ModelMutation, TokenMutation, DefaultModelMutation, LabelingMutation, EmbeddingMutation,
     LibraryMutation, EntityMutation, IdentifierMutation, EngineModelMutation, JobMutation, EngineMutation, TaskMutation,
+    WebhookMutation,
 ):
     pass
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from typing import Any
 
 from graphql import GraphQLError, parse, print_ast
@@ -29,6 +30,8 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.graphql import OperationType
 
 from gateway.errors import ApiError, PayloadTooLarge, ServiceUnavailable, unstorable
+from gateway.observability import metrics, tracing
+from gateway.observability.operations import UNKNOWN, OperationNames, refusal_code
 from gateway.schema.context import Context
 from gateway.settings import Settings
 from gateway.web import auth
@@ -85,6 +88,7 @@ class GraphQLEndpoint:
     def __init__(self, schema: Any) -> None:
         self.schema = schema
         self._upload_fields: frozenset[str] | None = None  # read from the schema when a plain form first needs them
+        self._names: OperationNames | None = None  # what metrics and traces call a request, made on first use
 
     @property
     def upload_fields(self) -> frozenset[str]:
@@ -99,6 +103,7 @@ class GraphQLEndpoint:
         return not self.upload_fields or self._upload_field_call.search(query) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         resources = scope["app"].state.resources
         content_type = Headers(scope=scope).get("content-type", "")
         watch = _CloseDelimiterWatch(receive, scope)
@@ -118,6 +123,11 @@ class GraphQLEndpoint:
             log.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
             response = _refusal(500, "internal_error", "An internal error occurred")
         await response(scope, receive, send)
+        # Requests refused before they ran are named "unknown" and carry the refusal's code.
+        operation, code = scope.get("engineshed.graphql", (UNKNOWN, None))
+        if code is None:
+            code = "ok" if response.status_code < 400 else refusal_code(getattr(response, "body", b""))
+        metrics.request_done(operation.field, code, time.perf_counter() - started)
 
     async def handle(self, request: Request, resources: Any, watch: _CloseDelimiterWatch | None = None) -> Response:
         if request.method == "GET":
@@ -227,6 +237,23 @@ class GraphQLEndpoint:
         except auth.FAILURES as exc:
             return auth.refusal(exc, graphql_error)
 
+        if self._names is None:
+            self._names = OperationNames(self.schema, resources.settings.max_query_tokens)
+        named = self._names.of(query, operation_name)
+        request.scope["engineshed.graphql"] = (named, None)  # the code: the refusal's, unless it runs
+        with tracing.request_span(named.kind, named.field) as span:
+            response, code = await self._run(request, resources, query, variables, operation_name, principal,
+                                             form_file, get=get)
+            if code is not None:
+                request.scope["engineshed.graphql"] = (named, code)
+                tracing.outcome(span, code, ok=code == "ok")
+        return response
+
+    async def _run(
+        self, request: Request, resources: Any, query: str, variables: dict[str, Any] | None, operation_name: str | None,
+        principal: Any, form_file: Any, *, get: bool,
+    ) -> tuple[Response, str | None]:
+        """The reply, and the outcome code of an operation that ran (ok, or its first error's); None if refused."""
         counter = [0]
         token = sql_counter.set(counter)
         try:
@@ -243,17 +270,19 @@ class GraphQLEndpoint:
                 allowed_operation_types=allowed,
             )
         except CannotGetOperationTypeError:
-            return _refusal(400, "invalid_input", f"operationName {operation_name!r} names no operation in the document")
+            return _refusal(400, "invalid_input", f"operationName {operation_name!r} names no operation in the document"), None
         except InvalidOperationTypeError as exc:
             if get:
-                return _refusal(405, "not_allowed", "only queries may be sent with GET; use POST for mutations")
-            return _refusal(400, "invalid_input", f"{exc.operation_type.value} operations are served over WebSocket (graphql-transport-ws)")
+                return _refusal(405, "not_allowed", "only queries may be sent with GET; use POST for mutations"), None
+            return _refusal(400, "invalid_input", f"{exc.operation_type.value} operations are served over WebSocket (graphql-transport-ws)"), None
         finally:
             sql_counter.reset(token)
         body: dict[str, Any] = {"data": result.data}
         status = 200
+        code = "ok"
         if result.errors:
             body["errors"] = [self.format_error(e) for e in result.errors]
+            code = body["errors"][0]["extensions"]["code"]
             if result.data is None and all(e.original_error is None or e.path is None for e in result.errors):
                 status = 400  # the document did not parse or validate, or its variables did not coerce: nothing ran
             if any((e.extensions or {}).get("code") == "authentication_error" for e in result.errors):
@@ -262,7 +291,7 @@ class GraphQLEndpoint:
                 status = 413
         if resources.settings.expose_sql_count:
             body["extensions"] = {"sqlStatements": counter[0]}
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(body, status_code=status), code
 
     def format_error(self, error: GraphQLError) -> dict[str, Any]:
         original = error.original_error

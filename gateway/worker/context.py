@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -19,11 +19,13 @@ import numpy as np
 
 from engines.interface import EmbeddingModel, FetchError, IdentifierRef, Measures
 from engines.model_backbone import backbone_digest
+from gateway.observability.tracing import PhaseClock, TimedExecutor
 from gateway.resources import Resources
 from gateway.services.ingest.remote_files import FetchRefused, fetch_bytes
 from storage.queries import content_measures as measures_q
 from storage.queries import embeddings as embedding_q
 from storage.queries import identifiers as identifier_q
+from storage.queries import training_vectors as training_vectors_q
 from storage.queries import vectors as vector_q
 from storage.rows import Task
 
@@ -136,6 +138,13 @@ class WorkerContext(abc.ABC):
         self.message: str | None = None
         self.inferences = 0
         self.fetches = 0  # identifier contents read (S3 GETs or URL fetches)
+        self.phases: PhaseClock | None = None  # when fetches and decodes ran, while traces are on
+
+    def time_phases(self) -> PhaseClock:
+        """Record when fetches and decodes run from now on (for the training's trace)."""
+        self.phases = PhaseClock()
+        self.decode_pool = TimedExecutor(self.decode_pool, self.phases, "decode")
+        return self.phases
 
     @property
     def stored_read(self) -> int:
@@ -148,6 +157,12 @@ class WorkerContext(abc.ABC):
 
     async def fetch(self, ref: IdentifierRef) -> bytes:
         # S3 errors are not FetchError: they mean "try the task again later", not "skip this image".
+        if self.phases is not None:
+            with self.phases.timed("fetch"):
+                return await self._fetch(ref)
+        return await self._fetch(ref)
+
+    async def _fetch(self, ref: IdentifierRef) -> bytes:
         storage_key, url = self._sources.pop(ref.identifier_id, (None, None))
         self.fetches += 1
         if storage_key:
@@ -235,6 +250,22 @@ class LibraryContext(WorkerContext):
             yield refs
             if len(rows) < page_size:
                 return
+
+    async def read_stored_vectors(self, sink: Callable[[np.ndarray], Awaitable[None]]) -> tuple[np.ndarray, list[str]] | None:
+        """The library's training identifiers and their stored vectors in bulk, for engines.gallery_stream:
+        ``sink`` gets blocks of storage.queries.training_vectors.row_dtype rows; returns the library's entities
+        (IDs as 16 bytes, names) in ranking order, or None (and no rows) where an identifier has no stored
+        vector. One read-only REPEATABLE READ transaction: the rows and the entities are one view."""
+        if self.stored is None:
+            return None
+        library_id, version_id = UUID(self.library_id), self.stored.version_id
+        async with self._res.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            if await training_vectors_q.without_vector(conn, self._org_id, library_id, self._types, version_id):
+                return None
+            entities = await training_vectors_q.entities(conn, self._org_id, library_id)
+            self.stored.used += await training_vectors_q.copy_vectors(
+                conn, self._org_id, library_id, self._types, version_id, sink)
+        return entities
 
     async def _pages_with_vectors(self, stored: IdentifierVectors, page_size: int) -> AsyncIterator[list[IdentifierRef]]:
         """The library in one server-side cursor, stored vectors alongside (binary, ``CURSOR_PREFETCH`` rows a

@@ -24,6 +24,7 @@ import numpy as np
 
 from engines.embedding import Embedder, embedder
 from engines.interface import EngineError
+from gateway.observability import metrics
 from gateway.resources import Resources
 from gateway.services.ingest.remote_files import FetchRefused, fetch_bytes
 from gateway.services.models import backbones as engine_backbones
@@ -265,6 +266,7 @@ class EmbeddingIngest:
                     await q.want_index(conn, org, version_id, version.dimension)
             await q.fail(conn, self.owner, version_id, failures)
         self.embedded += written
+        metrics.embedded("ingest", written)
         name = version.ref if version is not None else f"model version {version_id}"  # named as users name it
         if failures:
             log.warning("embedding with %s: %d identifiers failed (e.g. %s)", name, len(failures),

@@ -19,6 +19,7 @@ import time
 import uuid
 
 from engines.runtime import provider_summary
+from gateway.observability.process import observed
 from gateway.resources import Resources, open_resources
 from gateway.services import housekeeping
 from gateway.services.queue import dispatch
@@ -28,6 +29,7 @@ from gateway.worker.errors import TRANSIENT
 from gateway.worker.handlers import handler_table
 from gateway.worker.runner import TaskRun
 from gateway.worker.trials import Trials
+from gateway.worker.webhooks import WebhookSender
 from storage.db import connection_name, listen
 from storage.queries.jobs import CANCEL_CHANNEL, WAKE_CHANNEL
 from storage.queries.vectors import EMBED_CHANNEL
@@ -133,7 +135,7 @@ async def run_worker(settings: Settings, *, worker_id: str | None = None) -> Non
     loop = asyncio.get_running_loop()
     pool = make_decode_pool(settings)
     try:
-        async with open_resources(settings, role="worker") as res:
+        async with open_resources(settings, role="worker") as res, observed(settings, "worker", res.pool):
             worker = Worker(res, pool, owner)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stopping.set)
@@ -144,6 +146,8 @@ async def run_worker(settings: Settings, *, worker_id: str | None = None) -> Non
                 log.info("worker %s ready with engines: %s; %s", owner, ", ".join(sorted(res.engines)) or "none",
                          await asyncio.to_thread(provider_summary, settings.onnx_provider))
                 ingest = asyncio.create_task(worker.ingest.loop(worker.stopping))
+                # Webhook deliveries, beside the tasks; a try cut short by shutdown is retried once its lease ends.
+                webhooks = asyncio.create_task(WebhookSender(res, owner).loop(worker.stopping))
                 main = asyncio.create_task(worker.loop())
                 stop = asyncio.create_task(worker.stopping.wait())
                 await asyncio.wait({main, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -155,6 +159,9 @@ async def run_worker(settings: Settings, *, worker_id: str | None = None) -> Non
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ingest
                 await worker.shutdown()
+                webhooks.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await webhooks
             log.info("worker %s stopped", owner)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -35,11 +35,16 @@ QUERIES = {
     "models": "query { models { count } }",
     "model": 'query { model(name: "{N}") { id } }',
     "tokens": "query { tokens { id } }",
+    "webhooks": "query { webhooks { count } }",
+    "webhook": 'query { webhook(id: "{W}") { id } }',
+    "webhookDeliveries": 'query { webhookDeliveries(webhookId: "{W}") { count } }',
     "unassignedIdentifiers": 'query { unassignedIdentifiers(libraryId: "{L}") { count } }',
     "suggestions": 'query { suggestions(jobId: "{J}") { count } }',
     "identifierGroups": 'query { identifierGroups(jobId: "{J}") { count } }',
     "embeddingVectors": 'query { embeddingVectors(uniqueNames: ["matrix-none.png"], libraryId: "{L}") { uniqueName } }',
     "similarIdentifiers": 'query { similarIdentifiers(identifierId: "{I}", modelId: "{N}") { score } }',
+    "getSignedWritableUrl": 'query { getSignedWritableUrl(key: "matrix.png") { key url } }',
+    "getSignedWritableUrls": "query { getSignedWritableUrls(number: 2) { key url } }",
 }
 MUTATIONS = {
     "createLibrary": 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
@@ -75,6 +80,11 @@ MUTATIONS = {
     "deleteModelVersion": 'mutation { deleteModelVersion(name: "{N}", version: 1) { id } }',
     "createToken": "mutation { createToken(input: {scope: read}) { id token } }",
     "revokeToken": 'mutation { revokeToken(id: "{K}") { id } }',
+    "createWebhook": 'mutation { createWebhook(input: {url: "https://93.184.215.14/hook", events: [job_complete]}) { id secret } }',
+    "updateWebhook": 'mutation { updateWebhook(input: {id: "{W}", description: "renamed"}) { id } }',
+    "deleteWebhook": 'mutation { deleteWebhook(id: "{W}") { id } }',
+    "rotateWebhookSecret": 'mutation { rotateWebhookSecret(id: "{W}") { id secret } }',
+    "redeliverWebhook": 'mutation { redeliverWebhook(deliveryId: "{WD}") { id } }',
     "setDefaultModel": 'mutation { setDefaultModel(libraryEngineModelId: "{M}") { id } }',
     "autoTag": 'mutation { autoTag(input: {libraryId: "{L}", libraryEngineModelId: "{M}"}) { id } }',
     "findHardExamples": 'mutation { findHardExamples(input: {libraryId: "{L}", libraryEngineModelId: "{M}"}) { id } }',
@@ -103,18 +113,27 @@ REST_ROUTES = {
 }
 REST_WRITES = {"start training", "delete training", "start labeling task"}
 REST_NO_FOREIGN_ID = {"list trainings"}
+# Routes whose capability is a signature in the URL, not a token (gateway/web/files.py): {K} is the storage key
+# of the first organization's identifier, the signature a made-up one.
+SIGNED_ROUTES = {
+    "file link": ("GET", "/v3/files/{K}?expires=9999999999&signature=" + "A" * 43),
+    "file link head": ("HEAD", "/v3/files/{K}?expires=9999999999&signature=" + "A" * 43),
+}
 # Fields that take none of the first organization's IDs: no tenancy question to ask of them.
 NO_FOREIGN_ID = {"libraries", "libraryTypes", "libraryType", "entityIdentifierTypes", "entityIdentifierType",
                  "engine", "engines", "engineCategories", "jobs", "createLibrary", "createEngine", "claimTasks",
                  "createEntityIdentifierType", "createLibraryType", "me",
-                 "models", "registerModel", "tokens", "createToken"}
+                 "models", "registerModel", "tokens", "createToken", "getSignedWritableUrl", "getSignedWritableUrls"}
 # Fields only an engine or task token may call: an admin token of any organization is refused for its
 # scope before the ID is looked at (the same answer for a real and a made-up ID, so nothing leaks).
 ENGINE_ONLY = {"claimTasks", "heartbeatTask", "completeTask", "failTask", "releaseTask"}
 # Queries a read token may not call either: managing the organization's tokens is for admin tokens.
-ADMIN_ONLY_QUERIES = {"tokens"}
+ADMIN_ONLY_QUERIES = {"tokens", "getSignedWritableUrl", "getSignedWritableUrls"}  # writable URLs: uploads are writes
 # List fields filtered by the first organization's IDs: an empty page, as for made-up IDs.
 EMPTY_LIST = {"entities", "suggestions"}
+# Webhooks are managed by admin tokens only; listing and creating name none of the first organization's IDs.
+NO_FOREIGN_ID |= {"webhooks", "createWebhook"}
+ADMIN_ONLY_QUERIES |= {"webhooks", "webhook", "webhookDeliveries"}
 
 
 def _doc(template: str, ids: dict[str, str]) -> str:
@@ -147,7 +166,9 @@ def first_org_ids(org, stack) -> dict[str, str]:
                               l=library_id).ok()["createEntity"]["id"]
     stack.db.execute("INSERT INTO identifier_negatives (org_id, identifier_id, entity_id, library_id) VALUES ($1, $2, $3, $4)",
                      org.id, uuid.UUID(identifier_id), uuid.UUID(second), uuid.UUID(library_id))
-    return {"L": library_id, "E": entity_id["id"], "E2": second, "I": identifier_id, "M": model_id,
+    webhook_id, delivery_id = _webhook_rows(stack, org)
+    return {"W": webhook_id, "WD": delivery_id,
+            "L": library_id, "E": entity_id["id"], "E2": second, "I": identifier_id, "M": model_id,
             "J": job_id, "T": task_id, "IT": identifier_type, "LT": library_type,
             "N": _registered_model(org), "K": token_id, "S": suggestion_id, "G": group_id,
             "LJ": labeling_job, "P": str(org.id)}
@@ -181,6 +202,21 @@ def _labeling_job(stack, org, library_id: str) -> str:
         "VALUES ($1, $2, $3, 'engineshed-labeling', 'queued', '{\"mode\": \"auto-group\"}'::jsonb)", task, org.id, job,
     )
     return str(job)
+
+
+def _webhook_rows(stack, org) -> tuple[str, str]:
+    """A webhook of the first organization (disabled: nothing is ever sent to it) and one finished delivery of it
+    (written directly, as a worker leaves it)."""
+    webhook_id = org.client.query(
+        'mutation { createWebhook(input: {url: "https://93.184.215.14/hook", events: [job_cancelled]}) { id } }'
+    ).ok()["createWebhook"]["id"]
+    org.client.query('mutation($id: ID!) { updateWebhook(input: {id: $id, enabled: false}) { id } }', id=webhook_id).ok()
+    delivery = uuid.uuid4()
+    stack.db.execute(
+        "INSERT INTO webhook_deliveries (id, org_id, webhook_id, event, data, status, attempts) "
+        "VALUES ($1, $2, $3, 'job_cancelled', '{}'::jsonb, 'failed', 1)", delivery, org.id, uuid.UUID(webhook_id),
+    )
+    return webhook_id, str(delivery)
 
 
 def _registered_model(org) -> str:
@@ -309,6 +345,24 @@ def test_a_read_token_may_read_every_rest_route_and_write_none(org, first_org_id
             else:
                 assert response.status_code == 200, (name, response.text)
     assert _counts(stack, org) == counts_before
+
+
+@pytest.mark.parametrize("who", ["no token", "owner", "other organization"])
+def test_signed_routes_grant_nothing_to_a_token_and_answer_a_real_key_as_a_made_up_one(org, other_org, first_org_ids,
+                                                                                       stack, who):
+    key = stack.db.fetchval("SELECT storage_key FROM entity_identifiers WHERE id = $1", uuid.UUID(first_org_ids["I"]))
+    assert key and key.startswith(str(org.id))
+    made_up = f"{org.id}/{uuid.uuid4()}/{uuid.uuid4().hex}"
+    token = {"no token": None, "owner": org.token, "other organization": other_org.token}[who]
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"} if token else {}, timeout=30) as http:
+        for name, (method, path) in SIGNED_ROUTES.items():
+            real = http.request(method, org.gateway.url + path.replace("{K}", key))
+            fake = http.request(method, org.gateway.url + path.replace("{K}", made_up))
+            assert real.status_code == fake.status_code == 403, (name, real.text)
+            assert real.content == fake.content, (name, real.text, fake.text)
+            if method == "GET":
+                assert_clean(real.text)
+                assert real.json()["error"]["code"] == "not_allowed", (name, real.text)
 
 
 def test_another_organization_gets_404_on_rest_routes_exactly_as_for_made_up_ids(org, other_org, first_org_ids, stack):

@@ -130,6 +130,35 @@ def test_the_people_change_operations_fuzzed_on_their_own_get_clean_replies(fuzz
     print(f"\nfuzzed people-change operations: {sum(seen.values())} requests, statuses {seen}")
 
 
+WEBHOOK_FIELDS = {
+    "query": ["webhooks", "webhook", "webhookDeliveries"],
+    "mutation": ["createWebhook", "updateWebhook", "deleteWebhook", "rotateWebhookSecret", "redeliverWebhook"],
+}
+
+
+@pytest.mark.parametrize("kind", ["query", "mutation"])
+def test_the_webhook_operations_fuzzed_on_their_own_get_clean_replies(fuzz_http, kind):
+    """Every example lands on a webhook field (generated from the schema the gateway serves); one webhook exists, so
+    generated IDs and URLs meet a real row as well as made-up ones."""
+    http, url = fuzz_http
+    created = http.post(url, json={"query": 'mutation { createWebhook(input: {url: "https://93.184.215.14/h", '
+                                            'events: [job_cancelled]}) { id } }'}).json()
+    assert created["data"]["createWebhook"]["id"], created
+    served = http.post(url, json={"query": graphql.get_introspection_query()}).json()["data"]
+    sdl = graphql.print_schema(graphql.build_client_schema(served))
+    seen: dict[str, int] = {}
+    strategy = from_schema(sdl, fields=WEBHOOK_FIELDS[kind], custom_scalars=CUSTOM_SCALARS, allow_x00=False)
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=False, suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(query: str) -> None:
+        if kind == "query" or query.lstrip().startswith("mutation"):
+            _check(http, url, query, seen)
+
+    run()
+    print(f"\nfuzzed webhook {kind} operations: {sum(seen.values())} requests, statuses {seen}")
+
+
 EMBEDDING_FIELDS = {"query": ["embeddingVectors", "similarIdentifiers"], "mutation": ["generateEmbeddings", "insertEmbeddings"]}
 
 
@@ -147,6 +176,48 @@ def test_the_embedding_operations_fuzzed_on_their_own_get_clean_replies(fuzz_htt
 
     run()
     print(f"\nfuzzed embedding {kind} operations: {sum(seen.values())} requests, statuses {seen}")
+
+
+DIRECT_UPLOAD_FIELDS = {"query": ["getSignedWritableUrl", "getSignedWritableUrls"], "mutation": ["createEntityIdentifier"]}
+
+
+@pytest.mark.parametrize("kind", ["query", "mutation"])
+def test_the_direct_upload_operations_fuzzed_on_their_own_get_clean_replies(fuzz_http, kind):
+    """Writable URLs with generated keys and numbers, and createEntityIdentifier with generated URLs, some shaped
+    like direct-upload keys (generated from the schema the gateway serves, which schema.graphql follows)."""
+    http, url = fuzz_http
+    served = http.post(url, json={"query": graphql.get_introspection_query()}).json()["data"]
+    sdl = graphql.print_schema(graphql.build_client_schema(served))
+    seen: dict[str, int] = {}
+    strategy = from_schema(sdl, fields=DIRECT_UPLOAD_FIELDS[kind], custom_scalars=CUSTOM_SCALARS, allow_x00=False)
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=False, suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(query: str) -> None:
+        if query.lstrip().startswith(kind):
+            _check(http, url, query, seen)
+
+    run()
+    entity = http.post(url, json={"query": "{ libraries { records { entities { records { id } } } } }"}).json()
+    entity_id = entity["data"]["libraries"]["records"][0]["entities"]["records"][0]["id"]
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=False, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(
+        st.builds(lambda a, b: f"uploads/{a}/{b}", st.text(max_size=40), st.text(max_size=40)),
+        st.builds(lambda a, b: f"http://127.0.0.1:1/engineshed/uploads/{a}/{b}?X-Amz-Signature=x", st.uuids(), st.text(max_size=40)),
+    ))
+    def shaped(value: str) -> None:
+        query = ("mutation($e: ID!, $u: String!) { createEntityIdentifier(input: {entityId: $e, identifierTypeId: \"face\", "
+                 "url: $u}) { id } }")
+        response = http.post(url, json={"query": query, "variables": {"e": entity_id, "u": value}})
+        assert response.status_code < 500, response.text[:500]
+        body = response.json()
+        assert body.get("errors") and body["errors"][0]["extensions"]["code"] in ("invalid_input", "not_found"), body
+        assert not LEAK.search(json.dumps(body)), body
+
+    if kind == "mutation":
+        shaped()
+    print(f"\nfuzzed direct upload {kind} operations: {sum(seen.values())} requests, statuses {seen}")
 
 
 _json_values = st.recursive(
@@ -189,6 +260,32 @@ def test_the_intelligent_tasks_route_fuzzed(org):
         run()
 
 
+def test_the_file_link_route_fuzzed(org):
+    """GET /v3/files/{key}?expires=&signature= with generated keys, expiries and signatures (the real shapes
+    among them): a JSON 403, never a 5xx, whatever the path holds."""
+    from urllib.parse import quote
+
+    path_text = st.one_of(st.text(max_size=60), st.just(f"{org.id}/x/y"), st.just("../../etc/passwd"),
+                          st.just("%2E%2E/%2E%2E/etc/passwd"), st.just(""), st.text(alphabet="/.%", max_size=12))
+    number = st.one_of(st.integers(0, 10**13).map(str), st.text(max_size=15))
+    signature = st.one_of(st.from_regex(r"[A-Za-z0-9_-]{43}", fullmatch=True), st.text(max_size=50))
+    with httpx.Client(timeout=30) as http:
+
+        @settings(max_examples=120, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(path_text, number, signature)
+        def run(key: str, expires: str, sig: str) -> None:
+            url = f"{org.gateway.url}/v3/files/{quote(key, safe='/%')}"
+            response = http.get(url, params={"expires": expires, "signature": sig})
+            assert response.status_code < 500, (key, expires, sig, response.status_code, response.text[:300])
+            assert not LEAK.search(response.text), response.text[:500]
+            if response.request.url.path.startswith("/v3/files/"):
+                assert (response.status_code, response.json()["error"]["code"]) == (403, "not_allowed"), key
+            else:  # the client resolved "." or "..": another path, which the router answers (404, or a redirect)
+                assert response.is_redirect or response.json()["error"]["code"] == "not_found", response.text[:300]
+
+        run()
+
+
 NUL_CASES = {
     "embeddingVectors uniqueName": 'query { embeddingVectors(uniqueNames: ["a\\u0000b"]) { uniqueName } }',
     "insertEmbeddings uniqueName": 'mutation { insertEmbeddings(modelId: "m", vectorDimension: [1], embeddings: [{uniqueName: "a\\u0000", embeddings: [1]}]) { inserted } }',
@@ -200,6 +297,9 @@ NUL_CASES = {
     "createLibrary name": 'mutation { createLibrary(input: {name: "a\\u0000b", libraryTypeId: "people"}) { id } }',
     "createEngine id": 'mutation { createEngine(input: {id: "x\\u0000", identifierTypeIds: ["face"]}) { id } }',
     "autoTag query": 'mutation { autoTag(input: {identifierTypeId: "image", query: "entity.name=a\\u0000b"}) { id } }',
+    "createWebhook url": 'mutation { createWebhook(input: {url: "https://93.184.215.14/a\\u0000b", events: [job_complete]}) { id } }',
+    "createWebhook description": 'mutation { createWebhook(input: {url: "https://93.184.215.14/", events: [job_complete], description: "a\\u0000b"}) { id } }',
+    "webhook id": 'query { webhook(id: "\\u0000") { id } }',
     "autoGroup model": 'mutation { autoGroup(input: {libraryId: "00000000-0000-0000-0000-000000000000", nClusters: 1, modelId: "a\\u0000"}) { id } }',
 }
 

@@ -404,3 +404,14 @@ async def test_the_store_relays_ranges_and_heads_with_credentials_from_botocores
             assert (reply.status, reply.headers["Content-Length"]) == (200, "10")
         async with blobs.open_read("tests/gateway-links/none") as reply:
             assert reply.status == 404
+
+
+def test_writable_urls_are_refused_where_clients_cannot_reach_storage(link_org: Org):
+    """With the gateway serving the file links, S3 is not reachable by clients: a URL to PUT to would not work,
+    so asking for one is refused with the way that does (a multipart upload), and nothing is recorded."""
+    before = link_org.stack.db.fetchval("SELECT count(*) FROM direct_uploads WHERE org_id = $1", link_org.id)
+    for query in ('query { getSignedWritableUrl(key: "a.png") { url } }', "query { getSignedWritableUrls(number: 3) { url } }"):
+        reply = link_org.client.query(query)
+        assert reply.error_code == "not_allowed", reply.body
+        assert "multipart" in reply.errors[0]["message"]
+    assert link_org.stack.db.fetchval("SELECT count(*) FROM direct_uploads WHERE org_id = $1", link_org.id) == before

@@ -32,8 +32,9 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from gateway.errors import InvalidInput, NotFound, ServiceUnavailable
+from gateway.errors import InvalidInput, NotAllowed, NotFound, ServiceUnavailable
 from gateway.resources import Resources
+from gateway.services import links
 from gateway.services.access.ids import parse_id
 from gateway.services.access.principal import Principal
 from gateway.services.ingest import content_sniff, embed_targets, naming, uploads
@@ -84,6 +85,11 @@ async def issue(res: Resources, principal: Principal, number: int, name: str | N
     if not isinstance(number, int) or not 1 <= number <= MAX_URLS:
         raise InvalidInput(f"number must be 1 to {MAX_URLS}, not {number}")
     settings = res.settings
+    if links.through_gateway(settings):
+        # Here clients cannot reach S3 (the gateway serves the file links), so a URL to PUT to would not work.
+        raise NotAllowed("writable URLs are not offered here: clients cannot reach this deployment's storage "
+                         "(ENGINESHED_LINKS serves files through the gateway); upload with a multipart "
+                         "createEntityIdentifier instead")
     ttl = settings.direct_upload_ttl_seconds
     file_name = naming.default_unique_name(name, None) if name else None
     keys = [f"{PREFIX}/{principal.org_id}/{object_name(name)}" for _ in range(number)]
