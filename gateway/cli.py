@@ -309,6 +309,7 @@ def dev(settings: Settings) -> None:
                  f"choose another: PORT={settings.port + 1} make run, or engineshed dev --port {settings.port + 1}")
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    multiproc.prepare(settings, clean=True)  # a new deployment: metrics of an earlier one's processes go
     # SIGTERM should clean up like Ctrl-C: the embedded PostgreSQL is a daemon and must be stopped.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with embedded_stack(data_dir) as (pg, s3):
@@ -435,8 +436,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "dev":
         settings = _settings(port=args.port, data_dir=args.data_dir, gateway_processes=_workers(args.workers))
         _logging(settings)
-        multiproc.prepare(settings, clean=True)  # a new deployment: metrics of an earlier one's processes go
-        dev(settings)
+        dev(settings)  # prepares the metrics directory once the port is known to be free
     elif args.command == "serve":
         settings = _settings(port=args.port, host=args.host, gateway_processes=_workers(args.workers))
         _logging(settings)
