@@ -234,6 +234,27 @@ class Task(Row):
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentRow(Row):
+    """One person seen (``face``) or heard (``speaker``) in a media task, from ``start_s`` to ``end_s`` seconds."""
+
+    task_id: UUID
+    job_id: UUID
+    seq: int  # unique within the task; not in start order (order by start_s, then seq)
+    kind: str  # face | speaker
+    start_s: float
+    end_s: float
+    label: str  # the entity id, or unknown-face-N / unknown-speaker-N, stable within the task's result
+    entity_id: str | None
+    entity_name: str | None
+    identifier_id: str | None
+    confidence: float
+    best_s: float | None  # face: the timestamp of the frame the identity was judged from
+    matches: Any  # [{entityId, entityName, entityIdentifierId, score}], best first
+    boxes: Any  # [{t, left, top, width, height}]
+    has_thumbnail: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ModelVersion(Row):
     """One version of a registered model, with its model's name, application and aliases joined in."""
 
