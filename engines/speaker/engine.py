@@ -20,7 +20,8 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from engines.interface import (
     Recognition,
     TrainingContext,
 )
+from engines.media import MediaOptions, Progress, Segment
 from engines.runtime import get_runner
 from engines.speaker.audio import (
     DEFAULT_MAX_BYTES,
@@ -240,6 +242,23 @@ class SpeakerEngine:
             matches = await asyncio.to_thread(recognize_pieces, artifact, pieces, top_k, threshold, execution_provider)
             results.append(Recognition(index, matches, windows=tuple((a, b) for a, b in info["windows"])))
         return results
+
+    def inline_seconds(self, artifact: bytes, execution_provider: str) -> float:
+        """The longest recording one ``recognize`` call takes with this artifact (the limit it was trained with);
+        a longer one is recognized over time, as a job (``recognize_media``)."""
+        return float(audio_bounds(artifact, execution_provider)["max_seconds"])
+
+    async def recognize_media(
+        self, artifact: bytes, path: str, options: MediaOptions, *, execution_provider: str,
+        pool: Executor | None, progress: Progress,
+    ) -> AsyncIterator[Segment]:
+        """Who speaks when in a long recording or a video's audio track (engines/speaker/diarize.py): speaker
+        segments in start order, each voice matched once against the library or left an unknown speaker."""
+        from engines.speaker.diarize import diarize
+
+        async for segment in diarize(artifact, path, options, execution_provider=execution_provider, pool=pool,
+                                     progress=progress):
+            yield segment
 
 
 def embed_utterance(runner: Any, pieces: np.ndarray) -> np.ndarray:
