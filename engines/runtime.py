@@ -135,7 +135,7 @@ def choose_providers(setting: str) -> list[Any]:
 class Runner:
     """One inference session and the provider it actually runs on."""
 
-    def __init__(self, model: bytes, setting: str, threads: int = 0) -> None:
+    def __init__(self, model: bytes, setting: str, threads: int = 0, *, arena: bool = False) -> None:
         providers = choose_providers(setting)
         if providers[0] != CPU:
             _preload_cuda_libraries()
@@ -144,7 +144,9 @@ class Runner:
         # No CPU memory arena: it keeps the peak of every run's activations for the session's lifetime and gives
         # nothing back when the session is dropped (the pulled face model at batch 64 grew a process from 150 MiB to
         # 950 MiB in two runs, 1.4 GiB with two runs at once; 220 MiB without the arena, at the same speed).
-        options.enable_cpu_mem_arena = False
+        # ``arena``: a session made for one job and dropped after it (a video's frames, all one size) keeps the arena,
+        # since without it each run faults its activations in afresh (engines/face/video.py measures the cost).
+        options.enable_cpu_mem_arena = arena
         if threads:  # decode processes run one each, side by side: one thread apiece avoids oversubscription
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -168,14 +170,15 @@ class Runner:
         """The first output for a uint8 NHWC batch."""
         return self.run_all(batch)[0]
 
-    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Every output, in graph order, for a uint8 NHWC batch."""
+    def run_all(self, batch: np.ndarray, items: int | None = None) -> list[np.ndarray]:
+        """Every output, in graph order, for a uint8 NHWC batch; ``items``: how many inputs it holds, for the run
+        observer, where it is not the first axis (one photo, HWC)."""
         batch = np.ascontiguousarray(batch)
         if not _observer:
             return self._run(batch)
         start = time.time_ns()
         outputs = self._run(batch)
-        _observer[0](self._provider, len(batch), start, time.time_ns())
+        _observer[0](self._provider, len(batch) if items is None else items, start, time.time_ns())
         return outputs
 
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
 
@@ -58,6 +59,7 @@ from engines.interface import (
     RecognizedFace,
     TrainingContext,
 )
+from engines.media import MediaOptions, Progress, Segment
 from engines.model_backbone import model_backbone
 from engines.pipeline import embed_library
 from engines.runtime import get_runner, throughput_runner
@@ -201,6 +203,16 @@ class FaceEngine:
             found.sort(key=lambda f: -f.box[2] * f.box[3])
             results.append(Recognition(index, _merged(found, top_k), faces=tuple(found)))
         return results
+
+    def recognize_media(
+        self, artifact: bytes, path: str, options: MediaOptions, *, execution_provider: str, pool: Executor | None,
+        progress: Progress,
+    ) -> AsyncIterator[Segment]:
+        """Faces over time in the video at ``path``: a segment per track as it ends (engines.face.video)."""
+        from engines.face.video import recognize_media
+
+        return recognize_media(artifact, path, options, execution_provider=execution_provider, pool=pool,
+                               progress=progress)
 
 
 def _models(ctx: TrainingContext) -> tuple[EmbeddingModel, EmbeddingModel]:
