@@ -54,6 +54,9 @@ class Settings:
     # sees the reply. None: twice the upload limit (at least 64 MiB), so a file just over the limit is answered.
     max_discard_bytes: int | None = None
     max_artifact_bytes: int = 2048 * MiB  # artifacts workers produce; client uploads use max_upload_bytes
+    # A video or long recording (recognizeMedia's upload, a media job's URL): streamed to S3 or a worker's disk,
+    # never held in memory, so it may be far larger than max_upload_bytes
+    max_media_bytes: int = 4096 * MiB
     max_page_size: int = 1000
     max_query_depth: int = 12
     max_query_tokens: int = 5000
@@ -77,6 +80,10 @@ class Settings:
     fetch_total_seconds: float = 300.0
     fetch_max_bytes: int = 100 * MiB
     fetch_rate_per_second: float = 50.0
+    media_fetch_seconds: float = 3600.0  # a media job's whole download of its URL on a worker (a few GB is slow)
+    # An uploaded media file stays in S3 this long after its job was queued (retryJob reads it again), then it
+    # is deleted by the blob sweeper
+    media_keep_seconds: int = 7 * 24 * 3600
     # Webhooks (gateway/services/webhooks/): deliveries obey the fetch_allow_private / fetch_allowed_hosts rules above
     webhook_max_per_org: int = 20  # webhooks one organization may register
     webhook_max_attempts: int = 10  # tries of one delivery before it is failed (redeliverWebhook starts over)

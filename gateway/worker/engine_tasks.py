@@ -20,6 +20,7 @@ from gateway.services.queue import dispatch
 from gateway.services.queue.dispatch import LeaseLost
 from gateway.services.recognition import recognize as recognition
 from gateway.services.training import engine_models as model_service
+from gateway.worker import media_tasks
 from gateway.worker.context import LibraryContext
 from gateway.worker.runner import TaskRun
 from storage.queries import engine_models as model_q
@@ -116,10 +117,16 @@ class EngineTasks:
         task, res = run.task, run.res
         payload = task.payload
         system = Principal(org_id=task.org_id, scope="admin")
+        fetched = None
+        if media_tasks.may_be_media(self.engine, payload):
+            # A video or long recording runs as media and completes there; a photo comes back as its bytes.
+            fetched = await media_tasks.run(run, self.engine, self.decode_pool)
+            if fetched is None:
+                return
         model = await model_service.get(res, system, payload["libraryEngineModelId"])
         urls = list(payload.get("urls") or []) or [payload["url"]]
-        images = []
-        for url in urls:
+        images = [fetched] if fetched is not None else []
+        for url in urls if fetched is None else []:
             try:
                 async with res.fetch_limiter:
                     data, _ = await fetch_bytes(res.http, str(url), res.fetch_policy)

@@ -106,6 +106,7 @@ async def recognize(
         return await _tag(res, principal, registered_ref, upload=upload, url=url, top_k=top_k, threshold=threshold)
     model = await engine_models.get(res, principal, model_id)
     image = await media_bytes(res, upload, url)
+    await refuse_long_media(res, model, image)
     results = await run(res, model, [image], top_k=top_k, threshold=threshold)
     effective = threshold
     if effective is None:
@@ -114,6 +115,28 @@ async def recognize(
     faces = tuple(results[0].faces) if results else ()
     return Outcome(model=model, threshold=effective, matches=list(results[0].matches) if results else [],
                    windows=windows, faces=faces)
+
+
+async def refuse_long_media(res: Resources, model: EngineModel, data: bytes) -> None:
+    """A video, or a recording longer than the engine recognizes in one call, is refused with a message that
+    names recognizeMedia (a job with time-coded segments) instead of failing in the engine's photo decoder."""
+    from gateway.services.recognition import media_probe
+
+    info = await media_probe.probe_async(data)
+    if info.kind not in ("video", "audio"):
+        return
+    engine = res.engines.get(model.engine_id)
+    if info.kind == "audio":
+        artifact = await artifact_bytes(res, model) if hasattr(engine, "inline_seconds") else None
+        if not info.is_long(await media_probe.inline_seconds(engine, artifact, res.settings.onnx_provider)):
+            return
+    what = "a video" if info.kind == "video" else f"a recording of {info.duration or 0:.0f} s"
+    if media_probe.is_media_engine(engine):
+        raise InvalidInput(
+            f"this is {what}: recognize answers one photo or short recording at once; use recognizeMedia, which "
+            "runs as a job and answers time-coded segments", data={"reason": "use-recognizeMedia"},
+        )
+    raise InvalidInput(f"this is {what}, and engine {model.engine_id} recognizes photos and short recordings only")
 
 
 async def _tag(
