@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from engineshed.cli import output, training
+from engineshed.cli import media, output, training
 from engineshed.cli.importer import LIBRARY_TYPE_FOR, Importer, scan
 from engineshed.client import Client
 from engineshed.client.connection import resolve
@@ -249,6 +249,12 @@ def recognize_command(args: argparse.Namespace, client: Client) -> int:
             output.fail(f"no library {args.library!r}")
             return output.NOT_FOUND
         library_id = library["id"]
+    if media.is_media(args.file, args.media):  # a video or long recording: over time, as a job
+        return media.run(args, client, library_id, follow)
+    if media.image_only_options(args):
+        output.fail(f"{', '.join(media.image_only_options(args))}: only for a video or long recording "
+                    f"({args.file.name} is neither; --media treats it as one)")
+        return output.USAGE
     result = client.recognize(args.file, library_engine_model_id=args.library_engine_model_id, model_id=args.model_id,
                               library_id=library_id, top_k=args.top_k, threshold=args.threshold)
     if args.json:

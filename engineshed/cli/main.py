@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from engineshed.cli import engine as engine_cli
+from engineshed.cli import media as media_cli
 from engineshed.cli.commands import dispatch
 from engineshed.cli.output import MISSING
 
@@ -57,7 +58,9 @@ def add_commands(sub: argparse._SubParsersAction, models_sub: argparse._SubParse
                    help="with --wait: exit 0 even when entities were left with no usable identifier (still listed)")
     _common(p)
 
-    p = sub.add_parser("recognize", help="recognize a file with a library's model (its default engine's default model)")
+    p = sub.add_parser("recognize", help="recognize a file with a library's model (its default engine's default model); "
+                                          "a video or long recording is recognized over time, as a job, with a progress "
+                                          "bar and a table of who appears and speaks when")
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--library", help="library name or id: the API answers with the library's model, the default model of "
                                      "its default engine (README, \"The library's model\")")
@@ -65,6 +68,7 @@ def add_commands(sub: argparse._SubParsersAction, models_sub: argparse._SubParse
     p.add_argument("--model-id", help="a registered auto_tagging model (name, name@3, name@alias) instead")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--threshold", type=float)
+    media_cli.add_arguments(p)
     _common(p)
 
     p = models_sub.add_parser("list", help="registered models (the organization's and the system's), or with --library "

@@ -168,10 +168,12 @@ class RestEndpoint:
     Every method it does not list answers 405 as JSON with an ``Allow`` header, before anything else is
     checked. Bodies are read through the same streaming limit as GraphQL's JSON bodies
     (``ENGINESHED_MAX_BODY_BYTES``, ``BodyLimitMiddleware``), refused with 413; a route whose bodies are always
-    small passes a lower ``body_limit``. Then the caller is authenticated. ``error_shape`` writes each error's body.
+    small passes a lower ``body_limit``. A route that streams its body rather than parsing it whole (a media file
+    straight to S3) passes a function of the settings instead, whose limit replaces max_body_bytes. Then the caller
+    is authenticated. ``error_shape`` writes each error's body.
     """
 
-    def __init__(self, handlers: dict[str, Handler], *, body_limit: int | None = None,
+    def __init__(self, handlers: dict[str, Handler], *, body_limit: int | Callable[[Settings], int] | None = None,
                  error_shape: ErrorShape = error_body) -> None:
         self.handlers = {method.upper(): handler for method, handler in handlers.items()}
         self.body_limit = body_limit
@@ -184,6 +186,8 @@ class RestEndpoint:
     def _limit(self, _headers: Headers, settings: Settings) -> int:
         if self.body_limit is None:
             return settings.max_body_bytes
+        if callable(self.body_limit):
+            return self.body_limit(settings)
         return min(settings.max_body_bytes, self.body_limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from gateway.rest import intelligent_tasks, trainings
+from gateway.rest import intelligent_tasks, media, timeline, trainings
 
 
 def rest_routes() -> list[Route]:
@@ -17,4 +17,8 @@ def rest_routes() -> list[Route]:
         # Intelligent tasks: the project is the caller's organization, the dataset a library.
         Route("/v2/{project_id}/datasets/{dataset_id}/tasks", intelligent_tasks.tasks),
         Route("/v2/{project_id}/datasets/{dataset_id}/tasks/{task_id}", intelligent_tasks.task),
+        # Who appears and who speaks in a media job: an offline HTML page, or ?format=svg the image alone.
+        Route("/v3/jobs/{job_id}/timeline", timeline.endpoint),
+        # A video or long recording as the raw body, streamed to S3 under the media limit (not the multipart one).
+        Route("/v3/media", media.endpoint),
     ]

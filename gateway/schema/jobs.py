@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import strawberry
 
 from gateway.errors import InvalidInput
+from gateway.schema import media
 from gateway.schema.caller import OrganizationStatus
 from gateway.schema.common import NO_SUCH_ID, DeletePayload, Paginated
 from gateway.schema.context import Info
@@ -130,6 +131,11 @@ class Job:
     def application_id(self) -> strawberry.ID:
         return strawberry.ID(str(self._row.org_id))
 
+    @strawberry.field(description="The time-coded segments of the job's media tasks (recognizeMedia), in start order.")
+    async def segments(self, info: Info, kind: Optional[media.MediaSegmentKind] = None, offset: Optional[int] = 0,
+                       limit: Optional[int] = 30) -> media.MediaSegmentList:
+        return await media.job_segments(self, info, kind, offset, limit)
+
     @classmethod
     def from_row(cls, row: rows.Job) -> Job:
         return cls(
@@ -162,6 +168,10 @@ class EngineResult:
     tdo_id: Optional[strawberry.ID]
     asset_id: Optional[strawberry.ID]
     jsondata: Optional[JSONData]
+    start_offset_ms: Optional[int] = strawberry.field(default=None, description=(
+        "A media task's record: where its page of segments starts in the media (ms); null for other tasks."))
+    stop_offset_ms: Optional[int] = strawberry.field(default=None, description=(
+        "A media task's record: where its page of segments ends in the media (ms); null for other tasks."))
 
 
 @strawberry.type(name="EngineResultList")
@@ -243,14 +253,21 @@ class JobQuery:
     async def engine_results(
         self, info: Info, job_id: Optional[strawberry.ID] = None, tdo_id: Optional[strawberry.ID] = None,
         offset: Optional[int] = 0, limit: Optional[int] = 30,
+        start_offset_ms: Annotated[Optional[int], strawberry.argument(description=(
+            "Media tasks: only segments ending after this offset (ms)."))] = None,
+        stop_offset_ms: Annotated[Optional[int], strawberry.argument(description=(
+            "Media tasks: only segments starting before this offset (ms)."))] = None,
     ) -> EngineResultList:
         tasks = await job_service.results(info.context.resources, info.context.principal, job_id) if job_id else []
+        # A media task answers a record per page of its segments (vtn-standard series); other tasks their output.
+        page, total, offset, limit = await media.result_records(info, tasks, start_offset_ms, stop_offset_ms, offset, limit)
         records = [
-            EngineResult(job_id=strawberry.ID(str(t.job_id)), task_id=strawberry.ID(str(t.id)),
-                         engine_id=strawberry.ID(t.engine_id), tdo_id=None, asset_id=None, jsondata=t.output)
-            for t in tasks
+            EngineResult(job_id=strawberry.ID(str(r.task.job_id)), task_id=strawberry.ID(str(r.task.id)),
+                         engine_id=strawberry.ID(r.task.engine_id), tdo_id=None, asset_id=None, jsondata=r.jsondata,
+                         start_offset_ms=r.start_ms, stop_offset_ms=r.stop_ms)
+            for r in page
         ]
-        return EngineResultList.sliced(records, offset, limit, info.context.resources.settings.max_page_size)
+        return EngineResultList(offset=offset, limit=limit, count=len(records), total_count=total, records=records)
 
     @strawberry.field
     async def job(

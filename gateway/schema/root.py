@@ -30,6 +30,7 @@ from gateway.schema.identifiers import IdentifierMutation, IdentifierQuery
 from gateway.schema.jobs import JobMutation, JobQuery, JobSubscription
 from gateway.schema.labeling import LabelingMutation, LabelingQuery
 from gateway.schema.libraries import LibraryMutation, LibraryQuery
+from gateway.schema.media import MediaMutation, MediaQuery
 from gateway.schema.models import ModelMutation, ModelQuery
 from gateway.schema.recognition import RecognitionQuery
 from gateway.schema.scalars import UploadScalar
@@ -46,7 +47,7 @@ _log = logging.getLogger("engineshed.graphql")
 class Query(
     CallerQuery, ModelQuery, TokenQuery, LabelingQuery, EmbeddingQuery, LibraryQuery, EntityQuery, IdentifierQuery,
     CatalogueQuery, EngineModelQuery, EngineQuery, JobQuery, TaskQuery, RecognitionQuery, UploadQuery,
-    WebhookQuery,
+    WebhookQuery, MediaQuery,
 ):
     pass
 
@@ -55,7 +56,7 @@ class Query(
 class Mutation(
     CatalogueMutation, ModelMutation, TokenMutation, DefaultModelMutation, LabelingMutation, EmbeddingMutation,
     LibraryMutation, EntityMutation, IdentifierMutation, EngineModelMutation, JobMutation, EngineMutation, TaskMutation,
-    WebhookMutation,
+    WebhookMutation, MediaMutation,
 ):
     pass
 

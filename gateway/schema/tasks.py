@@ -12,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 import strawberry
 
+from gateway.schema import media
 from gateway.schema.common import Paginated, lazy_class
 from gateway.schema.context import Info
 from gateway.schema.engine_platform import Build
@@ -178,6 +179,11 @@ class Task:
     def log(self) -> TaskLog:
         text = self._row.failure_message or self._row.progress_message
         return TaskLog(uri=None, text=text, jsondata={"attempts": self._row.attempts, "progress": self._row.progress})
+
+    @strawberry.field(description=media.SEGMENTS_DESCRIPTION)
+    async def segments(self, info: Info, kind: Optional[media.MediaSegmentKind] = None, offset: Optional[int] = 0,
+                       limit: Optional[int] = 30) -> media.MediaSegmentList:
+        return await media.task_segments(self, info, kind, offset, limit)
 
     @classmethod
     def from_row(cls, row: rows.Task) -> Task:

@@ -45,6 +45,7 @@ QUERIES = {
     "similarIdentifiers": 'query { similarIdentifiers(identifierId: "{I}", modelId: "{N}") { score } }',
     "getSignedWritableUrl": 'query { getSignedWritableUrl(key: "matrix.png") { key url } }',
     "getSignedWritableUrls": "query { getSignedWritableUrls(number: 2) { key url } }",
+    "segments": 'query { segments(jobId: "{J}") { count } }',
 }
 MUTATIONS = {
     "createLibrary": 'mutation { createLibrary(input: {name: "x", libraryTypeId: "people"}) { id } }',
@@ -98,6 +99,7 @@ MUTATIONS = {
     "unmarkIdentifierNotEntity": 'mutation { unmarkIdentifierNotEntity(identifierId: "{I}", entityId: "{E2}") { id } }',
     "generateEmbeddings": 'mutation { generateEmbeddings(libraryId: "{L}", modelId: "{N}") { id } }',
     "insertEmbeddings": 'mutation { insertEmbeddings(modelId: "{N}", vectorDimension: [2], embeddings: [{uniqueName: "x.png", embeddings: [1, 2]}], libraryId: "{L}") { inserted } }',
+    "recognizeMedia": 'mutation { recognizeMedia(libraryEngineModelId: "{M}", url: "http://192.0.2.1/x.mp4") { id } }',
 }
 # REST routes (gateway/rest/): method, path, JSON body; the same IDs filled in. What a read token may not do
 # answers 403 not_allowed; another organization's IDs answer 404 exactly like made-up ones.
@@ -110,8 +112,12 @@ REST_ROUTES = {
     # asks with its own project for the first one's dataset and task.
     "start labeling task": ("POST", "/v2/{P}/datasets/{L}/tasks", {"task_type": "pre-label", "model_id": "{M}"}),
     "get labeling task": ("GET", "/v2/{P}/datasets/{L}/tasks/{LJ}", None),
+    # A job's timeline page (HTML; JSON errors): read like the job itself.
+    "job timeline": ("GET", "/v3/jobs/{J}/timeline", None),
+    # A video as the raw body, recognized as a job: a write, refused before the (here empty) body is read.
+    "upload media": ("POST", "/v3/media?libraryEngineModelId={M}", None),
 }
-REST_WRITES = {"start training", "delete training", "start labeling task"}
+REST_WRITES = {"start training", "delete training", "start labeling task", "upload media"}
 REST_NO_FOREIGN_ID = {"list trainings"}
 # Routes whose capability is a signature in the URL, not a token (gateway/web/files.py): {K} is the storage key
 # of the first organization's identifier, the signature a made-up one.

@@ -286,7 +286,91 @@ def test_the_file_link_route_fuzzed(org):
         run()
 
 
+MEDIA_FIELDS = {"query": ["segments"], "mutation": ["recognizeMedia"]}
+
+
+@pytest.mark.parametrize("kind", ["query", "mutation"])
+def test_the_media_operations_fuzzed_on_their_own_get_clean_replies(fuzz_http, kind):
+    """segments and recognizeMedia with generated IDs, kinds, windows, frame intervals, speakers and URLs; one real
+    job exists (a training), so generated pages also meet a real row (from the schema the gateway serves)."""
+    http, url = fuzz_http
+    served = http.post(url, json={"query": graphql.get_introspection_query()}).json()["data"]
+    sdl = graphql.print_schema(graphql.build_client_schema(served))
+    seen: dict[str, int] = {}
+    strategy = from_schema(sdl, fields=MEDIA_FIELDS[kind], custom_scalars=CUSTOM_SCALARS, allow_x00=False)
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=False, suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def run(query: str) -> None:
+        if query.lstrip().startswith(kind):
+            _check(http, url, query, seen)
+
+    run()
+    print(f"\nfuzzed media {kind} operations: {sum(seen.values())} requests, statuses {seen}")
+
+
+def test_the_timeline_route_fuzzed(org):
+    """GET /v3/jobs/{jobId}/timeline with generated job IDs and query parameters: a page, or a JSON 400/404, never
+    a 5xx and never a stack trace."""
+    from urllib.parse import quote
+
+    from tests.reliability.conftest import train
+
+    job_id, _, _ = train(org.client, library_with_images(org, 1), seconds=0)
+    ids = st.one_of(st.just(job_id), st.uuids().map(str), st.text(max_size=40))
+    value = st.one_of(st.none(), st.text(max_size=12), st.floats(allow_nan=True, allow_infinity=True).map(str),
+                      st.integers(-10**6, 10**12).map(str))
+    params = st.fixed_dictionaries({}, optional={"format": st.one_of(st.sampled_from(["html", "svg"]), value),
+                                                 "kind": st.one_of(st.sampled_from(["face", "speaker"]), value),
+                                                 "start": value, "stop": value})
+    with httpx.Client(headers={"Authorization": f"Bearer {org.token}"}, timeout=30) as http:
+
+        @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(ids, params)
+        def run(job: str, query: dict) -> None:
+            response = http.get(f"{org.gateway.url}/v3/jobs/{quote(job, safe='')}/timeline",
+                                params={k: v for k, v in query.items() if v is not None})
+            assert response.status_code in (200, 400, 404), (job, query, response.status_code, response.text[:300])
+            assert not LEAK.search(response.text), response.text[:500]
+            if response.status_code != 200:
+                assert response.json()["error"]["code"] in ("invalid_input", "not_found"), response.text[:300]
+            elif query.get("format") == "svg":
+                assert response.headers["content-type"].startswith("image/svg+xml")
+
+        run()
+
+
+def test_the_media_upload_route_fuzzed(org):
+    """POST /v3/media with generated query parameters and small bodies: a JSON 400/404, never a 5xx, a stack
+    trace or a job (the organization has no media model, so nothing may be queued)."""
+    from tests.reliability.conftest import train
+
+    library_id = library_with_images(org, 1)
+    _, _, model_id = train(org.client, library_id, seconds=0)
+    names = st.sampled_from(["libraryId", "libraryEngineModelId", "engineId", "frameInterval", "speakers", "topK",
+                             "threshold"])
+    value = st.one_of(st.just(library_id), st.just(model_id), st.uuids().map(str), st.text(max_size=12),
+                      st.floats(allow_nan=True, allow_infinity=True).map(str), st.integers(-10**6, 10**12).map(str))
+    params = st.dictionaries(st.one_of(names, st.text(min_size=1, max_size=8)), value, max_size=4)
+    bodies = st.one_of(st.binary(max_size=64), st.just(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64))
+    with httpx.Client(headers={"Authorization": f"Bearer {org.token}"}, timeout=30) as http:
+
+        @settings(max_examples=100, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(params, bodies)
+        def run(query: dict, body: bytes) -> None:
+            response = http.post(f"{org.gateway.url}/v3/media", params=query, content=body)
+            assert response.status_code in (400, 404), (query, response.status_code, response.text[:300])
+            assert response.json()["error"]["code"] in ("invalid_input", "not_found"), response.text[:300]
+            assert not LEAK.search(response.text), response.text[:500]
+
+        run()
+    jobs = org.client.query('query { jobs(limit: 100) { records { name } } }').ok()["jobs"]["records"]
+    assert "recognizeMedia" not in {j["name"] for j in jobs}
+
+
 NUL_CASES = {
+    "segments job id": 'query { segments(jobId: "\\u0000") { count } }',
+    "recognizeMedia url": 'mutation { recognizeMedia(libraryId: "00000000-0000-0000-0000-000000000000", url: "http://a\\u0000b/x.mp4") { id } }',
     "embeddingVectors uniqueName": 'query { embeddingVectors(uniqueNames: ["a\\u0000b"]) { uniqueName } }',
     "insertEmbeddings uniqueName": 'mutation { insertEmbeddings(modelId: "m", vectorDimension: [1], embeddings: [{uniqueName: "a\\u0000", embeddings: [1]}]) { inserted } }',
     "generateEmbeddings type": 'mutation { generateEmbeddings(identifierTypeId: "\\u0000") { id } }',

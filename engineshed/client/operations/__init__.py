@@ -13,11 +13,12 @@ from engineshed.client.operations.embeddings import EmbeddingOperations
 from engineshed.client.operations.jobs import JobOperations
 from engineshed.client.operations.labeling import LabelingOperations
 from engineshed.client.operations.libraries import LibraryOperations
+from engineshed.client.operations.media import MediaOperations
 from engineshed.client.operations.models import ModelOperations
 from engineshed.client.operations.recognition import RecognitionOperations
 from engineshed.client.operations.uploads import UploadOperations
 
 
 class Operations(CallerOperations, ModelOperations, LibraryOperations, JobOperations, RecognitionOperations,
-                 EmbeddingOperations, LabelingOperations, UploadOperations):
+                 EmbeddingOperations, LabelingOperations, UploadOperations, MediaOperations):
     """The API, operation by operation. Use :class:`engineshed.client.Client` or :class:`~engineshed.client.AsyncClient`."""
