@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="gateway processes for the 1-vs-N reads figure (default: the CPU count, at least 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test (well under 90 s)")
     p.add_argument("--only", choices=("all", "upload", "processes", "pulled-models", "speaker", "face", "labeling",
-                                      "import", "embeddings", "memory", "scale", "direct", "ingest"),
+                                      "import", "embeddings", "memory", "scale", "direct", "ingest", "video", "audio"),
                    default="all",
                    help="run one scenario: upload = API uploads against S3 PUTs of the same bytes; "
                         "processes = GetIdentifiers, 32 clients, 1 gateway process vs N; pulled-models = "
@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(bench/embeddings.py: ingest, training from vectors vs images, incremental, memory, search); "
                         "memory = gateway and worker RSS over a newcomer's session in rounds (bench/memory.py); "
                         "scale = the gallery at 10k/100k/1M identities up to ENGINESHED_BENCH_SCALE_MAX (bench/scale.py); "
-                        "ingest = multipart_over_bare and ingest_over_model_bound (bench/ingest_ratios.py)")
+                        "ingest = multipart_over_bare and ingest_over_model_bound (bench/ingest_ratios.py); "
+                        "video = video_over_model_bound (bench/video.py); audio = audio_over_model_bound on a long "
+                        "recording (bench/audio_long.py); these two need no stack")
     p.add_argument("--session-rounds", type=int, default=None,
                    help="memory scenario: rounds of a newcomer's session (default 6; quick 2)")
     p.add_argument("--face-per-person", type=int, default=None,
@@ -223,6 +225,33 @@ async def measure_ingest(stack: Stack, args: argparse.Namespace) -> dict[str, An
         return {"skipped": str(exc)}
 
 
+def measure_media(args: argparse.Namespace, which: str) -> dict[str, Any]:
+    """Faces over time (bench/video.py) or voices over time (bench/audio_long.py), each against the limit of its
+    decode + detect/VAD + embed on the same cores in the same run; in a whole run skipped, saying why, without the
+    pulled models or espeak-ng. They run in this process with their own decode pools: no stack is needed."""
+    from gateway.services.models.pull.catalogue import PullError
+
+    try:
+        if which == "video":
+            from bench import video
+
+            report = video.run(args.model_cache, seconds=20.0 if args.quick else 60.0)
+            for line in video.rows(report):
+                log(line)
+            return report["results"]
+        from bench import audio_long
+
+        report = audio_long.run(2.0 if args.quick else 10.0, repeats=1 if args.quick else 2)
+        log(f"audio: {report['e2e']['audio_seconds_per_s']} audio s/s against a limit of "
+            f"{report['limit']['audio_seconds_per_s']}: audio_over_model_bound = {report['audio_over_model_bound']}")
+        return report
+    except (BenchError, PullError) as exc:
+        if args.only == which:
+            raise
+        log(f"{which} scenario skipped: {exc}")
+        return {"skipped": str(exc)}
+
+
 async def measure_session_memory(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     """Figure 17 (bench/memory.py): RSS of the gateway and the worker over a newcomer's session in rounds; the
     face engine joins when the pulled face models can be registered (else it says why in ``faces_skipped``)."""
@@ -279,6 +308,8 @@ async def measure_all(stack: Stack, args: argparse.Namespace, sampler: RssSample
         results["direct_upload"] = await measure_direct(stack, args)
         results["ingest_ratios"] = await measure_ingest(stack, args)
         results["session_memory"] = await measure_session_memory(stack, args)
+        results["video"] = await asyncio.to_thread(measure_media, args, "video")
+        results["audio_long"] = await asyncio.to_thread(measure_media, args, "audio")
         from bench import scale
 
         # The whole run stops at 100,000 identities unless told (1M takes most of the run's time limit alone).
@@ -435,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM cleans up like Ctrl-C: the finally blocks stop the processes and the embedded services.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     started = time.perf_counter()
+    if args.only in ("video", "audio"):  # no stack: each writes its own results file (bench/results-*-cpu-2core.json)
+        measure_media(args, args.only)
+        return 0
     log(f"starting the stack (N={args.n}, memory scale {args.memory_scale}{', quick' if args.quick else ''})")
     machine = machine_info()
     from bench.speaker import EXTRA_ENGINES

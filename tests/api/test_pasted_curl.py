@@ -19,7 +19,7 @@ from tests.api.conftest import (
 )
 from tests.conftest import TEST_UPLOAD_LIMIT
 from tests.support.images import bmp, png
-from tests.support.requirements import shared_file
+from tests.support.requirements import need, shared_file
 from tests.worker.conftest import create_model, download
 
 SEED_MODEL_ID = "4ae6d34d-8f4a-4e4e-aefa-12964cbf29c9"
@@ -77,8 +77,9 @@ def test_the_seed_bytes_store_the_model_file(org):
     assert download(saved["dataUrl"]) == b"contents of file1.txt"
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_seed_command_through_real_curl(org):
+    if shutil.which("curl") is None:
+        need("curl", "curl is not installed: the seed's curl command cannot be run")
     model_id = create_model(org, org.create_library())
     content_type, data = seed_curl()
     done = subprocess.run(

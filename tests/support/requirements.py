@@ -15,7 +15,7 @@ from typing import NoReturn
 import pytest
 
 REQUIRE = "ENGINESHED_REQUIRE"
-THINGS = frozenset({"shared", "chromium", "espeak-ng", "podman", "registry", "node"})
+THINGS = frozenset({"shared", "chromium", "espeak-ng", "podman", "registry", "node", "curl"})
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 
