@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.interface import EngineError, Match
-from engines.media import MediaOptions, Segment
+from engines.media import UNKNOWN_FACE, UNKNOWN_SPEAKER, MediaOptions, Segment
 from gateway.resources import Resources
 from gateway.services.access.principal import Principal
 from gateway.services.ingest.remote_files import FetchRefused, open_url
@@ -220,6 +220,7 @@ async def _recognize(
         },
         **summary.output(),
     }
+    await _renumber_unknowns(res, task, run.owner)
     await dispatch.complete(res, task, owner=run.owner, output=output)
 
 
@@ -304,6 +305,15 @@ async def _clear(res: Resources, task: Task, owner: str) -> None:
         if await segment_q.owned(conn, task.id, owner) is None:
             raise LeaseLost(f"task {task.id} is no longer leased to {owner}")
         await segment_q.clear(conn, task.id)
+
+
+async def _renumber_unknowns(res: Resources, task: Task, owner: str) -> None:
+    """Unknown people numbered in the order they first appear, as a reader of the result expects: an engine can
+    only number them as it judges them, when a track or voice ends (a long-seen unknown gets a later number)."""
+    async with res.pool.acquire() as conn, conn.transaction():
+        if await segment_q.owned(conn, task.id, owner) is None:
+            raise LeaseLost(f"task {task.id} is no longer leased to {owner}")
+        await segment_q.renumber_unknowns(conn, task.id, UNKNOWN_FACE, UNKNOWN_SPEAKER)
 
 
 async def _clear_quietly(res: Resources, task: Task, owner: str) -> None:

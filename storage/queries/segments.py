@@ -55,6 +55,23 @@ WHERE s.org_id = $1 AND s.task_id = $2 AND s.seq = $3 AND {_VISIBLE}"""
 
 COUNT_OF_TASK = "SELECT count(*) FROM media_segments WHERE task_id = $1"
 
+RENUMBER_UNKNOWNS = """-- unknown people numbered 1, 2, ... per kind in the order they first appear ($2: the face label prefix,
+-- $3: the speaker one); an engine numbers them as it judges them, which is when their track or voice ends
+WITH firsts AS (
+    SELECT kind, label, min(start_s) AS first_s, min(seq) AS first_seq
+    FROM media_segments
+    WHERE task_id = $1 AND entity_id IS NULL
+      AND ((kind = 'face' AND starts_with(label, $2)) OR (kind = 'speaker' AND starts_with(label, $3)))
+    GROUP BY kind, label
+), numbered AS (
+    SELECT kind, label, CASE kind WHEN 'face' THEN $2 ELSE $3 END
+        || row_number() OVER (PARTITION BY kind ORDER BY first_s, first_seq) AS renamed
+    FROM firsts
+)
+UPDATE media_segments s SET label = n.renamed
+FROM numbered n
+WHERE s.task_id = $1 AND s.kind = n.kind AND s.label = n.label AND s.entity_id IS NULL AND s.label <> n.renamed"""
+
 
 async def owned(conn: asyncpg.Connection, task_id: UUID, owner: str) -> int | None:
     """The attempt ``owner`` runs, locking the task row until the transaction ends; None: not its lease.
@@ -96,3 +113,8 @@ async def thumbnail(conn: asyncpg.Connection, org_id: UUID, task_id: UUID, seq: 
 async def count_of_task(conn: asyncpg.Connection, task_id: UUID) -> int:
     """Every row of the task, whichever attempt wrote it (tests and diagnostics)."""
     return await conn.fetchval(COUNT_OF_TASK, task_id)
+
+
+async def renumber_unknowns(conn: asyncpg.Connection, task_id: UUID, face_prefix: str, speaker_prefix: str) -> None:
+    """Number the task's unknown people in order of first appearance (call after ``owned``, in its transaction)."""
+    await conn.execute(RENUMBER_UNKNOWNS, task_id, face_prefix, speaker_prefix)

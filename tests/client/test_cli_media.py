@@ -117,7 +117,7 @@ def test_json_and_the_saved_timeline(org, library, tmp_path):
     assert [s["startSeconds"] for s in segments] == [0.0, 1.0, 2.0, 3.0]
     assert [s["entityId"] or s["label"] for s in segments] == expected_labels(sorted(library["entities"].values()), 4)
     text = page.read_text()
-    assert text.startswith("<!doctype html>") and "<svg" in text and "ada" in text and "unknown face 0" in text
+    assert text.startswith("<!doctype html>") and "<svg" in text and "ada" in text and "unknown face 1" in text
     assert answer["job"]["id"] in text
     # The client reads the same page, and pages through the segments, sync and async alike.
     with Client(org.gateway.url, org.token) as client:

@@ -88,7 +88,7 @@ def test_a_library_run_job_on_a_video_url_stores_time_coded_segments_and_complet
     assert first.matches == [{"entityId": first.entity_id, "entityName": first.entity_name, "entityIdentifierId": None,
                               "score": 0.9}]
     unknown = rows[2]
-    assert (unknown.label, unknown.entity_id, unknown.matches) == ("unknown-face-0", None, [])
+    assert (unknown.label, unknown.entity_id, unknown.matches) == ("unknown-face-1", None, [])
 
     task_id = task["id"]
     page, total = ms.call(stack.env, lambda res: media.segments(res, ms.admin(org), task_id=task_id, offset=5, limit=3))
